@@ -1,0 +1,71 @@
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <time.h>
+
+int test_checks_passed;
+int test_checks_failed;
+
+int test_finish(void) {
+    printf("%d passed, %d failed\n", test_checks_passed, test_checks_failed);
+    return test_checks_failed ? 1 : 0;
+}
+
+static const char *join_env(const char *env, const char *fallback, const char *relative) {
+    static char path[4096];
+    const char *root = getenv(env);
+    snprintf(path, sizeof path, "%s/%s", root && *root ? root : fallback, relative);
+    return path;
+}
+
+const char *test_data_path(const char *relative) {
+    return join_env("EGRET_TEST_DATA", "tests/data", relative);
+}
+
+const char *test_model_path(const char *relative) {
+    return join_env("EGRET_MODELS", "models", relative);
+}
+
+unsigned char *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf && len) *len = (size_t)n;
+    return buf;
+}
+
+static uint64_t rng_state;
+
+void test_rng_init(void) {
+    const char *s = getenv("EGRET_TEST_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)clock();
+    printf("EGRET_TEST_SEED=%llu\n", (unsigned long long)seed);
+    rng_state = seed;
+}
+
+uint64_t test_rng_u64(void) {
+    /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float test_rng_uniform(float lo, float hi) {
+    return lo + (hi - lo) * (float)((test_rng_u64() >> 40) * (1.0 / 16777216.0));
+}
+
+float test_rng_normal(void) {
+    double u1 = ((test_rng_u64() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (test_rng_u64() >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}

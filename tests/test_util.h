@@ -1,0 +1,51 @@
+/* Minimal test harness shared by every test executable: CHECK records a failure and goes on,
+ * test_finish prints "N passed, N failed" and gives the exit code. */
+#ifndef EGRET_TEST_UTIL_H
+#define EGRET_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+extern int test_checks_passed;
+extern int test_checks_failed;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_checks_passed++;                                                                  \
+        } else {                                                                                   \
+            test_checks_failed++;                                                                  \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+/* Stops the test at once (for failures that make the rest meaningless). */
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        CHECK(cond, __VA_ARGS__);                                                                  \
+        if (!(cond)) return test_finish();                                                         \
+    } while (0)
+
+/* Prints the summary line and returns the process exit code. */
+int test_finish(void);
+
+/* Path of a file under tests/data (EGRET_TEST_DATA, else ./tests/data). Static buffer. */
+const char *test_data_path(const char *relative);
+
+/* Path of a file under models/ (EGRET_MODELS, else ./models). Static buffer. */
+const char *test_model_path(const char *relative);
+
+/* Reads a whole file; returns NULL on failure. The caller frees. */
+unsigned char *test_read_file(const char *path, size_t *len);
+
+/* Deterministic per-run random numbers: seeded from EGRET_TEST_SEED if set, else from the clock
+ * (printed, so a failure can be replayed). */
+void test_rng_init(void);
+uint64_t test_rng_u64(void);
+float test_rng_uniform(float lo, float hi);
+float test_rng_normal(void);
+
+#endif
