@@ -1,0 +1,364 @@
+#include "language/sequence.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/device_tensor.h"
+#include "runtime/half.h"
+#include "vision/image_encoder.h"
+
+EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err) {
+    EgSequence *s = calloc(1, sizeof *s);
+    if (!s) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    s->m = m;
+    s->capacity = capacity;
+    s->last_image = -1;
+    eg_arena_init(&s->arena, &m->vk, EG_MEM_DEVICE, 64u << 20);
+    eg_arena_init(&s->image_arena, &m->vk, EG_MEM_DEVICE, 16u << 20);
+    uint32_t L = (uint32_t)m->cfg.num_hidden_layers;
+    s->k_cache = calloc(L, sizeof *s->k_cache);
+    s->v_cache = calloc(L, sizeof *s->v_cache);
+    if (!s->k_cache || !s->v_cache) {
+        eg_fail(err, "out of host memory");
+        eg_sequence_free(s);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < L; i++) {
+        if (eg_tensor_buffer(&m->ops, &s->arena, (size_t)capacity * m->H, &s->k_cache[i], err) ||
+            eg_tensor_buffer(&m->ops, &s->arena, (size_t)capacity * m->H, &s->v_cache[i], err)) {
+            eg_fail_prefix(err, "KV cache for %u tokens", capacity);
+            eg_sequence_free(s);
+            return NULL;
+        }
+    }
+    if (eg_model_ensure_rope(m, capacity, err)) {
+        eg_sequence_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void eg_sequence_free(EgSequence *s) {
+    if (!s) return;
+    eg_arena_reset(&s->image_arena);
+    eg_arena_reset(&s->arena);
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->cross_kv);
+    free(s);
+}
+
+static uint32_t n_cross_layers(const EgModel *m) {
+    return (uint32_t)(m->cfg.num_hidden_layers / m->cfg.cross_layer_interval);
+}
+
+int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgError *err) {
+    EgModel *m = s->m;
+    eg_arena_reset(&s->image_arena);
+    free(s->cross_kv);
+    s->cross_kv = NULL;
+    s->n_images = 0;
+    if (n == 0) return 0;
+    uint32_t nx = n_cross_layers(m), S = m->image_tokens, H = m->H;
+    s->cross_kv = calloc(nx, sizeof *s->cross_kv);
+    if (!s->cross_kv) return eg_fail(err, "out of host memory");
+    for (uint32_t j = 0; j < nx; j++)
+        if (eg_tensor_buffer(&m->ops, &s->image_arena, (size_t)n * S * 2 * H, &s->cross_kv[j], err))
+            return eg_fail_prefix(err, "image keys/values for %u images", n);
+
+    const EgVisionConfig *vc = &m->cfg.vision;
+    size_t n_pix = (size_t)n * vc->num_channels * vc->image_size * vc->image_size;
+    EgArena scratch;
+    eg_arena_init(&scratch, &m->vk, EG_MEM_DEVICE, 64u << 20);
+    EgBuffer pix;
+    EgCmd cmd;
+    EgImageFeatures f;
+    int rc = eg_tensor_buffer(&m->ops, &scratch, n_pix, &pix, err) ||
+             eg_upload_f32(&m->ops, &m->staging, &pix, 0, pixels, n_pix, err) ||
+             eg_cmd_begin(&m->vk, &cmd, err);
+    if (rc == 0) {
+        rc = eg_image_encoder_record(&cmd, m, &scratch, &pix, n, &f, err);
+        for (uint32_t j = 0; j < nx && rc == 0; j++) {
+            const EgCrossLayer *x = &m->cross[j];
+            eg_op_linear(
+                &cmd, &m->ops,
+                &(EgLinear){.x = &f.features, .w = &x->kv, .y = &s->cross_kv[j], .rows = n * S});
+            if (m->cfg.qk_layer_norms) /* RMSNorm of each key head, in place */
+                eg_op_norm(&cmd, &m->ops,
+                           &(EgNorm){.x = &s->cross_kv[j],
+                                     .x_stride = m->head_dim,
+                                     .x_batch = 2 * H,
+                                     .weight = &x->k_norm,
+                                     .y = &s->cross_kv[j],
+                                     .y_stride = m->head_dim,
+                                     .y_batch = 2 * H,
+                                     .rows = m->heads,
+                                     .batches = n * S,
+                                     .dim = m->head_dim,
+                                     .eps = m->cfg.rms_norm_eps,
+                                     .rms = 1});
+        }
+        if (rc)
+            eg_cmd_abandon(&cmd);
+        else
+            rc = eg_cmd_submit_wait(&cmd, err);
+    }
+    eg_arena_reset(&scratch);
+    if (rc == 0) s->n_images = n;
+    return rc;
+}
+
+/* Records the gated cross-attention block j for t tokens in m->s.h. */
+static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t) {
+    EgModel *m = s->m;
+    const EgOps *ops = &m->ops;
+    const EgCrossLayer *x = &m->cross[j];
+    uint32_t H = m->H, I = m->I;
+    float eps = m->cfg.rms_norm_eps;
+    if (s->n_images > 0) {
+        eg_op_norm(cmd, ops,
+                   &(EgNorm){.x = &m->s.h,
+                             .weight = &x->in_norm,
+                             .y = &m->s.a,
+                             .rows = t,
+                             .dim = H,
+                             .eps = eps,
+                             .rms = 1});
+        eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
+        if (m->cfg.qk_layer_norms)
+            eg_op_norm(cmd, ops,
+                       &(EgNorm){.x = &m->s.q,
+                                 .weight = &x->q_norm,
+                                 .y = &m->s.q,
+                                 .rows = t * m->heads,
+                                 .dim = m->head_dim,
+                                 .eps = eps,
+                                 .rms = 1});
+        eg_op_attention(cmd, ops,
+                        &(EgAttention){.q = &m->s.q,
+                                       .k = &s->cross_kv[j],
+                                       .v = &s->cross_kv[j],
+                                       .o = &m->s.attn,
+                                       .k_stride = 2 * H,
+                                       .v_off = H,
+                                       .v_stride = 2 * H,
+                                       .n_queries = t,
+                                       .n_keys = s->n_images * m->image_tokens,
+                                       .heads = m->heads,
+                                       .head_dim = m->head_dim,
+                                       .mode = EG_ATTN_RANGES,
+                                       .ranges = &m->s.ranges,
+                                       .scale = 1.0f / sqrtf((float)m->head_dim)});
+        eg_op_linear(cmd, ops,
+                     &(EgLinear){.x = &m->s.attn,
+                                 .w = &x->o,
+                                 .alpha = &x->alpha_attn,
+                                 .alpha_vector = m->cfg.alpha_vector,
+                                 .y = &m->s.h,
+                                 .rows = t,
+                                 .accum = 1});
+    }
+    /* With no image at all every token's gate is 0: the attention branch adds exactly zero, but
+     * the dense branch below still applies (as in the reference). */
+    eg_op_norm(cmd, ops,
+               &(EgNorm){.x = &m->s.h,
+                         .weight = &x->post_norm,
+                         .y = &m->s.a,
+                         .rows = t,
+                         .dim = H,
+                         .eps = eps,
+                         .rms = 1});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){.x = &m->s.a, .w = &x->gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.a, .w = &x->up, .y = &m->s.g, .rows = t, .mul = 1});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.g,
+                             .w = &x->down,
+                             .alpha = &x->alpha_dense,
+                             .alpha_vector = m->cfg.alpha_vector,
+                             .y = &m->s.h,
+                             .rows = t,
+                             .accum = 1,
+                             .ldx = I});
+}
+
+/* Records decoder layer i for t tokens at positions n_past … n_past + t − 1. */
+static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t t) {
+    EgModel *m = s->m;
+    const EgOps *ops = &m->ops;
+    const EgDecoderLayer *x = &m->layers[i];
+    uint32_t H = m->H;
+    float eps = m->cfg.rms_norm_eps;
+    uint32_t cache_off = s->n_past * H;
+    eg_op_norm(cmd, ops,
+               &(EgNorm){.x = &m->s.h,
+                         .weight = &x->in_norm,
+                         .y = &m->s.a,
+                         .rows = t,
+                         .dim = H,
+                         .eps = eps,
+                         .rms = 1});
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){.x = &m->s.a, .w = &x->k, .y = &s->k_cache[i], .y_off = cache_off, .rows = t});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){.x = &m->s.a, .w = &x->v, .y = &s->v_cache[i], .y_off = cache_off, .rows = t});
+    EgRope rope = {.rows = t,
+                   .heads = m->heads,
+                   .head_dim = m->head_dim,
+                   .pos0 = s->n_past,
+                   .table = &m->rope_table,
+                   .table_positions = m->rope_positions};
+    rope.x = &m->s.q;
+    eg_op_rope(cmd, ops, &rope);
+    rope.x = &s->k_cache[i];
+    rope.x_off = cache_off;
+    eg_op_rope(cmd, ops, &rope);
+    eg_op_attention(cmd, ops,
+                    &(EgAttention){.q = &m->s.q,
+                                   .k = &s->k_cache[i],
+                                   .v = &s->v_cache[i],
+                                   .o = &m->s.attn,
+                                   .n_queries = t,
+                                   .n_keys = s->n_past + t,
+                                   .heads = m->heads,
+                                   .head_dim = m->head_dim,
+                                   .mode = EG_ATTN_CAUSAL,
+                                   .q_pos0 = s->n_past,
+                                   .scale = 1.0f / sqrtf((float)m->head_dim)});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.attn, .w = &x->o, .y = &m->s.h, .rows = t, .accum = 1});
+    eg_op_norm(cmd, ops,
+               &(EgNorm){.x = &m->s.h,
+                         .weight = &x->post_norm,
+                         .y = &m->s.a,
+                         .rows = t,
+                         .dim = H,
+                         .eps = eps,
+                         .rms = 1});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){.x = &m->s.a, .w = &x->gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.a, .w = &x->up, .y = &m->s.g, .rows = t, .mul = 1});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.g, .w = &x->down, .y = &m->s.h, .rows = t, .accum = 1});
+}
+
+/* Records the embedding of t tokens (ids already in m->s.ids) into m->s.h. */
+static void record_embedding(EgCmd *cmd, EgModel *m, uint32_t t) {
+    const EgMatrix *tables[2] = {&m->embed, &m->embed_add};
+    uint32_t base[2] = {0, (uint32_t)m->cfg.vocab_size};
+    for (int k = 0; k < 2; k++)
+        for (uint32_t c = 0; c < tables[k]->n_chunks; c++)
+            eg_op_embed(cmd, &m->ops,
+                        &(EgEmbed){.ids = &m->s.ids,
+                                   .table = &tables[k]->chunks[c],
+                                   .row0 = base[k] + c * tables[k]->chunk_rows,
+                                   .n_rows = eg_matrix_chunk_len(tables[k], c),
+                                   .out = &m->s.h,
+                                   .tokens = t,
+                                   .dim = m->H});
+}
+
+/* Records final norm + LM head for `rows` rows starting at row `first` of m->s.h. */
+static void record_logits(EgCmd *cmd, EgModel *m, uint32_t first, uint32_t rows) {
+    const EgOps *ops = &m->ops;
+    eg_op_norm(cmd, ops,
+               &(EgNorm){.x = &m->s.h,
+                         .x_off = first * m->H,
+                         .weight = &m->final_norm,
+                         .y = &m->s.a,
+                         .rows = rows,
+                         .dim = m->H,
+                         .eps = m->cfg.rms_norm_eps,
+                         .rms = 1});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){
+            .x = &m->s.a, .w = &m->lm_head, .y = &m->s.logits, .ldy = m->vocab, .rows = rows});
+    if (m->cfg.additional_vocab_size > 0)
+        eg_op_linear(cmd, ops,
+                     &(EgLinear){.x = &m->s.a,
+                                 .w = &m->lm_head_add,
+                                 .y = &m->s.logits,
+                                 .y_off = (uint32_t)m->cfg.vocab_size,
+                                 .ldy = m->vocab,
+                                 .rows = rows});
+}
+
+static void read_logits(const EgModel *m, uint32_t rows, float *out) {
+    size_t n = (size_t)rows * m->vocab;
+    if (m->ops.f16) {
+        const uint16_t *src = m->s.logits.mapped;
+        for (size_t i = 0; i < n; i++)
+            out[i] = eg_f16_to_f32(src[i]);
+    } else {
+        memcpy(out, m->s.logits.mapped, n * sizeof(float));
+    }
+}
+
+/* One chunk of at most max_chunk tokens. */
+static int forward_chunk(EgSequence *s, const int32_t *ids, const int32_t *image_of_token,
+                         uint32_t t, float *logits, int all_logits, int want_logits, EgError *err) {
+    EgModel *m = s->m;
+    uint32_t *id_slots = m->s.ids.mapped, *ranges = m->s.ranges.mapped;
+    for (uint32_t i = 0; i < t; i++) {
+        if (ids[i] < 0 || (uint32_t)ids[i] >= m->vocab)
+            return eg_fail(err, "token id %d is outside the vocabulary (0..%u)", ids[i],
+                           m->vocab - 1);
+        int32_t img = image_of_token ? image_of_token[i] : s->last_image;
+        if (img >= (int32_t)s->n_images)
+            return eg_fail(err, "token %u refers to image %d but the sequence has %u images",
+                           s->n_past + i, img, s->n_images);
+        id_slots[i] = (uint32_t)ids[i];
+        ranges[2 * i] = img < 0 ? 0 : (uint32_t)img * m->image_tokens;
+        ranges[2 * i + 1] = img < 0 ? 0 : ((uint32_t)img + 1) * m->image_tokens;
+    }
+    EgCmd cmd;
+    if (eg_cmd_begin(&m->vk, &cmd, err)) return -1;
+    record_embedding(&cmd, m, t);
+    uint32_t K = (uint32_t)m->cfg.cross_layer_interval;
+    for (uint32_t i = 0; i < (uint32_t)m->cfg.num_hidden_layers; i++) {
+        if (i % K == 0) record_cross_block(&cmd, s, i / K, t);
+        record_decoder_layer(&cmd, s, i, t);
+    }
+    uint32_t rows = all_logits ? t : 1;
+    if (want_logits) record_logits(&cmd, m, t - rows, rows);
+    if (eg_cmd_submit_wait(&cmd, err)) return -1;
+    if (want_logits) read_logits(m, rows, logits);
+    s->n_past += t;
+    if (t > 0) s->last_image = image_of_token ? image_of_token[t - 1] : s->last_image;
+    return 0;
+}
+
+int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_of_token,
+                        uint32_t n, float *logits, int all_logits, EgError *err) {
+    if (n == 0) return eg_fail(err, "no tokens to process");
+    if (s->n_past + n > s->capacity)
+        return eg_fail(err, "%u tokens exceed the sequence's context of %u (%u already used)", n,
+                       s->capacity, s->n_past);
+    uint32_t chunk = s->m->max_chunk;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t t = n - done < chunk ? n - done : chunk;
+        int last = done + t == n;
+        float *out = NULL;
+        if (logits && all_logits)
+            out = logits + (size_t)done * s->m->vocab;
+        else if (logits && last)
+            out = logits;
+        if (forward_chunk(s, ids + done, image_of_token ? image_of_token + done : NULL, t, out,
+                          all_logits, out != NULL, err))
+            return -1;
+        done += t;
+    }
+    return 0;
+}

@@ -1,0 +1,39 @@
+/* One sequence being generated: its self-attention KV cache and its images' cross-attention
+ * keys and values, computed once when the images are set and reused by every later step
+ * (the reference recomputes them each step; the result is the same).
+ *
+ * Forward calls take token ids and, per token, the index of the image it attends to (the most
+ * recent <image> at or before it, see language/prompt.h) or -1 for none. Long inputs run in
+ * chunks of the model's max_chunk tokens. */
+#ifndef EGRET_SEQUENCE_H
+#define EGRET_SEQUENCE_H
+
+#include "runtime/model.h"
+
+typedef struct EgSequence {
+    EgModel *m;
+    EgArena arena;
+    uint32_t capacity;           /* KV cache length in tokens */
+    uint32_t n_past;             /* tokens already in the cache */
+    EgBuffer *k_cache, *v_cache; /* per decoder layer, [capacity][H] */
+    uint32_t n_images;
+    EgArena image_arena;
+    EgBuffer *cross_kv; /* per cross layer, [n_images·S][2H]: keys then values per row */
+    int32_t last_image; /* image the last processed token attends to, -1 for none */
+} EgSequence;
+
+EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err);
+void eg_sequence_free(EgSequence *s);
+
+/* Encodes n images (normalized pixels [n][C][S][S], S = the model's image_size) and stores the
+ * cross-attention keys/values of every cross layer. Replaces images set before. */
+int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgError *err);
+
+/* Appends n tokens. image_of_token[t] is the image token t attends to (-1: none); NULL means
+ * every token attends to the image the last processed token attended to (decoding). logits:
+ * NULL, or room for the last token's logits (vocab floats), or for every token's (n × vocab)
+ * when all_logits is set. */
+int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_of_token,
+                        uint32_t n, float *logits, int all_logits, EgError *err);
+
+#endif

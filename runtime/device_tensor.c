@@ -1,0 +1,127 @@
+#include "runtime/device_tensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/half.h"
+
+/* Elements converted per staging round trip. */
+#define CONVERT_CHUNK (1u << 20)
+
+int eg_tensor_buffer(const EgOps *ops, EgArena *arena, size_t n, EgBuffer *out, EgError *err) {
+    return eg_buffer_create(arena, (VkDeviceSize)n * ops->elem, out, err);
+}
+
+int eg_upload_f32(const EgOps *ops, EgStaging *st, const EgBuffer *dst, size_t dst_off,
+                  const float *src, size_t n, EgError *err) {
+    if (!ops->f16)
+        return eg_upload(st, dst, (VkDeviceSize)dst_off * 4, src, (VkDeviceSize)n * 4, err);
+    uint16_t *tmp = malloc((n < CONVERT_CHUNK ? n : CONVERT_CHUNK) * sizeof *tmp + 2);
+    if (!tmp) return eg_fail(err, "out of host memory");
+    int rc = 0;
+    for (size_t done = 0; done < n && rc == 0;) {
+        size_t k = n - done < CONVERT_CHUNK ? n - done : CONVERT_CHUNK;
+        for (size_t i = 0; i < k; i++)
+            tmp[i] = eg_f32_to_f16(src[done + i]);
+        rc = eg_upload(st, dst, (VkDeviceSize)(dst_off + done) * 2, tmp, (VkDeviceSize)k * 2, err);
+        done += k;
+    }
+    free(tmp);
+    return rc;
+}
+
+int eg_download_f32(const EgOps *ops, EgStaging *st, const EgBuffer *src, size_t src_off,
+                    float *dst, size_t n, EgError *err) {
+    if (!ops->f16)
+        return eg_download(st, src, (VkDeviceSize)src_off * 4, dst, (VkDeviceSize)n * 4, err);
+    uint16_t *tmp = malloc((n < CONVERT_CHUNK ? n : CONVERT_CHUNK) * sizeof *tmp + 2);
+    if (!tmp) return eg_fail(err, "out of host memory");
+    int rc = 0;
+    for (size_t done = 0; done < n && rc == 0;) {
+        size_t k = n - done < CONVERT_CHUNK ? n - done : CONVERT_CHUNK;
+        rc =
+            eg_download(st, src, (VkDeviceSize)(src_off + done) * 2, tmp, (VkDeviceSize)k * 2, err);
+        for (size_t i = 0; i < k && rc == 0; i++)
+            dst[done + i] = eg_f16_to_f32(tmp[i]);
+        done += k;
+    }
+    free(tmp);
+    return rc;
+}
+
+int eg_upload_view(const EgOps *ops, EgStaging *st, const EgBuffer *dst, size_t dst_off,
+                   const EgTensorView *t, int64_t first, int64_t n, EgError *err) {
+    size_t cap = (size_t)(n < CONVERT_CHUNK ? n : CONVERT_CHUNK);
+    void *tmp = malloc(cap * ops->elem + 4);
+    if (!tmp) return eg_fail(err, "out of host memory");
+    int rc = 0;
+    for (int64_t done = 0; done < n && rc == 0;) {
+        int64_t k = n - done < (int64_t)cap ? n - done : (int64_t)cap;
+        rc = ops->f16 ? eg_tensor_range_to_f16(t, first + done, k, tmp, err)
+                      : eg_tensor_range_to_f32(t, first + done, k, tmp, err);
+        if (rc == 0)
+            rc = eg_upload(st, dst, (VkDeviceSize)(dst_off + (size_t)done) * ops->elem, tmp,
+                           (VkDeviceSize)k * ops->elem, err);
+        done += k;
+    }
+    free(tmp);
+    return rc;
+}
+
+int eg_matrix_create(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t cols,
+                     uint32_t chunk_rows, EgMatrix *m, EgError *err) {
+    memset(m, 0, sizeof *m);
+    uint32_t limit = eg_matrix_chunk_rows(ops, cols);
+    if (limit == 0)
+        return eg_fail(err, "a row of %u elements exceeds the device's maxStorageBufferRange",
+                       cols);
+    if (chunk_rows == 0 || chunk_rows > limit) chunk_rows = limit;
+    if (chunk_rows > rows) chunk_rows = rows;
+    m->rows = rows;
+    m->cols = cols;
+    m->chunk_rows = chunk_rows;
+    m->n_chunks = (rows + chunk_rows - 1) / chunk_rows;
+    m->chunks = calloc(m->n_chunks, sizeof *m->chunks);
+    if (!m->chunks) return eg_fail(err, "out of host memory");
+    for (uint32_t c = 0; c < m->n_chunks; c++) {
+        if (eg_tensor_buffer(ops, arena, (size_t)eg_matrix_chunk_len(m, c) * cols, &m->chunks[c],
+                             err)) {
+            eg_matrix_release(m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void eg_matrix_release(EgMatrix *m) {
+    free(m->chunks);
+    memset(m, 0, sizeof *m);
+}
+
+int eg_matrix_upload_f32(const EgOps *ops, EgStaging *st, const EgMatrix *m, const float *src,
+                         EgError *err) {
+    for (uint32_t c = 0; c < m->n_chunks; c++) {
+        size_t first = (size_t)c * m->chunk_rows * m->cols;
+        size_t n = (size_t)m->cols * eg_matrix_chunk_len(m, c);
+        if (eg_upload_f32(ops, st, &m->chunks[c], 0, src + first, n, err)) return -1;
+    }
+    return 0;
+}
+
+int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, uint32_t row0,
+                          const EgTensorView *t, EgError *err) {
+    if (t->numel % m->cols != 0 || row0 + t->numel / m->cols > m->rows)
+        return eg_fail(
+            err, "tensor '%s' in %s (%lld elements) does not fit rows %u.. of a %u x %u matrix",
+            t->name, t->file, (long long)t->numel, row0, m->rows, m->cols);
+    uint32_t end = row0 + (uint32_t)(t->numel / m->cols);
+    for (uint32_t c = 0; c < m->n_chunks; c++) {
+        uint32_t c0 = c * m->chunk_rows, c1 = c0 + eg_matrix_chunk_len(m, c);
+        uint32_t lo = row0 > c0 ? row0 : c0, hi = end < c1 ? end : c1;
+        if (lo >= hi) continue;
+        if (eg_upload_view(ops, st, &m->chunks[c], (size_t)(lo - c0) * m->cols, t,
+                           (int64_t)(lo - row0) * m->cols, (int64_t)(hi - lo) * m->cols, err))
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,107 @@
+/* An IDEFICS model on the device: its config, every weight uploaded in the chosen precision,
+ * the compute pipelines, and the scratch buffers one forward call uses.
+ *
+ * Loading reads an HF checkpoint folder (config.json + model.safetensors or sharded
+ * model-*.safetensors with model.safetensors.index.json). Q/K/V-style projections that read
+ * the same input are stored stacked in one matrix so one matmul computes them. */
+#ifndef EGRET_MODEL_H
+#define EGRET_MODEL_H
+
+#include <stdio.h>
+
+#include "runtime/model_config.h"
+#include "runtime/ops.h"
+
+typedef struct EgVitLayer {
+    EgBuffer ln1_w, ln1_b, ln2_w, ln2_b;
+    EgMatrix qkv; /* [3E, E]: q, k, v stacked */
+    EgBuffer qkv_b;
+    EgMatrix out;
+    EgBuffer out_b;
+    EgMatrix fc1, fc2;
+    EgBuffer fc1_b, fc2_b;
+} EgVitLayer;
+
+typedef struct EgPerceiverBlock {
+    EgBuffer ctx_ln_w, ctx_ln_b, lat_ln_w, lat_ln_b;
+    EgBuffer q_ln_w, q_ln_b, k_ln_w, k_ln_b; /* only with qk_layer_norms_perceiver */
+    EgMatrix q;                              /* [inner, E] */
+    EgMatrix kv;                             /* [2·inner, E]: k, v stacked */
+    EgMatrix out;                            /* [E, inner] */
+    EgBuffer mlp_ln_w, mlp_ln_b;
+    EgMatrix fc, c_proj; /* [4E, E], [E, 4E] */
+} EgPerceiverBlock;
+
+typedef struct EgDecoderLayer {
+    EgBuffer in_norm, post_norm;
+    EgMatrix q, k, v, o;
+    EgMatrix gate, up, down;
+} EgDecoderLayer;
+
+typedef struct EgCrossLayer {
+    EgBuffer alpha_attn, alpha_dense; /* [1] or [H] */
+    EgBuffer in_norm, post_norm;
+    EgBuffer q_norm, k_norm; /* [head_dim], only with qk_layer_norms */
+    EgMatrix q;              /* [H, H] */
+    EgMatrix kv;             /* [2H, E]: k, v stacked (read the image features) */
+    EgMatrix o;
+    EgMatrix gate, up, down;
+} EgCrossLayer;
+
+typedef struct EgModelOptions {
+    int fp32;            /* 1: fp32 weights and activations (exact mode); 0: fp16 (fast) */
+    uint32_t max_chunk;  /* tokens per forward call (longer prompts run in chunks); 0: 256 */
+    uint32_t max_images; /* images per request the scratch is sized for; 0: 16 */
+    const char *device;  /* Vulkan device choice, see runtime/vk_context.h */
+    FILE *progress;      /* where to print what is loaded and how long it took; NULL: quiet */
+} EgModelOptions;
+
+typedef struct EgModel {
+    EgModelConfig cfg;
+    char dir[1024];
+    EgVk vk;
+    EgOps ops;
+    EgArena weights;
+    EgArena scratch_arena;
+    EgStaging staging;
+    uint32_t max_chunk, max_images;
+
+    /* vision */
+    EgMatrix patch; /* [E, C·p·p] */
+    EgBuffer cls, pos, pre_ln_w, pre_ln_b;
+    EgVitLayer *vit;
+    /* perceiver */
+    EgBuffer latents, perceiver_ln_w, perceiver_ln_b;
+    EgPerceiverBlock *perceiver;
+    /* text */
+    EgMatrix embed, embed_add;     /* [V, H], [A, H] */
+    EgMatrix lm_head, lm_head_add; /* may share buffers with embed (tied) */
+    int lm_head_tied;
+    EgBuffer final_norm;
+    EgDecoderLayer *layers;
+    EgCrossLayer *cross;
+    EgBuffer rope_table; /* cos/sin, see eg_rope_table */
+    uint32_t rope_positions;
+
+    /* scratch for one forward call of up to max_chunk tokens */
+    struct {
+        EgBuffer h, a, q, attn, g, u;
+        EgBuffer ids;    /* host-visible uint32 [max_chunk] */
+        EgBuffer ranges; /* host-visible uint32 [max_chunk][2] */
+        EgBuffer logits; /* host-visible [max_chunk][V + A] */
+        EgArena host;
+    } s;
+
+    /* derived sizes */
+    uint32_t H, I, heads, head_dim, vocab; /* vocab = V + A */
+    uint32_t E, image_tokens;              /* image_tokens: S per image after the image stage */
+    uint32_t vit_tokens;                   /* Np + 1 */
+} EgModel;
+
+EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err);
+void eg_model_free(EgModel *m);
+
+/* Makes the RoPE table cover `positions` positions (rebuilt larger on demand). */
+int eg_model_ensure_rope(EgModel *m, uint32_t positions, EgError *err);
+
+#endif

@@ -1,0 +1,401 @@
+/* Loading an IDEFICS checkpoint folder onto the device (see runtime/model.h). */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/device_tensor.h"
+#include "runtime/model.h"
+#include "runtime/safetensors.h"
+
+typedef struct Loader {
+    EgModel *m;
+    EgTensorFile *tf;
+    EgError *err;
+    int n_tensors;
+} Loader;
+
+static const char *fmt_name(char *buf, size_t len, const char *fmt, va_list ap) {
+    vsnprintf(buf, len, fmt, ap);
+    return buf;
+}
+
+/* A tensor of exactly `shape`, uploaded into a fresh buffer. */
+static int load_buffer(Loader *L, EgBuffer *out, int ndim, const int64_t *shape, const char *fmt,
+                       ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    fmt_name(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const EgTensorView *t;
+    if (eg_tensors_expect(L->tf, name, ndim, shape, &t, L->err)) return -1;
+    L->n_tensors++;
+    if (eg_tensor_buffer(&L->m->ops, &L->m->weights, (size_t)t->numel, out, L->err) ||
+        eg_upload_view(&L->m->ops, &L->m->staging, out, 0, t, 0, t->numel, L->err))
+        return eg_fail_prefix(L->err, "%s", name);
+    return 0;
+}
+
+static int load_vector(Loader *L, EgBuffer *out, int64_t n, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    fmt_name(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return load_buffer(L, out, 1, &n, "%s", name);
+}
+
+/* Uploads the [rows_each, cols] tensor `name` into rows [row0, row0 + rows_each) of m. */
+static int upload_rows(Loader *L, EgMatrix *m, uint32_t row0, uint32_t rows_each,
+                       const char *name) {
+    int64_t shape[2] = {rows_each, m->cols};
+    const EgTensorView *t;
+    if (eg_tensors_expect(L->tf, name, 2, shape, &t, L->err)) return -1;
+    L->n_tensors++;
+    return eg_matrix_upload_view(&L->m->ops, &L->m->staging, m, row0, t, L->err);
+}
+
+static int load_matrix(Loader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    fmt_name(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (eg_matrix_create(&L->m->ops, &L->m->weights, rows, cols, 0, m, L->err))
+        return eg_fail_prefix(L->err, "%s", name);
+    return upload_rows(L, m, 0, rows, name);
+}
+
+/* Several [rows_each, cols] tensors named prefix + suffixes[i], stacked by rows. */
+static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
+                        const char *const *suffixes, const char *prefix) {
+    if (eg_matrix_create(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0, m, L->err))
+        return eg_fail_prefix(L->err, "%s", prefix);
+    for (int i = 0; i < n; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, suffixes[i]);
+        if (upload_rows(L, m, rows_each * (uint32_t)i, rows_each, name)) return -1;
+    }
+    return 0;
+}
+
+static int load_vision(Loader *L) {
+    EgModel *m = L->m;
+    const EgVisionConfig *v = &m->cfg.vision;
+    uint32_t E = (uint32_t)v->embed_dim, C = (uint32_t)v->num_channels, p = (uint32_t)v->patch_size;
+    int64_t patch_shape[4] = {E, C, p, p};
+    const EgTensorView *t;
+    const char *patch_name = "model.vision_model.embeddings.patch_embedding.weight";
+    if (eg_tensors_expect(L->tf, patch_name, 4, patch_shape, &t, L->err)) return -1;
+    L->n_tensors++;
+    if (eg_matrix_create(&m->ops, &m->weights, E, C * p * p, 0, &m->patch, L->err) ||
+        eg_matrix_upload_view(&m->ops, &m->staging, &m->patch, 0, t, L->err))
+        return -1;
+    int64_t pos_shape[2] = {m->vit_tokens, E};
+    if (load_vector(L, &m->cls, E, "model.vision_model.embeddings.class_embedding") ||
+        load_buffer(L, &m->pos, 2, pos_shape,
+                    "model.vision_model.embeddings.position_embedding.weight") ||
+        load_vector(L, &m->pre_ln_w, E, "model.vision_model.pre_layrnorm.weight") ||
+        load_vector(L, &m->pre_ln_b, E, "model.vision_model.pre_layrnorm.bias"))
+        return -1;
+    m->vit = calloc((size_t)v->num_hidden_layers, sizeof *m->vit);
+    if (!m->vit) return eg_fail(L->err, "out of host memory");
+    uint32_t I = (uint32_t)v->intermediate_size;
+    for (int l = 0; l < v->num_hidden_layers; l++) {
+        EgVitLayer *x = &m->vit[l];
+        char pre[128];
+        snprintf(pre, sizeof pre, "model.vision_model.encoder.layers.%d.", l);
+        static const char *const qkv_w[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                            "self_attn.v_proj.weight"};
+        static const char *const qkv_b[] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
+                                            "self_attn.v_proj.bias"};
+        if (load_stacked(L, &x->qkv, E, E, 3, qkv_w, pre)) return -1;
+        if (eg_tensor_buffer(&m->ops, &m->weights, 3 * (size_t)E, &x->qkv_b, L->err)) return -1;
+        for (int i = 0; i < 3; i++) {
+            char name[256];
+            snprintf(name, sizeof name, "%s%s", pre, qkv_b[i]);
+            int64_t n = E;
+            if (eg_tensors_expect(L->tf, name, 1, &n, &t, L->err) ||
+                eg_upload_view(&m->ops, &m->staging, &x->qkv_b, (size_t)i * E, t, 0, E, L->err))
+                return -1;
+            L->n_tensors++;
+        }
+        if (load_matrix(L, &x->out, E, E, "%sself_attn.out_proj.weight", pre) ||
+            load_vector(L, &x->out_b, E, "%sself_attn.out_proj.bias", pre) ||
+            load_vector(L, &x->ln1_w, E, "%slayer_norm1.weight", pre) ||
+            load_vector(L, &x->ln1_b, E, "%slayer_norm1.bias", pre) ||
+            load_vector(L, &x->ln2_w, E, "%slayer_norm2.weight", pre) ||
+            load_vector(L, &x->ln2_b, E, "%slayer_norm2.bias", pre) ||
+            load_matrix(L, &x->fc1, I, E, "%smlp.fc1.weight", pre) ||
+            load_vector(L, &x->fc1_b, I, "%smlp.fc1.bias", pre) ||
+            load_matrix(L, &x->fc2, E, I, "%smlp.fc2.weight", pre) ||
+            load_vector(L, &x->fc2_b, E, "%smlp.fc2.bias", pre))
+            return -1;
+    }
+    return 0;
+}
+
+static int load_perceiver(Loader *L) {
+    EgModel *m = L->m;
+    const EgPerceiverConfig *pc = &m->cfg.perceiver;
+    uint32_t E = m->E, inner = (uint32_t)(pc->n_heads * pc->head_dim), dh = (uint32_t)pc->head_dim;
+    int64_t lat_shape[2] = {pc->n_latents, E};
+    if (load_buffer(L, &m->latents, 2, lat_shape, "model.perceiver_resampler.latents") ||
+        load_vector(L, &m->perceiver_ln_w, E, "model.perceiver_resampler.layer_norm.weight") ||
+        load_vector(L, &m->perceiver_ln_b, E, "model.perceiver_resampler.layer_norm.bias"))
+        return -1;
+    m->perceiver = calloc((size_t)pc->depth, sizeof *m->perceiver);
+    if (!m->perceiver) return eg_fail(L->err, "out of host memory");
+    for (int d = 0; d < pc->depth; d++) {
+        EgPerceiverBlock *b = &m->perceiver[d];
+        char pre[128];
+        snprintf(pre, sizeof pre, "model.perceiver_resampler.blocks.%d.", d);
+        static const char *const kv[] = {"0.k_proj.weight", "0.v_proj.weight"};
+        if (load_vector(L, &b->ctx_ln_w, E, "%s0.context_layer_norm.weight", pre) ||
+            load_vector(L, &b->ctx_ln_b, E, "%s0.context_layer_norm.bias", pre) ||
+            load_vector(L, &b->lat_ln_w, E, "%s0.latents_layer_norm.weight", pre) ||
+            load_vector(L, &b->lat_ln_b, E, "%s0.latents_layer_norm.bias", pre) ||
+            load_matrix(L, &b->q, inner, E, "%s0.q_proj.weight", pre) ||
+            load_stacked(L, &b->kv, inner, E, 2, kv, pre) ||
+            load_matrix(L, &b->out, E, inner, "%s0.output_proj.weight", pre) ||
+            load_vector(L, &b->mlp_ln_w, E, "%s1.ln.weight", pre) ||
+            load_vector(L, &b->mlp_ln_b, E, "%s1.ln.bias", pre) ||
+            load_matrix(L, &b->fc, 4 * E, E, "%s1.fc.weight", pre) ||
+            load_matrix(L, &b->c_proj, E, 4 * E, "%s1.c_proj.weight", pre))
+            return -1;
+        if (pc->qk_layer_norms && (load_vector(L, &b->q_ln_w, dh, "%s0.q_layer_norm.weight", pre) ||
+                                   load_vector(L, &b->q_ln_b, dh, "%s0.q_layer_norm.bias", pre) ||
+                                   load_vector(L, &b->k_ln_w, dh, "%s0.k_layer_norm.weight", pre) ||
+                                   load_vector(L, &b->k_ln_b, dh, "%s0.k_layer_norm.bias", pre)))
+            return -1;
+    }
+    return 0;
+}
+
+static int load_alpha(Loader *L, EgBuffer *out, const char *pre, const char *what) {
+    if (L->m->cfg.alpha_vector) {
+        int64_t shape[3] = {1, 1, L->m->H};
+        return load_buffer(L, out, 3, shape, "%s%s", pre, what);
+    }
+    int64_t one = 1;
+    return load_buffer(L, out, 1, &one, "%s%s", pre, what);
+}
+
+static int load_text(Loader *L) {
+    EgModel *m = L->m;
+    const EgModelConfig *c = &m->cfg;
+    uint32_t H = m->H, I = m->I, V = (uint32_t)c->vocab_size,
+             A = (uint32_t)c->additional_vocab_size;
+    if (load_matrix(L, &m->embed, V, H, "model.embed_tokens.weight")) return -1;
+    if (A && load_matrix(L, &m->embed_add, A, H, "model.embed_tokens.additional_embedding.weight"))
+        return -1;
+    if (c->tie_word_embeddings) {
+        m->lm_head = m->embed;
+        m->lm_head_add = m->embed_add;
+        m->lm_head_tied = 1;
+    } else {
+        if (load_matrix(L, &m->lm_head, V, H, "lm_head.weight")) return -1;
+        if (A && load_matrix(L, &m->lm_head_add, A, H, "lm_head.additional_fc.weight")) return -1;
+    }
+    if (load_vector(L, &m->final_norm, H, "model.norm.weight")) return -1;
+    int L_layers = c->num_hidden_layers, n_cross = L_layers / c->cross_layer_interval;
+    m->layers = calloc((size_t)L_layers, sizeof *m->layers);
+    m->cross = calloc((size_t)n_cross, sizeof *m->cross);
+    if (!m->layers || !m->cross) return eg_fail(L->err, "out of host memory");
+    for (int i = 0; i < L_layers; i++) {
+        EgDecoderLayer *x = &m->layers[i];
+        char pre[96];
+        snprintf(pre, sizeof pre, "model.layers.%d.", i);
+        if (load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
+            load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
+            load_matrix(L, &x->q, H, H, "%sself_attn.q_proj.weight", pre) ||
+            load_matrix(L, &x->k, H, H, "%sself_attn.k_proj.weight", pre) ||
+            load_matrix(L, &x->v, H, H, "%sself_attn.v_proj.weight", pre) ||
+            load_matrix(L, &x->o, H, H, "%sself_attn.o_proj.weight", pre) ||
+            load_matrix(L, &x->gate, I, H, "%smlp.gate_proj.weight", pre) ||
+            load_matrix(L, &x->up, I, H, "%smlp.up_proj.weight", pre) ||
+            load_matrix(L, &x->down, H, I, "%smlp.down_proj.weight", pre))
+            return -1;
+    }
+    for (int j = 0; j < n_cross; j++) {
+        EgCrossLayer *x = &m->cross[j];
+        char pre[96];
+        snprintf(pre, sizeof pre, "model.gated_cross_attn_layers.%d.", j);
+        static const char *const kv[] = {"cross_attn.k_proj.weight", "cross_attn.v_proj.weight"};
+        if (load_alpha(L, &x->alpha_attn, pre, "alpha_cross_attn") ||
+            load_alpha(L, &x->alpha_dense, pre, "alpha_dense") ||
+            load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
+            load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
+            load_matrix(L, &x->q, H, H, "%scross_attn.q_proj.weight", pre) ||
+            load_stacked(L, &x->kv, H, m->E, 2, kv, pre) ||
+            load_matrix(L, &x->o, H, H, "%scross_attn.o_proj.weight", pre) ||
+            load_matrix(L, &x->gate, I, H, "%smlp.gate_proj.weight", pre) ||
+            load_matrix(L, &x->up, I, H, "%smlp.up_proj.weight", pre) ||
+            load_matrix(L, &x->down, H, I, "%smlp.down_proj.weight", pre))
+            return -1;
+        if (c->qk_layer_norms &&
+            (load_vector(L, &x->q_norm, m->head_dim, "%scross_attn.q_layer_norm.weight", pre) ||
+             load_vector(L, &x->k_norm, m->head_dim, "%scross_attn.k_layer_norm.weight", pre)))
+            return -1;
+    }
+    return 0;
+}
+
+static int create_scratch(EgModel *m, EgError *err) {
+    EgOps *ops = &m->ops;
+    size_t T = m->max_chunk;
+    eg_arena_init(&m->scratch_arena, &m->vk, EG_MEM_DEVICE, 64u << 20);
+    eg_arena_init(&m->s.host, &m->vk, EG_MEM_HOST, 16u << 20);
+    size_t wide = m->I > m->H ? m->I : m->H;
+    if (eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.h, err) ||
+        eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.a, err) ||
+        eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.q, err) ||
+        eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.attn, err) ||
+        eg_tensor_buffer(ops, &m->scratch_arena, T * wide, &m->s.g, err) ||
+        eg_tensor_buffer(ops, &m->scratch_arena, T * wide, &m->s.u, err) ||
+        eg_buffer_create(&m->s.host, T * 4, &m->s.ids, err) ||
+        eg_buffer_create(&m->s.host, T * 8, &m->s.ranges, err) ||
+        eg_buffer_create(&m->s.host, T * m->vocab * ops->elem, &m->s.logits, err))
+        return eg_fail_prefix(err, "allocating scratch for %zu tokens", T);
+    return 0;
+}
+
+int eg_model_ensure_rope(EgModel *m, uint32_t positions, EgError *err) {
+    if (positions <= m->rope_positions) return 0;
+    uint32_t n = m->rope_positions ? m->rope_positions : 2048;
+    while (n < positions)
+        n *= 2;
+    size_t count = (size_t)n * m->head_dim; /* cos and sin halves */
+    float *table = malloc(count * sizeof *table);
+    if (!table) return eg_fail(err, "out of host memory");
+    eg_rope_table(table, n, m->head_dim, m->cfg.rope_theta);
+    /* The table stays float in both precisions (the shader reads it as float). */
+    int rc = eg_buffer_create(&m->weights, count * sizeof(float), &m->rope_table, err);
+    if (rc == 0) rc = eg_upload(&m->staging, &m->rope_table, 0, table, count * sizeof(float), err);
+    free(table);
+    if (rc == 0) m->rope_positions = n;
+    return rc;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err) {
+    EgModelOptions defaults = {0};
+    if (!opt) opt = &defaults;
+    double t0 = now_seconds();
+    EgModel *m = calloc(1, sizeof *m);
+    if (!m) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (eg_model_config_load(path, &m->cfg, err)) {
+        free(m);
+        return NULL;
+    }
+    const EgModelConfig *c = &m->cfg;
+    m->H = (uint32_t)c->hidden_size;
+    m->I = (uint32_t)c->intermediate_size;
+    m->heads = (uint32_t)c->num_attention_heads;
+    m->head_dim = m->H / m->heads;
+    m->vocab = (uint32_t)(c->vocab_size + c->additional_vocab_size);
+    m->E = (uint32_t)c->vision.embed_dim;
+    uint32_t grid = (uint32_t)(c->vision.image_size / c->vision.patch_size);
+    m->vit_tokens = grid * grid + 1;
+    m->image_tokens = c->use_resampler ? (uint32_t)c->perceiver.n_latents : m->vit_tokens;
+    m->max_chunk = opt->max_chunk ? opt->max_chunk : 256;
+    m->max_images = opt->max_images ? opt->max_images : 16;
+
+    EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
+    Loader L = {.m = m, .err = err};
+    if (eg_vk_create(&m->vk, &vo, err)) goto fail;
+    if (m->head_dim > 512) {
+        eg_fail(err, "%s: head_dim %u exceeds the supported 512", path, m->head_dim);
+        goto fail;
+    }
+    if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 256u << 20);
+    if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
+    L.tf = eg_tensors_open_dir(dir, err);
+    if (!L.tf) goto fail;
+    if (opt->progress)
+        fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s)\n", dir,
+                eg_tensors_count(L.tf), c->dtype[0] ? c->dtype : "?", opt->fp32 ? "fp32" : "fp16");
+    if (load_vision(&L) || (c->use_resampler && load_perceiver(&L)) || load_text(&L) ||
+        eg_model_ensure_rope(
+            m, (uint32_t)(c->max_position_embeddings > 0 ? c->max_position_embeddings : 2048),
+            err) ||
+        create_scratch(m, err))
+        goto fail;
+    eg_tensors_close(L.tf);
+    if (opt->progress)
+        fprintf(opt->progress, "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s\n", L.n_tensors,
+                (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName,
+                now_seconds() - t0);
+    return m;
+fail:
+    eg_fail_prefix(err, "loading model %s", dir);
+    eg_tensors_close(L.tf);
+    eg_model_free(m);
+    return NULL;
+}
+
+static void release_matrices(EgMatrix *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        eg_matrix_release(list[i]);
+}
+
+void eg_model_free(EgModel *m) {
+    if (!m) return;
+    const EgModelConfig *c = &m->cfg;
+    if (m->vit)
+        for (int l = 0; l < c->vision.num_hidden_layers; l++) {
+            EgVitLayer *x = &m->vit[l];
+            EgMatrix *list[] = {&x->qkv, &x->out, &x->fc1, &x->fc2};
+            release_matrices(list, 4);
+        }
+    if (m->perceiver)
+        for (int d = 0; d < c->perceiver.depth; d++) {
+            EgPerceiverBlock *b = &m->perceiver[d];
+            EgMatrix *list[] = {&b->q, &b->kv, &b->out, &b->fc, &b->c_proj};
+            release_matrices(list, 5);
+        }
+    if (m->layers)
+        for (int i = 0; i < c->num_hidden_layers; i++) {
+            EgDecoderLayer *x = &m->layers[i];
+            EgMatrix *list[] = {&x->q, &x->k, &x->v, &x->o, &x->gate, &x->up, &x->down};
+            release_matrices(list, 7);
+        }
+    if (m->cross && c->cross_layer_interval > 0)
+        for (int j = 0; j < c->num_hidden_layers / c->cross_layer_interval; j++) {
+            EgCrossLayer *x = &m->cross[j];
+            EgMatrix *list[] = {&x->q, &x->kv, &x->o, &x->gate, &x->up, &x->down};
+            release_matrices(list, 6);
+        }
+    if (!m->lm_head_tied) {
+        eg_matrix_release(&m->lm_head);
+        eg_matrix_release(&m->lm_head_add);
+    }
+    EgMatrix *rest[] = {&m->patch, &m->embed, &m->embed_add};
+    release_matrices(rest, 3);
+    free(m->vit);
+    free(m->perceiver);
+    free(m->layers);
+    free(m->cross);
+    if (m->vk.device) {
+        eg_arena_reset(&m->s.host);
+        eg_arena_reset(&m->scratch_arena);
+        eg_staging_destroy(&m->staging);
+        eg_arena_reset(&m->weights);
+        eg_ops_destroy(&m->ops);
+        eg_vk_destroy(&m->vk);
+    }
+    free(m);
+}

@@ -1,0 +1,132 @@
+/* The tensor operations of the IDEFICS forward pass, each recording one or a few dispatches of
+ * a compute shader (shaders/). Activations and weights live in device buffers as float
+ * (fp32 mode) or float16 (fast mode, EgOps.f16); offsets, strides and sizes are in elements.
+ * Every op is a thin, checked wrapper: the math is in the shader, documented there. */
+#ifndef EGRET_OPS_H
+#define EGRET_OPS_H
+
+#include <stdint.h>
+
+#include "runtime/vk_cmd.h"
+
+/* Activation codes (shaders/common.glsl). */
+typedef enum EgOpAct {
+    EG_OP_ACT_NONE = 0,
+    EG_OP_ACT_GELU = 1,
+    EG_OP_ACT_QUICK_GELU = 2,
+    EG_OP_ACT_SILU = 3,
+    EG_OP_ACT_RELU = 4,
+    EG_OP_ACT_GELU_TANH = 5
+} EgOpAct;
+
+typedef struct EgOps {
+    EgVk *vk;
+    int f16;        /* storage precision of weights and activations */
+    uint32_t elem;  /* bytes per element: 4 or 2 */
+    EgArena arena;  /* the dummy buffer */
+    EgBuffer dummy; /* bound where an optional input is absent */
+    EgPipeline matmul, matvec, norm, attention, rope, embed, patchify, vit_embed;
+} EgOps;
+
+int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err);
+void eg_ops_destroy(EgOps *ops);
+
+/* A weight matrix [rows][cols] (PyTorch Linear layout: out × in), split by rows into chunks
+ * that each fit in one storage-buffer binding (maxStorageBufferRange). */
+typedef struct EgMatrix {
+    uint32_t rows, cols;
+    uint32_t chunk_rows; /* rows per chunk (the last may have fewer) */
+    uint32_t n_chunks;
+    EgBuffer *chunks;
+} EgMatrix;
+
+/* Rows held by chunk c. */
+static inline uint32_t eg_matrix_chunk_len(const EgMatrix *m, uint32_t c) {
+    uint32_t left = m->rows - c * m->chunk_rows;
+    return left < m->chunk_rows ? left : m->chunk_rows;
+}
+
+/* Rows per chunk for a matrix of `cols` columns on this device. */
+uint32_t eg_matrix_chunk_rows(const EgOps *ops, uint32_t cols);
+
+/* y[m, n] = epilogue(sum_k x[m, k] · w[n, k]) for m < rows, n < w->rows; see
+ * shaders/matmul_epilogue.glsl. */
+typedef struct EgLinear {
+    const EgBuffer *x;
+    uint32_t x_off, ldx; /* ldx 0: w->cols */
+    const EgMatrix *w;
+    const EgBuffer *bias;  /* [w->rows] or NULL */
+    const EgBuffer *alpha; /* gate for accum: tanh(alpha[0]) or tanh(alpha[n]); or NULL */
+    int alpha_vector;
+    const EgBuffer *y;
+    uint32_t y_off, ldy; /* ldy 0: w->rows */
+    uint32_t rows;
+    EgOpAct act;
+    int mul;   /* y = y · v (SwiGLU's up projection times the activated gate) */
+    int accum; /* y = y + g · v (residual add) */
+} EgLinear;
+void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a);
+
+/* LayerNorm (weight and bias) or RMSNorm (weight only) over rows of `dim`, for `batches`
+ * groups of `rows` rows. Strides 0 default to dim (rows) and rows·stride (batches). */
+typedef struct EgNorm {
+    const EgBuffer *x;
+    uint32_t x_off, x_stride, x_batch;
+    const EgBuffer *weight, *bias; /* bias NULL for RMSNorm */
+    const EgBuffer *y;
+    uint32_t y_off, y_stride, y_batch;
+    uint32_t rows, batches, dim;
+    float eps;
+    int rms;
+} EgNorm;
+void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a);
+
+/* Attention per (query, head, batch); see shaders/attention.comp. Strides 0 default to
+ * heads·head_dim. */
+typedef enum EgAttnMode { EG_ATTN_FULL = 0, EG_ATTN_CAUSAL = 1, EG_ATTN_RANGES = 2 } EgAttnMode;
+typedef struct EgAttention {
+    const EgBuffer *q, *k, *v, *o;
+    uint32_t q_off, q_stride, q_batch;
+    uint32_t k_off, k_stride, k_batch;
+    uint32_t v_off, v_stride, v_batch;
+    uint32_t o_off, o_stride, o_batch;
+    uint32_t n_queries, n_keys, heads, head_dim, batches;
+    EgAttnMode mode;
+    uint32_t q_pos0;        /* causal: absolute position of query 0 */
+    const EgBuffer *ranges; /* ranges mode: uint32 [n_queries][2] = lo, hi */
+    float scale;
+} EgAttention;
+void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a);
+
+/* In-place RoPE on rows [heads][head_dim] at positions pos0 + row; table from eg_rope_table. */
+typedef struct EgRope {
+    const EgBuffer *x;
+    uint32_t x_off, stride, rows, heads, head_dim, pos0;
+    const EgBuffer *table;
+    uint32_t table_positions; /* rows of the table */
+} EgRope;
+void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a);
+
+/* Host-side RoPE table: cos then sin, each [positions][head_dim/2], computed as the reference
+ * does in float32 (inv_freq = 1/theta^(2j/hd), angle = pos·inv_freq rounded to float). */
+void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta);
+
+/* out[t] = table row ids[t] − row0 for ids within [row0, row0 + n_rows). */
+typedef struct EgEmbed {
+    const EgBuffer *ids; /* uint32 [tokens] */
+    const EgBuffer *table;
+    uint32_t row0, n_rows;
+    const EgBuffer *out;
+    uint32_t out_off, tokens, dim;
+} EgEmbed;
+void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a);
+
+/* [images][C][S][S] → [images][Np][C·p·p]. */
+void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const EgBuffer *patches,
+                    uint32_t images, uint32_t channels, uint32_t size, uint32_t patch_size);
+/* [images][Np][E] patch embeddings → [images][Np+1][E] with class and position embeddings. */
+void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, const EgBuffer *cls,
+                     const EgBuffer *pos, const EgBuffer *out, uint32_t images, uint32_t n_patches,
+                     uint32_t dim);
+
+#endif

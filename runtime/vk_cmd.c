@@ -1,0 +1,120 @@
+#include "runtime/vk_cmd.h"
+
+#include <string.h>
+
+int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err) {
+    memset(cmd, 0, sizeof *cmd);
+    cmd->vk = vk;
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = vk->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
+    if (vkAllocateCommandBuffers(vk->device, &ai, &cmd->cb) != VK_SUCCESS)
+        return eg_fail(err, "vkAllocateCommandBuffers failed");
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    vkBeginCommandBuffer(cmd->cb, &bi);
+    return 0;
+}
+
+static int in_set(const VkBuffer *set, int n, VkBuffer b) {
+    for (int i = 0; i < n; i++)
+        if (set[i] == b) return 1;
+    return 0;
+}
+
+static void barrier(EgCmd *cmd) {
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                         VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    VkPipelineStageFlags stages =
+        VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    vkCmdPipelineBarrier(cmd->cb, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+    cmd->n_written = cmd->n_read = 0;
+    cmd->n_barriers++;
+}
+
+/* Emits a barrier if touching these buffers conflicts with work since the last barrier, then
+ * records the accesses. */
+static void track(EgCmd *cmd, const VkBuffer *reads, int nr, const VkBuffer *writes, int nw) {
+    int conflict = 0;
+    for (int i = 0; i < nr && !conflict; i++)
+        conflict = in_set(cmd->written, cmd->n_written, reads[i]);
+    for (int i = 0; i < nw && !conflict; i++)
+        conflict = in_set(cmd->written, cmd->n_written, writes[i]) ||
+                   in_set(cmd->read, cmd->n_read, writes[i]);
+    if (conflict || cmd->n_read + nr > EG_CMD_MAX_TRACKED ||
+        cmd->n_written + nw > EG_CMD_MAX_TRACKED)
+        barrier(cmd);
+    for (int i = 0; i < nr; i++)
+        if (!in_set(cmd->read, cmd->n_read, reads[i])) cmd->read[cmd->n_read++] = reads[i];
+    for (int i = 0; i < nw; i++)
+        if (!in_set(cmd->written, cmd->n_written, writes[i]))
+            cmd->written[cmd->n_written++] = writes[i];
+}
+
+void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs, const void *push,
+                     uint32_t gx, uint32_t gy, uint32_t gz) {
+    VkBuffer reads[EG_MAX_BINDINGS], writes[EG_MAX_BINDINGS];
+    int nr = 0, nw = 0;
+    VkDescriptorBufferInfo info[EG_MAX_BINDINGS];
+    VkWriteDescriptorSet w[EG_MAX_BINDINGS];
+    for (int i = 0; i < p->n_bindings; i++) {
+        info[i] =
+            (VkDescriptorBufferInfo){.buffer = bufs[i]->buf, .offset = 0, .range = VK_WHOLE_SIZE};
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                      .dstBinding = (uint32_t)i,
+                                      .descriptorCount = 1,
+                                      .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                      .pBufferInfo = &info[i]};
+        if (p->write_mask & (1u << i))
+            writes[nw++] = bufs[i]->buf;
+        else
+            reads[nr++] = bufs[i]->buf;
+    }
+    track(cmd, reads, nr, writes, nw);
+    vkCmdBindPipeline(cmd->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
+    cmd->vk->cmd_push_descriptor_set(cmd->cb, VK_PIPELINE_BIND_POINT_COMPUTE, p->layout, 0,
+                                     (uint32_t)p->n_bindings, w);
+    if (p->push_size)
+        vkCmdPushConstants(cmd->cb, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_size, push);
+    if (gx && gy && gz) vkCmdDispatch(cmd->cb, gx, gy, gz);
+    cmd->n_dispatches++;
+}
+
+void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const EgBuffer *dst,
+                 VkDeviceSize dst_offset, VkDeviceSize size) {
+    track(cmd, &src->buf, 1, &dst->buf, 1);
+    VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
+    vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, 1, &region);
+}
+
+void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
+    track(cmd, NULL, 0, &dst->buf, 1);
+    vkCmdFillBuffer(cmd->cb, dst->buf, 0, VK_WHOLE_SIZE, pattern);
+}
+
+int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {
+    EgVk *vk = cmd->vk;
+    vkEndCommandBuffer(cmd->cb);
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                       .commandBufferCount = 1,
+                       .pCommandBuffers = &cmd->cb};
+    VkResult r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    if (r == VK_SUCCESS) r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX);
+    vkResetFences(vk->device, 1, &vk->fence);
+    vkFreeCommandBuffers(vk->device, vk->pool, 1, &cmd->cb);
+    cmd->cb = VK_NULL_HANDLE;
+    if (r != VK_SUCCESS) return eg_fail(err, "GPU submission failed (%s)", eg_vk_result_name(r));
+    return 0;
+}
+
+void eg_cmd_abandon(EgCmd *cmd) {
+    if (cmd->cb) {
+        vkEndCommandBuffer(cmd->cb);
+        vkFreeCommandBuffers(cmd->vk->device, cmd->vk->pool, 1, &cmd->cb);
+        cmd->cb = VK_NULL_HANDLE;
+    }
+}

@@ -1,0 +1,41 @@
+/* Recording a whole forward step into one command buffer. Each dispatch names the buffers it
+ * binds; the recorder tracks which buffers were written or read since the last barrier and
+ * inserts a pipeline barrier only when the next dispatch (or copy) depends on one of them
+ * (read-after-write, write-after-write or write-after-read), so independent dispatches run
+ * back to back. */
+#ifndef EGRET_VK_CMD_H
+#define EGRET_VK_CMD_H
+
+#include "runtime/vk_memory.h"
+#include "runtime/vk_pipeline.h"
+
+#define EG_CMD_MAX_TRACKED 64
+
+typedef struct EgCmd {
+    EgVk *vk;
+    VkCommandBuffer cb;
+    VkBuffer written[EG_CMD_MAX_TRACKED];
+    VkBuffer read[EG_CMD_MAX_TRACKED];
+    int n_written, n_read;
+    int n_dispatches, n_barriers;
+} EgCmd;
+
+int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err);
+/* bufs[i] is bound at binding i (whole buffer). push must be pipeline->push_size bytes. */
+void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs, const void *push,
+                     uint32_t gx, uint32_t gy, uint32_t gz);
+void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const EgBuffer *dst,
+                 VkDeviceSize dst_offset, VkDeviceSize size);
+/* Fills a whole buffer with a 32-bit pattern (zeroing, or poisoning in tests). */
+void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern);
+/* Ends, submits, waits and frees the command buffer. */
+int eg_cmd_submit_wait(EgCmd *cmd, EgError *err);
+/* Frees a command buffer that will not be submitted. */
+void eg_cmd_abandon(EgCmd *cmd);
+
+/* Workgroup count for n items at `per_group` items per workgroup. */
+static inline uint32_t eg_groups(uint32_t n, uint32_t per_group) {
+    return (n + per_group - 1) / per_group;
+}
+
+#endif

@@ -1,0 +1,53 @@
+/* The Vulkan instance, the chosen physical device, its logical device and compute queue.
+ *
+ * Device choice: discrete GPU, then integrated, then virtual, then CPU (lavapipe); the
+ * EGRET_DEVICE environment variable (or EgVkOptions.device) picks one by index in
+ * vkEnumeratePhysicalDevices order or by a case-insensitive substring of its name.
+ * The Khronos validation layer is enabled when EGRET_VALIDATION=1 (tests set it) or
+ * options.validation is set, and only if it is installed; every message it prints is counted
+ * so tests can fail on any. */
+#ifndef EGRET_VK_CONTEXT_H
+#define EGRET_VK_CONTEXT_H
+
+#include <vulkan/vulkan.h>
+
+#include "runtime/error.h"
+
+typedef struct EgVkOptions {
+    const char *device; /* index or name substring; NULL: EGRET_DEVICE or automatic */
+    int validation;     /* 1: request the validation layer (also EGRET_VALIDATION=1) */
+    int verbose;        /* 1: print the chosen device to stderr */
+} EgVkOptions;
+
+typedef struct EgVk {
+    VkInstance instance;
+    VkPhysicalDevice phys;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties mem_props;
+    VkDeviceSize max_storage_range; /* maxStorageBufferRange: largest binding a shader may see */
+    VkDeviceSize storage_align;     /* minStorageBufferOffsetAlignment */
+    uint32_t subgroup_size;
+    int validation;  /* the validation layer is active */
+    int has_float16; /* shaderFloat16: required by the fp16 (fast) shader variants */
+    VkDebugUtilsMessengerEXT messenger;
+    PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
+    VkCommandPool pool;
+    VkFence fence;
+} EgVk;
+
+int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err);
+void eg_vk_destroy(EgVk *vk);
+
+/* Messages printed by the validation layer since the process started (errors and warnings). */
+int eg_vk_validation_message_count(void);
+
+/* Name of a VkResult for error messages. */
+const char *eg_vk_result_name(VkResult r);
+
+/* Lists the physical devices to stdout (index, type, name), for `egret devices`. */
+int eg_vk_list_devices(EgError *err);
+
+#endif

@@ -1,0 +1,211 @@
+#include "runtime/vk_memory.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct EgMemBlock {
+    VkDeviceMemory memory;
+    VkDeviceSize size, used;
+    uint32_t type_index;
+    void *mapped;
+    EgMemBlock *next;
+};
+
+void eg_arena_init(EgArena *a, EgVk *vk, EgMemKind kind, VkDeviceSize block_size) {
+    memset(a, 0, sizeof *a);
+    a->vk = vk;
+    a->kind = kind;
+    a->block_size = block_size;
+}
+
+static int find_memory_type(const EgVk *vk, uint32_t allowed, EgMemKind kind) {
+    const VkPhysicalDeviceMemoryProperties *mp = &vk->mem_props;
+    VkMemoryPropertyFlags want = kind == EG_MEM_HOST ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                                           VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+                                                     : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    /* Read-back wants cached host memory; take it when there is a choice. */
+    VkMemoryPropertyFlags prefer = kind == EG_MEM_HOST ? VK_MEMORY_PROPERTY_HOST_CACHED_BIT : 0;
+    int fallback = -1;
+    for (uint32_t i = 0; i < mp->memoryTypeCount; i++) {
+        if (!(allowed & (1u << i))) continue;
+        VkMemoryPropertyFlags f = mp->memoryTypes[i].propertyFlags;
+        if ((f & want) != want) continue;
+        if ((f & prefer) == prefer) return (int)i;
+        if (fallback < 0) fallback = (int)i;
+    }
+    return fallback;
+}
+
+static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index, EgError *err) {
+    EgMemBlock *b = calloc(1, sizeof *b);
+    if (!b) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .allocationSize = size,
+                               .memoryTypeIndex = type_index};
+    VkResult r = vkAllocateMemory(a->vk->device, &ai, NULL, &b->memory);
+    if (r != VK_SUCCESS) {
+        free(b);
+        eg_fail(err, "device memory allocation of %llu MiB failed (%s)",
+                (unsigned long long)(size >> 20), eg_vk_result_name(r));
+        return NULL;
+    }
+    b->size = size;
+    b->type_index = type_index;
+    if (a->kind == EG_MEM_HOST &&
+        vkMapMemory(a->vk->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped) != VK_SUCCESS) {
+        vkFreeMemory(a->vk->device, b->memory, NULL);
+        free(b);
+        eg_fail(err, "vkMapMemory failed");
+        return NULL;
+    }
+    b->next = a->blocks;
+    a->blocks = b;
+    return b;
+}
+
+static int remember_buffer(EgArena *a, VkBuffer buf) {
+    if (a->n_buffers == a->cap_buffers) {
+        int cap = a->cap_buffers ? a->cap_buffers * 2 : 64;
+        VkBuffer *nb = realloc(a->buffers, (size_t)cap * sizeof *nb);
+        if (!nb) return -1;
+        a->buffers = nb;
+        a->cap_buffers = cap;
+    }
+    a->buffers[a->n_buffers++] = buf;
+    return 0;
+}
+
+int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err) {
+    memset(out, 0, sizeof *out);
+    size = (size + 15) & ~(VkDeviceSize)15;
+    if (size == 0) size = 16;
+    if (size > a->vk->max_storage_range)
+        return eg_fail(err,
+                       "buffer of %llu bytes exceeds the device's maxStorageBufferRange (%llu)",
+                       (unsigned long long)size, (unsigned long long)a->vk->max_storage_range);
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                             .size = size,
+                             .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                      VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                             .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkBuffer buf;
+    VkResult r = vkCreateBuffer(a->vk->device, &bi, NULL, &buf);
+    if (r != VK_SUCCESS) return eg_fail(err, "vkCreateBuffer failed (%s)", eg_vk_result_name(r));
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(a->vk->device, buf, &req);
+    int type = find_memory_type(a->vk, req.memoryTypeBits, a->kind);
+    if (type < 0) {
+        vkDestroyBuffer(a->vk->device, buf, NULL);
+        return eg_fail(err, "no suitable Vulkan memory type for %s buffers",
+                       a->kind == EG_MEM_HOST ? "host-visible" : "device-local");
+    }
+    EgMemBlock *b = a->blocks;
+    VkDeviceSize offset = 0;
+    for (; b; b = b->next) {
+        if (b->type_index != (uint32_t)type) continue;
+        offset = (b->used + req.alignment - 1) / req.alignment * req.alignment;
+        if (offset + req.size <= b->size) break;
+    }
+    if (!b) {
+        VkDeviceSize bs = a->block_size > req.size ? a->block_size : req.size;
+        b = new_block(a, bs, (uint32_t)type, err);
+        if (!b) {
+            vkDestroyBuffer(a->vk->device, buf, NULL);
+            return -1;
+        }
+        offset = 0;
+    }
+    if (vkBindBufferMemory(a->vk->device, buf, b->memory, offset) != VK_SUCCESS ||
+        remember_buffer(a, buf)) {
+        vkDestroyBuffer(a->vk->device, buf, NULL);
+        return eg_fail(err, "binding buffer memory failed");
+    }
+    b->used = offset + req.size;
+    a->bytes_used += size;
+    out->buf = buf;
+    out->size = size;
+    out->mapped = b->mapped ? (char *)b->mapped + offset : NULL;
+    return 0;
+}
+
+void eg_arena_reset(EgArena *a) {
+    if (!a->vk) return;
+    for (int i = 0; i < a->n_buffers; i++)
+        vkDestroyBuffer(a->vk->device, a->buffers[i], NULL);
+    free(a->buffers);
+    a->buffers = NULL;
+    a->n_buffers = a->cap_buffers = 0;
+    while (a->blocks) {
+        EgMemBlock *b = a->blocks;
+        a->blocks = b->next;
+        if (b->mapped) vkUnmapMemory(a->vk->device, b->memory);
+        vkFreeMemory(a->vk->device, b->memory, NULL);
+        free(b);
+    }
+    a->bytes_used = 0;
+}
+
+int eg_staging_init(EgStaging *s, EgVk *vk, VkDeviceSize size, EgError *err) {
+    eg_arena_init(&s->arena, vk, EG_MEM_HOST, size);
+    return eg_buffer_create(&s->arena, size, &s->buf, err);
+}
+
+void eg_staging_destroy(EgStaging *s) {
+    eg_arena_reset(&s->arena);
+}
+
+/* Records one buffer copy into a one-shot command buffer and waits for it. */
+static int copy_and_wait(EgVk *vk, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof,
+                         VkDeviceSize size, EgError *err) {
+    VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                      .commandPool = vk->pool,
+                                      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                      .commandBufferCount = 1};
+    VkCommandBuffer cb;
+    if (vkAllocateCommandBuffers(vk->device, &ai, &cb) != VK_SUCCESS)
+        return eg_fail(err, "vkAllocateCommandBuffers failed");
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    vkBeginCommandBuffer(cb, &bi);
+    VkBufferCopy region = {.srcOffset = so, .dstOffset = dof, .size = size};
+    vkCmdCopyBuffer(cb, src, dst, 1, &region);
+    vkEndCommandBuffer(cb);
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cb};
+    VkResult r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    if (r == VK_SUCCESS) r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX);
+    vkResetFences(vk->device, 1, &vk->fence);
+    vkFreeCommandBuffers(vk->device, vk->pool, 1, &cb);
+    if (r != VK_SUCCESS) return eg_fail(err, "buffer copy failed (%s)", eg_vk_result_name(r));
+    return 0;
+}
+
+int eg_upload(EgStaging *s, const EgBuffer *dst, VkDeviceSize dst_offset, const void *src,
+              VkDeviceSize size, EgError *err) {
+    if (dst_offset + size > dst->size) return eg_fail(err, "upload past the end of a buffer");
+    for (VkDeviceSize done = 0; done < size;) {
+        VkDeviceSize n = size - done < s->buf.size ? size - done : s->buf.size;
+        memcpy(s->buf.mapped, (const char *)src + done, n);
+        if (copy_and_wait(s->arena.vk, s->buf.buf, 0, dst->buf, dst_offset + done, n, err))
+            return -1;
+        done += n;
+    }
+    return 0;
+}
+
+int eg_download(EgStaging *s, const EgBuffer *src, VkDeviceSize src_offset, void *dst,
+                VkDeviceSize size, EgError *err) {
+    if (src_offset + size > src->size) return eg_fail(err, "download past the end of a buffer");
+    for (VkDeviceSize done = 0; done < size;) {
+        VkDeviceSize n = size - done < s->buf.size ? size - done : s->buf.size;
+        if (copy_and_wait(s->arena.vk, src->buf, src_offset + done, s->buf.buf, 0, n, err))
+            return -1;
+        memcpy((char *)dst + done, s->buf.mapped, n);
+        done += n;
+    }
+    return 0;
+}

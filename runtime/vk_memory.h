@@ -1,0 +1,54 @@
+/* Device memory: a few large VkDeviceMemory blocks per arena, each holding many VkBuffers
+ * (suballocated with a bump pointer). An arena lives as long as what it holds: the model's
+ * weights for the life of the model, a sequence's KV cache for the life of the request.
+ * Every buffer is at most maxStorageBufferRange bytes so a shader can bind it whole. */
+#ifndef EGRET_VK_MEMORY_H
+#define EGRET_VK_MEMORY_H
+
+#include "runtime/vk_context.h"
+
+typedef struct EgBuffer {
+    VkBuffer buf;
+    VkDeviceSize size;
+    void *mapped; /* host pointer for host-visible arenas, else NULL */
+} EgBuffer;
+
+typedef enum EgMemKind {
+    EG_MEM_DEVICE, /* device-local: weights and activations */
+    EG_MEM_HOST    /* host-visible and coherent: staging for uploads and read-back */
+} EgMemKind;
+
+typedef struct EgMemBlock EgMemBlock;
+
+typedef struct EgArena {
+    EgVk *vk;
+    EgMemKind kind;
+    VkDeviceSize block_size;
+    EgMemBlock *blocks; /* newest first */
+    VkBuffer *buffers;  /* every buffer made here, destroyed on reset */
+    int n_buffers, cap_buffers;
+    VkDeviceSize bytes_used; /* sum of buffer sizes, for reporting */
+} EgArena;
+
+void eg_arena_init(EgArena *a, EgVk *vk, EgMemKind kind, VkDeviceSize block_size);
+/* Creates a buffer of `size` bytes (rounded up to 16) in the arena. Fails (naming the size) when
+ * size exceeds maxStorageBufferRange or the device is out of memory. */
+int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err);
+/* Destroys every buffer and frees every block. */
+void eg_arena_reset(EgArena *a);
+
+/* A staging area for copies between host memory and device buffers. */
+typedef struct EgStaging {
+    EgArena arena;
+    EgBuffer buf;
+} EgStaging;
+
+int eg_staging_init(EgStaging *s, EgVk *vk, VkDeviceSize size, EgError *err);
+void eg_staging_destroy(EgStaging *s);
+/* Synchronous copies (each waits for the device). */
+int eg_upload(EgStaging *s, const EgBuffer *dst, VkDeviceSize dst_offset, const void *src,
+              VkDeviceSize size, EgError *err);
+int eg_download(EgStaging *s, const EgBuffer *src, VkDeviceSize src_offset, void *dst,
+                VkDeviceSize size, EgError *err);
+
+#endif

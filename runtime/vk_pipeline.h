@@ -1,0 +1,26 @@
+/* Compute pipelines built once at model load from the embedded SPIR-V (runtime/shader_table.h).
+ * Every pipeline binds its storage buffers with push descriptors (set 0, bindings 0..n-1) and
+ * takes its sizes as push constants, so recording a dispatch needs no descriptor pools. */
+#ifndef EGRET_VK_PIPELINE_H
+#define EGRET_VK_PIPELINE_H
+
+#include "runtime/vk_context.h"
+
+#define EG_MAX_BINDINGS 8
+
+typedef struct EgPipeline {
+    VkPipeline pipeline;
+    VkPipelineLayout layout;
+    VkDescriptorSetLayout set_layout;
+    int n_bindings;
+    uint32_t write_mask; /* bit i: binding i is written (for barrier tracking) */
+    uint32_t push_size;
+    const char *name;
+} EgPipeline;
+
+/* Builds the pipeline for shader `name` in its fp32 (f16 = 0) or fp16-storage variant. */
+int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint32_t write_mask,
+                       uint32_t push_size, EgPipeline *out, EgError *err);
+void eg_pipeline_destroy(EgVk *vk, EgPipeline *p);
+
+#endif

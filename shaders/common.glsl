@@ -1,0 +1,51 @@
+// Shared by every Egret compute shader. Each shader is compiled twice (CMakeLists.txt):
+// EG_F16=0 stores weights and activations as float; EG_F16=1 stores them as float16_t.
+// Arithmetic and accumulation are always float: values are widened on load and narrowed on store.
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+
+#if EG_F16
+#define ACT float16_t
+#define WT float16_t
+#else
+#define ACT float
+#define WT float
+#endif
+
+// Activation codes, equal to EgOpAct in runtime/ops.h.
+#define ACT_NONE 0
+#define ACT_GELU 1
+#define ACT_QUICK_GELU 2
+#define ACT_SILU 3
+#define ACT_RELU 4
+#define ACT_GELU_TANH 5
+
+// erf by Abramowitz & Stegun 7.1.26 is only good to 1.5e-7 absolute; this uses the
+// rational approximation of erfc with |relative error| < 1.2e-7 (Numerical Recipes' erfcc),
+// which keeps exact-GELU models within fp32 rounding of the reference.
+float eg_erf(float x) {
+    float z = abs(x);
+    float t = 1.0 / (1.0 + 0.5 * z);
+    float r = t * exp(-z * z - 1.26551223 +
+                      t * (1.00002368 +
+                           t * (0.37409196 +
+                                t * (0.09678418 +
+                                     t * (-0.18628806 +
+                                          t * (0.27886807 +
+                                               t * (-1.13520398 +
+                                                    t * (1.48851587 +
+                                                         t * (-0.82215223 + t * 0.17087277)))))))));
+    return x >= 0.0 ? 1.0 - r : r - 1.0;
+}
+
+float eg_activate(float v, uint act) {
+    if (act == ACT_GELU) return 0.5 * v * (1.0 + eg_erf(v * 0.70710678118654752));
+    if (act == ACT_QUICK_GELU) return v / (1.0 + exp(-1.702 * v));
+    if (act == ACT_SILU) return v / (1.0 + exp(-v));
+    if (act == ACT_RELU) return max(v, 0.0);
+    if (act == ACT_GELU_TANH) {
+        float u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+        return 0.5 * v * (1.0 + tanh(u));
+    }
+    return v;
+}

@@ -1,0 +1,39 @@
+// Bindings, push constants and the fused epilogue shared by matmul.comp and matvec.comp.
+// Epilogue, in order: + bias[n]; activation; if MUL: v *= Y; if ACCUM: v = Y + g·v, where
+// g = tanh(alpha[n or 0]) when HAS_ALPHA (IDEFICS' gated residual) else 1.
+layout(std430, binding = 0) readonly buffer X { ACT x[]; };
+layout(std430, binding = 1) readonly buffer W { WT w[]; };
+layout(std430, binding = 2) readonly buffer B { WT bias[]; };
+layout(std430, binding = 3) readonly buffer Alpha { WT alpha[]; };
+layout(std430, binding = 4) buffer Y { ACT y[]; };
+
+// Flag bits, equal to EG_MM_* in runtime/ops.h.
+#define MM_ACT_MASK 7u
+#define MM_BIAS 8u
+#define MM_MUL 16u
+#define MM_ACCUM 32u
+#define MM_ALPHA 64u
+#define MM_ALPHA_VECTOR 128u
+
+layout(push_constant) uniform Push {
+    uint M, N, K;   // X is M×K (row stride ldx), W is N×K
+    uint ldx, ldy;  // row strides of X and Y, in elements
+    uint x_off, y_off;
+    uint n_off;     // column of Y (and index into bias/alpha) of this W's row 0
+    uint flags;
+} p;
+
+void store_output(uint m, uint n, float v) {
+    uint col = p.n_off + n;
+    uint yi = p.y_off + m * p.ldy + col;
+    if ((p.flags & MM_BIAS) != 0u) v += float(bias[col]);
+    v = eg_activate(v, p.flags & MM_ACT_MASK);
+    if ((p.flags & MM_MUL) != 0u) v *= float(y[yi]);
+    if ((p.flags & MM_ACCUM) != 0u) {
+        float g = 1.0;
+        if ((p.flags & MM_ALPHA) != 0u)
+            g = tanh(float(alpha[(p.flags & MM_ALPHA_VECTOR) != 0u ? col : 0u]));
+        v = float(y[yi]) + g * v;
+    }
+    y[yi] = ACT(v);
+}

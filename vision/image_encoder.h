@@ -1,0 +1,24 @@
+/* The image stage of IDEFICS on the device: the CLIP ViT (last layer, class token included,
+ * no post-layernorm) and, when the config says use_resampler, the perceiver resampler. */
+#ifndef EGRET_IMAGE_ENCODER_H
+#define EGRET_IMAGE_ENCODER_H
+
+#include "runtime/model.h"
+
+typedef struct EgImageFeatures {
+    EgBuffer vit;      /* [n][Np+1][E]: ViT last_hidden_state */
+    EgBuffer features; /* [n][S][E]: what cross-attention reads (perceiver output or vit) */
+} EgImageFeatures;
+
+/* Records the image stage for n images of normalized pixels [n][C][size][size] (device buffer
+ * in the model's precision). Scratch and outputs are allocated in `scratch`, which must outlive
+ * the command buffer. */
+int eg_image_encoder_record(EgCmd *cmd, EgModel *m, EgArena *scratch, const EgBuffer *pixels,
+                            uint32_t n, EgImageFeatures *out, EgError *err);
+
+/* Runs the image stage and reads results back (for tests and tools): vit_out [n][Np+1][E] and
+ * features_out [n][S][E], either may be NULL. */
+int eg_image_encoder_run(EgModel *m, const float *pixels, uint32_t n, float *vit_out,
+                         float *features_out, EgError *err);
+
+#endif
