@@ -1,0 +1,55 @@
+/* Text generation for one request: encode the images once, prefill the prompt, then decode one
+ * token per step with the KV cache, sampling each token (language/sampling.h) and stopping at
+ * end of sequence, a stop string, max_new_tokens, or when the caller cancels.
+ *
+ * Streaming: after each step the callback gets the token id and the text that is now final.
+ * Text that might still turn into a stop string is held back until it cannot, so the streamed
+ * pieces always concatenate to exactly the final text. The stop string itself and the
+ * end-of-sequence token are not part of the text or the ids. */
+#ifndef EGRET_GENERATE_H
+#define EGRET_GENERATE_H
+
+#include "language/sampling.h"
+#include "language/tokenizer.h"
+#include "runtime/model.h"
+
+typedef enum EgFinishReason {
+    EG_FINISH_LENGTH = 0,   /* max_new_tokens reached */
+    EG_FINISH_STOP = 1,     /* a stop string appeared */
+    EG_FINISH_EOS = 2,      /* the model produced the end-of-sequence token */
+    EG_FINISH_CANCELLED = 3 /* the callback asked to stop */
+} EgFinishReason;
+
+const char *eg_finish_reason_name(EgFinishReason r);
+
+typedef struct EgGenerateParams {
+    EgSamplingParams sampling;
+    uint32_t max_new_tokens;
+    const char *const *stop; /* stop strings (UTF-8, non-empty) */
+    size_t n_stop;
+    int ignore_eos; /* 1: keep going past the end-of-sequence token (tests, benchmarks) */
+} EgGenerateParams;
+
+/* Called once per generated token: its id (-1 on the final call that flushes held-back text)
+ * and the newly final text (may be empty). Return non-zero to cancel. */
+typedef int (*EgTokenCallback)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct EgGenerateResult {
+    char *text;   /* malloc'd, NUL-terminated */
+    int32_t *ids; /* malloc'd generated ids (without a final end-of-sequence token) */
+    size_t n_ids;
+    EgFinishReason finish;
+    double prefill_s; /* image encoding + prompt prefill + first token: time to first token */
+    double total_s;
+} EgGenerateResult;
+
+void eg_generate_result_free(EgGenerateResult *r);
+
+/* prompt_ids / image_of_token: n_prompt entries (see language/sequence.h); pixels: n_images
+ * normalized images [n][C][S][S]. On error nothing is allocated in *out. */
+int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
+                const int32_t *image_of_token, uint32_t n_prompt, const float *pixels,
+                uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
+                EgGenerateResult *out, EgError *err);
+
+#endif

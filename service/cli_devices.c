@@ -1,0 +1,15 @@
+#include <stdio.h>
+
+#include "runtime/vk_context.h"
+#include "service/cli.h"
+
+int cli_devices(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    EgError err;
+    if (eg_vk_list_devices(&err)) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,156 @@
+/* egret forward: runs a model on raw inputs (token ids, per-token image indices, normalized
+ * pixels) and prints logits or greedy-generated ids. For checking the engine by hand. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "language/sequence.h"
+#include "service/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: egret forward [--model DIR] --ids 1,475,476,... [options]\n"
+            "  --model DIR        checkpoint folder (default: the bundled demo model)\n"
+            "  --ids LIST         prompt token ids\n"
+            "  --image-of LIST    per token, the image it attends to (-1: none); default: the\n"
+            "                     most recent <image> token (id vocab_size + 1) at or before it\n"
+            "  --pixels FILE      float32 little-endian normalized pixels [N][3][S][S]\n"
+            "  --images N         number of images in FILE\n"
+            "  --generate N       greedy-decode N tokens and print their ids\n"
+            "  --all-logits       print the argmax and top logit at every position\n"
+            "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n");
+}
+
+int cli_forward(int argc, char **argv) {
+    static struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},    {"ids", required_argument, 0, 'i'},
+        {"image-of", required_argument, 0, 'o'}, {"pixels", required_argument, 0, 'p'},
+        {"images", required_argument, 0, 'n'},   {"generate", required_argument, 0, 'g'},
+        {"all-logits", no_argument, 0, 'a'},     {"fp32", no_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    const char *model_dir = cli_default_model(), *ids_s = NULL, *img_s = NULL, *pix_path = NULL;
+    long n_images = 0, n_generate = 0;
+    int all_logits = 0, fp32 = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            model_dir = optarg;
+            break;
+        case 'i':
+            ids_s = optarg;
+            break;
+        case 'o':
+            img_s = optarg;
+            break;
+        case 'p':
+            pix_path = optarg;
+            break;
+        case 'n':
+            n_images = strtol(optarg, NULL, 10);
+            break;
+        case 'g':
+            n_generate = strtol(optarg, NULL, 10);
+            break;
+        case 'a':
+            all_logits = 1;
+            break;
+        case 'f':
+            fp32 = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!ids_s || n_images < 0 || n_generate < 0 || (n_images > 0) != (pix_path != NULL)) {
+        usage(stderr);
+        return 2;
+    }
+    int32_t *ids = NULL, *img = NULL;
+    long n = cli_parse_int_list(ids_s, &ids);
+    if (n <= 0) return 2;
+    EgError err = {{0}};
+    EgModelOptions opt = {.fp32 = fp32, .progress = stderr};
+    EgModel *m = eg_model_load(model_dir, &opt, &err);
+    if (!m) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        free(ids);
+        return 1;
+    }
+    int rc = 1;
+    float *pixels = NULL, *logits = NULL;
+    EgSequence *s = NULL;
+    img = malloc((size_t)n * sizeof *img);
+    if (img_s) {
+        int32_t *given;
+        long k = cli_parse_int_list(img_s, &given);
+        if (k != n) {
+            fprintf(stderr, "egret: --image-of has %ld entries for %ld tokens\n", k, n);
+            if (k >= 0) free(given);
+            goto done;
+        }
+        memcpy(img, given, (size_t)n * sizeof *img);
+        free(given);
+    } else {
+        /* The processor's rule without end-of-sequence handling: the latest <image> so far. */
+        int32_t image_id = m->cfg.vocab_size + 1, current = -1;
+        for (long t = 0; t < n; t++) {
+            if (ids[t] == image_id) current++;
+            img[t] = current < n_images ? current : -1;
+        }
+    }
+    if (pix_path) {
+        size_t len;
+        pixels = cli_read_file(pix_path, &len);
+        size_t want = (size_t)n_images * 3 * m->cfg.vision.image_size * m->cfg.vision.image_size *
+                      sizeof(float);
+        if (!pixels) goto done;
+        if (len != want) {
+            fprintf(stderr, "egret: %s has %zu bytes, %ld images need %zu\n", pix_path, len,
+                    n_images, want);
+            goto done;
+        }
+    }
+    s = eg_sequence_new(m, (uint32_t)(n + n_generate + 1), &err);
+    logits = malloc((size_t)n * m->vocab * sizeof *logits);
+    if (!s || !logits || eg_sequence_set_images(s, pixels, (uint32_t)n_images, &err) ||
+        eg_sequence_forward(s, ids, img, (uint32_t)n, logits, all_logits, &err)) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        goto done;
+    }
+    for (long t = 0; t < (all_logits ? n : 1); t++) {
+        const float *row = logits + (size_t)t * m->vocab;
+        uint32_t best = 0;
+        for (uint32_t v = 1; v < m->vocab; v++)
+            if (row[v] > row[best]) best = v;
+        printf("position %ld: argmax %u (logit %.6f)\n", all_logits ? t : n - 1, best, row[best]);
+    }
+    if (n_generate > 0) {
+        printf("generated:");
+        for (long k = 0; k < n_generate; k++) {
+            int32_t best = 0;
+            for (uint32_t v = 1; v < m->vocab; v++)
+                if (logits[v] > logits[best]) best = (int32_t)v;
+            printf(" %d", best);
+            if (k + 1 < n_generate && eg_sequence_forward(s, &best, NULL, 1, logits, 0, &err)) {
+                fprintf(stderr, "\negret: %s\n", err.msg);
+                goto done;
+            }
+        }
+        printf("\n");
+    }
+    rc = 0;
+done:
+    eg_sequence_free(s);
+    free(logits);
+    free(pixels);
+    free(img);
+    free(ids);
+    eg_model_free(m);
+    return rc;
+}

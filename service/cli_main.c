@@ -1,0 +1,85 @@
+/* egret: the Vulkan IDEFICS engine's command line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "service/cli.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: egret COMMAND [options]\n\n"
+               "commands:\n"
+               "  devices    list the Vulkan devices (choose one with EGRET_DEVICE=index|name)\n"
+               "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
+               "\nRun `egret COMMAND --help` for a command's options.\n");
+}
+
+const char *cli_default_model(void) {
+    const char *env = getenv("EGRET_MODEL");
+    return env && *env ? env : EGRET_DEFAULT_MODEL;
+}
+
+long cli_parse_int_list(const char *s, int32_t **out) {
+    size_t cap = 16, n = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    while (*s) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x < INT32_MIN || x > INT32_MAX) {
+            fprintf(stderr, "egret: not a list of integers: '%s'\n", s);
+            free(v);
+            return -1;
+        }
+        if (n == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[n++] = (int32_t)x;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') {
+            fprintf(stderr, "egret: unexpected '%c' in a list of integers\n", *end);
+            free(v);
+            return -1;
+        }
+    }
+    *out = v;
+    return (long)n;
+}
+
+void *cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "egret: cannot read %s\n", path);
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = (size_t)n;
+    return buf;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "devices") == 0) return cli_devices(argc - 1, argv + 1);
+    if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
+    fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
