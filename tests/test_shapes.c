@@ -1,0 +1,115 @@
+/* The bundled demo model (models/shapes-idefics, bf16 weights) on the 30 held-out few-shot cases
+ * of tests/data/shapes-cases: from each case's HF prompt_ids and its 64x64 PNGs, greedy decoding
+ * of 24 tokens (no stop, end-of-sequence ignored) must equal HF's greedy_ids for all 30 cases in
+ * fp32 mode and for at least 28 in fp16 mode; in fp32 the decoded text must equal greedy_text. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "language/generate.h"
+#include "language/image_mask.h"
+#include "runtime/vk_context.h"
+#include "test_util.h"
+#include "vision/image_decode.h"
+#include "vision/preprocess.h"
+
+static float *load_case_images(const cJSON *parts, uint32_t size, uint32_t *n_images) {
+    uint32_t n = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, parts) if (cJSON_GetObjectItem(part, "image")) n++;
+    size_t per = 3 * (size_t)size * size;
+    float *pixels = malloc((n ? n : 1) * per * sizeof *pixels);
+    uint32_t i = 0;
+    cJSON_ArrayForEach(part, parts) {
+        const cJSON *img = cJSON_GetObjectItem(part, "image");
+        if (!img) continue;
+        char rel[256];
+        snprintf(rel, sizeof rel, "shapes-cases/%s", img->valuestring);
+        size_t len;
+        unsigned char *bytes = test_read_file(test_data_path(rel), &len);
+        EgImage im = {0};
+        EgError err;
+        int ok = bytes && eg_image_decode(bytes, len, NULL, &im, &err) == 0 &&
+                 eg_preprocess_image(&im, (int)size, pixels + i * per, &err) == 0;
+        CHECK(ok, "image %s: %s", rel, bytes ? err.msg : "unreadable");
+        eg_image_free(&im);
+        free(bytes);
+        i++;
+    }
+    *n_images = n;
+    return pixels;
+}
+
+static int run_cases(const cJSON *cases, int fp32) {
+    EgError err = {{0}};
+    EgModelOptions opt = {.fp32 = fp32};
+    EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &opt, &err);
+    CHECK(m != NULL, "load: %s", err.msg);
+    EgTokenizer *tok = eg_tokenizer_load(test_model_path("shapes-idefics/tokenizer.json"), &err);
+    CHECK(tok != NULL, "tokenizer: %s", err.msg);
+    if (!m || !tok) {
+        eg_model_free(m);
+        eg_tokenizer_free(tok);
+        return 0;
+    }
+    int32_t image_token = eg_tokenizer_find(tok, "<image>");
+    int matches = 0, index = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        const cJSON *prompt = cJSON_GetObjectItem(c, "prompt_ids");
+        const cJSON *greedy = cJSON_GetObjectItem(c, "greedy_ids");
+        int n = cJSON_GetArraySize(prompt), n_greedy = cJSON_GetArraySize(greedy);
+        int32_t *ids = malloc((size_t)n * sizeof *ids), *img = malloc((size_t)n * sizeof *img);
+        for (int t = 0; t < n; t++) ids[t] = cJSON_GetArrayItem(prompt, t)->valueint;
+        uint32_t n_images;
+        float *pixels = load_case_images(cJSON_GetObjectItem(c, "parts"),
+                                         (uint32_t)m->cfg.vision.image_size, &n_images);
+        uint32_t counted = eg_image_of_tokens(ids, (size_t)n, image_token, m->cfg.eos_token_id, img);
+        CHECK(counted == n_images, "case %d: %u <image> tokens for %u images", index, counted,
+              n_images);
+        EgGenerateParams gp = {.max_new_tokens = (uint32_t)n_greedy, .ignore_eos = 1};
+        eg_sampling_params_default(&gp.sampling);
+        EgGenerateResult r;
+        if (eg_generate(m, tok, ids, img, (uint32_t)n, pixels, n_images, &gp, NULL, NULL, &r,
+                        &err) == 0) {
+            int same = (int)r.n_ids == n_greedy;
+            for (int k = 0; same && k < n_greedy; k++)
+                same = r.ids[k] == cJSON_GetArrayItem(greedy, k)->valueint;
+            matches += same;
+            if (!same) printf("  %s case %d (%s): greedy ids differ\n", fp32 ? "fp32" : "fp16",
+                              index, cJSON_GetObjectItem(c, "task")->valuestring);
+            if (fp32) {
+                const char *want = cJSON_GetObjectItem(c, "greedy_text")->valuestring;
+                CHECK(strcmp(r.text, want) == 0, "case %d text '%s' != '%s'", index, r.text, want);
+            }
+            eg_generate_result_free(&r);
+        } else {
+            CHECK(0, "case %d: %s", index, err.msg);
+        }
+        free(ids);
+        free(img);
+        free(pixels);
+        index++;
+    }
+    printf("%s: %d of %d cases equal HF's greedy ids\n", fp32 ? "fp32" : "fp16", matches, index);
+    eg_tokenizer_free(tok);
+    eg_model_free(m);
+    return matches;
+}
+
+int main(void) {
+    size_t len;
+    char *json = (char *)test_read_file(test_data_path("shapes-cases/cases.json"), &len);
+    REQUIRE(json != NULL, "cannot read cases.json");
+    cJSON *cases = cJSON_ParseWithLength(json, len);
+    REQUIRE(cases && cJSON_GetArraySize(cases) == 30, "cases.json should hold 30 cases");
+    int exact = run_cases(cases, 1);
+    CHECK(exact == 30, "fp32: %d of 30 cases match (all must)", exact);
+    int fast = run_cases(cases, 0);
+    CHECK(fast >= 28, "fp16: %d of 30 cases match (at least 28 must)", fast);
+    CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
+          eg_vk_validation_message_count());
+    cJSON_Delete(cases);
+    free(json);
+    return test_finish();
+}
