@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "language/prompt.h"
 #include "language/sequence.h"
 #include "service/cli.h"
 
@@ -97,12 +98,10 @@ int cli_forward(int argc, char **argv) {
         memcpy(img, given, (size_t)n * sizeof *img);
         free(given);
     } else {
-        /* The processor's rule without end-of-sequence handling: the latest <image> so far. */
-        int32_t image_id = m->cfg.vocab_size + 1, current = -1;
-        for (long t = 0; t < n; t++) {
-            if (ids[t] == image_id) current++;
-            img[t] = current < n_images ? current : -1;
-        }
+        /* IDEFICS checkpoints put <image> right after <fake_token_around_image>, the first
+         * additional token. */
+        eg_prompt_image_index(ids, (size_t)n, m->cfg.vocab_size + 1, m->cfg.eos_token_id,
+                              (int)n_images, img);
     }
     if (pix_path) {
         size_t len;

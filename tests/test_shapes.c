@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "language/generate.h"
-#include "language/image_mask.h"
+#include "language/prompt.h"
 #include "runtime/vk_context.h"
 #include "test_util.h"
 #include "vision/image_decode.h"
@@ -64,9 +64,10 @@ static int run_cases(const cJSON *cases, int fp32) {
         uint32_t n_images;
         float *pixels = load_case_images(cJSON_GetObjectItem(c, "parts"),
                                          (uint32_t)m->cfg.vision.image_size, &n_images);
-        uint32_t counted = eg_image_of_tokens(ids, (size_t)n, image_token, m->cfg.eos_token_id, img);
-        CHECK(counted == n_images, "case %d: %u <image> tokens for %u images", index, counted,
-              n_images);
+        eg_prompt_image_index(ids, (size_t)n, image_token, m->cfg.eos_token_id, (int)n_images,
+                              img);
+        CHECK(img[n - 1] == (int32_t)n_images - 1, "case %d: the query should see the last image",
+              index);
         EgGenerateParams gp = {.max_new_tokens = (uint32_t)n_greedy, .ignore_eos = 1};
         eg_sampling_params_default(&gp.sampling);
         EgGenerateResult r;
