@@ -316,8 +316,14 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
     Loader L = {.m = m, .err = err};
     if (eg_vk_create(&m->vk, &vo, err)) goto fail;
-    if (m->head_dim > 512) {
-        eg_fail(err, "%s: head_dim %u exceeds the supported 512", path, m->head_dim);
+    /* attention.comp keeps one query head in shared memory: at most 512 dims. */
+    uint32_t vit_hd = m->E / (uint32_t)c->vision.num_attention_heads;
+    uint32_t perc_hd = c->use_resampler ? (uint32_t)c->perceiver.head_dim : 0;
+    if (m->head_dim > 512 || vit_hd > 512 || perc_hd > 512) {
+        eg_fail(err,
+                "%s: an attention head dimension (text %u, vision %u, perceiver %u) exceeds "
+                "the supported 512",
+                path, m->head_dim, vit_hd, perc_hd);
         goto fail;
     }
     if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;

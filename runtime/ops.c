@@ -87,6 +87,14 @@ uint32_t eg_matrix_chunk_rows(const EgOps *ops, uint32_t cols) {
     return rows > UINT32_MAX ? UINT32_MAX : (uint32_t)rows;
 }
 
+/* Dispatches `groups` workgroups of a 1-D problem as a 2-D grid within the 65535-per-axis limit
+ * every Vulkan device guarantees (the shaders use eg_flat_index()). */
+static void dispatch_1d(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs,
+                        const void *push, uint32_t groups) {
+    uint32_t gx = groups < 65535 ? groups : 65535;
+    eg_cmd_dispatch(cmd, p, bufs, push, gx, eg_groups(groups, gx ? gx : 1), 1);
+}
+
 static const EgBuffer *or_dummy(const EgOps *ops, const EgBuffer *b) {
     return b ? b : &ops->dummy;
 }
@@ -170,8 +178,8 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a) {
                      .pos0 = a->pos0,
                      .sin_off = a->table_positions * (a->head_dim / 2)};
     const EgBuffer *bufs[2] = {a->x, a->table};
-    eg_cmd_dispatch(cmd, &ops->rope, bufs, &push,
-                    eg_groups(a->rows * a->heads * (a->head_dim / 2), 64), 1, 1);
+    dispatch_1d(cmd, &ops->rope, bufs, &push,
+                eg_groups(a->rows * a->heads * (a->head_dim / 2), 64));
 }
 
 void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta) {
@@ -195,15 +203,14 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
                       .n_rows = a->n_rows,
                       .out_off = a->out_off};
     const EgBuffer *bufs[3] = {a->ids, a->table, a->out};
-    eg_cmd_dispatch(cmd, &ops->embed, bufs, &push, eg_groups(a->tokens * a->dim, 64), 1, 1);
+    dispatch_1d(cmd, &ops->embed, bufs, &push, eg_groups(a->tokens * a->dim, 64));
 }
 
 void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const EgBuffer *patches,
                     uint32_t images, uint32_t channels, uint32_t size, uint32_t patch_size) {
     PatchifyPush push = {images, channels, size, patch_size};
     const EgBuffer *bufs[2] = {pixels, patches};
-    eg_cmd_dispatch(cmd, &ops->patchify, bufs, &push,
-                    eg_groups(images * channels * size * size, 64), 1, 1);
+    dispatch_1d(cmd, &ops->patchify, bufs, &push, eg_groups(images * channels * size * size, 64));
 }
 
 void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, const EgBuffer *cls,
@@ -211,6 +218,5 @@ void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, cons
                      uint32_t dim) {
     VitEmbedPush push = {images, n_patches, dim};
     const EgBuffer *bufs[4] = {patches, cls, pos, out};
-    eg_cmd_dispatch(cmd, &ops->vit_embed, bufs, &push,
-                    eg_groups(images * (n_patches + 1) * dim, 64), 1, 1);
+    dispatch_1d(cmd, &ops->vit_embed, bufs, &push, eg_groups(images * (n_patches + 1) * dim, 64));
 }

@@ -26,6 +26,7 @@ layout(push_constant) uniform Push {
     float scale;
 } p;
 
+#define NEG_HUGE -3.0e38
 #define MAX_DIMS_PER_INVOCATION 4  // head_dim ≤ 512
 shared float qs[512];
 shared float probs[128];
@@ -65,13 +66,14 @@ void main() {
 
     uint kb = p.k_off + b * p.k_batch + head * hd;
     uint vb = p.v_off + b * p.v_batch + head * hd;
-    float run_max = -1.0 / 0.0, run_sum = 0.0;
+    // Finite stand-ins for -inf: drivers may assume shaders never see infinities.
+    float run_max = NEG_HUGE, run_sum = 0.0;
     float acc[MAX_DIMS_PER_INVOCATION];
     for (int i = 0; i < MAX_DIMS_PER_INVOCATION; i++) acc[i] = 0.0;
 
     for (uint j0 = lo; j0 < hi; j0 += 128) {
         uint j = j0 + t;
-        float s = -1.0 / 0.0;
+        float s = NEG_HUGE;
         if (j < hi) {
             s = 0.0;
             uint kr = kb + j * p.k_stride;

@@ -12,6 +12,13 @@
 #define WT float
 #endif
 
+// Index of this invocation in a 1-D problem dispatched as a 2-D grid of workgroups (Vulkan only
+// guarantees 65535 workgroups per axis; see dispatch_1d in runtime/ops.c).
+// (A macro, not a function: gl_WorkGroupSize is only known after the shader's local_size layout.)
+#define eg_flat_index() \
+    ((gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x + \
+     gl_LocalInvocationID.x)
+
 // Activation codes, equal to EgOpAct in runtime/ops.h.
 #define ACT_NONE 0
 #define ACT_GELU 1

@@ -16,7 +16,7 @@ layout(push_constant) uniform Push {
 } p;
 
 void main() {
-    uint i = gl_GlobalInvocationID.x;
+    uint i = eg_flat_index();
     if (i >= p.tokens * p.dim) return;
     uint t = i / p.dim, c = i % p.dim;
     uint id = ids[t];

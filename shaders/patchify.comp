@@ -19,7 +19,7 @@ void main() {
     uint pp = p.patch_size * p.patch_size;
     uint row_len = p.channels * pp;
     uint per_image = grid * grid * row_len;
-    uint i = gl_GlobalInvocationID.x;
+    uint i = eg_flat_index();
     if (i >= p.images * per_image) return;
     uint img = i / per_image, r = i % per_image;
     uint patch_idx = r / row_len, e = r % row_len;

@@ -20,7 +20,7 @@ layout(push_constant) uniform Push {
 
 void main() {
     uint half_dim = p.head_dim / 2;
-    uint idx = gl_GlobalInvocationID.x;
+    uint idx = eg_flat_index();
     if (idx >= p.rows * p.heads * half_dim) return;
     uint j = idx % half_dim;
     uint h = (idx / half_dim) % p.heads;

@@ -16,7 +16,7 @@ layout(push_constant) uniform Push {
 
 void main() {
     uint tokens = p.n_patches + 1;
-    uint i = gl_GlobalInvocationID.x;
+    uint i = eg_flat_index();
     if (i >= p.images * tokens * p.dim) return;
     uint img = i / (tokens * p.dim), r = i % (tokens * p.dim);
     uint tok = r / p.dim, e = r % p.dim;

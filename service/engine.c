@@ -1,0 +1,206 @@
+#include "service/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "language/prompt.h"
+#include "language/utf8.h"
+#include "vision/preprocess.h"
+
+EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err) {
+    EgEngineOptions none = {0};
+    if (!opt) opt = &none;
+    EgEngine *e = calloc(1, sizeof *e);
+    if (!e) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    e->limits = opt->limits;
+    if (!e->limits.image.max_pixels) eg_image_limits_default(&e->limits.image);
+    if (!e->limits.max_images) e->limits.max_images = 16;
+    if (!e->limits.max_new_tokens) e->limits.max_new_tokens = 1024;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
+    e->model = eg_model_load(model_dir, &opt->model, err);
+    if (e->model) e->tok = eg_tokenizer_load(path, err);
+    if (e->tok) e->tmpl = eg_template_for_model(model_dir, err);
+    if (!e->tmpl) {
+        eg_engine_close(e);
+        return NULL;
+    }
+    if (!e->limits.context_length)
+        e->limits.context_length = (uint32_t)e->model->cfg.max_position_embeddings;
+    return e;
+}
+
+void eg_engine_close(EgEngine *e) {
+    if (!e) return;
+    eg_template_free(e->tmpl);
+    eg_tokenizer_free(e->tok);
+    eg_model_free(e->model);
+    free(e);
+}
+
+static EgStatus invalid(EgError *err, const char *fmt, const char *what, size_t index) {
+    eg_fail(err, fmt, what, index);
+    return EG_STATUS_INVALID_ARGUMENT;
+}
+
+/* The prompt parts in order, and the encoded images they refer to. */
+typedef struct Assembled {
+    EgPartList list;
+    const void **images;
+    size_t *image_lens;
+    uint32_t n_images;
+} Assembled;
+
+static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err) {
+    size_t n_img = req->n_examples;
+    for (size_t i = 0; i < req->n_parts; i++) {
+        const EgRequestPart *p = &req->parts[i];
+        if (p->is_image) {
+            if (!p->image || p->image_len == 0)
+                return invalid(err, "%s %zu: empty image", "part", i);
+            n_img++;
+        } else if (eg_utf8_valid_prefix(p->text, p->text_len) != p->text_len) {
+            eg_fail(err, "part %zu: text is not valid UTF-8 (byte %zu)", i,
+                    eg_utf8_valid_prefix(p->text, p->text_len));
+            return EG_STATUS_INVALID_ARGUMENT;
+        }
+    }
+    for (size_t i = 0; i < req->n_examples; i++) {
+        const EgRequestExample *x = &req->examples[i];
+        if (!x->image || x->image_len == 0)
+            return invalid(err, "%s %zu: empty image", "example", i);
+        if (eg_utf8_valid_prefix(x->text, x->text_len) != x->text_len)
+            return invalid(err, "%s %zu: text is not valid UTF-8", "example", i);
+    }
+    if (req->n_parts == 0 && req->n_examples == 0)
+        return invalid(err, "%s%zu: the request has no parts", "", 0);
+    if (n_img > e->limits.max_images) {
+        eg_fail(err, "the request has %zu images; the limit is %u (max_images)", n_img,
+                e->limits.max_images);
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    }
+    a->images = calloc(n_img + 1, sizeof *a->images);
+    a->image_lens = calloc(n_img + 1, sizeof *a->image_lens);
+    if (!a->images || !a->image_lens) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    if (req->n_examples == 0) {
+        a->list.parts = calloc(req->n_parts, sizeof *a->list.parts);
+        if (!a->list.parts) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+        for (size_t i = 0; i < req->n_parts; i++) {
+            const EgRequestPart *p = &req->parts[i];
+            a->list.parts[i] =
+                (EgPromptPart){p->is_image ? EG_PART_IMAGE : EG_PART_TEXT, p->text, p->text_len};
+            if (p->is_image) {
+                a->images[a->n_images] = p->image;
+                a->image_lens[a->n_images++] = p->image_len;
+            }
+        }
+        a->list.n = req->n_parts;
+        return EG_STATUS_OK;
+    }
+    /* Few-shot: the examples, then the query (exactly one image and optional text). */
+    const EgRequestPart *query_image = NULL, *query_text = NULL;
+    for (size_t i = 0; i < req->n_parts; i++) {
+        const EgRequestPart *p = &req->parts[i];
+        const EgRequestPart **slot = p->is_image ? &query_image : &query_text;
+        if (*slot)
+            return invalid(err,
+                           "%s %zu: with examples, parts must hold one query image and at most "
+                           "one text",
+                           "part", i);
+        *slot = p;
+    }
+    if (!query_image)
+        return invalid(err, "%s%zu: with examples, parts must hold the query image", "", 0);
+    EgFewShotExample *ex = calloc(req->n_examples, sizeof *ex);
+    if (!ex) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    for (size_t i = 0; i < req->n_examples; i++) {
+        ex[i] = (EgFewShotExample){req->examples[i].text, req->examples[i].text_len};
+        a->images[a->n_images] = req->examples[i].image;
+        a->image_lens[a->n_images++] = req->examples[i].image_len;
+    }
+    a->images[a->n_images] = query_image->image;
+    a->image_lens[a->n_images++] = query_image->image_len;
+    int rc = eg_template_build(e->tmpl, ex, req->n_examples, query_text ? query_text->text : NULL,
+                               query_text ? query_text->text_len : 0, &a->list, err);
+    free(ex);
+    return rc ? EG_STATUS_INVALID_ARGUMENT : EG_STATUS_OK;
+}
+
+/* Decodes and normalizes every image into one [n][3][S][S] array. */
+static EgStatus load_pixels(EgEngine *e, const Assembled *a, float **out, EgError *err) {
+    uint32_t size = (uint32_t)e->model->cfg.vision.image_size;
+    size_t per = 3 * (size_t)size * size;
+    float *pixels = malloc((a->n_images ? a->n_images : 1) * per * sizeof *pixels);
+    if (!pixels) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    for (uint32_t i = 0; i < a->n_images; i++) {
+        EgImage img = {0};
+        if (eg_image_decode(a->images[i], a->image_lens[i], &e->limits.image, &img, err) ||
+            eg_preprocess_image(&img, (int)size, pixels + i * per, err)) {
+            eg_image_free(&img);
+            free(pixels);
+            eg_fail_prefix(err, "image %u", i);
+            return strstr(err->msg, "limit") ? EG_STATUS_RESOURCE_EXHAUSTED
+                                             : EG_STATUS_INVALID_ARGUMENT;
+        }
+        eg_image_free(&img);
+    }
+    *out = pixels;
+    return EG_STATUS_OK;
+}
+
+EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+                            EgGenerateResult *out, EgRequestStats *stats, EgError *err) {
+    memset(out, 0, sizeof *out);
+    EgGenerateParams gen = req->gen;
+    if (eg_sampling_params_validate(&gen.sampling, err)) return EG_STATUS_INVALID_ARGUMENT;
+    if (gen.max_new_tokens == 0)
+        return invalid(err, "%s%zu: max_new_tokens must be at least 1", "", 0);
+    if (gen.max_new_tokens > e->limits.max_new_tokens) {
+        eg_fail(err, "max_new_tokens %u exceeds the limit of %u", gen.max_new_tokens,
+                e->limits.max_new_tokens);
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    }
+    Assembled a = {0};
+    float *pixels = NULL;
+    EgPrompt prompt = {0};
+    const char **stops = NULL;
+    EgStatus st = assemble(e, req, &a, err);
+    if (st == EG_STATUS_OK) st = load_pixels(e, &a, &pixels, err);
+    if (st == EG_STATUS_OK) {
+        EgPromptOptions po = eg_prompt_default_options();
+        if (eg_prompt_build(e->tok, a.list.parts, a.list.n, &po, &prompt, err))
+            st = EG_STATUS_INVALID_ARGUMENT;
+    }
+    if (st == EG_STATUS_OK &&
+        (size_t)prompt.n_tokens + gen.max_new_tokens > e->limits.context_length) {
+        eg_fail(
+            err,
+            "the prompt has %zu tokens; with max_new_tokens %u it exceeds the context length %u",
+            prompt.n_tokens, gen.max_new_tokens, e->limits.context_length);
+        st = EG_STATUS_RESOURCE_EXHAUSTED;
+    }
+    if (st == EG_STATUS_OK && req->n_examples > 0 && gen.n_stop == 0) {
+        size_t n = eg_template_stop_count(e->tmpl);
+        stops = calloc(n + 1, sizeof *stops);
+        for (size_t i = 0; stops && i < n; i++)
+            stops[i] = eg_template_stop(e->tmpl, i);
+        gen.stop = stops;
+        gen.n_stop = stops ? n : 0;
+    }
+    if (st == EG_STATUS_OK) {
+        if (stats) *stats = (EgRequestStats){(uint32_t)prompt.n_tokens, a.n_images};
+        if (eg_generate(e->model, e->tok, prompt.ids, prompt.image_index, (uint32_t)prompt.n_tokens,
+                        pixels, a.n_images, &gen, cb, user, out, err))
+            st = EG_STATUS_INTERNAL;
+    }
+    free(stops);
+    eg_prompt_free(&prompt);
+    free(pixels);
+    eg_part_list_free(&a.list);
+    free(a.images);
+    free(a.image_lens);
+    return st;
+}

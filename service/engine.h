@@ -1,0 +1,72 @@
+/* The engine behind the CLI and the gRPC service: a loaded model with its tokenizer and prompt
+ * template, turning a request (interleaved text and image bytes, or few-shot examples plus a
+ * query) into generated text. Every way a request can be wrong is answered with a status and a
+ * message naming the part at fault; the engine stays usable after any of them. */
+#ifndef EGRET_ENGINE_H
+#define EGRET_ENGINE_H
+
+#include "language/generate.h"
+#include "language/template.h"
+#include "runtime/model.h"
+#include "vision/image_decode.h"
+
+typedef enum EgStatus {
+    EG_STATUS_OK = 0,
+    EG_STATUS_INVALID_ARGUMENT = 1,   /* the request is malformed: bad image, UTF-8, parameter */
+    EG_STATUS_RESOURCE_EXHAUSTED = 2, /* over a configured limit */
+    EG_STATUS_INTERNAL = 3            /* the engine failed (device error, out of memory) */
+} EgStatus;
+
+typedef struct EgEngineLimits {
+    uint32_t max_images;     /* images per request (examples included); default 16 */
+    uint32_t context_length; /* prompt + new tokens; default max_position_embeddings (2048) */
+    uint32_t max_new_tokens; /* default 1024 */
+    EgImageLimits image;     /* decoding limits, see vision/image_decode.h */
+} EgEngineLimits;
+
+typedef struct EgEngineOptions {
+    EgModelOptions model;
+    EgEngineLimits limits; /* zero fields take the defaults */
+} EgEngineOptions;
+
+typedef struct EgEngine {
+    EgModel *model;
+    EgTokenizer *tok;
+    EgTemplate *tmpl;
+    EgEngineLimits limits;
+} EgEngine;
+
+EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err);
+void eg_engine_close(EgEngine *e);
+
+typedef struct EgRequestPart {
+    int is_image;
+    const char *text; /* UTF-8, not NUL-terminated */
+    size_t text_len;
+    const void *image; /* encoded PNG/JPEG/... bytes */
+    size_t image_len;
+} EgRequestPart;
+
+typedef struct EgRequestExample {
+    const void *image;
+    size_t image_len;
+    const char *text;
+    size_t text_len;
+} EgRequestExample;
+
+typedef struct EgRequest {
+    const EgRequestPart *parts; /* the prompt, or with examples the query (one image + text) */
+    size_t n_parts;
+    const EgRequestExample *examples;
+    size_t n_examples;
+    EgGenerateParams gen; /* with examples and no stop strings, the template's stops apply */
+} EgRequest;
+
+typedef struct EgRequestStats {
+    uint32_t prompt_tokens, images;
+} EgRequestStats;
+
+EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+                            EgGenerateResult *out, EgRequestStats *stats, EgError *err);
+
+#endif
