@@ -7,6 +7,7 @@
 
 int cli_devices(int argc, char **argv);
 int cli_forward(int argc, char **argv);
+int cli_run(int argc, char **argv);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count or -1 (message on stderr). */
 long cli_parse_int_list(const char *s, int32_t **out);

@@ -9,6 +9,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: egret COMMAND [options]\n\n"
                "commands:\n"
                "  devices    list the Vulkan devices (choose one with EGRET_DEVICE=index|name)\n"
+               "  run        caption images, or answer few-shot prompts (--example IMAGE=TEXT)\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
                "\nRun `egret COMMAND --help` for a command's options.\n");
 }
@@ -78,6 +79,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (strcmp(argv[1], "devices") == 0) return cli_devices(argc - 1, argv + 1);
+    if (strcmp(argv[1], "run") == 0) return cli_run(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
     fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -85,7 +85,7 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
     a->images = calloc(n_img + 1, sizeof *a->images);
     a->image_lens = calloc(n_img + 1, sizeof *a->image_lens);
     if (!a->images || !a->image_lens) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
-    if (req->n_examples == 0) {
+    if (req->n_examples == 0 && !req->use_template) {
         a->list.parts = calloc(req->n_parts, sizeof *a->list.parts);
         if (!a->list.parts) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
         for (size_t i = 0; i < req->n_parts; i++) {
@@ -182,7 +182,7 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
             prompt.n_tokens, gen.max_new_tokens, e->limits.context_length);
         st = EG_STATUS_RESOURCE_EXHAUSTED;
     }
-    if (st == EG_STATUS_OK && req->n_examples > 0 && gen.n_stop == 0) {
+    if (st == EG_STATUS_OK && (req->n_examples > 0 || req->use_template) && gen.n_stop == 0) {
         size_t n = eg_template_stop_count(e->tmpl);
         stops = calloc(n + 1, sizeof *stops);
         for (size_t i = 0; stops && i < n; i++)

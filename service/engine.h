@@ -59,6 +59,8 @@ typedef struct EgRequest {
     size_t n_parts;
     const EgRequestExample *examples;
     size_t n_examples;
+    int use_template;     /* build the prompt from the model's template even with no examples
+                             (zero-shot captioning); implied when there are examples */
     EgGenerateParams gen; /* with examples and no stop strings, the template's stops apply */
 } EgRequest;
 
