@@ -112,12 +112,40 @@ int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgErr
     return rc;
 }
 
+/* h += g · down(silu(gate(a)) ⊙ up(a)) with a = RMSNorm(h): the SwiGLU MLP of a decoder layer
+ * (g = 1) and the dense branch of a gated cross-attention block (g = tanh(alpha_dense)). */
+static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMatrix *gate,
+                       const EgMatrix *up, const EgMatrix *down, const EgBuffer *alpha,
+                       uint32_t t) {
+    const EgOps *ops = &m->ops;
+    eg_op_norm(cmd, ops,
+               &(EgNorm){.x = &m->s.h,
+                         .weight = norm,
+                         .y = &m->s.a,
+                         .rows = t,
+                         .dim = m->H,
+                         .eps = m->cfg.rms_norm_eps,
+                         .rms = 1});
+    eg_op_linear(
+        cmd, ops,
+        &(EgLinear){.x = &m->s.a, .w = gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = up, .y = &m->s.g, .rows = t, .mul = 1});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.g,
+                             .w = down,
+                             .alpha = alpha,
+                             .alpha_vector = m->cfg.alpha_vector,
+                             .y = &m->s.h,
+                             .rows = t,
+                             .accum = 1});
+}
+
 /* Records the gated cross-attention block j for t tokens in m->s.h. */
 static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t) {
     EgModel *m = s->m;
     const EgOps *ops = &m->ops;
     const EgCrossLayer *x = &m->cross[j];
-    uint32_t H = m->H, I = m->I;
+    uint32_t H = m->H;
     float eps = m->cfg.rms_norm_eps;
     if (s->n_images > 0) {
         eg_op_norm(cmd, ops,
@@ -163,29 +191,8 @@ static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t
                                  .accum = 1});
     }
     /* With no image at all every token's gate is 0: the attention branch adds exactly zero, but
-     * the dense branch below still applies (as in the reference). */
-    eg_op_norm(cmd, ops,
-               &(EgNorm){.x = &m->s.h,
-                         .weight = &x->post_norm,
-                         .y = &m->s.a,
-                         .rows = t,
-                         .dim = H,
-                         .eps = eps,
-                         .rms = 1});
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){.x = &m->s.a, .w = &x->gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.a, .w = &x->up, .y = &m->s.g, .rows = t, .mul = 1});
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.g,
-                             .w = &x->down,
-                             .alpha = &x->alpha_dense,
-                             .alpha_vector = m->cfg.alpha_vector,
-                             .y = &m->s.h,
-                             .rows = t,
-                             .accum = 1,
-                             .ldx = I});
+     * the dense branch still applies (as in the reference). */
+    record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, &x->alpha_dense, t);
 }
 
 /* Records decoder layer i for t tokens at positions n_past … n_past + t − 1. */
@@ -236,21 +243,7 @@ static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t
                                    .scale = 1.0f / sqrtf((float)m->head_dim)});
     eg_op_linear(cmd, ops,
                  &(EgLinear){.x = &m->s.attn, .w = &x->o, .y = &m->s.h, .rows = t, .accum = 1});
-    eg_op_norm(cmd, ops,
-               &(EgNorm){.x = &m->s.h,
-                         .weight = &x->post_norm,
-                         .y = &m->s.a,
-                         .rows = t,
-                         .dim = H,
-                         .eps = eps,
-                         .rms = 1});
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){.x = &m->s.a, .w = &x->gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.a, .w = &x->up, .y = &m->s.g, .rows = t, .mul = 1});
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.g, .w = &x->down, .y = &m->s.h, .rows = t, .accum = 1});
+    record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, NULL, t);
 }
 
 /* Records the embedding of t tokens (ids already in m->s.ids) into m->s.h. */
