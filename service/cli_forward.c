@@ -20,18 +20,25 @@ static void usage(FILE *f) {
             "  --images N         number of images in FILE\n"
             "  --generate N       greedy-decode N tokens and print their ids\n"
             "  --all-logits       print the argmax and top logit at every position\n"
-            "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n");
+            "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n"
+            "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
 }
 
 int cli_forward(int argc, char **argv) {
-    static struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},    {"ids", required_argument, 0, 'i'},
-        {"image-of", required_argument, 0, 'o'}, {"pixels", required_argument, 0, 'p'},
-        {"images", required_argument, 0, 'n'},   {"generate", required_argument, 0, 'g'},
-        {"all-logits", no_argument, 0, 'a'},     {"fp32", no_argument, 0, 'f'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    static struct option longopts[] = {{"model", required_argument, 0, 'm'},
+                                       {"ids", required_argument, 0, 'i'},
+                                       {"image-of", required_argument, 0, 'o'},
+                                       {"pixels", required_argument, 0, 'p'},
+                                       {"images", required_argument, 0, 'n'},
+                                       {"generate", required_argument, 0, 'g'},
+                                       {"all-logits", no_argument, 0, 'a'},
+                                       {"fp32", no_argument, 0, 'f'},
+                                       {"device", required_argument, 0, 'D'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     const char *model_dir = cli_default_model(), *ids_s = NULL, *img_s = NULL, *pix_path = NULL;
     long n_images = 0, n_generate = 0;
+    const char *device = NULL;
     int all_logits = 0, fp32 = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -60,6 +67,9 @@ int cli_forward(int argc, char **argv) {
         case 'f':
             fp32 = 1;
             break;
+        case 'D':
+            device = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -76,7 +86,7 @@ int cli_forward(int argc, char **argv) {
     long n = cli_parse_int_list(ids_s, &ids);
     if (n <= 0) return 2;
     EgError err = {{0}};
-    EgModelOptions opt = {.fp32 = fp32, .progress = stderr};
+    EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr};
     EgModel *m = eg_model_load(model_dir, &opt, &err);
     if (!m) {
         fprintf(stderr, "egret: %s\n", err.msg);

@@ -19,7 +19,8 @@ static void usage(FILE *f) {
            "  --temperature T        0 (default) is greedy\n"
            "  --top-k K  --top-p P  --seed S  --stop STRING (repeatable; default: the template's)\n"
            "  --stream               print tokens as they are generated\n"
-           "  --fp32                 fp32 weights and activations (default: fp16)\n");
+           "  --fp32                 fp32 weights and activations (default: fp16)\n"
+           "  --device INDEX|NAME    Vulkan device (default: EGRET_DEVICE, else the best)\n");
 }
 
 static int print_piece(void *user, int32_t id, const char *text, size_t len) {
@@ -48,6 +49,7 @@ int cli_run(int argc, char **argv) {
                                        {"stop", required_argument, 0, 'S'},
                                        {"stream", no_argument, 0, 'r'},
                                        {"fp32", no_argument, 0, 'f'},
+                                       {"device", required_argument, 0, 'D'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     const char *model_dir = cli_default_model(), *prompt = NULL;
@@ -104,6 +106,9 @@ int cli_run(int argc, char **argv) {
             break;
         case 'f':
             eo.model.fp32 = 1;
+            break;
+        case 'D':
+            eo.model.device = optarg;
             break;
         case 'h':
             usage(stdout);
