@@ -70,19 +70,13 @@ int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgErr
         if (eg_tensor_buffer(&m->ops, &s->image_arena, (size_t)n * S * 2 * H, &s->cross_kv[j], err))
             return eg_fail_prefix(err, "image keys/values for %u images", n);
 
-    const EgVisionConfig *vc = &m->cfg.vision;
-    size_t n_pix = (size_t)n * vc->num_channels * vc->image_size * vc->image_size;
     EgArena scratch;
     eg_arena_init(&scratch, &m->vk, EG_MEM_DEVICE, 64u << 20);
-    EgBuffer pix;
     EgCmd cmd;
     EgImageFeatures f;
-    int rc = eg_tensor_buffer(&m->ops, &scratch, n_pix, &pix, err) ||
-             eg_upload_f32(&m->ops, &m->staging, &pix, 0, pixels, n_pix, err) ||
-             eg_cmd_begin(&m->vk, &cmd, err);
+    int rc = eg_image_encoder_begin(m, &scratch, pixels, n, &cmd, &f, err);
     if (rc == 0) {
-        rc = eg_image_encoder_record(&cmd, m, &scratch, &pix, n, &f, err);
-        for (uint32_t j = 0; j < nx && rc == 0; j++) {
+        for (uint32_t j = 0; j < nx; j++) {
             const EgCrossLayer *x = &m->cross[j];
             eg_op_linear(
                 &cmd, &m->ops,
@@ -102,14 +96,26 @@ int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgErr
                                      .eps = m->cfg.rms_norm_eps,
                                      .rms = 1});
         }
-        if (rc)
-            eg_cmd_abandon(&cmd);
-        else
-            rc = eg_cmd_submit_wait(&cmd, err);
+        rc = eg_cmd_submit_wait(&cmd, err);
     }
     eg_arena_reset(&scratch);
     if (rc == 0) s->n_images = n;
     return rc;
+}
+
+/* a[0 .. rows) = RMSNorm(h[first .. first + rows)) · weight: the pre-norm every block and the
+ * final norm apply to the hidden state. */
+static void record_hidden_norm(EgCmd *cmd, EgModel *m, const EgBuffer *weight, uint32_t first,
+                               uint32_t rows) {
+    eg_op_norm(cmd, &m->ops,
+               &(EgNorm){.x = &m->s.h,
+                         .x_off = first * m->H,
+                         .weight = weight,
+                         .y = &m->s.a,
+                         .rows = rows,
+                         .dim = m->H,
+                         .eps = m->cfg.rms_norm_eps,
+                         .rms = 1});
 }
 
 /* h += g · down(silu(gate(a)) ⊙ up(a)) with a = RMSNorm(h): the SwiGLU MLP of a decoder layer
@@ -118,14 +124,7 @@ static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMat
                        const EgMatrix *up, const EgMatrix *down, const EgBuffer *alpha,
                        uint32_t t) {
     const EgOps *ops = &m->ops;
-    eg_op_norm(cmd, ops,
-               &(EgNorm){.x = &m->s.h,
-                         .weight = norm,
-                         .y = &m->s.a,
-                         .rows = t,
-                         .dim = m->H,
-                         .eps = m->cfg.rms_norm_eps,
-                         .rms = 1});
+    record_hidden_norm(cmd, m, norm, 0, t);
     eg_op_linear(
         cmd, ops,
         &(EgLinear){.x = &m->s.a, .w = gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
@@ -148,14 +147,7 @@ static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t
     uint32_t H = m->H;
     float eps = m->cfg.rms_norm_eps;
     if (s->n_images > 0) {
-        eg_op_norm(cmd, ops,
-                   &(EgNorm){.x = &m->s.h,
-                             .weight = &x->in_norm,
-                             .y = &m->s.a,
-                             .rows = t,
-                             .dim = H,
-                             .eps = eps,
-                             .rms = 1});
+        record_hidden_norm(cmd, m, &x->in_norm, 0, t);
         eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
         if (m->cfg.qk_layer_norms)
             eg_op_norm(cmd, ops,
@@ -201,16 +193,8 @@ static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t
     const EgOps *ops = &m->ops;
     const EgDecoderLayer *x = &m->layers[i];
     uint32_t H = m->H;
-    float eps = m->cfg.rms_norm_eps;
     uint32_t cache_off = s->n_past * H;
-    eg_op_norm(cmd, ops,
-               &(EgNorm){.x = &m->s.h,
-                         .weight = &x->in_norm,
-                         .y = &m->s.a,
-                         .rows = t,
-                         .dim = H,
-                         .eps = eps,
-                         .rms = 1});
+    record_hidden_norm(cmd, m, &x->in_norm, 0, t);
     eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
     eg_op_linear(
         cmd, ops,
@@ -265,15 +249,7 @@ static void record_embedding(EgCmd *cmd, EgModel *m, uint32_t t) {
 /* Records final norm + LM head for `rows` rows starting at row `first` of m->s.h. */
 static void record_logits(EgCmd *cmd, EgModel *m, uint32_t first, uint32_t rows) {
     const EgOps *ops = &m->ops;
-    eg_op_norm(cmd, ops,
-               &(EgNorm){.x = &m->s.h,
-                         .x_off = first * m->H,
-                         .weight = &m->final_norm,
-                         .y = &m->s.a,
-                         .rows = rows,
-                         .dim = m->H,
-                         .eps = m->cfg.rms_norm_eps,
-                         .rms = 1});
+    record_hidden_norm(cmd, m, &m->final_norm, first, rows);
     eg_op_linear(
         cmd, ops,
         &(EgLinear){

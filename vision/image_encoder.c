@@ -252,35 +252,34 @@ static int record_perceiver(EgCmd *cmd, EgModel *m, EgArena *ar, const EgBuffer 
     return 0;
 }
 
-int eg_image_encoder_record(EgCmd *cmd, EgModel *m, EgArena *scratch, const EgBuffer *pixels,
-                            uint32_t n, EgImageFeatures *out, EgError *err) {
-    if (record_vit(cmd, m, scratch, pixels, n, &out->vit, err)) return -1;
+int eg_image_encoder_begin(EgModel *m, EgArena *scratch, const float *pixels, uint32_t n,
+                           EgCmd *cmd, EgImageFeatures *out, EgError *err) {
+    const EgVisionConfig *vc = &m->cfg.vision;
+    size_t n_pix = (size_t)n * vc->num_channels * vc->image_size * vc->image_size;
+    EgBuffer pix;
+    if (eg_tensor_buffer(&m->ops, scratch, n_pix, &pix, err) ||
+        eg_upload_f32(&m->ops, &m->staging, &pix, 0, pixels, n_pix, err) ||
+        eg_cmd_begin(&m->vk, cmd, err))
+        return -1;
+    if (record_vit(cmd, m, scratch, &pix, n, &out->vit, err)) goto fail;
     out->features = out->vit;
     if (m->cfg.use_resampler &&
         record_perceiver(cmd, m, scratch, &out->vit, n, &out->features, err))
-        return -1;
+        goto fail;
     return 0;
+fail:
+    eg_cmd_abandon(cmd);
+    return -1;
 }
 
 int eg_image_encoder_run(EgModel *m, const float *pixels, uint32_t n, float *vit_out,
                          float *features_out, EgError *err) {
-    const EgVisionConfig *vc = &m->cfg.vision;
-    size_t n_pix = (size_t)n * vc->num_channels * vc->image_size * vc->image_size;
     EgArena ar;
     eg_arena_init(&ar, &m->vk, EG_MEM_DEVICE, 64u << 20);
-    EgBuffer pix;
     EgCmd cmd;
     EgImageFeatures f;
-    int rc = eg_tensor_buffer(&m->ops, &ar, n_pix, &pix, err) ||
-             eg_upload_f32(&m->ops, &m->staging, &pix, 0, pixels, n_pix, err) ||
-             eg_cmd_begin(&m->vk, &cmd, err);
-    if (rc == 0) {
-        rc = eg_image_encoder_record(&cmd, m, &ar, &pix, n, &f, err);
-        if (rc)
-            eg_cmd_abandon(&cmd);
-        else
-            rc = eg_cmd_submit_wait(&cmd, err);
-    }
+    int rc =
+        eg_image_encoder_begin(m, &ar, pixels, n, &cmd, &f, err) || eg_cmd_submit_wait(&cmd, err);
     if (rc == 0 && vit_out)
         rc = eg_download_f32(&m->ops, &m->staging, &f.vit, 0, vit_out,
                              (size_t)n * m->vit_tokens * m->E, err);

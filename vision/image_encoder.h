@@ -10,11 +10,12 @@ typedef struct EgImageFeatures {
     EgBuffer features; /* [n][S][E]: what cross-attention reads (perceiver output or vit) */
 } EgImageFeatures;
 
-/* Records the image stage for n images of normalized pixels [n][C][size][size] (device buffer
- * in the model's precision). Scratch and outputs are allocated in `scratch`, which must outlive
- * the command buffer. */
-int eg_image_encoder_record(EgCmd *cmd, EgModel *m, EgArena *scratch, const EgBuffer *pixels,
-                            uint32_t n, EgImageFeatures *out, EgError *err);
+/* Uploads n images of normalized pixels [n][C][size][size] (host float32) into `scratch`,
+ * begins *cmd and records the image stage into it; the caller may record more work that reads
+ * out->features, then submits. Scratch and outputs live in `scratch`, which must outlive the
+ * submission. On failure nothing is left recorded (the command buffer is freed). */
+int eg_image_encoder_begin(EgModel *m, EgArena *scratch, const float *pixels, uint32_t n,
+                           EgCmd *cmd, EgImageFeatures *out, EgError *err);
 
 /* Runs the image stage and reads results back (for tests and tools): vit_out [n][Np+1][E] and
  * features_out [n][S][E], either may be NULL. */
