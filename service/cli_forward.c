@@ -24,6 +24,14 @@ static void usage(FILE *f) {
             "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
 }
 
+/* Greedy choice: the highest logit, the lowest id on ties. */
+static int32_t argmax(const float *logits, uint32_t n) {
+    uint32_t best = 0;
+    for (uint32_t v = 1; v < n; v++)
+        if (logits[v] > logits[best]) best = v;
+    return (int32_t)best;
+}
+
 int cli_forward(int argc, char **argv) {
     static struct option longopts[] = {{"model", required_argument, 0, 'm'},
                                        {"ids", required_argument, 0, 'i'},
@@ -134,17 +142,13 @@ int cli_forward(int argc, char **argv) {
     }
     for (long t = 0; t < (all_logits ? n : 1); t++) {
         const float *row = logits + (size_t)t * m->vocab;
-        uint32_t best = 0;
-        for (uint32_t v = 1; v < m->vocab; v++)
-            if (row[v] > row[best]) best = v;
-        printf("position %ld: argmax %u (logit %.6f)\n", all_logits ? t : n - 1, best, row[best]);
+        int32_t best = argmax(row, m->vocab);
+        printf("position %ld: argmax %d (logit %.6f)\n", all_logits ? t : n - 1, best, row[best]);
     }
     if (n_generate > 0) {
         printf("generated:");
         for (long k = 0; k < n_generate; k++) {
-            int32_t best = 0;
-            for (uint32_t v = 1; v < m->vocab; v++)
-                if (logits[v] > logits[best]) best = (int32_t)v;
+            int32_t best = argmax(logits, m->vocab);
             printf(" %d", best);
             if (k + 1 < n_generate && eg_sequence_forward(s, &best, NULL, 1, logits, 0, &err)) {
                 fprintf(stderr, "\negret: %s\n", err.msg);

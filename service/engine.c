@@ -41,10 +41,9 @@ void eg_engine_close(EgEngine *e) {
     free(e);
 }
 
-static EgStatus invalid(EgError *err, const char *fmt, const char *what, size_t index) {
-    eg_fail(err, fmt, what, index);
-    return EG_STATUS_INVALID_ARGUMENT;
-}
+/* Fills err and evaluates to the status, for `return INVALID(err, "...", ...)`. */
+#define INVALID(err, ...) (eg_fail((err), __VA_ARGS__), EG_STATUS_INVALID_ARGUMENT)
+#define NO_MEMORY(err) (eg_fail((err), "out of host memory"), EG_STATUS_INTERNAL)
 
 /* The prompt parts in order, and the encoded images they refer to. */
 typedef struct Assembled {
@@ -59,24 +58,20 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
     for (size_t i = 0; i < req->n_parts; i++) {
         const EgRequestPart *p = &req->parts[i];
         if (p->is_image) {
-            if (!p->image || p->image_len == 0)
-                return invalid(err, "%s %zu: empty image", "part", i);
+            if (!p->image || p->image_len == 0) return INVALID(err, "part %zu: empty image", i);
             n_img++;
         } else if (eg_utf8_valid_prefix(p->text, p->text_len) != p->text_len) {
-            eg_fail(err, "part %zu: text is not valid UTF-8 (byte %zu)", i,
-                    eg_utf8_valid_prefix(p->text, p->text_len));
-            return EG_STATUS_INVALID_ARGUMENT;
+            return INVALID(err, "part %zu: text is not valid UTF-8 (byte %zu)", i,
+                           eg_utf8_valid_prefix(p->text, p->text_len));
         }
     }
     for (size_t i = 0; i < req->n_examples; i++) {
         const EgRequestExample *x = &req->examples[i];
-        if (!x->image || x->image_len == 0)
-            return invalid(err, "%s %zu: empty image", "example", i);
+        if (!x->image || x->image_len == 0) return INVALID(err, "example %zu: empty image", i);
         if (eg_utf8_valid_prefix(x->text, x->text_len) != x->text_len)
-            return invalid(err, "%s %zu: text is not valid UTF-8", "example", i);
+            return INVALID(err, "example %zu: text is not valid UTF-8", i);
     }
-    if (req->n_parts == 0 && req->n_examples == 0)
-        return invalid(err, "%s%zu: the request has no parts", "", 0);
+    if (req->n_parts == 0 && req->n_examples == 0) return INVALID(err, "the request has no parts");
     if (n_img > e->limits.max_images) {
         eg_fail(err, "the request has %zu images; the limit is %u (max_images)", n_img,
                 e->limits.max_images);
@@ -84,10 +79,10 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
     }
     a->images = calloc(n_img + 1, sizeof *a->images);
     a->image_lens = calloc(n_img + 1, sizeof *a->image_lens);
-    if (!a->images || !a->image_lens) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    if (!a->images || !a->image_lens) return NO_MEMORY(err);
     if (req->n_examples == 0 && !req->use_template) {
         a->list.parts = calloc(req->n_parts, sizeof *a->list.parts);
-        if (!a->list.parts) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+        if (!a->list.parts) return NO_MEMORY(err);
         for (size_t i = 0; i < req->n_parts; i++) {
             const EgRequestPart *p = &req->parts[i];
             a->list.parts[i] =
@@ -106,16 +101,15 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
         const EgRequestPart *p = &req->parts[i];
         const EgRequestPart **slot = p->is_image ? &query_image : &query_text;
         if (*slot)
-            return invalid(err,
-                           "%s %zu: with examples, parts must hold one query image and at most "
-                           "one text",
-                           "part", i);
+            return INVALID(err,
+                           "part %zu: with examples, parts must hold one query image and at "
+                           "most one text",
+                           i);
         *slot = p;
     }
-    if (!query_image)
-        return invalid(err, "%s%zu: with examples, parts must hold the query image", "", 0);
+    if (!query_image) return INVALID(err, "with examples, parts must hold the query image");
     EgFewShotExample *ex = calloc(req->n_examples, sizeof *ex);
-    if (!ex) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    if (!ex) return NO_MEMORY(err);
     for (size_t i = 0; i < req->n_examples; i++) {
         ex[i] = (EgFewShotExample){req->examples[i].text, req->examples[i].text_len};
         a->images[a->n_images] = req->examples[i].image;
@@ -134,7 +128,7 @@ static EgStatus load_pixels(EgEngine *e, const Assembled *a, float **out, EgErro
     uint32_t size = (uint32_t)e->model->cfg.vision.image_size;
     size_t per = 3 * (size_t)size * size;
     float *pixels = malloc((a->n_images ? a->n_images : 1) * per * sizeof *pixels);
-    if (!pixels) return eg_fail(err, "out of host memory"), EG_STATUS_INTERNAL;
+    if (!pixels) return NO_MEMORY(err);
     for (uint32_t i = 0; i < a->n_images; i++) {
         EgImage img = {0};
         if (eg_image_decode(a->images[i], a->image_lens[i], &e->limits.image, &img, err) ||
@@ -156,8 +150,7 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
     memset(out, 0, sizeof *out);
     EgGenerateParams gen = req->gen;
     if (eg_sampling_params_validate(&gen.sampling, err)) return EG_STATUS_INVALID_ARGUMENT;
-    if (gen.max_new_tokens == 0)
-        return invalid(err, "%s%zu: max_new_tokens must be at least 1", "", 0);
+    if (gen.max_new_tokens == 0) return INVALID(err, "max_new_tokens must be at least 1");
     if (gen.max_new_tokens > e->limits.max_new_tokens) {
         eg_fail(err, "max_new_tokens %u exceeds the limit of %u", gen.max_new_tokens,
                 e->limits.max_new_tokens);
