@@ -42,6 +42,24 @@ void eg_template_free(EgTemplate *t) {
     free(t);
 }
 
+static int add_list(cJSON *root, const char *key, const StrList *l) {
+    cJSON *arr = cJSON_AddArrayToObject(root, key);
+    for (size_t i = 0; arr && i < l->n; i++)
+        if (!cJSON_AddItemToArray(arr, cJSON_CreateString(l->v[i]))) return -1;
+    return arr ? 0 : -1;
+}
+
+char *eg_template_to_json(const EgTemplate *t) {
+    cJSON *root = cJSON_CreateObject();
+    char *out = NULL;
+    if (root && (t->prefix.n == 0 || add_list(root, "prefix", &t->prefix) == 0) &&
+        add_list(root, "example", &t->example) == 0 && add_list(root, "query", &t->query) == 0 &&
+        add_list(root, "stop", &t->stop) == 0)
+        out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
 static size_t count_substr(const char *s, const char *sub) {
     size_t n = 0, sl = strlen(sub);
     for (const char *p = strstr(s, sub); p; p = strstr(p + sl, sub))

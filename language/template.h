@@ -41,6 +41,10 @@ EgTemplate *eg_template_for_model(const char *model_dir, EgError *err);
 EgTemplate *eg_template_default(EgError *err);
 void eg_template_free(EgTemplate *t);
 
+/* The template in its file format (compact JSON, malloc'd; NULL when out of memory): what
+ * GetModelInfo reports so clients can see how examples and the query are laid out. */
+char *eg_template_to_json(const EgTemplate *t);
+
 /* Stop strings ("stop"), in file order. */
 size_t eg_template_stop_count(const EgTemplate *t);
 const char *eg_template_stop(const EgTemplate *t, size_t i);

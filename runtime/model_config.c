@@ -67,6 +67,7 @@ void eg_model_config_defaults(EgModelConfig *cfg) {
     cfg->rope_theta = 10000.0f;
     cfg->max_position_embeddings = 2048;
     cfg->dtype[0] = '\0';
+    snprintf(cfg->architecture, sizeof cfg->architecture, "IdeficsForVisionText2Text");
 
     EgVisionConfig *v = &cfg->vision;
     v->embed_dim = 768;
@@ -177,7 +178,7 @@ static int get_object(const Ctx *c, const cJSON *obj, const char *key, const cJS
 
 /* model_type, when written, must be "idefics"; architectures, when a non-empty list, must
  * name an IDEFICS class; at least one of the two must be there. */
-static int check_architecture(const Ctx *c, const cJSON *root) {
+static int check_architecture(const Ctx *c, const cJSON *root, EgModelConfig *cfg) {
     const char *model_type = NULL;
     if (get_string(c, root, "model_type", &model_type) != 0) return -1;
     if (model_type && strcmp(model_type, "idefics") != 0)
@@ -189,8 +190,10 @@ static int check_architecture(const Ctx *c, const cJSON *root) {
     for (const cJSON *a = archs ? archs->child : NULL; a; a = a->next) {
         if (!cJSON_IsString(a)) return bad_type(c, "architectures", "an array of strings", archs);
         if (strcmp(a->valuestring, "IdeficsForVisionText2Text") == 0 ||
-            strcmp(a->valuestring, "IdeficsModel") == 0)
+            strcmp(a->valuestring, "IdeficsModel") == 0) {
+            snprintf(cfg->architecture, sizeof cfg->architecture, "%s", a->valuestring);
             return 0;
+        }
         if (!other) other = a->valuestring;
     }
     if (other)
@@ -373,7 +376,7 @@ int eg_model_config_parse(const char *json, size_t len, const char *source_name,
     Ctx c = {src, "", err};
     if (!cJSON_IsObject(root))
         eg_fail(err, "%s: not a JSON object", src);
-    else if (check_architecture(&c, root) == 0 && parse_text(&c, root, cfg) == 0 &&
+    else if (check_architecture(&c, root, cfg) == 0 && parse_text(&c, root, cfg) == 0 &&
              parse_vision(&c, root, &cfg->vision) == 0 &&
              parse_perceiver(&c, root, &cfg->perceiver) == 0 && validate(src, cfg, err) == 0)
         rc = 0;

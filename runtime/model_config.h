@@ -42,6 +42,7 @@ typedef struct EgModelConfig {
     float rope_theta;            /* rope_parameters.rope_theta, else 10000 */
     int max_position_embeddings; /* default 2048 (only informative: IDEFICS extends RoPE on demand)
                                   */
+    char architecture[32];       /* the IDEFICS class named in "architectures" (informative) */
     char dtype[16];              /* "float32", "bfloat16", ... as written (informative) */
     EgVisionConfig vision;
     EgPerceiverConfig perceiver;

@@ -8,11 +8,21 @@
 int cli_devices(int argc, char **argv);
 int cli_forward(int argc, char **argv);
 int cli_run(int argc, char **argv);
+int cli_serve(int argc, char **argv);
+int cli_caption(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+int cli_draw(int argc, char **argv);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count or -1 (message on stderr). */
 long cli_parse_int_list(const char *s, int32_t **out);
 /* The model folder to use: --model's value, else the bundled demo model. */
 const char *cli_default_model(void);
+/* Strict option values: the whole argument, in range; else -1 with a message naming --opt. */
+int cli_parse_u32(const char *opt, const char *s, uint32_t *out);
+int cli_parse_u64(const char *opt, const char *s, uint64_t *out);
+int cli_parse_float(const char *opt, const char *s, float *out);
+/* A secret (API key) from a file, without trailing newlines; NULL if unreadable or empty. */
+char *cli_read_secret(const char *path);
 /* Reads a whole file; NULL on failure (message on stderr). */
 void *cli_read_file(const char *path, size_t *len);
 

@@ -1,4 +1,6 @@
 /* egret: the Vulkan IDEFICS engine's command line. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +11,12 @@ static void usage(FILE *f) {
     fprintf(f, "usage: egret COMMAND [options]\n\n"
                "commands:\n"
                "  devices    list the Vulkan devices (choose one with EGRET_DEVICE=index|name)\n"
-               "  run        caption images, or answer few-shot prompts (--example IMAGE=TEXT)\n"
+               "  serve      serve a model over gRPC (egret.v1.Egret and grpc.health.v1.Health)\n"
+               "  caption    ask a server for one caption per image\n"
+               "  generate   send a server an interleaved or few-shot prompt, stream the answer\n"
+               "  run        caption images or answer prompts in-process, without a server\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
+               "  draw       draw shapes-world scenes (PNG) with their true captions and answers\n"
                "\nRun `egret COMMAND --help` for a command's options.\n");
 }
 
@@ -73,6 +79,56 @@ void *cli_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+/* Strict number parsing: the whole argument, in range, or a message naming the option. */
+char *cli_read_secret(const char *path) {
+    size_t len;
+    char *key = cli_read_file(path, &len);
+    while (key && len && (key[len - 1] == '\n' || key[len - 1] == '\r'))
+        key[--len] = '\0';
+    if (key && !*key) {
+        fprintf(stderr, "egret: %s is empty\n", path);
+        free(key);
+        return NULL;
+    }
+    return key;
+}
+
+int cli_parse_u32(const char *opt, const char *s, uint32_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '-' || end == s || *end || errno || v > UINT32_MAX) {
+        fprintf(stderr, "egret: --%s wants a whole number, got '%s'\n", opt, s);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int cli_parse_u64(const char *opt, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == '-' || end == s || *end || errno) {
+        fprintf(stderr, "egret: --%s wants a whole number, got '%s'\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_float(const char *opt, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (end == s || *end || errno || !isfinite(v)) {
+        fprintf(stderr, "egret: --%s wants a number, got '%s'\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -80,7 +136,11 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "devices") == 0) return cli_devices(argc - 1, argv + 1);
     if (strcmp(argv[1], "run") == 0) return cli_run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "serve") == 0) return cli_serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "caption") == 0) return cli_caption(argc - 1, argv + 1);
+    if (strcmp(argv[1], "generate") == 0) return cli_generate(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
+    if (strcmp(argv[1], "draw") == 0) return cli_draw(argc - 1, argv + 1);
     fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -72,6 +72,10 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
             return INVALID(err, "example %zu: text is not valid UTF-8", i);
     }
     if (req->n_parts == 0 && req->n_examples == 0) return INVALID(err, "the request has no parts");
+    int has_content = n_img > 0;
+    for (size_t i = 0; i < req->n_parts && !has_content; i++)
+        has_content = req->parts[i].text_len > 0;
+    if (!has_content) return INVALID(err, "the prompt is empty (no image and no text)");
     if (n_img > e->limits.max_images) {
         eg_fail(err, "the request has %zu images; the limit is %u (max_images)", n_img,
                 e->limits.max_images);
@@ -83,16 +87,18 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
     if (req->n_examples == 0 && !req->use_template) {
         a->list.parts = calloc(req->n_parts, sizeof *a->list.parts);
         if (!a->list.parts) return NO_MEMORY(err);
-        for (size_t i = 0; i < req->n_parts; i++) {
+        /* The list owns its texts (as template-built lists do), so raw texts are copied. */
+        for (size_t i = 0; i < req->n_parts; i++, a->list.n++) {
             const EgRequestPart *p = &req->parts[i];
+            char *text = p->is_image ? NULL : strndup(p->text ? p->text : "", p->text_len);
+            if (!p->is_image && !text) return NO_MEMORY(err);
             a->list.parts[i] =
-                (EgPromptPart){p->is_image ? EG_PART_IMAGE : EG_PART_TEXT, p->text, p->text_len};
+                (EgPromptPart){p->is_image ? EG_PART_IMAGE : EG_PART_TEXT, text, p->text_len};
             if (p->is_image) {
                 a->images[a->n_images] = p->image;
                 a->image_lens[a->n_images++] = p->image_len;
             }
         }
-        a->list.n = req->n_parts;
         return EG_STATUS_OK;
     }
     /* Few-shot: the examples, then the query (exactly one image and optional text). */

@@ -14,7 +14,9 @@ typedef enum EgStatus {
     EG_STATUS_OK = 0,
     EG_STATUS_INVALID_ARGUMENT = 1,   /* the request is malformed: bad image, UTF-8, parameter */
     EG_STATUS_RESOURCE_EXHAUSTED = 2, /* over a configured limit */
-    EG_STATUS_INTERNAL = 3            /* the engine failed (device error, out of memory) */
+    EG_STATUS_INTERNAL = 3,           /* the engine failed (device error, out of memory) */
+    EG_STATUS_CANCELLED = 4           /* never returned by the engine: a request dropped unrun
+                                         (service/scheduler.h) */
 } EgStatus;
 
 typedef struct EgEngineLimits {

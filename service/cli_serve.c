@@ -1,0 +1,181 @@
+/* egret serve: loads a model and serves it over gRPC until SIGTERM / SIGINT (which drain). */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "service/cli.h"
+#include "service/grpc_server.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: egret serve [options]\n"
+            "Serves egret.v1.Egret and grpc.health.v1.Health until SIGTERM or SIGINT, which\n"
+            "drain: health turns NOT_SERVING, new calls are refused, calls in flight get the\n"
+            "grace period to finish and are then cancelled. A second signal cancels at once.\n"
+            "  --model DIR                  checkpoint folder (default: the bundled demo model)\n"
+            "  --listen ADDR                host:port or unix:/path (default 127.0.0.1:50051)\n"
+            "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
+            "  --fp32                       fp32 weights and activations (default fp16)\n"
+            "limits (over a limit: RESOURCE_EXHAUSTED naming it):\n"
+            "  --max-request-bytes N        largest request message (default 64 MiB)\n"
+            "  --max-images N               images per request, examples included (default 16)\n"
+            "  --max-image-pixels N         width x height of one image (default %llu)\n"
+            "  --max-image-side N           width or height of one image (default %u)\n"
+            "  --context-length N           prompt + new tokens (default: the model's)\n"
+            "  --max-new-tokens N           per request (default 1024)\n"
+            "  --default-max-new-tokens N   when a request sets none (default 128)\n"
+            "  --max-queue N                requests waiting for the engine (default 64)\n"
+            "  --grace SECONDS              drain grace period (default 30)\n"
+            "security:\n"
+            "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
+            "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
+            "                               'authorization: Bearer KEY' or 'x-api-key: KEY'\n",
+            (unsigned long long)EG_IMAGE_DEFAULT_MAX_PIXELS, EG_IMAGE_DEFAULT_MAX_SIDE);
+}
+
+static EgServer *volatile g_server;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_server) eg_server_drain(g_server);
+}
+
+int cli_serve(int argc, char **argv) {
+    enum {
+        O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
+        O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP
+    };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"listen", required_argument, 0, O_LISTEN},
+        {"device", required_argument, 0, O_DEVICE},
+        {"fp32", no_argument, 0, O_FP32},
+        {"max-request-bytes", required_argument, 0, O_REQ_BYTES},
+        {"max-images", required_argument, 0, O_IMAGES},
+        {"max-image-pixels", required_argument, 0, O_PIXELS},
+        {"max-image-side", required_argument, 0, O_SIDE},
+        {"context-length", required_argument, 0, O_CONTEXT},
+        {"max-new-tokens", required_argument, 0, O_MAX_NEW},
+        {"default-max-new-tokens", required_argument, 0, O_DEFAULT_NEW},
+        {"max-queue", required_argument, 0, O_QUEUE},
+        {"grace", required_argument, 0, O_GRACE},
+        {"tls-cert", required_argument, 0, O_CERT},
+        {"tls-key", required_argument, 0, O_KEY},
+        {"api-key-file", required_argument, 0, O_KEYFILE},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    const char *model_dir = cli_default_model();
+    EgEngineOptions eo = {0};
+    EgServerOptions so = {0};
+    eg_image_limits_default(&eo.limits.image);
+    char *api_key = NULL;
+    uint32_t side = 0;
+    float grace = 0;
+    int c, bad = 0;
+    optind = 1;
+    while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL:
+            model_dir = optarg;
+            break;
+        case O_LISTEN:
+            so.listen = optarg;
+            break;
+        case O_DEVICE:
+            eo.model.device = optarg;
+            break;
+        case O_FP32:
+            eo.model.fp32 = 1;
+            break;
+        case O_REQ_BYTES:
+            bad = cli_parse_u32("max-request-bytes", optarg, &so.max_request_bytes);
+            break;
+        case O_IMAGES:
+            bad = cli_parse_u32("max-images", optarg, &eo.limits.max_images);
+            break;
+        case O_PIXELS:
+            bad = cli_parse_u64("max-image-pixels", optarg, &eo.limits.image.max_pixels);
+            break;
+        case O_SIDE:
+            bad = cli_parse_u32("max-image-side", optarg, &side);
+            eo.limits.image.max_width = eo.limits.image.max_height = side;
+            break;
+        case O_CONTEXT:
+            bad = cli_parse_u32("context-length", optarg, &eo.limits.context_length);
+            break;
+        case O_MAX_NEW:
+            bad = cli_parse_u32("max-new-tokens", optarg, &eo.limits.max_new_tokens);
+            break;
+        case O_DEFAULT_NEW:
+            bad = cli_parse_u32("default-max-new-tokens", optarg, &so.default_max_new_tokens);
+            break;
+        case O_QUEUE:
+            bad = cli_parse_u32("max-queue", optarg, &so.max_queue);
+            break;
+        case O_GRACE:
+            bad = cli_parse_float("grace", optarg, &grace);
+            so.grace_s = grace;
+            break;
+        case O_CERT:
+            so.tls_cert_file = optarg;
+            break;
+        case O_KEY:
+            so.tls_key_file = optarg;
+            break;
+        case O_KEYFILE:
+            free(api_key);
+            bad = !(api_key = cli_read_secret(optarg));
+            break;
+        case O_HELP:
+            usage(stdout);
+            free(api_key);
+            return 0;
+        default:
+            bad = 1;
+        }
+    }
+    if (bad || optind < argc) {
+        if (!bad) fprintf(stderr, "egret serve: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        free(api_key);
+        return 2;
+    }
+    if (!api_key && getenv("EGRET_API_KEY") && *getenv("EGRET_API_KEY"))
+        api_key = strdup(getenv("EGRET_API_KEY"));
+    so.api_key = api_key;
+
+    EgError err = {{0}};
+    eo.model.progress = stderr;
+    EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
+    if (!engine) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        free(api_key);
+        return 1;
+    }
+    EgServer *server = eg_server_start(engine, &so, &err);
+    if (!server) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        eg_engine_close(engine);
+        free(api_key);
+        return 1;
+    }
+    g_server = server;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "egret: serving %s on %s%s%s\n", model_dir, so.listen ? so.listen : "127.0.0.1:50051",
+            so.tls_cert_file ? " (TLS)" : "", api_key ? " (API key required)" : "");
+    fflush(stderr);
+    int rc = eg_server_run(server);
+    g_server = NULL;
+    eg_server_free(server);
+    eg_engine_close(engine);
+    free(api_key);
+    return rc;
+}

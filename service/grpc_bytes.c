@@ -1,0 +1,27 @@
+#include "service/grpc_bytes.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/slice.h>
+
+grpc_byte_buffer *eg_grpc_pack(const ProtobufCMessage *msg) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    grpc_slice slice = grpc_slice_malloc(n);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+grpc_slice eg_grpc_read_all(grpc_byte_buffer *bb) {
+    grpc_byte_buffer_reader reader;
+    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb)) return grpc_empty_slice();
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    return all;
+}
+
+grpc_slice eg_grpc_metadata_get(const grpc_metadata_array *md, const char *key) {
+    for (size_t i = 0; i < md->count; i++)
+        if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return md->metadata[i].value;
+    return grpc_empty_slice();
+}

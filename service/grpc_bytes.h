@@ -1,0 +1,16 @@
+/* Moving protobuf-c messages in and out of gRPC byte buffers (server and client). */
+#ifndef EGRET_GRPC_BYTES_H
+#define EGRET_GRPC_BYTES_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
+/* A new byte buffer holding the packed message (the caller destroys it). */
+grpc_byte_buffer *eg_grpc_pack(const ProtobufCMessage *msg);
+/* The whole buffer as one contiguous slice (the caller unrefs it). */
+grpc_slice eg_grpc_read_all(grpc_byte_buffer *bb);
+/* The value of metadata `key` (lowercase), or an empty slice; not owned. */
+grpc_slice eg_grpc_metadata_get(const grpc_metadata_array *md, const char *key);
+
+#endif

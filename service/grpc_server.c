@@ -1,0 +1,448 @@
+/* Server lifecycle: binding, the completion-queue loop, accepting and dispatching calls,
+ * call reference counting, draining. Generation lives in grpc_generate.c, health and model
+ * info in grpc_health.c. */
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "service/grpc_server_internal.h"
+
+static const char *const METHOD_PATHS[M_UNKNOWN] = {
+    "/egret.v1.Egret/Generate",     "/egret.v1.Egret/GenerateStream",
+    "/egret.v1.Egret/GetModelInfo", "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+};
+static const char *const METHOD_NAMES[M_COUNT] = {
+    "Generate", "GenerateStream", "GetModelInfo", "Health.Check", "Health.Watch", "unknown",
+};
+
+double eg_server_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int is_generation(Method m) { return m == M_GENERATE || m == M_STREAM; }
+
+/* ---- calls ---- */
+
+static Call *call_new(EgServer *s, Method m) {
+    Call *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->srv = s;
+    c->method = m;
+    c->t_accept = (Tag){TAG_ACCEPT, c};
+    c->t_recv_close = (Tag){TAG_RECV_CLOSE, c};
+    c->t_send = (Tag){TAG_SEND, c};
+    c->t_finish = (Tag){TAG_FINISH, c};
+    grpc_metadata_array_init(&c->md);
+    if (m == M_UNKNOWN) grpc_call_details_init(&c->details);
+    c->status_details = grpc_empty_slice();
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+static void call_free(Call *c) {
+    EgServer *s = c->srv;
+    if (c->call) {
+        grpc_call_unref(c->call);
+        atomic_fetch_sub(&s->live_calls, 1);
+        if (is_generation(c->method)) atomic_fetch_sub(&s->generate_calls, 1);
+    }
+    grpc_metadata_array_destroy(&c->md);
+    if (c->method == M_UNKNOWN) grpc_call_details_destroy(&c->details);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->send_buf) grpc_byte_buffer_destroy(c->send_buf);
+    if (c->finish_buf) grpc_byte_buffer_destroy(c->finish_buf);
+    grpc_slice_unref(c->status_details);
+    free(c->pend_text);
+    free(c->pend_ids);
+    eg_proto_request_free(&c->preq);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void eg_call_unref(Call *c) {
+    if (atomic_fetch_sub(&c->refs, 1) == 1) call_free(c);
+}
+
+int eg_call_finish_locked(Call *c, grpc_status_code code, const char *msg,
+                          grpc_byte_buffer *response) {
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->initial_md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_md_sent = 1;
+    }
+    if (response) {
+        c->finish_buf = response;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = response;
+    }
+    grpc_slice_unref(c->status_details);
+    c->status_details = grpc_slice_from_copied_string(msg ? msg : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &c->status_details;
+    c->finish_started = 1;
+    return grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL) == GRPC_CALL_OK ? 0 : -1;
+}
+
+int eg_call_send_locked(Call *c, grpc_byte_buffer *buf) {
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->initial_md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_md_sent = 1;
+    }
+    c->send_buf = buf;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = buf;
+    c->send_in_flight = 1;
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK) return 0;
+    c->send_in_flight = 0;
+    grpc_byte_buffer_destroy(buf);
+    c->send_buf = NULL;
+    return -1;
+}
+
+void eg_call_fail(Call *c, grpc_status_code code, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    int rc = c->finish_started ? 0 : eg_call_finish_locked(c, code, msg, NULL);
+    pthread_mutex_unlock(&c->mu);
+    if (c->method != M_HEALTH_CHECK && c->method != M_HEALTH_WATCH) {
+        c->usage.total_s = eg_server_now() - c->accepted_at;
+        eg_server_log(c->srv, c, code, msg);
+    }
+    if (rc) eg_call_unref(c);
+}
+
+static const char *status_name(grpc_status_code code) {
+    static const char *const names[] = {
+        "OK",           "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",    "DATA_LOSS",
+        "UNAUTHENTICATED"};
+    return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
+}
+
+void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg) {
+    char *peer = grpc_call_get_peer(c->call);
+    const Egret__V1__Usage *u = &c->usage;
+    pthread_mutex_lock(&s->log_mu);
+    fprintf(s->opt.log,
+            "egret: request %llu %s peer=%s status=%s images=%u prompt_tokens=%u generated=%u "
+            "ttft=%.3fs total=%.3fs queue=%.3fs",
+            (unsigned long long)c->id, METHOD_NAMES[c->method], peer ? peer : "?",
+            status_name(code), u->images, u->prompt_tokens, u->generated_tokens,
+            u->time_to_first_token_s, u->total_s, u->queue_s);
+    if (code != GRPC_STATUS_OK && msg && *msg) fprintf(s->opt.log, " error=\"%s\"", msg);
+    fputc('\n', s->opt.log);
+    fflush(s->opt.log);
+    pthread_mutex_unlock(&s->log_mu);
+    gpr_free(peer);
+}
+
+/* ---- accepting ---- */
+
+static void post_accept(EgServer *s, Method m) {
+    Call *c = call_new(s, m);
+    if (!c) {
+        fprintf(s->opt.log, "egret: out of host memory; not accepting %s calls\n",
+                METHOD_NAMES[m]);
+        return;
+    }
+    grpc_call_error e =
+        m == M_UNKNOWN
+            ? grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
+                                       &c->t_accept)
+            : grpc_server_request_registered_call(s->server, s->methods[m], &c->call,
+                                                  &c->deadline, &c->md, &c->payload, s->cq, s->cq,
+                                                  &c->t_accept);
+    if (e != GRPC_CALL_OK) call_free(c);
+}
+
+/* Compares in time that depends only on the key's length, not on where the guess differs. */
+static int same_secret(grpc_slice guess, const char *key) {
+    size_t klen = strlen(key), glen = GRPC_SLICE_LENGTH(guess);
+    const unsigned char *g = GRPC_SLICE_START_PTR(guess);
+    unsigned diff = klen != glen;
+    for (size_t i = 0; i < klen; i++)
+        diff |= (unsigned)((unsigned char)key[i] ^ (i < glen ? g[i] : 0));
+    return diff == 0;
+}
+
+static int authorized(const Call *c) {
+    const char *key = c->srv->opt.api_key;
+    if (!key) return 1;
+    grpc_slice auth = eg_grpc_metadata_get(&c->md, "authorization");
+    static const char bearer[] = "Bearer ";
+    size_t blen = sizeof bearer - 1;
+    if (GRPC_SLICE_LENGTH(auth) > blen &&
+        memcmp(GRPC_SLICE_START_PTR(auth), bearer, blen) == 0)
+        return same_secret(grpc_slice_sub_no_ref(auth, blen, GRPC_SLICE_LENGTH(auth)), key);
+    return same_secret(eg_grpc_metadata_get(&c->md, "x-api-key"), key);
+}
+
+static void on_accept(EgServer *s, Call *c, int ok) {
+    if (!ok) { /* the server is shutting down: the pending accept is returned unused */
+        c->call = NULL;
+        call_free(c);
+        return;
+    }
+    if (!s->draining) post_accept(s, c->method);
+    c->id = atomic_fetch_add(&s->next_id, 1) + 1;
+    c->accepted_at = eg_server_now();
+    atomic_fetch_add(&s->live_calls, 1);
+    if (is_generation(c->method)) atomic_fetch_add(&s->generate_calls, 1);
+    if (c->method == M_UNKNOWN) c->deadline = c->details.deadline;
+    c->deadline = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+    atomic_store(&c->refs, 2);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->recv_cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv_close, NULL) != GRPC_CALL_OK)
+        eg_call_unref(c);
+
+    switch (c->method) {
+    case M_HEALTH_CHECK:
+        eg_health_check(c);
+        return;
+    case M_HEALTH_WATCH:
+        eg_health_watch_begin(c);
+        return;
+    case M_UNKNOWN: {
+        char msg[300];
+        snprintf(msg, sizeof msg, "unknown method %.*s",
+                 (int)GRPC_SLICE_LENGTH(c->details.method),
+                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
+        eg_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+        return;
+    }
+    default:
+        break;
+    }
+    if (!authorized(c)) {
+        eg_call_fail(c, GRPC_STATUS_UNAUTHENTICATED,
+                     "missing or wrong API key (send metadata 'authorization: Bearer KEY' or "
+                     "'x-api-key: KEY')");
+        return;
+    }
+    if (c->method == M_INFO)
+        eg_model_info(c);
+    else
+        eg_generate_begin(c);
+}
+
+/* ---- the loop ---- */
+
+static void on_event(EgServer *s, const grpc_event *ev) {
+    Tag *t = ev->tag;
+    Call *c = t->call;
+    switch (t->kind) {
+    case TAG_SHUTDOWN:
+        s->shutdown_done = 1;
+        break;
+    case TAG_ACCEPT:
+        on_accept(s, c, ev->success);
+        break;
+    case TAG_RECV_CLOSE:
+        if (c->recv_cancelled || !ev->success) atomic_store(&c->client_gone, 1);
+        if (c->method == M_HEALTH_WATCH) eg_health_on_close(c);
+        eg_call_unref(c);
+        break;
+    case TAG_SEND:
+        if (c->method == M_HEALTH_WATCH)
+            eg_health_on_send_done(c, ev->success);
+        else
+            eg_generate_on_send_done(c, ev->success);
+        break;
+    case TAG_FINISH:
+        if (c->method == M_HEALTH_WATCH) eg_health_forget(c);
+        eg_call_unref(c);
+        break;
+    }
+}
+
+static void begin_drain(EgServer *s) {
+    s->draining = 1;
+    s->drain_deadline = eg_server_now() + s->opt.grace_s;
+    eg_health_set(s, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    fprintf(s->opt.log, "egret: draining: %ld generation calls in flight, grace period %.1f s\n",
+            atomic_load(&s->generate_calls), s->opt.grace_s);
+    fflush(s->opt.log);
+}
+
+int eg_server_run(EgServer *s) {
+    for (;;) {
+        int drains = atomic_load(&s->drain_requests);
+        if (drains > 0 && !s->draining) begin_drain(s);
+        if (s->draining) {
+            if (!atomic_load(&s->cancel_all) &&
+                (drains > 1 || eg_server_now() >= s->drain_deadline)) {
+                fprintf(s->opt.log, "egret: cancelling %ld generation calls still in flight\n",
+                        atomic_load(&s->generate_calls));
+                atomic_store(&s->cancel_all, 1);
+                grpc_server_cancel_all_calls(s->server);
+            }
+            if (atomic_load(&s->generate_calls) == 0) eg_health_end_watches(s);
+            if (s->shutdown_done && atomic_load(&s->live_calls) == 0) break;
+        }
+        gpr_timespec wait = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(100, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(s->cq, wait, NULL);
+        if (ev.type == GRPC_OP_COMPLETE) on_event(s, &ev);
+    }
+    eg_scheduler_stop(s->sched);
+    s->sched = NULL;
+    grpc_completion_queue_shutdown(s->cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) on_event(s, &ev);
+    }
+    s->stopped = 1;
+    fprintf(s->opt.log, "egret: drained, %llu requests served\n",
+            (unsigned long long)atomic_load(&s->next_id));
+    fflush(s->opt.log);
+    return 0;
+}
+
+void eg_server_drain(EgServer *s) { atomic_fetch_add(&s->drain_requests, 1); }
+
+int eg_server_port(const EgServer *s) { return s->port; }
+
+/* ---- start and free ---- */
+
+static char *read_pem(const char *path, EgError *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        eg_fail(err, "cannot open %s", path);
+        return NULL;
+    }
+    enum { MAX_PEM = 1 << 20 };
+    char *buf = malloc(MAX_PEM + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM + 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n > MAX_PEM) {
+        eg_fail(err, "%s: %s", path, !buf ? "out of memory" : n ? "larger than 1 MiB" : "empty");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static grpc_server_credentials *make_credentials(const EgServerOptions *o, EgError *err) {
+    if (!o->tls_cert_file && !o->tls_key_file) return grpc_insecure_server_credentials_create();
+    if (!o->tls_cert_file || !o->tls_key_file) {
+        eg_fail(err, "TLS needs both a certificate and a key file");
+        return NULL;
+    }
+    char *cert = read_pem(o->tls_cert_file, err);
+    char *key = cert ? read_pem(o->tls_key_file, err) : NULL;
+    grpc_server_credentials *creds = NULL;
+    if (key) {
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+        if (!creds) eg_fail(err, "cannot use %s / %s as TLS credentials", o->tls_cert_file,
+                            o->tls_key_file);
+    }
+    free(key);
+    free(cert);
+    return creds;
+}
+
+static void apply_defaults(EgServerOptions *o) {
+    if (!o->listen) o->listen = "127.0.0.1:50051";
+    if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
+    if (!o->max_queue) o->max_queue = 64;
+    if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
+    if (o->grace_s <= 0) o->grace_s = 30;
+    if (!o->log) o->log = stderr;
+}
+
+EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError *err) {
+    EgServer *s = calloc(1, sizeof *s);
+    if (!s) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    grpc_init();
+    s->engine = engine;
+    s->opt = *opt;
+    apply_defaults(&s->opt);
+    if (s->opt.default_max_new_tokens > engine->limits.max_new_tokens)
+        s->opt.default_max_new_tokens = engine->limits.max_new_tokens;
+    const char *name = s->opt.model_name;
+    if (!name) {
+        const char *slash = strrchr(engine->model->dir, '/');
+        name = slash && slash[1] ? slash + 1 : engine->model->dir;
+    }
+    snprintf(s->model_name, sizeof s->model_name, "%.255s", name);
+    s->serving_status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    s->t_shutdown = (Tag){TAG_SHUTDOWN, NULL};
+    pthread_mutex_init(&s->log_mu, NULL);
+
+    grpc_arg args[2];
+    memset(args, 0, sizeof args);
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)(s->opt.max_request_bytes > INT32_MAX ? INT32_MAX
+                                                                        : s->opt.max_request_bytes);
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = -1;
+    grpc_channel_args chargs = {2, args};
+    s->server = grpc_server_create(&chargs, NULL);
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    for (int m = 0; m < M_UNKNOWN; m++)
+        s->methods[m] = grpc_server_register_method(s->server, METHOD_PATHS[m], NULL,
+                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    grpc_server_credentials *creds = make_credentials(&s->opt, err);
+    if (!creds) goto fail;
+    s->port = grpc_server_add_http2_port(s->server, s->opt.listen, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port == 0) {
+        eg_fail(err, "cannot listen on %s (address in use or not valid?)", s->opt.listen);
+        goto fail;
+    }
+    if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
+    s->sched = eg_scheduler_start(engine, s->opt.max_queue, err);
+    if (!s->sched) goto fail;
+    grpc_server_start(s->server);
+    for (int m = 0; m < M_COUNT; m++)
+        post_accept(s, (Method)m);
+    return s;
+fail:
+    grpc_server_destroy(s->server);
+    grpc_completion_queue_destroy(s->cq);
+    pthread_mutex_destroy(&s->log_mu);
+    free(s);
+    grpc_shutdown();
+    return NULL;
+}
+
+void eg_server_free(EgServer *s) {
+    if (!s) return;
+    if (!s->stopped) { /* never run: drain at once */
+        eg_server_drain(s);
+        eg_server_drain(s);
+        eg_server_run(s);
+    }
+    eg_scheduler_stop(s->sched);
+    grpc_server_destroy(s->server);
+    grpc_completion_queue_destroy(s->cq);
+    pthread_mutex_destroy(&s->log_mu);
+    free(s);
+    grpc_shutdown();
+}

@@ -1,0 +1,47 @@
+/* Egret's gRPC server on the gRPC C core: egret.v1.Egret (Generate, GenerateStream,
+ * GetModelInfo) and grpc.health.v1.Health (Check, Watch), see proto/.
+ *
+ * Threads: one thread runs the completion queue (eg_server_run): it accepts calls, answers the
+ * cheap ones (health, model info, bad requests) at once and queues generation requests for the
+ * engine's worker thread (service/scheduler.h). The worker streams tokens back by starting send
+ * batches on the calls itself; their completions come back to the queue thread.
+ *
+ * Draining (SIGTERM, or eg_server_drain): health turns NOT_SERVING, the server stops accepting
+ * calls, calls in flight get `grace_s` seconds to finish and are then cancelled (UNAVAILABLE),
+ * and eg_server_run returns once every call has ended. */
+#ifndef EGRET_GRPC_SERVER_H
+#define EGRET_GRPC_SERVER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "service/engine.h"
+
+typedef struct EgServerOptions {
+    const char *listen;              /* "host:port" or "unix:/path"; default 127.0.0.1:50051 */
+    const char *model_name;          /* reported by GetModelInfo; default the folder's name */
+    uint32_t max_request_bytes;      /* largest request message; default 64 MiB */
+    uint32_t max_queue;              /* requests waiting for the engine; default 64 */
+    uint32_t default_max_new_tokens; /* when a request leaves max_new_tokens 0; default 128 */
+    double grace_s;                  /* drain grace period; default 30 s */
+    const char *tls_cert_file;       /* PEM server certificate chain and key: TLS when both set */
+    const char *tls_key_file;
+    const char *api_key; /* when set, Egret calls need "authorization: Bearer KEY" or
+                            "x-api-key: KEY" (health checks do not) */
+    FILE *log;           /* one line per request; default stderr */
+} EgServerOptions;
+
+typedef struct EgServer EgServer;
+
+/* Binds and starts listening; the engine must outlive the server. */
+EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError *err);
+/* The TCP port bound (useful with port 0), or 0 for unix sockets. */
+int eg_server_port(const EgServer *s);
+/* Serves until drained. Returns 0. */
+int eg_server_run(EgServer *s);
+/* Asks the server to drain. Async-signal-safe and thread-safe; a second call cancels the calls in
+ * flight at once instead of waiting for the grace period. */
+void eg_server_drain(EgServer *s);
+void eg_server_free(EgServer *s);
+
+#endif

@@ -1,0 +1,138 @@
+/* Shared by the server's files (grpc_server.c: lifecycle and dispatch; grpc_generate.c:
+ * generation calls; grpc_health.c: health and model info). Not a public interface. */
+#ifndef EGRET_GRPC_SERVER_INTERNAL_H
+#define EGRET_GRPC_SERVER_INTERNAL_H
+
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "egret/v1/egret.pb-c.h"
+#include "service/grpc_bytes.h"
+#include "service/grpc_server.h"
+#include "service/proto_request.h"
+#include "service/scheduler.h"
+
+typedef enum Method {
+    M_GENERATE,
+    M_STREAM,
+    M_INFO,
+    M_HEALTH_CHECK,
+    M_HEALTH_WATCH,
+    M_UNKNOWN, /* any other method: answered UNIMPLEMENTED */
+    M_COUNT
+} Method;
+
+typedef enum TagKind { TAG_ACCEPT, TAG_RECV_CLOSE, TAG_SEND, TAG_FINISH, TAG_SHUTDOWN } TagKind;
+
+typedef struct Call Call;
+
+/* What a completion-queue event refers to. */
+typedef struct Tag {
+    TagKind kind;
+    Call *call;
+} Tag;
+
+/* One accepted call. Lifetime: a reference for the pending RECV_CLOSE_ON_SERVER, one for the
+ * final status batch, and one while a job for it is in the scheduler; the last release frees it. */
+struct Call {
+    EgServer *srv;
+    Method method;
+    uint64_t id;
+    grpc_call *call;
+    gpr_timespec deadline; /* GPR_CLOCK_MONOTONIC */
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details; /* M_UNKNOWN only */
+    Tag t_accept, t_recv_close, t_send, t_finish;
+    int recv_cancelled;      /* written by the core when RECV_CLOSE completes */
+    atomic_int refs;
+    atomic_int client_gone;  /* the client cancelled or disconnected */
+    double accepted_at;
+
+    /* Sending: the worker thread (tokens, final answer) and the queue thread (send completions,
+     * early errors) both send on the call; mu serializes them. At most one SEND_MESSAGE batch is
+     * in flight; tokens arriving meanwhile accumulate and go out together in the next message. */
+    pthread_mutex_t mu;
+    int initial_md_sent, send_in_flight, finish_started;
+    grpc_byte_buffer *send_buf, *finish_buf;
+    grpc_slice status_details;
+    char *pend_text;
+    size_t pend_len, pend_cap;
+    uint32_t *pend_ids;
+    size_t pend_n, pend_ids_cap;
+    /* The outcome, once the job is done. */
+    int have_final;
+    grpc_status_code final_code;
+    char final_msg[512];
+    Egret__V1__FinishReason finish_reason;
+    Egret__V1__Usage usage;
+    EgGenerateResult *unary_result; /* Generate: the whole answer */
+
+    /* Generation */
+    EgProtoRequest preq;
+    EgJob job;
+    /* Health watch: the status last sent (-1: none yet), whether the service asked for is
+     * unknown, and the next watcher */
+    int watch_sent, watch_unknown;
+    Call *next_watcher;
+};
+
+struct EgServer {
+    EgEngine *engine;
+    EgServerOptions opt;
+    char model_name[256];
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    void *methods[M_COUNT];
+    int port;
+    EgScheduler *sched;
+    atomic_int drain_requests;   /* eg_server_drain calls */
+    atomic_int cancel_all;       /* drain grace over: every generation stops */
+    atomic_ullong next_id;
+    atomic_long generate_calls;  /* Generate / GenerateStream calls not yet freed */
+    atomic_long live_calls;      /* calls accepted and not yet freed */
+    int draining;                /* queue thread only, from here down */
+    double drain_deadline;
+    int shutdown_done;
+    int serving_status;          /* grpc.health.v1 ServingStatus */
+    Call *watchers;
+    int watches_ended;           /* drained: watch calls end after their last update */
+    int stopped;                 /* eg_server_run returned */
+    Tag t_shutdown;
+    pthread_mutex_t log_mu;
+};
+
+double eg_server_now(void);
+
+/* Reference counting (see Call). */
+void eg_call_unref(Call *c);
+
+/* With c->mu held: ends the call with status code/msg, after `response` (may be NULL; consumed)
+ * when the code is OK or a message is still due. Returns 0, or -1 when the core refused the
+ * batch (the caller must then eg_call_unref after unlocking). */
+int eg_call_finish_locked(Call *c, grpc_status_code code, const char *msg,
+                          grpc_byte_buffer *response);
+/* Ends the call with a status and no message (takes c->mu). */
+void eg_call_fail(Call *c, grpc_status_code code, const char *msg);
+/* With c->mu held: starts a SEND_MESSAGE batch (buf consumed). Returns 0 or -1. */
+int eg_call_send_locked(Call *c, grpc_byte_buffer *buf);
+/* One log line for a finished request. */
+void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg);
+
+/* grpc_generate.c */
+void eg_generate_begin(Call *c);
+void eg_generate_on_send_done(Call *c, int ok);
+
+/* grpc_health.c */
+void eg_health_check(Call *c);
+void eg_health_watch_begin(Call *c);
+void eg_health_on_send_done(Call *c, int ok);
+void eg_health_on_close(Call *c);  /* the watcher's client went away */
+void eg_health_forget(Call *c);    /* the watch call ended: drop it from the list */
+void eg_health_set(EgServer *s, int status);
+void eg_health_end_watches(EgServer *s);
+void eg_model_info(Call *c);
+
+#endif

@@ -1,0 +1,131 @@
+#include "service/proto_request.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void eg_proto_request_free(EgProtoRequest *r) {
+    if (r->msg) egret__v1__generate_request__free_unpacked(r->msg, NULL);
+    free(r->parts);
+    free(r->examples);
+    free(r->stops);
+    memset(r, 0, sizeof *r);
+}
+
+static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *err) {
+    const Egret__V1__GenerateRequest *m = r->msg;
+    r->parts = calloc(m->n_parts + 1, sizeof *r->parts);
+    r->examples = calloc(m->n_examples + 1, sizeof *r->examples);
+    r->stops = calloc(m->n_stop + 1, sizeof *r->stops);
+    if (!r->parts || !r->examples || !r->stops) return eg_fail(err, "out of host memory");
+    for (size_t i = 0; i < m->n_parts; i++) {
+        const Egret__V1__Part *p = m->parts[i];
+        if (p->kind_case == EGRET__V1__PART__KIND_TEXT) {
+            r->parts[i] = (EgRequestPart){0, p->text, strlen(p->text), NULL, 0};
+        } else if (p->kind_case == EGRET__V1__PART__KIND_IMAGE) {
+            r->parts[i] = (EgRequestPart){1, NULL, 0, p->image.data, p->image.len};
+        } else {
+            return eg_fail(err, "part %zu has neither text nor image", i);
+        }
+    }
+    for (size_t i = 0; i < m->n_examples; i++) {
+        const Egret__V1__Example *x = m->examples[i];
+        r->examples[i] = (EgRequestExample){x->image.data, x->image.len, x->text, strlen(x->text)};
+    }
+    for (size_t i = 0; i < m->n_stop; i++) {
+        if (!m->stop[i][0]) return eg_fail(err, "stop %zu is an empty string", i);
+        r->stops[i] = m->stop[i];
+    }
+    EgRequest *q = &r->req;
+    q->parts = r->parts;
+    q->n_parts = m->n_parts;
+    q->examples = r->examples;
+    q->n_examples = m->n_examples;
+    q->use_template = m->use_template;
+    eg_sampling_params_default(&q->gen.sampling);
+    q->gen.sampling.temperature = m->temperature;
+    q->gen.sampling.top_k = m->top_k;
+    if (m->top_p != 0.0f) q->gen.sampling.top_p = m->top_p;
+    if (m->repetition_penalty != 0.0f) q->gen.sampling.repetition_penalty = m->repetition_penalty;
+    q->gen.sampling.seed = m->seed;
+    q->gen.max_new_tokens = m->max_new_tokens ? m->max_new_tokens : default_max_new_tokens;
+    q->gen.stop = r->stops;
+    q->gen.n_stop = m->n_stop;
+    q->gen.ignore_eos = m->ignore_eos;
+    return 0;
+}
+
+int eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
+                            EgProtoRequest *out, EgError *err) {
+    memset(out, 0, sizeof *out);
+    out->msg = egret__v1__generate_request__unpack(NULL, len, data);
+    if (!out->msg)
+        return eg_fail(err, "the request is not a valid egret.v1.GenerateRequest (%zu bytes)", len);
+    if (convert(out, default_max_new_tokens, err) == 0) return 0;
+    eg_proto_request_free(out);
+    return -1;
+}
+
+int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgError *err) {
+    Egret__V1__GenerateRequest m = EGRET__V1__GENERATE_REQUEST__INIT;
+    Egret__V1__Part *parts = calloc(r->n_parts + 1, sizeof *parts);
+    Egret__V1__Part **part_ptrs = calloc(r->n_parts + 1, sizeof *part_ptrs);
+    Egret__V1__Example *ex = calloc(r->n_examples + 1, sizeof *ex);
+    Egret__V1__Example **ex_ptrs = calloc(r->n_examples + 1, sizeof *ex_ptrs);
+    /* proto strings are NUL-terminated; request texts are (pointer, length) */
+    char **texts = calloc(r->n_parts + r->n_examples + 1, sizeof *texts);
+    int rc = -1;
+    *out = NULL;
+    if (!parts || !part_ptrs || !ex || !ex_ptrs || !texts) goto done;
+    size_t n_texts = 0;
+    for (size_t i = 0; i < r->n_parts; i++) {
+        const EgRequestPart *p = &r->parts[i];
+        egret__v1__part__init(&parts[i]);
+        if (p->is_image) {
+            parts[i].kind_case = EGRET__V1__PART__KIND_IMAGE;
+            parts[i].image.data = (uint8_t *)p->image;
+            parts[i].image.len = p->image_len;
+        } else {
+            if (!(texts[n_texts] = strndup(p->text ? p->text : "", p->text_len))) goto done;
+            parts[i].kind_case = EGRET__V1__PART__KIND_TEXT;
+            parts[i].text = texts[n_texts++];
+        }
+        part_ptrs[i] = &parts[i];
+    }
+    for (size_t i = 0; i < r->n_examples; i++) {
+        const EgRequestExample *x = &r->examples[i];
+        egret__v1__example__init(&ex[i]);
+        ex[i].image.data = (uint8_t *)x->image;
+        ex[i].image.len = x->image_len;
+        if (!(texts[n_texts] = strndup(x->text ? x->text : "", x->text_len))) goto done;
+        ex[i].text = texts[n_texts++];
+        ex_ptrs[i] = &ex[i];
+    }
+    m.n_parts = r->n_parts;
+    m.parts = part_ptrs;
+    m.n_examples = r->n_examples;
+    m.examples = ex_ptrs;
+    m.max_new_tokens = r->gen.max_new_tokens;
+    m.temperature = r->gen.sampling.temperature;
+    m.top_k = r->gen.sampling.top_k;
+    m.top_p = r->gen.sampling.top_p;
+    m.seed = r->gen.sampling.seed;
+    m.n_stop = r->gen.n_stop;
+    m.stop = (char **)r->gen.stop;
+    m.repetition_penalty = r->gen.sampling.repetition_penalty;
+    m.use_template = r->use_template;
+    m.ignore_eos = r->gen.ignore_eos;
+    *len = egret__v1__generate_request__get_packed_size(&m);
+    if (!(*out = malloc(*len + 1))) goto done;
+    egret__v1__generate_request__pack(&m, *out);
+    rc = 0;
+done:
+    if (rc) eg_fail(err, "out of host memory");
+    for (size_t i = 0; texts && texts[i]; i++)
+        free(texts[i]);
+    free(texts);
+    free(parts);
+    free(part_ptrs);
+    free(ex);
+    free(ex_ptrs);
+    return rc;
+}

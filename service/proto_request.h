@@ -1,0 +1,34 @@
+/* Decoding an egret.v1.GenerateRequest (proto/egret/v1/egret.proto) into the engine's request.
+ *
+ * This is where proto3's "unset means zero" meets the engine's parameters: max_new_tokens 0 takes
+ * the server's default, top_p 0 and repetition_penalty 0 mean "off" (1). Everything else is passed
+ * through unchanged and validated by the engine, which names the field at fault. Structural
+ * problems (a part with neither text nor image, an empty stop string) are caught here. */
+#ifndef EGRET_PROTO_REQUEST_H
+#define EGRET_PROTO_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "egret/v1/egret.pb-c.h"
+#include "service/engine.h"
+
+typedef struct EgProtoRequest {
+    Egret__V1__GenerateRequest *msg; /* the unpacked message; req points into it */
+    EgRequestPart *parts;
+    EgRequestExample *examples;
+    const char **stops;
+    EgRequest req;
+} EgProtoRequest;
+
+/* Unpacks and converts; on failure (-1) err says what is wrong and nothing is left allocated.
+ * Every failure is the client's fault (INVALID_ARGUMENT). */
+int eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
+                            EgProtoRequest *out, EgError *err);
+void eg_proto_request_free(EgProtoRequest *r);
+
+/* The other direction, for clients: `r` as a packed GenerateRequest (malloc'd *out). Sampling
+ * parameters are sent as they are (top_p 1 and repetition_penalty 1 rather than 0). */
+int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgError *err);
+
+#endif

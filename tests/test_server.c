@@ -1,0 +1,555 @@
+/* The gRPC service end to end over a unix socket with the demo model: answers equal the engine's
+ * own, unary and streamed answers agree, few-shot examples equal the same prompt written as
+ * parts; health, model info, API keys; every limit and bad input answered with the right status
+ * and a message naming it while the server keeps serving; cancellation and deadlines stop the
+ * work within a step; draining lets calls in flight finish, or cancels them after the grace. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "egret/v1/egret.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "service/grpc_client.h"
+#include "service/grpc_server.h"
+#include "service/proto_request.h"
+#include "test_util.h"
+
+static EgEngine *engine;
+static unsigned char *img[3];
+static size_t img_len[3];
+static const char *const IMAGE_FILES[3] = {"shapes-cases/images/c001_0.png",
+                                           "shapes-cases/images/c001_1.png",
+                                           "shapes-cases/images/c001_2.png"};
+
+/* ---- a server on its own thread ---- */
+
+typedef struct Running {
+    EgServer *server;
+    pthread_t thread;
+    char addr[128];
+    FILE *log;
+} Running;
+
+static void *serve_thread(void *arg) {
+    eg_server_run(arg);
+    return NULL;
+}
+
+static int start_server(Running *r, EgServerOptions opt, const char *name) {
+    snprintf(r->addr, sizeof r->addr, "unix:/tmp/egret-test-%d-%s.sock", (int)getpid(), name);
+    r->log = tmpfile();
+    opt.listen = r->addr;
+    opt.log = r->log;
+    EgError err = {{0}};
+    r->server = eg_server_start(engine, &opt, &err);
+    CHECK(r->server != NULL, "start %s: %s", name, err.msg);
+    if (!r->server) return -1;
+    pthread_create(&r->thread, NULL, serve_thread, r->server);
+    return 0;
+}
+
+/* Drains, waits, and returns the server's log (malloc'd). */
+static char *stop_server(Running *r) {
+    eg_server_drain(r->server);
+    pthread_join(r->thread, NULL);
+    eg_server_free(r->server);
+    long n = ftell(r->log);
+    char *text = calloc((size_t)n + 1, 1);
+    rewind(r->log);
+    if (text && fread(text, 1, (size_t)n, r->log) != (size_t)n) text[0] = '\0';
+    fclose(r->log);
+    unlink(r->addr + 5);
+    return text;
+}
+
+/* ---- requests ---- */
+
+static EgRequest greedy(uint32_t max_new) {
+    EgRequest q = {.gen = {.max_new_tokens = max_new}};
+    eg_sampling_params_default(&q.gen.sampling);
+    return q;
+}
+
+static EgRequestPart image_part(int i) {
+    return (EgRequestPart){.is_image = 1, .image = img[i], .image_len = img_len[i]};
+}
+static EgRequestPart text_part(const char *t) {
+    return (EgRequestPart){.text = t, .text_len = strlen(t)};
+}
+
+typedef struct Outcome {
+    EgClientAnswer a;
+    EgCallStatus st;
+    int rc;
+} Outcome;
+
+static Outcome call(const char *addr, const EgClientOptions *copt, const EgRequest *req,
+                    int stream, double timeout_s, EgClientTextFn fn, void *user) {
+    Outcome o;
+    memset(&o, 0, sizeof o);
+    EgError err = {{0}};
+    EgClient *c = eg_client_connect(addr, copt, &err);
+    o.rc = c ? eg_client_generate(c, req, stream, timeout_s, fn, user, &o.a, &o.st, &err) : -1;
+    CHECK(o.rc == 0, "call failed: %s", err.msg);
+    eg_client_close(c);
+    return o;
+}
+
+static void expect_status(const char *what, const Outcome *o, grpc_status_code code,
+                          const char *needle) {
+    CHECK(o->st.code == code, "%s: status %d (%s), want %d", what, (int)o->st.code, o->st.message,
+          (int)code);
+    CHECK(!needle || strstr(o->st.message, needle), "%s: message '%s' should mention '%s'", what,
+          o->st.message, needle);
+}
+
+/* The engine's own answer, for comparison. */
+static EgGenerateResult direct(const EgRequest *req) {
+    EgGenerateResult r;
+    EgError err = {{0}};
+    EgStatus st = eg_engine_generate(engine, req, NULL, NULL, &r, NULL, &err);
+    CHECK(st == EG_STATUS_OK, "engine: %s", err.msg);
+    return r;
+}
+
+static int same_answer(const EgGenerateResult *want, const EgClientAnswer *got) {
+    if (strcmp(want->text, got->text) != 0 || want->n_ids != got->n_ids) return 0;
+    for (size_t i = 0; i < want->n_ids; i++)
+        if ((uint32_t)want->ids[i] != got->ids[i]) return 0;
+    return 1;
+}
+
+/* ---- answers equal the engine's ---- */
+
+static void test_answers(void) {
+    /* Zero-shot caption through the template; raw interleaved parts; few-shot examples. */
+    EgRequestPart caption_parts[1] = {image_part(2)};
+    EgRequest caption = greedy(32);
+    caption.parts = caption_parts;
+    caption.n_parts = 1;
+    caption.use_template = 1;
+
+    EgRequestPart raw_parts[2] = {image_part(0), text_part("Output: a")};
+    EgRequest raw = greedy(12);
+    raw.parts = raw_parts;
+    raw.n_parts = 2;
+
+    EgRequestExample ex[2] = {{img[0], img_len[0], "yellow.", 7}, {img[1], img_len[1], "orange.", 7}};
+    EgRequestPart query[1] = {image_part(2)};
+    EgRequest fewshot = greedy(16);
+    fewshot.parts = query;
+    fewshot.n_parts = 1;
+    fewshot.examples = ex;
+    fewshot.n_examples = 2;
+
+    const EgRequest *reqs[3] = {&caption, &raw, &fewshot};
+    const char *names[3] = {"caption", "raw parts", "few-shot"};
+    EgGenerateResult want[3];
+    for (int i = 0; i < 3; i++)
+        want[i] = direct(reqs[i]); /* before the server shares the engine */
+    CHECK(strcmp(want[2].text, "blue.") == 0, "few-shot answer '%s'", want[2].text);
+    Running r;
+    if (start_server(&r, (EgServerOptions){0}, "answers")) return;
+    for (int i = 0; i < 3; i++) {
+        Outcome unary = call(r.addr, NULL, reqs[i], 0, 0, NULL, NULL);
+        Outcome stream = call(r.addr, NULL, reqs[i], 1, 0, NULL, NULL);
+        expect_status(names[i], &unary, GRPC_STATUS_OK, NULL);
+        expect_status(names[i], &stream, GRPC_STATUS_OK, NULL);
+        CHECK(same_answer(&want[i], &unary.a), "%s: unary '%s' != engine '%s'", names[i],
+              unary.a.text, want[i].text);
+        CHECK(same_answer(&want[i], &stream.a), "%s: streamed '%s' != engine '%s'", names[i],
+              stream.a.text, want[i].text);
+        CHECK(unary.a.n_messages == 1, "%s: unary sent %zu messages", names[i],
+              unary.a.n_messages);
+        CHECK(stream.a.n_messages >= 2, "%s: the stream came in %zu message(s)", names[i],
+              stream.a.n_messages);
+        int reason = want[i].finish == EG_FINISH_STOP     ? EGRET__V1__FINISH_REASON__FINISH_REASON_STOP
+                     : want[i].finish == EG_FINISH_LENGTH ? EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH
+                                                          : EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE;
+        CHECK(unary.a.finish_reason == reason && stream.a.finish_reason == reason,
+              "%s: finish reasons %d / %d, want %d", names[i], unary.a.finish_reason,
+              stream.a.finish_reason, reason);
+        CHECK(unary.a.generated_tokens == want[i].n_ids && unary.a.prompt_tokens > 0 &&
+                  unary.a.total_s > 0 && stream.a.generated_tokens == want[i].n_ids,
+              "%s: usage generated %u/%u prompt %u", names[i], unary.a.generated_tokens,
+              stream.a.generated_tokens, unary.a.prompt_tokens);
+        eg_client_answer_free(&unary.a);
+        eg_client_answer_free(&stream.a);
+    }
+    /* The few-shot request written out as parts in the template's layout gives the same ids. */
+    EgRequestPart as_parts[6] = {image_part(0), text_part("Output: yellow.\n"), image_part(1),
+                                 text_part("Output: orange.\n"), image_part(2),
+                                 text_part("Output:")};
+    const char *stop[1] = {"\n"};
+    EgRequest spelled = greedy(16);
+    spelled.parts = as_parts;
+    spelled.n_parts = 6;
+    spelled.gen.stop = stop;
+    spelled.gen.n_stop = 1;
+    Outcome o = call(r.addr, NULL, &spelled, 0, 0, NULL, NULL);
+    CHECK(o.st.code == GRPC_STATUS_OK && same_answer(&want[2], &o.a),
+          "few-shot as parts: '%s' (status %d), want '%s'", o.a.text, (int)o.st.code,
+          want[2].text);
+    eg_client_answer_free(&o.a);
+    for (int i = 0; i < 3; i++)
+        eg_generate_result_free(&want[i]);
+    free(stop_server(&r));
+}
+
+/* ---- health, model info, unknown methods, API keys ---- */
+
+static grpc_status_code raw_call(const char *addr, const EgClientOptions *copt,
+                                 const char *method, const ProtobufCMessage *msg,
+                                 EgClientReplyFn fn, void *user, char *message, size_t cap) {
+    uint8_t buf[256];
+    size_t len = msg ? protobuf_c_message_pack(msg, buf) : 0;
+    EgError err = {{0}};
+    EgCallStatus st = {0};
+    EgClient *c = eg_client_connect(addr, copt, &err);
+    int rc = c ? eg_client_call(c, method, buf, len, 30, fn, user, &st, &err) : -1;
+    eg_client_close(c);
+    CHECK(rc == 0, "%s: %s", method, err.msg);
+    if (message) snprintf(message, cap, "%s", st.message);
+    return st.code;
+}
+
+static int got_health(void *user, const uint8_t *data, size_t len) {
+    Grpc__Health__V1__HealthCheckResponse *r =
+        grpc__health__v1__health_check_response__unpack(NULL, len, data);
+    *(int *)user = r ? (int)r->status : -1;
+    if (r) grpc__health__v1__health_check_response__free_unpacked(r, NULL);
+    return 0;
+}
+
+static int got_info(void *user, const uint8_t *data, size_t len) {
+    *(Egret__V1__ModelInfo **)user = egret__v1__model_info__unpack(NULL, len, data);
+    return 0;
+}
+
+static void test_health_info_auth(void) {
+    Running r;
+    if (start_server(&r, (EgServerOptions){.api_key = "s3cret-key", .max_queue = 3}, "auth"))
+        return;
+    Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    int status = -1;
+    grpc_status_code code = raw_call(r.addr, NULL, "/grpc.health.v1.Health/Check", &hreq.base,
+                                     got_health, &status, NULL, 0);
+    CHECK(code == GRPC_STATUS_OK && status == 1, "health: status %d, serving %d", code, status);
+    hreq.service = "egret.v1.Egret";
+    code = raw_call(r.addr, NULL, "/grpc.health.v1.Health/Check", &hreq.base, got_health,
+                    &status, NULL, 0);
+    CHECK(code == GRPC_STATUS_OK && status == 1, "health egret.v1.Egret: %d %d", code, status);
+    hreq.service = "no.such.Service";
+    code = raw_call(r.addr, NULL, "/grpc.health.v1.Health/Check", &hreq.base, NULL, NULL, NULL, 0);
+    CHECK(code == GRPC_STATUS_NOT_FOUND, "health of an unknown service: status %d", code);
+
+    char msg[512];
+    code = raw_call(r.addr, NULL, "/egret.v1.Egret/Nope", NULL, NULL, NULL, msg, sizeof msg);
+    CHECK(code == GRPC_STATUS_UNIMPLEMENTED && strstr(msg, "/egret.v1.Egret/Nope"),
+          "unknown method: %d '%s'", code, msg);
+
+    /* API key: missing, wrong, a prefix of the right one, right. */
+    Egret__V1__GetModelInfoRequest ireq = EGRET__V1__GET_MODEL_INFO_REQUEST__INIT;
+    const char *keys[4] = {NULL, "wrong-key!", "s3cret-ke", "s3cret-key"};
+    for (int i = 0; i < 4; i++) {
+        EgClientOptions copt = {.api_key = keys[i]};
+        Egret__V1__ModelInfo *info = NULL;
+        code = raw_call(r.addr, &copt, "/egret.v1.Egret/GetModelInfo", &ireq.base, got_info,
+                        &info, msg, sizeof msg);
+        if (i < 3) {
+            CHECK(code == GRPC_STATUS_UNAUTHENTICATED && strstr(msg, "API key"),
+                  "key '%s': status %d '%s'", keys[i] ? keys[i] : "(none)", code, msg);
+        } else {
+            CHECK(code == GRPC_STATUS_OK && info, "right key: status %d '%s'", code, msg);
+            if (info) {
+                CHECK(strcmp(info->name, "shapes-idefics") == 0, "name %s", info->name);
+                CHECK(strcmp(info->architecture, "IdeficsForVisionText2Text") == 0, "arch %s",
+                      info->architecture);
+                CHECK(info->image_size == 64 && info->vocab_size == 477, "image %u vocab %u",
+                      info->image_size, info->vocab_size);
+                CHECK(info->n_template_stop == 1 && strcmp(info->template_stop[0], "\n") == 0 &&
+                          strstr(info->prompt_template, "Output: {text}"),
+                      "template %s", info->prompt_template);
+                CHECK(info->limits && info->limits->max_queue == 3 &&
+                          info->limits->max_images == engine->limits.max_images &&
+                          info->limits->context_length == engine->limits.context_length &&
+                          info->limits->max_request_bytes == 64u << 20,
+                      "limits");
+                CHECK(*info->device && (strcmp(info->precision, "fp32") == 0), "device %s %s",
+                      info->device, info->precision);
+                egret__v1__model_info__free_unpacked(info, NULL);
+            }
+        }
+    }
+    /* Generation needs the key too; x-api-key is accepted as well as a bearer token. */
+    EgRequestPart q[1] = {image_part(0)};
+    EgRequest req = greedy(4);
+    req.parts = q;
+    req.n_parts = 1;
+    Outcome o = call(r.addr, NULL, &req, 0, 0, NULL, NULL);
+    expect_status("generate without a key", &o, GRPC_STATUS_UNAUTHENTICATED, "API key");
+    eg_client_answer_free(&o.a);
+    EgClientOptions good = {.api_key = "s3cret-key"};
+    o = call(r.addr, &good, &req, 1, 0, NULL, NULL);
+    expect_status("generate with the key", &o, GRPC_STATUS_OK, NULL);
+    eg_client_answer_free(&o.a);
+    free(stop_server(&r));
+}
+
+/* ---- limits and bad input ---- */
+
+static unsigned char *big_png(size_t *len) {
+    return test_read_file(test_data_path("preprocess/rgb_100x75.png"), len);
+}
+
+static void test_limits(void) {
+    /* Engine limits are the engine's (egret serve sets them from its options): lowered here. */
+    EgEngineLimits saved = engine->limits;
+    engine->limits.image.max_pixels = 64 * 64;
+    engine->limits.context_length = 256;
+    Running r;
+    EgServerOptions so = {.max_request_bytes = 1u << 20, .default_max_new_tokens = 8};
+    if (start_server(&r, so, "limits")) return;
+    char long_text[4000];
+    memset(long_text, 'a', sizeof long_text - 1);
+    for (size_t i = 0; i < sizeof long_text - 1; i += 2)
+        long_text[i] = ' ';
+    long_text[sizeof long_text - 1] = '\0';
+    size_t big_len;
+    unsigned char *big = big_png(&big_len);
+    unsigned char *huge = calloc(3u << 19, 1); /* 1.5 MiB: over the 1 MiB request limit */
+    memcpy(huge, img[0], img_len[0]);
+
+    struct Case {
+        const char *what;
+        EgRequestPart parts[20];
+        size_t n_parts;
+        float temperature, top_p;
+        uint32_t max_new;
+        grpc_status_code code;
+        const char *needle;
+    } cases[] = {
+        {"too many images", {image_part(0)}, 17, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED, "max_images"},
+        {"image over the pixel limit", {{.is_image = 1, .image = big, .image_len = big_len}}, 1, 0, 1, 4,
+         GRPC_STATUS_RESOURCE_EXHAUSTED, "limit"},
+        {"prompt over the context", {text_part(long_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
+         "context length"},
+        {"max_new_tokens over the limit", {image_part(0)}, 1, 0, 1, 100000, GRPC_STATUS_RESOURCE_EXHAUSTED,
+         "max_new_tokens"},
+        {"request over the size limit", {{.is_image = 1, .image = huge, .image_len = 3u << 19}}, 1, 0, 1, 4,
+         GRPC_STATUS_RESOURCE_EXHAUSTED, NULL},
+        {"not an image", {{.is_image = 1, .image = (const unsigned char *)"hello", .image_len = 5}}, 1, 0, 1,
+         4, GRPC_STATUS_INVALID_ARGUMENT, "image 0"},
+        {"truncated PNG", {{.is_image = 1, .image = img[0], .image_len = img_len[0] / 2}}, 1, 0, 1, 4,
+         GRPC_STATUS_INVALID_ARGUMENT, "image 0"},
+        {"invalid UTF-8", {image_part(0), text_part("caf\xc3(")}, 2, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT,
+         "UTF-8"},
+        {"empty prompt", {text_part("")}, 1, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "empty"},
+        {"no parts", {{0}}, 0, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "no parts"},
+        {"NaN temperature", {image_part(0)}, 1, NAN, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "temperature"},
+        {"negative temperature", {image_part(0)}, 1, -0.5f, 1, 4, GRPC_STATUS_INVALID_ARGUMENT,
+         "temperature"},
+        {"top_p above 1", {image_part(0)}, 1, 0.7f, 1.5f, 4, GRPC_STATUS_INVALID_ARGUMENT, "top_p"},
+        {"negative top_p", {image_part(0)}, 1, 0.7f, -0.1f, 4, GRPC_STATUS_INVALID_ARGUMENT, "top_p"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct Case *k = &cases[i];
+        if (k->n_parts == 17)
+            for (int j = 1; j < 17; j++)
+                k->parts[j] = image_part(0);
+        EgRequest req = greedy(k->max_new);
+        req.parts = k->parts;
+        req.n_parts = k->n_parts;
+        req.gen.sampling.temperature = k->temperature;
+        req.gen.sampling.top_p = k->top_p;
+        Outcome o = call(r.addr, NULL, &req, (int)(i % 2), 0, NULL, NULL);
+        expect_status(k->what, &o, k->code, k->needle);
+        eg_client_answer_free(&o.a);
+    }
+    /* Messages that are not valid requests at all. */
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12};
+    EgError err = {{0}};
+    EgCallStatus st;
+    EgClient *c = eg_client_connect(r.addr, NULL, &err);
+    CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", garbage, sizeof garbage, 30, NULL, NULL,
+                         &st, &err) == 0 &&
+              st.code == GRPC_STATUS_INVALID_ARGUMENT && strstr(st.message, "GenerateRequest"),
+          "garbage request: %d '%s'", (int)st.code, st.message);
+    /* A part with neither text nor image (an empty Part message in field 1). */
+    static const uint8_t empty_part[] = {0x0a, 0x00};
+    CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", empty_part, sizeof empty_part, 30, NULL,
+                         NULL, &st, &err) == 0 &&
+              st.code == GRPC_STATUS_INVALID_ARGUMENT && strstr(st.message, "part 0"),
+          "empty part: %d '%s'", (int)st.code, st.message);
+    /* Unknown fields are ignored (proto3): field 99, varint 1, next to a valid request. */
+    EgRequestPart q[1] = {image_part(0)};
+    EgRequest req = greedy(0); /* 0: the server's default (8) */
+    req.parts = q;
+    req.n_parts = 1;
+    uint8_t *bytes;
+    size_t len;
+    if (eg_proto_request_encode(&req, &bytes, &len, &err)) {
+        CHECK(0, "encode: %s", err.msg);
+        return;
+    }
+    uint8_t *with_unknown = malloc(len + 3);
+    memcpy(with_unknown, bytes, len);
+    memcpy(with_unknown + len, (const uint8_t[]){0x98, 0x06, 0x01}, 3);
+    CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", with_unknown, len + 3, 30, NULL, NULL,
+                         &st, &err) == 0 &&
+              st.code == GRPC_STATUS_OK,
+          "unknown field: %d '%s'", (int)st.code, st.message);
+    free(with_unknown);
+    free(bytes);
+    eg_client_close(c);
+    /* After all of that the server still answers, with the default max_new_tokens. */
+    Outcome o = call(r.addr, NULL, &req, 1, 0, NULL, NULL);
+    expect_status("after the bad requests", &o, GRPC_STATUS_OK, NULL);
+    CHECK(o.a.generated_tokens >= 1 && o.a.generated_tokens <= 8, "default max_new_tokens: %u",
+          o.a.generated_tokens);
+    eg_client_answer_free(&o.a);
+    free(big);
+    free(huge);
+    free(stop_server(&r));
+    engine->limits = saved;
+}
+
+/* ---- cancellation, deadlines, queue depth, draining ---- */
+
+static int cancel_after_3(void *user, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    return ++*(int *)user >= 3;
+}
+
+/* The "generated=" count of the log line of the first request with this status. */
+static long logged_generated(const char *log, const char *status) {
+    char key[64];
+    snprintf(key, sizeof key, "status=%s ", status);
+    const char *line = strstr(log, key);
+    const char *g = line ? strstr(line, "generated=") : NULL;
+    return g ? strtol(g + 10, NULL, 10) : -1;
+}
+
+typedef struct Background {
+    const char *addr;
+    EgRequest req;
+    Outcome out;
+    pthread_t thread;
+} Background;
+
+static void *background_call(void *arg) {
+    Background *b = arg;
+    b->out = call(b->addr, NULL, &b->req, 1, 0, NULL, NULL);
+    return NULL;
+}
+
+static EgRequest long_request(EgRequestPart *q, uint32_t n) {
+    q[0] = image_part(0);
+    EgRequest req = greedy(n);
+    req.parts = q;
+    req.n_parts = 1;
+    req.gen.ignore_eos = 1;
+    return req;
+}
+
+static void test_cancel_and_deadline(void) {
+    Running r;
+    if (start_server(&r, (EgServerOptions){.max_queue = 1}, "cancel")) return;
+    EgRequestPart q[1];
+    EgRequest req = long_request(q, 400);
+    int seen = 0;
+    Outcome o = call(r.addr, NULL, &req, 1, 0, cancel_after_3, &seen);
+    expect_status("cancelled stream", &o, GRPC_STATUS_CANCELLED, NULL);
+    eg_client_answer_free(&o.a);
+    o = call(r.addr, NULL, &req, 0, 1.0, NULL, NULL);
+    expect_status("deadline", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
+    eg_client_answer_free(&o.a);
+
+    /* Queue depth 1: one running, one waiting, the third is turned away. */
+    Background bg[2];
+    for (int i = 0; i < 2; i++) {
+        bg[i] = (Background){.addr = r.addr, .req = long_request(q, 40)};
+        pthread_create(&bg[i].thread, NULL, background_call, &bg[i]);
+        usleep(300 * 1000);
+    }
+    EgRequest quick = greedy(2);
+    quick.parts = q;
+    quick.n_parts = 1;
+    o = call(r.addr, NULL, &quick, 0, 0, NULL, NULL);
+    expect_status("queue full", &o, GRPC_STATUS_RESOURCE_EXHAUSTED, "max_queue");
+    eg_client_answer_free(&o.a);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(bg[i].thread, NULL);
+        expect_status("queued calls", &bg[i].out, GRPC_STATUS_OK, NULL);
+        CHECK(bg[i].out.a.generated_tokens == 40, "queued call %d: %u tokens", i,
+              bg[i].out.a.generated_tokens);
+        eg_client_answer_free(&bg[i].out.a);
+    }
+    /* The next request is served normally. */
+    o = call(r.addr, NULL, &quick, 1, 0, NULL, NULL);
+    expect_status("after cancellations", &o, GRPC_STATUS_OK, NULL);
+    eg_client_answer_free(&o.a);
+    char *log = stop_server(&r);
+    /* The cancelled and expired requests stopped within a step or two, far from 400 tokens. */
+    long cancelled = logged_generated(log, "CANCELLED");
+    long expired = logged_generated(log, "DEADLINE_EXCEEDED");
+    CHECK(cancelled >= 3 && cancelled <= 10, "the cancelled request generated %ld tokens",
+          cancelled);
+    CHECK(expired >= 0 && expired < 100, "the expired request generated %ld tokens", expired);
+    free(log);
+}
+
+static void test_drain(void) {
+    /* Calls in flight finish within the grace period. */
+    Running r;
+    if (start_server(&r, (EgServerOptions){.grace_s = 60}, "drain")) return;
+    EgRequestPart q[1];
+    Background bg = {.addr = r.addr, .req = long_request(q, 20)};
+    pthread_create(&bg.thread, NULL, background_call, &bg);
+    usleep(500 * 1000);
+    char *log = stop_server(&r);
+    pthread_join(bg.thread, NULL);
+    expect_status("in flight during drain", &bg.out, GRPC_STATUS_OK, NULL);
+    CHECK(bg.out.a.generated_tokens == 20, "drained call got %u tokens",
+          bg.out.a.generated_tokens);
+    CHECK(strstr(log, "draining") && strstr(log, "drained"), "drain log: %s", log);
+    eg_client_answer_free(&bg.out.a);
+    free(log);
+
+    /* Past the grace period they are cancelled with UNAVAILABLE. */
+    if (start_server(&r, (EgServerOptions){.grace_s = 0.5}, "grace")) return;
+    bg = (Background){.addr = r.addr, .req = long_request(q, 1000)};
+    pthread_create(&bg.thread, NULL, background_call, &bg);
+    usleep(500 * 1000);
+    log = stop_server(&r);
+    pthread_join(bg.thread, NULL);
+    CHECK(bg.out.st.code == GRPC_STATUS_UNAVAILABLE || bg.out.st.code == GRPC_STATUS_CANCELLED,
+          "call past the grace: status %d (%s)", (int)bg.out.st.code, bg.out.st.message);
+    CHECK(bg.out.a.generated_tokens < 1000, "call past the grace: %u tokens",
+          bg.out.a.generated_tokens);
+    eg_client_answer_free(&bg.out.a);
+    free(log);
+}
+
+int main(void) {
+    EgError err = {{0}};
+    EgEngineOptions opt = {.model = {.fp32 = 1}};
+    engine = eg_engine_open(test_model_path("shapes-idefics"), &opt, &err);
+    REQUIRE(engine != NULL, "open: %s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        img[i] = test_read_file(test_data_path(IMAGE_FILES[i]), &img_len[i]);
+        REQUIRE(img[i], "missing %s", IMAGE_FILES[i]);
+    }
+    test_answers();
+    test_health_info_auth();
+    test_limits();
+    test_cancel_and_deadline();
+    test_drain();
+    for (int i = 0; i < 3; i++)
+        free(img[i]);
+    eg_engine_close(engine);
+    return test_finish();
+}
