@@ -23,47 +23,6 @@ static const char *const IMAGE_FILES[3] = {"shapes-cases/images/c001_0.png",
                                            "shapes-cases/images/c001_1.png",
                                            "shapes-cases/images/c001_2.png"};
 
-/* ---- a server on its own thread ---- */
-
-typedef struct Running {
-    EgServer *server;
-    pthread_t thread;
-    char addr[128];
-    FILE *log;
-} Running;
-
-static void *serve_thread(void *arg) {
-    eg_server_run(arg);
-    return NULL;
-}
-
-static int start_server(Running *r, EgServerOptions opt, const char *name) {
-    snprintf(r->addr, sizeof r->addr, "unix:/tmp/egret-test-%d-%s.sock", (int)getpid(), name);
-    r->log = tmpfile();
-    opt.listen = r->addr;
-    opt.log = r->log;
-    EgError err = {{0}};
-    r->server = eg_server_start(engine, &opt, &err);
-    CHECK(r->server != NULL, "start %s: %s", name, err.msg);
-    if (!r->server) return -1;
-    pthread_create(&r->thread, NULL, serve_thread, r->server);
-    return 0;
-}
-
-/* Drains, waits, and returns the server's log (malloc'd). */
-static char *stop_server(Running *r) {
-    eg_server_drain(r->server);
-    pthread_join(r->thread, NULL);
-    eg_server_free(r->server);
-    long n = ftell(r->log);
-    char *text = calloc((size_t)n + 1, 1);
-    rewind(r->log);
-    if (text && fread(text, 1, (size_t)n, r->log) != (size_t)n) text[0] = '\0';
-    fclose(r->log);
-    unlink(r->addr + 5);
-    return text;
-}
-
 /* ---- requests ---- */
 
 static EgRequest greedy(uint32_t max_new) {
@@ -150,8 +109,8 @@ static void test_answers(void) {
     for (int i = 0; i < 3; i++)
         want[i] = direct(reqs[i]); /* before the server shares the engine */
     CHECK(strcmp(want[2].text, "blue.") == 0, "few-shot answer '%s'", want[2].text);
-    Running r;
-    if (start_server(&r, (EgServerOptions){0}, "answers")) return;
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){0}, "answers")) return;
     for (int i = 0; i < 3; i++) {
         Outcome unary = call(r.addr, NULL, reqs[i], 0, 0, NULL, NULL);
         Outcome stream = call(r.addr, NULL, reqs[i], 1, 0, NULL, NULL);
@@ -195,7 +154,7 @@ static void test_answers(void) {
     eg_client_answer_free(&o.a);
     for (int i = 0; i < 3; i++)
         eg_generate_result_free(&want[i]);
-    free(stop_server(&r));
+    free(test_server_stop(&r));
 }
 
 /* ---- health, model info, unknown methods, API keys ---- */
@@ -229,8 +188,8 @@ static int got_info(void *user, const uint8_t *data, size_t len) {
 }
 
 static void test_health_info_auth(void) {
-    Running r;
-    if (start_server(&r, (EgServerOptions){.api_key = "s3cret-key", .max_queue = 3}, "auth"))
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){.api_key = "s3cret-key", .max_queue = 3}, "auth"))
         return;
     Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     int status = -1;
@@ -295,7 +254,7 @@ static void test_health_info_auth(void) {
     o = call(r.addr, &good, &req, 1, 0, NULL, NULL);
     expect_status("generate with the key", &o, GRPC_STATUS_OK, NULL);
     eg_client_answer_free(&o.a);
-    free(stop_server(&r));
+    free(test_server_stop(&r));
 }
 
 /* ---- limits and bad input ---- */
@@ -309,9 +268,9 @@ static void test_limits(void) {
     EgEngineLimits saved = engine->limits;
     engine->limits.image.max_pixels = 64 * 64;
     engine->limits.context_length = 256;
-    Running r;
+    TestServer r;
     EgServerOptions so = {.max_request_bytes = 1u << 20, .default_max_new_tokens = 8};
-    if (start_server(&r, so, "limits")) return;
+    if (test_server_start(&r, engine, so, "limits")) return;
     char long_text[4000];
     memset(long_text, 'a', sizeof long_text - 1);
     for (size_t i = 0; i < sizeof long_text - 1; i += 2)
@@ -412,7 +371,7 @@ static void test_limits(void) {
     eg_client_answer_free(&o.a);
     free(big);
     free(huge);
-    free(stop_server(&r));
+    free(test_server_stop(&r));
     engine->limits = saved;
 }
 
@@ -456,8 +415,8 @@ static EgRequest long_request(EgRequestPart *q, uint32_t n) {
 }
 
 static void test_cancel_and_deadline(void) {
-    Running r;
-    if (start_server(&r, (EgServerOptions){.max_queue = 1}, "cancel")) return;
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){.max_queue = 1}, "cancel")) return;
     EgRequestPart q[1];
     EgRequest req = long_request(q, 400);
     int seen = 0;
@@ -492,7 +451,7 @@ static void test_cancel_and_deadline(void) {
     o = call(r.addr, NULL, &quick, 1, 0, NULL, NULL);
     expect_status("after cancellations", &o, GRPC_STATUS_OK, NULL);
     eg_client_answer_free(&o.a);
-    char *log = stop_server(&r);
+    char *log = test_server_stop(&r);
     /* The cancelled and expired requests stopped within a step or two, far from 400 tokens. */
     long cancelled = logged_generated(log, "CANCELLED");
     long expired = logged_generated(log, "DEADLINE_EXCEEDED");
@@ -504,13 +463,13 @@ static void test_cancel_and_deadline(void) {
 
 static void test_drain(void) {
     /* Calls in flight finish within the grace period. */
-    Running r;
-    if (start_server(&r, (EgServerOptions){.grace_s = 60}, "drain")) return;
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){.grace_s = 60}, "drain")) return;
     EgRequestPart q[1];
     Background bg = {.addr = r.addr, .req = long_request(q, 20)};
     pthread_create(&bg.thread, NULL, background_call, &bg);
     usleep(500 * 1000);
-    char *log = stop_server(&r);
+    char *log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     expect_status("in flight during drain", &bg.out, GRPC_STATUS_OK, NULL);
     CHECK(bg.out.a.generated_tokens == 20, "drained call got %u tokens",
@@ -520,11 +479,11 @@ static void test_drain(void) {
     free(log);
 
     /* Past the grace period they are cancelled with UNAVAILABLE. */
-    if (start_server(&r, (EgServerOptions){.grace_s = 0.5}, "grace")) return;
+    if (test_server_start(&r, engine, (EgServerOptions){.grace_s = 0.5}, "grace")) return;
     bg = (Background){.addr = r.addr, .req = long_request(q, 1000)};
     pthread_create(&bg.thread, NULL, background_call, &bg);
     usleep(500 * 1000);
-    log = stop_server(&r);
+    log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     CHECK(bg.out.st.code == GRPC_STATUS_UNAVAILABLE || bg.out.st.code == GRPC_STATUS_CANCELLED,
           "call past the grace: status %d (%s)", (int)bg.out.st.code, bg.out.st.message);

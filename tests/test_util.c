@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 int test_checks_passed;
 int test_checks_failed;
@@ -68,4 +69,35 @@ float test_rng_normal(void) {
     double u1 = ((test_rng_u64() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
     double u2 = (test_rng_u64() >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static void *serve_thread(void *arg) {
+    eg_server_run(arg);
+    return NULL;
+}
+
+int test_server_start(TestServer *t, EgEngine *engine, EgServerOptions opt, const char *name) {
+    snprintf(t->addr, sizeof t->addr, "unix:/tmp/egret-test-%d-%s.sock", (int)getpid(), name);
+    t->log = tmpfile();
+    opt.listen = t->addr;
+    opt.log = t->log;
+    EgError err = {{0}};
+    t->server = t->log ? eg_server_start(engine, &opt, &err) : NULL;
+    CHECK(t->server != NULL, "start %s: %s", name, err.msg);
+    if (!t->server) return -1;
+    pthread_create(&t->thread, NULL, serve_thread, t->server);
+    return 0;
+}
+
+char *test_server_stop(TestServer *t) {
+    eg_server_drain(t->server);
+    pthread_join(t->thread, NULL);
+    eg_server_free(t->server);
+    long n = ftell(t->log);
+    char *text = calloc((size_t)n + 1, 1);
+    rewind(t->log);
+    if (text && fread(text, 1, (size_t)n, t->log) != (size_t)n) text[0] = '\0';
+    fclose(t->log);
+    unlink(t->addr + 5);
+    return text;
 }

@@ -4,8 +4,11 @@
 #define EGRET_TEST_UTIL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "service/grpc_server.h"
 
 extern int test_checks_passed;
 extern int test_checks_failed;
@@ -47,5 +50,17 @@ void test_rng_init(void);
 uint64_t test_rng_u64(void);
 float test_rng_uniform(float lo, float hi);
 float test_rng_normal(void);
+
+/* An in-process gRPC server on a unix socket, run on its own thread, logging to a temporary
+ * file. test_server_start returns 0 (or -1 after a failed CHECK); test_server_stop drains it,
+ * frees it and returns its log (malloc'd). */
+typedef struct TestServer {
+    EgServer *server;
+    pthread_t thread;
+    char addr[128]; /* "unix:/tmp/egret-test-PID-NAME.sock" */
+    FILE *log;
+} TestServer;
+int test_server_start(TestServer *t, EgEngine *engine, EgServerOptions opt, const char *name);
+char *test_server_stop(TestServer *t);
 
 #endif
