@@ -276,6 +276,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
     }
     vkGetPhysicalDeviceProperties(vk->phys, &vk->props);
     vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem_props);
+    const char *limit = getenv("EGRET_DEVICE_MEMORY_LIMIT");
+    vk->device_bytes_limit = limit && *limit ? strtoull(limit, NULL, 10) : 0;
     vk->max_storage_range = vk->props.limits.maxStorageBufferRange;
     vk->storage_align = vk->props.limits.minStorageBufferOffsetAlignment;
     VkPhysicalDeviceSubgroupProperties sg = {
@@ -284,6 +286,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
                                       .pNext = &sg};
     vkGetPhysicalDeviceProperties2(vk->phys, &p2);
     vk->subgroup_size = sg.subgroupSize;
+    vk->subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                              (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     if (opt->verbose)
         fprintf(stderr, "egret: Vulkan device: %s (%s)%s\n", vk->props.deviceName,
                 type_name(vk->props.deviceType), vk->validation ? ", validation on" : "");

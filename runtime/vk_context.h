@@ -9,6 +9,7 @@
 #ifndef EGRET_VK_CONTEXT_H
 #define EGRET_VK_CONTEXT_H
 
+#include <stdatomic.h>
 #include <vulkan/vulkan.h>
 
 #include "runtime/error.h"
@@ -30,8 +31,14 @@ typedef struct EgVk {
     VkDeviceSize max_storage_range; /* maxStorageBufferRange: largest binding a shader may see */
     VkDeviceSize storage_align;     /* minStorageBufferOffsetAlignment */
     uint32_t subgroup_size;
+    int subgroup_arithmetic; /* subgroupAdd & co. in compute shaders (the matvec reductions) */
     int validation;  /* the validation layer is active */
     int has_float16; /* shaderFloat16: required by the fp16 (fast) shader variants */
+    /* Device memory held by every arena (written by the thread that allocates, read by stats),
+     * and a debug ceiling on it (EGRET_DEVICE_MEMORY_LIMIT bytes; 0 = none) that makes running
+     * out of device memory reproducible in tests. */
+    _Atomic unsigned long long device_bytes;
+    unsigned long long device_bytes_limit;
     VkDebugUtilsMessengerEXT messenger;
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
     VkCommandPool pool;

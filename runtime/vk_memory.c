@@ -45,13 +45,27 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                .allocationSize = size,
                                .memoryTypeIndex = type_index};
+    unsigned long long limit = a->vk->device_bytes_limit;
+    if (a->kind == EG_MEM_DEVICE && limit && atomic_load(&a->vk->device_bytes) + size > limit) {
+        free(b);
+        eg_fail(err,
+                "out of device memory: allocating %llu MiB would pass the "
+                "EGRET_DEVICE_MEMORY_LIMIT of %llu MiB",
+                (unsigned long long)(size >> 20), limit >> 20);
+        return NULL;
+    }
     VkResult r = vkAllocateMemory(a->vk->device, &ai, NULL, &b->memory);
     if (r != VK_SUCCESS) {
         free(b);
-        eg_fail(err, "device memory allocation of %llu MiB failed (%s)",
+        /* "out of device memory" is how the engine recognizes exhaustion (RESOURCE_EXHAUSTED) */
+        eg_fail(err, "%sdevice memory allocation of %llu MiB failed (%s)",
+                r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
+                    ? "out of device memory: "
+                    : "",
                 (unsigned long long)(size >> 20), eg_vk_result_name(r));
         return NULL;
     }
+    if (a->kind == EG_MEM_DEVICE) atomic_fetch_add(&a->vk->device_bytes, size);
     b->size = size;
     b->type_index = type_index;
     if (a->kind == EG_MEM_HOST &&
@@ -144,6 +158,7 @@ void eg_arena_reset(EgArena *a) {
         a->blocks = b->next;
         if (b->mapped) vkUnmapMemory(a->vk->device, b->memory);
         vkFreeMemory(a->vk->device, b->memory, NULL);
+        if (a->kind == EG_MEM_DEVICE) atomic_fetch_sub(&a->vk->device_bytes, b->size);
         free(b);
     }
     a->bytes_used = 0;

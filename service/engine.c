@@ -191,9 +191,12 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
     }
     if (st == EG_STATUS_OK) {
         if (stats) *stats = (EgRequestStats){(uint32_t)prompt.n_tokens, a.n_images};
+        /* Running out of device memory (a long context, many images) is a resource limit the
+         * caller can act on, unlike other engine failures. */
         if (eg_generate(e->model, e->tok, prompt.ids, prompt.image_index, (uint32_t)prompt.n_tokens,
                         pixels, a.n_images, &gen, cb, user, out, err))
-            st = EG_STATUS_INTERNAL;
+            st = strstr(err->msg, "out of device memory") ? EG_STATUS_RESOURCE_EXHAUSTED
+                                                          : EG_STATUS_INTERNAL;
     }
     free(stops);
     eg_prompt_free(&prompt);

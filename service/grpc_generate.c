@@ -172,6 +172,8 @@ static void job_done(void *owner, const EgJobResult *r) {
     c->have_final = 1;
     c->final_code = code;
     snprintf(c->final_msg, sizeof c->final_msg, "%s", msg);
+    /* Logged and counted before the client can have its answer (GetStats right after agrees). */
+    eg_server_log(c->srv, c, code, msg);
     int rc;
     if (c->method == M_GENERATE) {
         grpc_byte_buffer *resp = code == GRPC_STATUS_OK ? pack_unary(c, r->gen) : NULL;
@@ -186,7 +188,6 @@ static void job_done(void *owner, const EgJobResult *r) {
         rc = stream_pump_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
-    eg_server_log(c->srv, c, code, msg);
     if (rc == PUMP_FINISH_FAILED) eg_call_unref(c);
     eg_call_unref(c); /* the job's reference */
 }

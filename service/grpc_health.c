@@ -1,5 +1,4 @@
-/* grpc.health.v1.Health (Check and Watch) and egret.v1.Egret/GetModelInfo: the calls answered on
- * the queue thread without the engine. Health covers the whole server ("") and "egret.v1.Egret";
+/* grpc.health.v1.Health (Check and Watch), answered on the queue thread. Health covers the whole server ("") and "egret.v1.Egret";
  * it is SERVING from start until draining begins. Watch sends the current status at once and
  * again on every change; when the server has drained, watches end with UNAVAILABLE. */
 #include <stdlib.h>
@@ -115,54 +114,4 @@ void eg_health_end_watches(EgServer *s) {
     s->watches_ended = 1;
     for (Call *w = s->watchers; w; w = w->next_watcher)
         watch_pump(w);
-}
-
-/* ---- GetModelInfo ---- */
-
-void eg_model_info(Call *c) {
-    EgServer *s = c->srv;
-    const EgEngine *e = s->engine;
-    const EgModelConfig *cfg = &e->model->cfg;
-    Egret__V1__Limits limits = EGRET__V1__LIMITS__INIT;
-    limits.max_request_bytes = s->opt.max_request_bytes;
-    limits.max_images = e->limits.max_images;
-    limits.max_image_pixels = e->limits.image.max_pixels;
-    limits.max_image_side = e->limits.image.max_width < e->limits.image.max_height
-                                ? e->limits.image.max_width
-                                : e->limits.image.max_height;
-    limits.context_length = e->limits.context_length;
-    limits.max_new_tokens = e->limits.max_new_tokens;
-    limits.default_max_new_tokens = s->opt.default_max_new_tokens;
-    limits.max_queue = s->opt.max_queue;
-
-    size_t n_stop = eg_template_stop_count(e->tmpl);
-    char **stops = calloc(n_stop + 1, sizeof *stops);
-    char *tmpl = eg_template_to_json(e->tmpl);
-    if (!stops || !tmpl) {
-        free(stops);
-        free(tmpl);
-        eg_call_fail(c, GRPC_STATUS_INTERNAL, "out of host memory");
-        return;
-    }
-    for (size_t i = 0; i < n_stop; i++)
-        stops[i] = (char *)eg_template_stop(e->tmpl, i);
-    Egret__V1__ModelInfo info = EGRET__V1__MODEL_INFO__INIT;
-    info.name = s->model_name;
-    info.architecture = (char *)cfg->architecture;
-    info.image_size = (uint32_t)cfg->vision.image_size;
-    info.vocab_size = (uint32_t)(cfg->vocab_size + cfg->additional_vocab_size);
-    info.prompt_template = tmpl;
-    info.n_template_stop = n_stop;
-    info.template_stop = stops;
-    info.limits = &limits;
-    info.device = (char *)e->model->vk.props.deviceName;
-    info.precision = e->model->ops.f16 ? "fp16" : "fp32";
-    grpc_byte_buffer *bb = eg_grpc_pack(&info.base);
-    free(stops);
-    free(tmpl);
-    pthread_mutex_lock(&c->mu);
-    int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);
-    pthread_mutex_unlock(&c->mu);
-    eg_server_log(s, c, GRPC_STATUS_OK, "");
-    if (rc) eg_call_unref(c);
 }

@@ -12,11 +12,12 @@
 
 static const char *const METHOD_PATHS[M_UNKNOWN] = {
     "/egret.v1.Egret/Generate",     "/egret.v1.Egret/GenerateStream",
-    "/egret.v1.Egret/GetModelInfo", "/grpc.health.v1.Health/Check",
+    "/egret.v1.Egret/GetModelInfo", "/egret.v1.Egret/GetStats", "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 };
 static const char *const METHOD_NAMES[M_COUNT] = {
-    "Generate", "GenerateStream", "GetModelInfo", "Health.Check", "Health.Watch", "unknown",
+    "Generate",     "GenerateStream", "GetModelInfo", "GetStats",
+    "Health.Check", "Health.Watch",   "unknown",
 };
 
 double eg_server_now(void) {
@@ -50,7 +51,6 @@ static void call_free(Call *c) {
     if (c->call) {
         grpc_call_unref(c->call);
         atomic_fetch_sub(&s->live_calls, 1);
-        if (is_generation(c->method)) atomic_fetch_sub(&s->generate_calls, 1);
     }
     grpc_metadata_array_destroy(&c->md);
     if (c->method == M_UNKNOWN) grpc_call_details_destroy(&c->details);
@@ -89,6 +89,8 @@ int eg_call_finish_locked(Call *c, grpc_status_code code, const char *msg,
     ops[n].data.send_status_from_server.status = code;
     ops[n++].data.send_status_from_server.status_details = &c->status_details;
     c->finish_started = 1;
+    /* In flight means "not answered yet": the count drops as the answer leaves. */
+    if (is_generation(c->method)) atomic_fetch_sub(&c->srv->generate_calls, 1);
     return grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL) == GRPC_CALL_OK ? 0 : -1;
 }
 
@@ -112,13 +114,13 @@ int eg_call_send_locked(Call *c, grpc_byte_buffer *buf) {
 }
 
 void eg_call_fail(Call *c, grpc_status_code code, const char *msg) {
-    pthread_mutex_lock(&c->mu);
-    int rc = c->finish_started ? 0 : eg_call_finish_locked(c, code, msg, NULL);
-    pthread_mutex_unlock(&c->mu);
     if (c->method != M_HEALTH_CHECK && c->method != M_HEALTH_WATCH) {
         c->usage.total_s = eg_server_now() - c->accepted_at;
         eg_server_log(c->srv, c, code, msg);
     }
+    pthread_mutex_lock(&c->mu);
+    int rc = c->finish_started ? 0 : eg_call_finish_locked(c, code, msg, NULL);
+    pthread_mutex_unlock(&c->mu);
     if (rc) eg_call_unref(c);
 }
 
@@ -132,7 +134,28 @@ static const char *status_name(grpc_status_code code) {
     return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
 }
 
+static void count_outcome(EgServer *s, const Call *c, grpc_status_code code) {
+    if (!is_generation(c->method)) return;
+    atomic_fetch_add(&s->n_tokens, c->usage.generated_tokens);
+    switch (code) {
+    case GRPC_STATUS_OK:
+        atomic_fetch_add(&s->n_ok, 1);
+        break;
+    case GRPC_STATUS_CANCELLED:
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+    case GRPC_STATUS_UNAVAILABLE:
+        atomic_fetch_add(&s->n_cancelled, 1);
+        break;
+    case GRPC_STATUS_INTERNAL:
+        atomic_fetch_add(&s->n_failed, 1);
+        break;
+    default:
+        atomic_fetch_add(&s->n_rejected, 1);
+    }
+}
+
 void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg) {
+    count_outcome(s, c, code);
     char *peer = grpc_call_get_peer(c->call);
     const Egret__V1__Usage *u = &c->usage;
     pthread_mutex_lock(&s->log_mu);
@@ -200,7 +223,10 @@ static void on_accept(EgServer *s, Call *c, int ok) {
     c->id = atomic_fetch_add(&s->next_id, 1) + 1;
     c->accepted_at = eg_server_now();
     atomic_fetch_add(&s->live_calls, 1);
-    if (is_generation(c->method)) atomic_fetch_add(&s->generate_calls, 1);
+    if (is_generation(c->method)) {
+        atomic_fetch_add(&s->generate_calls, 1);
+        atomic_fetch_add(&s->n_total, 1);
+    }
     if (c->method == M_UNKNOWN) c->deadline = c->details.deadline;
     c->deadline = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
     atomic_store(&c->refs, 2);
@@ -237,6 +263,8 @@ static void on_accept(EgServer *s, Call *c, int ok) {
     }
     if (c->method == M_INFO)
         eg_model_info(c);
+    else if (c->method == M_STATS)
+        eg_server_stats(c);
     else
         eg_generate_begin(c);
 }
@@ -390,6 +418,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     snprintf(s->model_name, sizeof s->model_name, "%.255s", name);
     s->serving_status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     s->t_shutdown = (Tag){TAG_SHUTDOWN, NULL};
+    s->started_at = eg_server_now();
     pthread_mutex_init(&s->log_mu, NULL);
 
     grpc_arg args[2];

@@ -18,6 +18,7 @@ typedef enum Method {
     M_GENERATE,
     M_STREAM,
     M_INFO,
+    M_STATS,
     M_HEALTH_CHECK,
     M_HEALTH_WATCH,
     M_UNKNOWN, /* any other method: answered UNIMPLEMENTED */
@@ -93,6 +94,9 @@ struct EgServer {
     atomic_ullong next_id;
     atomic_long generate_calls;  /* Generate / GenerateStream calls not yet freed */
     atomic_long live_calls;      /* calls accepted and not yet freed */
+    /* generation requests by outcome (GetStats), counted when their log line is written */
+    atomic_ullong n_total, n_ok, n_cancelled, n_rejected, n_failed, n_tokens;
+    double started_at;
     int draining;                /* queue thread only, from here down */
     double drain_deadline;
     int shutdown_done;
@@ -133,6 +137,9 @@ void eg_health_on_close(Call *c);  /* the watcher's client went away */
 void eg_health_forget(Call *c);    /* the watch call ended: drop it from the list */
 void eg_health_set(EgServer *s, int status);
 void eg_health_end_watches(EgServer *s);
+
+/* grpc_info.c */
 void eg_model_info(Call *c);
+void eg_server_stats(Call *c);
 
 #endif

@@ -40,6 +40,11 @@ static void run_job(EgScheduler *s, EgJob *job) {
     r.gen = &gen;
     r.stats = &stats;
     r.err = &err;
+    /* The engine is free before the outcome is reported, so a client that has its answer never
+     * sees the job still counted as running. */
+    pthread_mutex_lock(&s->mu);
+    s->running--;
+    pthread_mutex_unlock(&s->mu);
     job->on_done(job->owner, &r);
     eg_generate_result_free(&gen);
 }
@@ -62,12 +67,14 @@ static void *worker_main(void *arg) {
             EgError err;
             eg_fail(&err, "the server is shutting down");
             EgJobResult r = {.status = EG_STATUS_CANCELLED, .err = &err};
+            pthread_mutex_lock(&s->mu);
+            s->running--;
+            pthread_mutex_unlock(&s->mu);
             job->on_done(job->owner, &r);
         } else {
             run_job(s, job);
         }
         pthread_mutex_lock(&s->mu);
-        s->running--;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -117,11 +124,11 @@ int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err) {
     return rc;
 }
 
-size_t eg_scheduler_load(EgScheduler *s) {
+void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running) {
     pthread_mutex_lock(&s->mu);
-    size_t n = s->queued + s->running;
+    *queued = s->queued;
+    *running = s->running;
     pthread_mutex_unlock(&s->mu);
-    return n;
 }
 
 void eg_scheduler_stop(EgScheduler *s) {

@@ -46,8 +46,8 @@ EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, EgError *e
 /* Returns 0 when queued, -1 with err naming the limit when the queue is full (RESOURCE_EXHAUSTED)
  * or the scheduler is stopping. */
 int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err);
-/* Jobs waiting plus the one running. */
-size_t eg_scheduler_load(EgScheduler *s);
+/* Jobs waiting, and jobs running. */
+void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running);
 /* Finishes the running job, ends the queued ones with EG_STATUS_CANCELLED and joins the worker. */
 void eg_scheduler_stop(EgScheduler *s);
 

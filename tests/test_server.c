@@ -493,6 +493,70 @@ static void test_drain(void) {
     free(log);
 }
 
+/* ---- faults: device memory runs out; stats return to their baseline ---- */
+
+static int got_stats(void *user, const uint8_t *data, size_t len) {
+    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
+    return 0;
+}
+
+static Egret__V1__ServerStats *stats(const char *addr) {
+    Egret__V1__GetStatsRequest req = EGRET__V1__GET_STATS_REQUEST__INIT;
+    Egret__V1__ServerStats *st = NULL;
+    grpc_status_code code =
+        raw_call(addr, NULL, "/egret.v1.Egret/GetStats", &req.base, got_stats, &st, NULL, 0);
+    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", code);
+    return st;
+}
+
+static void test_faults(void) {
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){0}, "faults")) return;
+    EgRequestPart q[1] = {image_part(0)};
+    EgRequest req = greedy(4);
+    req.parts = q;
+    req.n_parts = 1;
+    Outcome o = call(r.addr, NULL, &req, 0, 0, NULL, NULL); /* warm up: scratch allocated */
+    eg_client_answer_free(&o.a);
+    Egret__V1__ServerStats *before = stats(r.addr);
+
+    /* The debug ceiling EGRET_DEVICE_MEMORY_LIMIT sets, just above what is held now. */
+    EgVk *vk = &engine->model->vk;
+    vk->device_bytes_limit = atomic_load(&vk->device_bytes) + (1u << 20);
+    o = call(r.addr, NULL, &req, 1, 0, NULL, NULL);
+    expect_status("out of device memory", &o, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "out of device memory");
+    eg_client_answer_free(&o.a);
+    Grpc__Health__V1__HealthCheckRequest hreq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    int serving = -1;
+    raw_call(r.addr, NULL, "/grpc.health.v1.Health/Check", &hreq.base, got_health, &serving, NULL,
+             0);
+    CHECK(serving == 1, "health after device memory ran out: %d", serving);
+    vk->device_bytes_limit = 0;
+    o = call(r.addr, NULL, &req, 0, 0, NULL, NULL);
+    expect_status("after device memory came back", &o, GRPC_STATUS_OK, NULL);
+    eg_client_answer_free(&o.a);
+
+    Egret__V1__ServerStats *after = stats(r.addr);
+    if (before && after) {
+        CHECK(after->device_memory_bytes == before->device_memory_bytes,
+              "device memory %llu after, %llu before", (unsigned long long)after->device_memory_bytes,
+              (unsigned long long)before->device_memory_bytes);
+        CHECK(after->in_flight == 0 && after->queued == 0 && after->running == 0,
+              "in flight %u queued %u running %u", after->in_flight, after->queued,
+              after->running);
+        CHECK(after->requests_total == 3 && after->requests_ok == 2 && after->requests_rejected == 1,
+              "requests: total %llu ok %llu rejected %llu",
+              (unsigned long long)after->requests_total, (unsigned long long)after->requests_ok,
+              (unsigned long long)after->requests_rejected);
+        CHECK(after->generated_tokens == 8 && after->host_memory_bytes > 0 && after->uptime_s > 0,
+              "tokens %llu", (unsigned long long)after->generated_tokens);
+    }
+    if (before) egret__v1__server_stats__free_unpacked(before, NULL);
+    if (after) egret__v1__server_stats__free_unpacked(after, NULL);
+    free(test_server_stop(&r));
+}
+
 int main(void) {
     EgError err = {{0}};
     EgEngineOptions opt = {.model = {.fp32 = 1}};
@@ -507,6 +571,7 @@ int main(void) {
     test_limits();
     test_cancel_and_deadline();
     test_drain();
+    test_faults();
     for (int i = 0; i < 3; i++)
         free(img[i]);
     eg_engine_close(engine);

@@ -1,0 +1,90 @@
+/* egret.v1.Egret GetModelInfo and GetStats: answered on the queue thread without the engine. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "service/grpc_server_internal.h"
+
+
+void eg_model_info(Call *c) {
+    EgServer *s = c->srv;
+    const EgEngine *e = s->engine;
+    const EgModelConfig *cfg = &e->model->cfg;
+    Egret__V1__Limits limits = EGRET__V1__LIMITS__INIT;
+    limits.max_request_bytes = s->opt.max_request_bytes;
+    limits.max_images = e->limits.max_images;
+    limits.max_image_pixels = e->limits.image.max_pixels;
+    limits.max_image_side = e->limits.image.max_width < e->limits.image.max_height
+                                ? e->limits.image.max_width
+                                : e->limits.image.max_height;
+    limits.context_length = e->limits.context_length;
+    limits.max_new_tokens = e->limits.max_new_tokens;
+    limits.default_max_new_tokens = s->opt.default_max_new_tokens;
+    limits.max_queue = s->opt.max_queue;
+
+    size_t n_stop = eg_template_stop_count(e->tmpl);
+    char **stops = calloc(n_stop + 1, sizeof *stops);
+    char *tmpl = eg_template_to_json(e->tmpl);
+    if (!stops || !tmpl) {
+        free(stops);
+        free(tmpl);
+        eg_call_fail(c, GRPC_STATUS_INTERNAL, "out of host memory");
+        return;
+    }
+    for (size_t i = 0; i < n_stop; i++)
+        stops[i] = (char *)eg_template_stop(e->tmpl, i);
+    Egret__V1__ModelInfo info = EGRET__V1__MODEL_INFO__INIT;
+    info.name = s->model_name;
+    info.architecture = (char *)cfg->architecture;
+    info.image_size = (uint32_t)cfg->vision.image_size;
+    info.vocab_size = (uint32_t)(cfg->vocab_size + cfg->additional_vocab_size);
+    info.prompt_template = tmpl;
+    info.n_template_stop = n_stop;
+    info.template_stop = stops;
+    info.limits = &limits;
+    info.device = (char *)e->model->vk.props.deviceName;
+    info.precision = e->model->ops.f16 ? "fp16" : "fp32";
+    grpc_byte_buffer *bb = eg_grpc_pack(&info.base);
+    free(stops);
+    free(tmpl);
+    pthread_mutex_lock(&c->mu);
+    int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);
+    pthread_mutex_unlock(&c->mu);
+    eg_server_log(s, c, GRPC_STATUS_OK, "");
+    if (rc) eg_call_unref(c);
+}
+
+/* The resident set size from /proc (0 where unavailable). */
+static uint64_t resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages_total = 0, pages_resident = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &pages_total, &pages_resident) != 2) pages_resident = 0;
+        fclose(f);
+    }
+    return (uint64_t)pages_resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+void eg_server_stats(Call *c) {
+    EgServer *s = c->srv;
+    Egret__V1__ServerStats st = EGRET__V1__SERVER_STATS__INIT;
+    st.requests_total = atomic_load(&s->n_total);
+    st.requests_ok = atomic_load(&s->n_ok);
+    st.requests_cancelled = atomic_load(&s->n_cancelled);
+    st.requests_rejected = atomic_load(&s->n_rejected);
+    st.requests_failed = atomic_load(&s->n_failed);
+    st.in_flight = (uint32_t)atomic_load(&s->generate_calls);
+    size_t queued = 0, running = 0;
+    eg_scheduler_counts(s->sched, &queued, &running);
+    st.queued = (uint32_t)queued;
+    st.running = (uint32_t)running;
+    st.generated_tokens = atomic_load(&s->n_tokens);
+    st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
+    st.host_memory_bytes = resident_bytes();
+    st.uptime_s = eg_server_now() - s->started_at;
+    grpc_byte_buffer *bb = eg_grpc_pack(&st.base);
+    pthread_mutex_lock(&c->mu);
+    int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) eg_call_unref(c);
+}
