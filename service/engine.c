@@ -72,6 +72,21 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
             return INVALID(err, "example %zu: text is not valid UTF-8", i);
     }
     if (req->n_parts == 0 && req->n_examples == 0) return INVALID(err, "the request has no parts");
+    /* Text is bounded before it is tokenized: no token spells more than 64 bytes, so more text
+     * than that per token of context cannot fit, and refusing it early keeps a huge text from
+     * occupying the engine thread. */
+    size_t text_bytes = 0;
+    for (size_t i = 0; i < req->n_parts; i++)
+        text_bytes += req->parts[i].is_image ? 0 : req->parts[i].text_len;
+    for (size_t i = 0; i < req->n_examples; i++)
+        text_bytes += req->examples[i].text_len;
+    if (text_bytes > (size_t)e->limits.context_length * 64) {
+        eg_fail(err,
+                "the request has %zu bytes of text; the limit is %zu (64 bytes per token of the "
+                "context length %u)",
+                text_bytes, (size_t)e->limits.context_length * 64, e->limits.context_length);
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    }
     int has_content = n_img > 0;
     for (size_t i = 0; i < req->n_parts && !has_content; i++)
         has_content = req->parts[i].text_len > 0;

@@ -211,13 +211,16 @@ void eg_generate_begin(Call *c) {
         return;
     }
     grpc_slice all = eg_grpc_read_all(c->payload);
-    int rc = eg_proto_request_decode(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
-                                     s->opt.default_max_new_tokens, &c->preq, &err);
+    EgStatus rc = eg_proto_request_decode(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
+                                          s->opt.default_max_new_tokens, &c->preq, &err);
     grpc_slice_unref(all);
     grpc_byte_buffer_destroy(c->payload); /* the decoded request holds its own copy */
     c->payload = NULL;
-    if (rc) {
-        eg_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
+    if (rc != EG_STATUS_OK) {
+        eg_call_fail(c,
+                     rc == EG_STATUS_RESOURCE_EXHAUSTED ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                        : GRPC_STATUS_INVALID_ARGUMENT,
+                     err.msg);
         return;
     }
     c->job = (EgJob){.req = &c->preq.req,

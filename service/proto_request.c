@@ -33,6 +33,8 @@ static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *
     }
     for (size_t i = 0; i < m->n_stop; i++) {
         if (!m->stop[i][0]) return eg_fail(err, "stop %zu is an empty string", i);
+        if (strlen(m->stop[i]) > EG_PROTO_MAX_STOP_BYTES)
+            return eg_fail(err, "stop %zu is longer than %d bytes", i, EG_PROTO_MAX_STOP_BYTES);
         r->stops[i] = m->stop[i];
     }
     EgRequest *q = &r->req;
@@ -54,15 +56,70 @@ static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *
     return 0;
 }
 
-int eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
-                            EgProtoRequest *out, EgError *err) {
+/* Counts the top-level occurrences of fields 1 (parts), 2 (examples) and 8 (stop) by walking
+ * the wire format. A malformed message stops the walk; unpacking then reports it. */
+static void count_fields(const uint8_t *p, size_t len, size_t counts[9]) {
+    const uint8_t *end = p + len;
+    while (p < end) {
+        uint64_t key = 0, v = 0;
+        int shift = 0;
+        while (p < end && shift < 64) {
+            key |= (uint64_t)(*p & 0x7f) << shift;
+            shift += 7;
+            if (!(*p++ & 0x80)) break;
+        }
+        uint64_t field = key >> 3;
+        switch (key & 7) {
+        case 0: /* varint */
+            while (p < end && (*p++ & 0x80)) {
+            }
+            break;
+        case 1:
+            p += (size_t)(end - p) < 8 ? (size_t)(end - p) : 8;
+            break;
+        case 5:
+            p += (size_t)(end - p) < 4 ? (size_t)(end - p) : 4;
+            break;
+        case 2: /* length-delimited */
+            shift = 0;
+            while (p < end && shift < 64) {
+                v |= (uint64_t)(*p & 0x7f) << shift;
+                shift += 7;
+                if (!(*p++ & 0x80)) break;
+            }
+            if (v > (uint64_t)(end - p)) return;
+            p += v;
+            break;
+        default:
+            return;
+        }
+        if (field < 9) counts[field]++;
+    }
+}
+
+EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
+                                 EgProtoRequest *out, EgError *err) {
     memset(out, 0, sizeof *out);
+    size_t counts[9] = {0};
+    count_fields(data, len, counts);
+    if (counts[1] + counts[2] > EG_PROTO_MAX_PARTS) {
+        eg_fail(err, "the request has %zu parts and examples; the limit is %d", counts[1] + counts[2],
+                EG_PROTO_MAX_PARTS);
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    }
+    if (counts[8] > EG_PROTO_MAX_STOPS) {
+        eg_fail(err, "the request has %zu stop strings; the limit is %d", counts[8],
+                EG_PROTO_MAX_STOPS);
+        return EG_STATUS_INVALID_ARGUMENT;
+    }
     out->msg = egret__v1__generate_request__unpack(NULL, len, data);
-    if (!out->msg)
-        return eg_fail(err, "the request is not a valid egret.v1.GenerateRequest (%zu bytes)", len);
-    if (convert(out, default_max_new_tokens, err) == 0) return 0;
+    if (!out->msg) {
+        eg_fail(err, "the request is not a valid egret.v1.GenerateRequest (%zu bytes)", len);
+        return EG_STATUS_INVALID_ARGUMENT;
+    }
+    if (convert(out, default_max_new_tokens, err) == 0) return EG_STATUS_OK;
     eg_proto_request_free(out);
-    return -1;
+    return EG_STATUS_INVALID_ARGUMENT;
 }
 
 int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgError *err) {

@@ -21,10 +21,17 @@ typedef struct EgProtoRequest {
     EgRequest req;
 } EgProtoRequest;
 
-/* Unpacks and converts; on failure (-1) err says what is wrong and nothing is left allocated.
- * Every failure is the client's fault (INVALID_ARGUMENT). */
-int eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
-                            EgProtoRequest *out, EgError *err);
+/* Structural limits, checked on the wire before the message is unpacked (unpacking allocates
+ * per element, so a 64 MiB message of empty parts would otherwise cost gigabytes). */
+#define EG_PROTO_MAX_PARTS 4096 /* parts + examples */
+#define EG_PROTO_MAX_STOPS 16
+#define EG_PROTO_MAX_STOP_BYTES 256
+
+/* Unpacks and converts. On failure err says what is wrong, nothing is left allocated, and the
+ * result is EG_STATUS_INVALID_ARGUMENT (malformed) or EG_STATUS_RESOURCE_EXHAUSTED (over a
+ * structural limit above). */
+EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
+                                 EgProtoRequest *out, EgError *err);
 void eg_proto_request_free(EgProtoRequest *r);
 
 /* The other direction, for clients: `r` as a packed GenerateRequest (malloc'd *out). Sampling

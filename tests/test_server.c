@@ -276,6 +276,9 @@ static void test_limits(void) {
     for (size_t i = 0; i < sizeof long_text - 1; i += 2)
         long_text[i] = ' ';
     long_text[sizeof long_text - 1] = '\0';
+    char *huge_text = malloc(256 * 64 + 2); /* over 64 bytes per token of context */
+    memset(huge_text, 'x', 256 * 64 + 1);
+    huge_text[256 * 64 + 1] = '\0';
     size_t big_len;
     unsigned char *big = big_png(&big_len);
     unsigned char *huge = calloc(3u << 19, 1); /* 1.5 MiB: over the 1 MiB request limit */
@@ -295,6 +298,8 @@ static void test_limits(void) {
          GRPC_STATUS_RESOURCE_EXHAUSTED, "limit"},
         {"prompt over the context", {text_part(long_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
          "context length"},
+        {"text over the byte limit", {text_part(huge_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
+         "bytes of text"},
         {"max_new_tokens over the limit", {image_part(0)}, 1, 0, 1, 100000, GRPC_STATUS_RESOURCE_EXHAUSTED,
          "max_new_tokens"},
         {"request over the size limit", {{.is_image = 1, .image = huge, .image_len = 3u << 19}}, 1, 0, 1, 4,
@@ -342,6 +347,22 @@ static void test_limits(void) {
                          NULL, &st, &err) == 0 &&
               st.code == GRPC_STATUS_INVALID_ARGUMENT && strstr(st.message, "part 0"),
           "empty part: %d '%s'", (int)st.code, st.message);
+    /* Structural limits, checked on the wire before unpacking: 5000 empty parts; 17 stop
+     * strings ("\n", field 8). */
+    uint8_t *many = malloc(2 * 5000);
+    for (int i = 0; i < 5000; i++)
+        memcpy(many + 2 * i, (const uint8_t[]){0x0a, 0x00}, 2);
+    CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", many, 2 * 5000, 30, NULL, NULL, &st,
+                         &err) == 0 &&
+              st.code == GRPC_STATUS_RESOURCE_EXHAUSTED && strstr(st.message, "limit is 4096"),
+          "5000 parts: %d '%s'", (int)st.code, st.message);
+    for (int i = 0; i < 17; i++)
+        memcpy(many + 3 * i, (const uint8_t[]){0x42, 0x01, '\n'}, 3);
+    CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", many, 3 * 17, 30, NULL, NULL, &st,
+                         &err) == 0 &&
+              st.code == GRPC_STATUS_INVALID_ARGUMENT && strstr(st.message, "stop strings"),
+          "17 stops: %d '%s'", (int)st.code, st.message);
+    free(many);
     /* Unknown fields are ignored (proto3): field 99, varint 1, next to a valid request. */
     EgRequestPart q[1] = {image_part(0)};
     EgRequest req = greedy(0); /* 0: the server's default (8) */
@@ -371,6 +392,7 @@ static void test_limits(void) {
     eg_client_answer_free(&o.a);
     free(big);
     free(huge);
+    free(huge_text);
     free(test_server_stop(&r));
     engine->limits = saved;
 }
@@ -414,6 +436,32 @@ static EgRequest long_request(EgRequestPart *q, uint32_t n) {
     return req;
 }
 
+static int got_stats(void *user, const uint8_t *data, size_t len) {
+    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
+    return 0;
+}
+
+static Egret__V1__ServerStats *stats(const char *addr) {
+    Egret__V1__GetStatsRequest req = EGRET__V1__GET_STATS_REQUEST__INIT;
+    Egret__V1__ServerStats *st = NULL;
+    grpc_status_code code =
+        raw_call(addr, NULL, "/egret.v1.Egret/GetStats", &req.base, got_stats, &st, NULL, 0);
+    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", code);
+    return st;
+}
+
+/* Polls GetStats (for up to 20 s) until the engine has this many running and queued jobs. */
+static void wait_for_engine(const char *addr, uint32_t running, uint32_t queued) {
+    for (int tries = 0; tries < 400; tries++) {
+        Egret__V1__ServerStats *now = stats(addr);
+        int ready = now && now->running == running && now->queued == queued;
+        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
+        if (ready) return;
+        usleep(50 * 1000);
+    }
+    CHECK(0, "the engine never had %u running and %u queued", running, queued);
+}
+
 static void test_cancel_and_deadline(void) {
     TestServer r;
     if (test_server_start(&r, engine, (EgServerOptions){.max_queue = 1}, "cancel")) return;
@@ -428,11 +476,14 @@ static void test_cancel_and_deadline(void) {
     eg_client_answer_free(&o.a);
 
     /* Queue depth 1: one running, one waiting, the third is turned away. */
+    /* The expired request may still be finishing its step: start from an idle engine, then
+     * (watching GetStats) get one call running and one waiting. */
+    wait_for_engine(r.addr, 0, 0);
     Background bg[2];
     for (int i = 0; i < 2; i++) {
         bg[i] = (Background){.addr = r.addr, .req = long_request(q, 40)};
         pthread_create(&bg[i].thread, NULL, background_call, &bg[i]);
-        usleep(300 * 1000);
+        wait_for_engine(r.addr, 1, (uint32_t)i);
     }
     EgRequest quick = greedy(2);
     quick.parts = q;
@@ -468,7 +519,7 @@ static void test_drain(void) {
     EgRequestPart q[1];
     Background bg = {.addr = r.addr, .req = long_request(q, 20)};
     pthread_create(&bg.thread, NULL, background_call, &bg);
-    usleep(500 * 1000);
+    wait_for_engine(r.addr, 1, 0); /* in flight before the drain */
     char *log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     expect_status("in flight during drain", &bg.out, GRPC_STATUS_OK, NULL);
@@ -482,7 +533,7 @@ static void test_drain(void) {
     if (test_server_start(&r, engine, (EgServerOptions){.grace_s = 0.5}, "grace")) return;
     bg = (Background){.addr = r.addr, .req = long_request(q, 1000)};
     pthread_create(&bg.thread, NULL, background_call, &bg);
-    usleep(500 * 1000);
+    wait_for_engine(r.addr, 1, 0); /* in flight before the drain */
     log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     CHECK(bg.out.st.code == GRPC_STATUS_UNAVAILABLE || bg.out.st.code == GRPC_STATUS_CANCELLED,
@@ -494,20 +545,6 @@ static void test_drain(void) {
 }
 
 /* ---- faults: device memory runs out; stats return to their baseline ---- */
-
-static int got_stats(void *user, const uint8_t *data, size_t len) {
-    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
-    return 0;
-}
-
-static Egret__V1__ServerStats *stats(const char *addr) {
-    Egret__V1__GetStatsRequest req = EGRET__V1__GET_STATS_REQUEST__INIT;
-    Egret__V1__ServerStats *st = NULL;
-    grpc_status_code code =
-        raw_call(addr, NULL, "/egret.v1.Egret/GetStats", &req.base, got_stats, &st, NULL, 0);
-    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", code);
-    return st;
-}
 
 static void test_faults(void) {
     TestServer r;
