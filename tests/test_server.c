@@ -474,6 +474,17 @@ static void test_cancel_and_deadline(void) {
     o = call(r.addr, NULL, &req, 0, 1.0, NULL, NULL);
     expect_status("deadline", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
     eg_client_answer_free(&o.a);
+    /* A deadline that passes during prefill (16 images): the work stops after the first step. */
+    EgRequestPart sixteen[16];
+    for (int i = 0; i < 16; i++)
+        sixteen[i] = image_part(i % 3);
+    EgRequest heavy = greedy(400);
+    heavy.parts = sixteen;
+    heavy.n_parts = 16;
+    heavy.gen.ignore_eos = 1;
+    o = call(r.addr, NULL, &heavy, 1, 0.2, NULL, NULL);
+    expect_status("deadline during prefill", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
+    eg_client_answer_free(&o.a);
 
     /* Queue depth 1: one running, one waiting, the third is turned away. */
     /* The expired request may still be finishing its step: start from an idle engine, then
@@ -506,6 +517,12 @@ static void test_cancel_and_deadline(void) {
     /* The cancelled and expired requests stopped within a step or two, far from 400 tokens. */
     long cancelled = logged_generated(log, "CANCELLED");
     long expired = logged_generated(log, "DEADLINE_EXCEEDED");
+    const char *second = strstr(log, "status=DEADLINE_EXCEEDED");
+    second = second ? strstr(second + 1, "status=DEADLINE_EXCEEDED") : NULL;
+    const char *g = second ? strstr(second, "generated=") : NULL;
+    long in_prefill = g ? strtol(g + 10, NULL, 10) : -1;
+    CHECK(in_prefill >= 0 && in_prefill <= 1, "the request expired in prefill generated %ld",
+          in_prefill);
     CHECK(cancelled >= 3 && cancelled <= 10, "the cancelled request generated %ld tokens",
           cancelled);
     CHECK(expired >= 0 && expired < 100, "the expired request generated %ld tokens", expired);
