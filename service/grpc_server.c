@@ -14,10 +14,13 @@ static const char *const METHOD_PATHS[M_UNKNOWN] = {
     "/egret.v1.Egret/Generate",     "/egret.v1.Egret/GenerateStream",
     "/egret.v1.Egret/GetModelInfo", "/egret.v1.Egret/GetStats", "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 };
 static const char *const METHOD_NAMES[M_COUNT] = {
     "Generate",     "GenerateStream", "GetModelInfo", "GetStats",
-    "Health.Check", "Health.Watch",   "unknown",
+    "Health.Check", "Health.Watch",   "Reflection",   "Reflection(v1alpha)",
+    "unknown",
 };
 
 double eg_server_now(void) {
@@ -27,6 +30,8 @@ double eg_server_now(void) {
 }
 
 static int is_generation(Method m) { return m == M_GENERATE || m == M_STREAM; }
+/* Client-streaming methods: messages are received with RECV_MESSAGE, not with the call. */
+static int is_client_streaming(Method m) { return m == M_REFLECT || m == M_REFLECT_V1ALPHA; }
 
 /* ---- calls ---- */
 
@@ -37,6 +42,7 @@ static Call *call_new(EgServer *s, Method m) {
     c->method = m;
     c->t_accept = (Tag){TAG_ACCEPT, c};
     c->t_recv_close = (Tag){TAG_RECV_CLOSE, c};
+    c->t_recv = (Tag){TAG_RECV, c};
     c->t_send = (Tag){TAG_SEND, c};
     c->t_finish = (Tag){TAG_FINISH, c};
     grpc_metadata_array_init(&c->md);
@@ -55,6 +61,7 @@ static void call_free(Call *c) {
     grpc_metadata_array_destroy(&c->md);
     if (c->method == M_UNKNOWN) grpc_call_details_destroy(&c->details);
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->recv_buf) grpc_byte_buffer_destroy(c->recv_buf);
     if (c->send_buf) grpc_byte_buffer_destroy(c->send_buf);
     if (c->finish_buf) grpc_byte_buffer_destroy(c->finish_buf);
     grpc_slice_unref(c->status_details);
@@ -185,9 +192,9 @@ static void post_accept(EgServer *s, Method m) {
         m == M_UNKNOWN
             ? grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq,
                                        &c->t_accept)
-            : grpc_server_request_registered_call(s->server, s->methods[m], &c->call,
-                                                  &c->deadline, &c->md, &c->payload, s->cq, s->cq,
-                                                  &c->t_accept);
+            : grpc_server_request_registered_call(
+                  s->server, s->methods[m], &c->call, &c->deadline, &c->md,
+                  is_client_streaming(m) ? NULL : &c->payload, s->cq, s->cq, &c->t_accept);
     if (e != GRPC_CALL_OK) call_free(c);
 }
 
@@ -261,7 +268,9 @@ static void on_accept(EgServer *s, Call *c, int ok) {
                      "'x-api-key: KEY')");
         return;
     }
-    if (c->method == M_INFO)
+    if (is_client_streaming(c->method))
+        eg_reflection_begin(c);
+    else if (c->method == M_INFO)
         eg_model_info(c);
     else if (c->method == M_STATS)
         eg_server_stats(c);
@@ -286,9 +295,14 @@ static void on_event(EgServer *s, const grpc_event *ev) {
         if (c->method == M_HEALTH_WATCH) eg_health_on_close(c);
         eg_call_unref(c);
         break;
+    case TAG_RECV:
+        eg_reflection_on_recv(c, ev->success);
+        break;
     case TAG_SEND:
         if (c->method == M_HEALTH_WATCH)
             eg_health_on_send_done(c, ev->success);
+        else if (is_client_streaming(c->method))
+            eg_reflection_on_send_done(c, ev->success);
         else
             eg_generate_on_send_done(c, ev->success);
         break;
@@ -435,8 +449,11 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     for (int m = 0; m < M_UNKNOWN; m++)
-        s->methods[m] = grpc_server_register_method(s->server, METHOD_PATHS[m], NULL,
-                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        s->methods[m] = grpc_server_register_method(
+            s->server, METHOD_PATHS[m], NULL,
+            is_client_streaming((Method)m) ? GRPC_SRM_PAYLOAD_NONE
+                                           : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+            0);
     grpc_server_credentials *creds = make_credentials(&s->opt, err);
     if (!creds) goto fail;
     s->port = grpc_server_add_http2_port(s->server, s->opt.listen, creds);

@@ -21,11 +21,20 @@ typedef enum Method {
     M_STATS,
     M_HEALTH_CHECK,
     M_HEALTH_WATCH,
+    M_REFLECT,         /* grpc.reflection.v1 */
+    M_REFLECT_V1ALPHA, /* the same, under its older name */
     M_UNKNOWN, /* any other method: answered UNIMPLEMENTED */
     M_COUNT
 } Method;
 
-typedef enum TagKind { TAG_ACCEPT, TAG_RECV_CLOSE, TAG_SEND, TAG_FINISH, TAG_SHUTDOWN } TagKind;
+typedef enum TagKind {
+    TAG_ACCEPT,
+    TAG_RECV_CLOSE,
+    TAG_RECV, /* a message from a client stream (reflection) */
+    TAG_SEND,
+    TAG_FINISH,
+    TAG_SHUTDOWN
+} TagKind;
 
 typedef struct Call Call;
 
@@ -46,7 +55,8 @@ struct Call {
     grpc_metadata_array md;
     grpc_byte_buffer *payload;
     grpc_call_details details; /* M_UNKNOWN only */
-    Tag t_accept, t_recv_close, t_send, t_finish;
+    Tag t_accept, t_recv_close, t_recv, t_send, t_finish;
+    grpc_byte_buffer *recv_buf; /* reflection: the request being received */
     int recv_cancelled;      /* written by the core when RECV_CLOSE completes */
     atomic_int refs;
     atomic_int client_gone;  /* the client cancelled or disconnected */
@@ -137,6 +147,11 @@ void eg_health_on_close(Call *c);  /* the watcher's client went away */
 void eg_health_forget(Call *c);    /* the watch call ended: drop it from the list */
 void eg_health_set(EgServer *s, int status);
 void eg_health_end_watches(EgServer *s);
+
+/* grpc_reflection.c */
+void eg_reflection_begin(Call *c);
+void eg_reflection_on_recv(Call *c, int ok);
+void eg_reflection_on_send_done(Call *c, int ok);
 
 /* grpc_info.c */
 void eg_model_info(Call *c);

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "egret/v1/egret.pb-c.h"
+#include "egret/internal/descriptor_lite.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "service/grpc_client.h"
 #include "service/grpc_server.h"
 #include "service/proto_request.h"
@@ -254,6 +256,84 @@ static void test_health_info_auth(void) {
     o = call(r.addr, &good, &req, 1, 0, NULL, NULL);
     expect_status("generate with the key", &o, GRPC_STATUS_OK, NULL);
     eg_client_answer_free(&o.a);
+    free(test_server_stop(&r));
+}
+
+/* ---- server reflection ---- */
+
+typedef struct Reflected {
+    char text[1024]; /* what came back, summarized */
+} Reflected;
+
+static int got_reflection(void *user, const uint8_t *data, size_t len) {
+    Reflected *out = user;
+    Grpc__Reflection__V1__ServerReflectionResponse *r =
+        grpc__reflection__v1__server_reflection_response__unpack(NULL, len, data);
+    if (!r) return 1;
+    size_t n = strlen(out->text);
+    /* message_response is a oneof: its members share storage, so the case decides */
+    int which = r->message_response_case;
+    if (which == GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE)
+        for (size_t i = 0; i < r->list_services_response->n_service; i++)
+            n += (size_t)snprintf(out->text + n, sizeof out->text - n, "service %s;",
+                                  r->list_services_response->service[i]->name);
+    if (which == GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE)
+        for (size_t i = 0; i < r->file_descriptor_response->n_file_descriptor_proto; i++) {
+            ProtobufCBinaryData b = r->file_descriptor_response->file_descriptor_proto[i];
+            Egret__Internal__FileLite *f = egret__internal__file_lite__unpack(NULL, b.len, b.data);
+            n += (size_t)snprintf(out->text + n, sizeof out->text - n, "file %s;",
+                                  f ? f->name : "(unparsable)");
+            if (f) egret__internal__file_lite__free_unpacked(f, NULL);
+        }
+    if (which == GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE)
+        snprintf(out->text + n, sizeof out->text - n, "error %d;",
+                 r->error_response->error_code);
+    grpc__reflection__v1__server_reflection_response__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void test_reflection(void) {
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){0}, "reflection")) return;
+    const char *methods[2] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                              "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
+    struct {
+        int which; /* 0 list services, 1 symbol, 2 file */
+        const char *arg, *want;
+    } cases[] = {
+        {0, "", "service egret.v1.Egret;service grpc.health.v1.Health;"},
+        {1, "egret.v1.Egret", "file egret/v1/egret.proto;"},
+        {1, "egret.v1.Egret.GenerateStream", "file egret/v1/egret.proto;"},
+        {1, "egret.v1.GenerateRequest", "file egret/v1/egret.proto;"},
+        {1, "grpc.health.v1.HealthCheckResponse.ServingStatus", "file grpc/health/v1/health.proto;"},
+        {2, "grpc/health/v1/health.proto", "file grpc/health/v1/health.proto;"},
+        {1, "egret.v1.NoSuchThing", "error 5;"},
+        {2, "../../etc/passwd", "error 5;"},
+    };
+    for (int m = 0; m < 2; m++)
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            Grpc__Reflection__V1__ServerReflectionRequest req =
+                GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+            if (cases[i].which == 0) {
+                req.message_request_case =
+                    GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+                req.list_services = (char *)cases[i].arg;
+            } else if (cases[i].which == 1) {
+                req.message_request_case =
+                    GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+                req.file_containing_symbol = (char *)cases[i].arg;
+            } else {
+                req.message_request_case =
+                    GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME;
+                req.file_by_filename = (char *)cases[i].arg;
+            }
+            Reflected got = {""};
+            grpc_status_code code =
+                raw_call(r.addr, NULL, methods[m], &req.base, got_reflection, &got, NULL, 0);
+            CHECK(code == GRPC_STATUS_OK && strstr(got.text, cases[i].want),
+                  "%s %s: status %d, got '%s', want '%s'", methods[m] + 6, cases[i].arg, code,
+                  got.text, cases[i].want);
+        }
     free(test_server_stop(&r));
 }
 
@@ -622,6 +702,7 @@ int main(void) {
     }
     test_answers();
     test_health_info_auth();
+    test_reflection();
     test_limits();
     test_cancel_and_deadline();
     test_drain();
