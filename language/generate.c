@@ -92,28 +92,57 @@ int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err) {
     memset(out, 0, sizeof *out);
-    if (eg_sampling_params_validate(&params->sampling, err)) return -1;
-    for (size_t i = 0; i < params->n_stop; i++)
-        if (!params->stop[i] || !params->stop[i][0])
-            return eg_fail(err, "stop string %zu is empty", i);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     uint32_t max_new = params->max_new_tokens;
     EgSequence *seq = eg_sequence_new(m, n_prompt + (max_new ? max_new : 1), err);
+    if (!seq || eg_sequence_set_images(seq, pixels, n_images, err)) {
+        eg_sequence_free(seq);
+        return -1;
+    }
+    double images_s = seconds_since(&t0);
+    int rc = eg_generate_on(seq, tok, prompt_ids, image_of_token, n_prompt, 0, params, cb, user,
+                            out, err);
+    if (rc == 0) { /* the image stage counts toward the time to first token */
+        out->prefill_s += images_s;
+        out->total_s += images_s;
+    }
+    eg_sequence_free(seq);
+    return rc;
+}
+
+int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
+                   const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
+                   const EgGenerateParams *params, EgTokenCallback cb, void *user,
+                   EgGenerateResult *out, EgError *err) {
+    memset(out, 0, sizeof *out);
+    EgModel *m = seq->m;
+    if (eg_sampling_params_validate(&params->sampling, err)) return -1;
+    for (size_t i = 0; i < params->n_stop; i++)
+        if (!params->stop[i] || !params->stop[i][0])
+            return eg_fail(err, "stop string %zu is empty", i);
+    if (n_prompt == 0) return eg_fail(err, "the prompt is empty");
+    if (n_cached >= n_prompt) n_cached = n_prompt - 1; /* the last token yields the logits */
+    if (n_cached > seq->n_past) return eg_fail(err, "the sequence holds fewer cached tokens");
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint32_t max_new = params->max_new_tokens;
     EgSampler *sampler = eg_sampler_new(&params->sampling, (int)m->vocab);
     EgDecodeStream *ds = eg_decode_stream_new(tok, 1);
     float *logits = malloc(m->vocab * sizeof *logits);
     int32_t *context = malloc((n_prompt + max_new + 1) * sizeof *context);
     TextState text = {0};
     int rc = -1;
-    if (!seq || !sampler || !ds || !logits || !context) {
-        if (seq) eg_fail(err, "out of host memory");
+    if (!sampler || !ds || !logits || !context) {
+        eg_fail(err, "out of host memory");
         goto done;
     }
     memcpy(context, prompt_ids, n_prompt * sizeof *context);
     size_t n_context = n_prompt;
-    if (eg_sequence_set_images(seq, pixels, n_images, err) ||
-        eg_sequence_forward(seq, prompt_ids, image_of_token, n_prompt, logits, 0, err))
+    seq->n_past = n_cached; /* what follows the shared prefix is recomputed */
+    if (eg_sequence_forward(seq, prompt_ids + n_cached,
+                            image_of_token ? image_of_token + n_cached : NULL, n_prompt - n_cached,
+                            logits, 0, err))
         goto done;
     int32_t eos = (int32_t)m->cfg.eos_token_id;
     size_t stop_len = longest_stop(params);
@@ -194,6 +223,5 @@ done:
     free(logits);
     eg_decode_stream_free(ds);
     eg_sampler_free(sampler);
-    eg_sequence_free(seq);
     return rc;
 }

@@ -11,6 +11,7 @@
 
 #include "language/sampling.h"
 #include "language/tokenizer.h"
+#include "language/sequence.h"
 #include "runtime/model.h"
 
 typedef enum EgFinishReason {
@@ -51,5 +52,15 @@ int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 const int32_t *image_of_token, uint32_t n_prompt, const float *pixels,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err);
+
+/* Generation on a prepared sequence (language/sequence.h) whose images are set and whose KV
+ * cache already holds the first n_cached prompt tokens (a shared prefix kept from an earlier
+ * request; 0 for none). Only the rest of the prompt is computed. The sequence's capacity must
+ * cover n_prompt + max_new_tokens; afterwards it holds the prompt and the generated tokens (all
+ * but the last one, which was sampled and never fed back). Times exclude the image stage. */
+int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
+                   const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
+                   const EgGenerateParams *params, EgTokenCallback cb, void *user,
+                   EgGenerateResult *out, EgError *err);
 
 #endif

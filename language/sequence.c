@@ -17,9 +17,12 @@ EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err) {
     s->m = m;
     s->capacity = capacity;
     s->last_image = -1;
-    eg_arena_init(&s->arena, &m->vk, EG_MEM_DEVICE, 64u << 20);
-    eg_arena_init(&s->image_arena, &m->vk, EG_MEM_DEVICE, 16u << 20);
     uint32_t L = (uint32_t)m->cfg.num_hidden_layers;
+    /* One block sized for the whole KV cache (with room for each buffer's alignment), so a
+     * sequence holds what it needs and no more: kept sequences are counted by it. */
+    VkDeviceSize per_buffer = (VkDeviceSize)capacity * m->H * (m->ops.f16 ? 2 : 4);
+    eg_arena_init(&s->arena, &m->vk, EG_MEM_DEVICE, 2 * L * (per_buffer + (64u << 10)));
+    eg_arena_init(&s->image_arena, &m->vk, EG_MEM_DEVICE, 1u << 20);
     s->k_cache = calloc(L, sizeof *s->k_cache);
     s->v_cache = calloc(L, sizeof *s->v_cache);
     if (!s->k_cache || !s->v_cache) {
@@ -57,6 +60,38 @@ static uint32_t n_cross_layers(const EgModel *m) {
 }
 
 int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgError *err) {
+    return eg_sequence_set_images_cached(s, n, NULL, pixels, NULL, err);
+}
+
+/* Records the cross-attention keys/values of the n_enc encoded images (features f) into kv[j]
+ * for every cross layer j, rows [n_enc·S][2H]. */
+static void record_cross_kv(EgCmd *cmd, EgModel *m, const EgImageFeatures *f, uint32_t n_enc,
+                            const EgBuffer *kv) {
+    uint32_t nx = n_cross_layers(m), S = m->image_tokens, H = m->H;
+    for (uint32_t j = 0; j < nx; j++) {
+        const EgCrossLayer *x = &m->cross[j];
+        eg_op_linear(cmd, &m->ops,
+                     &(EgLinear){.x = &f->features, .w = &x->kv, .y = &kv[j], .rows = n_enc * S});
+        if (m->cfg.qk_layer_norms) /* RMSNorm of each key head, in place */
+            eg_op_norm(cmd, &m->ops,
+                       &(EgNorm){.x = &kv[j],
+                                 .x_stride = m->head_dim,
+                                 .x_batch = 2 * H,
+                                 .weight = &x->k_norm,
+                                 .y = &kv[j],
+                                 .y_stride = m->head_dim,
+                                 .y_batch = 2 * H,
+                                 .rows = m->heads,
+                                 .batches = n_enc * S,
+                                 .dim = m->head_dim,
+                                 .eps = m->cfg.rms_norm_eps,
+                                 .rms = 1});
+    }
+}
+
+int eg_sequence_set_images_cached(EgSequence *s, uint32_t n, const EgBuffer *const *cached,
+                                  const float *pixels, const EgBuffer *const *store,
+                                  EgError *err) {
     EgModel *m = s->m;
     eg_arena_reset(&s->image_arena);
     free(s->cross_kv);
@@ -64,40 +99,55 @@ int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgErr
     s->n_images = 0;
     if (n == 0) return 0;
     uint32_t nx = n_cross_layers(m), S = m->image_tokens, H = m->H;
+    VkDeviceSize elem = m->ops.f16 ? 2 : 4, per_image = (VkDeviceSize)S * 2 * H * elem;
+    eg_arena_init(&s->image_arena, &m->vk, EG_MEM_DEVICE, nx * (n * per_image + (64u << 10)));
     s->cross_kv = calloc(nx, sizeof *s->cross_kv);
     if (!s->cross_kv) return eg_fail(err, "out of host memory");
     for (uint32_t j = 0; j < nx; j++)
         if (eg_tensor_buffer(&m->ops, &s->image_arena, (size_t)n * S * 2 * H, &s->cross_kv[j], err))
             return eg_fail_prefix(err, "image keys/values for %u images", n);
+    uint32_t n_enc = 0;
+    for (uint32_t i = 0; i < n; i++)
+        n_enc += !(cached && cached[i]);
 
     EgArena scratch;
     eg_arena_init(&scratch, &m->vk, EG_MEM_DEVICE, 64u << 20);
     EgCmd cmd;
     EgImageFeatures f;
-    int rc = eg_image_encoder_begin(m, &scratch, pixels, n, &cmd, &f, err);
+    int rc = n_enc ? eg_image_encoder_begin(m, &scratch, pixels, n_enc, &cmd, &f, err)
+                   : eg_cmd_begin(&m->vk, &cmd, err);
+    /* With every image encoded, in order, the keys/values go straight into place; otherwise
+     * they are computed apart and copied to their images' rows. */
+    EgBuffer *target = s->cross_kv;
+    EgBuffer *apart = NULL;
+    if (rc == 0 && n_enc && n_enc < n) {
+        apart = calloc(nx, sizeof *apart);
+        for (uint32_t j = 0; apart && j < nx && rc == 0; j++)
+            rc = eg_tensor_buffer(&m->ops, &scratch, (size_t)n_enc * S * 2 * H, &apart[j], err);
+        if (!apart) rc = eg_fail(err, "out of host memory");
+        if (rc) eg_cmd_abandon(&cmd);
+        target = apart;
+    }
     if (rc == 0) {
-        for (uint32_t j = 0; j < nx; j++) {
-            const EgCrossLayer *x = &m->cross[j];
-            eg_op_linear(
-                &cmd, &m->ops,
-                &(EgLinear){.x = &f.features, .w = &x->kv, .y = &s->cross_kv[j], .rows = n * S});
-            if (m->cfg.qk_layer_norms) /* RMSNorm of each key head, in place */
-                eg_op_norm(&cmd, &m->ops,
-                           &(EgNorm){.x = &s->cross_kv[j],
-                                     .x_stride = m->head_dim,
-                                     .x_batch = 2 * H,
-                                     .weight = &x->k_norm,
-                                     .y = &s->cross_kv[j],
-                                     .y_stride = m->head_dim,
-                                     .y_batch = 2 * H,
-                                     .rows = m->heads,
-                                     .batches = n * S,
-                                     .dim = m->head_dim,
-                                     .eps = m->cfg.rms_norm_eps,
-                                     .rms = 1});
+        if (n_enc) record_cross_kv(&cmd, m, &f, n_enc, target);
+        for (uint32_t i = 0, k = 0; i < n; i++) {
+            int is_cached = cached && cached[i];
+            for (uint32_t j = 0; j < nx; j++) {
+                if (is_cached)
+                    eg_cmd_copy(&cmd, cached[i], j * per_image, &s->cross_kv[j], i * per_image,
+                                per_image);
+                else if (target != s->cross_kv)
+                    eg_cmd_copy(&cmd, &target[j], k * per_image, &s->cross_kv[j], i * per_image,
+                                per_image);
+                if (!is_cached && store && store[i])
+                    eg_cmd_copy(&cmd, &target[j], k * per_image, store[i], j * per_image,
+                                per_image);
+            }
+            k += !is_cached;
         }
         rc = eg_cmd_submit_wait(&cmd, err);
     }
+    free(apart);
     eg_arena_reset(&scratch);
     if (rc == 0) s->n_images = n;
     return rc;

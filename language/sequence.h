@@ -29,6 +29,15 @@ void eg_sequence_free(EgSequence *s);
  * cross-attention keys/values of every cross layer. Replaces images set before. */
 int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgError *err);
 
+/* The same with cached keys/values (language/image_cache.h): image i's come from cached[i] when
+ * cached and cached[i] are non-NULL (a copy on the device); the others are encoded from pixels,
+ * which then holds only those images, in order. For an encoded image i, store[i] (when store and
+ * store[i] are non-NULL) receives a copy of its keys/values, laid out as the cache keeps them:
+ * [cross layer][S][2H]. */
+int eg_sequence_set_images_cached(EgSequence *s, uint32_t n, const EgBuffer *const *cached,
+                                  const float *pixels, const EgBuffer *const *store,
+                                  EgError *err);
+
 /* Appends n tokens. image_of_token[t] is the image token t attends to (-1: none); NULL means
  * every token attends to the image the last processed token attended to (decoding). logits:
  * NULL, or room for the last token's logits (vocab floats), or for every token's (n × vocab)

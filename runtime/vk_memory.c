@@ -146,6 +146,13 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
     return 0;
 }
 
+VkDeviceSize eg_arena_block_bytes(const EgArena *a) {
+    VkDeviceSize n = 0;
+    for (const EgMemBlock *b = a->blocks; b; b = b->next)
+        n += b->size;
+    return n;
+}
+
 void eg_arena_reset(EgArena *a) {
     if (!a->vk) return;
     for (int i = 0; i < a->n_buffers; i++)

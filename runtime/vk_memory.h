@@ -36,6 +36,8 @@ void eg_arena_init(EgArena *a, EgVk *vk, EgMemKind kind, VkDeviceSize block_size
 int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err);
 /* Destroys every buffer and frees every block. */
 void eg_arena_reset(EgArena *a);
+/* Device (or host) memory the arena's blocks hold. */
+VkDeviceSize eg_arena_block_bytes(const EgArena *a);
 
 /* A staging area for copies between host memory and device buffers. */
 typedef struct EgStaging {

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Egret needs to build and test (run as root, or with sudo).
-# Used by CI (.ci/run) and by the README's quickstart.
+# Used by CI (.ci/run) and by the README's quickstart. clang with its runtime libraries
+# (libclang-rt-14-dev: libFuzzer, ASan, UBSan) and llvm (llvm-symbolizer, for readable sanitizer
+# stacks) are for scripts/fuzz.sh. python3-grpcio, python3-protobuf and openssl are for
+# tests/test_grpc_python.py (and examples/python/).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -10,7 +13,8 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config \
   libvulkan-dev vulkan-validationlayers mesa-vulkan-drivers vulkan-tools glslc \
   libstb-dev libpng-dev zlib1g-dev \
-  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler \
+  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libssl-dev \
   libcjson-dev \
-  python3 python3-numpy \
+  clang libclang-rt-14-dev llvm \
+  python3 python3-numpy python3-grpcio python3-protobuf openssl \
   >/dev/null

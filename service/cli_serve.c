@@ -28,6 +28,10 @@ static void usage(FILE *f) {
             "  --default-max-new-tokens N   when a request sets none (default 128)\n"
             "  --max-queue N                requests waiting for the engine (default 64)\n"
             "  --grace SECONDS              drain grace period (default 30)\n"
+            "reuse across requests (0 turns a cache off):\n"
+            "  --image-cache-mb N           images' cross-attention keys/values (default 256)\n"
+            "  --prefix-cache-entries N     sequences kept for prompts that start alike (default 4)\n"
+            "  --prefix-cache-mb N          their device memory (default 1024)\n"
             "security:\n"
             "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
             "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
@@ -45,7 +49,8 @@ static void on_signal(int sig) {
 int cli_serve(int argc, char **argv) {
     enum {
         O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
-        O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP
+        O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
+        O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -64,10 +69,14 @@ int cli_serve(int argc, char **argv) {
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},
         {"api-key-file", required_argument, 0, O_KEYFILE},
+        {"image-cache-mb", required_argument, 0, O_IMAGE_CACHE},
+        {"prefix-cache-entries", required_argument, 0, O_PREFIX_ENTRIES},
+        {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     const char *model_dir = cli_default_model();
     EgEngineOptions eo = {0};
+    uint32_t cache_value = 0;
     EgServerOptions so = {0};
     eg_image_limits_default(&eo.limits.image);
     char *api_key = NULL;
@@ -127,6 +136,18 @@ int cli_serve(int argc, char **argv) {
         case O_KEYFILE:
             free(api_key);
             bad = !(api_key = cli_read_secret(optarg));
+            break;
+        case O_IMAGE_CACHE: /* the engine's convention: 0 default, negative off */
+            bad = cli_parse_u32("image-cache-mb", optarg, &cache_value);
+            eo.caches.image_cache_mb = cache_value ? (long)cache_value : -1;
+            break;
+        case O_PREFIX_ENTRIES:
+            bad = cli_parse_u32("prefix-cache-entries", optarg, &cache_value);
+            eo.caches.prefix_cache_entries = cache_value ? (long)cache_value : -1;
+            break;
+        case O_PREFIX_MB:
+            bad = cli_parse_u32("prefix-cache-mb", optarg, &cache_value);
+            eo.caches.prefix_cache_mb = cache_value ? (long)cache_value : -1;
             break;
         case O_HELP:
             usage(stdout);

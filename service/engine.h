@@ -6,6 +6,8 @@
 #define EGRET_ENGINE_H
 
 #include "language/generate.h"
+#include "language/image_cache.h"
+#include "language/prefix_cache.h"
 #include "language/template.h"
 #include "runtime/model.h"
 #include "vision/image_decode.h"
@@ -26,9 +28,18 @@ typedef struct EgEngineLimits {
     EgImageLimits image;     /* decoding limits, see vision/image_decode.h */
 } EgEngineLimits;
 
+/* Reuse across requests (language/image_cache.h, language/prefix_cache.h). 0 takes the
+ * default, a negative value turns the cache off. */
+typedef struct EgEngineCaches {
+    long image_cache_mb;       /* images' cross-attention keys/values; default 256 MiB */
+    long prefix_cache_entries; /* sequences kept for prompts that start the same; default 4 */
+    long prefix_cache_mb;      /* their KV caches' device memory; default 1024 MiB */
+} EgEngineCaches;
+
 typedef struct EgEngineOptions {
     EgModelOptions model;
     EgEngineLimits limits; /* zero fields take the defaults */
+    EgEngineCaches caches;
 } EgEngineOptions;
 
 typedef struct EgEngine {
@@ -36,6 +47,8 @@ typedef struct EgEngine {
     EgTokenizer *tok;
     EgTemplate *tmpl;
     EgEngineLimits limits;
+    EgImageCache *image_cache;
+    EgPrefixCache *prefix_cache;
 } EgEngine;
 
 EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err);

@@ -82,6 +82,17 @@ void eg_server_stats(Call *c) {
     st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
     st.host_memory_bytes = resident_bytes();
     st.uptime_s = eg_server_now() - s->started_at;
+    const EgImageCacheStats *ic = eg_image_cache_stats(s->engine->image_cache);
+    st.image_cache_hits = atomic_load(&ic->hits);
+    st.image_cache_misses = atomic_load(&ic->misses);
+    st.image_cache_entries = atomic_load(&ic->entries);
+    st.image_cache_bytes = atomic_load(&ic->bytes);
+    const EgPrefixCacheStats *pc = eg_prefix_cache_stats(s->engine->prefix_cache);
+    st.prefix_cache_hits = atomic_load(&pc->hits);
+    st.prefix_cache_misses = atomic_load(&pc->misses);
+    st.prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused);
+    st.prefix_cache_entries = atomic_load(&pc->entries);
+    st.prefix_cache_bytes = atomic_load(&pc->bytes);
     grpc_byte_buffer *bb = eg_grpc_pack(&st.base);
     pthread_mutex_lock(&c->mu);
     int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);

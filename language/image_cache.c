@@ -1,0 +1,125 @@
+#include "language/image_cache.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/device_tensor.h"
+
+typedef struct Entry {
+    EgImageKey key;
+    EgArena arena; /* its own memory, so evicting one entry frees it */
+    EgBuffer kv;
+    uint64_t last_used;
+    struct Entry *next;
+} Entry;
+
+struct EgImageCache {
+    EgModel *m;
+    size_t max_bytes, entry_bytes;
+    Entry *entries;
+    uint64_t clock;
+    EgImageCacheStats stats;
+};
+
+void eg_image_key(const void *bytes, size_t len, uint32_t image_size, EgImageKey *out) {
+    uint8_t size_le[4] = {(uint8_t)image_size, (uint8_t)(image_size >> 8),
+                          (uint8_t)(image_size >> 16), (uint8_t)(image_size >> 24)};
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(ctx, size_le, sizeof size_le) || !EVP_DigestUpdate(ctx, bytes, len) ||
+        !EVP_DigestFinal_ex(ctx, out->digest, &n))
+        memset(out->digest, 0xff, sizeof out->digest); /* cannot happen with OpenSSL's SHA-256 */
+    EVP_MD_CTX_free(ctx);
+}
+
+size_t eg_image_cache_entry_elems(const EgModel *m) {
+    size_t n_cross = (size_t)(m->cfg.num_hidden_layers / m->cfg.cross_layer_interval);
+    return n_cross * m->image_tokens * 2 * m->H;
+}
+
+EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes) {
+    EgImageCache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->m = m;
+    c->max_bytes = max_bytes;
+    c->entry_bytes = eg_image_cache_entry_elems(m) * (m->ops.f16 ? 2 : 4);
+    return c;
+}
+
+static void entry_free(EgImageCache *c, Entry *e) {
+    eg_arena_reset(&e->arena);
+    free(e);
+    atomic_fetch_sub(&c->stats.entries, 1);
+    atomic_fetch_sub(&c->stats.bytes, c->entry_bytes);
+}
+
+void eg_image_cache_free(EgImageCache *c) {
+    if (!c) return;
+    while (c->entries) {
+        Entry *e = c->entries;
+        c->entries = e->next;
+        entry_free(c, e);
+    }
+    free(c);
+}
+
+const EgImageCacheStats *eg_image_cache_stats(const EgImageCache *c) { return &c->stats; }
+
+static Entry **find(EgImageCache *c, const EgImageKey *key) {
+    for (Entry **p = &c->entries; *p; p = &(*p)->next)
+        if (memcmp((*p)->key.digest, key->digest, sizeof key->digest) == 0) return p;
+    return NULL;
+}
+
+const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key) {
+    Entry **p = c->max_bytes ? find(c, key) : NULL;
+    if (!p) {
+        atomic_fetch_add(&c->stats.misses, 1);
+        return NULL;
+    }
+    atomic_fetch_add(&c->stats.hits, 1);
+    (*p)->last_used = ++c->clock;
+    return &(*p)->kv;
+}
+
+static void evict_oldest(EgImageCache *c) {
+    Entry **oldest = NULL;
+    for (Entry **p = &c->entries; *p; p = &(*p)->next)
+        if (!oldest || (*p)->last_used < (*oldest)->last_used) oldest = p;
+    if (!oldest) return;
+    Entry *e = *oldest;
+    *oldest = e->next;
+    entry_free(c, e);
+}
+
+const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key) {
+    if (!c->max_bytes || c->entry_bytes > c->max_bytes || find(c, key)) return NULL;
+    while (c->entries && atomic_load(&c->stats.bytes) + c->entry_bytes > c->max_bytes)
+        evict_oldest(c);
+    Entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->key = *key;
+    e->last_used = ++c->clock;
+    eg_arena_init(&e->arena, &c->m->vk, EG_MEM_DEVICE, c->entry_bytes);
+    EgError err;
+    if (eg_tensor_buffer(&c->m->ops, &e->arena, eg_image_cache_entry_elems(c->m), &e->kv, &err)) {
+        eg_arena_reset(&e->arena);
+        free(e);
+        return NULL;
+    }
+    e->next = c->entries;
+    c->entries = e;
+    atomic_fetch_add(&c->stats.entries, 1);
+    atomic_fetch_add(&c->stats.bytes, c->entry_bytes);
+    return &e->kv;
+}
+
+void eg_image_cache_drop(EgImageCache *c, const EgImageKey *key) {
+    Entry **p = find(c, key);
+    if (!p) return;
+    Entry *e = *p;
+    *p = e->next;
+    entry_free(c, e);
+}

@@ -1,0 +1,51 @@
+/* The cross-attention keys and values of recently seen images, by content.
+ *
+ * Few-shot serving sends the same example images again and again. An image's cross-attention
+ * keys/values depend only on its bytes and the preprocessing (everything after it is fixed
+ * weights), so they are kept on the device under a SHA-256 of the encoded bytes plus the image
+ * size: a hit skips decoding, preprocessing, the ViT, the perceiver and the K/V projections.
+ * A cryptographic hash, because the cache is shared between clients: a collision would hand one
+ * client's request another's image.
+ *
+ * Bounded by bytes; the least recently used entries go first. Used by one thread (the engine's);
+ * the counters may be read from any. */
+#ifndef EGRET_IMAGE_CACHE_H
+#define EGRET_IMAGE_CACHE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/model.h"
+
+typedef struct EgImageKey {
+    uint8_t digest[32];
+} EgImageKey;
+
+/* SHA-256 over the image size (4 bytes, little-endian) and the encoded bytes. */
+void eg_image_key(const void *bytes, size_t len, uint32_t image_size, EgImageKey *out);
+
+typedef struct EgImageCacheStats {
+    atomic_ullong hits, misses, entries, bytes;
+} EgImageCacheStats;
+
+typedef struct EgImageCache EgImageCache;
+
+/* max_bytes 0 disables the cache (lookups miss, inserts do nothing). */
+EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes);
+void eg_image_cache_free(EgImageCache *c);
+const EgImageCacheStats *eg_image_cache_stats(const EgImageCache *c);
+
+/* One image's keys/values for every cross layer: [cross layer][S][2H] elements. */
+size_t eg_image_cache_entry_elems(const EgModel *m);
+
+/* The cached buffer for key, or NULL. Counts a hit or a miss. */
+const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key);
+/* A new buffer for key, to be filled by the caller (evicting older entries to make room), or
+ * NULL when the cache is disabled, the entry is larger than the whole cache, or allocation
+ * fails (caching is then skipped, not an error). */
+const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key);
+/* Drops a reserved entry that could not be filled. */
+void eg_image_cache_drop(EgImageCache *c, const EgImageKey *key);
+
+#endif

@@ -1,0 +1,157 @@
+#include "language/prefix_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Kept {
+    EgSequence *seq;
+    int32_t *ids;
+    EgImageKey *keys; /* per token; has_key says whether the token attends to an image */
+    uint8_t *has_key;
+    uint32_t n;
+    size_t bytes;
+    uint64_t last_used;
+    struct Kept *next;
+} Kept;
+
+struct EgPrefixCache {
+    size_t max_entries, max_bytes;
+    Kept *kept;
+    uint64_t clock;
+    EgPrefixCacheStats stats;
+};
+
+EgPrefixCache *eg_prefix_cache_new(size_t max_entries, size_t max_bytes) {
+    EgPrefixCache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->max_entries = max_entries;
+    c->max_bytes = max_bytes;
+    return c;
+}
+
+static void kept_free(EgPrefixCache *c, Kept *k) {
+    atomic_fetch_sub(&c->stats.entries, 1);
+    atomic_fetch_sub(&c->stats.bytes, k->bytes);
+    eg_sequence_free(k->seq);
+    free(k->ids);
+    free(k->keys);
+    free(k->has_key);
+    free(k);
+}
+
+void eg_prefix_cache_free(EgPrefixCache *c) {
+    if (!c) return;
+    while (c->kept) {
+        Kept *k = c->kept;
+        c->kept = k->next;
+        kept_free(c, k);
+    }
+    free(c);
+}
+
+const EgPrefixCacheStats *eg_prefix_cache_stats(const EgPrefixCache *c) { return &c->stats; }
+
+static uint32_t shared_prefix(const Kept *k, const int32_t *ids,
+                              const EgImageKey *const *image_keys, uint32_t n) {
+    uint32_t i = 0, limit = n < k->n ? n : k->n;
+    for (; i < limit; i++) {
+        if (k->ids[i] != ids[i]) break;
+        int has = image_keys[i] != NULL;
+        if (has != k->has_key[i]) break;
+        if (has && memcmp(k->keys[i].digest, image_keys[i]->digest, sizeof k->keys[i].digest))
+            break;
+    }
+    return i;
+}
+
+EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
+                                 const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
+                                 uint32_t *n_shared) {
+    *n_shared = 0;
+    Kept **best = NULL;
+    uint32_t best_n = 0;
+    for (Kept **p = &c->kept; *p; p = &(*p)->next) {
+        if ((*p)->seq->capacity < capacity) continue;
+        uint32_t shared = shared_prefix(*p, ids, image_keys, n);
+        if (shared > best_n) {
+            best = p;
+            best_n = shared;
+        }
+    }
+    if (!best) {
+        atomic_fetch_add(&c->stats.misses, 1);
+        return NULL;
+    }
+    Kept *k = *best;
+    *best = k->next;
+    EgSequence *seq = k->seq;
+    k->seq = NULL;
+    atomic_fetch_add(&c->stats.hits, 1);
+    atomic_fetch_add(&c->stats.tokens_reused, best_n);
+    atomic_fetch_sub(&c->stats.entries, 1);
+    atomic_fetch_sub(&c->stats.bytes, k->bytes);
+    free(k->ids);
+    free(k->keys);
+    free(k->has_key);
+    free(k);
+    *n_shared = best_n;
+    return seq;
+}
+
+static size_t sequence_bytes(const EgSequence *s) {
+    return (size_t)(eg_arena_block_bytes(&s->arena) + eg_arena_block_bytes(&s->image_arena));
+}
+
+void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
+                         const EgImageKey *const *image_keys) {
+    size_t bytes = sequence_bytes(seq);
+    if (!c->max_entries || bytes > c->max_bytes || seq->n_past == 0) {
+        eg_sequence_free(seq);
+        return;
+    }
+    Kept *k = calloc(1, sizeof *k);
+    uint32_t n = seq->n_past;
+    if (k) {
+        k->ids = malloc(n * sizeof *k->ids);
+        k->keys = calloc(n, sizeof *k->keys);
+        k->has_key = calloc(n, 1);
+    }
+    if (!k || !k->ids || !k->keys || !k->has_key) {
+        if (k) {
+            free(k->ids);
+            free(k->keys);
+            free(k->has_key);
+        }
+        free(k);
+        eg_sequence_free(seq);
+        return;
+    }
+    memcpy(k->ids, ids, n * sizeof *ids);
+    for (uint32_t i = 0; i < n; i++)
+        if (image_keys[i]) {
+            k->keys[i] = *image_keys[i];
+            k->has_key[i] = 1;
+        }
+    k->seq = seq;
+    k->n = n;
+    k->bytes = bytes;
+    k->last_used = ++c->clock;
+    /* make room: the least recently kept go first */
+    for (;;) {
+        size_t count = 0, total = bytes;
+        Kept **oldest = NULL;
+        for (Kept **p = &c->kept; *p; p = &(*p)->next) {
+            count++;
+            total += (*p)->bytes;
+            if (!oldest || (*p)->last_used < (*oldest)->last_used) oldest = p;
+        }
+        if (!oldest || (count < c->max_entries && total <= c->max_bytes)) break;
+        Kept *old = *oldest;
+        *oldest = old->next;
+        kept_free(c, old);
+    }
+    k->next = c->kept;
+    c->kept = k;
+    atomic_fetch_add(&c->stats.entries, 1);
+    atomic_fetch_add(&c->stats.bytes, bytes);
+}

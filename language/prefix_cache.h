@@ -1,0 +1,42 @@
+/* Sequences kept after their request, so a later prompt that starts the same way (the same
+ * few-shot examples in front of a new query) reuses their KV cache instead of recomputing it.
+ *
+ * A kept sequence remembers, for every token in its KV cache, the token id and the image that
+ * token attended to (by content key, language/image_cache.h). A token's keys and values depend
+ * only on the tokens before it, its position, and the image it attends to, so two prompts agreeing
+ * on those for their first n tokens share the first n entries exactly.
+ *
+ * Bounded by entry count and device bytes; the least recently used go first. One thread (the
+ * engine's); the counters may be read from any. */
+#ifndef EGRET_PREFIX_CACHE_H
+#define EGRET_PREFIX_CACHE_H
+
+#include <stdatomic.h>
+
+#include "language/image_cache.h"
+#include "language/sequence.h"
+
+typedef struct EgPrefixCacheStats {
+    atomic_ullong hits, misses, tokens_reused, entries, bytes;
+} EgPrefixCacheStats;
+
+typedef struct EgPrefixCache EgPrefixCache;
+
+/* max_entries 0 disables the cache. */
+EgPrefixCache *eg_prefix_cache_new(size_t max_entries, size_t max_bytes);
+void eg_prefix_cache_free(EgPrefixCache *c);
+const EgPrefixCacheStats *eg_prefix_cache_stats(const EgPrefixCache *c);
+
+/* Takes out the kept sequence sharing the longest prefix with the prompt (ids[i], and the key of
+ * the image token i attends to, or NULL for none) among those whose capacity is at least
+ * `capacity`; *n_shared gets the length of that prefix. NULL when none shares a token. */
+EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
+                                 const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
+                                 uint32_t *n_shared);
+
+/* Keeps seq (the cache owns it from now on, and frees it when it cannot keep it) with the ids
+ * and image keys of the first seq->n_past tokens of its KV cache. */
+void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
+                         const EgImageKey *const *image_keys);
+
+#endif
