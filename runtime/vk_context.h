@@ -38,6 +38,7 @@ typedef struct EgVk {
      * and a debug ceiling on it (EGRET_DEVICE_MEMORY_LIMIT bytes; 0 = none) that makes running
      * out of device memory reproducible in tests. */
     _Atomic unsigned long long device_bytes;
+    _Atomic unsigned long long device_bytes_peak; /* the most device_bytes has been */
     unsigned long long device_bytes_limit;
     VkDebugUtilsMessengerEXT messenger;
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;

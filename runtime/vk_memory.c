@@ -65,7 +65,12 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
                 (unsigned long long)(size >> 20), eg_vk_result_name(r));
         return NULL;
     }
-    if (a->kind == EG_MEM_DEVICE) atomic_fetch_add(&a->vk->device_bytes, size);
+    if (a->kind == EG_MEM_DEVICE) {
+        unsigned long long now = atomic_fetch_add(&a->vk->device_bytes, size) + size;
+        unsigned long long peak = atomic_load(&a->vk->device_bytes_peak);
+        while (now > peak && !atomic_compare_exchange_weak(&a->vk->device_bytes_peak, &peak, now)) {
+        }
+    }
     b->size = size;
     b->type_index = type_index;
     if (a->kind == EG_MEM_HOST &&

@@ -9,6 +9,7 @@ int cli_devices(int argc, char **argv);
 int cli_forward(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 int cli_caption(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_draw(int argc, char **argv);

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
                "  caption    ask a server for one caption per image\n"
                "  generate   send a server an interleaved or few-shot prompt, stream the answer\n"
                "  run        caption images or answer prompts in-process, without a server\n"
+               "  bench      time the image stage, prefill and decode (JSON for bench/compare)\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
                "  draw       draw shapes-world scenes (PNG) with their true captions and answers\n"
                "\nRun `egret COMMAND --help` for a command's options.\n");
@@ -137,6 +138,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "devices") == 0) return cli_devices(argc - 1, argv + 1);
     if (strcmp(argv[1], "run") == 0) return cli_run(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0) return cli_serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bench") == 0) return cli_bench(argc - 1, argv + 1);
     if (strcmp(argv[1], "caption") == 0) return cli_caption(argc - 1, argv + 1);
     if (strcmp(argv[1], "generate") == 0) return cli_generate(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);

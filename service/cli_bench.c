@@ -1,0 +1,315 @@
+/* egret bench: how fast a model runs on this device, in the terms of bench/torch_ref.py (same
+ * prompt, same definitions, same JSON layout) so bench/compare can put the two side by side.
+ *
+ *   encode               ViT + perceiver for b images (images/s)
+ *   prefill              a T-token prompt ([BOS, fake, <image>, fake, text...]) into a fresh KV
+ *                        cache, image keys/values already computed (tokens/s)
+ *   prefill_with_encode  the same including the image stage
+ *   decode               NEW greedy tokens after the prefill: NEW-1 steps with the KV cache
+ *   ttft                 batch 1: image stage + prefill + the first token
+ * Batch b > 1 for prefill and decode runs b sequences one after another, step by step (Egret has
+ * no batched decode yet, so "batched": false in the JSON). Every figure is the median of --reps
+ * runs after --warmup runs. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "language/sequence.h"
+#include "service/cli.h"
+#include "vision/image_encoder.h"
+
+typedef struct Bench {
+    EgModel *m;
+    uint32_t T, NEW, warmup, reps;
+    int32_t *ids, *img_of;
+    float *pixels; /* up to 16 images */
+    float *logits;
+    FILE *progress;
+} Bench;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, uint32_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int32_t argmax(const float *x, uint32_t n) {
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return (int32_t)best;
+}
+
+/* One timed unit of work; returns seconds, or -1 on failure (message in err). */
+typedef double (*Work)(Bench *b, uint32_t batch, EgError *err);
+
+static double work_encode(Bench *b, uint32_t batch, EgError *err) {
+    double t = now_s();
+    if (eg_image_encoder_run(b->m, b->pixels, batch, NULL, NULL, err)) return -1;
+    return now_s() - t;
+}
+
+/* Prefills `batch` sequences (images set first, untimed unless with_encode); returns the time,
+ * leaving the sequences in seqs for decode. */
+static double prefill(Bench *b, uint32_t batch, int with_encode, EgSequence **seqs, EgError *err) {
+    double total = 0;
+    size_t per = 3 * (size_t)b->m->cfg.vision.image_size * b->m->cfg.vision.image_size;
+    for (uint32_t i = 0; i < batch; i++) {
+        seqs[i] = eg_sequence_new(b->m, b->T + b->NEW, err);
+        if (!seqs[i]) return -1;
+        double t = now_s();
+        if (eg_sequence_set_images(seqs[i], b->pixels + (i % 16) * per, 1, err)) return -1;
+        if (!with_encode) t = now_s();
+        if (eg_sequence_forward(seqs[i], b->ids, b->img_of, b->T, b->logits, 0, err)) return -1;
+        total += now_s() - t;
+    }
+    return total;
+}
+
+static void free_seqs(EgSequence **seqs, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        eg_sequence_free(seqs[i]);
+        seqs[i] = NULL;
+    }
+}
+
+static double work_prefill(Bench *b, uint32_t batch, EgError *err) {
+    EgSequence *seqs[16] = {0};
+    double t = prefill(b, batch, 0, seqs, err);
+    free_seqs(seqs, batch);
+    return t;
+}
+
+static double work_prefill_encode(Bench *b, uint32_t batch, EgError *err) {
+    EgSequence *seqs[16] = {0};
+    double t = prefill(b, batch, 1, seqs, err);
+    free_seqs(seqs, batch);
+    return t;
+}
+
+static double work_decode(Bench *b, uint32_t batch, EgError *err) {
+    EgSequence *seqs[16] = {0};
+    int32_t next[16];
+    double t = -1;
+    if (prefill(b, batch, 0, seqs, err) < 0) goto done;
+    for (uint32_t i = 0; i < batch; i++)
+        next[i] = argmax(b->logits, b->m->vocab); /* untimed: as torch_ref, from the prefill */
+    t = now_s();
+    for (uint32_t step = 1; step < b->NEW; step++)
+        for (uint32_t i = 0; i < batch; i++) {
+            if (eg_sequence_forward(seqs[i], &next[i], NULL, 1, b->logits, 0, err)) {
+                t = -1;
+                goto done;
+            }
+            next[i] = argmax(b->logits, b->m->vocab);
+        }
+    t = now_s() - t;
+done:
+    free_seqs(seqs, batch);
+    return t;
+}
+
+static double work_ttft(Bench *b, uint32_t batch, EgError *err) {
+    (void)batch;
+    double t = now_s();
+    EgSequence *seq = eg_sequence_new(b->m, b->T + 1, err);
+    int rc = !seq || eg_sequence_set_images(seq, b->pixels, 1, err) ||
+             eg_sequence_forward(seq, b->ids, b->img_of, b->T, b->logits, 0, err);
+    if (!rc) (void)argmax(b->logits, b->m->vocab);
+    eg_sequence_free(seq);
+    return rc ? -1 : now_s() - t;
+}
+
+/* Runs work warmup + reps times; prints a JSON object of the runs' median and minimum. */
+static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t batch,
+                   double units, const char *unit_key, EgError *err) {
+    double *runs = calloc(b->reps, sizeof *runs);
+    if (!runs) return eg_fail(err, "out of host memory");
+    for (uint32_t r = 0; r < b->warmup + b->reps; r++) {
+        fprintf(b->progress, "\regret bench: %s b%u run %u/%u   ", name, batch, r + 1,
+                b->warmup + b->reps);
+        fflush(b->progress);
+        double t = work(b, batch, err);
+        if (t < 0) {
+            free(runs);
+            return -1;
+        }
+        if (r >= b->warmup) runs[r - b->warmup] = t;
+    }
+    double mn = runs[0];
+    for (uint32_t r = 1; r < b->reps; r++)
+        mn = fmin(mn, runs[r]);
+    double med = median(runs, b->reps);
+    fprintf(json, "\"b%u\": {\"median_s\": %.6g, \"min_s\": %.6g, \"%s\": %.6g", batch, med, mn,
+            unit_key, units / med);
+    if (strcmp(name, "encode") == 0) fprintf(json, ", \"s_per_image\": %.6g", med / batch);
+    if (strcmp(name, "decode") == 0)
+        fprintf(json, ", \"steps\": %u, \"s_per_step\": %.6g", b->NEW - 1,
+                med / ((b->NEW - 1) * batch));
+    fprintf(json, "}");
+    free(runs);
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: egret bench [options]\n"
+               "Times the image stage, prefill, decode and the time to first token, with the\n"
+               "definitions and JSON layout of bench/torch_ref.py (see bench/compare).\n"
+               "  --model DIR            checkpoint folder (default: the bundled demo model)\n"
+               "  --fp32                 fp32 weights and activations (default fp16)\n"
+               "  --device INDEX|NAME    Vulkan device\n"
+               "  --prompt-tokens T      default 64\n"
+               "  --new-tokens N         default 64\n"
+               "  --warmup N --reps N    default 2 and 5\n"
+               "  --json                 print one JSON object on stdout\n");
+}
+
+int cli_bench(int argc, char **argv) {
+    enum { O_MODEL = 256, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_JSON, O_HELP };
+    static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
+                                             {"fp32", no_argument, 0, O_FP32},
+                                             {"device", required_argument, 0, O_DEVICE},
+                                             {"prompt-tokens", required_argument, 0, O_T},
+                                             {"new-tokens", required_argument, 0, O_NEW},
+                                             {"warmup", required_argument, 0, O_WARMUP},
+                                             {"reps", required_argument, 0, O_REPS},
+                                             {"json", no_argument, 0, O_JSON},
+                                             {"help", no_argument, 0, O_HELP},
+                                             {0, 0, 0, 0}};
+    const char *model_dir = cli_default_model();
+    EgModelOptions mo = {0};
+    Bench b = {.T = 64, .NEW = 64, .warmup = 2, .reps = 5, .progress = stderr};
+    int json_out = 0, c, bad = 0;
+    optind = 1;
+    while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL:
+            model_dir = optarg;
+            break;
+        case O_FP32:
+            mo.fp32 = 1;
+            break;
+        case O_DEVICE:
+            mo.device = optarg;
+            break;
+        case O_T:
+            bad = cli_parse_u32("prompt-tokens", optarg, &b.T) || b.T < 5;
+            break;
+        case O_NEW:
+            bad = cli_parse_u32("new-tokens", optarg, &b.NEW) || b.NEW < 2;
+            break;
+        case O_WARMUP:
+            bad = cli_parse_u32("warmup", optarg, &b.warmup);
+            break;
+        case O_REPS:
+            bad = cli_parse_u32("reps", optarg, &b.reps) || b.reps == 0;
+            break;
+        case O_JSON:
+            json_out = 1;
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            bad = 1;
+        }
+    }
+    if (bad || optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    EgError err = {{0}};
+    mo.progress = stderr;
+    mo.max_images = 16;
+    b.m = eg_model_load(model_dir, &mo, &err);
+    if (!b.m) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        return 1;
+    }
+    EgModel *m = b.m;
+    size_t per = 3 * (size_t)m->cfg.vision.image_size * m->cfg.vision.image_size;
+    b.ids = malloc(b.T * sizeof *b.ids);
+    b.img_of = malloc(b.T * sizeof *b.img_of);
+    b.pixels = malloc(16 * per * sizeof *b.pixels);
+    b.logits = malloc(m->vocab * sizeof *b.logits);
+    int rc = 1;
+    if (!b.ids || !b.img_of || !b.pixels || !b.logits) goto done;
+    /* The prompt of torch_ref.py's bench_prompt: [BOS, fake, <image>, fake, random text...],
+     * every token from the <image> on attending to the image. */
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (uint32_t t = 0; t < b.T; t++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        b.ids[t] = 3 + (int32_t)(x % (uint64_t)(m->cfg.vocab_size - 3));
+        b.img_of[t] = t >= 2 ? 0 : -1;
+    }
+    b.ids[0] = m->cfg.bos_token_id;
+    b.ids[1] = b.ids[3] = m->cfg.vocab_size;  /* <fake_token_around_image> */
+    b.ids[2] = m->cfg.vocab_size + 1;         /* <image> */
+    for (size_t i = 0; i < 16 * per; i++) {   /* normalized pixels, roughly N(0, 1) */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        b.pixels[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 3.46 - 1.73);
+    }
+    FILE *json = json_out ? stdout : tmpfile();
+    if (!json) goto done;
+    fprintf(json, "{\"tool\": \"egret bench\", \"model\": \"%s\", \"device\": \"%s\", "
+                  "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
+                  "\"reps\": %u, \"batched\": false,\n \"results\": {",
+            model_dir, m->vk.props.deviceName, m->ops.f16 ? "float16" : "float32", b.T, b.NEW,
+            b.warmup, b.reps);
+    struct {
+        const char *name;
+        Work work;
+        uint32_t batches[2];
+        const char *unit_key;
+    } sections[] = {{"encode", work_encode, {1, 16}, "images_per_s"},
+                    {"prefill", work_prefill, {1, 8}, "tokens_per_s"},
+                    {"prefill_with_encode", work_prefill_encode, {1, 8}, "tokens_per_s"},
+                    {"decode", work_decode, {1, 8}, "tokens_per_s"},
+                    {"ttft", work_ttft, {1, 0}, "per_s"}};
+    rc = 0;
+    for (size_t s = 0; s < sizeof sections / sizeof *sections && rc == 0; s++) {
+        fprintf(json, "%s\n  \"%s\": {", s ? "," : "", sections[s].name);
+        for (int k = 0; k < 2 && rc == 0 && sections[s].batches[k]; k++) {
+            uint32_t batch = sections[s].batches[k];
+            double units = s == 0 ? batch : s == 3 ? (double)batch * (b.NEW - 1)
+                                      : s == 4 ? 1
+                                               : (double)batch * b.T;
+            if (k) fprintf(json, ", ");
+            rc = measure(&b, json, sections[s].name, sections[s].work, batch, units,
+                         sections[s].unit_key, &err);
+        }
+        fprintf(json, "}");
+    }
+    fprintf(json, "},\n \"peak_device_bytes\": %llu}\n",
+            (unsigned long long)atomic_load(&m->vk.device_bytes_peak));
+    fprintf(stderr, "\n");
+    if (rc) fprintf(stderr, "egret: %s\n", err.msg);
+    if (!json_out) { /* a readable summary of the same figures */
+        long n = ftell(json);
+        char *text = calloc((size_t)n + 1, 1);
+        rewind(json);
+        if (text && fread(text, 1, (size_t)n, json) == (size_t)n) fputs(text, stdout);
+        free(text);
+        fclose(json);
+    }
+done:
+    free(b.ids);
+    free(b.img_of);
+    free(b.pixels);
+    free(b.logits);
+    eg_model_free(m);
+    return rc ? 1 : 0;
+}
