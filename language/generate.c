@@ -111,117 +111,185 @@ int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
     return rc;
 }
 
+struct EgGeneration {
+    EgSequence *seq;
+    const EgGenerateParams *params;
+    EgTokenCallback cb;
+    void *user;
+    EgSampler *sampler;
+    EgDecodeStream *ds;
+    float *logits;    /* the logits of the last token fed */
+    int32_t *context; /* prompt + generated ids */
+    size_t n_context, n_prompt;
+    uint32_t step;
+    int32_t eos;
+    size_t stop_len;
+    TextState text;
+    int finished;
+    EgFinishReason finish;
+    struct timespec t0;
+    double prefill_s;
+};
+
+void eg_generation_free(EgGeneration *g) {
+    if (!g) return;
+    free(g->text.buf);
+    free(g->context);
+    free(g->logits);
+    eg_decode_stream_free(g->ds);
+    eg_sampler_free(g->sampler);
+    free(g);
+}
+
+EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
+                                  const int32_t *prompt_ids, const int32_t *image_of_token,
+                                  uint32_t n_prompt, uint32_t n_cached,
+                                  const EgGenerateParams *params, EgTokenCallback cb, void *user,
+                                  EgError *err) {
+    EgModel *m = seq->m;
+    if (eg_sampling_params_validate(&params->sampling, err)) return NULL;
+    for (size_t i = 0; i < params->n_stop; i++)
+        if (!params->stop[i] || !params->stop[i][0]) {
+            eg_fail(err, "stop string %zu is empty", i);
+            return NULL;
+        }
+    if (n_prompt == 0) {
+        eg_fail(err, "the prompt is empty");
+        return NULL;
+    }
+    if (n_cached >= n_prompt) n_cached = n_prompt - 1; /* the last token yields the logits */
+    if (n_cached > seq->n_past) {
+        eg_fail(err, "the sequence holds fewer cached tokens");
+        return NULL;
+    }
+    EgGeneration *g = calloc(1, sizeof *g);
+    if (!g) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &g->t0);
+    g->seq = seq;
+    g->params = params;
+    g->cb = cb;
+    g->user = user;
+    g->sampler = eg_sampler_new(&params->sampling, (int)m->vocab);
+    g->ds = eg_decode_stream_new(tok, 1);
+    g->logits = malloc(m->vocab * sizeof *g->logits);
+    g->context = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->context);
+    if (!g->sampler || !g->ds || !g->logits || !g->context) {
+        eg_fail(err, "out of host memory");
+        eg_generation_free(g);
+        return NULL;
+    }
+    memcpy(g->context, prompt_ids, n_prompt * sizeof *g->context);
+    g->n_context = g->n_prompt = n_prompt;
+    g->eos = (int32_t)m->cfg.eos_token_id;
+    g->stop_len = longest_stop(params);
+    g->finish = EG_FINISH_LENGTH;
+    g->finished = params->max_new_tokens == 0;
+    seq->n_past = n_cached; /* what follows the shared prefix is recomputed */
+    if (eg_sequence_forward(seq, prompt_ids + n_cached,
+                            image_of_token ? image_of_token + n_cached : NULL, n_prompt - n_cached,
+                            g->logits, 0, err)) {
+        eg_generation_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+EgSequence *eg_generation_sequence(const EgGeneration *g) { return g->seq; }
+int eg_generation_finished(const EgGeneration *g) { return g->finished; }
+int32_t eg_generation_next_input(const EgGeneration *g) { return g->context[g->n_context - 1]; }
+float *eg_generation_logits(EgGeneration *g) { return g->logits; }
+
+int eg_generation_advance(EgGeneration *g, EgError *err) {
+    if (g->finished) return 1;
+    const EgGenerateParams *params = g->params;
+    TextState *text = &g->text;
+    int32_t id = eg_sampler_next(g->sampler, g->logits, g->context, g->n_context, err);
+    if (id < 0) return -1;
+    if (g->step++ == 0) g->prefill_s = seconds_since(&g->t0);
+    g->context[g->n_context++] = id;
+    if (id == g->eos && !params->ignore_eos) {
+        g->finish = EG_FINISH_EOS;
+        return g->finished = 1;
+    }
+    char *piece = NULL;
+    if (eg_decode_stream_push(g->ds, id, &piece, err)) return -1;
+    size_t search_from = text->len > g->stop_len ? text->len - g->stop_len : 0;
+    int failed = text_append(text, piece, strlen(piece));
+    free(piece);
+    if (failed) return eg_fail(err, "out of host memory");
+    long stop_at = params->n_stop ? find_stop(text, params, search_from) : -1;
+    size_t final_len = stop_at >= 0 ? (size_t)stop_at : text->len - held_back(text, params);
+    if (final_len < text->emitted) final_len = text->emitted;
+    int cancel = g->cb ? g->cb(g->user, id, text->buf + text->emitted, final_len - text->emitted)
+                       : 0;
+    text->emitted = final_len;
+    if (stop_at >= 0) {
+        text->len = (size_t)stop_at;
+        text->buf[text->len] = '\0';
+        g->finish = EG_FINISH_STOP;
+        return g->finished = 1;
+    }
+    if (cancel) {
+        g->finish = EG_FINISH_CANCELLED;
+        return g->finished = 1;
+    }
+    if (g->step >= params->max_new_tokens) return g->finished = 1; /* EG_FINISH_LENGTH */
+    return 0;
+}
+
+void eg_generation_cancel(EgGeneration *g) {
+    if (g->finished) return;
+    g->finish = EG_FINISH_CANCELLED;
+    g->finished = 1;
+}
+
+int eg_generation_end(EgGeneration *g, EgGenerateResult *out, EgError *err) {
+    memset(out, 0, sizeof *out);
+    TextState *text = &g->text;
+    if (g->finish != EG_FINISH_STOP) {
+        /* Bytes the decoder still holds (an unfinished UTF-8 sequence) and held-back text. */
+        char *rest = NULL;
+        if (eg_decode_stream_flush(g->ds, &rest, err)) return -1;
+        int failed = rest && text_append(text, rest, strlen(rest));
+        free(rest);
+        if (failed) return eg_fail(err, "out of host memory");
+        if (g->cb && text->len > text->emitted)
+            g->cb(g->user, -1, text->buf + text->emitted, text->len - text->emitted);
+        text->emitted = text->len;
+    }
+    if (!text->buf && text_append(text, "", 0)) return eg_fail(err, "out of host memory");
+    out->n_ids = g->n_context - g->n_prompt - (g->finish == EG_FINISH_EOS ? 1 : 0);
+    out->ids = malloc((out->n_ids + 1) * sizeof *out->ids);
+    if (!out->ids) return eg_fail(err, "out of host memory");
+    memcpy(out->ids, g->context + g->n_prompt, out->n_ids * sizeof *out->ids);
+    out->text = text->buf;
+    text->buf = NULL;
+    out->finish = g->finish;
+    out->prefill_s = g->step ? g->prefill_s : seconds_since(&g->t0);
+    out->total_s = seconds_since(&g->t0);
+    return 0;
+}
+
 int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
                    const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
                    const EgGenerateParams *params, EgTokenCallback cb, void *user,
                    EgGenerateResult *out, EgError *err) {
     memset(out, 0, sizeof *out);
-    EgModel *m = seq->m;
-    if (eg_sampling_params_validate(&params->sampling, err)) return -1;
-    for (size_t i = 0; i < params->n_stop; i++)
-        if (!params->stop[i] || !params->stop[i][0])
-            return eg_fail(err, "stop string %zu is empty", i);
-    if (n_prompt == 0) return eg_fail(err, "the prompt is empty");
-    if (n_cached >= n_prompt) n_cached = n_prompt - 1; /* the last token yields the logits */
-    if (n_cached > seq->n_past) return eg_fail(err, "the sequence holds fewer cached tokens");
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    uint32_t max_new = params->max_new_tokens;
-    EgSampler *sampler = eg_sampler_new(&params->sampling, (int)m->vocab);
-    EgDecodeStream *ds = eg_decode_stream_new(tok, 1);
-    float *logits = malloc(m->vocab * sizeof *logits);
-    int32_t *context = malloc((n_prompt + max_new + 1) * sizeof *context);
-    TextState text = {0};
-    int rc = -1;
-    if (!sampler || !ds || !logits || !context) {
-        eg_fail(err, "out of host memory");
-        goto done;
-    }
-    memcpy(context, prompt_ids, n_prompt * sizeof *context);
-    size_t n_context = n_prompt;
-    seq->n_past = n_cached; /* what follows the shared prefix is recomputed */
-    if (eg_sequence_forward(seq, prompt_ids + n_cached,
-                            image_of_token ? image_of_token + n_cached : NULL, n_prompt - n_cached,
-                            logits, 0, err))
-        goto done;
-    int32_t eos = (int32_t)m->cfg.eos_token_id;
-    size_t stop_len = longest_stop(params);
-    out->finish = EG_FINISH_LENGTH;
-    for (uint32_t step = 0; step < max_new; step++) {
-        if (step > 0 && eg_sequence_forward(seq, &context[n_context - 1], NULL, 1, logits, 0, err))
-            goto done;
-        int32_t id = eg_sampler_next(sampler, logits, context, n_context, err);
-        if (id < 0) goto done;
-        if (step == 0) out->prefill_s = seconds_since(&t0);
-        context[n_context++] = id;
-        if (id == eos && !params->ignore_eos) {
-            out->finish = EG_FINISH_EOS;
-            break;
-        }
-        char *piece = NULL;
-        if (eg_decode_stream_push(ds, id, &piece, err)) goto done;
-        size_t search_from = text.len > stop_len ? text.len - stop_len : 0;
-        int failed = text_append(&text, piece, strlen(piece));
-        free(piece);
-        if (failed) {
-            eg_fail(err, "out of host memory");
-            goto done;
-        }
-        long stop_at = params->n_stop ? find_stop(&text, params, search_from) : -1;
-        size_t final_len = stop_at >= 0 ? (size_t)stop_at : text.len - held_back(&text, params);
-        if (final_len < text.emitted) final_len = text.emitted;
-        int cancel = cb ? cb(user, id, text.buf + text.emitted, final_len - text.emitted) : 0;
-        text.emitted = final_len;
-        if (stop_at >= 0) {
-            text.len = (size_t)stop_at;
-            text.buf[text.len] = '\0';
-            out->finish = EG_FINISH_STOP;
-            break;
-        }
-        if (cancel) {
-            out->finish = EG_FINISH_CANCELLED;
+    EgGeneration *g = eg_generation_begin(seq, tok, prompt_ids, image_of_token, n_prompt, n_cached,
+                                          params, cb, user, err);
+    if (!g) return -1;
+    int rc;
+    while ((rc = eg_generation_advance(g, err)) == 0) {
+        int32_t next = eg_generation_next_input(g);
+        if (eg_sequence_forward(seq, &next, NULL, 1, g->logits, 0, err)) {
+            rc = -1;
             break;
         }
     }
-    if (out->finish != EG_FINISH_STOP) {
-        /* Bytes the decoder still holds (an unfinished UTF-8 sequence) and held-back text. */
-        char *rest = NULL;
-        if (eg_decode_stream_flush(ds, &rest, err)) goto done;
-        int failed = rest && text_append(&text, rest, strlen(rest));
-        free(rest);
-        if (failed || (!text.buf && text_append(&text, "", 0))) {
-            eg_fail(err, "out of host memory");
-            goto done;
-        }
-        if (cb && text.len > text.emitted)
-            cb(user, -1, text.buf + text.emitted, text.len - text.emitted);
-        text.emitted = text.len;
-    }
-    if (!text.buf && text_append(&text, "", 0)) {
-        eg_fail(err, "out of host memory");
-        goto done;
-    }
-    out->n_ids = n_context - n_prompt - (out->finish == EG_FINISH_EOS ? 1 : 0);
-    out->ids = malloc((out->n_ids + 1) * sizeof *out->ids);
-    if (!out->ids) {
-        eg_fail(err, "out of host memory");
-        goto done;
-    }
-    memcpy(out->ids, context + n_prompt, out->n_ids * sizeof *out->ids);
-    out->text = text.buf;
-    text.buf = NULL;
-    if (out->prefill_s == 0) out->prefill_s = seconds_since(&t0);
-    out->total_s = seconds_since(&t0);
-    rc = 0;
-done:
-    if (rc) {
-        free(out->ids);
-        memset(out, 0, sizeof *out);
-    }
-    free(text.buf);
-    free(context);
-    free(logits);
-    eg_decode_stream_free(ds);
-    eg_sampler_free(sampler);
-    return rc;
+    if (rc >= 0) rc = eg_generation_end(g, out, err);
+    eg_generation_free(g);
+    return rc < 0 ? -1 : 0;
 }

@@ -4,8 +4,9 @@
  *
  * Streaming: after each step the callback gets the token id and the text that is now final.
  * Text that might still turn into a stop string is held back until it cannot, so the streamed
- * pieces always concatenate to exactly the final text. The stop string itself and the
- * end-of-sequence token are not part of the text or the ids. */
+ * pieces always concatenate to exactly the final text. The stop string itself is not part of
+ * the text, but the ids include the token that completed it; the end-of-sequence token is in
+ * neither. */
 #ifndef EGRET_GENERATE_H
 #define EGRET_GENERATE_H
 
@@ -62,5 +63,31 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
                    const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
                    const EgGenerateParams *params, EgTokenCallback cb, void *user,
                    EgGenerateResult *out, EgError *err);
+
+/* The same loop one step at a time, so that a scheduler can advance several generations
+ * together (one batched forward per step, language/sequence.h eg_sequence_forward_batch):
+ *
+ *   g = eg_generation_begin(...)              validates, prefills; logits of the last prompt token
+ *   while (eg_generation_advance(g) == 0)     samples, streams, decides whether it is done
+ *       forward eg_generation_next_input(g) into eg_generation_logits(g)
+ *   eg_generation_end(g, &result); eg_generation_free(g)
+ *
+ * advance returns 0 when another token is wanted, 1 when finished, -1 on error. */
+typedef struct EgGeneration EgGeneration;
+EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
+                                  const int32_t *prompt_ids, const int32_t *image_of_token,
+                                  uint32_t n_prompt, uint32_t n_cached,
+                                  const EgGenerateParams *params, EgTokenCallback cb, void *user,
+                                  EgError *err);
+int eg_generation_advance(EgGeneration *g, EgError *err);
+int32_t eg_generation_next_input(const EgGeneration *g);
+float *eg_generation_logits(EgGeneration *g);
+EgSequence *eg_generation_sequence(const EgGeneration *g);
+int eg_generation_finished(const EgGeneration *g);
+/* Stops a generation from outside (its caller went away): it ends as cancelled. */
+void eg_generation_cancel(EgGeneration *g);
+/* The result (flushing held-back text through the callback); the generation stays allocated. */
+int eg_generation_end(EgGeneration *g, EgGenerateResult *out, EgError *err);
+void eg_generation_free(EgGeneration *g);
 
 #endif

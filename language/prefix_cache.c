@@ -66,10 +66,10 @@ static uint32_t shared_prefix(const Kept *k, const int32_t *ids,
 
 EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
                                  const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
-                                 uint32_t *n_shared) {
+                                 uint32_t min_shared, uint32_t *n_shared) {
     *n_shared = 0;
     Kept **best = NULL;
-    uint32_t best_n = 0;
+    uint32_t best_n = min_shared ? min_shared - 1 : 0;
     for (Kept **p = &c->kept; *p; p = &(*p)->next) {
         if ((*p)->seq->capacity < capacity) continue;
         uint32_t shared = shared_prefix(*p, ids, image_keys, n);

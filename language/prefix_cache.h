@@ -29,10 +29,11 @@ const EgPrefixCacheStats *eg_prefix_cache_stats(const EgPrefixCache *c);
 
 /* Takes out the kept sequence sharing the longest prefix with the prompt (ids[i], and the key of
  * the image token i attends to, or NULL for none) among those whose capacity is at least
- * `capacity`; *n_shared gets the length of that prefix. NULL when none shares a token. */
+ * `capacity`; *n_shared gets the length of that prefix. NULL (a miss) when none shares at least
+ * min_shared tokens. */
 EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
                                  const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
-                                 uint32_t *n_shared);
+                                 uint32_t min_shared, uint32_t *n_shared);
 
 /* Keeps seq (the cache owns it from now on, and frees it when it cannot keep it) with the ids
  * and image keys of the first seq->n_past tokens of its KV cache. */

@@ -381,3 +381,158 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
     }
     return 0;
 }
+
+/* ---- batched decode: one token for each of k sequences in one command buffer ----
+ *
+ * The linear layers (where the weights are read) run once over the k rows; what is per
+ * sequence — writing its new key/value into its own cache, RoPE at its own position, attention
+ * over its own cache and its own image — runs per row. New keys/values are computed into the
+ * spare scratch buffer m->s.u ([k] keys, then [k] values) and copied into each cache. */
+
+static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                       uint32_t i) {
+    EgModel *m = seqs[0]->m;
+    const EgOps *ops = &m->ops;
+    const EgDecoderLayer *x = &m->layers[i];
+    uint32_t H = m->H;
+    VkDeviceSize elem = m->ops.f16 ? 2 : 4, row = (VkDeviceSize)H * elem;
+    record_hidden_norm(cmd, m, &x->in_norm, 0, k);
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = k});
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->k, .y = &m->s.u, .rows = k});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.a, .w = &x->v, .y = &m->s.u, .y_off = k * H, .rows = k});
+    for (uint32_t b = 0; b < k; b++) {
+        EgSequence *s = seqs[b];
+        uint32_t pos = s->n_past;
+        eg_cmd_copy(cmd, &m->s.u, b * row, &s->k_cache[i], pos * row, row);
+        eg_cmd_copy(cmd, &m->s.u, (k + b) * row, &s->v_cache[i], pos * row, row);
+        EgRope rope = {.rows = 1,
+                       .heads = m->heads,
+                       .head_dim = m->head_dim,
+                       .pos0 = pos,
+                       .table = &m->rope_table,
+                       .table_positions = m->rope_positions};
+        rope.x = &m->s.q;
+        rope.x_off = b * H;
+        eg_op_rope(cmd, ops, &rope);
+        rope.x = &s->k_cache[i];
+        rope.x_off = pos * H;
+        eg_op_rope(cmd, ops, &rope);
+        eg_op_attention(cmd, ops,
+                        &(EgAttention){.q = &m->s.q,
+                                       .q_off = b * H,
+                                       .k = &s->k_cache[i],
+                                       .v = &s->v_cache[i],
+                                       .o = &m->s.attn,
+                                       .o_off = b * H,
+                                       .n_queries = 1,
+                                       .n_keys = pos + 1,
+                                       .heads = m->heads,
+                                       .head_dim = m->head_dim,
+                                       .mode = EG_ATTN_CAUSAL,
+                                       .q_pos0 = pos,
+                                       .scale = 1.0f / sqrtf((float)m->head_dim)});
+    }
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.attn, .w = &x->o, .y = &m->s.h, .rows = k, .accum = 1});
+    record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, NULL, k);
+}
+
+static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                     uint32_t j) {
+    EgModel *m = seqs[0]->m;
+    const EgOps *ops = &m->ops;
+    const EgCrossLayer *x = &m->cross[j];
+    uint32_t H = m->H, S = m->image_tokens;
+    int any = 0, all = 1;
+    for (uint32_t b = 0; b < k; b++) {
+        int sees = seqs[b]->n_images > 0 && seqs[b]->last_image >= 0;
+        any |= sees;
+        all &= sees;
+    }
+    if (any) {
+        record_hidden_norm(cmd, m, &x->in_norm, 0, k);
+        eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = k});
+        if (m->cfg.qk_layer_norms)
+            eg_op_norm(cmd, ops,
+                       &(EgNorm){.x = &m->s.q,
+                                 .weight = &x->q_norm,
+                                 .y = &m->s.q,
+                                 .rows = k * m->heads,
+                                 .dim = m->head_dim,
+                                 .eps = m->cfg.rms_norm_eps,
+                                 .rms = 1});
+        /* a row that sees no image gets exactly zero, as its gate would make it */
+        if (!all) eg_cmd_fill(cmd, &m->s.attn, 0);
+        for (uint32_t b = 0; b < k; b++) {
+            const EgSequence *s = seqs[b];
+            if (s->n_images == 0 || s->last_image < 0) continue;
+            uint32_t first = (uint32_t)s->last_image * S * 2 * H; /* that image's S rows */
+            eg_op_attention(cmd, ops,
+                            &(EgAttention){.q = &m->s.q,
+                                           .q_off = b * H,
+                                           .k = &s->cross_kv[j],
+                                           .k_off = first,
+                                           .k_stride = 2 * H,
+                                           .v = &s->cross_kv[j],
+                                           .v_off = first + H,
+                                           .v_stride = 2 * H,
+                                           .o = &m->s.attn,
+                                           .o_off = b * H,
+                                           .n_queries = 1,
+                                           .n_keys = S,
+                                           .heads = m->heads,
+                                           .head_dim = m->head_dim,
+                                           .mode = EG_ATTN_FULL,
+                                           .scale = 1.0f / sqrtf((float)m->head_dim)});
+        }
+        eg_op_linear(cmd, ops,
+                     &(EgLinear){.x = &m->s.attn,
+                                 .w = &x->o,
+                                 .alpha = &x->alpha_attn,
+                                 .alpha_vector = m->cfg.alpha_vector,
+                                 .y = &m->s.h,
+                                 .rows = k,
+                                 .accum = 1});
+    }
+    record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, &x->alpha_dense, k);
+}
+
+uint32_t eg_sequence_max_batch(const EgModel *m) {
+    uint32_t k = m->max_chunk / 2; /* m->s.u holds 2k rows of H (it has max_chunk rows) */
+    return k < EG_SEQUENCE_MAX_BATCH ? k : EG_SEQUENCE_MAX_BATCH;
+}
+
+int eg_sequence_forward_batch(EgSequence *const *seqs, uint32_t k, const int32_t *ids,
+                              float *logits, EgError *err) {
+    if (k == 0) return eg_fail(err, "no sequences to advance");
+    EgModel *m = seqs[0]->m;
+    if (k > eg_sequence_max_batch(m))
+        return eg_fail(err, "%u sequences in one step; at most %u", k, eg_sequence_max_batch(m));
+    uint32_t *id_slots = m->s.ids.mapped;
+    for (uint32_t b = 0; b < k; b++) {
+        if (seqs[b]->m != m) return eg_fail(err, "sequences of different models in one step");
+        if (seqs[b]->n_past + 1 > seqs[b]->capacity)
+            return eg_fail(err, "sequence %u is full (%u tokens)", b, seqs[b]->capacity);
+        for (uint32_t c = 0; c < b; c++)
+            if (seqs[c] == seqs[b]) return eg_fail(err, "sequence %u appears twice", b);
+        if (ids[b] < 0 || (uint32_t)ids[b] >= m->vocab)
+            return eg_fail(err, "token id %d is outside the vocabulary (0..%u)", ids[b],
+                           m->vocab - 1);
+        id_slots[b] = (uint32_t)ids[b];
+    }
+    EgCmd cmd;
+    if (eg_cmd_begin(&m->vk, &cmd, err)) return -1;
+    record_embedding(&cmd, m, k);
+    uint32_t K = (uint32_t)m->cfg.cross_layer_interval;
+    for (uint32_t i = 0; i < (uint32_t)m->cfg.num_hidden_layers; i++) {
+        if (i % K == 0) record_cross_block_batch(&cmd, seqs, k, i / K);
+        record_decoder_layer_batch(&cmd, seqs, k, i);
+    }
+    record_logits(&cmd, m, 0, k);
+    if (eg_cmd_submit_wait(&cmd, err)) return -1;
+    read_logits(m, k, logits);
+    for (uint32_t b = 0; b < k; b++)
+        seqs[b]->n_past++;
+    return 0;
+}

@@ -18,6 +18,7 @@ static void usage(FILE *f) {
                "  bench      time the image stage, prefill and decode (JSON for bench/compare)\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
                "  draw       draw shapes-world scenes (PNG) with their true captions and answers\n"
+               "  loadtest   load-test a running server: concurrent mixed requests, checked outcomes\n"
                "\nRun `egret COMMAND --help` for a command's options.\n");
 }
 
@@ -143,6 +144,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "generate") == 0) return cli_generate(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
     if (strcmp(argv[1], "draw") == 0) return cli_draw(argc - 1, argv + 1);
+    if (strcmp(argv[1], "loadtest") == 0) return cli_loadtest(argc - 1, argv + 1);
     fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

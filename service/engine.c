@@ -1,4 +1,5 @@
 #include "service/engine.h"
+#include "service/engine_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,19 +58,7 @@ void eg_engine_close(EgEngine *e) {
     free(e);
 }
 
-/* Fills err and evaluates to the status, for `return INVALID(err, "...", ...)`. */
-#define INVALID(err, ...) (eg_fail((err), __VA_ARGS__), EG_STATUS_INVALID_ARGUMENT)
-#define NO_MEMORY(err) (eg_fail((err), "out of host memory"), EG_STATUS_INTERNAL)
-
-/* The prompt parts in order, and the encoded images they refer to. */
-typedef struct Assembled {
-    EgPartList list;
-    const void **images;
-    size_t *image_lens;
-    uint32_t n_images;
-} Assembled;
-
-static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err) {
+EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err) {
     size_t n_img = req->n_examples;
     for (size_t i = 0; i < req->n_parts; i++) {
         const EgRequestPart *p = &req->parts[i];
@@ -160,10 +149,8 @@ static EgStatus assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgErro
     return rc ? EG_STATUS_INVALID_ARGUMENT : EG_STATUS_OK;
 }
 
-/* Decodes and normalizes the images that are not cached (cached[i] NULL) into one
- * [n_missing][3][S][S] array, in order. */
-static EgStatus load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *const *cached,
-                            float **out, EgError *err) {
+EgStatus eg_engine_load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *const *cached,
+                               float **out, EgError *err) {
     uint32_t size = (uint32_t)e->model->cfg.vision.image_size;
     size_t per = 3 * (size_t)size * size;
     float *pixels = malloc((a->n_images ? a->n_images : 1) * per * sizeof *pixels);
@@ -185,139 +172,12 @@ static EgStatus load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *con
     return EG_STATUS_OK;
 }
 
-/* Per token, the key of the image it attends to (NULL: none); n_prompt prompt tokens, then
- * n_extra generated ones, which attend to the last image the prompt's last token saw. */
-static const EgImageKey **token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
-                                           size_t n_extra) {
+const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
+                                              size_t n_extra) {
     const EgImageKey **tk = calloc(prompt->n_tokens + n_extra + 1, sizeof *tk);
     for (size_t t = 0; tk && t < prompt->n_tokens + n_extra; t++) {
         int32_t img = prompt->image_index[t < prompt->n_tokens ? t : prompt->n_tokens - 1];
         tk[t] = img >= 0 ? &keys[img] : NULL;
     }
     return tk;
-}
-
-/* Runs a validated request: the sequence comes from the prefix cache when one shares the
- * prompt's start, images from the image cache when seen before; afterwards the sequence is
- * kept for the next request. */
-static int run(EgEngine *e, const Assembled *a, const EgImageKey *keys,
-               const EgBuffer *const *cached, const float *pixels, const EgPrompt *prompt,
-               const EgGenerateParams *gen, EgTokenCallback cb, void *user, EgGenerateResult *out,
-               EgError *err) {
-    EgModel *m = e->model;
-    uint32_t n_prompt = (uint32_t)prompt->n_tokens;
-    /* capacities in steps of 64 tokens, so kept sequences fit later requests of similar size */
-    uint32_t capacity = (n_prompt + gen->max_new_tokens + 63) / 64 * 64;
-    const EgImageKey **tk = token_image_keys(prompt, keys, gen->max_new_tokens);
-    const EgBuffer **store = calloc(a->n_images + 1, sizeof *store);
-    int32_t *ids = malloc((n_prompt + gen->max_new_tokens + 1) * sizeof *ids);
-    if (!tk || !store || !ids) {
-        free(tk);
-        free(store);
-        free(ids);
-        return eg_fail(err, "out of host memory");
-    }
-    uint32_t n_shared = 0;
-    EgSequence *seq = eg_prefix_cache_take(e->prefix_cache, prompt->ids, tk, n_prompt, capacity,
-                                           &n_shared);
-    if (!seq) seq = eg_sequence_new(m, capacity, err);
-    for (uint32_t i = 0; seq && i < a->n_images; i++)
-        store[i] = cached[i] ? NULL : eg_image_cache_reserve(e->image_cache, &keys[i]);
-    int rc = !seq || eg_sequence_set_images_cached(seq, a->n_images, cached, pixels, store, err);
-    for (uint32_t i = 0; rc && i < a->n_images; i++)
-        if (store[i]) eg_image_cache_drop(e->image_cache, &keys[i]);
-    if (rc == 0)
-        rc = eg_generate_on(seq, e->tok, prompt->ids, prompt->image_index, n_prompt, n_shared, gen,
-                            cb, user, out, err);
-    if (rc == 0) {
-        /* what the KV cache holds: the prompt, then the generated tokens fed back */
-        memcpy(ids, prompt->ids, n_prompt * sizeof *ids);
-        memcpy(ids + n_prompt, out->ids, out->n_ids * sizeof *ids);
-        eg_prefix_cache_put(e->prefix_cache, seq, ids, tk);
-    } else {
-        eg_sequence_free(seq);
-    }
-    free(tk);
-    free(store);
-    free(ids);
-    return rc;
-}
-
-EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
-                            EgGenerateResult *out, EgRequestStats *stats, EgError *err) {
-    memset(out, 0, sizeof *out);
-    EgGenerateParams gen = req->gen;
-    if (eg_sampling_params_validate(&gen.sampling, err)) return EG_STATUS_INVALID_ARGUMENT;
-    if (gen.max_new_tokens == 0) return INVALID(err, "max_new_tokens must be at least 1");
-    if (gen.max_new_tokens > e->limits.max_new_tokens) {
-        eg_fail(err, "max_new_tokens %u exceeds the limit of %u", gen.max_new_tokens,
-                e->limits.max_new_tokens);
-        return EG_STATUS_RESOURCE_EXHAUSTED;
-    }
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    Assembled a = {0};
-    float *pixels = NULL;
-    EgPrompt prompt = {0};
-    const char **stops = NULL;
-    EgImageKey *keys = NULL;
-    const EgBuffer **cached = NULL;
-    EgStatus st = assemble(e, req, &a, err);
-    if (st == EG_STATUS_OK) {
-        keys = calloc(a.n_images + 1, sizeof *keys);
-        cached = calloc(a.n_images + 1, sizeof *cached);
-        if (!keys || !cached) st = NO_MEMORY(err);
-    }
-    for (uint32_t i = 0; st == EG_STATUS_OK && i < a.n_images; i++) {
-        eg_image_key(a.images[i], a.image_lens[i], (uint32_t)e->model->cfg.vision.image_size,
-                     &keys[i]);
-        cached[i] = eg_image_cache_lookup(e->image_cache, &keys[i]);
-    }
-    if (st == EG_STATUS_OK) st = load_pixels(e, &a, cached, &pixels, err);
-    if (st == EG_STATUS_OK) {
-        EgPromptOptions po = eg_prompt_default_options();
-        if (eg_prompt_build(e->tok, a.list.parts, a.list.n, &po, &prompt, err))
-            st = EG_STATUS_INVALID_ARGUMENT;
-    }
-    if (st == EG_STATUS_OK &&
-        (size_t)prompt.n_tokens + gen.max_new_tokens > e->limits.context_length) {
-        eg_fail(
-            err,
-            "the prompt has %zu tokens; with max_new_tokens %u it exceeds the context length %u",
-            prompt.n_tokens, gen.max_new_tokens, e->limits.context_length);
-        st = EG_STATUS_RESOURCE_EXHAUSTED;
-    }
-    if (st == EG_STATUS_OK && (req->n_examples > 0 || req->use_template) && gen.n_stop == 0) {
-        size_t n = eg_template_stop_count(e->tmpl);
-        stops = calloc(n + 1, sizeof *stops);
-        for (size_t i = 0; stops && i < n; i++)
-            stops[i] = eg_template_stop(e->tmpl, i);
-        gen.stop = stops;
-        gen.n_stop = stops ? n : 0;
-    }
-    if (st == EG_STATUS_OK) {
-        if (stats) *stats = (EgRequestStats){(uint32_t)prompt.n_tokens, a.n_images};
-        /* Running out of device memory (a long context, many images) is a resource limit the
-         * caller can act on, unlike other engine failures. */
-        if (run(e, &a, keys, cached, pixels, &prompt, &gen, cb, user, out, err))
-            st = strstr(err->msg, "out of device memory") ? EG_STATUS_RESOURCE_EXHAUSTED
-                                                          : EG_STATUS_INTERNAL;
-    }
-    if (st == EG_STATUS_OK) { /* times count from the start of processing: decoding included */
-        struct timespec t1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double before = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9 -
-                        out->total_s;
-        out->prefill_s += before;
-        out->total_s += before;
-    }
-    free(keys);
-    free(cached);
-    free(stops);
-    eg_prompt_free(&prompt);
-    free(pixels);
-    eg_part_list_free(&a.list);
-    free(a.images);
-    free(a.image_lens);
-    return st;
 }

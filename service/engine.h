@@ -86,4 +86,21 @@ typedef struct EgRequestStats {
 EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
                             EgGenerateResult *out, EgRequestStats *stats, EgError *err);
 
+/* The same in steps, so that one thread can run several requests together (continuous
+ * batching, service/scheduler.c):
+ *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse, prefill);
+ *                      on OK *job is ready
+ *   eg_engine_step     advances up to eg_sequence_max_batch jobs by one token each, in one
+ *                      batched forward; tokens reach each job's callback; finished jobs are
+ *                      skipped. Returns -1 only when the step itself could not run.
+ *   eg_engine_end      the answer (or the job's failure) of a finished job; frees it
+ * A job whose caller went away is ended with eg_engine_cancel, then eg_engine_end. */
+typedef struct EgEngineJob EgEngineJob;
+EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+                         EgEngineJob **job, EgRequestStats *stats, EgError *err);
+int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *err);
+int eg_engine_job_finished(const EgEngineJob *job);
+void eg_engine_cancel(EgEngineJob *job);
+EgStatus eg_engine_end(EgEngineJob *job, EgGenerateResult *out, EgError *err);
+
 #endif

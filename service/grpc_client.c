@@ -213,7 +213,9 @@ static int collect(void *user, const uint8_t *data, size_t len) {
     if (!cancel) {
         memcpy(a->text + k->text_len, r->text, tl + 1);
         k->text_len += tl;
-        memcpy(a->ids + a->n_ids, r->token_ids, r->n_token_ids * sizeof *ids);
+        /* protobuf-c leaves token_ids NULL when there are none; memcpy from NULL is undefined
+         * even for 0 bytes (UBSan's nonnull-attribute check). */
+        if (r->n_token_ids) memcpy(a->ids + a->n_ids, r->token_ids, r->n_token_ids * sizeof *ids);
         a->n_ids += r->n_token_ids;
         a->n_messages++;
         if (r->finish_reason) a->finish_reason = r->finish_reason;

@@ -226,7 +226,7 @@ static void on_accept(EgServer *s, Call *c, int ok) {
         call_free(c);
         return;
     }
-    if (!s->draining) post_accept(s, c->method);
+    if (!s->shutdown_called) post_accept(s, c->method);
     c->id = atomic_fetch_add(&s->next_id, 1) + 1;
     c->accepted_at = eg_server_now();
     atomic_fetch_add(&s->live_calls, 1);
@@ -261,6 +261,10 @@ static void on_accept(EgServer *s, Call *c, int ok) {
     }
     default:
         break;
+    }
+    if (s->draining && is_generation(c->method)) {
+        eg_call_fail(c, GRPC_STATUS_UNAVAILABLE, "the server is shutting down");
+        return;
     }
     if (!authorized(c)) {
         eg_call_fail(c, GRPC_STATUS_UNAUTHENTICATED,
@@ -313,14 +317,48 @@ static void on_event(EgServer *s, const grpc_event *ev) {
     }
 }
 
+/* Draining happens in two phases. First the server keeps accepting calls but answers new
+ * generation requests UNAVAILABLE itself, while the ones in flight finish (or, after the grace
+ * period, are stopped and answered UNAVAILABLE). Only once they have all ended, and their last
+ * messages had a moment to leave, does the core server shut down: shutting it down earlier
+ * closes connections under calls whose final status is still on its way. */
 static void begin_drain(EgServer *s) {
     s->draining = 1;
     s->drain_deadline = eg_server_now() + s->opt.grace_s;
     eg_health_set(s, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     fprintf(s->opt.log, "egret: draining: %ld generation calls in flight, grace period %.1f s\n",
             atomic_load(&s->generate_calls), s->opt.grace_s);
     fflush(s->opt.log);
+}
+
+static void shut_down_core(EgServer *s) {
+    s->shutdown_called = 1;
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+}
+
+/* How long the last answers get to leave before connections close, and how long calls that
+ * would not end after the grace period (a client not reading) get before they are cut. */
+#define DRAIN_FLUSH_S 0.25
+#define DRAIN_FORCE_S 5.0
+
+static void drain_step(EgServer *s, int drains) {
+    double now = eg_server_now();
+    if (!atomic_load(&s->cancel_all) && (drains > 1 || now >= s->drain_deadline)) {
+        fprintf(s->opt.log, "egret: cancelling %ld generation calls still in flight\n",
+                atomic_load(&s->generate_calls));
+        fflush(s->opt.log);
+        atomic_store(&s->cancel_all, 1);
+    }
+    int idle = atomic_load(&s->generate_calls) == 0;
+    if (idle) eg_health_end_watches(s);
+    if (idle && s->idle_since == 0) s->idle_since = now;
+    if (!idle) s->idle_since = 0;
+    if (!s->shutdown_called && idle && now - s->idle_since >= DRAIN_FLUSH_S) shut_down_core(s);
+    if (!s->forced && (drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S)) {
+        s->forced = 1;
+        if (!s->shutdown_called) shut_down_core(s);
+        grpc_server_cancel_all_calls(s->server);
+    }
 }
 
 int eg_server_run(EgServer *s) {
@@ -328,18 +366,11 @@ int eg_server_run(EgServer *s) {
         int drains = atomic_load(&s->drain_requests);
         if (drains > 0 && !s->draining) begin_drain(s);
         if (s->draining) {
-            if (!atomic_load(&s->cancel_all) &&
-                (drains > 1 || eg_server_now() >= s->drain_deadline)) {
-                fprintf(s->opt.log, "egret: cancelling %ld generation calls still in flight\n",
-                        atomic_load(&s->generate_calls));
-                atomic_store(&s->cancel_all, 1);
-                grpc_server_cancel_all_calls(s->server);
-            }
-            if (atomic_load(&s->generate_calls) == 0) eg_health_end_watches(s);
+            drain_step(s, drains);
             if (s->shutdown_done && atomic_load(&s->live_calls) == 0) break;
         }
         gpr_timespec wait = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(100, GPR_TIMESPAN));
+                                         gpr_time_from_millis(s->draining ? 20 : 100, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(s->cq, wait, NULL);
         if (ev.type == GRPC_OP_COMPLETE) on_event(s, &ev);
     }
@@ -407,6 +438,7 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->listen) o->listen = "127.0.0.1:50051";
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
+    if (!o->max_batch) o->max_batch = 8;
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
     if (!o->log) o->log = stderr;
@@ -463,7 +495,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
         goto fail;
     }
     if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
-    s->sched = eg_scheduler_start(engine, s->opt.max_queue, err);
+    s->sched = eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, err);
     if (!s->sched) goto fail;
     grpc_server_start(s->server);
     for (int m = 0; m < M_COUNT; m++)

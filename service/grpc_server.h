@@ -22,6 +22,7 @@ typedef struct EgServerOptions {
     const char *model_name;          /* reported by GetModelInfo; default the folder's name */
     uint32_t max_request_bytes;      /* largest request message; default 64 MiB */
     uint32_t max_queue;              /* requests waiting for the engine; default 64 */
+    uint32_t max_batch;              /* requests decoding together; default 8 */
     uint32_t default_max_new_tokens; /* when a request leaves max_new_tokens 0; default 128 */
     double grace_s;                  /* drain grace period; default 30 s */
     const char *tls_cert_file;       /* PEM server certificate chain and key: TLS when both set */

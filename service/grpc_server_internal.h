@@ -109,6 +109,8 @@ struct EgServer {
     double started_at;
     int draining;                /* queue thread only, from here down */
     double drain_deadline;
+    double idle_since;           /* draining: when the last generation call ended (0: busy) */
+    int shutdown_called, forced; /* the core server told to shut down; calls cut */
     int shutdown_done;
     int serving_status;          /* grpc.health.v1 ServingStatus */
     Call *watchers;

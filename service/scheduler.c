@@ -6,7 +6,7 @@
 
 struct EgScheduler {
     EgEngine *engine;
-    uint32_t max_queue;
+    uint32_t max_queue, max_batch;
     pthread_mutex_t mu;
     pthread_cond_t wake;
     EgJob *head, *tail;
@@ -14,6 +14,14 @@ struct EgScheduler {
     int stopping;
     pthread_t worker;
 };
+
+/* A job on the engine. */
+typedef struct Active {
+    EgJob *job;
+    EgEngineJob *ej;
+    EgRequestStats stats;
+    double queue_s;
+} Active;
 
 static double now_s(void) {
     struct timespec ts;
@@ -26,53 +34,124 @@ static int job_token(void *user, int32_t id, const char *text, size_t len) {
     return job->on_token(job->owner, id, text, len);
 }
 
-static void run_job(EgScheduler *s, EgJob *job) {
-    EgJobResult r = {.queue_s = now_s() - job->submitted_at};
-    EgGenerateResult gen = {0};
-    EgRequestStats stats = {0};
-    EgError err = {{0}};
-    if (job->is_cancelled(job->owner)) {
-        r.status = EG_STATUS_CANCELLED;
-        eg_fail(&err, "cancelled while queued");
-    } else {
-        r.status = eg_engine_generate(s->engine, job->req, job_token, job, &gen, &stats, &err);
-    }
-    r.gen = &gen;
-    r.stats = &stats;
-    r.err = &err;
-    /* The engine is free before the outcome is reported, so a client that has its answer never
-     * sees the job still counted as running. */
+/* Reports a job that never reached the engine. Called without the lock. */
+static void end_unrun(EgJob *job, EgStatus status, const EgError *err, double queue_s) {
+    EgJobResult r = {.status = status, .err = err, .queue_s = queue_s};
+    job->on_done(job->owner, &r);
+}
+
+static void count_done(EgScheduler *s) {
     pthread_mutex_lock(&s->mu);
     s->running--;
     pthread_mutex_unlock(&s->mu);
+}
+
+/* With the lock held: unlinks the queued jobs whose callers went away (they never run, and no
+ * longer hold queue places), returning them as a list. */
+static EgJob *take_cancelled_locked(EgScheduler *s) {
+    EgJob *dead = NULL, **p = &s->head;
+    s->tail = NULL;
+    while (*p) {
+        EgJob *j = *p;
+        if (j->is_cancelled(j->owner)) {
+            *p = j->next;
+            j->next = dead;
+            dead = j;
+            s->queued--;
+        } else {
+            s->tail = j;
+            p = &j->next;
+        }
+    }
+    return dead;
+}
+
+/* Starts a popped job on the engine; reports it at once when it cannot run. */
+static int admit(EgScheduler *s, EgJob *job, int stopping, Active *slot) {
+    double queue_s = now_s() - job->submitted_at;
+    EgError err = {{0}};
+    if (stopping || job->is_cancelled(job->owner)) {
+        eg_fail(&err, stopping ? "the server is shutting down" : "cancelled while queued");
+        count_done(s);
+        end_unrun(job, EG_STATUS_CANCELLED, &err, queue_s);
+        return 0;
+    }
+    *slot = (Active){.job = job, .queue_s = queue_s};
+    EgStatus st = eg_engine_begin(s->engine, job->req, job_token, job, &slot->ej, &slot->stats,
+                                  &err);
+    if (st == EG_STATUS_OK) return 1;
+    count_done(s);
+    EgJobResult r = {.status = st, .stats = &slot->stats, .err = &err, .queue_s = queue_s};
     job->on_done(job->owner, &r);
+    return 0;
+}
+
+/* Ends a finished job and reports its outcome. */
+static void finish(EgScheduler *s, Active *a) {
+    EgGenerateResult gen;
+    EgError err = {{0}};
+    EgStatus st = eg_engine_end(a->ej, &gen, &err);
+    /* The engine is free of the job before its outcome is reported, so a client that has its
+     * answer never sees the job still counted as running. */
+    count_done(s);
+    EgJobResult r = {.status = st, .gen = &gen, .stats = &a->stats, .err = &err,
+                     .queue_s = a->queue_s};
+    a->job->on_done(a->job->owner, &r);
     eg_generate_result_free(&gen);
 }
 
+/* The engine's thread: admits queued jobs up to max_batch, then advances every running job by
+ * one token per step (continuous batching: jobs join and leave between steps). */
 static void *worker_main(void *arg) {
     EgScheduler *s = arg;
+    Active active[EG_SEQUENCE_MAX_BATCH];
+    uint32_t n = 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->head && !s->stopping)
-            pthread_cond_wait(&s->wake, &s->mu);
-        if (!s->head) break; /* stopping with nothing queued */
-        EgJob *job = s->head;
-        s->head = job->next;
-        if (!s->head) s->tail = NULL;
-        s->queued--;
-        s->running++;
-        int stopping = s->stopping;
-        pthread_mutex_unlock(&s->mu);
-        if (stopping) {
-            EgError err;
-            eg_fail(&err, "the server is shutting down");
-            EgJobResult r = {.status = EG_STATUS_CANCELLED, .err = &err};
-            pthread_mutex_lock(&s->mu);
-            s->running--;
+        EgJob *dead = take_cancelled_locked(s);
+        if (dead) {
             pthread_mutex_unlock(&s->mu);
-            job->on_done(job->owner, &r);
-        } else {
-            run_job(s, job);
+            EgError err;
+            eg_fail(&err, "cancelled while queued");
+            while (dead) {
+                EgJob *next = dead->next;
+                end_unrun(dead, EG_STATUS_CANCELLED, &err, now_s() - dead->submitted_at);
+                dead = next;
+            }
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        while (!s->head && n == 0 && !s->stopping)
+            pthread_cond_wait(&s->wake, &s->mu);
+        if (!s->head && n == 0) break; /* stopping, nothing left */
+        while (n < s->max_batch && s->head) {
+            EgJob *job = s->head;
+            s->head = job->next;
+            if (!s->head) s->tail = NULL;
+            s->queued--;
+            s->running++;
+            int stopping = s->stopping;
+            pthread_mutex_unlock(&s->mu);
+            n += (uint32_t)admit(s, job, stopping, &active[n]);
+            pthread_mutex_lock(&s->mu);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (n) {
+            EgEngineJob *jobs[EG_SEQUENCE_MAX_BATCH];
+            for (uint32_t i = 0; i < n; i++)
+                jobs[i] = active[i].ej;
+            EgError err = {{0}};
+            if (eg_engine_step(s->engine, jobs, n, &err))
+                for (uint32_t i = 0; i < n; i++) /* the step could not run: end them all */
+                    eg_engine_cancel(active[i].ej);
+            for (uint32_t i = 0; i < n;) {
+                if (eg_engine_job_finished(active[i].ej)) {
+                    finish(s, &active[i]);
+                    active[i] = active[--n];
+                } else {
+                    i++;
+                }
+            }
         }
         pthread_mutex_lock(&s->mu);
     }
@@ -80,14 +159,17 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, EgError *err) {
+EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, uint32_t max_batch,
+                                EgError *err) {
     EgScheduler *s = calloc(1, sizeof *s);
     if (!s) {
         eg_fail(err, "out of host memory");
         return NULL;
     }
+    uint32_t most = eg_sequence_max_batch(engine->model);
     s->engine = engine;
     s->max_queue = max_queue;
+    s->max_batch = max_batch == 0 ? 1 : max_batch > most ? most : max_batch;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     if (pthread_create(&s->worker, NULL, worker_main, s) != 0) {
@@ -99,6 +181,8 @@ EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, EgError *e
     }
     return s;
 }
+
+uint32_t eg_scheduler_max_batch(const EgScheduler *s) { return s->max_batch; }
 
 int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err) {
     pthread_mutex_lock(&s->mu);

@@ -1,14 +1,16 @@
-/* The queue between the gRPC threads and the engine.
+/* The queue between the gRPC threads and the engine, and continuous batching.
  *
- * Requests become jobs in a bounded FIFO; one worker thread takes them in order and runs them on
- * the engine. The engine's scratch buffers serve one sequence at a time, so today the worker runs
- * one job at a time. The interface is already what continuous batching needs (issue 6): a job is
- * a whole request plus callbacks, tokens are reported per step through on_token, and cancellation
- * is polled through the callbacks, so a batched worker can slot in behind the same calls.
+ * Requests become jobs in a bounded FIFO. One worker thread owns the engine: between decode
+ * steps it admits queued jobs (preparing and prefilling each) until max_batch are running, then
+ * advances all of them by one token in one batched forward (service/engine.h eg_engine_step),
+ * and ends those that finished. Jobs join and leave the running batch at step boundaries, so a
+ * long answer never holds up a short one behind it.
  *
  * Callbacks run on the worker thread. A job belongs to its submitter; the scheduler only links it
- * into the queue and calls on_done exactly once for every accepted job (also when it is skipped
- * because it was cancelled while queued, or when the scheduler stops). */
+ * into the queue and calls on_done exactly once for every accepted job — also when it is dropped
+ * because its caller went away while it waited (checked every step, so a dead job does not keep
+ * its queue place), or when the scheduler stops. Not yet: a long prefill is not split, so the
+ * running streams pause while a newcomer's prompt is processed. */
 #ifndef EGRET_SCHEDULER_H
 #define EGRET_SCHEDULER_H
 
@@ -42,13 +44,16 @@ struct EgJob {
 
 typedef struct EgScheduler EgScheduler;
 
-EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, EgError *err);
+/* max_batch: jobs decoding together (capped by the engine's eg_sequence_max_batch). */
+EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, uint32_t max_batch,
+                                EgError *err);
+uint32_t eg_scheduler_max_batch(const EgScheduler *s);
 /* Returns 0 when queued, -1 with err naming the limit when the queue is full (RESOURCE_EXHAUSTED)
  * or the scheduler is stopping. */
 int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err);
 /* Jobs waiting, and jobs running. */
 void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running);
-/* Finishes the running job, ends the queued ones with EG_STATUS_CANCELLED and joins the worker. */
+/* Finishes the running jobs, ends the queued ones with EG_STATUS_CANCELLED and joins the worker. */
 void eg_scheduler_stop(EgScheduler *s);
 
 #endif

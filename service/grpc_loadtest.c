@@ -1,0 +1,1164 @@
+/* The load test (grpc_loadtest.h): request mix, per-call verdicts, GetStats before and after. */
+#include "service/grpc_loadtest.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "egret/v1/egret.pb-c.h"
+#include "language/utf8.h"
+#include "service/proto_request.h"
+#include "vision/png_encode.h"
+#include "vision/shapes_world.h"
+
+/* Defaults. The host memory slack: the server's resident set after the load is compared with
+ * the one after the warm-up, and some growth is not a leak. glibc keeps freed memory in per-thread
+ * arenas (up to 8 per core) instead of returning it, gRPC keeps per-connection buffers and slice
+ * caches, and 32 clients and their requests (PNG images, a few KiB each, up to 64 queued) touch
+ * memory that stays mapped. 64 MiB is a few times what that can account for, and far below what
+ * a leak of even a few KiB per request would reach over a 60 s run at these rates: a leak of the
+ * request's decoded pixels (3 x 64 x 64 floats, 48 KiB) or of a generation result makes the
+ * server grow by that times the number of requests, which the counters make visible. */
+enum { DEFAULT_CLIENTS = 32 };
+#define DEFAULT_DURATION_S 60.0
+#define DEFAULT_CALL_TIMEOUT_S 120.0
+#define DEFAULT_MARGIN_S 10.0
+#define DEFAULT_SETTLE_S 10.0
+#define DEFAULT_HOST_SLACK (64ull << 20)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- names ---- */
+
+static const char *const KIND_NAMES[EG_LOAD_N_KINDS] = {
+    "caption",         "few_shot",           "raw",       "unary",
+    "cancel",          "deadline",           "bad_image", "bad_utf8",
+    "bad_temperature", "bad_max_new_tokens", "bad_empty", "garbage"};
+static const char *const OUTCOME_NAMES[EG_LOAD_N_OUTCOMES] = {
+    "ok", "cancelled", "deadline_exceeded", "rejected", "queue_full", "failed"};
+
+/* How often each kind is drawn, in percent. */
+static const unsigned KIND_WEIGHT[EG_LOAD_N_KINDS] = {14, 14, 10, 12, 12, 10, 5, 4, 4, 4, 4, 7};
+
+const char *eg_loadtest_kind_name(EgLoadKind k) {
+    return (unsigned)k < EG_LOAD_N_KINDS ? KIND_NAMES[k] : "?";
+}
+const char *eg_loadtest_outcome_name(EgLoadOutcome o) {
+    return (unsigned)o < EG_LOAD_N_OUTCOMES ? OUTCOME_NAMES[o] : "?";
+}
+
+static const char *status_name(grpc_status_code code) {
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
+    return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
+}
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t fnv(uint64_t h, const void *data, size_t len) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+#define FNV_INIT 0xcbf29ce484222325ull
+
+/* ---- the images requests carry: shapes-world scenes, as PNG ---- */
+
+enum { POOL = 12 };
+
+typedef struct PoolImage {
+    uint8_t *png;
+    size_t len;
+    int single;                         /* one object: colour and shape answers exist */
+    char answer[4][EG_SHAPES_TEXT_MAX]; /* caption, count, color, shape */
+} PoolImage;
+
+static const EgShapesTask POOL_TASKS[4] = {EG_SHAPES_TASK_CAPTION, EG_SHAPES_TASK_COUNT,
+                                           EG_SHAPES_TASK_COLOR, EG_SHAPES_TASK_SHAPE};
+
+static int pool_build(PoolImage *pool, uint64_t seed, EgError *err) {
+    EgShapesRng rng;
+    eg_shapes_rng_seed(&rng, mix64(seed ^ 0x5eed));
+    uint8_t rgb[EG_SHAPES_RGB_BYTES];
+    for (int i = 0; i < POOL; i++) {
+        EgShapesScene scene;
+        /* Half the scenes have one object, so colour and shape episodes can be drawn. */
+        eg_shapes_sample(&rng, i % 2 ? 0 : 1, &scene);
+        eg_shapes_render(&scene, rgb);
+        if (eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &pool[i].png,
+                              &pool[i].len, err))
+            return -1;
+        pool[i].single = scene.n_objects == 1;
+        for (int t = 0; t < 4; t++)
+            if (eg_shapes_answer(&scene, POOL_TASKS[t], pool[i].answer[t], EG_SHAPES_TEXT_MAX) < 0)
+                pool[i].answer[t][0] = '\0';
+    }
+    return 0;
+}
+
+/* ---- growing arrays of samples ---- */
+
+typedef struct Samples {
+    double *v;
+    size_t n, cap;
+} Samples;
+
+static void samples_add(Samples *s, double x) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        double *v = realloc(s->v, cap * sizeof *v);
+        if (!v) return;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = x;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentiles. */
+static EgLoadtestPercentiles percentiles(Samples *s) {
+    EgLoadtestPercentiles p = {.n = s->n};
+    if (!s->n) return p;
+    qsort(s->v, s->n, sizeof *s->v, cmp_double);
+    size_t i50 = (size_t)ceil(0.50 * (double)s->n), i99 = (size_t)ceil(0.99 * (double)s->n);
+    p.p50 = s->v[i50 ? i50 - 1 : 0];
+    p.p99 = s->v[i99 ? i99 - 1 : 0];
+    p.max = s->v[s->n - 1];
+    return p;
+}
+
+/* ---- shared state ---- */
+
+enum { ANSWER_SLOTS = 1 << 14 };
+
+typedef struct Shared {
+    EgLoadtestOptions o; /* defaults applied */
+    PoolImage pool[POOL];
+    uint32_t max_new_limit;
+    double t_begin, t_end; /* the time cap: no call starts after t_end */
+    atomic_ullong next;
+    atomic_int threads_done;
+    pthread_mutex_t mu; /* everything below */
+    EgLoadtestReport *rep;
+    Samples ttft_client, ttft_server, queue_server, latency;
+    uint64_t answer_key[ANSWER_SLOTS], answer_val[ANSWER_SLOTS]; /* key 0: empty */
+    double last_end;
+} Shared;
+
+static void add_failure(Shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_failure(Shared *sh, const char *fmt, ...) {
+    pthread_mutex_lock(&sh->mu);
+    EgLoadtestReport *r = sh->rep;
+    r->failures++;
+    if (r->n_details < EG_LOADTEST_MAX_DETAILS) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->details[r->n_details++], sizeof r->details[0], fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&sh->mu);
+}
+
+/* ---- requests ---- */
+
+typedef struct Req {
+    uint64_t index;
+    EgLoadKind kind;
+    EgRequest req;
+    EgRequestPart parts[4];
+    EgRequestExample ex[2];
+    const char *stops[1];
+    char text[96];
+    uint8_t *junk;  /* malloc'd bytes a part points to */
+    uint8_t *fresh; /* a scene drawn for this request alone, as PNG */
+    uint32_t expect_images;
+    /* the call */
+    int stream;
+    double timeout_s;
+    int asked_deadline;
+    int cancel_after;           /* 0: never */
+    grpc_status_code want_code; /* bad kinds */
+    const char *want_needle;
+    uint8_t *bytes;
+    size_t len;
+    char what[200];
+} Req;
+
+static EgRequestPart image_part(const PoolImage *im) {
+    return (EgRequestPart){.is_image = 1, .image = im->png, .image_len = im->len};
+}
+static EgRequestPart text_part(const char *t) {
+    return (EgRequestPart){.text = t, .text_len = strlen(t)};
+}
+
+static const uint32_t MAX_NEW_CHOICES[4] = {4, 8, 12, 16};
+
+/* Appends to q->what. */
+static void describe(Req *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void describe(Req *q, const char *fmt, ...) {
+    size_t n = strlen(q->what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q->what + n, sizeof q->what - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The query image: usually one of the pool, for 30% of the requests a scene drawn for this one.
+ * (Falls back to the pool if encoding fails.) */
+static EgRequestPart query_image(Shared *sh, EgShapesRng *rng, Req *q, uint32_t qi) {
+    if (eg_shapes_rng_below(rng, 10) < 3) {
+        EgShapesScene scene;
+        uint8_t rgb[EG_SHAPES_RGB_BYTES];
+        size_t len = 0;
+        EgError err;
+        eg_shapes_sample(rng, 0, &scene);
+        eg_shapes_render(&scene, rgb);
+        if (eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &q->fresh, &len,
+                              &err) == 0) {
+            describe(q, "fresh ");
+            return (EgRequestPart){.is_image = 1, .image = q->fresh, .image_len = len};
+        }
+    }
+    return image_part(&sh->pool[qi]);
+}
+
+/* A valid request: form 0 zero-shot caption, 1 few-shot, 2 raw parts. */
+static void build_valid(Shared *sh, EgShapesRng *rng, Req *q, int form) {
+    EgRequest *r = &q->req;
+    eg_sampling_params_default(&r->gen.sampling);
+    r->gen.max_new_tokens = MAX_NEW_CHOICES[eg_shapes_rng_below(rng, 4)];
+    r->parts = q->parts;
+    uint32_t qi = eg_shapes_rng_below(rng, POOL);
+    if (form == 0) {
+        /* Few variants, so that identical requests recur and their answers can be compared. */
+        r->gen.max_new_tokens = 8u << eg_shapes_rng_below(rng, 2);
+        describe(q, "caption ");
+        q->parts[0] = query_image(sh, rng, q, qi);
+        r->n_parts = 1;
+        r->use_template = 1;
+        q->expect_images = 1;
+        describe(q, "image %u", qi);
+    } else if (form == 1) {
+        size_t n_ex = 1 + eg_shapes_rng_below(rng, 2);
+        uint32_t pick[3] = {qi, 0, 0};
+        int all_single = sh->pool[qi].single;
+        for (size_t i = 1; i <= n_ex; i++) {
+            do
+                pick[i] = eg_shapes_rng_below(rng, POOL);
+            while (pick[i] == pick[0] || (i == 2 && pick[2] == pick[1]));
+            all_single &= sh->pool[pick[i]].single;
+        }
+        uint32_t task = eg_shapes_rng_below(rng, all_single ? 4 : 2);
+        for (size_t i = 0; i < n_ex; i++) {
+            const PoolImage *im = &sh->pool[pick[i + 1]];
+            q->ex[i] =
+                (EgRequestExample){im->png, im->len, im->answer[task], strlen(im->answer[task])};
+        }
+        r->examples = q->ex;
+        r->n_examples = n_ex;
+        r->n_parts = 1;
+        q->expect_images = (uint32_t)n_ex + 1;
+        describe(q, "few-shot %s, example images %u", eg_shapes_task_name(POOL_TASKS[task]),
+                 pick[1]);
+        if (n_ex > 1) describe(q, ",%u", pick[2]);
+        describe(q, ", query ");
+        q->parts[0] = query_image(sh, rng, q, qi);
+        describe(q, "image %u", qi);
+    } else {
+        static const char *const PROMPTS[3] = {"Output:", "Output: a", "Output: the"};
+        uint32_t v = eg_shapes_rng_below(rng, 4);
+        const char *after = PROMPTS[v % 3];
+        describe(q, "raw variant %u ", v);
+        EgRequestPart image = query_image(sh, rng, q, qi);
+        if (v == 3) {
+            q->parts[0] = text_part("Look at this picture. ");
+            q->parts[1] = image;
+            q->parts[2] = text_part(after);
+            r->n_parts = 3;
+        } else {
+            q->parts[0] = image;
+            q->parts[1] = text_part(after);
+            r->n_parts = 2;
+        }
+        if (eg_shapes_rng_below(rng, 2)) {
+            q->stops[0] = "\n";
+            r->gen.stop = q->stops;
+            r->gen.n_stop = 1;
+        }
+        q->expect_images = 1;
+        describe(q, "image %u%s", qi, r->gen.n_stop ? " stop \\n" : "");
+    }
+    /* A third of the valid requests sample (seeded: the answer is still reproducible). */
+    if (eg_shapes_rng_below(rng, 3) == 0) {
+        EgSamplingParams *s = &r->gen.sampling;
+        s->temperature = 0.3f + 0.1f * (float)eg_shapes_rng_below(rng, 10);
+        s->top_k = (uint32_t[]){0, 5, 50}[eg_shapes_rng_below(rng, 3)];
+        s->top_p = eg_shapes_rng_below(rng, 2) ? 1.0f : 0.9f;
+        s->seed = eg_shapes_rng_below(rng, 4);
+        describe(q, ", sampled t=%.1f k=%u p=%.1f seed=%llu", (double)s->temperature, s->top_k,
+                 (double)s->top_p, (unsigned long long)s->seed);
+    }
+    describe(q, ", max_new_tokens %u", r->gen.max_new_tokens);
+}
+
+static EgLoadKind draw_kind(EgShapesRng *rng) {
+    uint32_t x = eg_shapes_rng_below(rng, 100);
+    for (int k = 0; k < EG_LOAD_N_KINDS; k++) {
+        if (x < KIND_WEIGHT[k]) return (EgLoadKind)k;
+        x -= KIND_WEIGHT[k];
+    }
+    return EG_LOAD_CAPTION;
+}
+
+/* Request `index` of the mix: drawn from (seed, index) alone, so a failure names a request that
+ * can be rebuilt. Returns 0, or -1 when out of memory. */
+static int build_request(Shared *sh, uint64_t index, Req *q, EgShapesRng *rng) {
+    memset(q, 0, sizeof *q);
+    q->index = index;
+    eg_shapes_rng_seed(rng, mix64(sh->o.seed) ^ mix64(index * 0x9e3779b97f4a7c15ull + 1));
+    q->kind = draw_kind(rng);
+    q->stream = 1;
+    q->timeout_s = sh->o.call_timeout_s;
+    EgRequest *r = &q->req;
+    switch (q->kind) {
+    case EG_LOAD_CAPTION:
+    case EG_LOAD_FEW_SHOT:
+    case EG_LOAD_RAW:
+        build_valid(sh, rng, q, (int)q->kind);
+        break;
+    case EG_LOAD_UNARY:
+        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
+        q->stream = 0;
+        break;
+    case EG_LOAD_CANCEL:
+        /* Mostly raw parts past the end of sequence, so there are messages to cancel after. */
+        build_valid(sh, rng, q, eg_shapes_rng_below(rng, 4) ? 2 : 0);
+        r->gen.max_new_tokens = 12 + eg_shapes_rng_below(rng, 5);
+        r->gen.ignore_eos = 1;
+        q->cancel_after = 1 + (int)eg_shapes_rng_below(rng, 3);
+        describe(q, " -> %u, ignore_eos, cancel after %d messages", r->gen.max_new_tokens,
+                 q->cancel_after);
+        break;
+    case EG_LOAD_DEADLINE:
+        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
+        q->stream = (int)eg_shapes_rng_below(rng, 2);
+        q->timeout_s = 0.05 + 0.45 * eg_shapes_rng_uniform(rng);
+        q->asked_deadline = 1;
+        describe(q, ", deadline %.3f s", q->timeout_s);
+        break;
+    case EG_LOAD_BAD_IMAGE: {
+        build_valid(sh, rng, q, eg_shapes_rng_below(rng, 2));
+        uint32_t v = eg_shapes_rng_below(rng, 2);
+        size_t n;
+        if (v == 0) { /* not an image format at all */
+            n = 16 + eg_shapes_rng_below(rng, 200);
+            if (!(q->junk = malloc(n))) return -1;
+            for (size_t i = 0; i < n; i++)
+                q->junk[i] = (uint8_t)eg_shapes_rng_next(rng);
+            memcpy(q->junk, "NOTANIMAGE", 10);
+        } else { /* a PNG cut in the middle of its pixel data */
+            const PoolImage *im = &sh->pool[eg_shapes_rng_below(rng, POOL)];
+            n = im->len / 2;
+            if (!(q->junk = malloc(n))) return -1;
+            memcpy(q->junk, im->png, n);
+        }
+        /* The bad bytes replace the query image, or an example's image. */
+        if (r->n_examples && eg_shapes_rng_below(rng, 2)) {
+            q->ex[0].image = q->junk;
+            q->ex[0].image_len = n;
+            describe(q, "; example 0's image: %s (%zu bytes)", v ? "truncated PNG" : "junk", n);
+        } else {
+            q->parts[0].image = q->junk;
+            q->parts[0].image_len = n;
+            describe(q, "; query image: %s (%zu bytes)", v ? "truncated PNG" : "junk", n);
+        }
+        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
+        q->want_needle = "image";
+        break;
+    }
+    case EG_LOAD_BAD_UTF8: {
+        static const char *const BAD[4] = {"caf\xc3(", "\xff", "red\x80", "a \xe2\x82 b"};
+        uint32_t v = eg_shapes_rng_below(rng, 4);
+        snprintf(q->text, sizeof q->text, "Output: %s", BAD[v]);
+        if (eg_shapes_rng_below(rng, 2)) {
+            build_valid(sh, rng, q, 1); /* few-shot: the first example's text */
+            q->ex[0].text = q->text + 8;
+            q->ex[0].text_len = strlen(q->text + 8);
+            describe(q, "; example 0's text is invalid UTF-8 (%u)", v);
+        } else {
+            build_valid(sh, rng, q, 2); /* raw: the text part */
+            EgRequestPart *t = &q->parts[q->req.n_parts - 1];
+            t->text = q->text;
+            t->text_len = strlen(q->text);
+            describe(q, "; last part's text is invalid UTF-8 (%u)", v);
+        }
+        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
+        q->want_needle = "UTF-8";
+        break;
+    }
+    case EG_LOAD_BAD_TEMPERATURE: {
+        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
+        static const float T[3] = {NAN, -0.5f, INFINITY};
+        uint32_t v = eg_shapes_rng_below(rng, 3);
+        r->gen.sampling.temperature = T[v];
+        describe(q, "; temperature %g", (double)T[v]);
+        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
+        q->want_needle = "temperature";
+        break;
+    }
+    case EG_LOAD_BAD_MAX_NEW:
+        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
+        r->gen.max_new_tokens = sh->max_new_limit + 1 + eg_shapes_rng_below(rng, 100000);
+        describe(q, "; max_new_tokens %u over the limit %u", r->gen.max_new_tokens,
+                 sh->max_new_limit);
+        q->want_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        q->want_needle = "max_new_tokens";
+        break;
+    case EG_LOAD_BAD_EMPTY:
+        eg_sampling_params_default(&r->gen.sampling);
+        r->gen.max_new_tokens = 8;
+        r->parts = q->parts;
+        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
+        if (eg_shapes_rng_below(rng, 2)) {
+            r->n_parts = 0;
+            q->want_needle = "no parts";
+            describe(q, "no parts");
+        } else {
+            q->parts[0] = text_part("");
+            r->n_parts = 1;
+            q->want_needle = "empty";
+            describe(q, "one empty text part");
+        }
+        break;
+    case EG_LOAD_GARBAGE: {
+        uint32_t v = eg_shapes_rng_below(rng, 3);
+        size_t n = v == 0 ? 6 : v == 1 ? 3 : 3 + eg_shapes_rng_below(rng, 200);
+        if (!(q->bytes = malloc(n))) return -1;
+        if (v == 0) { /* an unterminated varint */
+            memcpy(q->bytes, (const uint8_t[]){0xff, 0xff, 0xff, 0xff, 0x0f, 0x12}, 6);
+        } else if (v == 1) { /* examples: 16 bytes announced, 1 there */
+            memcpy(q->bytes, (const uint8_t[]){0x12, 0x10, 'x'}, 3);
+        } else { /* parts: 255 bytes announced, fewer there */
+            memcpy(q->bytes, (const uint8_t[]){0x0a, 0xff, 0x01}, 3);
+            for (size_t i = 3; i < n; i++)
+                q->bytes[i] = (uint8_t)eg_shapes_rng_next(rng);
+        }
+        q->len = n;
+        describe(q, "garbage pattern %u (%zu bytes)", v, n);
+        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
+        q->want_needle = "GenerateRequest";
+        break;
+    }
+    case EG_LOAD_N_KINDS:
+        break;
+    }
+    if (q->kind >= EG_LOAD_BAD_IMAGE) q->stream = (int)eg_shapes_rng_below(rng, 2);
+    if (!q->bytes) {
+        EgError err;
+        if (eg_proto_request_encode(r, &q->bytes, &q->len, &err)) return -1;
+    }
+    return 0;
+}
+
+static void req_free(Req *q) {
+    free(q->junk);
+    free(q->fresh);
+    free(q->bytes);
+}
+
+/* ---- replies ---- */
+
+typedef struct Reply {
+    const Req *q;
+    double t0, t_first;
+    char *text;
+    size_t text_len, text_cap;
+    uint64_t n_ids;
+    size_t n_messages;
+    int finish_reason, finals, after_final, usage_early, have_usage, bad_reply, cancelled_by_us;
+    Egret__V1__Usage usage;
+    uint64_t text_hash, ids_hash;
+} Reply;
+
+static int on_reply(void *user, const uint8_t *data, size_t len) {
+    Reply *r = user;
+    Egret__V1__GenerateResponse *m = egret__v1__generate_response__unpack(NULL, len, data);
+    if (!m) {
+        r->bad_reply = 1;
+        return 1;
+    }
+    r->n_messages++;
+    if (r->finals) r->after_final = 1;
+    if (m->n_token_ids && r->t_first == 0) r->t_first = now_s();
+    size_t tl = strlen(m->text);
+    if (r->text_len + tl + 1 > r->text_cap) {
+        size_t cap = (r->text_len + tl + 1) * 2;
+        char *t = realloc(r->text, cap);
+        if (t) {
+            r->text = t;
+            r->text_cap = cap;
+        }
+    }
+    if (r->text_len + tl + 1 <= r->text_cap) {
+        memcpy(r->text + r->text_len, m->text, tl + 1);
+        r->text_len += tl;
+    }
+    r->text_hash = fnv(r->text_hash, m->text, tl);
+    r->ids_hash = fnv(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
+    r->n_ids += m->n_token_ids;
+    int final = m->finish_reason != 0;
+    if (final) {
+        r->finals++;
+        r->finish_reason = m->finish_reason;
+    }
+    if (m->usage) {
+        if (!final) r->usage_early = 1;
+        r->usage = *m->usage;
+        r->usage.base.descriptor = NULL;
+        r->have_usage = 1;
+    }
+    egret__v1__generate_response__free_unpacked(m, NULL);
+    if (r->q->cancel_after && !final && (int)r->n_messages >= r->q->cancel_after) {
+        r->cancelled_by_us = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether a complete answer is what it should be; fills why when not. */
+static int answer_ok(const Req *q, const Reply *r, char *why, size_t cap) {
+    uint32_t max_new = q->req.gen.max_new_tokens;
+    int fr = r->finish_reason;
+    if (r->finals != 1 || r->after_final || r->usage_early || !r->have_usage)
+        snprintf(why, cap, "%d final messages, %s, usage %s", r->finals,
+                 r->after_final ? "messages after the final one" : "none after the final one",
+                 !r->have_usage   ? "missing"
+                 : r->usage_early ? "before the end"
+                                  : "at the end");
+    else if (fr != EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH &&
+             fr != EGRET__V1__FINISH_REASON__FINISH_REASON_STOP &&
+             fr != EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE)
+        snprintf(why, cap, "finish_reason %d", fr);
+    else if (!q->stream && r->n_messages != 1)
+        snprintf(why, cap, "Generate answered in %zu messages", r->n_messages);
+    else if (r->usage.generated_tokens != r->n_ids)
+        snprintf(why, cap, "%llu ids, usage.generated_tokens %u", (unsigned long long)r->n_ids,
+                 r->usage.generated_tokens);
+    else if (r->n_ids > max_new ||
+             (fr == EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH && r->n_ids != max_new) ||
+             (fr == EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE && r->n_ids >= max_new))
+        snprintf(why, cap, "%llu ids with max_new_tokens %u and finish_reason %d",
+                 (unsigned long long)r->n_ids, max_new, fr);
+    else if (!r->text || eg_utf8_valid_prefix(r->text, r->text_len) != r->text_len)
+        snprintf(why, cap, "the text is not valid UTF-8");
+    else if (r->usage.images != q->expect_images || r->usage.prompt_tokens == 0)
+        snprintf(why, cap, "usage: %u images (sent %u), %u prompt tokens", r->usage.images,
+                 q->expect_images, r->usage.prompt_tokens);
+    else if (!(r->usage.time_to_first_token_s >= 0) ||
+             !(r->usage.total_s >= r->usage.time_to_first_token_s) || !(r->usage.queue_s >= 0))
+        snprintf(why, cap, "usage times: ttft %g total %g queue %g", r->usage.time_to_first_token_s,
+                 r->usage.total_s, r->usage.queue_s);
+    else
+        return 1;
+    return 0;
+}
+
+/* Identical requests (same bytes: same prompt, parameters and seed) must get identical answers,
+ * streamed or not. Returns 1 when consistent (or first seen), 0 when not. */
+static int consistent(Shared *sh, const Req *q, const Reply *r) {
+    uint64_t key = fnv(FNV_INIT, q->bytes, q->len) | 1;
+    uint64_t val = mix64(r->text_hash ^ mix64(r->ids_hash) ^ (uint64_t)r->finish_reason);
+    int ok = 1;
+    pthread_mutex_lock(&sh->mu);
+    for (uint64_t i = 0; i < ANSWER_SLOTS; i++) {
+        size_t slot = (size_t)((key + i) & (ANSWER_SLOTS - 1));
+        if (sh->answer_key[slot] == 0) {
+            sh->answer_key[slot] = key;
+            sh->answer_val[slot] = val;
+            break;
+        }
+        if (sh->answer_key[slot] == key) {
+            ok = sh->answer_val[slot] == val;
+            sh->rep->consistency_checks++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return ok;
+}
+
+/* ---- one call ---- */
+
+static EgLoadOutcome verdict(Shared *sh, const Req *q, const Reply *r, int rc,
+                             const EgCallStatus *st, const EgError *err, double elapsed, char *why,
+                             size_t cap) {
+    grpc_status_code code = st->code;
+    int valid = q->kind < EG_LOAD_BAD_IMAGE;
+    if (rc) {
+        snprintf(why, cap, "the call did not complete: %.200s", err->msg);
+        return EG_LOAD_FAILED;
+    }
+    if (elapsed > q->timeout_s + sh->o.margin_s) {
+        snprintf(why, cap, "returned after %.2f s, past its %.2f s deadline + %.1f s", elapsed,
+                 q->timeout_s, sh->o.margin_s);
+        return EG_LOAD_FAILED;
+    }
+    if (r->bad_reply) {
+        snprintf(why, cap, "a reply message does not parse as a GenerateResponse");
+        return EG_LOAD_FAILED;
+    }
+    if (r->after_final) {
+        snprintf(why, cap, "a message came after the final one");
+        return EG_LOAD_FAILED;
+    }
+    if (code == GRPC_STATUS_RESOURCE_EXHAUSTED && strstr(st->message, "queue is full"))
+        return EG_LOAD_QUEUE_FULL;
+    if (r->cancelled_by_us && (code == GRPC_STATUS_CANCELLED || code == GRPC_STATUS_OK))
+        return EG_LOAD_CANCELLED; /* OK: the end of the answer raced the cancellation */
+    if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+        if (q->asked_deadline) return EG_LOAD_EXPIRED;
+        snprintf(why, cap, "hang: no status within the %.0f s call timeout", q->timeout_s);
+        return EG_LOAD_FAILED;
+    }
+    if (valid && code == GRPC_STATUS_OK) {
+        if (!answer_ok(q, r, why, cap)) return EG_LOAD_FAILED;
+        if (!consistent(sh, q, r)) {
+            snprintf(why, cap, "the answer '%.80s' differs from an identical earlier request's",
+                     r->text ? r->text : "");
+            return EG_LOAD_FAILED;
+        }
+        return EG_LOAD_OK;
+    }
+    if (!valid && code == q->want_code && strstr(st->message, q->want_needle))
+        return EG_LOAD_REJECTED;
+    if (valid)
+        snprintf(why, cap, "a valid request was answered %s", status_name(code));
+    else
+        snprintf(why, cap, "want %s mentioning '%s'", status_name(q->want_code), q->want_needle);
+    return EG_LOAD_FAILED;
+}
+
+static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t index,
+                             EgShapesRng *rng) {
+    Req q;
+    if (build_request(sh, index, &q, rng)) {
+        req_free(&q);
+        add_failure(sh, "request %llu: out of memory building it", (unsigned long long)index);
+        return EG_LOAD_FAILED;
+    }
+    Reply r = {.q = &q, .text_hash = FNV_INIT, .ids_hash = FNV_INIT};
+    EgCallStatus st = {0};
+    EgError err = {{0}};
+    double t0 = now_s();
+    r.t0 = t0;
+    int rc =
+        eg_client_call(c, q.stream ? "/egret.v1.Egret/GenerateStream" : "/egret.v1.Egret/Generate",
+                       q.bytes, q.len, q.timeout_s, on_reply, &r, &st, &err);
+    double t1 = now_s(), elapsed = t1 - t0;
+    char why[256] = "";
+    EgLoadOutcome oc = verdict(sh, &q, &r, rc, &st, &err, elapsed, why, sizeof why);
+    if (oc == EG_LOAD_FAILED)
+        add_failure(sh, "request %llu (client %u, %s, %s: %s): %s [status %s '%s', %.2f s]",
+                    (unsigned long long)index, client, KIND_NAMES[q.kind],
+                    q.stream ? "GenerateStream" : "Generate", q.what, why, status_name(st.code),
+                    st.message, elapsed);
+    pthread_mutex_lock(&sh->mu);
+    EgLoadtestReport *rep = sh->rep;
+    rep->requests++;
+    rep->outcomes[q.kind][oc]++;
+    rep->by_outcome[oc]++;
+    if (t1 > sh->last_end) sh->last_end = t1;
+    if (oc == EG_LOAD_OK) {
+        rep->generated_tokens += r.n_ids;
+        if (q.stream && r.t_first > 0) samples_add(&sh->ttft_client, r.t_first - t0);
+        samples_add(&sh->ttft_server, r.usage.time_to_first_token_s);
+        samples_add(&sh->queue_server, r.usage.queue_s);
+        samples_add(&sh->latency, elapsed);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    free(r.text);
+    req_free(&q);
+    return oc;
+}
+
+typedef struct Worker {
+    Shared *sh;
+    uint32_t index;
+    pthread_t thread;
+} Worker;
+
+static void *client_main(void *arg) {
+    Worker *w = arg;
+    Shared *sh = w->sh;
+    EgError err = {{0}};
+    EgClient *c = eg_client_connect(sh->o.target, &sh->o.client, &err);
+    if (!c) add_failure(sh, "client %u: cannot connect: %s", w->index, err.msg);
+    unsigned full_streak = 0;
+    while (c && now_s() < sh->t_end) {
+        uint64_t i = atomic_fetch_add(&sh->next, 1);
+        if (sh->o.max_requests && i >= sh->o.max_requests) break;
+        EgShapesRng rng;
+        if (run_one(sh, c, w->index, i, &rng) != EG_LOAD_QUEUE_FULL) {
+            full_streak = 0;
+            continue;
+        }
+        /* A full queue: back off as a polite client would, exponentially from 0.1 s up to
+         * 1.6 s, with jitter (x0.5-1.5), so that overload is part of the mix without turning
+         * the run into a flood of refusals. */
+        double wait = 0.1 * (double)(1u << (full_streak < 4 ? full_streak : 4));
+        full_streak++;
+        wait *= 0.5 + eg_shapes_rng_uniform(&rng);
+        double left = sh->t_end - now_s();
+        if (wait > left) wait = left > 0 ? left : 0;
+        usleep((useconds_t)(wait * 1e6));
+    }
+    eg_client_close(c);
+    atomic_fetch_add(&sh->threads_done, 1);
+    return NULL;
+}
+
+/* ---- control calls: model info, stats, warm-up ---- */
+
+typedef struct Unpacked {
+    const ProtobufCMessageDescriptor *desc;
+    ProtobufCMessage *msg;
+} Unpacked;
+
+static int on_message(void *user, const uint8_t *data, size_t len) {
+    Unpacked *u = user;
+    if (u->msg) protobuf_c_message_free_unpacked(u->msg, NULL);
+    u->msg = protobuf_c_message_unpack(u->desc, NULL, len, data);
+    return 0;
+}
+
+static ProtobufCMessage *control_call(EgClient *c, const char *method,
+                                      const ProtobufCMessageDescriptor *desc, EgError *err) {
+    Unpacked u = {desc, NULL};
+    EgCallStatus st;
+    static const uint8_t empty[1] = {0}; /* an empty request message */
+    if (eg_client_call(c, method, empty, 0, 30, on_message, &u, &st, err)) return NULL;
+    if (st.code != GRPC_STATUS_OK || !u.msg) {
+        if (u.msg) protobuf_c_message_free_unpacked(u.msg, NULL);
+        eg_fail(err, "%s: %s '%s'%s", method, status_name(st.code), st.message,
+                st.code == GRPC_STATUS_OK ? " (no message that parses)" : "");
+        return NULL;
+    }
+    return u.msg;
+}
+
+uint64_t eg_loadtest_device_memory_held(const EgLoadtestServerStats *s) {
+    return s->device_memory_bytes - s->image_cache_bytes - s->prefix_cache_bytes;
+}
+
+static int get_stats(EgClient *c, EgLoadtestServerStats *out, EgError *err) {
+    Egret__V1__ServerStats *s = (Egret__V1__ServerStats *)control_call(
+        c, "/egret.v1.Egret/GetStats", &egret__v1__server_stats__descriptor, err);
+    if (!s) return -1;
+    *out = (EgLoadtestServerStats){.requests_total = s->requests_total,
+                                   .requests_ok = s->requests_ok,
+                                   .requests_cancelled = s->requests_cancelled,
+                                   .requests_rejected = s->requests_rejected,
+                                   .requests_failed = s->requests_failed,
+                                   .in_flight = s->in_flight,
+                                   .queued = s->queued,
+                                   .running = s->running,
+                                   .generated_tokens = s->generated_tokens,
+                                   .device_memory_bytes = s->device_memory_bytes,
+                                   .host_memory_bytes = s->host_memory_bytes,
+                                   .uptime_s = s->uptime_s,
+                                   .image_cache_hits = s->image_cache_hits,
+                                   .image_cache_misses = s->image_cache_misses,
+                                   .image_cache_bytes = s->image_cache_bytes,
+                                   .prefix_cache_hits = s->prefix_cache_hits,
+                                   .prefix_cache_misses = s->prefix_cache_misses,
+                                   .prefix_cache_bytes = s->prefix_cache_bytes};
+    egret__v1__server_stats__free_unpacked(s, NULL);
+    return 0;
+}
+
+/* The warm-up: the largest requests of the mix (two examples and a query; streamed and unary;
+ * sampled and greedy), so the baseline has whatever the engine keeps after its first requests. */
+static int warm_up(Shared *sh, EgClient *c, EgError *err) {
+    for (int i = 0; i < 3; i++) {
+        Req q;
+        memset(&q, 0, sizeof q);
+        EgShapesRng rng;
+        eg_shapes_rng_seed(&rng, mix64(sh->o.seed ^ 0x3a3a) + (uint64_t)i);
+        build_valid(sh, &rng, &q, i == 2 ? 2 : 1);
+        if (i < 2) { /* make it two examples */
+            q.ex[1] = (EgRequestExample){sh->pool[(i + 5) % POOL].png, sh->pool[(i + 5) % POOL].len,
+                                         sh->pool[(i + 5) % POOL].answer[0],
+                                         strlen(sh->pool[(i + 5) % POOL].answer[0])};
+            q.req.n_examples = 2;
+            q.expect_images = 3;
+        }
+        q.req.gen.max_new_tokens = 16;
+        q.req.gen.sampling.temperature = i == 1 ? 0.8f : 0.0f;
+        q.stream = i != 0;
+        q.timeout_s = sh->o.call_timeout_s;
+        if (eg_proto_request_encode(&q.req, &q.bytes, &q.len, err)) return -1;
+        Reply r = {.q = &q, .text_hash = FNV_INIT, .ids_hash = FNV_INIT};
+        EgCallStatus st;
+        int rc = eg_client_call(
+            c, q.stream ? "/egret.v1.Egret/GenerateStream" : "/egret.v1.Egret/Generate", q.bytes,
+            q.len, q.timeout_s, on_reply, &r, &st, err);
+        char why[256] = "";
+        int good = rc == 0 && st.code == GRPC_STATUS_OK && answer_ok(&q, &r, why, sizeof why);
+        if (!good && rc == 0)
+            eg_fail(err, "warm-up request %d (%s): status %s '%s' %s", i, q.what,
+                    status_name(st.code), st.message, why);
+        free(r.text);
+        req_free(&q);
+        if (!good) return -1;
+    }
+    return 0;
+}
+
+/* ---- the run ---- */
+
+static void apply_defaults(EgLoadtestOptions *o) {
+    if (!o->clients) o->clients = DEFAULT_CLIENTS;
+    if (o->duration_s == 0) o->duration_s = DEFAULT_DURATION_S;
+    if (o->call_timeout_s <= 0) o->call_timeout_s = DEFAULT_CALL_TIMEOUT_S;
+    if (o->margin_s <= 0) o->margin_s = DEFAULT_MARGIN_S;
+    if (o->settle_s <= 0) o->settle_s = DEFAULT_SETTLE_S;
+    if (!o->host_memory_slack_bytes) o->host_memory_slack_bytes = DEFAULT_HOST_SLACK;
+}
+
+static void progress_line(Shared *sh, EgClient *c, double t) {
+    EgLoadtestServerStats s;
+    EgError err;
+    int have = get_stats(c, &s, &err) == 0;
+    pthread_mutex_lock(&sh->mu);
+    const EgLoadtestReport *r = sh->rep;
+    fprintf(sh->o.progress,
+            "loadtest: %5.1f s: %llu calls: %llu ok, %llu cancelled, %llu expired, %llu rejected, "
+            "%llu queue full, %llu failed",
+            t, (unsigned long long)r->requests, (unsigned long long)r->by_outcome[EG_LOAD_OK],
+            (unsigned long long)r->by_outcome[EG_LOAD_CANCELLED],
+            (unsigned long long)r->by_outcome[EG_LOAD_EXPIRED],
+            (unsigned long long)r->by_outcome[EG_LOAD_REJECTED],
+            (unsigned long long)r->by_outcome[EG_LOAD_QUEUE_FULL],
+            (unsigned long long)r->by_outcome[EG_LOAD_FAILED]);
+    pthread_mutex_unlock(&sh->mu);
+    if (have)
+        fprintf(sh->o.progress, "; server: %u in flight, %u queued, %u running", s.in_flight,
+                s.queued, s.running);
+    fputc('\n', sh->o.progress);
+    fflush(sh->o.progress);
+}
+
+static void check_after(Shared *sh, EgClient *c) {
+    EgLoadtestReport *rep = sh->rep;
+    const EgLoadtestServerStats *b = &rep->before;
+    EgLoadtestServerStats *a = &rep->after;
+    /* Settling: the last calls' ends may still be on their way through the server's threads. */
+    double t0 = now_s();
+    EgError err = {{0}};
+    int have = 0, settled = 0;
+    for (;;) {
+        have = get_stats(c, a, &err) == 0;
+        settled = have && a->in_flight == 0 && a->queued == 0 && a->running == 0 &&
+                  eg_loadtest_device_memory_held(a) == eg_loadtest_device_memory_held(b);
+        if (settled || now_s() - t0 >= sh->o.settle_s) break;
+        usleep(200 * 1000);
+    }
+    rep->settle_s = now_s() - t0;
+    if (!have) {
+        add_failure(sh, "GetStats after the load: %s", err.msg);
+        return;
+    }
+    if (!settled)
+        add_failure(sh,
+                    "%.1f s after the load: %u calls in flight, %u queued, %u running; device "
+                    "memory outside the caches %llu bytes, baseline %llu",
+                    rep->settle_s, a->in_flight, a->queued, a->running,
+                    (unsigned long long)eg_loadtest_device_memory_held(a),
+                    (unsigned long long)eg_loadtest_device_memory_held(b));
+    if (a->host_memory_bytes > b->host_memory_bytes + sh->o.host_memory_slack_bytes)
+        add_failure(
+            sh, "host memory %.1f MiB after the load, baseline %.1f MiB (allowed +%.0f MiB)",
+            (double)a->host_memory_bytes / (1 << 20), (double)b->host_memory_bytes / (1 << 20),
+            (double)sh->o.host_memory_slack_bytes / (1 << 20));
+    /* The server's counters against what the clients saw. A client may see less than the server
+     * counted (a deadline or cancellation racing a finished answer), never more. */
+    uint64_t d_total = a->requests_total - b->requests_total,
+             d_ok = a->requests_ok - b->requests_ok,
+             d_rej = a->requests_rejected - b->requests_rejected,
+             d_failed = a->requests_failed - b->requests_failed;
+    uint64_t c_rej = rep->by_outcome[EG_LOAD_REJECTED] + rep->by_outcome[EG_LOAD_QUEUE_FULL];
+    if (d_failed)
+        add_failure(sh, "the server counted %llu engine failures (INTERNAL) during the load",
+                    (unsigned long long)d_failed);
+    if (d_total > rep->requests || d_ok < rep->by_outcome[EG_LOAD_OK] || d_rej < c_rej)
+        add_failure(sh,
+                    "server counters: %llu calls, %llu ok, %llu rejected; clients: %llu calls, "
+                    "%llu ok, %llu rejected or queue full",
+                    (unsigned long long)d_total, (unsigned long long)d_ok,
+                    (unsigned long long)d_rej, (unsigned long long)rep->requests,
+                    (unsigned long long)rep->by_outcome[EG_LOAD_OK], (unsigned long long)c_rej);
+}
+
+int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError *err) {
+    memset(out, 0, sizeof *out);
+    if (!opt || !opt->target) return eg_fail(err, "the load test needs a server address");
+    if (opt->duration_s < 0 && !opt->max_requests)
+        return eg_fail(err, "without a time cap the load test needs a request cap");
+    Shared *sh = calloc(1, sizeof *sh);
+    if (!sh) return eg_fail(err, "out of host memory");
+    sh->o = *opt;
+    apply_defaults(&sh->o);
+    sh->rep = out;
+    out->clients = sh->o.clients;
+    out->seed = sh->o.seed;
+    pthread_mutex_init(&sh->mu, NULL);
+    int rc = -1;
+    Worker *workers = calloc(sh->o.clients, sizeof *workers);
+    EgClient *c = NULL;
+    if (!workers) {
+        eg_fail(err, "out of host memory");
+        goto done;
+    }
+    if (pool_build(sh->pool, sh->o.seed, err)) goto done;
+    c = eg_client_connect(sh->o.target, &sh->o.client, err);
+    if (!c) goto done;
+    Egret__V1__ModelInfo *info = (Egret__V1__ModelInfo *)control_call(
+        c, "/egret.v1.Egret/GetModelInfo", &egret__v1__model_info__descriptor, err);
+    if (!info) goto done;
+    sh->max_new_limit = info->limits ? info->limits->max_new_tokens : 0;
+    egret__v1__model_info__free_unpacked(info, NULL);
+    if (!sh->max_new_limit) {
+        eg_fail(err, "GetModelInfo reports no max_new_tokens limit");
+        goto done;
+    }
+    if (warm_up(sh, c, err) || get_stats(c, &out->before, err)) goto done;
+
+    sh->t_begin = now_s();
+    sh->t_end = sh->o.duration_s > 0 ? sh->t_begin + sh->o.duration_s : INFINITY;
+    sh->last_end = sh->t_begin;
+    uint32_t started = 0;
+    for (; started < sh->o.clients; started++) {
+        workers[started] = (Worker){.sh = sh, .index = started};
+        if (pthread_create(&workers[started].thread, NULL, client_main, &workers[started])) {
+            add_failure(sh, "could only start %u client threads", started);
+            break;
+        }
+    }
+    double next_progress = sh->t_begin + 10;
+    while ((uint32_t)atomic_load(&sh->threads_done) < started) {
+        usleep(50 * 1000);
+        if (sh->o.progress && now_s() >= next_progress) {
+            progress_line(sh, c, now_s() - sh->t_begin);
+            next_progress += 10;
+        }
+    }
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(workers[i].thread, NULL);
+    out->elapsed_s = sh->last_end - sh->t_begin;
+    check_after(sh, c);
+
+    double el = out->elapsed_s > 0 ? out->elapsed_s : 1e-9;
+    out->requests_per_s = (double)out->requests / el;
+    out->answers_per_s = (double)out->by_outcome[EG_LOAD_OK] / el;
+    out->tokens_per_s = (double)out->generated_tokens / el;
+    out->ttft_client = percentiles(&sh->ttft_client);
+    out->ttft_server = percentiles(&sh->ttft_server);
+    out->queue_server = percentiles(&sh->queue_server);
+    out->latency = percentiles(&sh->latency);
+    rc = 0;
+done:
+    eg_client_close(c);
+    for (int i = 0; i < POOL; i++)
+        free(sh->pool[i].png);
+    free(sh->ttft_client.v);
+    free(sh->ttft_server.v);
+    free(sh->queue_server.v);
+    free(sh->latency.v);
+    pthread_mutex_destroy(&sh->mu);
+    free(workers);
+    free(sh);
+    return rc;
+}
+
+/* ---- printing ---- */
+
+static double mib(uint64_t b) {
+    return (double)b / (1 << 20);
+}
+
+void eg_loadtest_print(const EgLoadtestReport *r, FILE *f) {
+    fprintf(f, "load test: %u clients, seed %llu, %.1f s\n", r->clients,
+            (unsigned long long)r->seed, r->elapsed_s);
+    fprintf(f, "calls: %llu (%.2f/s); complete answers: %llu (%.2f/s), %llu tokens (%.1f/s)\n",
+            (unsigned long long)r->requests, r->requests_per_s,
+            (unsigned long long)r->by_outcome[EG_LOAD_OK], r->answers_per_s,
+            (unsigned long long)r->generated_tokens, r->tokens_per_s);
+    fprintf(f, "%-19s", "kind");
+    for (int o = 0; o < EG_LOAD_N_OUTCOMES; o++)
+        fprintf(f, " %17s", OUTCOME_NAMES[o]);
+    fputc('\n', f);
+    for (int k = 0; k <= EG_LOAD_N_KINDS; k++) {
+        fprintf(f, "%-19s", k < EG_LOAD_N_KINDS ? KIND_NAMES[k] : "all");
+        for (int o = 0; o < EG_LOAD_N_OUTCOMES; o++)
+            fprintf(
+                f, " %17llu",
+                (unsigned long long)(k < EG_LOAD_N_KINDS ? r->outcomes[k][o] : r->by_outcome[o]));
+        fputc('\n', f);
+    }
+    const struct {
+        const char *name;
+        const EgLoadtestPercentiles *p;
+    } rows[4] = {{"time to first token, client (streams, queueing included)", &r->ttft_client},
+                 {"time to first token, server (usage, queueing excluded)", &r->ttft_server},
+                 {"queue wait, server (usage.queue_s)", &r->queue_server},
+                 {"latency, client (whole call)", &r->latency}};
+    fprintf(f, "complete answers:\n");
+    for (int i = 0; i < 4; i++)
+        fprintf(f, "  %-58s p50 %7.3f s  p99 %7.3f s  max %7.3f s  (n=%llu)\n", rows[i].name,
+                rows[i].p->p50, rows[i].p->p99, rows[i].p->max, (unsigned long long)rows[i].p->n);
+    fprintf(f, "identical requests compared: %llu\n", (unsigned long long)r->consistency_checks);
+    fprintf(f,
+            "server after the load (%.1f s to settle): %u in flight, %u queued, %u running\n"
+            "  device memory outside the caches %.3f MiB (baseline %.3f MiB); caches %.3f MiB "
+            "(baseline %.3f MiB)\n"
+            "  host memory %.1f MiB (baseline %.1f MiB, %+.1f MiB)\n",
+            r->settle_s, r->after.in_flight, r->after.queued, r->after.running,
+            mib(eg_loadtest_device_memory_held(&r->after)),
+            mib(eg_loadtest_device_memory_held(&r->before)),
+            mib(r->after.image_cache_bytes + r->after.prefix_cache_bytes),
+            mib(r->before.image_cache_bytes + r->before.prefix_cache_bytes),
+            mib(r->after.host_memory_bytes), mib(r->before.host_memory_bytes),
+            mib(r->after.host_memory_bytes) - mib(r->before.host_memory_bytes));
+    fprintf(f,
+            "server counters during the load: %llu calls, %llu ok, %llu cancelled, %llu rejected, "
+            "%llu failed, %llu tokens\n",
+            (unsigned long long)(r->after.requests_total - r->before.requests_total),
+            (unsigned long long)(r->after.requests_ok - r->before.requests_ok),
+            (unsigned long long)(r->after.requests_cancelled - r->before.requests_cancelled),
+            (unsigned long long)(r->after.requests_rejected - r->before.requests_rejected),
+            (unsigned long long)(r->after.requests_failed - r->before.requests_failed),
+            (unsigned long long)(r->after.generated_tokens - r->before.generated_tokens));
+    fprintf(f,
+            "server caches during the load: images %llu hits, %llu misses; prefixes %llu hits, "
+            "%llu misses\n",
+            (unsigned long long)(r->after.image_cache_hits - r->before.image_cache_hits),
+            (unsigned long long)(r->after.image_cache_misses - r->before.image_cache_misses),
+            (unsigned long long)(r->after.prefix_cache_hits - r->before.prefix_cache_hits),
+            (unsigned long long)(r->after.prefix_cache_misses - r->before.prefix_cache_misses));
+    fprintf(f, "failures: %llu\n", (unsigned long long)r->failures);
+    for (size_t i = 0; i < r->n_details; i++)
+        fprintf(f, "  %s\n", r->details[i]);
+    if (r->failures > r->n_details)
+        fprintf(f, "  (and %llu more)\n", (unsigned long long)(r->failures - r->n_details));
+}
+
+static cJSON *json_percentiles(const EgLoadtestPercentiles *p) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", (double)p->n);
+    cJSON_AddNumberToObject(o, "p50", p->p50);
+    cJSON_AddNumberToObject(o, "p99", p->p99);
+    cJSON_AddNumberToObject(o, "max", p->max);
+    return o;
+}
+
+static cJSON *json_stats(const EgLoadtestServerStats *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "requests_total", (double)s->requests_total);
+    cJSON_AddNumberToObject(o, "requests_ok", (double)s->requests_ok);
+    cJSON_AddNumberToObject(o, "requests_cancelled", (double)s->requests_cancelled);
+    cJSON_AddNumberToObject(o, "requests_rejected", (double)s->requests_rejected);
+    cJSON_AddNumberToObject(o, "requests_failed", (double)s->requests_failed);
+    cJSON_AddNumberToObject(o, "in_flight", s->in_flight);
+    cJSON_AddNumberToObject(o, "queued", s->queued);
+    cJSON_AddNumberToObject(o, "running", s->running);
+    cJSON_AddNumberToObject(o, "generated_tokens", (double)s->generated_tokens);
+    cJSON_AddNumberToObject(o, "device_memory_bytes", (double)s->device_memory_bytes);
+    cJSON_AddNumberToObject(o, "host_memory_bytes", (double)s->host_memory_bytes);
+    cJSON_AddNumberToObject(o, "uptime_s", s->uptime_s);
+    cJSON_AddNumberToObject(o, "image_cache_hits", (double)s->image_cache_hits);
+    cJSON_AddNumberToObject(o, "image_cache_misses", (double)s->image_cache_misses);
+    cJSON_AddNumberToObject(o, "image_cache_bytes", (double)s->image_cache_bytes);
+    cJSON_AddNumberToObject(o, "prefix_cache_hits", (double)s->prefix_cache_hits);
+    cJSON_AddNumberToObject(o, "prefix_cache_misses", (double)s->prefix_cache_misses);
+    cJSON_AddNumberToObject(o, "prefix_cache_bytes", (double)s->prefix_cache_bytes);
+    cJSON_AddNumberToObject(o, "device_memory_held_bytes",
+                            (double)eg_loadtest_device_memory_held(s));
+    return o;
+}
+
+int eg_loadtest_print_json(const EgLoadtestReport *r, FILE *f) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return -1;
+    cJSON_AddNumberToObject(o, "clients", r->clients);
+    char seed[24]; /* a string: JSON numbers are doubles, seeds have 64 bits */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    cJSON_AddStringToObject(o, "seed", seed);
+    cJSON_AddNumberToObject(o, "elapsed_s", r->elapsed_s);
+    cJSON_AddNumberToObject(o, "requests", (double)r->requests);
+    cJSON_AddNumberToObject(o, "requests_per_s", r->requests_per_s);
+    cJSON_AddNumberToObject(o, "answers_per_s", r->answers_per_s);
+    cJSON_AddNumberToObject(o, "generated_tokens", (double)r->generated_tokens);
+    cJSON_AddNumberToObject(o, "tokens_per_s", r->tokens_per_s);
+    cJSON *outcomes = cJSON_AddObjectToObject(o, "outcomes");
+    for (int i = 0; i < EG_LOAD_N_OUTCOMES; i++)
+        cJSON_AddNumberToObject(outcomes, OUTCOME_NAMES[i], (double)r->by_outcome[i]);
+    cJSON *kinds = cJSON_AddObjectToObject(o, "kinds");
+    for (int k = 0; k < EG_LOAD_N_KINDS; k++) {
+        cJSON *kk = cJSON_AddObjectToObject(kinds, KIND_NAMES[k]);
+        for (int i = 0; i < EG_LOAD_N_OUTCOMES; i++)
+            cJSON_AddNumberToObject(kk, OUTCOME_NAMES[i], (double)r->outcomes[k][i]);
+    }
+    cJSON_AddItemToObject(o, "ttft_client_s", json_percentiles(&r->ttft_client));
+    cJSON_AddItemToObject(o, "ttft_server_s", json_percentiles(&r->ttft_server));
+    cJSON_AddItemToObject(o, "queue_server_s", json_percentiles(&r->queue_server));
+    cJSON_AddItemToObject(o, "latency_s", json_percentiles(&r->latency));
+    cJSON_AddNumberToObject(o, "consistency_checks", (double)r->consistency_checks);
+    cJSON_AddItemToObject(o, "server_before", json_stats(&r->before));
+    cJSON_AddItemToObject(o, "server_after", json_stats(&r->after));
+    cJSON_AddNumberToObject(o, "settle_s", r->settle_s);
+    cJSON_AddNumberToObject(o, "failures", (double)r->failures);
+    cJSON *details = cJSON_AddArrayToObject(o, "failure_details");
+    for (size_t i = 0; i < r->n_details; i++)
+        cJSON_AddItemToArray(details, cJSON_CreateString(r->details[i]));
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!text) return -1;
+    fprintf(f, "%s\n", text);
+    free(text);
+    return 0;
+}
