@@ -26,7 +26,8 @@
 
 typedef struct Shard {
     char *path;
-    void *map;
+    void *map;                 /* our mmap of the file, NULL when the bytes are the caller's */
+    const unsigned char *base; /* the file's bytes (map, or the caller's buffer) */
     size_t size;
 } Shard;
 
@@ -159,16 +160,18 @@ static int map_file(const char *path, Shard *sh, EgError *err) {
         close(fd);
         return eg_fail(err, "%s: not a regular file", path);
     }
-    if (st.st_size < 8) {
+    if (st.st_size == 0) { /* mmap refuses length 0; parse_shard reports the short file */
         close(fd);
-        return eg_fail(err, "%s: file is %lld bytes, shorter than the 8-byte safetensors header",
-                       path, (long long)st.st_size);
+        sh->base = (const unsigned char *)"";
+        sh->size = 0;
+        return 0;
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd); /* the mapping keeps the file alive */
     if (map == MAP_FAILED) return eg_fail(err, "%s: mmap failed: %s", path, strerror(e));
     sh->map = map;
+    sh->base = map;
     sh->size = (size_t)st.st_size;
     return 0;
 }
@@ -255,11 +258,14 @@ static int cmp_view_data(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-/* Maps the shard at sh->path and appends its tensors to f. */
-static int load_shard(EgTensorFile *f, Shard *sh, EgError *err) {
+/* Validates the bytes of one shard (sh->base, sh->size; mapped or the caller's) and appends its
+ * tensors to f. Files and memory buffers both come through here. */
+static int parse_shard(EgTensorFile *f, Shard *sh, EgError *err) {
     const char *path = sh->path;
-    if (map_file(path, sh, err) != 0) return -1;
-    const unsigned char *base = sh->map;
+    const unsigned char *base = sh->base;
+    if (sh->size < 8)
+        return eg_fail(err, "%s: file is %zu bytes, shorter than the 8-byte safetensors header",
+                       path, sh->size);
     uint64_t hlen = 0;
     memcpy(&hlen, base, 8);
     if (hlen > HEADER_MAX || hlen > sh->size - 8)
@@ -313,6 +319,12 @@ static int load_shard(EgTensorFile *f, Shard *sh, EgError *err) {
     return 0;
 }
 
+/* Maps the shard at sh->path and appends its tensors to f. */
+static int load_shard(EgTensorFile *f, Shard *sh, EgError *err) {
+    if (map_file(sh->path, sh, err) != 0) return -1;
+    return parse_shard(f, sh, err);
+}
+
 static EgTensorFile *file_new(const char *source, int nshards) {
     EgTensorFile *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -362,6 +374,24 @@ EgTensorFile *eg_tensors_open_file(const char *path, EgError *err) {
         return NULL;
     }
     if (load_shard(f, &f->shards[0], err) != 0 || finish_index(f, err) != 0) {
+        eg_tensors_close(f);
+        return NULL;
+    }
+    return f;
+}
+
+EgTensorFile *eg_tensors_open_memory(const void *data, size_t len, const char *source_name,
+                                     EgError *err) {
+    const char *name = source_name ? source_name : "(memory)";
+    EgTensorFile *f = file_new(name, 1);
+    if (!f || !(f->shards[0].path = str_dup(name))) {
+        eg_tensors_close(f);
+        eg_fail(err, "%s: out of memory", name);
+        return NULL;
+    }
+    f->shards[0].base = data ? data : (const void *)"";
+    f->shards[0].size = data ? len : 0;
+    if (parse_shard(f, &f->shards[0], err) != 0 || finish_index(f, err) != 0) {
         eg_tensors_close(f);
         return NULL;
     }

@@ -48,6 +48,11 @@ typedef struct EgTensorFile EgTensorFile; /* one or several mmapped shards */
  * When both exist the index wins (it is what HF writes for sharded checkpoints). */
 EgTensorFile *eg_tensors_open_dir(const char *dir, EgError *err);
 EgTensorFile *eg_tensors_open_file(const char *path, EgError *err);
+/* The same validation for a file's bytes already in memory (data[0..len)). The buffer is
+ * borrowed, not copied: it must stay alive and unchanged until eg_tensors_close. source_name
+ * (may be NULL) stands for the path in error messages and in the views' `file`. */
+EgTensorFile *eg_tensors_open_memory(const void *data, size_t len, const char *source_name,
+                                     EgError *err);
 void eg_tensors_close(EgTensorFile *f); /* NULL is fine */
 
 int eg_tensors_count(const EgTensorFile *f);

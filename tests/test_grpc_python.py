@@ -147,6 +147,23 @@ def status_name(value):
     return hpb.HealthCheckResponse.ServingStatus.Name(value)
 
 
+# A client for test_8_client_killed, run as its own process: streams a long answer, says so
+# after the first message, and keeps reading until it is killed.
+KILLED_CLIENT = r'''
+import importlib.util, os, sys, grpc
+spec = importlib.util.spec_from_file_location("egret_pb2", os.path.join(sys.argv[1], "egret/v1/egret_pb2.py"))
+pb = importlib.util.module_from_spec(spec); spec.loader.exec_module(pb)
+req = pb.GenerateRequest(max_new_tokens=1000, ignore_eos=True)
+req.parts.add(image=open(sys.argv[3], "rb").read())
+call = grpc.insecure_channel(sys.argv[2]).unary_stream(
+    "/egret.v1.Egret/GenerateStream", request_serializer=pb.GenerateRequest.SerializeToString,
+    response_deserializer=pb.GenerateResponse.FromString)(req, timeout=600)
+for i, m in enumerate(call):
+    if i == 0:
+        print("streaming", flush=True)
+'''
+
+
 def caption_request(path, **fields):
     req = pb.GenerateRequest(use_template=True, **fields)
     req.parts.add(image=read(path))
@@ -405,6 +422,36 @@ class UnixServerTest(unittest.TestCase):
         self.assertEqual(run("--example", c[0], "red.", "--example", c[1], "yellow.",
                              "--stream", c[2]), "white.")
 
+    def test_8_client_killed(self):
+        """A client process killed mid-stream (no cancel, the connection just drops): the
+        server stops its work, the in-flight count returns to zero, the next request is served."""
+        type(self).ran.add("test_8_client_killed")
+        type(self).egret_calls += 1
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CLIENT, TMP, self.addr, os.path.join(SHAPES, "c000_0.png")],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            line = child.stdout.readline()
+            self.assertEqual(line.strip(), "streaming", "the child client never got a message")
+            child.kill()
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        stats = method(self.channel, "/egret.v1.Egret/GetStats", pb.GetStatsRequest,
+                       pb.ServerStats)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = stats(pb.GetStatsRequest(), timeout=RPC_TIMEOUT)
+            if st.in_flight == 0 and st.running == 0 and st.queued == 0:
+                break
+            time.sleep(0.05)
+        self.assertEqual((st.in_flight, st.running, st.queued), (0, 0, 0),
+                         "the killed client's request is still on the server")
+        r = self.call(generate, self.channel, caption_request(os.path.join(EXAMPLES,
+                                                                           "scene-002.png")))
+        self.assertEqual(r.text, expected_caption("scene-002.png"))
+
     def test_9_sigterm(self):
         """Drain: calls in flight finish, health says NOT_SERVING, new calls are refused, exit 0."""
         server = self.server
@@ -506,8 +553,9 @@ class UnixServerTest(unittest.TestCase):
                    int(l[3]) == n_tokens]
         self.assertEqual(len(drained), 2, "the two drained calls' log lines:\n" + log)
         cancelled = [l for l in lines if l[1] == "GenerateStream" and l[2] == "CANCELLED"]
-        if "test_6_cancel_stream" in type(self).ran:
-            self.assertEqual(len(cancelled), 1, "the cancelled stream's log line:\n" + log)
+        want = len({"test_6_cancel_stream", "test_8_client_killed"} & type(self).ran)
+        self.assertEqual(len(cancelled), want, "the cancelled streams' log lines:\n" + log)
+        if "test_6_cancel_stream" in type(self).ran:  # it ran first: the first such line
             self.assertLessEqual(int(cancelled[0][3]), 10, "the cancelled stream kept generating")
         self.assertIn("egret: draining", log)
         self.assertIn("egret: drained", log)

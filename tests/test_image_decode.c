@@ -1151,6 +1151,44 @@ static void test_stb_failures_and_threads(const unsigned char *jpeg, size_t jpeg
     free(pc.samples);
 }
 
+/* Offset of the first segment with marker FFxx before the scan data (its length field is at
+ * +2); 0 if none. */
+static size_t jpeg_segment(const unsigned char *jpeg, size_t len, unsigned char marker) {
+    for (size_t i = 2; i + 4 <= len && jpeg[i] == 0xFF;) {
+        if (jpeg[i + 1] == marker) return i;
+        if (jpeg[i + 1] == 0xDA) break;
+        i += 2 + ((size_t)jpeg[i + 2] << 8 | jpeg[i + 3]);
+    }
+    return 0;
+}
+
+/* Huffman tables stb_image 2.27 would trust (found by fuzz/fuzz_image, reproducers in
+ * fuzz/regressions/fuzz_image/): refused by our header walk with a message, before stb reads or
+ * writes out of bounds. */
+static void test_jpeg_huffman_tables(const unsigned char *jpeg, size_t len) {
+    unsigned char *bad = malloc(len);
+    EgImage img;
+    EgError err = {{0}};
+    size_t dht = jpeg_segment(jpeg, len, 0xC4), sos = jpeg_segment(jpeg, len, 0xDA);
+    CHECK(dht && sos, "reference JPEG has DHT and SOS segments");
+    if (!dht || !sos) {
+        free(bad);
+        return;
+    }
+    /* More than 256 codes in one table: counts of the 15- and 16-bit codes set to 255 each. */
+    memcpy(bad, jpeg, len);
+    bad[dht + 5 + 14] = 255;
+    bad[dht + 5 + 15] = 255;
+    CHECK(eg_image_decode(bad, len, NULL, &img, &err) != 0 && says(&err, "at most 256"),
+          "DHT with > 256 codes: \"%s\"", err.msg);
+    /* The first scan component decoding with AC table 3, which no DHT defines. */
+    memcpy(bad, jpeg, len);
+    bad[sos + 6] = 0x03;
+    CHECK(eg_image_decode(bad, len, NULL, &img, &err) != 0 && says(&err, "not defined"),
+          "scan with an undefined Huffman table: \"%s\"", err.msg);
+    free(bad);
+}
+
 int main(void) {
     test_rng_init();
     test_alpha_composite_all_pairs();
@@ -1183,6 +1221,7 @@ int main(void) {
     if (jpeg) keep_sample("JPEG", jpeg, jlen, 0);
 
     if (jpeg) test_stb_failures_and_threads(jpeg, jlen);
+    if (jpeg) test_jpeg_huffman_tables(jpeg, jlen);
     test_truncation();
     test_corruption();
     test_limits();

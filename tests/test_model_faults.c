@@ -71,6 +71,7 @@ int main(void) {
     expect_open_fails("weights shorter than their header length", "model.safetensors");
     /* A header length far past the end of the file. */
     unsigned char *bad = malloc(len);
+    REQUIRE(bad, "out of memory");
     memcpy(bad, weights, len);
     bad[5] = 0x7f;
     write_file("model.safetensors", bad, len);

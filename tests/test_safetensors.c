@@ -207,6 +207,49 @@ static void test_real_files(void) {
     eg_tensors_close(f);
 }
 
+/* eg_tensors_open_memory: the same views as the file (names, shapes, bytes) pointing into the
+ * caller's buffer, and the same validation errors, named after source_name. */
+static void test_memory(void) {
+    EgError err = {{0}};
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", test_data_path("tiny-idefics-c"));
+    size_t len = 0;
+    unsigned char *bytes = test_read_file(path, &len);
+    NEED(bytes != NULL, "cannot read %s", path);
+    EgTensorFile *file = eg_tensors_open_file(path, &err);
+    EgTensorFile *mem = eg_tensors_open_memory(bytes, len, "mem.safetensors", &err);
+    CHECK(file && mem, "%s", err.msg);
+    if (file && mem) {
+        CHECK(eg_tensors_count(mem) == eg_tensors_count(file), "%d tensors from memory, %d",
+              eg_tensors_count(mem), eg_tensors_count(file));
+        int same = 0;
+        for (int i = 0; i < eg_tensors_count(file); i++) {
+            const EgTensorView *a = eg_tensors_at(file, i), *b = eg_tensors_at(mem, i);
+            same += b && strcmp(a->name, b->name) == 0 && a->ndim == b->ndim &&
+                    memcmp(a->shape, b->shape, sizeof a->shape) == 0 && a->nbytes == b->nbytes &&
+                    memcmp(a->data, b->data, a->nbytes) == 0 &&
+                    (const unsigned char *)b->data >= bytes &&
+                    (const unsigned char *)b->data + b->nbytes <= bytes + len &&
+                    strcmp(b->file, "mem.safetensors") == 0;
+        }
+        CHECK(same == eg_tensors_count(file), "%d of %d views equal", same, eg_tensors_count(file));
+        CHECK(strcmp(eg_tensors_source(mem), "mem.safetensors") == 0, "source %s",
+              eg_tensors_source(mem));
+    }
+    eg_tensors_close(file);
+    eg_tensors_close(mem);
+    /* Cut inside the data section, inside the header, and before the header length. */
+    static const size_t cuts[] = {0, 7, 100};
+    for (size_t i = 0; i < 3; i++) {
+        size_t cut = i == 2 ? len - cuts[i] : cuts[i];
+        mem = eg_tensors_open_memory(cut ? bytes : NULL, cut, "cut.safetensors", &err);
+        CHECK(mem == NULL && strstr(err.msg, "cut.safetensors"), "cut at %zu: %s", cut,
+              mem ? "opened" : err.msg);
+        eg_tensors_close(mem);
+    }
+    free(bytes);
+}
+
 /* ---- round trips through files written here ---- */
 
 enum { N = 1001 }; /* odd, so later tensors start at odd offsets */
@@ -579,6 +622,7 @@ int main(void) {
     REQUIRE(made != NULL, "mkdtemp");
 
     test_real_files();
+    test_memory();
     test_conversions();
     test_sharded();
     test_malformed();

@@ -34,10 +34,64 @@ static int jpeg_truncated(size_t len, const char *where, EgError *err) {
     return eg_fail(err, "JPEG: truncated data (%zu bytes, cut %s)", len, where);
 }
 
+/* stb_image 2.27 (Debian 12's libstb-dev) trusts the Huffman tables it is given; the two ways
+ * they make it read or write out of bounds (found by fuzz/fuzz_image) are refused here first:
+ * - a DHT table with more than 256 codes writes past its 257-entry size list and 256-entry
+ *   symbol array;
+ * - a scan that uses a table no DHT defined decodes with stb's uninitialized (malloc'd) table
+ *   and indexes its symbol array with garbage.
+ * defined: bit t for DC table t, bit 4 + t for AC table t. */
+static int jpeg_check_dht(const uint8_t *p, size_t n, size_t at, unsigned *defined, EgError *err) {
+    while (n > 0) {
+        if (n < 17) return eg_fail(err, "JPEG: corrupt data (short Huffman table at byte %zu)", at);
+        if (p[0] >> 4 > 1 || (p[0] & 15) > 3)
+            return eg_fail(err, "JPEG: corrupt data (Huffman table class/id %02X at byte %zu)",
+                           p[0], at);
+        size_t codes = 0;
+        for (int i = 1; i <= 16; i++)
+            codes += p[i];
+        if (codes > 256)
+            return eg_fail(err,
+                           "JPEG: corrupt data (Huffman table with %zu codes, at most 256, at byte "
+                           "%zu)",
+                           codes, at);
+        if (17 + codes > n)
+            return eg_fail(err, "JPEG: corrupt data (Huffman table longer than its segment)");
+        *defined |= 1u << ((p[0] >> 4) * 4 + (p[0] & 15));
+        p += 17 + codes;
+        at += 17 + codes;
+        n -= 17 + codes;
+    }
+    return 0;
+}
+
+/* An SOS header (p: after the length, n bytes): each component's tables must be defined. Which
+ * ones a scan decodes with follows stb: baseline scans use both; progressive DC scans the DC table
+ * (first pass only), progressive AC scans the AC table. */
+static int jpeg_check_sos(const uint8_t *p, size_t n, int progressive, unsigned defined,
+                          EgError *err) {
+    if (n < 1 || n < 1 + 2 * (size_t)p[0] + 3)
+        return eg_fail(err, "JPEG: corrupt data (short scan header)");
+    const size_t ns = p[0];
+    const uint8_t ss = p[1 + 2 * ns], ah = p[3 + 2 * ns] >> 4;
+    const int need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss > 0;
+    for (size_t k = 0; k < ns; k++) {
+        const unsigned dc = p[2 + 2 * k] >> 4, ac = p[2 + 2 * k] & 15;
+        if ((need_dc && (dc > 3 || !(defined >> dc & 1))) ||
+            (need_ac && (ac > 3 || !(defined >> (4 + ac) & 1))))
+            return eg_fail(err,
+                           "JPEG: corrupt data (scan uses Huffman table DC %u / AC %u, not "
+                           "defined)",
+                           dc, ac);
+    }
+    return 0;
+}
+
 int eg_image_scan_jpeg(const uint8_t *data, size_t len, const EgImageLimits *limits,
                        EgImageHeader *hdr, EgError *err) {
-    int have_frame = 0, have_scan = 0;
-    size_t pos = 2; /* after SOI */
+    int have_frame = 0, have_scan = 0, progressive = 0;
+    unsigned tables = 0; /* Huffman tables defined so far (jpeg_check_dht) */
+    size_t pos = 2;      /* after SOI */
     memset(hdr, 0, sizeof *hdr);
     hdr->stb_channels = 3; /* JPEG has no alpha; gray and CMYK come back as RGB */
     for (;;) {
@@ -70,12 +124,18 @@ int eg_image_scan_jpeg(const uint8_t *data, size_t len, const EgImageLimits *lim
             hdr->width = width;
             hdr->height = height;
             have_frame = 1;
+            progressive = m == 0xC2;
         }
+        if (m == 0xC4 && jpeg_check_dht(data + pos + 2, seglen - 2, pos + 2, &tables, err) != 0)
+            return -1;
+        if (m == 0xDA && !have_frame)
+            return eg_fail(err, "JPEG: corrupt data (scan before frame header)");
+        if (m == 0xDA && jpeg_check_sos(data + pos + 2, seglen - 2, progressive, tables, err) != 0)
+            return -1;
         pos += seglen;
         if (m != 0xDA) continue;
         /* SOS: entropy-coded data follows, up to the next marker that is neither a stuffed byte
          * (FF00) nor a restart marker (FFD0-FFD7). */
-        if (!have_frame) return eg_fail(err, "JPEG: corrupt data (scan before frame header)");
         have_scan = 1;
         for (;;) {
             const uint8_t *ff = pos < len ? memchr(data + pos, 0xFF, len - pos) : NULL;
