@@ -1,6 +1,7 @@
 #include "runtime/ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Push-constant layouts, mirrored from the shaders. */
@@ -32,17 +33,102 @@ typedef struct {
 
 /* Flag bits of shaders/matmul_epilogue.glsl. */
 enum { MM_BIAS = 8, MM_MUL = 16, MM_ACCUM = 32, MM_ALPHA = 64, MM_ALPHA_VECTOR = 128 };
-/* matvec.comp handles at most this many rows. */
-enum { MATVEC_MAX_ROWS = 4 };
+
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static int is_pow2(uint32_t v) {
+    return v && (v & (v - 1)) == 0;
+}
+
+/* Kernel parameters of eg_op_linear for a device (overridden by cfg's nonzero fields).
+ *
+ * GPUs and CPU implementations (lavapipe) want different shapes of the same kernels. On a GPU a
+ * load instruction serves a whole subgroup from one cache line when lanes read neighbouring
+ * addresses, and memory latency is hidden by having many workgroups in flight. On a CPU
+ * implementation a subgroup is one SIMD register (8 lanes on lavapipe) and each lane's load is
+ * a separate scalar access with a bounds check, so what counts is how many multiply-adds every
+ * loaded value feeds; its two or so threads need few workgroups. Hence:
+ *
+ * matvec: a group (a subgroup, with subgroup arithmetic; else LANES invocations reducing
+ * through shared memory) reduces RPG rows of W, 4 groups per workgroup. GPUs: RPG 2, so a
+ * 4096-row matrix spreads over 512 workgroups of 128 (32-wide subgroups); each x load feeds
+ * two rows. CPUs: RPG 8, so each x load feeds 8 rows (lavapipe, 4096x4096 fp16: 27% less time
+ * than RPG 2 for one row of x, 45% for 8).
+ *
+ * matmul: two tile shapes, for few and for many rows of x. Small tiles waste less on padding
+ * rows (a 65-token ViT sequence in 64-row tiles computes 128 rows); large ones reuse each
+ * loaded value more. GPUs: 32x64 with 4x4 per invocation (128 invocations, 6 KiB of shared
+ * memory) and 64x64 with 4x4 (256 invocations, 8 KiB), within the minimums every Vulkan device
+ * guarantees (16 KiB; 128 invocations: where 256 are not available the large tile falls back
+ * to the small one). CPUs: 8x8 per invocation, as each value read from shared memory then feeds
+ * 8 multiply-adds instead of 4: 16x128 (32 invocations) and 64x64 (64). On lavapipe these take
+ * 0.15-0.4x the time of the original kernel's 64x64 tiles of 4x4 across the demo model's
+ * shapes (M = 16, 17, 33, 64, 65, 256), where 4x4 tiles take about 0.5x. */
+typedef struct {
+    int subgroup;
+    uint32_t mv_wg, mv_lanes, mv_rpg;
+    EgTile mm[2];
+} LinearParams;
+
+static int tile_fits(const VkPhysicalDeviceLimits *lim, EgTile t) {
+    if ((t.tm != 4 && t.tm != 8) || (t.tn != 4 && t.tn != 8) || !t.bm || !t.bn || t.bm % t.tm ||
+        t.bn % t.tn || !t.bk || t.bk % 4)
+        return 0;
+    uint32_t wg = (t.bm / t.tm) * (t.bn / t.tn);
+    return wg <= lim->maxComputeWorkGroupInvocations && wg <= lim->maxComputeWorkGroupSize[0] &&
+           t.bk * (t.bm + t.bn) * 4 <= lim->maxComputeSharedMemorySize;
+}
+
+static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, LinearParams *lp, EgError *err) {
+    const VkPhysicalDeviceLimits *lim = &vk->props.limits;
+    int cpu = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    lp->subgroup = vk->subgroup_arithmetic && !cfg->no_subgroup && is_pow2(vk->subgroup_size);
+    lp->mv_lanes = lp->subgroup ? vk->subgroup_size : (cfg->mv_lanes ? cfg->mv_lanes : 32);
+    lp->mv_wg = cfg->mv_wg ? cfg->mv_wg : 4 * lp->mv_lanes;
+    lp->mv_rpg = cfg->mv_rpg ? cfg->mv_rpg : cpu ? 8 : 2;
+    /* The shared-memory variant keeps a float per output and invocation: RPG·8·WG·4 bytes. */
+    while (!lp->subgroup && !cfg->mv_wg && lp->mv_wg > lp->mv_lanes &&
+           lp->mv_rpg * EG_MATVEC_MAX_ROWS * lp->mv_wg * 4 > lim->maxComputeSharedMemorySize)
+        lp->mv_wg /= 2;
+    if (lp->mv_wg % lp->mv_lanes || lp->mv_wg > lim->maxComputeWorkGroupInvocations ||
+        lp->mv_wg > lim->maxComputeWorkGroupSize[0] || !is_pow2(lp->mv_lanes) || !lp->mv_rpg ||
+        (!lp->subgroup &&
+         lp->mv_rpg * EG_MATVEC_MAX_ROWS * lp->mv_wg * 4 > lim->maxComputeSharedMemorySize))
+        return eg_fail(err, "matvec: %u invocations in groups of %u, %u rows each, do not fit %s",
+                       lp->mv_wg, lp->mv_lanes, lp->mv_rpg, vk->props.deviceName);
+
+    EgTile gpu_small = {32, 64, 16, 4, 4}, gpu_large = {64, 64, 16, 4, 4};
+    EgTile cpu_small = {16, 128, 16, 8, 8}, cpu_large = {64, 64, 16, 8, 8};
+    lp->mm[0] = cfg->mm_small.bm ? cfg->mm_small : cpu ? cpu_small : gpu_small;
+    lp->mm[1] = cfg->mm_large.bm ? cfg->mm_large : cpu ? cpu_large : gpu_large;
+    if (!cfg->mm_large.bm && !tile_fits(lim, lp->mm[1])) lp->mm[1] = lp->mm[0];
+    for (int i = 0; i < 2; i++) {
+        EgTile t = lp->mm[i];
+        if (!tile_fits(lim, t))
+            return eg_fail(err, "matmul tile %ux%ux%u with %ux%u per invocation does not fit %s",
+                           t.bm, t.bn, t.bk, t.tm, t.tn, vk->props.deviceName);
+    }
+    return 0;
+}
 
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
+    return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
+}
+
+int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err) {
     memset(ops, 0, sizeof *ops);
     if (f16 && !vk->has_float16)
         return eg_fail(err, "device %s lacks shaderFloat16, needed by the fp16 mode: use fp32",
                        vk->props.deviceName);
+    LinearParams lp;
+    if (linear_params(vk, cfg, &lp, err)) return -1;
     ops->vk = vk;
     ops->f16 = f16;
     ops->elem = f16 ? 2 : 4;
+    ops->naive = cfg->naive > 0 || (cfg->naive == 0 && env_flag("EGRET_OPS_NAIVE"));
     eg_arena_init(&ops->arena, vk, EG_MEM_DEVICE, 4096);
     if (eg_buffer_create(&ops->arena, 16, &ops->dummy, err)) return -1;
     struct {
@@ -52,31 +138,54 @@ int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
         uint32_t writes;
         uint32_t push;
     } table[] = {
-        {&ops->matmul, "matmul", 5, 1u << 4, sizeof(MatmulPush)},
-        {&ops->matvec, "matvec", 5, 1u << 4, sizeof(MatmulPush)},
         {&ops->norm, "norm", 4, 1u << 3, sizeof(NormPush)},
         {&ops->attention, "attention", 5, 1u << 3, sizeof(AttentionPush)},
         {&ops->rope, "rope", 2, 1u << 0, sizeof(RopePush)},
         {&ops->embed, "embed", 3, 1u << 2, sizeof(EmbedPush)},
         {&ops->patchify, "patchify", 2, 1u << 1, sizeof(PatchifyPush)},
         {&ops->vit_embed, "vit_embed", 4, 1u << 3, sizeof(VitEmbedPush)},
+        /* The last two only in the naive mode. */
+        {&ops->matmul_naive, "matmul_naive", 5, 1u << 4, sizeof(MatmulPush)},
+        {&ops->matvec_naive, "matvec_naive", 5, 1u << 4, sizeof(MatmulPush)},
     };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+    size_t n_table = sizeof table / sizeof table[0] - (ops->naive ? 0 : 2);
+    for (size_t i = 0; i < n_table; i++) {
         if (eg_pipeline_create(vk, table[i].name, f16, table[i].bindings, table[i].writes,
-                               table[i].push, table[i].p, err)) {
-            eg_ops_destroy(ops);
-            return -1;
-        }
+                               table[i].push, table[i].p, err))
+            goto fail;
+    }
+    /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
+    ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
+    for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
+        uint32_t spec[5] = {lp.mv_wg, lp.mv_lanes, lp.mv_rpg, 1u << v, ops->matvec_rows_wg};
+        if (eg_pipeline_create_spec(vk, lp.subgroup ? "matvec" : "matvec_shared", f16, 5, 1u << 4,
+                                    sizeof(MatmulPush), spec, 5, &ops->matvec[v], err))
+            goto fail;
+    }
+    /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
+    for (int i = 0; i < 2; i++) {
+        EgTile t = lp.mm[i];
+        uint32_t spec[6] = {(t.bm / t.tm) * (t.bn / t.tn), t.bm, t.bn, t.bk, t.tm, t.tn};
+        ops->matmul_tile[i] = t;
+        if (eg_pipeline_create_spec(vk, "matmul", f16, 5, 1u << 4, sizeof(MatmulPush), spec, 6,
+                                    &ops->matmul[i], err))
+            goto fail;
     }
     return 0;
+fail:
+    eg_ops_destroy(ops);
+    return -1;
 }
 
 void eg_ops_destroy(EgOps *ops) {
     if (!ops->vk) return;
-    EgPipeline *all[] = {&ops->matmul, &ops->matvec, &ops->norm,     &ops->attention,
-                         &ops->rope,   &ops->embed,  &ops->patchify, &ops->vit_embed};
+    EgPipeline *all[] = {&ops->matmul[0],    &ops->matmul[1],   &ops->norm,     &ops->attention,
+                         &ops->rope,         &ops->embed,       &ops->patchify, &ops->vit_embed,
+                         &ops->matmul_naive, &ops->matvec_naive};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
+    for (int v = 0; v < EG_MATVEC_VARIANTS; v++)
+        eg_pipeline_destroy(ops->vk, &ops->matvec[v]);
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
 }
@@ -101,12 +210,29 @@ static const EgBuffer *or_dummy(const EgOps *ops, const EgBuffer *b) {
 
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     const EgMatrix *w = a->w;
+    if (a->rows == 0) return;
     uint32_t flags = (uint32_t)a->act;
     if (a->bias) flags |= MM_BIAS;
     if (a->mul) flags |= MM_MUL;
     if (a->accum) flags |= MM_ACCUM;
     if (a->alpha) flags |= MM_ALPHA | (a->alpha_vector ? MM_ALPHA_VECTOR : 0);
-    const EgPipeline *p = a->rows <= MATVEC_MAX_ROWS ? &ops->matvec : &ops->matmul;
+    /* Few rows of x: the matvec variant compiled for the next power of two of rows. */
+    const EgPipeline *mv = NULL;
+    if (ops->naive) {
+        if (a->rows <= 4) mv = &ops->matvec_naive;
+    } else if (a->rows <= EG_MATVEC_MAX_ROWS) {
+        int v = 0;
+        while ((1u << v) < a->rows)
+            v++;
+        mv = &ops->matvec[v];
+    }
+    /* Otherwise the small tile unless it pads to nearly as many rows as the large one: its
+     * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
+     * would compute over 1.5x the small one's rows. */
+    uint32_t bm0 = ops->matmul_tile[0].bm, bm1 = ops->matmul_tile[1].bm;
+    int mm =
+        3 * (uint64_t)eg_groups(a->rows, bm0) * bm0 >= 2 * (uint64_t)eg_groups(a->rows, bm1) * bm1;
+    const EgTile *tile = &ops->matmul_tile[mm];
     for (uint32_t c = 0; c < w->n_chunks; c++) {
         uint32_t n0 = c * w->chunk_rows;
         uint32_t n = eg_matrix_chunk_len(w, c);
@@ -121,10 +247,16 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .flags = flags};
         const EgBuffer *bufs[5] = {a->x, &w->chunks[c], or_dummy(ops, a->bias),
                                    or_dummy(ops, a->alpha), a->y};
-        if (p == &ops->matvec)
-            eg_cmd_dispatch(cmd, p, bufs, &push, eg_groups(n, 4), 1, 1);
+        if (mv == &ops->matvec_naive)
+            eg_cmd_dispatch(cmd, mv, bufs, &push, eg_groups(n, 4), 1, 1);
+        else if (mv)
+            dispatch_1d(cmd, mv, bufs, &push, eg_groups(n, ops->matvec_rows_wg));
+        else if (ops->naive)
+            eg_cmd_dispatch(cmd, &ops->matmul_naive, bufs, &push, eg_groups(n, 64),
+                            eg_groups(a->rows, 64), 1);
         else
-            eg_cmd_dispatch(cmd, p, bufs, &push, eg_groups(n, 64), eg_groups(a->rows, 64), 1);
+            eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),
+                            eg_groups(a->rows, tile->bm), 1);
     }
 }
 

@@ -19,16 +19,53 @@ typedef enum EgOpAct {
     EG_OP_ACT_GELU_TANH = 5
 } EgOpAct;
 
+/* eg_op_linear runs the matrix-vector kernel (shaders/matvec.glsl) for up to this many rows of
+ * x (decode, batched decode), compiled for 1, 2, 4 and 8 rows; the tiled matrix-matrix kernel
+ * (shaders/matmul.comp) above, in two tile shapes: one for few rows (short prompts, the
+ * perceiver's latents) and one for many. */
+#define EG_MATVEC_MAX_ROWS 8
+#define EG_MATVEC_VARIANTS 4
+
+/* A matmul workgroup's output tile (bm × bn, stepping through K by bk) and each invocation's
+ * share of it (tm × tn outputs; 4 or 8 each): (bm/tm)·(bn/tn) invocations, bk·(bm+bn)·4 bytes
+ * of shared memory. */
+typedef struct EgTile {
+    uint32_t bm, bn, bk, tm, tn;
+} EgTile;
+
 typedef struct EgOps {
     EgVk *vk;
     int f16;        /* storage precision of weights and activations */
     uint32_t elem;  /* bytes per element: 4 or 2 */
     EgArena arena;  /* the dummy buffer */
     EgBuffer dummy; /* bound where an optional input is absent */
-    EgPipeline matmul, matvec, norm, attention, rope, embed, patchify, vit_embed;
+    EgPipeline norm, attention, rope, embed, patchify, vit_embed;
+    EgPipeline matvec[EG_MATVEC_VARIANTS]; /* for 1, 2, 4, 8 rows of x */
+    uint32_t matvec_rows_wg;               /* rows of W per matvec workgroup */
+    EgPipeline matmul[2];                  /* [0] few rows of x, [1] many */
+    EgTile matmul_tile[2];
+    /* EGRET_OPS_NAIVE=1 at init: the original simple kernels (a workgroup per 4 columns reducing
+     * in shared memory; 64x64 tiles of scalar loads), kept to measure the fast ones against
+     * (bench/ops_bench.c). */
+    int naive;
+    EgPipeline matmul_naive, matvec_naive;
 } EgOps;
 
+/* Builds the pipelines, with kernel parameters chosen from the device's properties. With
+ * EGRET_OPS_NAIVE=1 in the environment the linear op uses the original simple kernels. */
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err);
+
+/* Overrides of the automatic choices, for tests (to run every variant on one device) and
+ * benchmarks; zero fields keep the automatic value. */
+typedef struct EgOpsConfig {
+    int naive;         /* 1: the original simple kernels; -1: not even with EGRET_OPS_NAIVE */
+    int no_subgroup;   /* 1: matvec reduces in shared memory despite subgroup arithmetic */
+    uint32_t mv_wg;    /* matvec invocations per workgroup (a multiple of the group size) */
+    uint32_t mv_rpg;   /* matvec rows of W per group */
+    uint32_t mv_lanes; /* shared-memory matvec: invocations per group (a power of two) */
+    EgTile mm_small, mm_large; /* matmul tiles (all five fields, or zero) */
+} EgOpsConfig;
+int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 void eg_ops_destroy(EgOps *ops);
 
 /* A weight matrix [rows][cols] (PyTorch Linear layout: out × in), split by rows into chunks

@@ -13,6 +13,15 @@ static const EgShaderBlob *find_blob(const char *name, int f16) {
 
 int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint32_t write_mask,
                        uint32_t push_size, EgPipeline *out, EgError *err) {
+    return eg_pipeline_create_spec(vk, name, f16, n_bindings, write_mask, push_size, NULL, 0, out,
+                                   err);
+}
+
+#define EG_MAX_SPEC 16
+
+int eg_pipeline_create_spec(EgVk *vk, const char *name, int f16, int n_bindings,
+                            uint32_t write_mask, uint32_t push_size, const uint32_t *spec,
+                            uint32_t n_spec, EgPipeline *out, EgError *err) {
     memset(out, 0, sizeof *out);
     out->name = name;
     out->n_bindings = n_bindings;
@@ -21,6 +30,8 @@ int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint
     const EgShaderBlob *blob = find_blob(name, f16);
     if (!blob) return eg_fail(err, "shader '%s' is not compiled into this binary", name);
     if (n_bindings > EG_MAX_BINDINGS) return eg_fail(err, "shader '%s': too many bindings", name);
+    if (n_spec > EG_MAX_SPEC)
+        return eg_fail(err, "shader '%s': too many specialization constants", name);
 
     VkDescriptorSetLayoutBinding b[EG_MAX_BINDINGS];
     for (int i = 0; i < n_bindings; i++)
@@ -53,12 +64,21 @@ int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint
         eg_pipeline_destroy(vk, out);
         return eg_fail(err, "shader '%s': vkCreateShaderModule failed", name);
     }
+    VkSpecializationMapEntry entries[EG_MAX_SPEC];
+    for (uint32_t i = 0; i < n_spec; i++)
+        entries[i] = (VkSpecializationMapEntry){
+            .constantID = i, .offset = i * (uint32_t)sizeof(uint32_t), .size = sizeof(uint32_t)};
+    VkSpecializationInfo si = {.mapEntryCount = n_spec,
+                               .pMapEntries = entries,
+                               .dataSize = n_spec * sizeof(uint32_t),
+                               .pData = spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = module,
-                  .pName = "main"},
+                  .pName = "main",
+                  .pSpecializationInfo = n_spec ? &si : NULL},
         .layout = out->layout};
     VkResult r = vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &out->pipeline);
     vkDestroyShaderModule(vk->device, module, NULL);

@@ -21,6 +21,12 @@ typedef struct EgPipeline {
 /* Builds the pipeline for shader `name` in its fp32 (f16 = 0) or fp16-storage variant. */
 int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint32_t write_mask,
                        uint32_t push_size, EgPipeline *out, EgError *err);
+/* The same with specialization constants: spec[i] is the value of constant_id i (32-bit ints,
+ * uints or bools), for i < n_spec. Tile and workgroup sizes are chosen this way at load time
+ * from the device's limits, so one SPIR-V module serves small and large devices. */
+int eg_pipeline_create_spec(EgVk *vk, const char *name, int f16, int n_bindings,
+                            uint32_t write_mask, uint32_t push_size, const uint32_t *spec,
+                            uint32_t n_spec, EgPipeline *out, EgError *err);
 void eg_pipeline_destroy(EgVk *vk, EgPipeline *p);
 
 #endif

@@ -7,9 +7,13 @@
 #if EG_F16
 #define ACT float16_t
 #define WT float16_t
+#define ACT4 f16vec4
+#define WT4 f16vec4
 #else
 #define ACT float
 #define WT float
+#define ACT4 vec4
+#define WT4 vec4
 #endif
 
 // Index of this invocation in a 1-D problem dispatched as a 2-D grid of workgroups (Vulkan only

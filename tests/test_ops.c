@@ -9,8 +9,10 @@
  * a strided or offset region of a bigger buffer, every element outside that region must keep
  * its previous value (the poison, or values uploaded before). Errors per output tensor: relative
  * L2 error ||out - ref|| / ||ref|| and max abs error, bounded by 1e-5 (fp32) and 2e-3 (fp16).
- * Sizes are deliberately not multiples of the shaders' tiles (matmul 64x64x16, matvec 4 columns,
- * 128-key attention tiles, 128-thread norms). */
+ * Sizes are deliberately not multiples of the shaders' tiles (matmul tiles of 16 to 128 rows and
+ * columns, matvec workgroups of 8 or 32 rows, 128-key attention tiles, 128-thread norms), and the
+ * linear op is also run with every kernel variant a device may get (shared-memory or subgroup
+ * reductions, other tile shapes: EgOpsConfig), so one device checks them all. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -34,7 +36,8 @@ static EgArena g_arena; /* buffers of the current case, freed by case_end */
 enum { OP_LINEAR, OP_NORM, OP_ATTENTION, OP_ROPE, OP_EMBED, OP_PATCHIFY, OP_VIT_EMBED, N_OPS };
 static const char *const OP_NAMES[N_OPS] = {"linear", "norm",     "attention", "rope",
                                             "embed",  "patchify", "vit_embed"};
-static int g_op; /* the op whose errors compare() records */
+static int g_op;                   /* the op whose errors compare() records */
+static const char *g_variant = ""; /* the linear kernels' configuration, in test names */
 static struct {
     double rel, abs;
     int tensors;
@@ -313,10 +316,11 @@ static void linear_case(const LinCase *c) {
             written[yi] = 1;
         }
     }
-    char name[160];
-    name_of(name, sizeof name, "linear %s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
-            M <= 4 ? "matvec" : "matmul", M, N, K, act_name(c->act), c->bias ? " bias" : "",
-            c->mul ? " mul" : "", c->accum ? " accum" : "",
+    char name[240];
+    name_of(name, sizeof name, "linear%s %s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
+            g_variant, M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
+            act_name(c->act), c->bias ? " bias" : "", c->mul ? " mul" : "",
+            c->accum ? " accum" : "",
             c->alpha == 1   ? " alpha"
             : c->alpha == 2 ? " alpha[n]"
                             : "",
@@ -397,6 +401,102 @@ static void test_linear(void) {
         for (int act = EG_OP_ACT_GELU; act <= EG_OP_ACT_GELU_TANH; act++)
             linear_case(&(LinCase){
                 .M = M, .N = N, .K = K, .act = (EgOpAct)act, .w_scale = 15.0f / sqrtf((float)K)});
+    }
+}
+
+/* The fast kernels' edges. matvec: every width of x (1 to 8 rows; pipelines compiled for 1, 2,
+ * 4 and 8), N not a multiple of the rows per workgroup (8 to 32); matmul: 9 to 65 rows of x,
+ * across both tile shapes and not multiples of them. K selects the loads: K % 8 == 0 16-byte
+ * vectors (fp16: 8 halves), K % 4 == 0 4-element vectors, odd K element by element; x rows
+ * misaligned by x_off or ldx force the narrower loads even for K % 8 == 0. `all`: every width
+ * of x and every size (else a subset, for the other kernel variants). */
+static void test_linear_edges(int all) {
+    static const uint32_t Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 33, 65}, Ns[] = {33, 129},
+                          Ks[] = {3, 12, 40, 261, 264};
+    int i = 0;
+    for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++) {
+        uint32_t M = Ms[a];
+        if (!all && M != 1 && M != 5 && M != 8 && M != 17 && M != 65) continue;
+        for (size_t b = all ? 0 : 1; b < sizeof Ns / sizeof Ns[0]; b++)
+            for (size_t k = 0; k < sizeof Ks / sizeof Ks[0] - (all ? 0 : 1); k++, i++)
+                linear_case(&(LinCase){.M = M,
+                                       .N = Ns[b],
+                                       .K = Ks[k],
+                                       .bias = i % 2,
+                                       .act = i % 3 ? EG_OP_ACT_NONE : EG_OP_ACT_SILU});
+    }
+    /* Row alignment of x: 2 (element loads), 4 (4-element vectors), 8 (fp16: 8 halves). */
+    static const uint32_t aligned_Ms[] = {1, 33, 6};
+    for (size_t a = 0; a < (all ? 3u : 2u); a++) {
+        uint32_t M = aligned_Ms[a];
+        linear_case(&(LinCase){.M = M, .N = 70, .K = 264, .x_off = 2, .x_pad = 2});
+        linear_case(&(LinCase){.M = M, .N = 70, .K = 264, .x_off = 4, .x_pad = 4, .bias = 1});
+        linear_case(&(LinCase){.M = M, .N = 70, .K = 264, .x_off = 8, .x_pad = 8});
+        if (all) linear_case(&(LinCase){.M = M, .N = 70, .K = 264, .x_off = 8, .x_pad = 6});
+    }
+    /* The whole epilogue on chunked weights (6 chunks of 13 rows), per path. */
+    static const uint32_t epi_Ms[] = {1, 7, 65, 2, 17};
+    for (size_t a = 0; a < (all ? 5u : 3u); a++) {
+        linear_case(&(LinCase){.M = epi_Ms[a],
+                               .N = 70,
+                               .K = 40,
+                               .chunk_rows = 13,
+                               .bias = 1,
+                               .act = EG_OP_ACT_GELU,
+                               .accum = 1,
+                               .alpha = 2,
+                               .y_off = 3,
+                               .y_pad = 7});
+        linear_case(&(LinCase){.M = epi_Ms[a], .N = 70, .K = 12, .act = EG_OP_ACT_SILU, .mul = 1});
+    }
+    /* Long rows: many strides of the lanes over K, and a scalar tail of K. */
+    linear_case(&(LinCase){.M = 1, .N = 37, .K = 4104});
+    linear_case(&(LinCase){.M = 8, .N = 37, .K = 4100, .bias = 1});
+    linear_case(&(LinCase){.M = 3, .N = 37, .K = 4099});
+    linear_case(&(LinCase){.M = 20, .N = 37, .K = 2052});
+}
+
+/* Kernel variants other devices get by default (runtime/ops.c linear_params), forced here. */
+static const struct {
+    const char *name;
+    EgOpsConfig cfg;
+} LINEAR_VARIANTS[] = {
+    {" [shared-memory matvec 32x4, 2 rows; GPU tiles 32x64 64x64 4x4]",
+     {.no_subgroup = 1,
+      .mv_lanes = 32,
+      .mv_wg = 128,
+      .mv_rpg = 2,
+      .mm_small = {32, 64, 16, 4, 4},
+      .mm_large = {64, 64, 16, 4, 4}}},
+    {" [shared-memory matvec 8x4, 8 rows; tiles 16x32x8 4x8 128x128 8x8]",
+     {.no_subgroup = 1,
+      .mv_lanes = 8,
+      .mv_wg = 32,
+      .mv_rpg = 8,
+      .mm_small = {16, 32, 8, 4, 8},
+      .mm_large = {128, 128, 16, 8, 8}}},
+    {" [subgroup matvec, 3 rows; tiles 32x16x4 8x4 64x32x12 4x4]",
+     {.mv_rpg = 3, .mm_small = {32, 16, 4, 8, 4}, .mm_large = {64, 32, 12, 4, 4}}},
+};
+
+static void test_linear_variants(int f16) {
+    for (size_t v = 0; v < sizeof LINEAR_VARIANTS / sizeof LINEAR_VARIANTS[0]; v++) {
+        EgOps ops;
+        EgError err = {{0}};
+        EgOpsConfig cfg = LINEAR_VARIANTS[v].cfg;
+        cfg.naive = -1;
+        if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
+            /* Only a device below these tiles' needs (256 invocations, 16 KiB) gets here. */
+            printf("  linear%s: skipped on this device: %s\n", LINEAR_VARIANTS[v].name, err.msg);
+            continue;
+        }
+        EgOps *saved = g_ops;
+        g_ops = &ops;
+        g_variant = LINEAR_VARIANTS[v].name;
+        test_linear_edges(0);
+        g_variant = "";
+        g_ops = saved;
+        eg_ops_destroy(&ops);
     }
 }
 
@@ -1134,6 +1234,8 @@ int main(void) {
     for (int p = 0; p < 2; p++) {
         g_ops = &ops[p];
         test_linear();
+        test_linear_edges(1);
+        test_linear_variants(p);
         test_norm();
         test_attention();
         test_rope();
