@@ -29,13 +29,14 @@ max_len() {
     fuzz_image) echo 16384 ;;          # seeds up to 3 KB; room for multi-chunk PNGs / JPEG scans
     fuzz_tokenizer) echo 2048 ;;       # a prompt's worth of text, or 1023 ids
     fuzz_tokenizer_json) echo 32768 ;; # the test tokenizer.json is 20 KB
+    fuzz_request) echo 4096 ;;         # requests with many small parts, stops, examples
     *) echo 8192 ;;                    # config.json, templates, safetensors headers
   esac
 }
 dict() {
   case "$1" in
     fuzz_image) echo fuzz/dict/image.dict ;;
-    fuzz_tokenizer) ;;
+    fuzz_tokenizer | fuzz_request) ;;
     *) echo fuzz/dict/json.dict ;;
   esac
 }

@@ -2,6 +2,8 @@
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 grpc_byte_buffer *eg_grpc_pack(const ProtobufCMessage *msg) {
     size_t n = protobuf_c_message_get_packed_size(msg);
@@ -24,4 +26,23 @@ grpc_slice eg_grpc_metadata_get(const grpc_metadata_array *md, const char *key) 
     for (size_t i = 0; i < md->count; i++)
         if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return md->metadata[i].value;
     return grpc_empty_slice();
+}
+
+char *eg_read_pem(const char *path, EgError *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        eg_fail(err, "cannot open %s", path);
+        return NULL;
+    }
+    enum { MAX_PEM = 1 << 20 };
+    char *buf = malloc(MAX_PEM + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM + 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n > MAX_PEM) {
+        eg_fail(err, "%s: %s", path, !buf ? "out of memory" : n ? "larger than 1 MiB" : "empty");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
 }

@@ -17,25 +17,6 @@ struct EgClient {
     char *auth; /* "Bearer KEY" or NULL */
 };
 
-static char *read_text_file(const char *path, EgError *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eg_fail(err, "cannot open %s", path);
-        return NULL;
-    }
-    enum { MAX = 1 << 20 };
-    char *buf = malloc(MAX + 1);
-    size_t n = buf ? fread(buf, 1, MAX, f) : 0;
-    fclose(f);
-    if (!buf || n == 0) {
-        eg_fail(err, "cannot read %s", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 EgClient *eg_client_connect(const char *target, const EgClientOptions *opt, EgError *err) {
     EgClientOptions none = {0};
     if (!opt) opt = &none;
@@ -59,7 +40,7 @@ EgClient *eg_client_connect(const char *target, const EgClientOptions *opt, EgEr
     grpc_channel_args chargs = {n_args, args};
     grpc_channel_credentials *creds;
     if (opt->tls_ca_file) {
-        char *roots = read_text_file(opt->tls_ca_file, err);
+        char *roots = eg_read_pem(opt->tls_ca_file, err);
         if (!roots) {
             free(c);
             grpc_shutdown();

@@ -395,33 +395,14 @@ int eg_server_port(const EgServer *s) { return s->port; }
 
 /* ---- start and free ---- */
 
-static char *read_pem(const char *path, EgError *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eg_fail(err, "cannot open %s", path);
-        return NULL;
-    }
-    enum { MAX_PEM = 1 << 20 };
-    char *buf = malloc(MAX_PEM + 1);
-    size_t n = buf ? fread(buf, 1, MAX_PEM + 1, f) : 0;
-    fclose(f);
-    if (!buf || n == 0 || n > MAX_PEM) {
-        eg_fail(err, "%s: %s", path, !buf ? "out of memory" : n ? "larger than 1 MiB" : "empty");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static grpc_server_credentials *make_credentials(const EgServerOptions *o, EgError *err) {
     if (!o->tls_cert_file && !o->tls_key_file) return grpc_insecure_server_credentials_create();
     if (!o->tls_cert_file || !o->tls_key_file) {
         eg_fail(err, "TLS needs both a certificate and a key file");
         return NULL;
     }
-    char *cert = read_pem(o->tls_cert_file, err);
-    char *key = cert ? read_pem(o->tls_key_file, err) : NULL;
+    char *cert = eg_read_pem(o->tls_cert_file, err);
+    char *key = cert ? eg_read_pem(o->tls_key_file, err) : NULL;
     grpc_server_credentials *creds = NULL;
     if (key) {
         grpc_ssl_pem_key_cert_pair pair = {key, cert};
