@@ -54,6 +54,8 @@ typedef struct EgModelOptions {
     uint32_t max_images; /* images per request the scratch is sized for; 0: 16 */
     const char *device;  /* Vulkan device choice, see runtime/vk_context.h */
     FILE *progress;      /* where to print what is loaded and how long it took; NULL: quiet */
+    int random_weights;  /* 1: only config.json is read; weights are generated (benchmarks of a
+                            model's shapes without its files, runtime/safetensors.h) */
 } EgModelOptions;
 
 typedef struct EgModel {

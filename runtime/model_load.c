@@ -329,9 +329,12 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 256u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
-    L.tf = eg_tensors_open_dir(dir, err);
+    L.tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
     if (!L.tf) goto fail;
-    if (opt->progress)
+    if (opt->progress && opt->random_weights)
+        fprintf(opt->progress, "egret: generating random weights for %s/config.json as %s\n", dir,
+                opt->fp32 ? "fp32" : "fp16");
+    else if (opt->progress)
         fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s)\n", dir,
                 eg_tensors_count(L.tf), c->dtype[0] ? c->dtype : "?", opt->fp32 ? "fp32" : "fp16");
     if (load_vision(&L) || (c->use_resampler && load_perceiver(&L)) || load_text(&L) ||

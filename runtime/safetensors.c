@@ -31,7 +31,15 @@ typedef struct Shard {
     size_t size;
 } Shard;
 
+/* Views handed out by a random checkpoint: a small ring, reused (see eg_tensors_random). */
+enum { RANDOM_RING = 8 };
+
 struct EgTensorFile {
+    int random;                          /* eg_tensors_random */
+    uint64_t seed;
+    EgTensorView ring[RANDOM_RING];
+    char ring_names[RANDOM_RING][256];
+    int ring_next;
     char *source; /* folder or file given to open */
     Shard *shards;
     int nshards;
@@ -560,9 +568,74 @@ const char *eg_tensors_source(const EgTensorFile *f) {
     return f ? f->source : NULL;
 }
 
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+EgTensorFile *eg_tensors_random(uint64_t seed, EgError *err) {
+    EgTensorFile *f = calloc(1, sizeof *f);
+    if (!f || !(f->source = str_dup("(random weights)"))) {
+        free(f);
+        eg_fail(err, "out of memory");
+        return NULL;
+    }
+    f->random = 1;
+    f->seed = seed;
+    return f;
+}
+
+/* A generated view of `name` with `shape`, in the random checkpoint's ring. */
+static const EgTensorView *random_view(const EgTensorFile *cf, const char *name, int ndim,
+                                       const int64_t *shape) {
+    EgTensorFile *f = (EgTensorFile *)cf; /* the ring is scratch, not the file's contents */
+    int slot = f->ring_next++ % RANDOM_RING;
+    EgTensorView *t = &f->ring[slot];
+    memset(t, 0, sizeof *t);
+    snprintf(f->ring_names[slot], sizeof f->ring_names[slot], "%s", name);
+    t->name = f->ring_names[slot];
+    t->file = f->source;
+    t->dtype = EG_DT_F32;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= shape[i];
+    }
+    t->nbytes = (size_t)t->numel * 4;
+    t->generated = 1;
+    uint64_t h = f->seed;
+    for (const char *p = name; *p; p++)
+        h = splitmix64(h ^ (unsigned char)*p);
+    t->seed = h;
+    int norm = strstr(name, "norm") && ends_with(name, ".weight");
+    t->center = norm ? 1.0f : 0.0f;
+    t->spread = ends_with(name, ".bias") ? 0.0f : norm ? 0.05f : 0.02f;
+    return t;
+}
+
+static float generated_value(const EgTensorView *t, int64_t i) {
+    uint64_t r = splitmix64(t->seed + (uint64_t)i);
+    return t->center + t->spread * (float)((double)(r >> 11) * 0x1.0p-52 - 1.0);
+}
+
 int eg_tensors_expect(const EgTensorFile *f, const char *name, int ndim, const int64_t *shape,
                       const EgTensorView **out, EgError *err) {
     if (out) *out = NULL;
+    if (f && f->random) {
+        if (ndim < 0 || ndim > EG_TENSOR_MAX_DIMS)
+            return eg_fail(err, "tensor '%s': %d dimensions", name, ndim);
+        const EgTensorView *t = random_view(f, name, ndim, shape);
+        if (out) *out = t;
+        return 0;
+    }
     const EgTensorView *t = eg_tensors_find(f, name);
     if (!t) return eg_fail(err, "tensor '%s' not found in %s", name, f ? f->source : "(null)");
     int ok = t->ndim == ndim;
@@ -596,6 +669,11 @@ static int check_range(const EgTensorView *t, int64_t first, int64_t count, EgEr
 int eg_tensor_range_to_f32(const EgTensorView *t, int64_t first, int64_t count, float *dst,
                            EgError *err) {
     if (check_range(t, first, count, err) != 0) return -1;
+    if (t->generated) {
+        for (int64_t i = 0; i < count; i++)
+            dst[i] = generated_value(t, first + i);
+        return 0;
+    }
     const unsigned char *src = (const unsigned char *)t->data + first * eg_dtype_size(t->dtype);
     switch (t->dtype) {
     case EG_DT_F32:
@@ -623,6 +701,11 @@ int eg_tensor_range_to_f32(const EgTensorView *t, int64_t first, int64_t count, 
 int eg_tensor_range_to_f16(const EgTensorView *t, int64_t first, int64_t count, uint16_t *dst,
                            EgError *err) {
     if (check_range(t, first, count, err) != 0) return -1;
+    if (t->generated) {
+        for (int64_t i = 0; i < count; i++)
+            dst[i] = eg_f32_to_f16(generated_value(t, first + i));
+        return 0;
+    }
     const unsigned char *src = (const unsigned char *)t->data + first * eg_dtype_size(t->dtype);
     switch (t->dtype) {
     case EG_DT_F16:

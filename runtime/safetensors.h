@@ -39,6 +39,11 @@ typedef struct EgTensorView {
     const void *data; /* points into the mmap */
     size_t nbytes;
     const char *file; /* path of the file that holds it (for error messages) */
+    /* Generated tensors (eg_tensors_random) have no data: element i is
+     * center + spread · u(seed, i), u uniform in [-1, 1). */
+    int generated;
+    uint64_t seed;
+    float center, spread;
 } EgTensorView;
 
 typedef struct EgTensorFile EgTensorFile; /* one or several mmapped shards */
@@ -54,6 +59,13 @@ EgTensorFile *eg_tensors_open_file(const char *path, EgError *err);
 EgTensorFile *eg_tensors_open_memory(const void *data, size_t len, const char *source_name,
                                      EgError *err);
 void eg_tensors_close(EgTensorFile *f); /* NULL is fine */
+
+/* A checkpoint of random weights, for benchmarking a model's shapes without its files: every
+ * name asked of eg_tensors_expect exists with the expected shape, and its values are generated
+ * from the seed and the name when converted — 1 for norm weights, 0 for biases, small uniform
+ * values elsewhere (so activations stay finite through any depth). The view returned by
+ * eg_tensors_expect stays valid only until a few more are asked for. */
+EgTensorFile *eg_tensors_random(uint64_t seed, EgError *err);
 
 int eg_tensors_count(const EgTensorFile *f);
 /* Tensors in a stable order (shard by shard, data-offset order inside a shard); NULL if out of

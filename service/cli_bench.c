@@ -172,6 +172,8 @@ static void usage(FILE *f) {
                "Times the image stage, prefill, decode and the time to first token, with the\n"
                "definitions and JSON layout of bench/torch_ref.py (see bench/compare).\n"
                "  --model DIR            checkpoint folder (default: the bundled demo model)\n"
+               "  --random-weights DIR   a folder with only a config.json (e.g. idefics-9b's):\n"
+               "                         its shapes with generated weights, no download\n"
                "  --fp32                 fp32 weights and activations (default fp16)\n"
                "  --device INDEX|NAME    Vulkan device\n"
                "  --prompt-tokens T      default 64\n"
@@ -181,8 +183,9 @@ static void usage(FILE *f) {
 }
 
 int cli_bench(int argc, char **argv) {
-    enum { O_MODEL = 256, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_JSON, O_HELP };
+    enum { O_MODEL = 256, O_RANDOM, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_JSON, O_HELP };
     static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
+                                             {"random-weights", required_argument, 0, O_RANDOM},
                                              {"fp32", no_argument, 0, O_FP32},
                                              {"device", required_argument, 0, O_DEVICE},
                                              {"prompt-tokens", required_argument, 0, O_T},
@@ -201,6 +204,10 @@ int cli_bench(int argc, char **argv) {
         switch (c) {
         case O_MODEL:
             model_dir = optarg;
+            break;
+        case O_RANDOM:
+            model_dir = optarg;
+            mo.random_weights = 1;
             break;
         case O_FP32:
             mo.fp32 = 1;
@@ -267,10 +274,11 @@ int cli_bench(int argc, char **argv) {
     }
     FILE *json = json_out ? stdout : tmpfile();
     if (!json) goto done;
-    fprintf(json, "{\"tool\": \"egret bench\", \"model\": \"%s\", \"device\": \"%s\", "
+    fprintf(json, "{\"tool\": \"egret bench\", \"model\": \"%s%s\", \"device\": \"%s\", "
                   "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
                   "\"reps\": %u, \"batched_decode\": true,\n \"results\": {",
-            model_dir, m->vk.props.deviceName, m->ops.f16 ? "float16" : "float32", b.T, b.NEW,
+            mo.random_weights ? "random:" : "", model_dir, m->vk.props.deviceName,
+            m->ops.f16 ? "float16" : "float32", b.T, b.NEW,
             b.warmup, b.reps);
     struct {
         const char *name;
