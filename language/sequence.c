@@ -189,25 +189,42 @@ static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMat
                              .accum = 1});
 }
 
+/* The queries of cross block x for rows 0..t of m->s.h, into m->s.q: pre-norm, projection and
+ * the optional per-head RMSNorm. */
+static void record_cross_query(EgCmd *cmd, EgModel *m, const EgCrossLayer *x, uint32_t t) {
+    record_hidden_norm(cmd, m, &x->in_norm, 0, t);
+    eg_op_linear(cmd, &m->ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
+    if (m->cfg.qk_layer_norms)
+        eg_op_norm(cmd, &m->ops,
+                   &(EgNorm){.x = &m->s.q,
+                             .weight = &x->q_norm,
+                             .y = &m->s.q,
+                             .rows = t * m->heads,
+                             .dim = m->head_dim,
+                             .eps = m->cfg.rms_norm_eps,
+                             .rms = 1});
+}
+
+/* h += tanh(alpha_attn) · o(attn) for rows 0..t: the gated attention branch of cross block x. */
+static void record_cross_output(EgCmd *cmd, EgModel *m, const EgCrossLayer *x, uint32_t t) {
+    eg_op_linear(cmd, &m->ops,
+                 &(EgLinear){.x = &m->s.attn,
+                             .w = &x->o,
+                             .alpha = &x->alpha_attn,
+                             .alpha_vector = m->cfg.alpha_vector,
+                             .y = &m->s.h,
+                             .rows = t,
+                             .accum = 1});
+}
+
 /* Records the gated cross-attention block j for t tokens in m->s.h. */
 static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t) {
     EgModel *m = s->m;
     const EgOps *ops = &m->ops;
     const EgCrossLayer *x = &m->cross[j];
     uint32_t H = m->H;
-    float eps = m->cfg.rms_norm_eps;
     if (s->n_images > 0) {
-        record_hidden_norm(cmd, m, &x->in_norm, 0, t);
-        eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
-        if (m->cfg.qk_layer_norms)
-            eg_op_norm(cmd, ops,
-                       &(EgNorm){.x = &m->s.q,
-                                 .weight = &x->q_norm,
-                                 .y = &m->s.q,
-                                 .rows = t * m->heads,
-                                 .dim = m->head_dim,
-                                 .eps = eps,
-                                 .rms = 1});
+        record_cross_query(cmd, m, x, t);
         eg_op_attention(cmd, ops,
                         &(EgAttention){.q = &m->s.q,
                                        .k = &s->cross_kv[j],
@@ -223,14 +240,7 @@ static void record_cross_block(EgCmd *cmd, EgSequence *s, uint32_t j, uint32_t t
                                        .mode = EG_ATTN_RANGES,
                                        .ranges = &m->s.ranges,
                                        .scale = 1.0f / sqrtf((float)m->head_dim)});
-        eg_op_linear(cmd, ops,
-                     &(EgLinear){.x = &m->s.attn,
-                                 .w = &x->o,
-                                 .alpha = &x->alpha_attn,
-                                 .alpha_vector = m->cfg.alpha_vector,
-                                 .y = &m->s.h,
-                                 .rows = t,
-                                 .accum = 1});
+        record_cross_output(cmd, m, x, t);
     }
     /* With no image at all every token's gate is 0: the attention branch adds exactly zero, but
      * the dense branch still applies (as in the reference). */
@@ -451,17 +461,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
         all &= sees;
     }
     if (any) {
-        record_hidden_norm(cmd, m, &x->in_norm, 0, k);
-        eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = k});
-        if (m->cfg.qk_layer_norms)
-            eg_op_norm(cmd, ops,
-                       &(EgNorm){.x = &m->s.q,
-                                 .weight = &x->q_norm,
-                                 .y = &m->s.q,
-                                 .rows = k * m->heads,
-                                 .dim = m->head_dim,
-                                 .eps = m->cfg.rms_norm_eps,
-                                 .rms = 1});
+        record_cross_query(cmd, m, x, k);
         /* a row that sees no image gets exactly zero, as its gate would make it */
         if (!all) eg_cmd_fill(cmd, &m->s.attn, 0);
         for (uint32_t b = 0; b < k; b++) {
@@ -486,14 +486,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
                                            .mode = EG_ATTN_FULL,
                                            .scale = 1.0f / sqrtf((float)m->head_dim)});
         }
-        eg_op_linear(cmd, ops,
-                     &(EgLinear){.x = &m->s.attn,
-                                 .w = &x->o,
-                                 .alpha = &x->alpha_attn,
-                                 .alpha_vector = m->cfg.alpha_vector,
-                                 .y = &m->s.h,
-                                 .rows = k,
-                                 .accum = 1});
+        record_cross_output(cmd, m, x, k);
     }
     record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, &x->alpha_dense, k);
 }
