@@ -2,8 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "runtime/clock.h"
 #include "language/sequence.h"
 
 const char *eg_finish_reason_name(EgFinishReason r) {
@@ -24,12 +24,6 @@ void eg_generate_result_free(EgGenerateResult *r) {
     free(r->text);
     free(r->ids);
     memset(r, 0, sizeof *r);
-}
-
-static double seconds_since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
 /* The generated text so far and how much of it has been handed to the callback. */
@@ -92,15 +86,14 @@ int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err) {
     memset(out, 0, sizeof *out);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = eg_now_s();
     uint32_t max_new = params->max_new_tokens;
     EgSequence *seq = eg_sequence_new(m, n_prompt + (max_new ? max_new : 1), err);
     if (!seq || eg_sequence_set_images(seq, pixels, n_images, err)) {
         eg_sequence_free(seq);
         return -1;
     }
-    double images_s = seconds_since(&t0);
+    double images_s = eg_now_s() - t0;
     int rc = eg_generate_on(seq, tok, prompt_ids, image_of_token, n_prompt, 0, params, cb, user,
                             out, err);
     if (rc == 0) { /* the image stage counts toward the time to first token */
@@ -127,7 +120,7 @@ struct EgGeneration {
     TextState text;
     int finished;
     EgFinishReason finish;
-    struct timespec t0;
+    double t0; /* eg_now_s() at the start */
     double prefill_s;
 };
 
@@ -167,7 +160,7 @@ EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
         eg_fail(err, "out of host memory");
         return NULL;
     }
-    clock_gettime(CLOCK_MONOTONIC, &g->t0);
+    g->t0 = eg_now_s();
     g->seq = seq;
     g->params = params;
     g->cb = cb;
@@ -208,7 +201,7 @@ int eg_generation_advance(EgGeneration *g, EgError *err) {
     TextState *text = &g->text;
     int32_t id = eg_sampler_next(g->sampler, g->logits, g->context, g->n_context, err);
     if (id < 0) return -1;
-    if (g->step++ == 0) g->prefill_s = seconds_since(&g->t0);
+    if (g->step++ == 0) g->prefill_s = eg_now_s() - g->t0;
     g->context[g->n_context++] = id;
     if (id == g->eos && !params->ignore_eos) {
         g->finish = EG_FINISH_EOS;
@@ -268,8 +261,8 @@ int eg_generation_end(EgGeneration *g, EgGenerateResult *out, EgError *err) {
     out->text = text->buf;
     text->buf = NULL;
     out->finish = g->finish;
-    out->prefill_s = g->step ? g->prefill_s : seconds_since(&g->t0);
-    out->total_s = seconds_since(&g->t0);
+    out->prefill_s = g->step ? g->prefill_s : eg_now_s() - g->t0;
+    out->total_s = eg_now_s() - g->t0;
     return 0;
 }
 

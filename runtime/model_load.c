@@ -2,8 +2,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "runtime/clock.h"
 #include "runtime/device_tensor.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
@@ -278,16 +278,10 @@ int eg_model_ensure_rope(EgModel *m, uint32_t positions, EgError *err) {
     return rc;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err) {
     EgModelOptions defaults = {0};
     if (!opt) opt = &defaults;
-    double t0 = now_seconds();
+    double t0 = eg_now_s();
     EgModel *m = calloc(1, sizeof *m);
     if (!m) {
         eg_fail(err, "out of host memory");
@@ -347,7 +341,7 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     if (opt->progress)
         fprintf(opt->progress, "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s\n", L.n_tensors,
                 (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName,
-                now_seconds() - t0);
+                eg_now_s() - t0);
     return m;
 fail:
     eg_fail_prefix(err, "loading model %s", dir);

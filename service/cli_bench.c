@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "runtime/clock.h"
 #include "language/sequence.h"
 #include "service/cli.h"
 #include "vision/image_encoder.h"
@@ -29,12 +29,6 @@ typedef struct Bench {
     float *logits;
     FILE *progress;
 } Bench;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -57,9 +51,9 @@ static int32_t argmax(const float *x, uint32_t n) {
 typedef double (*Work)(Bench *b, uint32_t batch, EgError *err);
 
 static double work_encode(Bench *b, uint32_t batch, EgError *err) {
-    double t = now_s();
+    double t = eg_now_s();
     if (eg_image_encoder_run(b->m, b->pixels, batch, NULL, NULL, err)) return -1;
-    return now_s() - t;
+    return eg_now_s() - t;
 }
 
 /* Prefills `batch` sequences (images set first, untimed unless with_encode); returns the time,
@@ -70,11 +64,11 @@ static double prefill(Bench *b, uint32_t batch, int with_encode, EgSequence **se
     for (uint32_t i = 0; i < batch; i++) {
         seqs[i] = eg_sequence_new(b->m, b->T + b->NEW, err);
         if (!seqs[i]) return -1;
-        double t = now_s();
+        double t = eg_now_s();
         if (eg_sequence_set_images(seqs[i], b->pixels + (i % 16) * per, 1, err)) return -1;
-        if (!with_encode) t = now_s();
+        if (!with_encode) t = eg_now_s();
         if (eg_sequence_forward(seqs[i], b->ids, b->img_of, b->T, b->logits, 0, err)) return -1;
-        total += now_s() - t;
+        total += eg_now_s() - t;
     }
     return total;
 }
@@ -107,7 +101,7 @@ static double work_decode(Bench *b, uint32_t batch, EgError *err) {
     if (prefill(b, batch, 0, seqs, err) < 0) goto done;
     for (uint32_t i = 0; i < batch; i++)
         next[i] = argmax(b->logits, b->m->vocab); /* untimed: as torch_ref, from the prefill */
-    t = now_s();
+    t = eg_now_s();
     for (uint32_t step = 1; step < b->NEW; step++) {
         /* one batched forward for all the sequences (eg_sequence_forward for one) */
         int rc = batch == 1 ? eg_sequence_forward(seqs[0], &next[0], NULL, 1, b->logits, 0, err)
@@ -119,7 +113,7 @@ static double work_decode(Bench *b, uint32_t batch, EgError *err) {
         for (uint32_t i = 0; i < batch; i++)
             next[i] = argmax(b->logits + (size_t)i * b->m->vocab, b->m->vocab);
     }
-    t = now_s() - t;
+    t = eg_now_s() - t;
 done:
     free_seqs(seqs, batch);
     return t;
@@ -127,13 +121,13 @@ done:
 
 static double work_ttft(Bench *b, uint32_t batch, EgError *err) {
     (void)batch;
-    double t = now_s();
+    double t = eg_now_s();
     EgSequence *seq = eg_sequence_new(b->m, b->T + 1, err);
     int rc = !seq || eg_sequence_set_images(seq, b->pixels, 1, err) ||
              eg_sequence_forward(seq, b->ids, b->img_of, b->T, b->logits, 0, err);
     if (!rc) (void)argmax(b->logits, b->m->vocab);
     eg_sequence_free(seq);
-    return rc ? -1 : now_s() - t;
+    return rc ? -1 : eg_now_s() - t;
 }
 
 /* Runs work warmup + reps times; prints a JSON object of the runs' median and minimum. */

@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "service/cli.h"
-#include "vision/png_encode.h"
 #include "vision/shapes_world.h"
 
 /* More scenes than this is surely a typo (each is one file); the name format still copes. */
@@ -144,17 +143,14 @@ int cli_draw(int argc, char **argv) {
      * --count. */
     EgShapesRng rng;
     eg_shapes_rng_seed(&rng, seed);
-    uint8_t rgb[EG_SHAPES_RGB_BYTES];
     int rc = 0;
     for (uint64_t i = 0; i < count && rc == 0; i++) {
         EgShapesScene scene;
         eg_shapes_sample(&rng, (int)objects, &scene);
-        eg_shapes_render(&scene, rgb);
         uint8_t *png;
         size_t png_len;
         EgError err = {{0}};
-        if (eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &png, &png_len,
-                              &err)) {
+        if (eg_shapes_render_png(&scene, &png, &png_len, &err)) {
             fprintf(stderr, "egret draw: %s\n", err.msg);
             rc = 1;
             break;

@@ -40,7 +40,9 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     size_t prefix_mb = c->prefix_cache_mb < 0 ? 0 : c->prefix_cache_mb ? (size_t)c->prefix_cache_mb : 1024;
     e->image_cache = eg_image_cache_new(e->model, image_mb << 20);
     e->prefix_cache = eg_prefix_cache_new(prefix_n, prefix_mb << 20);
-    if (!e->image_cache || !e->prefix_cache) {
+    e->step_logits = malloc((size_t)eg_sequence_max_batch(e->model) * e->model->vocab *
+                            sizeof *e->step_logits);
+    if (!e->image_cache || !e->prefix_cache || !e->step_logits) {
         eg_fail(err, "out of host memory");
         eg_engine_close(e);
         return NULL;
@@ -52,6 +54,7 @@ void eg_engine_close(EgEngine *e) {
     if (!e) return;
     eg_prefix_cache_free(e->prefix_cache); /* device memory: before the model */
     eg_image_cache_free(e->image_cache);
+    free(e->step_logits);
     eg_template_free(e->tmpl);
     eg_tokenizer_free(e->tok);
     eg_model_free(e->model);

@@ -49,6 +49,7 @@ typedef struct EgEngine {
     EgEngineLimits limits;
     EgImageCache *image_cache;
     EgPrefixCache *prefix_cache;
+    float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
 } EgEngine;
 
 EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err);

@@ -3,8 +3,8 @@
  * sequence for prompts that start the same way. eg_engine_generate is the three in a row. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "runtime/clock.h"
 #include "service/engine_internal.h"
 
 struct EgEngineJob {
@@ -16,18 +16,12 @@ struct EgEngineJob {
     const EgImageKey **token_keys;
     EgSequence *seq;
     EgGeneration *g;
-    struct timespec t0;
+    double t0;        /* eg_now_s() when the request arrived */
     double prepare_s; /* decoding, images and prefill: part of the time to first token */
     EgError err;      /* why the job failed in a step */
     int failed;
     EgStatus fail_status;
 };
-
-static double seconds_since(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) * 1e-9;
-}
 
 /* Running out of device memory (a long context, many images) is a limit the caller can act on,
  * unlike other engine failures. */
@@ -95,7 +89,7 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
     EgEngineJob *j = calloc(1, sizeof *j);
     if (!j) return NO_MEMORY(err);
     j->e = e;
-    clock_gettime(CLOCK_MONOTONIC, &j->t0);
+    j->t0 = eg_now_s();
     Assembled a = {0};
     float *pixels = NULL;
     const EgBuffer **cached = NULL;
@@ -137,7 +131,7 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
         if (stats) *stats = (EgRequestStats){(uint32_t)j->prompt.n_tokens, a.n_images};
         if (prepare(j, &a, cached, pixels, cb, user, err)) st = engine_failure(err);
     }
-    j->prepare_s = seconds_since(&j->t0);
+    j->prepare_s = eg_now_s() - j->t0;
     free(cached);
     free(pixels);
     eg_part_list_free(&a.list);
@@ -187,8 +181,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
         }
         return 0;
     }
-    float *logits = malloc((size_t)n * e->model->vocab * sizeof *logits);
-    if (!logits) return eg_fail(err, "out of host memory");
+    float *logits = e->step_logits;
     EgError ferr = {{0}};
     int rc = eg_sequence_forward_batch(seqs, n, ids, logits, &ferr);
     for (uint32_t b = 0; b < n; b++) {
@@ -201,7 +194,6 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
                    e->model->vocab * sizeof *logits);
         }
     }
-    free(logits);
     return 0;
 }
 

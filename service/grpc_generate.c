@@ -192,12 +192,8 @@ static void job_done(void *owner, const EgJobResult *r) {
     eg_call_unref(c); /* the job's reference */
 }
 
-void eg_generate_on_send_done(Call *c, int ok) {
+void eg_generate_on_send_done(Call *c) {
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->send_buf);
-    c->send_buf = NULL;
-    c->send_in_flight = 0;
-    if (!ok) atomic_store(&c->client_gone, 1);
     int rc = stream_pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     if (rc == PUMP_FINISH_FAILED) eg_call_unref(c);

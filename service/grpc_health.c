@@ -83,17 +83,8 @@ void eg_health_watch_begin(Call *c) {
     watch_pump(c);
 }
 
-void eg_health_on_send_done(Call *c, int ok) {
-    pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->send_buf);
-    c->send_buf = NULL;
-    c->send_in_flight = 0;
-    pthread_mutex_unlock(&c->mu);
-    if (!ok) atomic_store(&c->client_gone, 1);
-    watch_pump(c);
-}
-
-void eg_health_on_close(Call *c) { watch_pump(c); }
+/* After a send, or when the watcher's client went away: send what changed, or end the call. */
+void eg_health_watch_continue(Call *c) { watch_pump(c); }
 
 void eg_health_forget(Call *c) {
     for (Call **p = &c->srv->watchers; *p; p = &(*p)->next_watcher)

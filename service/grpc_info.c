@@ -82,7 +82,7 @@ void eg_server_stats(Call *c) {
     st.generated_tokens = atomic_load(&s->n_tokens);
     st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
     st.host_memory_bytes = resident_bytes();
-    st.uptime_s = eg_server_now() - s->started_at;
+    st.uptime_s = eg_now_s() - s->started_at;
     const EgImageCacheStats *ic = eg_image_cache_stats(s->engine->image_cache);
     st.image_cache_hits = atomic_load(&ic->hits);
     st.image_cache_misses = atomic_load(&ic->misses);

@@ -8,13 +8,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "runtime/clock.h"
 
 #include "egret/v1/egret.pb-c.h"
 #include "language/utf8.h"
 #include "service/proto_request.h"
-#include "vision/png_encode.h"
 #include "vision/shapes_world.h"
 
 /* Defaults. The host memory slack: the server's resident set after the load is compared with
@@ -31,12 +31,6 @@ enum { DEFAULT_CLIENTS = 32 };
 #define DEFAULT_MARGIN_S 10.0
 #define DEFAULT_SETTLE_S 10.0
 #define DEFAULT_HOST_SLACK (64ull << 20)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- names ---- */
 
@@ -110,14 +104,11 @@ static const EgShapesTask POOL_TASKS[4] = {EG_SHAPES_TASK_CAPTION, EG_SHAPES_TAS
 static int pool_build(PoolImage *pool, uint64_t seed, EgError *err) {
     EgShapesRng rng;
     eg_shapes_rng_seed(&rng, mix64(seed ^ 0x5eed));
-    uint8_t rgb[EG_SHAPES_RGB_BYTES];
     for (int i = 0; i < POOL; i++) {
         EgShapesScene scene;
         /* Half the scenes have one object, so colour and shape episodes can be drawn. */
         eg_shapes_sample(&rng, i % 2 ? 0 : 1, &scene);
-        eg_shapes_render(&scene, rgb);
-        if (eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &pool[i].png,
-                              &pool[i].len, err))
+        if (eg_shapes_render_png(&scene, &pool[i].png, &pool[i].len, err))
             return -1;
         pool[i].single = scene.n_objects == 1;
         for (int t = 0; t < 4; t++)
@@ -243,13 +234,10 @@ static void describe(Req *q, const char *fmt, ...) {
 static EgRequestPart query_image(Shared *sh, EgShapesRng *rng, Req *q, uint32_t qi) {
     if (eg_shapes_rng_below(rng, 10) < 3) {
         EgShapesScene scene;
-        uint8_t rgb[EG_SHAPES_RGB_BYTES];
         size_t len = 0;
         EgError err;
         eg_shapes_sample(rng, 0, &scene);
-        eg_shapes_render(&scene, rgb);
-        if (eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &q->fresh, &len,
-                              &err) == 0) {
+        if (eg_shapes_render_png(&scene, &q->fresh, &len, &err) == 0) {
             describe(q, "fresh ");
             return (EgRequestPart){.is_image = 1, .image = q->fresh, .image_len = len};
         }
@@ -524,7 +512,7 @@ static int on_reply(void *user, const uint8_t *data, size_t len) {
     }
     r->n_messages++;
     if (r->finals) r->after_final = 1;
-    if (m->n_token_ids && r->t_first == 0) r->t_first = now_s();
+    if (m->n_token_ids && r->t_first == 0) r->t_first = eg_now_s();
     size_t tl = strlen(m->text);
     if (r->text_len + tl + 1 > r->text_cap) {
         size_t cap = (r->text_len + tl + 1) * 2;
@@ -684,12 +672,12 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
     Reply r = {.q = &q, .text_hash = FNV_INIT, .ids_hash = FNV_INIT};
     EgCallStatus st = {0};
     EgError err = {{0}};
-    double t0 = now_s();
+    double t0 = eg_now_s();
     r.t0 = t0;
     int rc =
         eg_client_call(c, q.stream ? "/egret.v1.Egret/GenerateStream" : "/egret.v1.Egret/Generate",
                        q.bytes, q.len, q.timeout_s, on_reply, &r, &st, &err);
-    double t1 = now_s(), elapsed = t1 - t0;
+    double t1 = eg_now_s(), elapsed = t1 - t0;
     char why[256] = "";
     EgLoadOutcome oc = verdict(sh, &q, &r, rc, &st, &err, elapsed, why, sizeof why);
     if (oc == EG_LOAD_FAILED)
@@ -729,7 +717,7 @@ static void *client_main(void *arg) {
     EgClient *c = eg_client_connect(sh->o.target, &sh->o.client, &err);
     if (!c) add_failure(sh, "client %u: cannot connect: %s", w->index, err.msg);
     unsigned full_streak = 0;
-    while (c && now_s() < sh->t_end) {
+    while (c && eg_now_s() < sh->t_end) {
         uint64_t i = atomic_fetch_add(&sh->next, 1);
         if (sh->o.max_requests && i >= sh->o.max_requests) break;
         EgShapesRng rng;
@@ -743,7 +731,7 @@ static void *client_main(void *arg) {
         double wait = 0.1 * (double)(1u << (full_streak < 4 ? full_streak : 4));
         full_streak++;
         wait *= 0.5 + eg_shapes_rng_uniform(&rng);
-        double left = sh->t_end - now_s();
+        double left = sh->t_end - eg_now_s();
         if (wait > left) wait = left > 0 ? left : 0;
         usleep((useconds_t)(wait * 1e6));
     }
@@ -888,17 +876,17 @@ static void check_after(Shared *sh, EgClient *c) {
     const EgLoadtestServerStats *b = &rep->before;
     EgLoadtestServerStats *a = &rep->after;
     /* Settling: the last calls' ends may still be on their way through the server's threads. */
-    double t0 = now_s();
+    double t0 = eg_now_s();
     EgError err = {{0}};
     int have = 0, settled = 0;
     for (;;) {
         have = get_stats(c, a, &err) == 0;
         settled = have && a->in_flight == 0 && a->queued == 0 && a->running == 0 &&
                   eg_loadtest_device_memory_held(a) == eg_loadtest_device_memory_held(b);
-        if (settled || now_s() - t0 >= sh->o.settle_s) break;
+        if (settled || eg_now_s() - t0 >= sh->o.settle_s) break;
         usleep(200 * 1000);
     }
-    rep->settle_s = now_s() - t0;
+    rep->settle_s = eg_now_s() - t0;
     if (!have) {
         add_failure(sh, "GetStats after the load: %s", err.msg);
         return;
@@ -968,7 +956,7 @@ int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError
     }
     if (warm_up(sh, c, err) || get_stats(c, &out->before, err)) goto done;
 
-    sh->t_begin = now_s();
+    sh->t_begin = eg_now_s();
     sh->t_end = sh->o.duration_s > 0 ? sh->t_begin + sh->o.duration_s : INFINITY;
     sh->last_end = sh->t_begin;
     uint32_t started = 0;
@@ -982,8 +970,8 @@ int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError
     double next_progress = sh->t_begin + 10;
     while ((uint32_t)atomic_load(&sh->threads_done) < started) {
         usleep(50 * 1000);
-        if (sh->o.progress && now_s() >= next_progress) {
-            progress_line(sh, c, now_s() - sh->t_begin);
+        if (sh->o.progress && eg_now_s() >= next_progress) {
+            progress_line(sh, c, eg_now_s() - sh->t_begin);
             next_progress += 10;
         }
     }

@@ -270,13 +270,13 @@ void eg_reflection_on_recv(Call *c, int ok) {
     if (rc) eg_call_unref(c);
 }
 
-void eg_reflection_on_send_done(Call *c, int ok) {
+void eg_reflection_on_send_done(Call *c) {
+    if (!atomic_load(&c->client_gone)) {
+        receive(c);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->send_buf);
-    c->send_buf = NULL;
-    c->send_in_flight = 0;
-    int rc = ok ? 0 : (c->finish_started ? 0 : eg_call_finish_locked(c, GRPC_STATUS_CANCELLED, "", NULL));
+    int rc = c->finish_started ? 0 : eg_call_finish_locked(c, GRPC_STATUS_CANCELLED, "", NULL);
     pthread_mutex_unlock(&c->mu);
     if (rc) eg_call_unref(c);
-    if (ok) receive(c);
 }

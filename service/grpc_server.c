@@ -5,7 +5,6 @@
 #include <grpc/support/alloc.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "service/grpc_server_internal.h"
@@ -22,12 +21,6 @@ static const char *const METHOD_NAMES[M_COUNT] = {
     "Health.Check", "Health.Watch",   "Reflection",   "Reflection(v1alpha)",
     "unknown",
 };
-
-double eg_server_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int is_generation(Method m) { return m == M_GENERATE || m == M_STREAM; }
 /* Client-streaming methods: messages are received with RECV_MESSAGE, not with the call. */
@@ -122,7 +115,7 @@ int eg_call_send_locked(Call *c, grpc_byte_buffer *buf) {
 
 void eg_call_fail(Call *c, grpc_status_code code, const char *msg) {
     if (c->method != M_HEALTH_CHECK && c->method != M_HEALTH_WATCH) {
-        c->usage.total_s = eg_server_now() - c->accepted_at;
+        c->usage.total_s = eg_now_s() - c->accepted_at;
         eg_server_log(c->srv, c, code, msg);
     }
     pthread_mutex_lock(&c->mu);
@@ -228,7 +221,7 @@ static void on_accept(EgServer *s, Call *c, int ok) {
     }
     if (!s->shutdown_called) post_accept(s, c->method);
     c->id = atomic_fetch_add(&s->next_id, 1) + 1;
-    c->accepted_at = eg_server_now();
+    c->accepted_at = eg_now_s();
     atomic_fetch_add(&s->live_calls, 1);
     if (is_generation(c->method)) {
         atomic_fetch_add(&s->generate_calls, 1);
@@ -296,19 +289,26 @@ static void on_event(EgServer *s, const grpc_event *ev) {
         break;
     case TAG_RECV_CLOSE:
         if (c->recv_cancelled || !ev->success) atomic_store(&c->client_gone, 1);
-        if (c->method == M_HEALTH_WATCH) eg_health_on_close(c);
+        if (c->method == M_HEALTH_WATCH) eg_health_watch_continue(c);
         eg_call_unref(c);
         break;
     case TAG_RECV:
         eg_reflection_on_recv(c, ev->success);
         break;
     case TAG_SEND:
+        /* The message is out (or the client is gone): the next send may start. */
+        pthread_mutex_lock(&c->mu);
+        grpc_byte_buffer_destroy(c->send_buf);
+        c->send_buf = NULL;
+        c->send_in_flight = 0;
+        if (!ev->success) atomic_store(&c->client_gone, 1);
+        pthread_mutex_unlock(&c->mu);
         if (c->method == M_HEALTH_WATCH)
-            eg_health_on_send_done(c, ev->success);
+            eg_health_watch_continue(c);
         else if (is_client_streaming(c->method))
-            eg_reflection_on_send_done(c, ev->success);
+            eg_reflection_on_send_done(c);
         else
-            eg_generate_on_send_done(c, ev->success);
+            eg_generate_on_send_done(c);
         break;
     case TAG_FINISH:
         if (c->method == M_HEALTH_WATCH) eg_health_forget(c);
@@ -324,7 +324,7 @@ static void on_event(EgServer *s, const grpc_event *ev) {
  * closes connections under calls whose final status is still on its way. */
 static void begin_drain(EgServer *s) {
     s->draining = 1;
-    s->drain_deadline = eg_server_now() + s->opt.grace_s;
+    s->drain_deadline = eg_now_s() + s->opt.grace_s;
     eg_health_set(s, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
     fprintf(s->opt.log, "egret: draining: %ld generation calls in flight, grace period %.1f s\n",
             atomic_load(&s->generate_calls), s->opt.grace_s);
@@ -342,7 +342,7 @@ static void shut_down_core(EgServer *s) {
 #define DRAIN_FORCE_S 5.0
 
 static void drain_step(EgServer *s, int drains) {
-    double now = eg_server_now();
+    double now = eg_now_s();
     if (!atomic_load(&s->cancel_all) && (drains > 1 || now >= s->drain_deadline)) {
         fprintf(s->opt.log, "egret: cancelling %ld generation calls still in flight\n",
                 atomic_load(&s->generate_calls));
@@ -445,7 +445,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     snprintf(s->model_name, sizeof s->model_name, "%.255s", name);
     s->serving_status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     s->t_shutdown = (Tag){TAG_SHUTDOWN, NULL};
-    s->started_at = eg_server_now();
+    s->started_at = eg_now_s();
     pthread_mutex_init(&s->log_mu, NULL);
 
     grpc_arg args[2];

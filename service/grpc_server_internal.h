@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "egret/v1/egret.pb-c.h"
+#include "runtime/clock.h"
 #include "service/grpc_bytes.h"
 #include "service/grpc_server.h"
 #include "service/proto_request.h"
@@ -120,8 +121,6 @@ struct EgServer {
     pthread_mutex_t log_mu;
 };
 
-double eg_server_now(void);
-
 /* Reference counting (see Call). */
 void eg_call_unref(Call *c);
 
@@ -139,13 +138,12 @@ void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char
 
 /* grpc_generate.c */
 void eg_generate_begin(Call *c);
-void eg_generate_on_send_done(Call *c, int ok);
+void eg_generate_on_send_done(Call *c);
 
 /* grpc_health.c */
 void eg_health_check(Call *c);
 void eg_health_watch_begin(Call *c);
-void eg_health_on_send_done(Call *c, int ok);
-void eg_health_on_close(Call *c);  /* the watcher's client went away */
+void eg_health_watch_continue(Call *c); /* after a send, or when its client went away */
 void eg_health_forget(Call *c);    /* the watch call ended: drop it from the list */
 void eg_health_set(EgServer *s, int status);
 void eg_health_end_watches(EgServer *s);
@@ -153,7 +151,7 @@ void eg_health_end_watches(EgServer *s);
 /* grpc_reflection.c */
 void eg_reflection_begin(Call *c);
 void eg_reflection_on_recv(Call *c, int ok);
-void eg_reflection_on_send_done(Call *c, int ok);
+void eg_reflection_on_send_done(Call *c);
 
 /* grpc_info.c */
 void eg_model_info(Call *c);

@@ -2,7 +2,8 @@
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "runtime/clock.h"
 
 struct EgScheduler {
     EgEngine *engine;
@@ -22,12 +23,6 @@ typedef struct Active {
     EgRequestStats stats;
     double queue_s;
 } Active;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int job_token(void *user, int32_t id, const char *text, size_t len) {
     EgJob *job = user;
@@ -68,7 +63,7 @@ static EgJob *take_cancelled_locked(EgScheduler *s) {
 
 /* Starts a popped job on the engine; reports it at once when it cannot run. */
 static int admit(EgScheduler *s, EgJob *job, int stopping, Active *slot) {
-    double queue_s = now_s() - job->submitted_at;
+    double queue_s = eg_now_s() - job->submitted_at;
     EgError err = {{0}};
     if (stopping || job->is_cancelled(job->owner)) {
         eg_fail(&err, stopping ? "the server is shutting down" : "cancelled while queued");
@@ -115,7 +110,7 @@ static void *worker_main(void *arg) {
             eg_fail(&err, "cancelled while queued");
             while (dead) {
                 EgJob *next = dead->next;
-                end_unrun(dead, EG_STATUS_CANCELLED, &err, now_s() - dead->submitted_at);
+                end_unrun(dead, EG_STATUS_CANCELLED, &err, eg_now_s() - dead->submitted_at);
                 dead = next;
             }
             pthread_mutex_lock(&s->mu);
@@ -193,7 +188,7 @@ int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err) {
         eg_fail(err, "the request queue is full (%zu waiting; limit max_queue=%u)", s->queued,
                 s->max_queue);
     } else {
-        job->submitted_at = now_s();
+        job->submitted_at = eg_now_s();
         job->next = NULL;
         if (s->tail)
             s->tail->next = job;

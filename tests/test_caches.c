@@ -7,7 +7,6 @@
 
 #include "service/engine.h"
 #include "test_util.h"
-#include "vision/png_encode.h"
 #include "vision/shapes_world.h"
 
 typedef struct Png {
@@ -17,14 +16,10 @@ typedef struct Png {
 
 static Png draw(uint64_t seed) {
     EgShapesScene scene;
-    uint8_t rgb[EG_SHAPES_RGB_BYTES];
     Png p = {0};
     EgError err = {{0}};
     eg_shapes_scene_from_seed(seed, 1, &scene);
-    eg_shapes_render(&scene, rgb);
-    CHECK(eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &p.bytes, &p.len,
-                            &err) == 0,
-          "png: %s", err.msg);
+    CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
     return p;
 }
 

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "service/grpc_client.h"
-#include "vision/png_encode.h"
 #include "vision/shapes_world.h"
 #include "test_util.h"
 
@@ -22,12 +21,9 @@ typedef struct Drawn {
 } Drawn;
 
 static int draw(EgShapesRng *rng, int n_objects, Drawn *d) {
-    uint8_t rgb[EG_SHAPES_RGB_BYTES];
     EgError err = {{0}};
     if (eg_shapes_sample(rng, n_objects, &d->scene)) return -1;
-    eg_shapes_render(&d->scene, rgb);
-    int rc = eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, &d->png,
-                               &d->png_len, &err);
+    int rc = eg_shapes_render_png(&d->scene, &d->png, &d->png_len, &err);
     CHECK(rc == 0, "png: %s", err.msg);
     return rc;
 }

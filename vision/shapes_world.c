@@ -8,6 +8,7 @@
  * formed in double (Python float arithmetic). Each helper below keeps that split so that a pixel
  * on an edge falls on the same side as in the reference. */
 #include "vision/shapes_world.h"
+#include "vision/png_encode.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -393,4 +394,11 @@ int eg_shapes_position_cell(EgShapesPosition p, int *row, int *col) {
     *row = POSITION_CELL[p][0];
     *col = POSITION_CELL[p][1];
     return 0;
+}
+
+int eg_shapes_render_png(const EgShapesScene *scene, uint8_t **png, size_t *png_len,
+                         EgError *err) {
+    uint8_t rgb[EG_SHAPES_RGB_BYTES];
+    eg_shapes_render(scene, rgb);
+    return eg_png_encode_rgb(rgb, EG_SHAPES_IMAGE_SIZE, EG_SHAPES_IMAGE_SIZE, png, png_len, err);
 }

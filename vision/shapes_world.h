@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/error.h"
+
 #define EG_SHAPES_IMAGE_SIZE 64 /* shapes.py IMAGE_SIZE */
 #define EG_SHAPES_MAX_OBJECTS 3
 /* Bytes of one rendered scene: 64x64 RGB, row-major, channels interleaved. */
@@ -110,6 +112,11 @@ int eg_shapes_scene_from_seed(uint64_t seed, int n_objects, EgShapesScene *out);
 /* Draws the scene into rgb (EG_SHAPES_RGB_BYTES bytes, row-major RGB) as shapes.py render does.
  * Deterministic: the noise comes from scene->noise_seed. */
 void eg_shapes_render(const EgShapesScene *scene, uint8_t *rgb);
+
+/* The scene drawn (eg_shapes_render) and encoded as a PNG (vision/png_encode.h): what requests
+ * and files carry. *png is malloc'd; returns 0, or -1 with err. */
+int eg_shapes_render_png(const EgShapesScene *scene, uint8_t **png, size_t *png_len,
+                         EgError *err);
 
 /* The scene's caption, e.g. "a small red circle on the left." or "a red circle and an orange
  * cross.". Writes at most cap bytes (NUL included); returns the text length, or -1 when cap is

@@ -1,0 +1,14 @@
+/* Monotonic time in seconds: what every duration in Egret is measured with (model load, time to
+ * first token, queue time, drain deadlines, benchmarks). */
+#ifndef EGRET_CLOCK_H
+#define EGRET_CLOCK_H
+
+#include <time.h>
+
+static inline double eg_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#endif
