@@ -14,6 +14,7 @@ int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err) {
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     vkBeginCommandBuffer(cmd->cb, &bi);
+    eg_profile_begin(vk, cmd->cb, &cmd->profile);
     return 0;
 }
 
@@ -81,6 +82,7 @@ void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *buf
     if (p->push_size)
         vkCmdPushConstants(cmd->cb, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_size, push);
     if (gx && gy && gz) vkCmdDispatch(cmd->cb, gx, gy, gz);
+    eg_profile_stamp(cmd->cb, &cmd->profile, p->name);
     cmd->n_dispatches++;
 }
 
@@ -89,11 +91,13 @@ void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const
     track(cmd, &src->buf, 1, &dst->buf, 1);
     VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
     vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, 1, &region);
+    eg_profile_stamp(cmd->cb, &cmd->profile, "copy");
 }
 
 void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
     track(cmd, NULL, 0, &dst->buf, 1);
     vkCmdFillBuffer(cmd->cb, dst->buf, 0, VK_WHOLE_SIZE, pattern);
+    eg_profile_stamp(cmd->cb, &cmd->profile, "fill");
 }
 
 int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {
@@ -105,6 +109,10 @@ int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {
     VkResult r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r == VK_SUCCESS) r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX);
     vkResetFences(vk->device, 1, &vk->fence);
+    if (r == VK_SUCCESS)
+        eg_profile_collect(vk, &cmd->profile);
+    else
+        eg_profile_discard(vk, &cmd->profile);
     vkFreeCommandBuffers(vk->device, vk->pool, 1, &cmd->cb);
     cmd->cb = VK_NULL_HANDLE;
     if (r != VK_SUCCESS) return eg_fail(err, "GPU submission failed (%s)", eg_vk_result_name(r));
@@ -117,4 +125,5 @@ void eg_cmd_abandon(EgCmd *cmd) {
         vkFreeCommandBuffers(cmd->vk->device, cmd->vk->pool, 1, &cmd->cb);
         cmd->cb = VK_NULL_HANDLE;
     }
+    eg_profile_discard(cmd->vk, &cmd->profile);
 }

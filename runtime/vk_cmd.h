@@ -8,6 +8,7 @@
 
 #include "runtime/vk_memory.h"
 #include "runtime/vk_pipeline.h"
+#include "runtime/vk_profile.h"
 
 #define EG_CMD_MAX_TRACKED 64
 
@@ -18,6 +19,7 @@ typedef struct EgCmd {
     VkBuffer read[EG_CMD_MAX_TRACKED];
     int n_written, n_read;
     int n_dispatches, n_barriers;
+    EgCmdProfile profile; /* EGRET_PROFILE=1: a timestamp after each command */
 } EgCmd;
 
 int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err);

@@ -1,4 +1,5 @@
 #include "runtime/vk_context.h"
+#include "runtime/vk_profile.h"
 
 #include <ctype.h>
 #include <stdatomic.h>
@@ -295,6 +296,7 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
 }
 
 void eg_vk_destroy(EgVk *vk) {
+    if (eg_profile_enabled()) eg_profile_report(stderr);
     if (vk->device) {
         vkDeviceWaitIdle(vk->device);
         if (vk->fence) vkDestroyFence(vk->device, vk->fence, NULL);

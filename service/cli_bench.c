@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/clock.h"
 #include "language/sequence.h"
+#include "runtime/clock.h"
+#include "runtime/vk_profile.h"
 #include "service/cli.h"
 #include "vision/image_encoder.h"
 
@@ -135,6 +136,7 @@ static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t b
                    double units, const char *unit_key, EgError *err) {
     double *runs = calloc(b->reps, sizeof *runs);
     if (!runs) return eg_fail(err, "out of host memory");
+    if (eg_profile_enabled()) eg_profile_report(NULL); /* EGRET_PROFILE: totals per phase */
     for (uint32_t r = 0; r < b->warmup + b->reps; r++) {
         fprintf(b->progress, "\regret bench: %s b%u run %u/%u   ", name, batch, r + 1,
                 b->warmup + b->reps);
@@ -150,6 +152,10 @@ static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t b
     for (uint32_t r = 1; r < b->reps; r++)
         mn = fmin(mn, runs[r]);
     double med = median(runs, b->reps);
+    if (eg_profile_enabled()) {
+        fprintf(stderr, "\n%s b%u (all %u runs):\n", name, batch, b->warmup + b->reps);
+        eg_profile_report(stderr);
+    }
     fprintf(json, "\"b%u\": {\"median_s\": %.6g, \"min_s\": %.6g, \"%s\": %.6g", batch, med, mn,
             unit_key, units / med);
     if (strcmp(name, "encode") == 0) fprintf(json, ", \"s_per_image\": %.6g", med / batch);

@@ -1,0 +1,34 @@
+/* Per-dispatch GPU timing (EGRET_PROFILE=1): each recorded dispatch, copy and fill is followed
+ * by a timestamp; after the command buffer completes, the time between consecutive stamps is
+ * added to its shader's total, and eg_profile_report prints the totals when the device is
+ * destroyed (or on demand). A tool for finding where a forward step spends its time, not a
+ * benchmark: the timestamps themselves serialise work on some drivers. Off unless set. */
+#ifndef EGRET_VK_PROFILE_H
+#define EGRET_VK_PROFILE_H
+
+#include <stdio.h>
+
+#include "runtime/vk_context.h"
+
+#define EG_PROFILE_MAX_STAMPS 4096
+
+typedef struct EgCmdProfile {
+    VkQueryPool pool;
+    const char *label[EG_PROFILE_MAX_STAMPS]; /* label[i]: the work that ended at stamp i + 1 */
+    int n_stamps;
+} EgCmdProfile;
+
+/* 1 when EGRET_PROFILE is set to something other than 0 (read once). */
+int eg_profile_enabled(void);
+/* Creates the query pool and writes the first stamp (no-op when profiling is off). */
+void eg_profile_begin(EgVk *vk, VkCommandBuffer cb, EgCmdProfile *p);
+/* Stamps the end of the work just recorded, labelled (a pipeline's name, "copy", ...). */
+void eg_profile_stamp(VkCommandBuffer cb, EgCmdProfile *p, const char *label);
+/* After the submission completed: reads the stamps, adds them to the totals, frees the pool. */
+void eg_profile_collect(EgVk *vk, EgCmdProfile *p);
+/* Frees the pool of a command buffer that was never submitted. */
+void eg_profile_discard(EgVk *vk, EgCmdProfile *p);
+/* Prints the totals per label, largest first (out NULL: prints nothing), and clears them. */
+void eg_profile_report(FILE *out);
+
+#endif
