@@ -114,6 +114,8 @@ struct EgGeneration {
     float *logits;    /* the logits of the last token fed */
     int32_t *context; /* prompt + generated ids */
     size_t n_context, n_prompt;
+    int32_t *image_of_token; /* the prompt's (NULL: text only) */
+    size_t n_prefilled;      /* prompt tokens in the KV cache (eg_generation_prefill) */
     uint32_t step;
     int32_t eos;
     size_t stop_len;
@@ -128,6 +130,7 @@ void eg_generation_free(EgGeneration *g) {
     if (!g) return;
     free(g->text.buf);
     free(g->context);
+    free(g->image_of_token);
     free(g->logits);
     eg_decode_stream_free(g->ds);
     eg_sampler_free(g->sampler);
@@ -169,25 +172,43 @@ EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
     g->ds = eg_decode_stream_new(tok, 1);
     g->logits = malloc(m->vocab * sizeof *g->logits);
     g->context = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->context);
-    if (!g->sampler || !g->ds || !g->logits || !g->context) {
+    g->image_of_token = image_of_token ? malloc(n_prompt * sizeof *g->image_of_token) : NULL;
+    if (!g->sampler || !g->ds || !g->logits || !g->context ||
+        (image_of_token && !g->image_of_token)) {
         eg_fail(err, "out of host memory");
         eg_generation_free(g);
         return NULL;
     }
     memcpy(g->context, prompt_ids, n_prompt * sizeof *g->context);
+    if (image_of_token)
+        memcpy(g->image_of_token, image_of_token, n_prompt * sizeof *g->image_of_token);
     g->n_context = g->n_prompt = n_prompt;
     g->eos = (int32_t)m->cfg.eos_token_id;
     g->stop_len = longest_stop(params);
     g->finish = EG_FINISH_LENGTH;
     g->finished = params->max_new_tokens == 0;
     seq->n_past = n_cached; /* what follows the shared prefix is recomputed */
-    if (eg_sequence_forward(seq, prompt_ids + n_cached,
-                            image_of_token ? image_of_token + n_cached : NULL, n_prompt - n_cached,
-                            g->logits, 0, err)) {
-        eg_generation_free(g);
-        return NULL;
-    }
+    g->n_prefilled = n_cached;
     return g;
+}
+
+int eg_generation_prefill(EgGeneration *g, uint32_t max_tokens, EgError *err) {
+    size_t left = g->n_prompt - g->n_prefilled;
+    if (left == 0) return 1;
+    uint32_t n = max_tokens && max_tokens < left ? max_tokens : (uint32_t)left;
+    size_t at = g->n_prefilled;
+    /* Only the last chunk's logits are used; the earlier ones' are computed and overwritten
+     * (one row of the LM head per chunk). */
+    if (eg_sequence_forward(g->seq, g->context + at,
+                            g->image_of_token ? g->image_of_token + at : NULL, n, g->logits, 0,
+                            err))
+        return -1;
+    g->n_prefilled += n;
+    return g->n_prefilled == g->n_prompt;
+}
+
+uint32_t eg_generation_prefill_left(const EgGeneration *g) {
+    return (uint32_t)(g->n_prompt - g->n_prefilled);
 }
 
 EgSequence *eg_generation_sequence(const EgGeneration *g) { return g->seq; }
@@ -197,6 +218,7 @@ float *eg_generation_logits(EgGeneration *g) { return g->logits; }
 
 int eg_generation_advance(EgGeneration *g, EgError *err) {
     if (g->finished) return 1;
+    if (g->n_prefilled < g->n_prompt) return eg_fail(err, "the prompt is not prefilled yet");
     const EgGenerateParams *params = g->params;
     TextState *text = &g->text;
     int32_t id = eg_sampler_next(g->sampler, g->logits, g->context, g->n_context, err);
@@ -274,8 +296,8 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
     EgGeneration *g = eg_generation_begin(seq, tok, prompt_ids, image_of_token, n_prompt, n_cached,
                                           params, cb, user, err);
     if (!g) return -1;
-    int rc;
-    while ((rc = eg_generation_advance(g, err)) == 0) {
+    int rc = eg_generation_prefill(g, 0, err) < 0 ? -1 : 0;
+    while (rc == 0 && (rc = eg_generation_advance(g, err)) == 0) {
         int32_t next = eg_generation_next_input(g);
         if (eg_sequence_forward(seq, &next, NULL, 1, g->logits, 0, err)) {
             rc = -1;

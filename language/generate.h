@@ -67,7 +67,9 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
 /* The same loop one step at a time, so that a scheduler can advance several generations
  * together (one batched forward per step, language/sequence.h eg_sequence_forward_batch):
  *
- *   g = eg_generation_begin(...)              validates, prefills; logits of the last prompt token
+ *   g = eg_generation_begin(...)              validates and prepares; computes nothing yet
+ *   while (eg_generation_prefill(g, C) == 0)  the prompt, C tokens at a time (0: all at once);
+ *       (other generations may step here)     1 once the last prompt token's logits are in
  *   while (eg_generation_advance(g) == 0)     samples, streams, decides whether it is done
  *       forward eg_generation_next_input(g) into eg_generation_logits(g)
  *   eg_generation_end(g, &result); eg_generation_free(g)
@@ -79,6 +81,13 @@ EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
                                   uint32_t n_prompt, uint32_t n_cached,
                                   const EgGenerateParams *params, EgTokenCallback cb, void *user,
                                   EgError *err);
+/* Feeds the next at most max_tokens prompt tokens (0: all that are left) into the KV cache.
+ * Returns 1 when the whole prompt is in (the logits are its last token's), 0 when some is left,
+ * -1 on error. A prompt fed in chunks gives the same keys and values as one fed at once: each
+ * chunk attends to everything before it (chunked prefill, so a scheduler can keep other
+ * sequences decoding between chunks of a long prompt). */
+int eg_generation_prefill(EgGeneration *g, uint32_t max_tokens, EgError *err);
+uint32_t eg_generation_prefill_left(const EgGeneration *g);
 int eg_generation_advance(EgGeneration *g, EgError *err);
 int32_t eg_generation_next_input(const EgGeneration *g);
 float *eg_generation_logits(EgGeneration *g);

@@ -28,6 +28,9 @@ static void usage(FILE *f) {
             "  --default-max-new-tokens N   when a request sets none (default 128)\n"
             "  --max-queue N                requests waiting for the engine (default 64)\n"
             "  --max-batch N                requests decoding together (default 8, at most 16)\n"
+            "  --prefill-chunk N            prompt tokens per engine step, so requests already\n"
+            "                               decoding keep streaming during a long prompt\n"
+            "                               (default 256)\n"
             "  --grace SECONDS              drain grace period (default 30)\n"
             "reuse across requests (0 turns a cache off):\n"
             "  --image-cache-mb N           images' cross-attention keys/values (default 256)\n"
@@ -51,7 +54,7 @@ int cli_serve(int argc, char **argv) {
     enum {
         O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
-        O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH
+        O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -67,6 +70,7 @@ int cli_serve(int argc, char **argv) {
         {"default-max-new-tokens", required_argument, 0, O_DEFAULT_NEW},
         {"max-queue", required_argument, 0, O_QUEUE},
         {"max-batch", required_argument, 0, O_BATCH},
+        {"prefill-chunk", required_argument, 0, O_CHUNK},
         {"grace", required_argument, 0, O_GRACE},
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},
@@ -127,6 +131,9 @@ int cli_serve(int argc, char **argv) {
             break;
         case O_BATCH:
             bad = cli_parse_u32("max-batch", optarg, &so.max_batch);
+            break;
+        case O_CHUNK:
+            bad = cli_parse_u32("prefill-chunk", optarg, &eo.prefill_chunk);
             break;
         case O_GRACE:
             bad = cli_parse_float("grace", optarg, &grace);

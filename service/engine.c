@@ -32,6 +32,7 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     }
     if (!e->limits.context_length)
         e->limits.context_length = (uint32_t)e->model->cfg.max_position_embeddings;
+    e->prefill_chunk = opt->prefill_chunk ? opt->prefill_chunk : 256;
     const EgEngineCaches *c = &opt->caches;
     size_t image_mb = c->image_cache_mb < 0 ? 0 : c->image_cache_mb ? (size_t)c->image_cache_mb : 256;
     size_t prefix_n = c->prefix_cache_entries < 0 ? 0

@@ -40,6 +40,9 @@ typedef struct EgEngineOptions {
     EgModelOptions model;
     EgEngineLimits limits; /* zero fields take the defaults */
     EgEngineCaches caches;
+    /* Prompt tokens fed per eg_engine_step (chunked prefill): a long prompt is split so that
+     * the requests already decoding keep getting tokens. 0: the default, 256. */
+    uint32_t prefill_chunk;
 } EgEngineOptions;
 
 typedef struct EgEngine {
@@ -50,6 +53,7 @@ typedef struct EgEngine {
     EgImageCache *image_cache;
     EgPrefixCache *prefix_cache;
     float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
+    uint32_t prefill_chunk;
 } EgEngine;
 
 EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err);
@@ -89,11 +93,13 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
 
 /* The same in steps, so that one thread can run several requests together (continuous
  * batching, service/scheduler.c):
- *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse, prefill);
+ *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse);
  *                      on OK *job is ready
- *   eg_engine_step     advances up to eg_sequence_max_batch jobs by one token each, in one
- *                      batched forward; tokens reach each job's callback; finished jobs are
- *                      skipped. Returns -1 only when the step itself could not run.
+ *   eg_engine_step     advances up to eg_sequence_max_batch jobs: first feeds prompts (at
+ *                      most prefill_chunk tokens in all, in the order given), then moves every
+ *                      job whose prompt is in by one token, in one batched forward; tokens
+ *                      reach each job's callback; finished jobs are skipped. Returns -1 only
+ *                      when the step itself could not run.
  *   eg_engine_end      the answer (or the job's failure) of a finished job; frees it
  * A job whose caller went away is ended with eg_engine_cancel, then eg_engine_end. */
 typedef struct EgEngineJob EgEngineJob;

@@ -1,6 +1,7 @@
-/* Running requests: eg_engine_begin prepares and prefills one, eg_engine_step advances several
- * together by one token (one batched forward), eg_engine_end hands back the answer and keeps the
- * sequence for prompts that start the same way. eg_engine_generate is the three in a row. */
+/* Running requests: eg_engine_begin prepares one, eg_engine_step advances several together
+ * (a chunk of a prompt, or one token each in one batched forward), eg_engine_end hands back the
+ * answer and keeps the sequence for prompts that start the same way. eg_engine_generate is the
+ * three in a row. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,7 @@ struct EgEngineJob {
     EgSequence *seq;
     EgGeneration *g;
     double t0;        /* eg_now_s() when the request arrived */
-    double prepare_s; /* decoding, images and prefill: part of the time to first token */
+    double prepare_s; /* decoding and images: part of the time to first token */
     EgError err;      /* why the job failed in a step */
     int failed;
     EgStatus fail_status;
@@ -45,7 +46,7 @@ static void job_free(EgEngineJob *j) {
  * tokens (a BOS alone is no reuse, and lending would take the sequence from others). */
 enum { MIN_SHARED_TOKENS = 4 };
 
-/* Sequence, images and prefill for a checked request. */
+/* Sequence and images for a checked request; the prompt is fed by eg_engine_step. */
 static int prepare(EgEngineJob *j, const Assembled *a, const EgBuffer *const *cached,
                    const float *pixels, EgTokenCallback cb, void *user, EgError *err) {
     EgEngine *e = j->e;
@@ -157,11 +158,25 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     int32_t ids[EG_SEQUENCE_MAX_BATCH];
     uint32_t n = 0, max = eg_sequence_max_batch(e->model);
     if (k > max) return eg_fail(err, "%u jobs in one step; at most %u", k, max);
-    /* Each job takes the token its logits give (streaming it); those not finished want the
-     * next forward. */
+    /* Prompts first, at most prefill_chunk tokens in all per step (chunked prefill): a long
+     * prompt takes several steps, and the jobs already decoding get a token in each of them. */
+    uint32_t budget = e->prefill_chunk ? e->prefill_chunk : UINT32_MAX;
+    for (uint32_t i = 0; i < k && budget; i++) {
+        EgEngineJob *j = jobs[i];
+        uint32_t left = eg_generation_prefill_left(j->g);
+        if (eg_engine_job_finished(j) || left == 0) continue;
+        uint32_t chunk = left < budget ? left : budget;
+        if (eg_generation_prefill(j->g, chunk, &j->err) < 0) {
+            j->failed = 1;
+            j->fail_status = engine_failure(&j->err);
+        }
+        budget -= chunk;
+    }
+    /* Each job whose prompt is in takes the token its logits give (streaming it); those not
+     * finished want the next forward. */
     for (uint32_t i = 0; i < k; i++) {
         EgEngineJob *j = jobs[i];
-        if (eg_engine_job_finished(j)) continue;
+        if (eg_engine_job_finished(j) || eg_generation_prefill_left(j->g)) continue;
         int r = eg_generation_advance(j->g, &j->err);
         if (r < 0) {
             j->failed = 1;

@@ -96,7 +96,8 @@ static void finish(EgScheduler *s, Active *a) {
 }
 
 /* The engine's thread: admits queued jobs up to max_batch, then advances every running job by
- * one token per step (continuous batching: jobs join and leave between steps). */
+ * one token, or a new one by a chunk of its prompt, per step (continuous batching: jobs join
+ * and leave between steps). */
 static void *worker_main(void *arg) {
     EgScheduler *s = arg;
     Active active[EG_SEQUENCE_MAX_BATCH];
@@ -133,8 +134,12 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         if (n) {
             EgEngineJob *jobs[EG_SEQUENCE_MAX_BATCH];
-            for (uint32_t i = 0; i < n; i++)
+            for (uint32_t i = 0; i < n; i++) {
                 jobs[i] = active[i].ej;
+                /* a caller gone during a long prompt is noticed between its chunks */
+                if (active[i].job->is_cancelled(active[i].job->owner))
+                    eg_engine_cancel(active[i].ej);
+            }
             EgError err = {{0}};
             if (eg_engine_step(s->engine, jobs, n, &err))
                 for (uint32_t i = 0; i < n; i++) /* the step could not run: end them all */

@@ -13,23 +13,27 @@
 extern int test_checks_passed;
 extern int test_checks_failed;
 
-#define CHECK(cond, ...)                                                                           \
+#define CHECK(cond, ...) TEST_CHECK_VALUE((cond) ? 1 : 0, #cond, __VA_ARGS__)
+
+/* Stops the test at once (for failures that make the rest meaningless). cond is evaluated
+ * once: it may be the call under test. */
+#define REQUIRE(cond, ...)                                                                         \
     do {                                                                                           \
-        if (cond) {                                                                                \
+        int require_ok_ = (cond) ? 1 : 0;                                                          \
+        TEST_CHECK_VALUE(require_ok_, #cond, __VA_ARGS__);                                         \
+        if (!require_ok_) return test_finish();                                                    \
+    } while (0)
+
+#define TEST_CHECK_VALUE(ok, text, ...)                                                            \
+    do {                                                                                           \
+        if (ok) {                                                                                  \
             test_checks_passed++;                                                                  \
         } else {                                                                                   \
             test_checks_failed++;                                                                  \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, text);                \
             fprintf(stderr, __VA_ARGS__);                                                          \
             fputc('\n', stderr);                                                                   \
         }                                                                                          \
-    } while (0)
-
-/* Stops the test at once (for failures that make the rest meaningless). */
-#define REQUIRE(cond, ...)                                                                         \
-    do {                                                                                           \
-        CHECK(cond, __VA_ARGS__);                                                                  \
-        if (!(cond)) return test_finish();                                                         \
     } while (0)
 
 /* Prints the summary line and returns the process exit code. */
