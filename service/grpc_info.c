@@ -22,6 +22,7 @@ void eg_model_info(Call *c) {
     limits.default_max_new_tokens = s->opt.default_max_new_tokens;
     limits.max_queue = s->opt.max_queue;
     limits.max_batch = eg_scheduler_max_batch(s->sched);
+    limits.prefill_chunk = e->prefill_chunk;
 
     size_t n_stop = eg_template_stop_count(e->tmpl);
     char **stops = calloc(n_stop + 1, sizeof *stops);

@@ -275,7 +275,8 @@ static void test_health_info_auth(void) {
                 CHECK(info->limits && info->limits->max_queue == 3 &&
                           info->limits->max_images == engine->limits.max_images &&
                           info->limits->context_length == engine->limits.context_length &&
-                          info->limits->max_request_bytes == 64u << 20,
+                          info->limits->max_request_bytes == 64u << 20 &&
+                          info->limits->prefill_chunk == engine->prefill_chunk,
                       "limits");
                 CHECK(*info->device && (strcmp(info->precision, "fp32") == 0), "device %s %s",
                       info->device, info->precision);
