@@ -411,23 +411,48 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
     eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->k, .y = &m->s.u, .rows = k});
     eg_op_linear(cmd, ops,
                  &(EgLinear){.x = &m->s.a, .w = &x->v, .y = &m->s.u, .y_off = k * H, .rows = k});
+    if (m->batch_ops.available) {
+        /* RoPE and the appends for the whole batch in one dispatch, through the batch table */
+        uint32_t entry0 = i * EG_BATCH_MAX;
+        EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
+        const EgBuffer *caches[2 * EG_BATCH_MAX];
+        for (uint32_t b = 0; b < k; b++) {
+            eg_batch_entry_set(&entries[b], &seqs[b]->k_cache[i], 0, &seqs[b]->v_cache[i], 0, H,
+                               seqs[b]->n_past + 1);
+            caches[2 * b] = &seqs[b]->k_cache[i];
+            caches[2 * b + 1] = &seqs[b]->v_cache[i];
+        }
+        eg_op_kv_append(cmd, &m->batch_ops,
+                        &(EgKvAppend){.q = &m->s.q,
+                                      .kv = &m->s.u,
+                                      .table = &m->rope_table,
+                                      .table_positions = m->rope_positions,
+                                      .entries = &m->s.batch_table,
+                                      .entry0 = entry0,
+                                      .batch = k,
+                                      .heads = m->heads,
+                                      .head_dim = m->head_dim,
+                                      .caches = caches});
+    }
     for (uint32_t b = 0; b < k; b++) {
         EgSequence *s = seqs[b];
         uint32_t pos = s->n_past;
-        eg_cmd_copy(cmd, &m->s.u, b * row, &s->k_cache[i], pos * row, row);
-        eg_cmd_copy(cmd, &m->s.u, (k + b) * row, &s->v_cache[i], pos * row, row);
-        EgRope rope = {.rows = 1,
-                       .heads = m->heads,
-                       .head_dim = m->head_dim,
-                       .pos0 = pos,
-                       .table = &m->rope_table,
-                       .table_positions = m->rope_positions};
-        rope.x = &m->s.q;
-        rope.x_off = b * H;
-        eg_op_rope(cmd, ops, &rope);
-        rope.x = &s->k_cache[i];
-        rope.x_off = pos * H;
-        eg_op_rope(cmd, ops, &rope);
+        if (!m->batch_ops.available) {
+            eg_cmd_copy(cmd, &m->s.u, b * row, &s->k_cache[i], pos * row, row);
+            eg_cmd_copy(cmd, &m->s.u, (k + b) * row, &s->v_cache[i], pos * row, row);
+            EgRope rope = {.rows = 1,
+                           .heads = m->heads,
+                           .head_dim = m->head_dim,
+                           .pos0 = pos,
+                           .table = &m->rope_table,
+                           .table_positions = m->rope_positions};
+            rope.x = &m->s.q;
+            rope.x_off = b * H;
+            eg_op_rope(cmd, ops, &rope);
+            rope.x = &s->k_cache[i];
+            rope.x_off = pos * H;
+            eg_op_rope(cmd, ops, &rope);
+        }
         eg_op_attention(cmd, ops,
                         &(EgAttention){.q = &m->s.q,
                                        .q_off = b * H,

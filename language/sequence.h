@@ -49,7 +49,7 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
  * image its last token attended to), one command buffer, the weights read once for all of
  * them. logits: k × vocab floats. The result equals k separate eg_sequence_forward calls up to
  * rounding. At most eg_sequence_max_batch(m) sequences, all of model m, each once. */
-#define EG_SEQUENCE_MAX_BATCH 16
+#define EG_SEQUENCE_MAX_BATCH EG_BATCH_MAX
 uint32_t eg_sequence_max_batch(const EgModel *m);
 int eg_sequence_forward_batch(EgSequence *const *seqs, uint32_t k, const int32_t *ids,
                               float *logits, EgError *err);

@@ -11,6 +11,10 @@
 
 #include "runtime/model_config.h"
 #include "runtime/ops.h"
+#include "runtime/ops_batch.h"
+
+/* Sequences one batched decode step can advance (language/sequence.h). */
+#define EG_BATCH_MAX 16
 
 typedef struct EgVitLayer {
     EgBuffer ln1_w, ln1_b, ln2_w, ln2_b;
@@ -63,6 +67,7 @@ typedef struct EgModel {
     char dir[1024];
     EgVk vk;
     EgOps ops;
+    EgBatchOps batch_ops; /* batched decode through device addresses, where available */
     EgArena weights;
     EgArena scratch_arena;
     EgStaging staging;
@@ -91,6 +96,9 @@ typedef struct EgModel {
         EgBuffer ids;    /* host-visible uint32 [max_chunk] */
         EgBuffer ranges; /* host-visible uint32 [max_chunk][2] */
         EgBuffer logits; /* host-visible [max_chunk][V + A] */
+        /* host-visible batch tables of a batched decode step: EG_BATCH_MAX entries for each
+         * decoder layer, then for each cross-attention layer (runtime/ops_batch.h) */
+        EgBuffer batch_table;
         EgArena host;
     } s;
 

@@ -256,7 +256,10 @@ static int create_scratch(EgModel *m, EgError *err) {
         eg_tensor_buffer(ops, &m->scratch_arena, T * wide, &m->s.u, err) ||
         eg_buffer_create(&m->s.host, T * 4, &m->s.ids, err) ||
         eg_buffer_create(&m->s.host, T * 8, &m->s.ranges, err) ||
-        eg_buffer_create(&m->s.host, T * m->vocab * ops->elem, &m->s.logits, err))
+        eg_buffer_create(&m->s.host, T * m->vocab * ops->elem, &m->s.logits, err) ||
+        eg_buffer_create(&m->s.host,
+                         (size_t)EG_BATCH_MAX * 2 * m->cfg.num_hidden_layers * sizeof(EgBatchEntry),
+                         &m->s.batch_table, err))
         return eg_fail_prefix(err, "allocating scratch for %zu tokens", T);
     return 0;
 }
@@ -320,7 +323,9 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
                 path, m->head_dim, vit_hd, perc_hd);
         goto fail;
     }
-    if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err) ||
+        eg_batch_ops_init(&m->batch_ops, &m->ops, err))
+        goto fail;
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 256u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
     L.tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
@@ -397,6 +402,7 @@ void eg_model_free(EgModel *m) {
         eg_arena_reset(&m->scratch_arena);
         eg_staging_destroy(&m->staging);
         eg_arena_reset(&m->weights);
+        eg_batch_ops_destroy(&m->batch_ops, &m->ops);
         eg_ops_destroy(&m->ops);
         eg_vk_destroy(&m->vk);
     }

@@ -58,8 +58,21 @@ static void track(EgCmd *cmd, const VkBuffer *reads, int nr, const VkBuffer *wri
 
 void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs, const void *push,
                      uint32_t gx, uint32_t gy, uint32_t gz) {
-    VkBuffer reads[EG_MAX_BINDINGS], writes[EG_MAX_BINDINGS];
+    eg_cmd_dispatch_addressed(cmd, p, bufs, push, gx, gy, gz, NULL, 0, NULL, 0);
+}
+
+void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs,
+                               const void *push, uint32_t gx, uint32_t gy, uint32_t gz,
+                               const EgBuffer *const *addr_reads, int n_addr_reads,
+                               const EgBuffer *const *addr_writes, int n_addr_writes) {
+    /* the tracked sets hold EG_CMD_MAX_TRACKED: bindings plus at most the rest by address */
+    enum { MAX_ADDRESSED = EG_CMD_MAX_TRACKED - EG_MAX_BINDINGS };
+    VkBuffer reads[EG_CMD_MAX_TRACKED], writes[EG_CMD_MAX_TRACKED];
     int nr = 0, nw = 0;
+    for (int i = 0; i < n_addr_reads && nr < MAX_ADDRESSED; i++)
+        reads[nr++] = addr_reads[i]->buf;
+    for (int i = 0; i < n_addr_writes && nw < MAX_ADDRESSED; i++)
+        writes[nw++] = addr_writes[i]->buf;
     VkDescriptorBufferInfo info[EG_MAX_BINDINGS];
     VkWriteDescriptorSet w[EG_MAX_BINDINGS];
     for (int i = 0; i < p->n_bindings; i++) {

@@ -26,6 +26,13 @@ int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err);
 /* bufs[i] is bound at binding i (whole buffer). push must be pipeline->push_size bytes. */
 void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs, const void *push,
                      uint32_t gx, uint32_t gy, uint32_t gz);
+/* The same for a shader that also reaches buffers through their device addresses: those it
+ * reads and writes that way are named here, so that barriers account for them too (at most
+ * EG_CMD_MAX_TRACKED − EG_MAX_BINDINGS of each: 56, for 16 sequences' keys and values). */
+void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs,
+                               const void *push, uint32_t gx, uint32_t gy, uint32_t gz,
+                               const EgBuffer *const *addr_reads, int n_addr_reads,
+                               const EgBuffer *const *addr_writes, int n_addr_writes);
 void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const EgBuffer *dst,
                  VkDeviceSize dst_offset, VkDeviceSize size);
 /* Fills a whole buffer with a 32-bit pattern (zeroing, or poisoning in tests). */

@@ -233,9 +233,13 @@ static int create_device(EgVk *vk, EgError *err) {
                                       .pNext = &have12};
     vkGetPhysicalDeviceFeatures2(vk->phys, &have);
     vk->has_float16 = have12.shaderFloat16 == VK_TRUE;
+    /* Buffer device addresses let one dispatch reach every sequence's own KV cache (batched
+     * decode attention); without them the batch runs one dispatch per sequence. */
+    vk->has_device_address = have12.bufferDeviceAddress == VK_TRUE;
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .shaderFloat16 = have12.shaderFloat16};
+        .shaderFloat16 = have12.shaderFloat16,
+        .bufferDeviceAddress = have12.bufferDeviceAddress};
     VkPhysicalDeviceVulkan11Features f11 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
         .pNext = &f12,

@@ -42,7 +42,10 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
         eg_fail(err, "out of host memory");
         return NULL;
     }
+    VkMemoryAllocateFlagsInfo flags = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+                                       .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT};
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                               .pNext = a->vk->has_device_address ? &flags : NULL,
                                .allocationSize = size,
                                .memoryTypeIndex = type_index};
     unsigned long long limit = a->vk->device_bytes_limit;
@@ -105,12 +108,13 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
         return eg_fail(err,
                        "buffer of %llu bytes exceeds the device's maxStorageBufferRange (%llu)",
                        (unsigned long long)size, (unsigned long long)a->vk->max_storage_range);
-    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-                             .size = size,
-                             .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
-                                      VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                             .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkBufferCreateInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = size,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                 (a->vk->has_device_address ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkBuffer buf;
     VkResult r = vkCreateBuffer(a->vk->device, &bi, NULL, &buf);
     if (r != VK_SUCCESS) return eg_fail(err, "vkCreateBuffer failed (%s)", eg_vk_result_name(r));
@@ -148,6 +152,11 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
     out->buf = buf;
     out->size = size;
     out->mapped = b->mapped ? (char *)b->mapped + offset : NULL;
+    if (a->vk->has_device_address) {
+        VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO,
+                                        .buffer = buf};
+        out->addr = vkGetBufferDeviceAddress(a->vk->device, &ai);
+    }
     return 0;
 }
 

@@ -11,6 +11,8 @@ typedef struct EgBuffer {
     VkBuffer buf;
     VkDeviceSize size;
     void *mapped; /* host pointer for host-visible arenas, else NULL */
+    VkDeviceAddress addr; /* its device address (shaders' buffer references); 0 when the device
+                             has no bufferDeviceAddress */
 } EgBuffer;
 
 typedef enum EgMemKind {
