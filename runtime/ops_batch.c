@@ -17,7 +17,6 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
 }
 
 void eg_batch_ops_destroy(EgBatchOps *b, const EgOps *ops) {
-    if (!b->available) return;
     eg_pipeline_destroy(ops->vk, &b->kv_append);
     b->available = 0;
 }

@@ -19,12 +19,17 @@ static int32_t argmax(const float *x, uint32_t n) {
     return (int32_t)best;
 }
 
-static void run(int fp32) {
+/* addressed: the batch reaches each sequence's cache through device addresses where the device
+ * can (runtime/ops_batch.h); 0 forces the per-sequence dispatches of devices that cannot. */
+static void run(int fp32, int addressed) {
     EgError err = {{0}};
     EgModelOptions mo = {.fp32 = fp32};
     EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &mo, &err);
     CHECK(m != NULL, "load: %s", err.msg);
     if (!m) return;
+    if (!addressed) m->batch_ops.available = 0;
+    printf("%s, %s\n", fp32 ? "fp32" : "fp16",
+           m->batch_ops.available ? "batch through device addresses" : "per-sequence dispatches");
     uint32_t V = m->vocab, S = (uint32_t)m->cfg.vision.image_size;
     size_t per = 3 * (size_t)S * S;
     float *pixels = malloc(2 * per * sizeof *pixels);
@@ -110,7 +115,8 @@ static void run(int fp32) {
 
 int main(void) {
     test_rng_init();
-    run(1);
-    run(0);
+    run(1, 1);
+    run(0, 1);
+    run(1, 0);
     return test_finish();
 }
