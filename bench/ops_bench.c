@@ -6,7 +6,7 @@
  * (products up to 2e8 multiply-adds; larger ones: new against old).
  *
  *   ops_bench [--quick] [--samples N] [--only decode|prefill] [--fp32|--fp16] [--big]
- *             [--shape MxNxK]
+ *             [--shape MxNxK] [--rows]
  *             [--no-subgroup] [--mv-wg N] [--mv-rpg N]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
  *
@@ -167,6 +167,103 @@ static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int sample
     eg_arena_reset(&arena);
 }
 
+/* --rows: eg_op_norm and eg_op_attention at the demo model's shapes, the shared-memory kernels
+ * (the original ones: 128 invocations, tree reductions) against the default ones. Times only,
+ * as for the linear shapes (tests/test_ops.c checks the results). */
+typedef struct {
+    const char *name;
+    int attention;
+    uint32_t rows, dim; /* norm: rows x dim; attention: queries x keys */
+    int rms;            /* norm: RMSNorm; attention: causal */
+    uint32_t heads, hd, stride;
+} RowShape;
+
+static double time_rows(const EgOps *ops, const RowShape *r, const EgBuffer *a, const EgBuffer *b,
+                        const EgBuffer *c, int inner) {
+    EgError err = {{0}};
+    EgCmd cmd;
+    if (eg_cmd_begin(&vk, &cmd, &err)) die("eg_cmd_begin", &err);
+    for (int i = 0; i < inner; i++) {
+        if (r->attention) {
+            uint32_t w = r->heads * r->hd;
+            eg_op_attention(&cmd, ops,
+                            &(EgAttention){.q = a,
+                                           .k = a,
+                                           .v = a,
+                                           .o = c,
+                                           .q_stride = r->stride,
+                                           .k_off = w,
+                                           .k_stride = r->stride,
+                                           .v_off = 2 * w,
+                                           .v_stride = r->stride,
+                                           .n_queries = r->rows,
+                                           .n_keys = r->dim,
+                                           .heads = r->heads,
+                                           .head_dim = r->hd,
+                                           .mode = r->rms ? EG_ATTN_CAUSAL : EG_ATTN_FULL,
+                                           .q_pos0 = r->dim - r->rows,
+                                           .scale = 1.0f / sqrtf((float)r->hd)});
+        } else {
+            eg_op_norm(&cmd, ops,
+                       &(EgNorm){.x = a,
+                                 .weight = b,
+                                 .bias = r->rms ? NULL : b,
+                                 .y = c,
+                                 .rows = r->rows,
+                                 .dim = r->dim,
+                                 .eps = 1e-5f,
+                                 .rms = r->rms});
+        }
+    }
+    double t0 = clock_s(CLOCK_MONOTONIC);
+    if (eg_cmd_submit_wait(&cmd, &err)) die("submit", &err);
+    return clock_s(CLOCK_MONOTONIC) - t0;
+}
+
+static void bench_rows(const EgOps *old, const EgOps *fast, int samples) {
+    static const RowShape shapes[] = {
+        {"layernorm (ViT)", 0, 65, 160, 0, 0, 0, 0},
+        {"rmsnorm (prefill)", 0, 64, 256, 1, 0, 0, 0},
+        {"rmsnorm (decode)", 0, 1, 256, 1, 0, 0, 0},
+        {"attention (ViT, 4x40)", 1, 65, 65, 0, 4, 40, 480},
+        {"attention (prefill causal, 4x64)", 1, 64, 64, 1, 4, 64, 768},
+        {"attention (decode, 4x64)", 1, 1, 128, 1, 4, 64, 768},
+    };
+    EgError err = {{0}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const RowShape *r = &shapes[i];
+        EgArena arena;
+        eg_arena_init(&arena, &vk, EG_MEM_DEVICE, 16u << 20);
+        size_t n = r->attention ? (size_t)r->dim * r->stride : (size_t)r->rows * r->dim;
+        EgBuffer a, b, c;
+        if (eg_tensor_buffer(fast, &arena, n, &a, &err) ||
+            eg_tensor_buffer(fast, &arena, r->attention ? 1 : r->dim, &b, &err) ||
+            eg_tensor_buffer(fast, &arena, n, &c, &err))
+            die("allocation", &err);
+        float *h = malloc(n * sizeof *h);
+        for (size_t j = 0; j < n; j++)
+            h[j] = rng_normalish();
+        if (eg_upload_f32(fast, &st, &a, 0, h, n, &err)) die("upload", &err);
+        if (!r->attention && eg_upload_f32(fast, &st, &b, 0, h, r->dim, &err)) die("upload", &err);
+        double t1 = time_rows(fast, r, &a, &b, &c, 1);
+        int inner = (int)(0.05 / (t1 > 1e-5 ? t1 : 1e-5));
+        if (inner < 1) inner = 1;
+        if (inner > 200) inner = 200;
+        double mo = INFINITY, mn = INFINITY;
+        for (int k = 0; k < samples; k++) {
+            double to = time_rows(old, r, &a, &b, &c, inner) / inner;
+            double tn = time_rows(fast, r, &a, &b, &c, inner) / inner;
+            if (to < mo) mo = to;
+            if (tn < mn) mn = tn;
+        }
+        printf("%-5s %-34s %9.1f %9.1f %6.2f\n", fast->f16 ? "fp16" : "fp32", r->name, mo * 1e6,
+               mn * 1e6, mn / mo);
+        fflush(stdout);
+        free(h);
+        eg_arena_reset(&arena);
+    }
+}
+
 static int parse_u32(const char *s, uint32_t *out) {
     char *end;
     unsigned long v = strtoul(s, &end, 10);
@@ -179,6 +276,7 @@ int main(int argc, char **argv) {
     int quick = 0, big = -1, want_f16 = -1;
     const char *only = NULL;
     Shape one = {0, 0, 0};
+    int rows = 0;
     EgOpsConfig cfg = {.naive = -1};
     EgTile t;
     for (int i = 1; i < argc; i++) {
@@ -195,6 +293,8 @@ int main(int argc, char **argv) {
             want_f16 = 1;
         } else if (!strcmp(a, "--shape") && sscanf(v, "%ux%ux%u", &one.M, &one.N, &one.K) == 3) {
             i++;
+        } else if (!strcmp(a, "--rows")) {
+            rows = 1;
         } else if (!strcmp(a, "--big")) {
             big = 1;
         } else if (!strcmp(a, "--no-subgroup")) {
@@ -209,11 +309,11 @@ int main(int argc, char **argv) {
             if (strcmp(a, "--mm-small")) cfg.mm_large = t;
             i++;
         } else {
-            fprintf(
-                stderr,
-                "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
-                "[--fp32|--fp16] [--big] [--shape MxNxK] [--no-subgroup] [--mv-wg N] [--mv-rpg N] "
-                "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
+            fprintf(stderr,
+                    "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
+                    "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
+                    "[--mv-rpg N] "
+                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
             return 2;
         }
     }
@@ -245,6 +345,22 @@ int main(int argc, char **argv) {
         oc.naive = 1;
         if (eg_ops_init_config(&old, &vk, f16, &oc, &err)) die("eg_ops_init (old)", &err);
         if (eg_ops_init_config(&fast, &vk, f16, &cfg, &err)) die("eg_ops_init (new)", &err);
+        if (rows) {
+            /* Old: the shared-memory norm and attention kernels with 128 invocations. */
+            EgOps shared;
+            EgOpsConfig sc = cfg;
+            sc.no_subgroup = 1;
+            sc.norm_wg = 128;
+            if (eg_ops_init_config(&shared, &vk, f16, &sc, &err)) die("eg_ops_init (shared)", &err);
+            printf("%-5s %-34s %9s %9s %6s   (us per op; old: shared-memory kernels, 128 "
+                   "invocations)\n",
+                   "prec", "op", "old us", "new us", "ratio");
+            bench_rows(&shared, &fast, (int)samples);
+            eg_ops_destroy(&shared);
+            eg_ops_destroy(&fast);
+            eg_ops_destroy(&old);
+            continue;
+        }
         if (one.M) {
             bench_shape(&old, &fast, one, (int)samples);
             eg_ops_destroy(&fast);

@@ -40,6 +40,9 @@ typedef struct EgOps {
     EgArena arena;  /* the dummy buffer */
     EgBuffer dummy; /* bound where an optional input is absent */
     EgPipeline norm, attention, rope, embed, patchify, vit_embed;
+    uint32_t norm_rows;       /* rows per norm workgroup */
+    uint32_t attn_queries;    /* queries per attention workgroup */
+    EgPipeline attention_one; /* one query per workgroup (fewer queries than attn_queries) */
     EgPipeline matvec[EG_MATVEC_VARIANTS]; /* for 1, 2, 4, 8 rows of x */
     uint32_t matvec_rows_wg;               /* rows of W per matvec workgroup */
     EgPipeline matmul[2];                  /* [0] few rows of x, [1] many */
@@ -59,11 +62,18 @@ int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err);
  * benchmarks; zero fields keep the automatic value. */
 typedef struct EgOpsConfig {
     int naive;         /* 1: the original simple kernels; -1: not even with EGRET_OPS_NAIVE */
-    int no_subgroup;   /* 1: matvec reduces in shared memory despite subgroup arithmetic */
+    int no_subgroup;   /* 1: matvec, norm and attention reduce in shared memory despite subgroup
+                          arithmetic (norm_shared.comp, attention_shared.comp) */
     uint32_t mv_wg;    /* matvec invocations per workgroup (a multiple of the group size) */
     uint32_t mv_rpg;   /* matvec rows of W per group */
     uint32_t mv_lanes; /* shared-memory matvec: invocations per group (a power of two) */
     EgTile mm_small, mm_large; /* matmul tiles (all five fields, or zero) */
+    uint32_t norm_wg;          /* norm invocations per workgroup */
+    uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */
+    uint32_t attn_wg;          /* subgroup attention: invocations per workgroup (= key tile) */
+    uint32_t attn_queries;     /* subgroup attention: queries per workgroup */
+    uint32_t attn_dims;        /* subgroup attention: dimensions per invocation and pass */
+    int attn_wide;             /* subgroup attention: 1 8-element loads, -1 not, 0 automatic */
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 void eg_ops_destroy(EgOps *ops);

@@ -293,6 +293,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
     vk->subgroup_size = sg.subgroupSize;
     vk->subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                               (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    vk->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                          (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
     if (opt->verbose)
         fprintf(stderr, "egret: Vulkan device: %s (%s)%s\n", vk->props.deviceName,
                 type_name(vk->props.deviceType), vk->validation ? ", validation on" : "");

@@ -10,9 +10,10 @@
  * its previous value (the poison, or values uploaded before). Errors per output tensor: relative
  * L2 error ||out - ref|| / ||ref|| and max abs error, bounded by 1e-5 (fp32) and 2e-3 (fp16).
  * Sizes are deliberately not multiples of the shaders' tiles (matmul tiles of 16 to 128 rows and
- * columns, matvec workgroups of 8 or 32 rows, 128-key attention tiles, 128-thread norms), and the
- * linear op is also run with every kernel variant a device may get (shared-memory or subgroup
- * reductions, other tile shapes: EgOpsConfig), so one device checks them all. */
+ * columns, matvec workgroups of 8 or 32 rows, attention tiles of 8 to 128 keys and 1 to 4
+ * queries, norms of 8 to 128 invocations), and the linear, norm and attention ops are also run
+ * with every kernel variant a device may get (shared-memory or subgroup reductions, other tile
+ * and workgroup shapes: EgOpsConfig), so one device checks them all. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -845,6 +846,14 @@ static void test_attention(void) {
                                .o_pad = 7,
                                .off = 3,
                                .ranges = ranges});
+    /* The ViT's and the prefill's shapes (65 queries of 40 dims; a causal 64-token prompt),
+     * and a head_dim that is not a multiple of anything (5). */
+    attention_case(
+        &(AttnCase){.mode = EG_ATTN_FULL, .nq = 65, .nk = 65, .heads = 4, .hd = 40, .batches = 2});
+    attention_case(&(AttnCase){
+        .mode = EG_ATTN_CAUSAL, .nq = 64, .nk = 64, .heads = 4, .hd = 64, .batches = 1});
+    attention_case(&(AttnCase){
+        .mode = EG_ATTN_FULL, .nq = 6, .nk = 37, .heads = 2, .hd = 5, .batches = 1, .off = 1});
     /* Large scores (up to +-50): the softmax must subtract the running max. */
     attention_case(&(AttnCase){
         .mode = EG_ATTN_FULL, .nq = 4, .nk = 300, .heads = 3, .hd = 80, .batches = 1, .peak = 50});
@@ -865,6 +874,51 @@ static void test_attention(void) {
                                .batches = 1,
                                .peak = 50,
                                .ranges = ranges});
+}
+
+/* Norm and attention kernel variants other devices get (runtime/ops.c row_params), forced
+ * here: the shared-memory kernels (no subgroup arithmetic), the GPU shapes (128 invocations:
+ * 16 of lavapipe's subgroups exchanging through shared memory, one query, 4 dimensions each),
+ * and a mix (2 subgroups per workgroup, 3 queries, 8 dimensions each, 8-element loads; norm: 3
+ * subgroups, each its own row). The default run covers the CPU shapes (one subgroup). */
+static const struct {
+    const char *name;
+    EgOpsConfig cfg;
+} ROW_VARIANTS[] = {
+    {"shared-memory norm 128, attention", {.no_subgroup = 1, .norm_wg = 128}},
+    {"subgroup norm 128, attention 128x1 queries x4 dims",
+     {.norm_wg = 128, .attn_wg = 128, .attn_queries = 1, .attn_dims = 4, .attn_wide = -1}},
+    {"subgroup norm 24 for 3 rows, attention 16x3 queries x8 dims wide",
+     {.norm_wg = 24,
+      .norm_rows = 3,
+      .attn_wg = 16,
+      .attn_queries = 3,
+      .attn_dims = 8,
+      .attn_wide = 1}},
+};
+
+static void test_norm(void);
+static void test_attention(void);
+
+static void test_row_variants(int f16) {
+    for (size_t v = 0; v < sizeof ROW_VARIANTS / sizeof ROW_VARIANTS[0]; v++) {
+        EgOps ops;
+        EgError err = {{0}};
+        EgOpsConfig cfg = ROW_VARIANTS[v].cfg;
+        cfg.naive = -1;
+        if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
+            printf("  norm/attention [%s]: skipped on this device: %s\n", ROW_VARIANTS[v].name,
+                   err.msg);
+            continue;
+        }
+        printf("  norm/attention [%s]\n", ROW_VARIANTS[v].name);
+        EgOps *saved = g_ops;
+        g_ops = &ops;
+        test_norm();
+        test_attention();
+        g_ops = saved;
+        eg_ops_destroy(&ops);
+    }
 }
 
 /* ---- eg_op_rope */
@@ -1238,6 +1292,7 @@ int main(void) {
         test_linear_variants(p);
         test_norm();
         test_attention();
+        test_row_variants(p);
         test_rope();
         test_embed();
         test_vit();

@@ -1,0 +1,104 @@
+// Body of norm.comp (subgroup reductions) and norm_shared.comp (shared-memory reductions, for
+// devices without subgroup arithmetic).
+//
+// Row normalization: LayerNorm (mean and biased variance, weight and bias) or IDEFICS' RMSNorm
+// (x·rsqrt(mean(x²)+eps)·weight). Statistics in float, two passes for LayerNorm so the variance
+// does not lose precision to a large mean.
+//
+// Work split (specialization constants, runtime/ops.c picks them from the device): with
+// ROWS = 1 the whole workgroup of WG invocations reduces one row (GPUs: 128 invocations); the
+// subgroup variant sums within each subgroup and exchanges the subgroups' sums through shared
+// memory only when there is more than one. With ROWS > 1 (subgroup variant only) each subgroup
+// owns its own rows of the workgroup's ROWS and there is no barrier at all: on CPU
+// implementations (lavapipe) a workgroup's subgroups are coroutines that every barrier()
+// suspends and resumes, which cost the 128-invocation tree reduction (8 barriers per sum)
+// nearly all its time.
+layout(local_size_x_id = 0) in;                 // WG: invocations per workgroup
+layout(constant_id = 1) const uint ROWS = 1u;   // rows per workgroup (> 1: one per subgroup)
+
+layout(std430, binding = 0) readonly buffer X { ACT x[]; };
+layout(std430, binding = 1) readonly buffer Wt { WT weight[]; };
+layout(std430, binding = 2) readonly buffer Bs { WT bias[]; };
+layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
+
+layout(push_constant) uniform Push {
+    uint rows, dim;           // rows per batch entry, row length
+    uint x_off, x_stride, x_batch_stride;
+    uint y_off, y_stride, y_batch_stride;
+    float eps;
+    uint rms;                 // 1: RMSNorm (no mean, no bias), 0: LayerNorm
+} p;
+
+#if NORM_SUBGROUP
+// One sum per subgroup (there are at most WG of them).
+shared float red[gl_WorkGroupSize.x];
+
+float row_sum(float v) {
+    float s = subgroupAdd(v);
+    // Uniform in the workgroup: barriers only where several subgroups share a row.
+    if (ROWS == 1u && gl_NumSubgroups > 1u) {
+        if (gl_SubgroupInvocationID == 0u) red[gl_SubgroupID] = s;
+        barrier();
+        s = 0.0;
+        for (uint i = 0; i < gl_NumSubgroups; i++) s += red[i];
+        barrier();
+    }
+    return s;
+}
+#else
+shared float red[gl_WorkGroupSize.x];
+
+// Tree reduction over the workgroup (WG a power of two, runtime/ops.c checks).
+float row_sum(float v) {
+    uint t = gl_LocalInvocationID.x;
+    red[t] = v;
+    barrier();
+    for (uint s = gl_WorkGroupSize.x / 2u; s > 0u; s >>= 1) {
+        if (t < s) red[t] += red[t + s];
+        barrier();
+    }
+    float r = red[0];
+    barrier();
+    return r;
+}
+#endif
+
+void normalize_row(uint row, uint batch, uint lane, uint lanes) {
+    uint xb = p.x_off + batch * p.x_batch_stride + row * p.x_stride;
+    uint yb = p.y_off + batch * p.y_batch_stride + row * p.y_stride;
+    float mean = 0.0;
+    if (p.rms == 0u) {
+        float s = 0.0;
+        for (uint i = lane; i < p.dim; i += lanes) s += float(x[xb + i]);
+        mean = row_sum(s) / float(p.dim);
+    }
+    float ss = 0.0;
+    for (uint i = lane; i < p.dim; i += lanes) {
+        float d = float(x[xb + i]) - mean;
+        ss += d * d;
+    }
+    float inv = inversesqrt(row_sum(ss) / float(p.dim) + p.eps);
+    for (uint i = lane; i < p.dim; i += lanes) {
+        float v = (float(x[xb + i]) - mean) * inv;
+        if (p.rms != 0u) {
+            // HF casts the normalized value to the weight dtype before the multiply.
+            y[yb + i] = ACT(float(weight[i]) * float(WT(v)));
+        } else {
+            y[yb + i] = ACT(v * float(weight[i]) + float(bias[i]));
+        }
+    }
+}
+
+void main() {
+    uint batch = gl_WorkGroupID.y;
+#if NORM_SUBGROUP
+    if (ROWS > 1u) {
+        // Rows wg·ROWS .. wg·ROWS + ROWS - 1, one per subgroup at a time.
+        uint end = min((gl_WorkGroupID.x + 1u) * ROWS, p.rows);
+        for (uint r = gl_WorkGroupID.x * ROWS + gl_SubgroupID; r < end; r += gl_NumSubgroups)
+            normalize_row(r, batch, gl_SubgroupInvocationID, gl_SubgroupSize);
+        return;
+    }
+#endif
+    normalize_row(gl_WorkGroupID.x, batch, gl_LocalInvocationID.x, gl_WorkGroupSize.x);
+}
