@@ -433,11 +433,22 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
                                       .heads = m->heads,
                                       .head_dim = m->head_dim,
                                       .caches = caches});
+        eg_op_batch_attention(cmd, ops, &m->batch_ops,
+                              &(EgBatchAttention){.q = &m->s.q,
+                                                  .o = &m->s.attn,
+                                                  .entries = &m->s.batch_table,
+                                                  .entry0 = entry0,
+                                                  .batch = k,
+                                                  .heads = m->heads,
+                                                  .head_dim = m->head_dim,
+                                                  .scale = 1.0f / sqrtf((float)m->head_dim),
+                                                  .keys_values = caches,
+                                                  .n_keys_values = 2 * (int)k});
     }
-    for (uint32_t b = 0; b < k; b++) {
+    for (uint32_t b = 0; b < k && !m->batch_ops.available; b++) {
         EgSequence *s = seqs[b];
         uint32_t pos = s->n_past;
-        if (!m->batch_ops.available) {
+        {
             eg_cmd_copy(cmd, &m->s.u, b * row, &s->k_cache[i], pos * row, row);
             eg_cmd_copy(cmd, &m->s.u, (k + b) * row, &s->v_cache[i], pos * row, row);
             EgRope rope = {.rows = 1,
@@ -485,7 +496,37 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
         any |= sees;
         all &= sees;
     }
-    if (any) {
+    if (any && m->batch_ops.available) {
+        /* one dispatch: each row attends to its last image's S keys through the batch table;
+         * a row that sees no image has no keys and gets exactly zero, as its gate would make
+         * it */
+        record_cross_query(cmd, m, x, k);
+        uint32_t entry0 = ((uint32_t)m->cfg.num_hidden_layers + j) * EG_BATCH_MAX;
+        EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
+        const EgBuffer *kv[EG_BATCH_MAX];
+        int n_kv = 0;
+        for (uint32_t b = 0; b < k; b++) {
+            const EgSequence *s = seqs[b];
+            int sees = s->n_images > 0 && s->last_image >= 0;
+            uint32_t first = sees ? (uint32_t)s->last_image * S * 2 * H : 0;
+            /* no keys: the entry's buffer is never read, any valid one does */
+            const EgBuffer *buf = sees ? &s->cross_kv[j] : &m->s.q;
+            if (sees) kv[n_kv++] = buf;
+            eg_batch_entry_set(&entries[b], buf, first, buf, first + H, 2 * H, sees ? S : 0);
+        }
+        eg_op_batch_attention(cmd, ops, &m->batch_ops,
+                              &(EgBatchAttention){.q = &m->s.q,
+                                                  .o = &m->s.attn,
+                                                  .entries = &m->s.batch_table,
+                                                  .entry0 = entry0,
+                                                  .batch = k,
+                                                  .heads = m->heads,
+                                                  .head_dim = m->head_dim,
+                                                  .scale = 1.0f / sqrtf((float)m->head_dim),
+                                                  .keys_values = kv,
+                                                  .n_keys_values = n_kv});
+        record_cross_output(cmd, m, x, k);
+    } else if (any) {
         record_cross_query(cmd, m, x, k);
         /* a row that sees no image gets exactly zero, as its gate would make it */
         if (!all) eg_cmd_fill(cmd, &m->s.attn, 0);

@@ -18,6 +18,7 @@ typedef struct {
         v_batch, o_off, o_stride, o_batch, mode, q_pos0;
     float scale;
     uint32_t n_queries; /* attention.comp only */
+    uint32_t entry0;    /* attention_batch.comp only (runtime/ops_batch.c) */
 } AttentionPush;
 typedef struct {
     uint32_t rows, heads, head_dim, off, stride, pos0, sin_off;
@@ -236,6 +237,9 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
      * pipeline for dispatches with fewer queries than a workgroup takes (lavapipe, 128 keys:
      * 0.6x the time of the 4-query one). */
     attn_spec[1] = 1;
+    /* runtime/ops_batch.c builds attention_batch.comp (one query) with the same choices */
+    ops->attention_batch_ok = rp.attn_subgroup;
+    memcpy(ops->attention_one_spec, attn_spec, sizeof attn_spec);
     if (rp.attn_qpw > 1 &&
         eg_pipeline_create_spec(vk, "attention", f16, 5, 1u << 3, sizeof(AttentionPush), attn_spec,
                                 4, &ops->attention_one, err))

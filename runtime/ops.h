@@ -52,6 +52,10 @@ typedef struct EgOps {
      * (bench/ops_bench.c). */
     int naive;
     EgPipeline matmul_naive, matvec_naive;
+    /* attention.comp's specialization constants for one query per workgroup, and whether the
+     * subgroup variant is in use: batched decode attention (runtime/ops_batch.c) follows them */
+    uint32_t attention_one_spec[4];
+    int attention_batch_ok;
 } EgOps;
 
 /* Builds the pipelines, with kernel parameters chosen from the device's properties. With

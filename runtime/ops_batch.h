@@ -1,7 +1,8 @@
 /* Batched decode over sequences that each own their KV cache: one dispatch for the whole batch
  * reaches every sequence's cache through a batch table of device addresses (EgBatchEntry, read
- * by shaders/batch_table.glsl). Needs bufferDeviceAddress; where the device lacks it
- * (EgBatchOps.available = 0) the caller records one dispatch per sequence instead. */
+ * by shaders/batch_table.glsl). Needs bufferDeviceAddress and the subgroup attention kernel;
+ * where the device lacks them (EgBatchOps.available = 0) the caller records one dispatch per
+ * sequence instead. */
 #ifndef EGRET_OPS_BATCH_H
 #define EGRET_OPS_BATCH_H
 
@@ -17,7 +18,7 @@ typedef struct EgBatchEntry {
 
 typedef struct EgBatchOps {
     int available;
-    EgPipeline kv_append;
+    EgPipeline kv_append, attention;
 } EgBatchOps;
 
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err);
@@ -39,5 +40,19 @@ typedef struct EgKvAppend {
     const EgBuffer *const *caches;
 } EgKvAppend;
 void eg_op_kv_append(EgCmd *cmd, const EgBatchOps *b, const EgKvAppend *a);
+
+/* Attention of one query per sequence (q row b, output row b; rows of heads·head_dim) over
+ * the keys and values its entry addresses (all n_keys of them; none: zeros). keys_values[]
+ * lists the buffers the entries address, for barrier tracking. */
+typedef struct EgBatchAttention {
+    const EgBuffer *q, *o;
+    const EgBuffer *entries;
+    uint32_t entry0, batch, heads, head_dim;
+    float scale;
+    const EgBuffer *const *keys_values;
+    int n_keys_values;
+} EgBatchAttention;
+void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
+                           const EgBatchAttention *a);
 
 #endif
