@@ -7,8 +7,11 @@
  *
  *   ops_bench [--quick] [--samples N] [--only decode|prefill] [--fp32|--fp16] [--big]
  *             [--shape MxNxK] [--rows]
- *             [--no-subgroup] [--mv-wg N] [--mv-rpg N]
+ *             [--no-subgroup] [--mv-wg N] [--mv-rpg N] [--mv-load64 1|-1] [--vs-default]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
+ *
+ * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
+ * (--mv-rpg, --mv-load64, ...) are measured against the defaults, sample by sample.
  *
  * Each sample records `inner` back-to-back linear ops into one command buffer (sized so a
  * sample takes about 50 ms), submits it and waits; old and new alternate sample by sample, and
@@ -276,7 +279,7 @@ int main(int argc, char **argv) {
     int quick = 0, big = -1, want_f16 = -1;
     const char *only = NULL;
     Shape one = {0, 0, 0};
-    int rows = 0;
+    int rows = 0, vs_default = 0;
     EgOpsConfig cfg = {.naive = -1};
     EgTile t;
     for (int i = 1; i < argc; i++) {
@@ -303,6 +306,10 @@ int main(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--mv-rpg") && parse_u32(v, &cfg.mv_rpg)) {
             i++;
+        } else if (!strcmp(a, "--mv-load64") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
+            cfg.mv_load64 = atoi(v), i++;
+        } else if (!strcmp(a, "--vs-default")) {
+            vs_default = 1;
         } else if ((!strcmp(a, "--mm") || !strcmp(a, "--mm-small") || !strcmp(a, "--mm-large")) &&
                    sscanf(v, "%ux%ux%ux%ux%u", &t.bm, &t.bn, &t.bk, &t.tm, &t.tn) == 5) {
             if (strcmp(a, "--mm-large")) cfg.mm_small = t;
@@ -312,7 +319,7 @@ int main(int argc, char **argv) {
             fprintf(stderr,
                     "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
                     "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
-                    "[--mv-rpg N] "
+                    "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] "
                     "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
             return 2;
         }
@@ -322,10 +329,10 @@ int main(int argc, char **argv) {
     if (eg_staging_init(&st, &vk, 16u << 20, &err)) die("eg_staging_init", &err);
     printf("device: %s, subgroup size %u%s\n", vk.props.deviceName, vk.subgroup_size,
            vk.subgroup_arithmetic ? " (arithmetic)" : "");
-    printf("old: EGRET_OPS_NAIVE kernels; new: the default ones. Fastest of %u samples; ms: wall\n"
-           "time per op, cpu: process CPU ms per op (the driver's threads on a CPU device);\n"
+    printf("old: %s; new: the default ones with the options given. Fastest of %u samples; ms:\n"
+           "wall time per op, cpu: process CPU ms per op (the driver's threads on a CPU device);\n"
            "ratio: new/old; GB/s and GFLOP/s of the new kernel, from wall time.\n",
-           samples);
+           vs_default ? "the default kernels (--vs-default)" : "EGRET_OPS_NAIVE kernels", samples);
     printf("%-5s %-7s %-25s %9s %9s %6s %9s %9s %6s %8s %8s   %s\n", "prec", "kind", "shape",
            "old ms", "new ms", "ratio", "old cpu", "new cpu", "ratio", "new GB/s", "GFLOP/s",
            "rel. error old new");
@@ -343,6 +350,7 @@ int main(int argc, char **argv) {
         EgOps old, fast;
         EgOpsConfig oc = cfg;
         oc.naive = 1;
+        if (vs_default) oc = (EgOpsConfig){.naive = -1};
         if (eg_ops_init_config(&old, &vk, f16, &oc, &err)) die("eg_ops_init (old)", &err);
         if (eg_ops_init_config(&fast, &vk, f16, &cfg, &err)) die("eg_ops_init (new)", &err);
         if (rows) {

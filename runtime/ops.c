@@ -55,10 +55,19 @@ static int is_pow2(uint32_t v) {
  * loaded value feeds; its two or so threads need few workgroups. Hence:
  *
  * matvec: a group (a subgroup, with subgroup arithmetic; else LANES invocations reducing
- * through shared memory) reduces RPG rows of W, 4 groups per workgroup. GPUs: RPG 2, so a
+ * through shared memory) reduces RPG rows of W. GPUs: RPG 2, 4 groups per workgroup, so a
  * 4096-row matrix spreads over 512 workgroups of 128 (32-wide subgroups); each x load feeds
- * two rows. CPUs: RPG 8, so each x load feeds 8 rows (lavapipe, 4096x4096 fp16: 27% less time
- * than RPG 2 for one row of x, 45% for 8).
+ * two rows. CPUs: RPG 16, so each x load feeds 16 rows, 2 groups per workgroup (lavapipe,
+ * 4096x4096 fp16: RPG 8 took 27% less time than RPG 2 for one row of x, 45% for 8; RPG 16
+ * another 2-5% less for one row, 14-18% for 8, across shapes 0.82-0.99x the time of RPG 8 in
+ * CPU time). 2 groups keep the 32 rows per workgroup of RPG 8 with 4: as many workgroups for
+ * the driver's threads (4 groups of 16 rows took 1.15-1.23x the time at N = 477, 8 rows of x,
+ * where the last of the fewer workgroups is half empty). CPUs with shaderInt64 also load the
+ * vectors as 64-bit components (matvec64.comp: a u64vec2 instead of a uvec4 or vec4), since
+ * lavapipe loads each component of each lane separately: fp32 at every width of x, fp16 up to 4
+ * rows (lavapipe, RPG 16: 32-bit loads take 1.12-1.25x the time in fp16 at 4096 wide, 1.16-1.2x
+ * in fp32, 1.05-1.15x at the demo model's 256; in fp16 with 8 rows of x 64-bit loads take
+ * 1.03-1.17x instead). GPUs keep 16-byte loads of 32-bit components.
  *
  * matmul: two tile shapes, for few and for many rows of x. Small tiles waste less on padding
  * rows (a 65-token ViT sequence in 64-row tiles computes 128 rows); large ones reuse each
@@ -71,6 +80,7 @@ static int is_pow2(uint32_t v) {
  * shapes (M = 16, 17, 33, 64, 65, 256), where 4x4 tiles take about 0.5x. */
 typedef struct {
     int subgroup;
+    uint32_t mv_load64; /* bit v: matvec[v] loads 64-bit components */
     uint32_t mv_wg, mv_lanes, mv_rpg;
     EgTile mm[2];
 } LinearParams;
@@ -84,13 +94,22 @@ static int tile_fits(const VkPhysicalDeviceLimits *lim, EgTile t) {
            t.bk * (t.bm + t.bn) * 4 <= lim->maxComputeSharedMemorySize;
 }
 
-static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, LinearParams *lp, EgError *err) {
+static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, int f16, LinearParams *lp,
+                         EgError *err) {
     const VkPhysicalDeviceLimits *lim = &vk->props.limits;
     int cpu = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     lp->subgroup = vk->subgroup_arithmetic && !cfg->no_subgroup && is_pow2(vk->subgroup_size);
     lp->mv_lanes = lp->subgroup ? vk->subgroup_size : (cfg->mv_lanes ? cfg->mv_lanes : 32);
-    lp->mv_wg = cfg->mv_wg ? cfg->mv_wg : 4 * lp->mv_lanes;
-    lp->mv_rpg = cfg->mv_rpg ? cfg->mv_rpg : cpu ? 8 : 2;
+    lp->mv_wg = cfg->mv_wg ? cfg->mv_wg : (cpu ? 2 : 4) * lp->mv_lanes;
+    lp->mv_rpg = cfg->mv_rpg ? cfg->mv_rpg : cpu ? 16 : 2;
+    uint32_t all = (1u << EG_MATVEC_VARIANTS) - 1; /* bit v: the variant for 2^v rows of x */
+    if (cfg->mv_load64)
+        lp->mv_load64 = cfg->mv_load64 > 0 ? all : 0;
+    else /* fp16: up to 4 rows of x (all but the last variant) */
+        lp->mv_load64 = cpu && vk->has_int64 ? (f16 ? all >> 1 : all) : 0;
+    if (lp->mv_load64 && !vk->has_int64)
+        return eg_fail(err, "matvec: 64-bit loads need shaderInt64, which %s lacks",
+                       vk->props.deviceName);
     /* The shared-memory variant keeps a float per output and invocation: RPG·8·WG·4 bytes. */
     while (!lp->subgroup && !cfg->mv_wg && lp->mv_wg > lp->mv_lanes &&
            lp->mv_rpg * EG_MATVEC_MAX_ROWS * lp->mv_wg * 4 > lim->maxComputeSharedMemorySize)
@@ -192,7 +211,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                        vk->props.deviceName);
     LinearParams lp;
     RowParams rp = {0};
-    if (linear_params(vk, cfg, &lp, err) || row_params(vk, cfg, &rp, err)) return -1;
+    if (linear_params(vk, cfg, f16, &lp, err) || row_params(vk, cfg, &rp, err)) return -1;
     ops->vk = vk;
     ops->f16 = f16;
     ops->elem = f16 ? 2 : 4;
@@ -248,8 +267,11 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
         uint32_t spec[5] = {lp.mv_wg, lp.mv_lanes, lp.mv_rpg, 1u << v, ops->matvec_rows_wg};
-        if (eg_pipeline_create_spec(vk, lp.subgroup ? "matvec" : "matvec_shared", f16, 5, 1u << 4,
-                                    sizeof(MatmulPush), spec, 5, &ops->matvec[v], err))
+        int load64 = (lp.mv_load64 >> v) & 1;
+        const char *name = lp.subgroup ? (load64 ? "matvec64" : "matvec")
+                                       : (load64 ? "matvec_shared64" : "matvec_shared");
+        if (eg_pipeline_create_spec(vk, name, f16, 5, 1u << 4, sizeof(MatmulPush), spec, 5,
+                                    &ops->matvec[v], err))
             goto fail;
     }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */

@@ -71,6 +71,7 @@ typedef struct EgOpsConfig {
     uint32_t mv_wg;    /* matvec invocations per workgroup (a multiple of the group size) */
     uint32_t mv_rpg;   /* matvec rows of W per group */
     uint32_t mv_lanes; /* shared-memory matvec: invocations per group (a power of two) */
+    int mv_load64;     /* matvec 64-bit loads (shaderInt64): 1 every variant, -1 none, 0 auto */
     EgTile mm_small, mm_large; /* matmul tiles (all five fields, or zero) */
     uint32_t norm_wg;          /* norm invocations per workgroup */
     uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */

@@ -244,8 +244,12 @@ static int create_device(EgVk *vk, EgError *err) {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
         .pNext = &f12,
         .storageBuffer16BitAccess = VK_TRUE};
+    /* 64-bit integers let the matvec kernel load its vectors in fewer, wider components, which
+     * is faster on CPU implementations (runtime/ops.c linear_params). */
+    vk->has_int64 = have.features.shaderInt64 == VK_TRUE;
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-                                    .pNext = &f11};
+                                    .pNext = &f11,
+                                    .features = {.shaderInt64 = have.features.shaderInt64}};
     const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &f2,

@@ -6,4 +6,5 @@
 
 // Matrix-vector product for decode, reducing with subgroupAdd; see matvec.glsl.
 #define MV_SUBGROUP 1
+#define MV_LOAD64 0
 #include "matvec.glsl"

@@ -6,4 +6,5 @@
 // Matrix-vector product for decode on devices without subgroup arithmetic: the same as
 // matvec.comp, reducing through shared memory; see matvec.glsl.
 #define MV_SUBGROUP 0
+#define MV_LOAD64 0
 #include "matvec.glsl"

@@ -461,23 +461,35 @@ static void test_linear_edges(int all) {
 static const struct {
     const char *name;
     EgOpsConfig cfg;
+    int all; /* every width of x and size (test_linear_edges) */
 } LINEAR_VARIANTS[] = {
-    {" [shared-memory matvec 32x4, 2 rows; GPU tiles 32x64 64x64 4x4]",
+    {" [shared-memory matvec 32x4, 2 rows, 32-bit loads; GPU tiles 32x64 64x64 4x4]",
      {.no_subgroup = 1,
+      .mv_load64 = -1,
       .mv_lanes = 32,
       .mv_wg = 128,
       .mv_rpg = 2,
       .mm_small = {32, 64, 16, 4, 4},
-      .mm_large = {64, 64, 16, 4, 4}}},
+      .mm_large = {64, 64, 16, 4, 4}},
+     0},
     {" [shared-memory matvec 8x4, 8 rows; tiles 16x32x8 4x8 128x128 8x8]",
      {.no_subgroup = 1,
       .mv_lanes = 8,
       .mv_wg = 32,
       .mv_rpg = 8,
       .mm_small = {16, 32, 8, 4, 8},
-      .mm_large = {128, 128, 16, 8, 8}}},
+      .mm_large = {128, 128, 16, 8, 8}},
+     0},
     {" [subgroup matvec, 3 rows; tiles 32x16x4 8x4 64x32x12 4x4]",
-     {.mv_rpg = 3, .mm_small = {32, 16, 4, 8, 4}, .mm_large = {64, 32, 12, 4, 4}}},
+     {.mv_rpg = 3, .mm_small = {32, 16, 4, 8, 4}, .mm_large = {64, 32, 12, 4, 4}},
+     0},
+    /* The matvec loads both ways for every width of x, whichever the device's default is
+     * (64-bit ones only where shaderInt64 is present). */
+    {" [subgroup matvec, 32-bit loads]", {.mv_load64 = -1}, 1},
+    {" [subgroup matvec, 64-bit loads]", {.mv_load64 = 1}, 1},
+    {" [shared-memory matvec 8x4, 8 rows, 64-bit loads]",
+     {.no_subgroup = 1, .mv_load64 = 1, .mv_lanes = 8, .mv_wg = 32, .mv_rpg = 8},
+     0},
 };
 
 static void test_linear_variants(int f16) {
@@ -487,14 +499,15 @@ static void test_linear_variants(int f16) {
         EgOpsConfig cfg = LINEAR_VARIANTS[v].cfg;
         cfg.naive = -1;
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
-            /* Only a device below these tiles' needs (256 invocations, 16 KiB) gets here. */
+            /* Only a device below these tiles' needs (256 invocations, 16 KiB) or without
+             * shaderInt64 (64-bit loads) gets here. */
             printf("  linear%s: skipped on this device: %s\n", LINEAR_VARIANTS[v].name, err.msg);
             continue;
         }
         EgOps *saved = g_ops;
         g_ops = &ops;
         g_variant = LINEAR_VARIANTS[v].name;
-        test_linear_edges(0);
+        test_linear_edges(LINEAR_VARIANTS[v].all);
         g_variant = "";
         g_ops = saved;
         eg_ops_destroy(&ops);
