@@ -8,6 +8,7 @@
  *   ops_bench [--quick] [--samples N] [--only decode|prefill] [--fp32|--fp16] [--big]
  *             [--shape MxNxK] [--rows]
  *             [--no-subgroup] [--mv-wg N] [--mv-rpg N] [--mv-load64 1|-1] [--vs-default]
+ *             [--mm-direct 1|-1]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
  *
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
@@ -308,6 +309,8 @@ int main(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--mv-load64") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
             cfg.mv_load64 = atoi(v), i++;
+        } else if (!strcmp(a, "--mm-direct") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
+            cfg.mm_direct = atoi(v), i++;
         } else if (!strcmp(a, "--vs-default")) {
             vs_default = 1;
         } else if ((!strcmp(a, "--mm") || !strcmp(a, "--mm-small") || !strcmp(a, "--mm-large")) &&
@@ -319,7 +322,7 @@ int main(int argc, char **argv) {
             fprintf(stderr,
                     "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
                     "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
-                    "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] "
+                    "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
                     "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
             return 2;
         }

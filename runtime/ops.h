@@ -47,6 +47,11 @@ typedef struct EgOps {
     uint32_t matvec_rows_wg;               /* rows of W per matvec workgroup */
     EgPipeline matmul[2];                  /* [0] few rows of x, [1] many */
     EgTile matmul_tile[2];
+    /* CPU devices: matmul_direct.comp (no shared memory, no barriers) instead of the tiles:
+     * md_wg invocations of md_tm rows of x by md_tn rows of W each */
+    int mm_direct;
+    EgPipeline matmul_direct;
+    uint32_t md_wg, md_tm, md_tn;
     /* EGRET_OPS_NAIVE=1 at init: the original simple kernels (a workgroup per 4 columns reducing
      * in shared memory; 64x64 tiles of scalar loads), kept to measure the fast ones against
      * (bench/ops_bench.c). */
@@ -73,6 +78,9 @@ typedef struct EgOpsConfig {
     uint32_t mv_lanes; /* shared-memory matvec: invocations per group (a power of two) */
     int mv_load64;     /* matvec 64-bit loads (shaderInt64): 1 every variant, -1 none, 0 auto */
     EgTile mm_small, mm_large; /* matmul tiles (all five fields, or zero) */
+    int mm_direct; /* many rows of x: 1 matmul_direct.comp, -1 the tiled matmul, 0 auto (CPUs:
+                      direct) */
+    uint32_t md_wg, md_tm, md_tn; /* matmul_direct: invocations, rows of x and of W each */
     uint32_t norm_wg;          /* norm invocations per workgroup */
     uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */
     uint32_t attn_wg;          /* subgroup attention: invocations per workgroup (= key tile) */

@@ -470,7 +470,8 @@ static const struct {
       .mv_wg = 128,
       .mv_rpg = 2,
       .mm_small = {32, 64, 16, 4, 4},
-      .mm_large = {64, 64, 16, 4, 4}},
+      .mm_large = {64, 64, 16, 4, 4},
+      .mm_direct = -1},
      0},
     {" [shared-memory matvec 8x4, 8 rows; tiles 16x32x8 4x8 128x128 8x8]",
      {.no_subgroup = 1,
@@ -478,11 +479,19 @@ static const struct {
       .mv_wg = 32,
       .mv_rpg = 8,
       .mm_small = {16, 32, 8, 4, 8},
-      .mm_large = {128, 128, 16, 8, 8}},
+      .mm_large = {128, 128, 16, 8, 8},
+      .mm_direct = -1},
      0},
     {" [subgroup matvec, 3 rows; tiles 32x16x4 8x4 64x32x12 4x4]",
-     {.mv_rpg = 3, .mm_small = {32, 16, 4, 8, 4}, .mm_large = {64, 32, 12, 4, 4}},
+     {.mv_rpg = 3,
+      .mm_small = {32, 16, 4, 8, 4},
+      .mm_large = {64, 32, 12, 4, 4},
+      .mm_direct = -1},
      0},
+    /* The CPU devices' matmul without shared memory, at the default and at odd sizes (3 rows
+     * of x by 5 rows of W, 4 invocations), for every size. */
+    {" [direct matmul 8 x 8x8]", {.mm_direct = 1}, 1},
+    {" [direct matmul 4 x 3x5]", {.mm_direct = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5}, 1},
     /* The matvec loads both ways for every width of x, whichever the device's default is
      * (64-bit ones only where shaderInt64 is present). */
     {" [subgroup matvec, 32-bit loads]", {.mv_load64 = -1}, 1},
