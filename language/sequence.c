@@ -375,6 +375,11 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
     if (s->n_past + n > s->capacity)
         return eg_fail(err, "%u tokens exceed the sequence's context of %u (%u already used)", n,
                        s->capacity, s->n_past);
+    /* One decode token attending to the last image: the batched step of one sequence, whose
+     * RoPE, cache append and attention take 2 dispatches per layer instead of 5 (the same
+     * kernels otherwise, so the same result: tests/test_batch.c) */
+    if (n == 1 && !image_of_token && logits && s->m->batch_ops.available)
+        return eg_sequence_forward_batch(&s, 1, ids, logits, err);
     uint32_t chunk = s->m->max_chunk;
     for (uint32_t done = 0; done < n;) {
         uint32_t t = n - done < chunk ? n - done : chunk;
