@@ -76,6 +76,11 @@ static int is_pow2(uint32_t v) {
  * 8x8 beat 4x4, 8x4, 4x8, 4x16 and 8x16 outputs per invocation and 16 or 32 invocations). On
  * lavapipe shared memory is ordinary memory behind the same per-lane load loop as a storage
  * buffer, and each barrier() switches every subgroup's coroutine: the tiles only add work.
+ * The same kernel with 1, 2, 4 or 8 rows of x per invocation also takes the decode products of
+ * weights up to 2^20 elements (one 8-row block of x, 8 rows of W per invocation, no subgroup
+ * reduction or per-row epilogue loop): lavapipe, fp16, 256x256 to 640x256: 0.55-0.75x the
+ * matvec kernel's time at 1 and 8 rows; 4096x4096 and larger: 1.05-1.25x, where the matvec
+ * kernel's lanes reading neighbouring pieces of one row stream better, so those stay there.
  *
  * matmul elsewhere: two tile shapes, for few and for many rows of x. Small tiles waste less on padding
  * rows (a 65-token ViT sequence in 64-row tiles computes 128 rows); large ones reuse each
@@ -93,6 +98,7 @@ typedef struct {
     EgTile mm[2];
     int mm_direct;
     uint32_t md_wg, md_tm, md_tn;
+    uint64_t md_few_max_weights;
 } LinearParams;
 
 static int tile_fits(const VkPhysicalDeviceLimits *lim, EgTile t) {
@@ -140,6 +146,9 @@ static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, int f16, Linear
     lp->md_wg = cfg->md_wg ? cfg->md_wg : 8;
     lp->md_tm = cfg->md_tm ? cfg->md_tm : 8;
     lp->md_tn = cfg->md_tn ? cfg->md_tn : 8;
+    lp->md_few_max_weights = !lp->mm_direct || cfg->md_few < 0 ? 0
+                             : cfg->md_few > 0                ? UINT64_MAX
+                                                              : 1u << 20;
     if (lp->mm_direct && (lp->md_wg > lim->maxComputeWorkGroupInvocations ||
                           lp->md_wg > lim->maxComputeWorkGroupSize[0] || !lp->md_tm || !lp->md_tn))
         return eg_fail(err, "matmul_direct: %u invocations of %ux%u do not fit %s", lp->md_wg,
@@ -302,6 +311,13 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                                 sizeof(MatmulPush), md_spec, 3,
                                                 &ops->matmul_direct, err))
         goto fail;
+    ops->md_few_max_weights = lp.md_few_max_weights;
+    for (int v = 0; v < EG_MATVEC_VARIANTS && lp.md_few_max_weights; v++) {
+        md_spec[1] = 1u << v;
+        if (eg_pipeline_create_spec(vk, "matmul_direct", f16, 5, 1u << 4, sizeof(MatmulPush),
+                                    md_spec, 3, &ops->matmul_direct_few[v], err))
+            goto fail;
+    }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
     for (int i = 0; i < 2; i++) {
         EgTile t = lp.mm[i];
@@ -325,8 +341,10 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->matvec_naive, &ops->attention_one, &ops->matmul_direct};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
-    for (int v = 0; v < EG_MATVEC_VARIANTS; v++)
+    for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
         eg_pipeline_destroy(ops->vk, &ops->matvec[v]);
+        eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few[v]);
+    }
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
 }
@@ -357,15 +375,19 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     if (a->mul) flags |= MM_MUL;
     if (a->accum) flags |= MM_ACCUM;
     if (a->alpha) flags |= MM_ALPHA | (a->alpha_vector ? MM_ALPHA_VECTOR : 0);
-    /* Few rows of x: the matvec variant compiled for the next power of two of rows. */
-    const EgPipeline *mv = NULL;
+    /* Few rows of x: the matvec variant compiled for the next power of two of rows (or on CPU
+     * devices, for small weights, matmul_direct's). */
+    const EgPipeline *mv = NULL, *few_direct = NULL;
     if (ops->naive) {
         if (a->rows <= 4) mv = &ops->matvec_naive;
     } else if (a->rows <= EG_MATVEC_MAX_ROWS) {
         int v = 0;
         while ((1u << v) < a->rows)
             v++;
-        mv = &ops->matvec[v];
+        if ((uint64_t)w->rows * w->cols <= ops->md_few_max_weights)
+            few_direct = &ops->matmul_direct_few[v];
+        else
+            mv = &ops->matvec[v];
     }
     /* Otherwise the small tile unless it pads to nearly as many rows as the large one: its
      * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
@@ -388,7 +410,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .flags = flags};
         const EgBuffer *bufs[5] = {a->x, &w->chunks[c], or_dummy(ops, a->bias),
                                    or_dummy(ops, a->alpha), a->y};
-        if (mv == &ops->matvec_naive)
+        if (few_direct)
+            eg_cmd_dispatch(cmd, few_direct, bufs, &push, eg_groups(n, ops->md_wg * ops->md_tn),
+                            1, 1);
+        else if (mv == &ops->matvec_naive)
             eg_cmd_dispatch(cmd, mv, bufs, &push, eg_groups(n, 4), 1, 1);
         else if (mv)
             dispatch_1d(cmd, mv, bufs, &push, eg_groups(n, ops->matvec_rows_wg));

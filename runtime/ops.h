@@ -52,6 +52,10 @@ typedef struct EgOps {
     int mm_direct;
     EgPipeline matmul_direct;
     uint32_t md_wg, md_tm, md_tn;
+    /* and for 1, 2, 4, 8 rows of x (decode) times weights of at most md_few_max_weights
+     * elements, where it beats the matrix-vector kernel (0: never) */
+    EgPipeline matmul_direct_few[EG_MATVEC_VARIANTS];
+    uint64_t md_few_max_weights;
     /* EGRET_OPS_NAIVE=1 at init: the original simple kernels (a workgroup per 4 columns reducing
      * in shared memory; 64x64 tiles of scalar loads), kept to measure the fast ones against
      * (bench/ops_bench.c). */
@@ -81,6 +85,8 @@ typedef struct EgOpsConfig {
     int mm_direct; /* many rows of x: 1 matmul_direct.comp, -1 the tiled matmul, 0 auto (CPUs:
                       direct) */
     uint32_t md_wg, md_tm, md_tn; /* matmul_direct: invocations, rows of x and of W each */
+    int md_few; /* few rows of x by matmul_direct: 1 any weights, -1 never, 0 auto (CPUs: small
+                   weights) */
     uint32_t norm_wg;          /* norm invocations per workgroup */
     uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */
     uint32_t attn_wg;          /* subgroup attention: invocations per workgroup (= key tile) */

@@ -489,15 +489,18 @@ static const struct {
       .mm_direct = -1},
      0},
     /* The CPU devices' matmul without shared memory, at the default and at odd sizes (3 rows
-     * of x by 5 rows of W, 4 invocations), for every size. */
-    {" [direct matmul 8 x 8x8]", {.mm_direct = 1}, 1},
-    {" [direct matmul 4 x 3x5]", {.mm_direct = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5}, 1},
+     * of x by 5 rows of W, 4 invocations), for every size and, for few rows of x, for weights
+     * of any size. */
+    {" [direct matmul 8 x 8x8, also few rows]", {.mm_direct = 1, .md_few = 1}, 1},
+    {" [direct matmul 4 x 3x5, also few rows]",
+     {.mm_direct = 1, .md_few = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5},
+     1},
     /* The matvec loads both ways for every width of x, whichever the device's default is
      * (64-bit ones only where shaderInt64 is present). */
-    {" [subgroup matvec, 32-bit loads]", {.mv_load64 = -1}, 1},
-    {" [subgroup matvec, 64-bit loads]", {.mv_load64 = 1}, 1},
+    {" [subgroup matvec, 32-bit loads]", {.mv_load64 = -1, .md_few = -1}, 1},
+    {" [subgroup matvec, 64-bit loads]", {.mv_load64 = 1, .md_few = -1}, 1},
     {" [shared-memory matvec 8x4, 8 rows, 64-bit loads]",
-     {.no_subgroup = 1, .mv_load64 = 1, .mv_lanes = 8, .mv_wg = 32, .mv_rpg = 8},
+     {.no_subgroup = 1, .mv_load64 = 1, .mv_lanes = 8, .mv_wg = 32, .mv_rpg = 8, .md_few = -1},
      0},
 };
 
