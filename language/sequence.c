@@ -254,27 +254,29 @@ static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t
     const EgDecoderLayer *x = &m->layers[i];
     uint32_t H = m->H;
     uint32_t cache_off = s->n_past * H;
+    VkDeviceSize elem = ops->elem, row = (VkDeviceSize)H * elem;
     record_hidden_norm(cmd, m, &x->in_norm, 0, t);
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){.x = &m->s.a, .w = &x->k, .y = &s->k_cache[i], .y_off = cache_off, .rows = t});
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){.x = &m->s.a, .w = &x->v, .y = &s->v_cache[i], .y_off = cache_off, .rows = t});
+    /* q, k, v in one product: rows of [q | k | v] in m->s.u; keys and values are copied into
+     * the caches, the queries stay there */
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = t});
+    eg_cmd_copy_rows(cmd, &m->s.u, row, 3 * row, &s->k_cache[i], cache_off * elem, row, row, t);
+    eg_cmd_copy_rows(cmd, &m->s.u, 2 * row, 3 * row, &s->v_cache[i], cache_off * elem, row, row, t);
     EgRope rope = {.rows = t,
                    .heads = m->heads,
                    .head_dim = m->head_dim,
                    .pos0 = s->n_past,
                    .table = &m->rope_table,
                    .table_positions = m->rope_positions};
-    rope.x = &m->s.q;
+    rope.x = &m->s.u;
+    rope.stride = 3 * H;
     eg_op_rope(cmd, ops, &rope);
+    rope.stride = 0;
     rope.x = &s->k_cache[i];
     rope.x_off = cache_off;
     eg_op_rope(cmd, ops, &rope);
     eg_op_attention(cmd, ops,
-                    &(EgAttention){.q = &m->s.q,
+                    &(EgAttention){.q = &m->s.u,
+                                   .q_stride = 3 * H,
                                    .k = &s->k_cache[i],
                                    .v = &s->v_cache[i],
                                    .o = &m->s.attn,
@@ -401,8 +403,9 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
  *
  * The linear layers (where the weights are read) run once over the k rows; what is per
  * sequence — writing its new key/value into its own cache, RoPE at its own position, attention
- * over its own cache and its own image — runs per row. New keys/values are computed into the
- * spare scratch buffer m->s.u ([k] keys, then [k] values) and copied into each cache. */
+ * over its own cache and its own image — reaches each sequence's buffers through the batch
+ * table (runtime/ops_batch.h), or runs per row where the device cannot. New queries, keys and
+ * values are computed into the scratch buffer m->s.u (a [q | k | v] row per sequence). */
 
 static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
                                        uint32_t i) {
@@ -412,10 +415,8 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
     uint32_t H = m->H;
     VkDeviceSize elem = m->ops.f16 ? 2 : 4, row = (VkDeviceSize)H * elem;
     record_hidden_norm(cmd, m, &x->in_norm, 0, k);
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = k});
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->k, .y = &m->s.u, .rows = k});
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.a, .w = &x->v, .y = &m->s.u, .y_off = k * H, .rows = k});
+    /* rows of [q | k | v] in m->s.u, one per sequence */
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = k});
     if (m->batch_ops.available) {
         /* RoPE and the appends for the whole batch in one dispatch, through the batch table */
         uint32_t entry0 = i * EG_BATCH_MAX;
@@ -428,8 +429,7 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
             caches[2 * b + 1] = &seqs[b]->v_cache[i];
         }
         eg_op_kv_append(cmd, &m->batch_ops,
-                        &(EgKvAppend){.q = &m->s.q,
-                                      .kv = &m->s.u,
+                        &(EgKvAppend){.qkv = &m->s.u,
                                       .table = &m->rope_table,
                                       .table_positions = m->rope_positions,
                                       .entries = &m->s.batch_table,
@@ -439,7 +439,8 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
                                       .head_dim = m->head_dim,
                                       .caches = caches});
         eg_op_batch_attention(cmd, ops, &m->batch_ops,
-                              &(EgBatchAttention){.q = &m->s.q,
+                              &(EgBatchAttention){.q = &m->s.u,
+                                                  .q_stride = 3 * H,
                                                   .o = &m->s.attn,
                                                   .entries = &m->s.batch_table,
                                                   .entry0 = entry0,
@@ -454,24 +455,24 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
         EgSequence *s = seqs[b];
         uint32_t pos = s->n_past;
         {
-            eg_cmd_copy(cmd, &m->s.u, b * row, &s->k_cache[i], pos * row, row);
-            eg_cmd_copy(cmd, &m->s.u, (k + b) * row, &s->v_cache[i], pos * row, row);
+            eg_cmd_copy(cmd, &m->s.u, (3 * b + 1) * row, &s->k_cache[i], pos * row, row);
+            eg_cmd_copy(cmd, &m->s.u, (3 * b + 2) * row, &s->v_cache[i], pos * row, row);
             EgRope rope = {.rows = 1,
                            .heads = m->heads,
                            .head_dim = m->head_dim,
                            .pos0 = pos,
                            .table = &m->rope_table,
                            .table_positions = m->rope_positions};
-            rope.x = &m->s.q;
-            rope.x_off = b * H;
+            rope.x = &m->s.u;
+            rope.x_off = 3 * b * H;
             eg_op_rope(cmd, ops, &rope);
             rope.x = &s->k_cache[i];
             rope.x_off = pos * H;
             eg_op_rope(cmd, ops, &rope);
         }
         eg_op_attention(cmd, ops,
-                        &(EgAttention){.q = &m->s.q,
-                                       .q_off = b * H,
+                        &(EgAttention){.q = &m->s.u,
+                                       .q_off = 3 * b * H,
                                        .k = &s->k_cache[i],
                                        .v = &s->v_cache[i],
                                        .o = &m->s.attn,
@@ -563,7 +564,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
 }
 
 uint32_t eg_sequence_max_batch(const EgModel *m) {
-    uint32_t k = m->max_chunk / 2; /* m->s.u holds 2k rows of H (it has max_chunk rows) */
+    uint32_t k = m->max_chunk; /* m->s.u holds a fused q, k, v row for each of max_chunk */
     return k < EG_SEQUENCE_MAX_BATCH ? k : EG_SEQUENCE_MAX_BATCH;
 }
 

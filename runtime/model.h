@@ -38,7 +38,8 @@ typedef struct EgPerceiverBlock {
 
 typedef struct EgDecoderLayer {
     EgBuffer in_norm, post_norm;
-    EgMatrix q, k, v, o;
+    EgMatrix qkv; /* [3H, H]: q_proj, k_proj, v_proj stacked (one product for the three) */
+    EgMatrix o;
     EgMatrix gate, up, down;
 } EgDecoderLayer;
 

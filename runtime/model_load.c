@@ -205,13 +205,13 @@ static int load_text(Loader *L) {
     if (!m->layers || !m->cross) return eg_fail(L->err, "out of host memory");
     for (int i = 0; i < L_layers; i++) {
         EgDecoderLayer *x = &m->layers[i];
-        char pre[96];
+        char pre[96], self_attn[128];
         snprintf(pre, sizeof pre, "model.layers.%d.", i);
+        snprintf(self_attn, sizeof self_attn, "%sself_attn.", pre);
+        static const char *const qkv_names[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight"};
         if (load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
             load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
-            load_matrix(L, &x->q, H, H, "%sself_attn.q_proj.weight", pre) ||
-            load_matrix(L, &x->k, H, H, "%sself_attn.k_proj.weight", pre) ||
-            load_matrix(L, &x->v, H, H, "%sself_attn.v_proj.weight", pre) ||
+            load_stacked(L, &x->qkv, H, H, 3, qkv_names, self_attn) ||
             load_matrix(L, &x->o, H, H, "%sself_attn.o_proj.weight", pre) ||
             load_matrix(L, &x->gate, I, H, "%smlp.gate_proj.weight", pre) ||
             load_matrix(L, &x->up, I, H, "%smlp.up_proj.weight", pre) ||
@@ -247,7 +247,8 @@ static int create_scratch(EgModel *m, EgError *err) {
     size_t T = m->max_chunk;
     eg_arena_init(&m->scratch_arena, &m->vk, EG_MEM_DEVICE, 64u << 20);
     eg_arena_init(&m->s.host, &m->vk, EG_MEM_HOST, 16u << 20);
-    size_t wide = m->I > m->H ? m->I : m->H;
+    /* s.g and s.u hold a row of the MLP's intermediate size, and s.u the fused q, k, v */
+    size_t wide = m->I > 3 * m->H ? m->I : 3 * m->H;
     if (eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.h, err) ||
         eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.a, err) ||
         eg_tensor_buffer(ops, &m->scratch_arena, T * m->H, &m->s.q, err) ||
@@ -367,32 +368,32 @@ void eg_model_free(EgModel *m) {
         for (int l = 0; l < c->vision.num_hidden_layers; l++) {
             EgVitLayer *x = &m->vit[l];
             EgMatrix *list[] = {&x->qkv, &x->out, &x->fc1, &x->fc2};
-            release_matrices(list, 4);
+            release_matrices(list, sizeof list / sizeof list[0]);
         }
     if (m->perceiver)
         for (int d = 0; d < c->perceiver.depth; d++) {
             EgPerceiverBlock *b = &m->perceiver[d];
             EgMatrix *list[] = {&b->q, &b->kv, &b->out, &b->fc, &b->c_proj};
-            release_matrices(list, 5);
+            release_matrices(list, sizeof list / sizeof list[0]);
         }
     if (m->layers)
         for (int i = 0; i < c->num_hidden_layers; i++) {
             EgDecoderLayer *x = &m->layers[i];
-            EgMatrix *list[] = {&x->q, &x->k, &x->v, &x->o, &x->gate, &x->up, &x->down};
-            release_matrices(list, 7);
+            EgMatrix *list[] = {&x->qkv, &x->o, &x->gate, &x->up, &x->down};
+            release_matrices(list, sizeof list / sizeof list[0]);
         }
     if (m->cross && c->cross_layer_interval > 0)
         for (int j = 0; j < c->num_hidden_layers / c->cross_layer_interval; j++) {
             EgCrossLayer *x = &m->cross[j];
             EgMatrix *list[] = {&x->q, &x->kv, &x->o, &x->gate, &x->up, &x->down};
-            release_matrices(list, 6);
+            release_matrices(list, sizeof list / sizeof list[0]);
         }
     if (!m->lm_head_tied) {
         eg_matrix_release(&m->lm_head);
         eg_matrix_release(&m->lm_head_add);
     }
     EgMatrix *rest[] = {&m->patch, &m->embed, &m->embed_add};
-    release_matrices(rest, 3);
+    release_matrices(rest, sizeof rest / sizeof rest[0]);
     free(m->vit);
     free(m->perceiver);
     free(m->layers);

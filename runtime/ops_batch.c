@@ -4,7 +4,7 @@
 
 typedef struct {
     uint32_t batch, heads, head_dim, sin_off, entry0;
-} KvAppendPush;
+} KvAppendPush; /* shaders/kv_append.comp */
 
 /* attention.glsl's push constants (runtime/ops.c AttentionPush) */
 typedef struct {
@@ -17,7 +17,7 @@ typedef struct {
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
     memset(b, 0, sizeof *b);
     if (!ops->vk->has_device_address || !ops->attention_batch_ok) return 0;
-    if (eg_pipeline_create(ops->vk, "kv_append", ops->f16, 4, 1u << 0, sizeof(KvAppendPush),
+    if (eg_pipeline_create(ops->vk, "kv_append", ops->f16, 3, 1u << 0, sizeof(KvAppendPush),
                            &b->kv_append, err) ||
         eg_pipeline_create_spec(ops->vk, "attention_batch", ops->f16, 5, 1u << 3,
                                 sizeof(AttentionPush), ops->attention_one_spec, 4, &b->attention,
@@ -51,7 +51,7 @@ void eg_op_kv_append(EgCmd *cmd, const EgBatchOps *b, const EgKvAppend *a) {
                          .head_dim = a->head_dim,
                          .sin_off = a->table_positions * (a->head_dim / 2),
                          .entry0 = a->entry0};
-    const EgBuffer *bufs[4] = {a->q, a->kv, a->table, a->entries};
+    const EgBuffer *bufs[3] = {a->qkv, a->table, a->entries};
     uint32_t n = a->batch * a->heads * (a->head_dim / 2);
     eg_cmd_dispatch_addressed(cmd, &b->kv_append, bufs, &push, eg_groups(n, 64), 1, 1, NULL, 0,
                               a->caches, 2 * (int)a->batch);
@@ -61,7 +61,7 @@ void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
                            const EgBatchAttention *a) {
     uint32_t H = a->heads * a->head_dim;
     AttentionPush push = {.head_dim = a->head_dim,
-                          .q_batch = H,
+                          .q_batch = a->q_stride ? a->q_stride : H,
                           .o_batch = H,
                           .q_stride = H,
                           .o_stride = H,

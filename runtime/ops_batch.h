@@ -27,12 +27,13 @@ void eg_batch_ops_destroy(EgBatchOps *b, const EgOps *ops);
 void eg_batch_entry_set(EgBatchEntry *e, const EgBuffer *k, uint32_t k_off, const EgBuffer *v,
                         uint32_t v_off, uint32_t stride, uint32_t n_keys);
 
-/* For each sequence b < batch (entries[entry0 + b] of the host-visible `entries` buffer):
- * rotates q row b and key row b of kv by RoPE at position n_keys − 1, and appends key row b
- * and value row b (kv rows batch + b) to the sequence's caches at that position. caches[] lists
- * the key and value buffers the entries address (2·batch), for barrier tracking. */
+/* For each sequence b < batch (entries[entry0 + b] of the host-visible `entries` buffer), whose
+ * new query, key and value are row b of qkv ([q | k | v], 3·heads·head_dim elements): rotates
+ * the query (in place) and the key by RoPE at position n_keys − 1, and appends the key and the
+ * value to the sequence's caches at that position. caches[] lists the key and value buffers
+ * the entries address (2·batch), for barrier tracking. */
 typedef struct EgKvAppend {
-    const EgBuffer *q, *kv;
+    const EgBuffer *qkv;
     const EgBuffer *table; /* RoPE cos/sin table (eg_rope_table) */
     uint32_t table_positions;
     const EgBuffer *entries;
@@ -46,6 +47,7 @@ void eg_op_kv_append(EgCmd *cmd, const EgBatchOps *b, const EgKvAppend *a);
  * lists the buffers the entries address, for barrier tracking. */
 typedef struct EgBatchAttention {
     const EgBuffer *q, *o;
+    uint32_t q_stride; /* elements from one sequence's query to the next; 0: heads·head_dim */
     const EgBuffer *entries;
     uint32_t entry0, batch, heads, head_dim;
     float scale;

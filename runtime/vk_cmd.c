@@ -107,6 +107,22 @@ void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const
     eg_profile_stamp(cmd->cb, &cmd->profile, "copy");
 }
 
+void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
+                      VkDeviceSize src_stride, const EgBuffer *dst, VkDeviceSize dst_offset,
+                      VkDeviceSize dst_stride, VkDeviceSize row_bytes, uint32_t rows) {
+    VkBufferCopy regions[64];
+    for (uint32_t r0 = 0; r0 < rows; r0 += 64) {
+        uint32_t n = rows - r0 < 64 ? rows - r0 : 64;
+        for (uint32_t r = 0; r < n; r++)
+            regions[r] = (VkBufferCopy){.srcOffset = src_offset + (r0 + r) * src_stride,
+                                        .dstOffset = dst_offset + (r0 + r) * dst_stride,
+                                        .size = row_bytes};
+        track(cmd, &src->buf, 1, &dst->buf, 1);
+        vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, n, regions);
+        eg_profile_stamp(cmd->cb, &cmd->profile, "copy");
+    }
+}
+
 void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
     track(cmd, NULL, 0, &dst->buf, 1);
     vkCmdFillBuffer(cmd->cb, dst->buf, 0, VK_WHOLE_SIZE, pattern);

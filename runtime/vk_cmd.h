@@ -35,6 +35,12 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
                                const EgBuffer *const *addr_writes, int n_addr_writes);
 void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const EgBuffer *dst,
                  VkDeviceSize dst_offset, VkDeviceSize size);
+/* Copies `rows` rows of row_bytes each, from src_offset + r·src_stride to dst_offset +
+ * r·dst_stride (bytes): copy commands of up to 64 regions each (e.g. the key columns of fused
+ * q, k, v rows into a KV cache). */
+void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
+                      VkDeviceSize src_stride, const EgBuffer *dst, VkDeviceSize dst_offset,
+                      VkDeviceSize dst_stride, VkDeviceSize row_bytes, uint32_t rows);
 /* Fills a whole buffer with a 32-bit pattern (zeroing, or poisoning in tests). */
 void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern);
 /* Ends, submits, waits and frees the command buffer. */
