@@ -407,6 +407,25 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
  * table (runtime/ops_batch.h), or runs per row where the device cannot. New queries, keys and
  * values are computed into the scratch buffer m->s.u (a [q | k | v] row per sequence). */
 
+/* Attention of the k queries in q (rows q_stride apart; 0: H) to the keys and values the batch
+ * table's entries [entry0, entry0 + k) address; kv lists those buffers (barrier tracking). */
+static void record_batch_attention(EgCmd *cmd, EgModel *m, const EgBuffer *q, uint32_t q_stride,
+                                   uint32_t entry0, uint32_t k, const EgBuffer *const *kv,
+                                   int n_kv) {
+    eg_op_batch_attention(cmd, &m->ops, &m->batch_ops,
+                          &(EgBatchAttention){.q = q,
+                                              .q_stride = q_stride,
+                                              .o = &m->s.attn,
+                                              .entries = &m->s.batch_table,
+                                              .entry0 = entry0,
+                                              .batch = k,
+                                              .heads = m->heads,
+                                              .head_dim = m->head_dim,
+                                              .scale = 1.0f / sqrtf((float)m->head_dim),
+                                              .keys_values = kv,
+                                              .n_keys_values = n_kv});
+}
+
 static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
                                        uint32_t i) {
     EgModel *m = seqs[0]->m;
@@ -438,18 +457,7 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
                                       .heads = m->heads,
                                       .head_dim = m->head_dim,
                                       .caches = caches});
-        eg_op_batch_attention(cmd, ops, &m->batch_ops,
-                              &(EgBatchAttention){.q = &m->s.u,
-                                                  .q_stride = 3 * H,
-                                                  .o = &m->s.attn,
-                                                  .entries = &m->s.batch_table,
-                                                  .entry0 = entry0,
-                                                  .batch = k,
-                                                  .heads = m->heads,
-                                                  .head_dim = m->head_dim,
-                                                  .scale = 1.0f / sqrtf((float)m->head_dim),
-                                                  .keys_values = caches,
-                                                  .n_keys_values = 2 * (int)k});
+        record_batch_attention(cmd, m, &m->s.u, 3 * H, entry0, k, caches, 2 * (int)k);
     }
     for (uint32_t b = 0; b < k && !m->batch_ops.available; b++) {
         EgSequence *s = seqs[b];
@@ -520,17 +528,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
             if (sees) kv[n_kv++] = buf;
             eg_batch_entry_set(&entries[b], buf, first, buf, first + H, 2 * H, sees ? S : 0);
         }
-        eg_op_batch_attention(cmd, ops, &m->batch_ops,
-                              &(EgBatchAttention){.q = &m->s.q,
-                                                  .o = &m->s.attn,
-                                                  .entries = &m->s.batch_table,
-                                                  .entry0 = entry0,
-                                                  .batch = k,
-                                                  .heads = m->heads,
-                                                  .head_dim = m->head_dim,
-                                                  .scale = 1.0f / sqrtf((float)m->head_dim),
-                                                  .keys_values = kv,
-                                                  .n_keys_values = n_kv});
+        record_batch_attention(cmd, m, &m->s.q, 0, entry0, k, kv, n_kv);
         record_cross_output(cmd, m, x, k);
     } else if (any) {
         record_cross_query(cmd, m, x, k);

@@ -9,20 +9,6 @@
 #include "test_util.h"
 #include "vision/shapes_world.h"
 
-typedef struct Png {
-    uint8_t *bytes;
-    size_t len;
-} Png;
-
-static Png draw(uint64_t seed) {
-    EgShapesScene scene;
-    Png p = {0};
-    EgError err = {{0}};
-    eg_shapes_scene_from_seed(seed, 1, &scene);
-    CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
-    return p;
-}
-
 typedef struct Answer {
     EgStatus st;
     EgGenerateResult r;
@@ -57,16 +43,16 @@ int main(void) {
     REQUIRE(plain, "open: %s", err.msg);
 
     uint64_t seed = test_rng_u64();
-    Png shots[4], queries[3];
+    TestPng shots[4], queries[3];
     char answers[4][EG_SHAPES_TEXT_MAX];
     for (int i = 0; i < 4; i++) {
-        shots[i] = draw(seed + (uint64_t)i);
+        shots[i] = test_shapes_png(seed + (uint64_t)i, 1);
         EgShapesScene scene;
         eg_shapes_scene_from_seed(seed + (uint64_t)i, 1, &scene);
         eg_shapes_answer(&scene, EG_SHAPES_TASK_COLOR, answers[i], sizeof answers[i]);
     }
     for (int i = 0; i < 3; i++)
-        queries[i] = draw(seed + 100 + (uint64_t)i);
+        queries[i] = test_shapes_png(seed + 100 + (uint64_t)i, 1);
     EgRequestExample ex[4];
     for (int i = 0; i < 4; i++)
         ex[i] = (EgRequestExample){shots[i].bytes, shots[i].len, answers[i], strlen(answers[i])};
@@ -77,9 +63,12 @@ int main(void) {
                            "4-shot, query C"};
     double first_ttft = 0, repeat_ttft = 0;
     for (int k = 0; k < 4; k++) {
-        EgRequestPart q = {.is_image = 1, .image = queries[order[k]].bytes,
-                           .image_len = queries[order[k]].len};
-        EgRequest req = {.parts = &q, .n_parts = 1, .examples = ex, .n_examples = 4,
+        EgRequestPart q = {
+            .is_image = 1, .image = queries[order[k]].bytes, .image_len = queries[order[k]].len};
+        EgRequest req = {.parts = &q,
+                         .n_parts = 1,
+                         .examples = ex,
+                         .n_examples = 4,
                          .gen = {.max_new_tokens = 8}};
         eg_sampling_params_default(&req.gen.sampling);
         Answer a = ask(cached, &req), b = ask(plain, &req);
@@ -99,7 +88,10 @@ int main(void) {
     swapped[1].image = queries[2].bytes;
     swapped[1].image_len = queries[2].len;
     EgRequestPart q = {.is_image = 1, .image = queries[0].bytes, .image_len = queries[0].len};
-    EgRequest req = {.parts = &q, .n_parts = 1, .examples = swapped, .n_examples = 4,
+    EgRequest req = {.parts = &q,
+                     .n_parts = 1,
+                     .examples = swapped,
+                     .n_examples = 4,
                      .gen = {.max_new_tokens = 8}};
     eg_sampling_params_default(&req.gen.sampling);
     Answer a = ask(cached, &req), b = ask(plain, &req);

@@ -8,20 +8,6 @@
 #include "test_util.h"
 #include "vision/shapes_world.h"
 
-typedef struct Png {
-    uint8_t *bytes;
-    size_t len;
-} Png;
-
-static Png draw(uint64_t seed) {
-    EgShapesScene scene;
-    Png p = {0};
-    EgError err = {{0}};
-    eg_shapes_scene_from_seed(seed, 1, &scene);
-    CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
-    return p;
-}
-
 static int count_token(void *user, int32_t id, const char *text, size_t len) {
     (void)text;
     (void)len;
@@ -54,12 +40,13 @@ int main(void) {
     EgError err = {{0}};
     uint64_t seed = test_rng_u64();
     /* a long 4-shot prompt (five images) and a one-image caption request */
-    Png shots[4], query = draw(seed + 100), other = draw(seed + 200);
+    TestPng shots[4], query = test_shapes_png(seed + 100, 1),
+                      other = test_shapes_png(seed + 200, 1);
     char answers[4][EG_SHAPES_TEXT_MAX];
     EgRequestExample ex[4];
     for (int i = 0; i < 4; i++) {
         EgShapesScene scene;
-        shots[i] = draw(seed + (uint64_t)i);
+        shots[i] = test_shapes_png(seed + (uint64_t)i, 1);
         eg_shapes_scene_from_seed(seed + (uint64_t)i, 1, &scene);
         eg_shapes_answer(&scene, EG_SHAPES_TASK_SHAPE, answers[i], sizeof answers[i]);
         ex[i] = (EgRequestExample){shots[i].bytes, shots[i].len, answers[i], strlen(answers[i])};

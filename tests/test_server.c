@@ -85,12 +85,9 @@ static int same_answer(const EgGenerateResult *want, const EgClientAnswer *got) 
 
 /* A freshly drawn scene (shapes world) as PNG bytes: an image no cache has seen. */
 static unsigned char *fresh_png(uint64_t seed, size_t *len) {
-    EgShapesScene scene;
-    uint8_t *png = NULL;
-    EgError err = {{0}};
-    eg_shapes_scene_from_seed(seed, 0, &scene);
-    CHECK(eg_shapes_render_png(&scene, &png, len, &err) == 0, "png: %s", err.msg);
-    return png;
+    TestPng p = test_shapes_png(seed, 0);
+    *len = p.len;
+    return p.bytes;
 }
 
 typedef struct Background {

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "vision/shapes_world.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <time.h>
@@ -100,4 +102,13 @@ char *test_server_stop(TestServer *t) {
     fclose(t->log);
     unlink(t->addr + 5);
     return text;
+}
+
+TestPng test_shapes_png(uint64_t seed, int n_objects) {
+    EgShapesScene scene;
+    TestPng p = {0};
+    EgError err = {{0}};
+    eg_shapes_scene_from_seed(seed, n_objects, &scene);
+    CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
+    return p;
 }

@@ -36,6 +36,14 @@ extern int test_checks_failed;
         }                                                                                          \
     } while (0)
 
+/* A shapes-world scene drawn from seed (n_objects: 0 for a random count) as PNG bytes
+ * (malloc'd; NULL, with a failed check, if rendering fails): an image no cache has seen. */
+typedef struct TestPng {
+    uint8_t *bytes;
+    size_t len;
+} TestPng;
+TestPng test_shapes_png(uint64_t seed, int n_objects);
+
 /* Prints the summary line and returns the process exit code. */
 int test_finish(void);
 
