@@ -1,7 +1,6 @@
-/* The load test (grpc_loadtest.h): request mix, per-call verdicts, GetStats before and after. */
-#include "service/grpc_loadtest.h"
+/* The load test (grpc_loadtest.h): clients, per-call verdicts, GetStats before and after. */
+#include "service/grpc_loadtest_internal.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -41,9 +40,6 @@ static const char *const KIND_NAMES[EG_LOAD_N_KINDS] = {
 static const char *const OUTCOME_NAMES[EG_LOAD_N_OUTCOMES] = {
     "ok", "cancelled", "deadline_exceeded", "rejected", "queue_full", "failed"};
 
-/* How often each kind is drawn, in percent. */
-static const unsigned KIND_WEIGHT[EG_LOAD_N_KINDS] = {14, 14, 10, 12, 12, 10, 5, 4, 4, 4, 4, 7};
-
 const char *eg_loadtest_kind_name(EgLoadKind k) {
     return (unsigned)k < EG_LOAD_N_KINDS ? KIND_NAMES[k] : "?";
 }
@@ -70,52 +66,6 @@ static const char *status_name(grpc_status_code code) {
                                         "DATA_LOSS",
                                         "UNAUTHENTICATED"};
     return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
-}
-
-static uint64_t mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-#define FNV_INIT 0xcbf29ce484222325ull
-
-/* ---- the images requests carry: shapes-world scenes, as PNG ---- */
-
-enum { POOL = 12 };
-
-typedef struct PoolImage {
-    uint8_t *png;
-    size_t len;
-    int single;                         /* one object: colour and shape answers exist */
-    char answer[4][EG_SHAPES_TEXT_MAX]; /* caption, count, color, shape */
-} PoolImage;
-
-static const EgShapesTask POOL_TASKS[4] = {EG_SHAPES_TASK_CAPTION, EG_SHAPES_TASK_COUNT,
-                                           EG_SHAPES_TASK_COLOR, EG_SHAPES_TASK_SHAPE};
-
-static int pool_build(PoolImage *pool, uint64_t seed, EgError *err) {
-    EgShapesRng rng;
-    eg_shapes_rng_seed(&rng, mix64(seed ^ 0x5eed));
-    for (int i = 0; i < POOL; i++) {
-        EgShapesScene scene;
-        /* Half the scenes have one object, so colour and shape episodes can be drawn. */
-        eg_shapes_sample(&rng, i % 2 ? 0 : 1, &scene);
-        if (eg_shapes_render_png(&scene, &pool[i].png, &pool[i].len, err))
-            return -1;
-        pool[i].single = scene.n_objects == 1;
-        for (int t = 0; t < 4; t++)
-            if (eg_shapes_answer(&scene, POOL_TASKS[t], pool[i].answer[t], EG_SHAPES_TEXT_MAX) < 0)
-                pool[i].answer[t][0] = '\0';
-    }
-    return 0;
 }
 
 /* ---- growing arrays of samples ---- */
@@ -159,8 +109,7 @@ enum { ANSWER_SLOTS = 1 << 14 };
 
 typedef struct Shared {
     EgLoadtestOptions o; /* defaults applied */
-    PoolImage pool[POOL];
-    uint32_t max_new_limit;
+    EgLoadMix mix;
     double t_begin, t_end; /* the time cap: no call starts after t_end */
     atomic_ullong next;
     atomic_int threads_done;
@@ -185,314 +134,10 @@ static void add_failure(Shared *sh, const char *fmt, ...) {
     pthread_mutex_unlock(&sh->mu);
 }
 
-/* ---- requests ---- */
-
-typedef struct Req {
-    uint64_t index;
-    EgLoadKind kind;
-    EgRequest req;
-    EgRequestPart parts[4];
-    EgRequestExample ex[2];
-    const char *stops[1];
-    char text[96];
-    uint8_t *junk;  /* malloc'd bytes a part points to */
-    uint8_t *fresh; /* a scene drawn for this request alone, as PNG */
-    uint32_t expect_images;
-    /* the call */
-    int stream;
-    double timeout_s;
-    int asked_deadline;
-    int cancel_after;           /* 0: never */
-    grpc_status_code want_code; /* bad kinds */
-    const char *want_needle;
-    uint8_t *bytes;
-    size_t len;
-    char what[200];
-} Req;
-
-static EgRequestPart image_part(const PoolImage *im) {
-    return (EgRequestPart){.is_image = 1, .image = im->png, .image_len = im->len};
-}
-static EgRequestPart text_part(const char *t) {
-    return (EgRequestPart){.text = t, .text_len = strlen(t)};
-}
-
-static const uint32_t MAX_NEW_CHOICES[4] = {4, 8, 12, 16};
-
-/* Appends to q->what. */
-static void describe(Req *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void describe(Req *q, const char *fmt, ...) {
-    size_t n = strlen(q->what);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q->what + n, sizeof q->what - n, fmt, ap);
-    va_end(ap);
-}
-
-/* The query image: usually one of the pool, for 30% of the requests a scene drawn for this one.
- * (Falls back to the pool if encoding fails.) */
-static EgRequestPart query_image(Shared *sh, EgShapesRng *rng, Req *q, uint32_t qi) {
-    if (eg_shapes_rng_below(rng, 10) < 3) {
-        EgShapesScene scene;
-        size_t len = 0;
-        EgError err;
-        eg_shapes_sample(rng, 0, &scene);
-        if (eg_shapes_render_png(&scene, &q->fresh, &len, &err) == 0) {
-            describe(q, "fresh ");
-            return (EgRequestPart){.is_image = 1, .image = q->fresh, .image_len = len};
-        }
-    }
-    return image_part(&sh->pool[qi]);
-}
-
-/* A valid request: form 0 zero-shot caption, 1 few-shot, 2 raw parts. */
-static void build_valid(Shared *sh, EgShapesRng *rng, Req *q, int form) {
-    EgRequest *r = &q->req;
-    eg_sampling_params_default(&r->gen.sampling);
-    r->gen.max_new_tokens = MAX_NEW_CHOICES[eg_shapes_rng_below(rng, 4)];
-    r->parts = q->parts;
-    uint32_t qi = eg_shapes_rng_below(rng, POOL);
-    if (form == 0) {
-        /* Few variants, so that identical requests recur and their answers can be compared. */
-        r->gen.max_new_tokens = 8u << eg_shapes_rng_below(rng, 2);
-        describe(q, "caption ");
-        q->parts[0] = query_image(sh, rng, q, qi);
-        r->n_parts = 1;
-        r->use_template = 1;
-        q->expect_images = 1;
-        describe(q, "image %u", qi);
-    } else if (form == 1) {
-        size_t n_ex = 1 + eg_shapes_rng_below(rng, 2);
-        uint32_t pick[3] = {qi, 0, 0};
-        int all_single = sh->pool[qi].single;
-        for (size_t i = 1; i <= n_ex; i++) {
-            do
-                pick[i] = eg_shapes_rng_below(rng, POOL);
-            while (pick[i] == pick[0] || (i == 2 && pick[2] == pick[1]));
-            all_single &= sh->pool[pick[i]].single;
-        }
-        uint32_t task = eg_shapes_rng_below(rng, all_single ? 4 : 2);
-        for (size_t i = 0; i < n_ex; i++) {
-            const PoolImage *im = &sh->pool[pick[i + 1]];
-            q->ex[i] =
-                (EgRequestExample){im->png, im->len, im->answer[task], strlen(im->answer[task])};
-        }
-        r->examples = q->ex;
-        r->n_examples = n_ex;
-        r->n_parts = 1;
-        q->expect_images = (uint32_t)n_ex + 1;
-        describe(q, "few-shot %s, example images %u", eg_shapes_task_name(POOL_TASKS[task]),
-                 pick[1]);
-        if (n_ex > 1) describe(q, ",%u", pick[2]);
-        describe(q, ", query ");
-        q->parts[0] = query_image(sh, rng, q, qi);
-        describe(q, "image %u", qi);
-    } else {
-        static const char *const PROMPTS[3] = {"Output:", "Output: a", "Output: the"};
-        uint32_t v = eg_shapes_rng_below(rng, 4);
-        const char *after = PROMPTS[v % 3];
-        describe(q, "raw variant %u ", v);
-        EgRequestPart image = query_image(sh, rng, q, qi);
-        if (v == 3) {
-            q->parts[0] = text_part("Look at this picture. ");
-            q->parts[1] = image;
-            q->parts[2] = text_part(after);
-            r->n_parts = 3;
-        } else {
-            q->parts[0] = image;
-            q->parts[1] = text_part(after);
-            r->n_parts = 2;
-        }
-        if (eg_shapes_rng_below(rng, 2)) {
-            q->stops[0] = "\n";
-            r->gen.stop = q->stops;
-            r->gen.n_stop = 1;
-        }
-        q->expect_images = 1;
-        describe(q, "image %u%s", qi, r->gen.n_stop ? " stop \\n" : "");
-    }
-    /* A third of the valid requests sample (seeded: the answer is still reproducible). */
-    if (eg_shapes_rng_below(rng, 3) == 0) {
-        EgSamplingParams *s = &r->gen.sampling;
-        s->temperature = 0.3f + 0.1f * (float)eg_shapes_rng_below(rng, 10);
-        s->top_k = (uint32_t[]){0, 5, 50}[eg_shapes_rng_below(rng, 3)];
-        s->top_p = eg_shapes_rng_below(rng, 2) ? 1.0f : 0.9f;
-        s->seed = eg_shapes_rng_below(rng, 4);
-        describe(q, ", sampled t=%.1f k=%u p=%.1f seed=%llu", (double)s->temperature, s->top_k,
-                 (double)s->top_p, (unsigned long long)s->seed);
-    }
-    describe(q, ", max_new_tokens %u", r->gen.max_new_tokens);
-}
-
-static EgLoadKind draw_kind(EgShapesRng *rng) {
-    uint32_t x = eg_shapes_rng_below(rng, 100);
-    for (int k = 0; k < EG_LOAD_N_KINDS; k++) {
-        if (x < KIND_WEIGHT[k]) return (EgLoadKind)k;
-        x -= KIND_WEIGHT[k];
-    }
-    return EG_LOAD_CAPTION;
-}
-
-/* Request `index` of the mix: drawn from (seed, index) alone, so a failure names a request that
- * can be rebuilt. Returns 0, or -1 when out of memory. */
-static int build_request(Shared *sh, uint64_t index, Req *q, EgShapesRng *rng) {
-    memset(q, 0, sizeof *q);
-    q->index = index;
-    eg_shapes_rng_seed(rng, mix64(sh->o.seed) ^ mix64(index * 0x9e3779b97f4a7c15ull + 1));
-    q->kind = draw_kind(rng);
-    q->stream = 1;
-    q->timeout_s = sh->o.call_timeout_s;
-    EgRequest *r = &q->req;
-    switch (q->kind) {
-    case EG_LOAD_CAPTION:
-    case EG_LOAD_FEW_SHOT:
-    case EG_LOAD_RAW:
-        build_valid(sh, rng, q, (int)q->kind);
-        break;
-    case EG_LOAD_UNARY:
-        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
-        q->stream = 0;
-        break;
-    case EG_LOAD_CANCEL:
-        /* Mostly raw parts past the end of sequence, so there are messages to cancel after. */
-        build_valid(sh, rng, q, eg_shapes_rng_below(rng, 4) ? 2 : 0);
-        r->gen.max_new_tokens = 12 + eg_shapes_rng_below(rng, 5);
-        r->gen.ignore_eos = 1;
-        q->cancel_after = 1 + (int)eg_shapes_rng_below(rng, 3);
-        describe(q, " -> %u, ignore_eos, cancel after %d messages", r->gen.max_new_tokens,
-                 q->cancel_after);
-        break;
-    case EG_LOAD_DEADLINE:
-        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
-        q->stream = (int)eg_shapes_rng_below(rng, 2);
-        q->timeout_s = 0.05 + 0.45 * eg_shapes_rng_uniform(rng);
-        q->asked_deadline = 1;
-        describe(q, ", deadline %.3f s", q->timeout_s);
-        break;
-    case EG_LOAD_BAD_IMAGE: {
-        build_valid(sh, rng, q, eg_shapes_rng_below(rng, 2));
-        uint32_t v = eg_shapes_rng_below(rng, 2);
-        size_t n;
-        if (v == 0) { /* not an image format at all */
-            n = 16 + eg_shapes_rng_below(rng, 200);
-            if (!(q->junk = malloc(n))) return -1;
-            for (size_t i = 0; i < n; i++)
-                q->junk[i] = (uint8_t)eg_shapes_rng_next(rng);
-            memcpy(q->junk, "NOTANIMAGE", 10);
-        } else { /* a PNG cut in the middle of its pixel data */
-            const PoolImage *im = &sh->pool[eg_shapes_rng_below(rng, POOL)];
-            n = im->len / 2;
-            if (!(q->junk = malloc(n))) return -1;
-            memcpy(q->junk, im->png, n);
-        }
-        /* The bad bytes replace the query image, or an example's image. */
-        if (r->n_examples && eg_shapes_rng_below(rng, 2)) {
-            q->ex[0].image = q->junk;
-            q->ex[0].image_len = n;
-            describe(q, "; example 0's image: %s (%zu bytes)", v ? "truncated PNG" : "junk", n);
-        } else {
-            q->parts[0].image = q->junk;
-            q->parts[0].image_len = n;
-            describe(q, "; query image: %s (%zu bytes)", v ? "truncated PNG" : "junk", n);
-        }
-        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
-        q->want_needle = "image";
-        break;
-    }
-    case EG_LOAD_BAD_UTF8: {
-        static const char *const BAD[4] = {"caf\xc3(", "\xff", "red\x80", "a \xe2\x82 b"};
-        uint32_t v = eg_shapes_rng_below(rng, 4);
-        snprintf(q->text, sizeof q->text, "Output: %s", BAD[v]);
-        if (eg_shapes_rng_below(rng, 2)) {
-            build_valid(sh, rng, q, 1); /* few-shot: the first example's text */
-            q->ex[0].text = q->text + 8;
-            q->ex[0].text_len = strlen(q->text + 8);
-            describe(q, "; example 0's text is invalid UTF-8 (%u)", v);
-        } else {
-            build_valid(sh, rng, q, 2); /* raw: the text part */
-            EgRequestPart *t = &q->parts[q->req.n_parts - 1];
-            t->text = q->text;
-            t->text_len = strlen(q->text);
-            describe(q, "; last part's text is invalid UTF-8 (%u)", v);
-        }
-        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
-        q->want_needle = "UTF-8";
-        break;
-    }
-    case EG_LOAD_BAD_TEMPERATURE: {
-        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
-        static const float T[3] = {NAN, -0.5f, INFINITY};
-        uint32_t v = eg_shapes_rng_below(rng, 3);
-        r->gen.sampling.temperature = T[v];
-        describe(q, "; temperature %g", (double)T[v]);
-        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
-        q->want_needle = "temperature";
-        break;
-    }
-    case EG_LOAD_BAD_MAX_NEW:
-        build_valid(sh, rng, q, (int)eg_shapes_rng_below(rng, 3));
-        r->gen.max_new_tokens = sh->max_new_limit + 1 + eg_shapes_rng_below(rng, 100000);
-        describe(q, "; max_new_tokens %u over the limit %u", r->gen.max_new_tokens,
-                 sh->max_new_limit);
-        q->want_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        q->want_needle = "max_new_tokens";
-        break;
-    case EG_LOAD_BAD_EMPTY:
-        eg_sampling_params_default(&r->gen.sampling);
-        r->gen.max_new_tokens = 8;
-        r->parts = q->parts;
-        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
-        if (eg_shapes_rng_below(rng, 2)) {
-            r->n_parts = 0;
-            q->want_needle = "no parts";
-            describe(q, "no parts");
-        } else {
-            q->parts[0] = text_part("");
-            r->n_parts = 1;
-            q->want_needle = "empty";
-            describe(q, "one empty text part");
-        }
-        break;
-    case EG_LOAD_GARBAGE: {
-        uint32_t v = eg_shapes_rng_below(rng, 3);
-        size_t n = v == 0 ? 6 : v == 1 ? 3 : 3 + eg_shapes_rng_below(rng, 200);
-        if (!(q->bytes = malloc(n))) return -1;
-        if (v == 0) { /* an unterminated varint */
-            memcpy(q->bytes, (const uint8_t[]){0xff, 0xff, 0xff, 0xff, 0x0f, 0x12}, 6);
-        } else if (v == 1) { /* examples: 16 bytes announced, 1 there */
-            memcpy(q->bytes, (const uint8_t[]){0x12, 0x10, 'x'}, 3);
-        } else { /* parts: 255 bytes announced, fewer there */
-            memcpy(q->bytes, (const uint8_t[]){0x0a, 0xff, 0x01}, 3);
-            for (size_t i = 3; i < n; i++)
-                q->bytes[i] = (uint8_t)eg_shapes_rng_next(rng);
-        }
-        q->len = n;
-        describe(q, "garbage pattern %u (%zu bytes)", v, n);
-        q->want_code = GRPC_STATUS_INVALID_ARGUMENT;
-        q->want_needle = "GenerateRequest";
-        break;
-    }
-    case EG_LOAD_N_KINDS:
-        break;
-    }
-    if (q->kind >= EG_LOAD_BAD_IMAGE) q->stream = (int)eg_shapes_rng_below(rng, 2);
-    if (!q->bytes) {
-        EgError err;
-        if (eg_proto_request_encode(r, &q->bytes, &q->len, &err)) return -1;
-    }
-    return 0;
-}
-
-static void req_free(Req *q) {
-    free(q->junk);
-    free(q->fresh);
-    free(q->bytes);
-}
-
 /* ---- replies ---- */
 
 typedef struct Reply {
-    const Req *q;
+    const EgLoadReq *q;
     double t0, t_first;
     char *text;
     size_t text_len, text_cap;
@@ -526,8 +171,8 @@ static int on_reply(void *user, const uint8_t *data, size_t len) {
         memcpy(r->text + r->text_len, m->text, tl + 1);
         r->text_len += tl;
     }
-    r->text_hash = fnv(r->text_hash, m->text, tl);
-    r->ids_hash = fnv(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
+    r->text_hash = eg_load_fnv(r->text_hash, m->text, tl);
+    r->ids_hash = eg_load_fnv(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
     r->n_ids += m->n_token_ids;
     int final = m->finish_reason != 0;
     if (final) {
@@ -549,7 +194,7 @@ static int on_reply(void *user, const uint8_t *data, size_t len) {
 }
 
 /* Whether a complete answer is what it should be; fills why when not. */
-static int answer_ok(const Req *q, const Reply *r, char *why, size_t cap) {
+static int answer_ok(const EgLoadReq *q, const Reply *r, char *why, size_t cap) {
     uint32_t max_new = q->req.gen.max_new_tokens;
     int fr = r->finish_reason;
     if (r->finals != 1 || r->after_final || r->usage_early || !r->have_usage)
@@ -588,9 +233,10 @@ static int answer_ok(const Req *q, const Reply *r, char *why, size_t cap) {
 
 /* Identical requests (same bytes: same prompt, parameters and seed) must get identical answers,
  * streamed or not. Returns 1 when consistent (or first seen), 0 when not. */
-static int consistent(Shared *sh, const Req *q, const Reply *r) {
-    uint64_t key = fnv(FNV_INIT, q->bytes, q->len) | 1;
-    uint64_t val = mix64(r->text_hash ^ mix64(r->ids_hash) ^ (uint64_t)r->finish_reason);
+static int consistent(Shared *sh, const EgLoadReq *q, const Reply *r) {
+    uint64_t key = eg_load_fnv(EG_LOAD_FNV_INIT, q->bytes, q->len) | 1;
+    uint64_t val =
+        eg_load_mix64(r->text_hash ^ eg_load_mix64(r->ids_hash) ^ (uint64_t)r->finish_reason);
     int ok = 1;
     pthread_mutex_lock(&sh->mu);
     for (uint64_t i = 0; i < ANSWER_SLOTS; i++) {
@@ -612,7 +258,7 @@ static int consistent(Shared *sh, const Req *q, const Reply *r) {
 
 /* ---- one call ---- */
 
-static EgLoadOutcome verdict(Shared *sh, const Req *q, const Reply *r, int rc,
+static EgLoadOutcome verdict(Shared *sh, const EgLoadReq *q, const Reply *r, int rc,
                              const EgCallStatus *st, const EgError *err, double elapsed, char *why,
                              size_t cap) {
     grpc_status_code code = st->code;
@@ -663,13 +309,13 @@ static EgLoadOutcome verdict(Shared *sh, const Req *q, const Reply *r, int rc,
 
 static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t index,
                              EgShapesRng *rng) {
-    Req q;
-    if (build_request(sh, index, &q, rng)) {
-        req_free(&q);
+    EgLoadReq q;
+    if (eg_load_build_request(&sh->mix, index, &q, rng)) {
+        eg_load_req_free(&q);
         add_failure(sh, "request %llu: out of memory building it", (unsigned long long)index);
         return EG_LOAD_FAILED;
     }
-    Reply r = {.q = &q, .text_hash = FNV_INIT, .ids_hash = FNV_INIT};
+    Reply r = {.q = &q, .text_hash = EG_LOAD_FNV_INIT, .ids_hash = EG_LOAD_FNV_INIT};
     EgCallStatus st = {0};
     EgError err = {{0}};
     double t0 = eg_now_s();
@@ -700,7 +346,7 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
     }
     pthread_mutex_unlock(&sh->mu);
     free(r.text);
-    req_free(&q);
+    eg_load_req_free(&q);
     return oc;
 }
 
@@ -803,15 +449,16 @@ static int get_stats(EgClient *c, EgLoadtestServerStats *out, EgError *err) {
  * sampled and greedy), so the baseline has whatever the engine keeps after its first requests. */
 static int warm_up(Shared *sh, EgClient *c, EgError *err) {
     for (int i = 0; i < 3; i++) {
-        Req q;
+        EgLoadReq q;
         memset(&q, 0, sizeof q);
         EgShapesRng rng;
-        eg_shapes_rng_seed(&rng, mix64(sh->o.seed ^ 0x3a3a) + (uint64_t)i);
-        build_valid(sh, &rng, &q, i == 2 ? 2 : 1);
+        eg_shapes_rng_seed(&rng, eg_load_mix64(sh->o.seed ^ 0x3a3a) + (uint64_t)i);
+        eg_load_build_valid(&sh->mix, &rng, &q, i == 2 ? 2 : 1);
         if (i < 2) { /* make it two examples */
-            q.ex[1] = (EgRequestExample){sh->pool[(i + 5) % POOL].png, sh->pool[(i + 5) % POOL].len,
-                                         sh->pool[(i + 5) % POOL].answer[0],
-                                         strlen(sh->pool[(i + 5) % POOL].answer[0])};
+            q.ex[1] = (EgRequestExample){sh->mix.pool[(i + 5) % LOAD_POOL].png,
+                                         sh->mix.pool[(i + 5) % LOAD_POOL].len,
+                                         sh->mix.pool[(i + 5) % LOAD_POOL].answer[0],
+                                         strlen(sh->mix.pool[(i + 5) % LOAD_POOL].answer[0])};
             q.req.n_examples = 2;
             q.expect_images = 3;
         }
@@ -820,7 +467,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
         q.stream = i != 0;
         q.timeout_s = sh->o.call_timeout_s;
         if (eg_proto_request_encode(&q.req, &q.bytes, &q.len, err)) return -1;
-        Reply r = {.q = &q, .text_hash = FNV_INIT, .ids_hash = FNV_INIT};
+        Reply r = {.q = &q, .text_hash = EG_LOAD_FNV_INIT, .ids_hash = EG_LOAD_FNV_INIT};
         EgCallStatus st;
         int rc = eg_client_call(
             c, q.stream ? "/egret.v1.Egret/GenerateStream" : "/egret.v1.Egret/Generate", q.bytes,
@@ -831,7 +478,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
             eg_fail(err, "warm-up request %d (%s): status %s '%s' %s", i, q.what,
                     status_name(st.code), st.message, why);
         free(r.text);
-        req_free(&q);
+        eg_load_req_free(&q);
         if (!good) return -1;
     }
     return 0;
@@ -942,15 +589,17 @@ int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError
         eg_fail(err, "out of host memory");
         goto done;
     }
-    if (pool_build(sh->pool, sh->o.seed, err)) goto done;
+    sh->mix.seed = sh->o.seed;
+    sh->mix.call_timeout_s = sh->o.call_timeout_s;
+    if (eg_load_pool_build(&sh->mix, err)) goto done;
     c = eg_client_connect(sh->o.target, &sh->o.client, err);
     if (!c) goto done;
     Egret__V1__ModelInfo *info = (Egret__V1__ModelInfo *)control_call(
         c, "/egret.v1.Egret/GetModelInfo", &egret__v1__model_info__descriptor, err);
     if (!info) goto done;
-    sh->max_new_limit = info->limits ? info->limits->max_new_tokens : 0;
+    sh->mix.max_new_limit = info->limits ? info->limits->max_new_tokens : 0;
     egret__v1__model_info__free_unpacked(info, NULL);
-    if (!sh->max_new_limit) {
+    if (!sh->mix.max_new_limit) {
         eg_fail(err, "GetModelInfo reports no max_new_tokens limit");
         goto done;
     }
@@ -991,8 +640,7 @@ int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError
     rc = 0;
 done:
     eg_client_close(c);
-    for (int i = 0; i < POOL; i++)
-        free(sh->pool[i].png);
+    eg_load_pool_free(&sh->mix);
     free(sh->ttft_client.v);
     free(sh->ttft_server.v);
     free(sh->queue_server.v);
@@ -1001,152 +649,4 @@ done:
     free(workers);
     free(sh);
     return rc;
-}
-
-/* ---- printing ---- */
-
-static double mib(uint64_t b) {
-    return (double)b / (1 << 20);
-}
-
-void eg_loadtest_print(const EgLoadtestReport *r, FILE *f) {
-    fprintf(f, "load test: %u clients, seed %llu, %.1f s\n", r->clients,
-            (unsigned long long)r->seed, r->elapsed_s);
-    fprintf(f, "calls: %llu (%.2f/s); complete answers: %llu (%.2f/s), %llu tokens (%.1f/s)\n",
-            (unsigned long long)r->requests, r->requests_per_s,
-            (unsigned long long)r->by_outcome[EG_LOAD_OK], r->answers_per_s,
-            (unsigned long long)r->generated_tokens, r->tokens_per_s);
-    fprintf(f, "%-19s", "kind");
-    for (int o = 0; o < EG_LOAD_N_OUTCOMES; o++)
-        fprintf(f, " %17s", OUTCOME_NAMES[o]);
-    fputc('\n', f);
-    for (int k = 0; k <= EG_LOAD_N_KINDS; k++) {
-        fprintf(f, "%-19s", k < EG_LOAD_N_KINDS ? KIND_NAMES[k] : "all");
-        for (int o = 0; o < EG_LOAD_N_OUTCOMES; o++)
-            fprintf(
-                f, " %17llu",
-                (unsigned long long)(k < EG_LOAD_N_KINDS ? r->outcomes[k][o] : r->by_outcome[o]));
-        fputc('\n', f);
-    }
-    const struct {
-        const char *name;
-        const EgLoadtestPercentiles *p;
-    } rows[4] = {{"time to first token, client (streams, queueing included)", &r->ttft_client},
-                 {"time to first token, server (usage, queueing excluded)", &r->ttft_server},
-                 {"queue wait, server (usage.queue_s)", &r->queue_server},
-                 {"latency, client (whole call)", &r->latency}};
-    fprintf(f, "complete answers:\n");
-    for (int i = 0; i < 4; i++)
-        fprintf(f, "  %-58s p50 %7.3f s  p99 %7.3f s  max %7.3f s  (n=%llu)\n", rows[i].name,
-                rows[i].p->p50, rows[i].p->p99, rows[i].p->max, (unsigned long long)rows[i].p->n);
-    fprintf(f, "identical requests compared: %llu\n", (unsigned long long)r->consistency_checks);
-    fprintf(f,
-            "server after the load (%.1f s to settle): %u in flight, %u queued, %u running\n"
-            "  device memory outside the caches %.3f MiB (baseline %.3f MiB); caches %.3f MiB "
-            "(baseline %.3f MiB)\n"
-            "  host memory %.1f MiB (baseline %.1f MiB, %+.1f MiB)\n",
-            r->settle_s, r->after.in_flight, r->after.queued, r->after.running,
-            mib(eg_loadtest_device_memory_held(&r->after)),
-            mib(eg_loadtest_device_memory_held(&r->before)),
-            mib(r->after.image_cache_bytes + r->after.prefix_cache_bytes),
-            mib(r->before.image_cache_bytes + r->before.prefix_cache_bytes),
-            mib(r->after.host_memory_bytes), mib(r->before.host_memory_bytes),
-            mib(r->after.host_memory_bytes) - mib(r->before.host_memory_bytes));
-    fprintf(f,
-            "server counters during the load: %llu calls, %llu ok, %llu cancelled, %llu rejected, "
-            "%llu failed, %llu tokens\n",
-            (unsigned long long)(r->after.requests_total - r->before.requests_total),
-            (unsigned long long)(r->after.requests_ok - r->before.requests_ok),
-            (unsigned long long)(r->after.requests_cancelled - r->before.requests_cancelled),
-            (unsigned long long)(r->after.requests_rejected - r->before.requests_rejected),
-            (unsigned long long)(r->after.requests_failed - r->before.requests_failed),
-            (unsigned long long)(r->after.generated_tokens - r->before.generated_tokens));
-    fprintf(f,
-            "server caches during the load: images %llu hits, %llu misses; prefixes %llu hits, "
-            "%llu misses\n",
-            (unsigned long long)(r->after.image_cache_hits - r->before.image_cache_hits),
-            (unsigned long long)(r->after.image_cache_misses - r->before.image_cache_misses),
-            (unsigned long long)(r->after.prefix_cache_hits - r->before.prefix_cache_hits),
-            (unsigned long long)(r->after.prefix_cache_misses - r->before.prefix_cache_misses));
-    fprintf(f, "failures: %llu\n", (unsigned long long)r->failures);
-    for (size_t i = 0; i < r->n_details; i++)
-        fprintf(f, "  %s\n", r->details[i]);
-    if (r->failures > r->n_details)
-        fprintf(f, "  (and %llu more)\n", (unsigned long long)(r->failures - r->n_details));
-}
-
-static cJSON *json_percentiles(const EgLoadtestPercentiles *p) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "n", (double)p->n);
-    cJSON_AddNumberToObject(o, "p50", p->p50);
-    cJSON_AddNumberToObject(o, "p99", p->p99);
-    cJSON_AddNumberToObject(o, "max", p->max);
-    return o;
-}
-
-static cJSON *json_stats(const EgLoadtestServerStats *s) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "requests_total", (double)s->requests_total);
-    cJSON_AddNumberToObject(o, "requests_ok", (double)s->requests_ok);
-    cJSON_AddNumberToObject(o, "requests_cancelled", (double)s->requests_cancelled);
-    cJSON_AddNumberToObject(o, "requests_rejected", (double)s->requests_rejected);
-    cJSON_AddNumberToObject(o, "requests_failed", (double)s->requests_failed);
-    cJSON_AddNumberToObject(o, "in_flight", s->in_flight);
-    cJSON_AddNumberToObject(o, "queued", s->queued);
-    cJSON_AddNumberToObject(o, "running", s->running);
-    cJSON_AddNumberToObject(o, "generated_tokens", (double)s->generated_tokens);
-    cJSON_AddNumberToObject(o, "device_memory_bytes", (double)s->device_memory_bytes);
-    cJSON_AddNumberToObject(o, "host_memory_bytes", (double)s->host_memory_bytes);
-    cJSON_AddNumberToObject(o, "uptime_s", s->uptime_s);
-    cJSON_AddNumberToObject(o, "image_cache_hits", (double)s->image_cache_hits);
-    cJSON_AddNumberToObject(o, "image_cache_misses", (double)s->image_cache_misses);
-    cJSON_AddNumberToObject(o, "image_cache_bytes", (double)s->image_cache_bytes);
-    cJSON_AddNumberToObject(o, "prefix_cache_hits", (double)s->prefix_cache_hits);
-    cJSON_AddNumberToObject(o, "prefix_cache_misses", (double)s->prefix_cache_misses);
-    cJSON_AddNumberToObject(o, "prefix_cache_bytes", (double)s->prefix_cache_bytes);
-    cJSON_AddNumberToObject(o, "device_memory_held_bytes",
-                            (double)eg_loadtest_device_memory_held(s));
-    return o;
-}
-
-int eg_loadtest_print_json(const EgLoadtestReport *r, FILE *f) {
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return -1;
-    cJSON_AddNumberToObject(o, "clients", r->clients);
-    char seed[24]; /* a string: JSON numbers are doubles, seeds have 64 bits */
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
-    cJSON_AddStringToObject(o, "seed", seed);
-    cJSON_AddNumberToObject(o, "elapsed_s", r->elapsed_s);
-    cJSON_AddNumberToObject(o, "requests", (double)r->requests);
-    cJSON_AddNumberToObject(o, "requests_per_s", r->requests_per_s);
-    cJSON_AddNumberToObject(o, "answers_per_s", r->answers_per_s);
-    cJSON_AddNumberToObject(o, "generated_tokens", (double)r->generated_tokens);
-    cJSON_AddNumberToObject(o, "tokens_per_s", r->tokens_per_s);
-    cJSON *outcomes = cJSON_AddObjectToObject(o, "outcomes");
-    for (int i = 0; i < EG_LOAD_N_OUTCOMES; i++)
-        cJSON_AddNumberToObject(outcomes, OUTCOME_NAMES[i], (double)r->by_outcome[i]);
-    cJSON *kinds = cJSON_AddObjectToObject(o, "kinds");
-    for (int k = 0; k < EG_LOAD_N_KINDS; k++) {
-        cJSON *kk = cJSON_AddObjectToObject(kinds, KIND_NAMES[k]);
-        for (int i = 0; i < EG_LOAD_N_OUTCOMES; i++)
-            cJSON_AddNumberToObject(kk, OUTCOME_NAMES[i], (double)r->outcomes[k][i]);
-    }
-    cJSON_AddItemToObject(o, "ttft_client_s", json_percentiles(&r->ttft_client));
-    cJSON_AddItemToObject(o, "ttft_server_s", json_percentiles(&r->ttft_server));
-    cJSON_AddItemToObject(o, "queue_server_s", json_percentiles(&r->queue_server));
-    cJSON_AddItemToObject(o, "latency_s", json_percentiles(&r->latency));
-    cJSON_AddNumberToObject(o, "consistency_checks", (double)r->consistency_checks);
-    cJSON_AddItemToObject(o, "server_before", json_stats(&r->before));
-    cJSON_AddItemToObject(o, "server_after", json_stats(&r->after));
-    cJSON_AddNumberToObject(o, "settle_s", r->settle_s);
-    cJSON_AddNumberToObject(o, "failures", (double)r->failures);
-    cJSON *details = cJSON_AddArrayToObject(o, "failure_details");
-    for (size_t i = 0; i < r->n_details; i++)
-        cJSON_AddItemToArray(details, cJSON_CreateString(r->details[i]));
-    char *text = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!text) return -1;
-    fprintf(f, "%s\n", text);
-    free(text);
-    return 0;
 }
