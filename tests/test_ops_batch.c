@@ -7,8 +7,8 @@
  *  - eg_op_batch_attention over those caches (1 to 130 keys: past the tiles of 8 and 128);
  *  - eg_op_batch_attention in the cross-attention layout: keys and values interleaved in one
  *    buffer ([k | v] rows) at an offset, and a sequence with no keys (exact zeros).
- * Outputs and the cache rows to be written are poisoned first. Head sizes 40 (8-element loads)
- * and 6 (scalar loads). */
+ * Outputs and the cache rows to be written are poisoned first. Head sizes 40 (8-element loads),
+ * 6 (scalar loads) and 128 (IDEFICS-9B's: several passes over the dimensions on CPUs). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,8 +324,10 @@ int main(void) {
             } else {
                 self_attention_case(&bo, 3, 40, VARIANTS[v].name);
                 self_attention_case(&bo, 2, 6, VARIANTS[v].name);
+                self_attention_case(&bo, 2, 128, VARIANTS[v].name); /* IDEFICS-9B's heads */
                 cross_attention_case(&bo, 3, 40, VARIANTS[v].name);
                 cross_attention_case(&bo, 2, 6, VARIANTS[v].name);
+                cross_attention_case(&bo, 2, 128, VARIANTS[v].name);
             }
             eg_batch_ops_destroy(&bo, &ops);
             eg_arena_reset(&g_arena);
