@@ -16,6 +16,10 @@
 // invocation i takes columns x·WG·TN + i·TN + [0, TN). The lanes of a subgroup share their
 // rows of X (the same addresses) and read neighbouring rows of W.
 //
+// Its loads are 32-bit components (vector_loads.glsl): unlike the matrix-vector kernel, 64-bit
+// ones did not pay here (lavapipe, ops_bench --vs-default: fp16 1.02-1.36x the time, fp32
+// 0.94-0.97x).
+//
 // Rows past M or N read the last valid row (never stored): no branch in the inner loop.
 // Reading 8 elements at once needs K, ldx and x_off to be multiples of 8 (4 for the middle
 // path); otherwise the scalar loop runs.
@@ -23,37 +27,8 @@ layout(local_size_x_id = 0) in;            // WG
 layout(constant_id = 1) const uint TM = 4; // rows of X per invocation
 layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 
-#if EG_F16
-layout(std430, binding = 0) readonly buffer X8 { uvec4 x8[]; };
-layout(std430, binding = 1) readonly buffer W8 { uvec4 w8[]; };
-layout(std430, binding = 0) readonly buffer X4 { uvec2 x4[]; };
-layout(std430, binding = 1) readonly buffer W4 { uvec2 w4[]; };
-void load8x(uint i, out vec4 a, out vec4 b) {
-    uvec4 u = x8[i];
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-}
-void load8w(uint i, out vec4 a, out vec4 b) {
-    uvec4 u = w8[i];
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-}
-vec4 load4x(uint i) { return vec4(unpackHalf2x16(x4[i].x), unpackHalf2x16(x4[i].y)); }
-vec4 load4w(uint i) { return vec4(unpackHalf2x16(w4[i].x), unpackHalf2x16(w4[i].y)); }
-#else
-layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
-layout(std430, binding = 1) readonly buffer W4 { vec4 w4[]; };
-void load8x(uint i, out vec4 a, out vec4 b) {
-    a = x4[2u * i];
-    b = x4[2u * i + 1u];
-}
-void load8w(uint i, out vec4 a, out vec4 b) {
-    a = w4[2u * i];
-    b = w4[2u * i + 1u];
-}
-vec4 load4x(uint i) { return x4[i]; }
-vec4 load4w(uint i) { return w4[i]; }
-#endif
+#define EG_LOAD64 0
+#include "vector_loads.glsl"
 
 void main() {
     uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
@@ -69,19 +44,19 @@ void main() {
     if ((align & 7u) == 0u) {
         for (uint k = 0; k < p.K; k += 8u) {
             vec4 xa[TM], xb[TM];
-            for (uint i = 0; i < TM; i++) load8x((xrow[i] + k) / 8u, xa[i], xb[i]);
+            for (uint i = 0; i < TM; i++) load_x8((xrow[i] + k) / 8u, xa[i], xb[i]);
             for (uint j = 0; j < TN; j++) {
                 vec4 wa, wb;
-                load8w((wrow[j] + k) / 8u, wa, wb);
+                load_w8((wrow[j] + k) / 8u, wa, wb);
                 for (uint i = 0; i < TM; i++) acc[i][j] += dot(xa[i], wa) + dot(xb[i], wb);
             }
         }
     } else if ((align & 3u) == 0u) {
         for (uint k = 0; k < p.K; k += 4u) {
             vec4 xv[TM];
-            for (uint i = 0; i < TM; i++) xv[i] = load4x((xrow[i] + k) / 4u);
+            for (uint i = 0; i < TM; i++) xv[i] = load_x4((xrow[i] + k) / 4u);
             for (uint j = 0; j < TN; j++) {
-                vec4 wv = load4w((wrow[j] + k) / 4u);
+                vec4 wv = load_w4((wrow[j] + k) / 4u);
                 for (uint i = 0; i < TM; i++) acc[i][j] += dot(xv[i], wv);
             }
         }
