@@ -2,6 +2,7 @@
  * (token string -> id, merge pair -> rank). Load time of a 32k-vocab / 61k-merge file is dominated
  * by JSON parsing, so these stay simple: linear probing, load factor <= 1/2. */
 #include "language/tokenizer_internal.h"
+#include "runtime/hash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,7 @@ char *eg_buf_take(EgBuf *b) {
 
 uint64_t eg_hash_bytes(const void *p, size_t n) {
     /* FNV-1a with a final avalanche so that linear probing on the low bits behaves */
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 0x100000001b3ull;
+    uint64_t h = eg_fnv1a(EG_FNV1A_INIT, p, n);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "half.h"
+#include "runtime/hash.h"
 
 /* The data is little-endian and converted with plain memcpy. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -568,13 +569,6 @@ const char *eg_tensors_source(const EgTensorFile *f) {
     return f ? f->source : NULL;
 }
 
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -613,7 +607,7 @@ static const EgTensorView *random_view(const EgTensorFile *cf, const char *name,
     t->generated = 1;
     uint64_t h = f->seed;
     for (const char *p = name; *p; p++)
-        h = splitmix64(h ^ (unsigned char)*p);
+        h = eg_splitmix64(h ^ (unsigned char)*p);
     t->seed = h;
     int norm = strstr(name, "norm") && ends_with(name, ".weight");
     t->center = norm ? 1.0f : 0.0f;
@@ -622,7 +616,7 @@ static const EgTensorView *random_view(const EgTensorFile *cf, const char *name,
 }
 
 static float generated_value(const EgTensorView *t, int64_t i) {
-    uint64_t r = splitmix64(t->seed + (uint64_t)i);
+    uint64_t r = eg_splitmix64(t->seed + (uint64_t)i);
     return t->center + t->spread * (float)((double)(r >> 11) * 0x1.0p-52 - 1.0);
 }
 

@@ -171,8 +171,8 @@ static int on_reply(void *user, const uint8_t *data, size_t len) {
         memcpy(r->text + r->text_len, m->text, tl + 1);
         r->text_len += tl;
     }
-    r->text_hash = eg_load_fnv(r->text_hash, m->text, tl);
-    r->ids_hash = eg_load_fnv(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
+    r->text_hash = eg_fnv1a(r->text_hash, m->text, tl);
+    r->ids_hash = eg_fnv1a(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
     r->n_ids += m->n_token_ids;
     int final = m->finish_reason != 0;
     if (final) {
@@ -234,9 +234,9 @@ static int answer_ok(const EgLoadReq *q, const Reply *r, char *why, size_t cap) 
 /* Identical requests (same bytes: same prompt, parameters and seed) must get identical answers,
  * streamed or not. Returns 1 when consistent (or first seen), 0 when not. */
 static int consistent(Shared *sh, const EgLoadReq *q, const Reply *r) {
-    uint64_t key = eg_load_fnv(EG_LOAD_FNV_INIT, q->bytes, q->len) | 1;
+    uint64_t key = eg_fnv1a(EG_FNV1A_INIT, q->bytes, q->len) | 1;
     uint64_t val =
-        eg_load_mix64(r->text_hash ^ eg_load_mix64(r->ids_hash) ^ (uint64_t)r->finish_reason);
+        eg_splitmix64(r->text_hash ^ eg_splitmix64(r->ids_hash) ^ (uint64_t)r->finish_reason);
     int ok = 1;
     pthread_mutex_lock(&sh->mu);
     for (uint64_t i = 0; i < ANSWER_SLOTS; i++) {
@@ -315,7 +315,7 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
         add_failure(sh, "request %llu: out of memory building it", (unsigned long long)index);
         return EG_LOAD_FAILED;
     }
-    Reply r = {.q = &q, .text_hash = EG_LOAD_FNV_INIT, .ids_hash = EG_LOAD_FNV_INIT};
+    Reply r = {.q = &q, .text_hash = EG_FNV1A_INIT, .ids_hash = EG_FNV1A_INIT};
     EgCallStatus st = {0};
     EgError err = {{0}};
     double t0 = eg_now_s();
@@ -452,7 +452,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
         EgLoadReq q;
         memset(&q, 0, sizeof q);
         EgShapesRng rng;
-        eg_shapes_rng_seed(&rng, eg_load_mix64(sh->o.seed ^ 0x3a3a) + (uint64_t)i);
+        eg_shapes_rng_seed(&rng, eg_splitmix64(sh->o.seed ^ 0x3a3a) + (uint64_t)i);
         eg_load_build_valid(&sh->mix, &rng, &q, i == 2 ? 2 : 1);
         if (i < 2) { /* make it two examples */
             q.ex[1] = (EgRequestExample){sh->mix.pool[(i + 5) % LOAD_POOL].png,
@@ -467,7 +467,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
         q.stream = i != 0;
         q.timeout_s = sh->o.call_timeout_s;
         if (eg_proto_request_encode(&q.req, &q.bytes, &q.len, err)) return -1;
-        Reply r = {.q = &q, .text_hash = EG_LOAD_FNV_INIT, .ids_hash = EG_LOAD_FNV_INIT};
+        Reply r = {.q = &q, .text_hash = EG_FNV1A_INIT, .ids_hash = EG_FNV1A_INIT};
         EgCallStatus st;
         int rc = eg_client_call(
             c, q.stream ? "/egret.v1.Egret/GenerateStream" : "/egret.v1.Egret/Generate", q.bytes,

@@ -6,6 +6,8 @@
 #include <grpc/status.h>
 #include <stdint.h>
 
+#include "runtime/hash.h"
+
 #include "service/engine.h"
 #include "service/grpc_loadtest.h"
 #include "vision/shapes_world.h"
@@ -61,21 +63,5 @@ int eg_load_build_request(const EgLoadMix *mix, uint64_t index, EgLoadReq *q, Eg
 /* A valid request: form 0 zero-shot caption, 1 few-shot, 2 raw parts. */
 void eg_load_build_valid(const EgLoadMix *mix, EgShapesRng *rng, EgLoadReq *q, int form);
 void eg_load_req_free(EgLoadReq *q);
-
-/* Hashes for drawing and for comparing answers. */
-static inline uint64_t eg_load_mix64(uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t eg_load_fnv(uint64_t h, const void *data, size_t len) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-#define EG_LOAD_FNV_INIT 0xcbf29ce484222325ull
 
 #endif

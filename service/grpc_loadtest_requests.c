@@ -17,7 +17,7 @@ int eg_load_pool_build(EgLoadMix *mix, EgError *err) {
     PoolImage *pool = mix->pool;
     uint64_t seed = mix->seed;
     EgShapesRng rng;
-    eg_shapes_rng_seed(&rng, eg_load_mix64(seed ^ 0x5eed));
+    eg_shapes_rng_seed(&rng, eg_splitmix64(seed ^ 0x5eed));
     for (int i = 0; i < LOAD_POOL; i++) {
         EgShapesScene scene;
         /* Half the scenes have one object, so colour and shape episodes can be drawn. */
@@ -164,7 +164,7 @@ int eg_load_build_request(const EgLoadMix *mix, uint64_t index, EgLoadReq *q, Eg
     memset(q, 0, sizeof *q);
     q->index = index;
     eg_shapes_rng_seed(rng,
-                       eg_load_mix64(mix->seed) ^ eg_load_mix64(index * 0x9e3779b97f4a7c15ull + 1));
+                       eg_splitmix64(mix->seed) ^ eg_splitmix64(index * 0x9e3779b97f4a7c15ull + 1));
     q->kind = draw_kind(rng);
     q->stream = 1;
     q->timeout_s = mix->call_timeout_s;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/hash.h"
 #include "test_util.h"
 #include "vision/image_decode.h"
 
@@ -1065,19 +1066,12 @@ typedef struct Expect {
     uint64_t hash; /* FNV-1a of the pixels */
 } Expect;
 
-static uint64_t fnv1a(const uint8_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
 static void run_expect(Expect *e) {
     EgImage img;
     EgError err = {{0}};
     e->rc = eg_image_decode(e->data, e->len, NULL, &img, &err);
     snprintf(e->msg, sizeof e->msg, "%s", e->rc ? err.msg : "");
-    e->hash = e->rc ? 0 : fnv1a(img.rgb, (size_t)img.width * img.height * 3);
+    e->hash = e->rc ? 0 : eg_fnv1a(EG_FNV1A_INIT, img.rgb, (size_t)img.width * img.height * 3);
     eg_image_free(&img);
 }
 

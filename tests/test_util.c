@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include "runtime/hash.h"
 #include "vision/shapes_world.h"
 
 #include <math.h>
@@ -56,11 +57,7 @@ void test_rng_init(void) {
 }
 
 uint64_t test_rng_u64(void) {
-    /* splitmix64 */
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return eg_splitmix64_next(&rng_state);
 }
 
 float test_rng_uniform(float lo, float hi) {

@@ -8,6 +8,7 @@
  * formed in double (Python float arithmetic). Each helper below keeps that split so that a pixel
  * on an edge falls on the same side as in the reference. */
 #include "vision/shapes_world.h"
+#include "runtime/hash.h"
 #include "vision/png_encode.h"
 
 #include <math.h>
@@ -58,13 +59,6 @@ static const char *const TASK_NAMES[EG_SHAPES_N_TASKS] = {"caption", "color",   
 
 /* ---- PRNG ---- */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }
@@ -73,7 +67,7 @@ void eg_shapes_rng_seed(EgShapesRng *rng, uint64_t seed) {
     /* splitmix64 expands the seed so that nearby seeds (0, 1, 2, ...) give unrelated streams and
      * the state is never all zero. */
     for (int i = 0; i < 4; i++)
-        rng->s[i] = splitmix64(&seed);
+        rng->s[i] = eg_splitmix64_next(&seed);
 }
 
 uint64_t eg_shapes_rng_next(EgShapesRng *rng) {
