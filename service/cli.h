@@ -21,6 +21,8 @@ long cli_parse_int_list(const char *s, int32_t **out);
 const char *cli_default_model(void);
 /* Strict option values: the whole argument, in range; else -1 with a message naming --opt. */
 int cli_parse_u32(const char *opt, const char *s, uint32_t *out);
+/* The same within [lo, hi] (the message names the range when it is narrower than 32 bits). */
+int cli_parse_u64_in(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 int cli_parse_u64(const char *opt, const char *s, uint64_t *out);
 int cli_parse_float(const char *opt, const char *s, float *out);
 /* A secret (API key) from a file, without trailing newlines; NULL if unreadable or empty. */

@@ -32,21 +32,6 @@ static void usage(FILE *f) {
 }
 
 /* Parses a whole decimal number in [lo, hi]; prints what was wrong, naming the option. */
-static int parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    /* strtoull accepts a sign (and negates); a seed or count never has one. */
-    if (*s < '0' || *s > '9' || *end != '\0' || errno == ERANGE || v < lo || v > hi) {
-        fprintf(stderr,
-                "egret draw: %s wants an integer from %" PRIu64 " to %" PRIu64 ", got '%s'\n", opt,
-                lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* mkdir -p: creates DIR and any missing parents. */
 static int make_dir(const char *dir) {
     char *p = strdup(dir);
@@ -97,13 +82,13 @@ int cli_draw(int argc, char **argv) {
             dir = optarg;
             break;
         case 'n':
-            if (parse_u64("--count", optarg, 1, MAX_COUNT, &count)) return 2;
+            if (cli_parse_u64_in("count", optarg, 1, MAX_COUNT, &count)) return 2;
             break;
         case 's':
-            if (parse_u64("--seed", optarg, 0, UINT64_MAX, &seed)) return 2;
+            if (cli_parse_u64_in("seed", optarg, 0, UINT64_MAX, &seed)) return 2;
             break;
         case 'k':
-            if (parse_u64("--objects", optarg, 1, EG_SHAPES_MAX_OBJECTS, &objects)) return 2;
+            if (cli_parse_u64_in("objects", optarg, 1, EG_SHAPES_MAX_OBJECTS, &objects)) return 2;
             break;
         case 'h':
             usage(stdout);

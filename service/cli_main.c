@@ -1,5 +1,6 @@
 /* egret: the Vulkan IDEFICS engine's command line. */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,28 +96,33 @@ char *cli_read_secret(const char *path) {
     return key;
 }
 
-int cli_parse_u32(const char *opt, const char *s, uint32_t *out) {
+int cli_parse_u64_in(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '-' || end == s || *end || errno || v > UINT32_MAX) {
-        fprintf(stderr, "egret: --%s wants a whole number, got '%s'\n", opt, s);
+    /* digits only: strtoull would also take leading space and a sign (and negate) */
+    if (*s < '0' || *s > '9' || *end || errno == ERANGE || v < lo || v > hi) {
+        if (lo > 0 || hi < UINT32_MAX)
+            fprintf(stderr,
+                    "egret: --%s wants a whole number from %" PRIu64 " to %" PRIu64 ", got '%s'\n",
+                    opt, lo, hi, s);
+        else
+            fprintf(stderr, "egret: --%s wants a whole number, got '%s'\n", opt, s);
         return -1;
     }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_u32(const char *opt, const char *s, uint32_t *out) {
+    uint64_t v;
+    if (cli_parse_u64_in(opt, s, 0, UINT32_MAX, &v)) return -1;
     *out = (uint32_t)v;
     return 0;
 }
 
 int cli_parse_u64(const char *opt, const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '-' || end == s || *end || errno) {
-        fprintf(stderr, "egret: --%s wants a whole number, got '%s'\n", opt, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return cli_parse_u64_in(opt, s, 0, UINT64_MAX, out);
 }
 
 int cli_parse_float(const char *opt, const char *s, float *out) {
