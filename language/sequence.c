@@ -426,58 +426,62 @@ static void record_batch_attention(EgCmd *cmd, EgModel *m, const EgBuffer *q, ui
                                               .n_keys_values = n_kv});
 }
 
-static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
-                                       uint32_t i) {
+/* Whether sequence s's next token attends to an image (its last one). */
+static int sees_image(const EgSequence *s) {
+    return s->n_images > 0 && s->last_image >= 0;
+}
+
+/* The new keys and values of decoder layer i, rotated and appended to each sequence's cache,
+ * and each query's attention over its own cache: through the batch table, one dispatch each. */
+static void record_self_attention_addressed(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                            uint32_t i) {
+    EgModel *m = seqs[0]->m;
+    uint32_t entry0 = i * EG_BATCH_MAX;
+    EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
+    const EgBuffer *caches[2 * EG_BATCH_MAX];
+    for (uint32_t b = 0; b < k; b++) {
+        eg_batch_entry_set(&entries[b], &seqs[b]->k_cache[i], 0, &seqs[b]->v_cache[i], 0, m->H,
+                           seqs[b]->n_past + 1);
+        caches[2 * b] = &seqs[b]->k_cache[i];
+        caches[2 * b + 1] = &seqs[b]->v_cache[i];
+    }
+    eg_op_kv_append(cmd, &m->batch_ops,
+                    &(EgKvAppend){.qkv = &m->s.u,
+                                  .table = &m->rope_table,
+                                  .table_positions = m->rope_positions,
+                                  .entries = &m->s.batch_table,
+                                  .entry0 = entry0,
+                                  .batch = k,
+                                  .heads = m->heads,
+                                  .head_dim = m->head_dim,
+                                  .caches = caches});
+    record_batch_attention(cmd, m, &m->s.u, 3 * m->H, entry0, k, caches, 2 * (int)k);
+}
+
+/* The same one sequence at a time (devices without buffer device addresses). */
+static void record_self_attention_per_sequence(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                               uint32_t i) {
     EgModel *m = seqs[0]->m;
     const EgOps *ops = &m->ops;
-    const EgDecoderLayer *x = &m->layers[i];
     uint32_t H = m->H;
-    VkDeviceSize elem = m->ops.f16 ? 2 : 4, row = (VkDeviceSize)H * elem;
-    record_hidden_norm(cmd, m, &x->in_norm, 0, k);
-    /* rows of [q | k | v] in m->s.u, one per sequence */
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = k});
-    if (m->batch_ops.available) {
-        /* RoPE and the appends for the whole batch in one dispatch, through the batch table */
-        uint32_t entry0 = i * EG_BATCH_MAX;
-        EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
-        const EgBuffer *caches[2 * EG_BATCH_MAX];
-        for (uint32_t b = 0; b < k; b++) {
-            eg_batch_entry_set(&entries[b], &seqs[b]->k_cache[i], 0, &seqs[b]->v_cache[i], 0, H,
-                               seqs[b]->n_past + 1);
-            caches[2 * b] = &seqs[b]->k_cache[i];
-            caches[2 * b + 1] = &seqs[b]->v_cache[i];
-        }
-        eg_op_kv_append(cmd, &m->batch_ops,
-                        &(EgKvAppend){.qkv = &m->s.u,
-                                      .table = &m->rope_table,
-                                      .table_positions = m->rope_positions,
-                                      .entries = &m->s.batch_table,
-                                      .entry0 = entry0,
-                                      .batch = k,
-                                      .heads = m->heads,
-                                      .head_dim = m->head_dim,
-                                      .caches = caches});
-        record_batch_attention(cmd, m, &m->s.u, 3 * H, entry0, k, caches, 2 * (int)k);
-    }
-    for (uint32_t b = 0; b < k && !m->batch_ops.available; b++) {
+    VkDeviceSize row = (VkDeviceSize)H * ops->elem;
+    for (uint32_t b = 0; b < k; b++) {
         EgSequence *s = seqs[b];
         uint32_t pos = s->n_past;
-        {
-            eg_cmd_copy(cmd, &m->s.u, (3 * b + 1) * row, &s->k_cache[i], pos * row, row);
-            eg_cmd_copy(cmd, &m->s.u, (3 * b + 2) * row, &s->v_cache[i], pos * row, row);
-            EgRope rope = {.rows = 1,
-                           .heads = m->heads,
-                           .head_dim = m->head_dim,
-                           .pos0 = pos,
-                           .table = &m->rope_table,
-                           .table_positions = m->rope_positions};
-            rope.x = &m->s.u;
-            rope.x_off = 3 * b * H;
-            eg_op_rope(cmd, ops, &rope);
-            rope.x = &s->k_cache[i];
-            rope.x_off = pos * H;
-            eg_op_rope(cmd, ops, &rope);
-        }
+        eg_cmd_copy(cmd, &m->s.u, (3 * b + 1) * row, &s->k_cache[i], pos * row, row);
+        eg_cmd_copy(cmd, &m->s.u, (3 * b + 2) * row, &s->v_cache[i], pos * row, row);
+        EgRope rope = {.rows = 1,
+                       .heads = m->heads,
+                       .head_dim = m->head_dim,
+                       .pos0 = pos,
+                       .table = &m->rope_table,
+                       .table_positions = m->rope_positions};
+        rope.x = &m->s.u;
+        rope.x_off = 3 * b * H;
+        eg_op_rope(cmd, ops, &rope);
+        rope.x = &s->k_cache[i];
+        rope.x_off = pos * H;
+        eg_op_rope(cmd, ops, &rope);
         eg_op_attention(cmd, ops,
                         &(EgAttention){.q = &m->s.u,
                                        .q_off = 3 * b * H,
@@ -493,69 +497,94 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
                                        .q_pos0 = pos,
                                        .scale = 1.0f / sqrtf((float)m->head_dim)});
     }
+}
+
+static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                       uint32_t i) {
+    EgModel *m = seqs[0]->m;
+    const EgOps *ops = &m->ops;
+    const EgDecoderLayer *x = &m->layers[i];
+    record_hidden_norm(cmd, m, &x->in_norm, 0, k);
+    /* rows of [q | k | v] in m->s.u, one per sequence */
+    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = k});
+    if (m->batch_ops.available)
+        record_self_attention_addressed(cmd, seqs, k, i);
+    else
+        record_self_attention_per_sequence(cmd, seqs, k, i);
     eg_op_linear(cmd, ops,
                  &(EgLinear){.x = &m->s.attn, .w = &x->o, .y = &m->s.h, .rows = k, .accum = 1});
     record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, NULL, k);
 }
 
-static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
-                                     uint32_t j) {
+/* Each query of cross-attention layer j over its sequence's last image's S keys, through the
+ * batch table in one dispatch; a sequence that sees no image has no keys and gets exactly
+ * zero, as its gate would make it. */
+static void record_cross_attention_addressed(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                             uint32_t j) {
     EgModel *m = seqs[0]->m;
-    const EgOps *ops = &m->ops;
-    const EgCrossLayer *x = &m->cross[j];
     uint32_t H = m->H, S = m->image_tokens;
-    int any = 0, all = 1;
+    uint32_t entry0 = ((uint32_t)m->cfg.num_hidden_layers + j) * EG_BATCH_MAX;
+    EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
+    const EgBuffer *kv[EG_BATCH_MAX];
+    int n_kv = 0;
     for (uint32_t b = 0; b < k; b++) {
-        int sees = seqs[b]->n_images > 0 && seqs[b]->last_image >= 0;
-        any |= sees;
-        all &= sees;
+        const EgSequence *s = seqs[b];
+        int sees = sees_image(s);
+        uint32_t first = sees ? (uint32_t)s->last_image * S * 2 * H : 0;
+        /* no keys: the entry's buffer is never read, any valid one does */
+        const EgBuffer *buf = sees ? &s->cross_kv[j] : &m->s.q;
+        if (sees) kv[n_kv++] = buf;
+        eg_batch_entry_set(&entries[b], buf, first, buf, first + H, 2 * H, sees ? S : 0);
     }
-    if (any && m->batch_ops.available) {
-        /* one dispatch: each row attends to its last image's S keys through the batch table;
-         * a row that sees no image has no keys and gets exactly zero, as its gate would make
-         * it */
-        record_cross_query(cmd, m, x, k);
-        uint32_t entry0 = ((uint32_t)m->cfg.num_hidden_layers + j) * EG_BATCH_MAX;
-        EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
-        const EgBuffer *kv[EG_BATCH_MAX];
-        int n_kv = 0;
-        for (uint32_t b = 0; b < k; b++) {
-            const EgSequence *s = seqs[b];
-            int sees = s->n_images > 0 && s->last_image >= 0;
-            uint32_t first = sees ? (uint32_t)s->last_image * S * 2 * H : 0;
-            /* no keys: the entry's buffer is never read, any valid one does */
-            const EgBuffer *buf = sees ? &s->cross_kv[j] : &m->s.q;
-            if (sees) kv[n_kv++] = buf;
-            eg_batch_entry_set(&entries[b], buf, first, buf, first + H, 2 * H, sees ? S : 0);
+    record_batch_attention(cmd, m, &m->s.q, 0, entry0, k, kv, n_kv);
+}
+
+/* The same one sequence at a time; the rows that see no image are zeroed first. */
+static void record_cross_attention_per_sequence(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
+                                                uint32_t j) {
+    EgModel *m = seqs[0]->m;
+    uint32_t H = m->H, S = m->image_tokens;
+    for (uint32_t b = 0; b < k; b++)
+        if (!sees_image(seqs[b])) {
+            eg_cmd_fill(cmd, &m->s.attn, 0);
+            break;
         }
-        record_batch_attention(cmd, m, &m->s.q, 0, entry0, k, kv, n_kv);
-        record_cross_output(cmd, m, x, k);
-    } else if (any) {
+    for (uint32_t b = 0; b < k; b++) {
+        const EgSequence *s = seqs[b];
+        if (!sees_image(s)) continue;
+        uint32_t first = (uint32_t)s->last_image * S * 2 * H; /* that image's S rows */
+        eg_op_attention(cmd, &m->ops,
+                        &(EgAttention){.q = &m->s.q,
+                                       .q_off = b * H,
+                                       .k = &s->cross_kv[j],
+                                       .k_off = first,
+                                       .k_stride = 2 * H,
+                                       .v = &s->cross_kv[j],
+                                       .v_off = first + H,
+                                       .v_stride = 2 * H,
+                                       .o = &m->s.attn,
+                                       .o_off = b * H,
+                                       .n_queries = 1,
+                                       .n_keys = S,
+                                       .heads = m->heads,
+                                       .head_dim = m->head_dim,
+                                       .mode = EG_ATTN_FULL,
+                                       .scale = 1.0f / sqrtf((float)m->head_dim)});
+    }
+}
+
+static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32_t k, uint32_t j) {
+    EgModel *m = seqs[0]->m;
+    const EgCrossLayer *x = &m->cross[j];
+    int any = 0;
+    for (uint32_t b = 0; b < k; b++)
+        any |= sees_image(seqs[b]);
+    if (any) { /* else the attention branch is zero for every row: skipped */
         record_cross_query(cmd, m, x, k);
-        /* a row that sees no image gets exactly zero, as its gate would make it */
-        if (!all) eg_cmd_fill(cmd, &m->s.attn, 0);
-        for (uint32_t b = 0; b < k; b++) {
-            const EgSequence *s = seqs[b];
-            if (s->n_images == 0 || s->last_image < 0) continue;
-            uint32_t first = (uint32_t)s->last_image * S * 2 * H; /* that image's S rows */
-            eg_op_attention(cmd, ops,
-                            &(EgAttention){.q = &m->s.q,
-                                           .q_off = b * H,
-                                           .k = &s->cross_kv[j],
-                                           .k_off = first,
-                                           .k_stride = 2 * H,
-                                           .v = &s->cross_kv[j],
-                                           .v_off = first + H,
-                                           .v_stride = 2 * H,
-                                           .o = &m->s.attn,
-                                           .o_off = b * H,
-                                           .n_queries = 1,
-                                           .n_keys = S,
-                                           .heads = m->heads,
-                                           .head_dim = m->head_dim,
-                                           .mode = EG_ATTN_FULL,
-                                           .scale = 1.0f / sqrtf((float)m->head_dim)});
-        }
+        if (m->batch_ops.available)
+            record_cross_attention_addressed(cmd, seqs, k, j);
+        else
+            record_cross_attention_per_sequence(cmd, seqs, k, j);
         record_cross_output(cmd, m, x, k);
     }
     record_mlp(cmd, m, &x->post_norm, &x->gate, &x->up, &x->down, &x->alpha_dense, k);

@@ -1,4 +1,5 @@
 #include "runtime/ops.h"
+#include "runtime/ops_push.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -13,13 +14,6 @@ typedef struct {
     float eps;
     uint32_t rms;
 } NormPush;
-typedef struct {
-    uint32_t n_keys, head_dim, q_off, q_stride, q_batch, k_off, k_stride, k_batch, v_off, v_stride,
-        v_batch, o_off, o_stride, o_batch, mode, q_pos0;
-    float scale;
-    uint32_t n_queries; /* attention.comp only */
-    uint32_t entry0;    /* attention_batch.comp only (runtime/ops_batch.c) */
-} AttentionPush;
 typedef struct {
     uint32_t rows, heads, head_dim, off, stride, pos0, sin_off;
 } RopePush;
@@ -276,8 +270,8 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->attn_queries = rp.attn_qpw;
     uint32_t attn_spec[4] = {rp.attn_wg, rp.attn_qpw, rp.attn_dpl, rp.attn_wide};
     if (eg_pipeline_create_spec(vk, rp.attn_subgroup ? "attention" : "attention_shared", f16, 5,
-                                1u << 3, sizeof(AttentionPush), attn_spec, rp.attn_subgroup ? 4 : 0,
-                                &ops->attention, err))
+                                1u << 3, sizeof(EgAttentionPush), attn_spec,
+                                rp.attn_subgroup ? 4 : 0, &ops->attention, err))
         goto fail;
     /* Decode (one query) would waste the other queries' share of every tile: a one-query
      * pipeline for dispatches with fewer queries than a workgroup takes (lavapipe, 128 keys:
@@ -287,8 +281,8 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->attention_batch_ok = rp.attn_subgroup;
     memcpy(ops->attention_one_spec, attn_spec, sizeof attn_spec);
     if (rp.attn_qpw > 1 &&
-        eg_pipeline_create_spec(vk, "attention", f16, 5, 1u << 3, sizeof(AttentionPush), attn_spec,
-                                4, &ops->attention_one, err))
+        eg_pipeline_create_spec(vk, "attention", f16, 5, 1u << 3, sizeof(EgAttentionPush),
+                                attn_spec, 4, &ops->attention_one, err))
         goto fail;
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
@@ -450,24 +444,24 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
     uint32_t width = a->heads * a->head_dim;
-    AttentionPush push = {.n_keys = a->n_keys,
-                          .head_dim = a->head_dim,
-                          .q_off = a->q_off,
-                          .q_stride = a->q_stride ? a->q_stride : width,
-                          .q_batch = a->q_batch,
-                          .k_off = a->k_off,
-                          .k_stride = a->k_stride ? a->k_stride : width,
-                          .k_batch = a->k_batch,
-                          .v_off = a->v_off,
-                          .v_stride = a->v_stride ? a->v_stride : width,
-                          .v_batch = a->v_batch,
-                          .o_off = a->o_off,
-                          .o_stride = a->o_stride ? a->o_stride : width,
-                          .o_batch = a->o_batch,
-                          .mode = (uint32_t)a->mode,
-                          .q_pos0 = a->q_pos0,
-                          .scale = a->scale,
-                          .n_queries = a->n_queries};
+    EgAttentionPush push = {.n_keys = a->n_keys,
+                            .head_dim = a->head_dim,
+                            .q_off = a->q_off,
+                            .q_stride = a->q_stride ? a->q_stride : width,
+                            .q_batch = a->q_batch,
+                            .k_off = a->k_off,
+                            .k_stride = a->k_stride ? a->k_stride : width,
+                            .k_batch = a->k_batch,
+                            .v_off = a->v_off,
+                            .v_stride = a->v_stride ? a->v_stride : width,
+                            .v_batch = a->v_batch,
+                            .o_off = a->o_off,
+                            .o_stride = a->o_stride ? a->o_stride : width,
+                            .o_batch = a->o_batch,
+                            .mode = (uint32_t)a->mode,
+                            .q_pos0 = a->q_pos0,
+                            .scale = a->scale,
+                            .n_queries = a->n_queries};
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     eg_cmd_dispatch(cmd, many ? &ops->attention : &ops->attention_one, bufs, &push,

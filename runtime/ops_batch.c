@@ -1,4 +1,5 @@
 #include "runtime/ops_batch.h"
+#include "runtime/ops_push.h"
 
 #include <string.h>
 
@@ -6,21 +7,13 @@ typedef struct {
     uint32_t batch, heads, head_dim, sin_off, entry0;
 } KvAppendPush; /* shaders/kv_append.comp */
 
-/* attention.glsl's push constants (runtime/ops.c AttentionPush) */
-typedef struct {
-    uint32_t n_keys, head_dim, q_off, q_stride, q_batch, k_off, k_stride, k_batch, v_off, v_stride,
-        v_batch, o_off, o_stride, o_batch, mode, q_pos0;
-    float scale;
-    uint32_t n_queries, entry0;
-} AttentionPush;
-
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
     memset(b, 0, sizeof *b);
     if (!ops->vk->has_device_address || !ops->attention_batch_ok) return 0;
     if (eg_pipeline_create(ops->vk, "kv_append", ops->f16, 3, 1u << 0, sizeof(KvAppendPush),
                            &b->kv_append, err) ||
         eg_pipeline_create_spec(ops->vk, "attention_batch", ops->f16, 5, 1u << 3,
-                                sizeof(AttentionPush), ops->attention_one_spec, 4, &b->attention,
+                                sizeof(EgAttentionPush), ops->attention_one_spec, 4, &b->attention,
                                 err)) {
         eg_batch_ops_destroy(b, ops);
         return -1;
@@ -60,14 +53,14 @@ void eg_op_kv_append(EgCmd *cmd, const EgBatchOps *b, const EgKvAppend *a) {
 void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
                            const EgBatchAttention *a) {
     uint32_t H = a->heads * a->head_dim;
-    AttentionPush push = {.head_dim = a->head_dim,
-                          .q_batch = a->q_stride ? a->q_stride : H,
-                          .o_batch = H,
-                          .q_stride = H,
-                          .o_stride = H,
-                          .scale = a->scale,
-                          .n_queries = 1,
-                          .entry0 = a->entry0};
+    EgAttentionPush push = {.head_dim = a->head_dim,
+                            .q_batch = a->q_stride ? a->q_stride : H,
+                            .o_batch = H,
+                            .q_stride = H,
+                            .o_stride = H,
+                            .scale = a->scale,
+                            .n_queries = 1,
+                            .entry0 = a->entry0};
     /* keys and values come by address: their bindings hold the dummy */
     const EgBuffer *bufs[5] = {a->q, &ops->dummy, &ops->dummy, a->o, a->entries};
     eg_cmd_dispatch_addressed(cmd, &b->attention, bufs, &push, 1, a->heads, a->batch,

@@ -1,0 +1,18 @@
+/* Push-constant layouts that more than one file records: they must match the shaders' `Push`
+ * blocks field for field. */
+#ifndef EGRET_OPS_PUSH_H
+#define EGRET_OPS_PUSH_H
+
+#include <stdint.h>
+
+/* shaders/attention.glsl (attention.comp, attention_batch.comp) and attention_shared.comp (which
+ * reads the fields up to scale). */
+typedef struct EgAttentionPush {
+    uint32_t n_keys, head_dim, q_off, q_stride, q_batch, k_off, k_stride, k_batch, v_off, v_stride,
+        v_batch, o_off, o_stride, o_batch, mode, q_pos0;
+    float scale;
+    uint32_t n_queries; /* attention.glsl only */
+    uint32_t entry0;    /* attention_batch.comp only (runtime/ops_batch.c) */
+} EgAttentionPush;
+
+#endif
