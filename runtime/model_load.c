@@ -259,7 +259,10 @@ static int create_scratch(EgModel *m, EgError *err) {
         eg_buffer_create(&m->s.host, T * 8, &m->s.ranges, err) ||
         eg_buffer_create(&m->s.host, T * m->vocab * ops->elem, &m->s.logits, err) ||
         eg_buffer_create(&m->s.host,
-                         (size_t)EG_BATCH_MAX * 2 * m->cfg.num_hidden_layers * sizeof(EgBatchEntry),
+                         (size_t)EG_BATCH_MAX *
+                             (m->cfg.num_hidden_layers +
+                              m->cfg.num_hidden_layers / m->cfg.cross_layer_interval) *
+                             sizeof(EgBatchEntry),
                          &m->s.batch_table, err))
         return eg_fail_prefix(err, "allocating scratch for %zu tokens", T);
     return 0;

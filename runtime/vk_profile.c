@@ -89,7 +89,7 @@ static int by_total_desc(const void *a, const void *b) {
 
 void eg_profile_report(FILE *out) {
     pthread_mutex_lock(&totals_lock);
-    if (out && n_totals) {
+    if (n_totals) {
         double all = 0;
         unsigned long count = 0;
         for (int i = 0; i < n_totals; i++) {
@@ -106,6 +106,13 @@ void eg_profile_report(FILE *out) {
                     totals[i].total_ns * 1e-6, totals[i].total_ns * 1e-3 / (double)totals[i].count,
                     100.0 * totals[i].total_ns / all);
     }
+    n_totals = 0;
+    n_submissions = 0;
+    pthread_mutex_unlock(&totals_lock);
+}
+
+void eg_profile_reset(void) {
+    pthread_mutex_lock(&totals_lock);
     n_totals = 0;
     n_submissions = 0;
     pthread_mutex_unlock(&totals_lock);

@@ -28,7 +28,9 @@ void eg_profile_stamp(VkCommandBuffer cb, EgCmdProfile *p, const char *label);
 void eg_profile_collect(EgVk *vk, EgCmdProfile *p);
 /* Frees the pool of a command buffer that was never submitted. */
 void eg_profile_discard(EgVk *vk, EgCmdProfile *p);
-/* Prints the totals per label, largest first (out NULL: prints nothing), and clears them. */
+/* Prints the totals per label, largest first, and clears them. */
 void eg_profile_report(FILE *out);
+/* Clears the totals (to time one phase of a run). */
+void eg_profile_reset(void);
 
 #endif

@@ -136,7 +136,7 @@ static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t b
                    double units, const char *unit_key, EgError *err) {
     double *runs = calloc(b->reps, sizeof *runs);
     if (!runs) return eg_fail(err, "out of host memory");
-    if (eg_profile_enabled()) eg_profile_report(NULL); /* EGRET_PROFILE: totals per phase */
+    eg_profile_reset(); /* EGRET_PROFILE: totals per phase */
     for (uint32_t r = 0; r < b->warmup + b->reps; r++) {
         fprintf(b->progress, "\regret bench: %s b%u run %u/%u   ", name, batch, r + 1,
                 b->warmup + b->reps);
