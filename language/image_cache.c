@@ -10,6 +10,7 @@ typedef struct Entry {
     EgImageKey key;
     EgArena arena; /* its own memory, so evicting one entry frees it */
     EgBuffer kv;
+    size_t bytes; /* device memory its arena holds (entry_bytes, or a little more: alignment) */
     uint64_t last_used;
     struct Entry *next;
 } Entry;
@@ -50,9 +51,9 @@ EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes) {
 
 static void entry_free(EgImageCache *c, Entry *e) {
     eg_arena_reset(&e->arena);
-    free(e);
     atomic_fetch_sub(&c->stats.entries, 1);
-    atomic_fetch_sub(&c->stats.bytes, c->entry_bytes);
+    atomic_fetch_sub(&c->stats.bytes, e->bytes);
+    free(e);
 }
 
 void eg_image_cache_free(EgImageCache *c) {
@@ -109,10 +110,11 @@ const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key) {
         free(e);
         return NULL;
     }
+    e->bytes = (size_t)eg_arena_block_bytes(&e->arena);
     e->next = c->entries;
     c->entries = e;
     atomic_fetch_add(&c->stats.entries, 1);
-    atomic_fetch_add(&c->stats.bytes, c->entry_bytes);
+    atomic_fetch_add(&c->stats.bytes, e->bytes);
     return &e->kv;
 }
 

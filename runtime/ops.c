@@ -70,6 +70,11 @@ static int is_pow2(uint32_t v) {
  * 8x8 beat 4x4, 8x4, 4x8, 4x16 and 8x16 outputs per invocation and 16 or 32 invocations). On
  * lavapipe shared memory is ordinary memory behind the same per-lane load loop as a storage
  * buffer, and each barrier() switches every subgroup's coroutine: the tiles only add work.
+ * Where buffers have texel views (vk->texel_views: CPU implementations), it reads x and W
+ * through them (matmul_direct_texel.comp): lavapipe turns an imageLoad into one vectorized
+ * gather, where a storage-buffer load is a loop over the lanes with a bounds check per
+ * component (ops_bench --vs-default --md-texel -1, the storage-buffer kernel's time over the
+ * texel one: fp16 1.32-1.43x at M = 64 and 1040, 1.19-1.58x at 8 rows; fp32 1.82-1.88x).
  * The same kernel with 1, 2, 4 or 8 rows of x per invocation also takes the decode products of
  * weights up to 2^20 elements (one 8-row block of x, 8 rows of W per invocation, no subgroup
  * reduction or per-row epilogue loop): lavapipe, fp16, 256x256 to 640x256: 0.55-0.75x the
@@ -93,6 +98,7 @@ typedef struct {
     int mm_direct;
     uint32_t md_wg, md_tm, md_tn;
     uint64_t md_few_max_weights;
+    int md_texel; /* matmul_direct reads x and W through texel views */
 } LinearParams;
 
 static int tile_fits(const VkPhysicalDeviceLimits *lim, EgTile t) {
@@ -143,6 +149,10 @@ static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, int f16, Linear
     lp->md_few_max_weights = !lp->mm_direct || cfg->md_few < 0 ? 0
                              : cfg->md_few > 0                ? UINT64_MAX
                                                               : 1u << 20;
+    lp->md_texel = cfg->md_texel ? cfg->md_texel > 0 : vk->texel_views;
+    if (lp->mm_direct && lp->md_texel && !vk->texel_views)
+        return eg_fail(err, "matmul_direct: texel loads need texel views, which %s lacks",
+                       vk->props.deviceName);
     if (lp->mm_direct && (lp->md_wg > lim->maxComputeWorkGroupInvocations ||
                           lp->md_wg > lim->maxComputeWorkGroupSize[0] || !lp->md_tm || !lp->md_tn))
         return eg_fail(err, "matmul_direct: %u invocations of %ux%u do not fit %s", lp->md_wg,
@@ -301,15 +311,17 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->md_tm = lp.md_tm;
     ops->md_tn = lp.md_tn;
     uint32_t md_spec[3] = {lp.md_wg, lp.md_tm, lp.md_tn};
-    if (lp.mm_direct && eg_pipeline_create_spec(vk, "matmul_direct", f16, 5, 1u << 4,
-                                                sizeof(MatmulPush), md_spec, 3,
-                                                &ops->matmul_direct, err))
+    const char *md_name = lp.md_texel ? "matmul_direct_texel" : "matmul_direct";
+    uint32_t md_texels = lp.md_texel ? 3u : 0u; /* x and W */
+    if (lp.mm_direct &&
+        eg_pipeline_create_texel(vk, md_name, f16, 5, 1u << 4, md_texels, sizeof(MatmulPush),
+                                 md_spec, 3, &ops->matmul_direct, err))
         goto fail;
     ops->md_few_max_weights = lp.md_few_max_weights;
     for (int v = 0; v < EG_MATVEC_VARIANTS && lp.md_few_max_weights; v++) {
         md_spec[1] = 1u << v;
-        if (eg_pipeline_create_spec(vk, "matmul_direct", f16, 5, 1u << 4, sizeof(MatmulPush),
-                                    md_spec, 3, &ops->matmul_direct_few[v], err))
+        if (eg_pipeline_create_texel(vk, md_name, f16, 5, 1u << 4, md_texels, sizeof(MatmulPush),
+                                     md_spec, 3, &ops->matmul_direct_few[v], err))
             goto fail;
     }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */

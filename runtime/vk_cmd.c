@@ -83,6 +83,11 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
                                       .descriptorCount = 1,
                                       .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                       .pBufferInfo = &info[i]};
+        if (p->texel_mask & (1u << i)) {
+            w[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
+            w[i].pBufferInfo = NULL;
+            w[i].pTexelBufferView = &bufs[i]->texels;
+        }
         if (p->write_mask & (1u << i))
             writes[nw++] = bufs[i]->buf;
         else

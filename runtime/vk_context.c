@@ -299,6 +299,13 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
                               (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     vk->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
+    /* A view must span any buffer (at most maxStorageBufferRange bytes) in 16-byte texels. */
+    VkFormatProperties rgba32ui;
+    vkGetPhysicalDeviceFormatProperties(vk->phys, VK_FORMAT_R32G32B32A32_UINT, &rgba32ui);
+    vk->texel_views =
+        vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU &&
+        (rgba32ui.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) &&
+        (VkDeviceSize)vk->props.limits.maxTexelBufferElements * 16 >= vk->max_storage_range;
     if (opt->verbose)
         fprintf(stderr, "egret: Vulkan device: %s (%s)%s\n", vk->props.deviceName,
                 type_name(vk->props.deviceType), vk->validation ? ", validation on" : "");

@@ -37,6 +37,10 @@ typedef struct EgVk {
     int has_float16; /* shaderFloat16: required by the fp16 (fast) shader variants */
     int has_device_address; /* bufferDeviceAddress: EgBuffer.addr is set (batched attention) */
     int has_int64;          /* shaderInt64: 64-bit loads in matvec64.comp (runtime/ops.c) */
+    /* Every buffer also has an rgba32ui storage texel view (EgBuffer.texels), which the
+     * *_texel shader variants read through: CPU devices only, where an imageLoad is a
+     * vectorized gather while a storage-buffer load is a loop over the lanes (runtime/ops.c). */
+    int texel_views;
     /* Device memory held by every arena (written by the thread that allocates, read by stats),
      * and a debug ceiling on it (EGRET_DEVICE_MEMORY_LIMIT bytes; 0 = none) that makes running
      * out of device memory reproducible in tests. */

@@ -88,22 +88,41 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
     return b;
 }
 
-static int remember_buffer(EgArena *a, VkBuffer buf) {
+static int remember_buffer(EgArena *a, VkBuffer buf, VkBufferView view) {
     if (a->n_buffers == a->cap_buffers) {
         int cap = a->cap_buffers ? a->cap_buffers * 2 : 64;
         VkBuffer *nb = realloc(a->buffers, (size_t)cap * sizeof *nb);
-        if (!nb) return -1;
-        a->buffers = nb;
+        if (nb) a->buffers = nb;
+        VkBufferView *nv = realloc(a->views, (size_t)cap * sizeof *nv);
+        if (nv) a->views = nv;
+        if (!nb || !nv) return -1;
         a->cap_buffers = cap;
     }
-    a->buffers[a->n_buffers++] = buf;
+    a->buffers[a->n_buffers] = buf;
+    a->views[a->n_buffers++] = view;
     return 0;
+}
+
+/* The rgba32ui view of a whole buffer that *_texel shaders bind (vk->texel_views). */
+static VkResult create_texel_view(EgVk *vk, VkBuffer buf, VkDeviceSize size, VkBufferView *out) {
+    *out = VK_NULL_HANDLE;
+    if (!vk->texel_views) return VK_SUCCESS;
+    VkBufferViewCreateInfo vi = {.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+                                 .buffer = buf,
+                                 .format = VK_FORMAT_R32G32B32A32_UINT,
+                                 .offset = 0,
+                                 .range = size};
+    return vkCreateBufferView(vk->device, &vi, NULL, out);
 }
 
 int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err) {
     memset(out, 0, sizeof *out);
     size = (size + 15) & ~(VkDeviceSize)15;
     if (size == 0) size = 16;
+    /* llvmpipe compiles a variant of a shader for each combination of power-of-two-or-not
+     * sizes of the buffers behind its texel views: keeping every size off the powers of two
+     * keeps that at one variant (not, say, four of a two-view kernel, compiled mid-serving). */
+    if (a->vk->texel_views && (size & (size - 1)) == 0) size += 16;
     if (size > a->vk->max_storage_range)
         return eg_fail(err,
                        "buffer of %llu bytes exceeds the device's maxStorageBufferRange (%llu)",
@@ -113,7 +132,8 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
         .size = size,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT |
-                 (a->vk->has_device_address ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
+                 (a->vk->has_device_address ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0) |
+                 (a->vk->texel_views ? VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT : 0),
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkBuffer buf;
     VkResult r = vkCreateBuffer(a->vk->device, &bi, NULL, &buf);
@@ -142,8 +162,10 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
         }
         offset = 0;
     }
+    VkBufferView view = VK_NULL_HANDLE;
     if (vkBindBufferMemory(a->vk->device, buf, b->memory, offset) != VK_SUCCESS ||
-        remember_buffer(a, buf)) {
+        create_texel_view(a->vk, buf, size, &view) != VK_SUCCESS || remember_buffer(a, buf, view)) {
+        if (view) vkDestroyBufferView(a->vk->device, view, NULL);
         vkDestroyBuffer(a->vk->device, buf, NULL);
         return eg_fail(err, "binding buffer memory failed");
     }
@@ -152,6 +174,7 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
     out->buf = buf;
     out->size = size;
     out->mapped = b->mapped ? (char *)b->mapped + offset : NULL;
+    out->texels = view;
     if (a->vk->has_device_address) {
         VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO,
                                         .buffer = buf};
@@ -169,10 +192,14 @@ VkDeviceSize eg_arena_block_bytes(const EgArena *a) {
 
 void eg_arena_reset(EgArena *a) {
     if (!a->vk) return;
-    for (int i = 0; i < a->n_buffers; i++)
+    for (int i = 0; i < a->n_buffers; i++) {
+        if (a->views[i]) vkDestroyBufferView(a->vk->device, a->views[i], NULL);
         vkDestroyBuffer(a->vk->device, a->buffers[i], NULL);
+    }
     free(a->buffers);
+    free(a->views);
     a->buffers = NULL;
+    a->views = NULL;
     a->n_buffers = a->cap_buffers = 0;
     while (a->blocks) {
         EgMemBlock *b = a->blocks;

@@ -13,6 +13,8 @@ typedef struct EgBuffer {
     void *mapped; /* host pointer for host-visible arenas, else NULL */
     VkDeviceAddress addr; /* its device address (shaders' buffer references); 0 when the device
                              has no bufferDeviceAddress */
+    VkBufferView texels;  /* the whole buffer as rgba32ui texels where vk->texel_views, else
+                             VK_NULL_HANDLE */
 } EgBuffer;
 
 typedef enum EgMemKind {
@@ -28,6 +30,7 @@ typedef struct EgArena {
     VkDeviceSize block_size;
     EgMemBlock *blocks; /* newest first */
     VkBuffer *buffers;  /* every buffer made here, destroyed on reset */
+    VkBufferView *views; /* and its texel view (or VK_NULL_HANDLE), at the same index */
     int n_buffers, cap_buffers;
     VkDeviceSize bytes_used; /* sum of buffer sizes, for reporting */
 } EgArena;

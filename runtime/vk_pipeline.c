@@ -22,23 +22,36 @@ int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint
 int eg_pipeline_create_spec(EgVk *vk, const char *name, int f16, int n_bindings,
                             uint32_t write_mask, uint32_t push_size, const uint32_t *spec,
                             uint32_t n_spec, EgPipeline *out, EgError *err) {
+    return eg_pipeline_create_texel(vk, name, f16, n_bindings, write_mask, 0, push_size, spec,
+                                    n_spec, out, err);
+}
+
+int eg_pipeline_create_texel(EgVk *vk, const char *name, int f16, int n_bindings,
+                             uint32_t write_mask, uint32_t texel_mask, uint32_t push_size,
+                             const uint32_t *spec, uint32_t n_spec, EgPipeline *out, EgError *err) {
     memset(out, 0, sizeof *out);
     out->name = name;
     out->n_bindings = n_bindings;
     out->write_mask = write_mask;
+    out->texel_mask = texel_mask;
     out->push_size = push_size;
     const EgShaderBlob *blob = find_blob(name, f16);
     if (!blob) return eg_fail(err, "shader '%s' is not compiled into this binary", name);
     if (n_bindings > EG_MAX_BINDINGS) return eg_fail(err, "shader '%s': too many bindings", name);
     if (n_spec > EG_MAX_SPEC)
         return eg_fail(err, "shader '%s': too many specialization constants", name);
+    if (texel_mask && !vk->texel_views)
+        return eg_fail(err, "shader '%s' reads texel views, which %s's buffers do not have", name,
+                       vk->props.deviceName);
 
     VkDescriptorSetLayoutBinding b[EG_MAX_BINDINGS];
     for (int i = 0; i < n_bindings; i++)
-        b[i] = (VkDescriptorSetLayoutBinding){.binding = (uint32_t)i,
-                                              .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                              .descriptorCount = 1,
-                                              .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+        b[i] = (VkDescriptorSetLayoutBinding){
+            .binding = (uint32_t)i,
+            .descriptorType = (texel_mask >> i) & 1 ? VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER
+                                                    : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
     VkDescriptorSetLayoutCreateInfo dl = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
         .flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR,

@@ -2,80 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
+#define EG_TEXEL 0
 #include "matmul_epilogue.glsl"
 
-// Y = epilogue(X · Wᵀ) like matmul.comp, for CPU implementations (lavapipe): no shared memory
-// and no barriers. There, shared memory is ordinary memory behind the same per-lane load loop
-// as a storage buffer (every lane's load is a scalar access with a bounds check per 32-bit
-// component), and every barrier() suspends and resumes each subgroup of the workgroup, so
-// staging tiles in shared memory only adds work. Instead each invocation reads its TM rows of
-// X and TN rows of W straight from the buffers, 8 elements per load, and accumulates the
-// TM·TN outputs in registers: (TM + TN) loads per TM·TN·8 multiply-adds.
-//
-// Grid: workgroup (x, y) covers columns [x·WG·TN, (x+1)·WG·TN) of rows [y·TM, (y+1)·TM);
-// invocation i takes columns x·WG·TN + i·TN + [0, TN). The lanes of a subgroup share their
-// rows of X (the same addresses) and read neighbouring rows of W.
-//
-// Its loads are 32-bit components (vector_loads.glsl): unlike the matrix-vector kernel, 64-bit
-// ones did not pay here (lavapipe, ops_bench --vs-default: fp16 1.02-1.36x the time, fp32
-// 0.94-0.97x).
-//
-// Rows past M or N read the last valid row (never stored): no branch in the inner loop.
-// Reading 8 elements at once needs K, ldx and x_off to be multiples of 8 (4 for the middle
-// path); otherwise the scalar loop runs.
-layout(local_size_x_id = 0) in;            // WG
-layout(constant_id = 1) const uint TM = 4; // rows of X per invocation
-layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
-
-#define EG_LOAD64 0
-#include "vector_loads.glsl"
-
-void main() {
-    uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
-    uint m0 = gl_WorkGroupID.y * TM;
-    if (n0 >= p.N || m0 >= p.M) return;
-    uint xrow[TM], wrow[TN];
-    for (uint i = 0; i < TM; i++) xrow[i] = p.x_off + min(m0 + i, p.M - 1u) * p.ldx;
-    for (uint j = 0; j < TN; j++) wrow[j] = min(n0 + j, p.N - 1u) * p.K;
-    float acc[TM][TN];
-    for (uint i = 0; i < TM; i++)
-        for (uint j = 0; j < TN; j++) acc[i][j] = 0.0;
-    uint align = p.K | p.ldx | p.x_off;
-    if ((align & 7u) == 0u) {
-        for (uint k = 0; k < p.K; k += 8u) {
-            vec4 xa[TM], xb[TM];
-            for (uint i = 0; i < TM; i++) load_x8((xrow[i] + k) / 8u, xa[i], xb[i]);
-            for (uint j = 0; j < TN; j++) {
-                vec4 wa, wb;
-                load_w8((wrow[j] + k) / 8u, wa, wb);
-                for (uint i = 0; i < TM; i++) acc[i][j] += dot(xa[i], wa) + dot(xb[i], wb);
-            }
-        }
-    } else if ((align & 3u) == 0u) {
-        for (uint k = 0; k < p.K; k += 4u) {
-            vec4 xv[TM];
-            for (uint i = 0; i < TM; i++) xv[i] = load_x4((xrow[i] + k) / 4u);
-            for (uint j = 0; j < TN; j++) {
-                vec4 wv = load_w4((wrow[j] + k) / 4u);
-                for (uint i = 0; i < TM; i++) acc[i][j] += dot(xv[i], wv);
-            }
-        }
-    } else {
-        for (uint k = 0; k < p.K; k++) {
-            float xv[TM];
-            for (uint i = 0; i < TM; i++) xv[i] = float(x[xrow[i] + k]);
-            for (uint j = 0; j < TN; j++) {
-                float wv = float(w[wrow[j] + k]);
-                for (uint i = 0; i < TM; i++) acc[i][j] += xv[i] * wv;
-            }
-        }
-    }
-    // One epilogue call site in a loop that is not unrolled (see matmul.comp).
-    float out_v[TM * TN];
-    for (uint i = 0; i < TM; i++)
-        for (uint j = 0; j < TN; j++) out_v[i * TN + j] = acc[i][j];
-    [[dont_unroll]] for (uint e = 0; e < TM * TN; e++) {
-        uint m = m0 + e / TN, n = n0 + e % TN;
-        if (m < p.M && n < p.N) store_output(m, n, out_v[e]);
-    }
-}
+// Storage-buffer loads; see matmul_direct.glsl.
+#include "matmul_direct.glsl"

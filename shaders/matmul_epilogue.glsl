@@ -1,8 +1,14 @@
 // Bindings, push constants and the fused epilogue shared by matmul.comp and matvec.comp.
 // Epilogue, in order: + bias[n]; activation; if MUL: v *= Y; if ACCUM: v = Y + g·v, where
 // g = tanh(alpha[n or 0]) when HAS_ALPHA (IDEFICS' gated residual) else 1.
+// EG_TEXEL 1: x and W are texel views instead, declared by vector_loads.glsl.
+#ifndef EG_TEXEL
+#define EG_TEXEL 0
+#endif
+#if !EG_TEXEL
 layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer W { WT w[]; };
+#endif
 layout(std430, binding = 2) readonly buffer B { WT bias[]; };
 layout(std430, binding = 3) readonly buffer Alpha { WT alpha[]; };
 layout(std430, binding = 4) buffer Y { ACT y[]; };

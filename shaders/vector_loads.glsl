@@ -1,8 +1,36 @@
 // Loads of 8 and 4 consecutive elements of x (binding 0) and W (binding 1) as vec4s, for the
 // linear kernels (matvec.glsl, matmul_direct.comp): load_x8(i, a, b) reads elements 8i..8i+7,
 // load_x4(i) elements 4i..4i+3 (fp16: 16 and 8 bytes; fp32: 32 and 16). The caller defines
-// EG_LOAD64: 1 reads them as 64-bit components (shaderInt64), 0 as 32-bit ones.
-#if EG_LOAD64
+// EG_LOAD64: 1 reads them as 64-bit components (shaderInt64), 0 as 32-bit ones. x_at(e) and
+// w_at(e) read single elements. With EG_TEXEL (see matmul_epilogue.glsl) x and W are bound as
+// rgba32ui texel views and every load is an imageLoad of 16-byte texels.
+#if EG_TEXEL
+layout(binding = 0, rgba32ui) uniform readonly uimageBuffer x_texels;
+layout(binding = 1, rgba32ui) uniform readonly uimageBuffer w_texels;
+#if EG_F16
+void unpack_h8(uvec4 u, out vec4 a, out vec4 b) {
+    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+}
+// 4 halves: one half of texel i / 2.
+vec4 unpack_h4_of(uvec4 u, uint i) {
+    uvec2 h = (i & 1u) != 0u ? u.zw : u.xy;
+    return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+}
+void load_x8(uint i, out vec4 a, out vec4 b) { unpack_h8(imageLoad(x_texels, int(i)), a, b); }
+void load_w8(uint i, out vec4 a, out vec4 b) { unpack_h8(imageLoad(w_texels, int(i)), a, b); }
+vec4 load_x4(uint i) { return unpack_h4_of(imageLoad(x_texels, int(i >> 1)), i); }
+vec4 load_w4(uint i) { return unpack_h4_of(imageLoad(w_texels, int(i >> 1)), i); }
+float half_of(uvec4 u, uint e) { return unpackHalf2x16(u[(e >> 1) & 3u])[e & 1u]; }
+float x_at(uint e) { return half_of(imageLoad(x_texels, int(e >> 3)), e); }
+float w_at(uint e) { return half_of(imageLoad(w_texels, int(e >> 3)), e); }
+#else
+vec4 load_x4(uint i) { return uintBitsToFloat(imageLoad(x_texels, int(i))); }
+vec4 load_w4(uint i) { return uintBitsToFloat(imageLoad(w_texels, int(i))); }
+float x_at(uint e) { return uintBitsToFloat(imageLoad(x_texels, int(e >> 2))[e & 3u]); }
+float w_at(uint e) { return uintBitsToFloat(imageLoad(w_texels, int(e >> 2))[e & 3u]); }
+#endif
+#elif EG_LOAD64
 // The same 16- and 8-byte vectors read as 64-bit components (needs shaderInt64:
 // matvec64.comp, matvec_shared64.comp): lavapipe loads every component
 // of a per-lane address separately, lane by lane with a bounds check each, so a u64vec2 costs
@@ -71,4 +99,8 @@ void load_w8(uint i, out vec4 a, out vec4 b) {
     a = load_w4(2u * i);
     b = load_w4(2u * i + 1u);
 }
+#endif
+#if !EG_TEXEL
+float x_at(uint e) { return float(x[e]); }
+float w_at(uint e) { return float(w[e]); }
 #endif

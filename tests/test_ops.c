@@ -483,17 +483,21 @@ static const struct {
       .mm_direct = -1},
      0},
     {" [subgroup matvec, 3 rows; tiles 32x16x4 8x4 64x32x12 4x4]",
-     {.mv_rpg = 3,
-      .mm_small = {32, 16, 4, 8, 4},
-      .mm_large = {64, 32, 12, 4, 4},
-      .mm_direct = -1},
+     {.mv_rpg = 3, .mm_small = {32, 16, 4, 8, 4}, .mm_large = {64, 32, 12, 4, 4}, .mm_direct = -1},
      0},
     /* The CPU devices' matmul without shared memory, at the default and at odd sizes (3 rows
      * of x by 5 rows of W, 4 invocations), for every size and, for few rows of x, for weights
-     * of any size. */
-    {" [direct matmul 8 x 8x8, also few rows]", {.mm_direct = 1, .md_few = 1}, 1},
+     * of any size; x and W read as storage buffers and as texel views (only on devices whose
+     * buffers have those: CPU implementations). */
+    {" [direct matmul 8 x 8x8, also few rows]", {.mm_direct = 1, .md_few = 1, .md_texel = -1}, 1},
     {" [direct matmul 4 x 3x5, also few rows]",
-     {.mm_direct = 1, .md_few = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5},
+     {.mm_direct = 1, .md_few = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5, .md_texel = -1},
+     1},
+    {" [direct matmul 8 x 8x8 from texel views, also few rows]",
+     {.mm_direct = 1, .md_few = 1, .md_texel = 1},
+     1},
+    {" [direct matmul 4 x 3x5 from texel views, also few rows]",
+     {.mm_direct = 1, .md_few = 1, .md_wg = 4, .md_tm = 3, .md_tn = 5, .md_texel = 1},
      1},
     /* The matvec loads both ways for every width of x, whichever the device's default is
      * (64-bit ones only where shaderInt64 is present). */
@@ -511,8 +515,8 @@ static void test_linear_variants(int f16) {
         EgOpsConfig cfg = LINEAR_VARIANTS[v].cfg;
         cfg.naive = -1;
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
-            /* Only a device below these tiles' needs (256 invocations, 16 KiB) or without
-             * shaderInt64 (64-bit loads) gets here. */
+            /* Only a device below these tiles' needs (256 invocations, 16 KiB), without
+             * shaderInt64 (64-bit loads) or without texel views (GPUs) gets here. */
             printf("  linear%s: skipped on this device: %s\n", LINEAR_VARIANTS[v].name, err.msg);
             continue;
         }
