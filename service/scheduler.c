@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "runtime/clock.h"
 
@@ -98,10 +101,21 @@ static void finish(EgScheduler *s, Active *a) {
 /* The engine's thread: admits queued jobs up to max_batch, then advances every running job by
  * one token, or a new one by a chunk of its prompt, per step (continuous batching: jobs join
  * and leave between steps). */
+/* Hands the heap's free pages back to the system (glibc's malloc_trim) when the engine goes
+ * idle. On CPU Vulkan implementations (lavapipe) device memory is heap memory, and a burst of
+ * requests frees its KV caches in pieces the allocator would otherwise keep resident: the
+ * server's footprint should come back down after the load. */
+static void release_free_memory(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void *worker_main(void *arg) {
     EgScheduler *s = arg;
     Active active[EG_SEQUENCE_MAX_BATCH];
     uint32_t n = 0;
+    int stepped = 0; /* the engine ran since it was last idle */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         EgJob *dead = take_cancelled_locked(s);
@@ -114,6 +128,13 @@ static void *worker_main(void *arg) {
                 end_unrun(dead, EG_STATUS_CANCELLED, &err, eg_now_s() - dead->submitted_at);
                 dead = next;
             }
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        if (!s->head && n == 0 && stepped) {
+            stepped = 0;
+            pthread_mutex_unlock(&s->mu);
+            release_free_memory();
             pthread_mutex_lock(&s->mu);
             continue;
         }
@@ -141,6 +162,7 @@ static void *worker_main(void *arg) {
                     eg_engine_cancel(active[i].ej);
             }
             EgError err = {{0}};
+            stepped = 1;
             if (eg_engine_step(s->engine, jobs, n, &err))
                 for (uint32_t i = 0; i < n; i++) /* the step could not run: end them all */
                     eg_engine_cancel(active[i].ej);
