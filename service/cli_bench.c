@@ -167,6 +167,17 @@ static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t b
     return 0;
 }
 
+/* Whether the comma-separated list names `name` exactly. */
+static int list_has(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: egret bench [options]\n"
                "Times the image stage, prefill, decode and the time to first token, with the\n"
@@ -179,11 +190,13 @@ static void usage(FILE *f) {
                "  --prompt-tokens T      default 64\n"
                "  --new-tokens N         default 64\n"
                "  --warmup N --reps N    default 2 and 5\n"
+               "  --only LIST            only these sections, comma-separated: encode, prefill,\n"
+               "                         prefill_with_encode, decode, ttft (profiling one phase)\n"
                "  --json                 print one JSON object on stdout\n");
 }
 
 int cli_bench(int argc, char **argv) {
-    enum { O_MODEL = 256, O_RANDOM, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_JSON, O_HELP };
+    enum { O_MODEL = 256, O_RANDOM, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_ONLY, O_JSON, O_HELP };
     static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
                                              {"random-weights", required_argument, 0, O_RANDOM},
                                              {"fp32", no_argument, 0, O_FP32},
@@ -192,12 +205,14 @@ int cli_bench(int argc, char **argv) {
                                              {"new-tokens", required_argument, 0, O_NEW},
                                              {"warmup", required_argument, 0, O_WARMUP},
                                              {"reps", required_argument, 0, O_REPS},
+                                             {"only", required_argument, 0, O_ONLY},
                                              {"json", no_argument, 0, O_JSON},
                                              {"help", no_argument, 0, O_HELP},
                                              {0, 0, 0, 0}};
     const char *model_dir = cli_default_model();
     EgModelOptions mo = {0};
     Bench b = {.T = 64, .NEW = 64, .warmup = 2, .reps = 5, .progress = stderr};
+    const char *only = NULL; /* NULL: every section */
     int json_out = 0, c, bad = 0;
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -226,6 +241,9 @@ int cli_bench(int argc, char **argv) {
             break;
         case O_REPS:
             bad = cli_parse_u32("reps", optarg, &b.reps) || b.reps == 0;
+            break;
+        case O_ONLY:
+            only = optarg;
             break;
         case O_JSON:
             json_out = 1;
@@ -291,8 +309,10 @@ int cli_bench(int argc, char **argv) {
                     {"decode", work_decode, {1, 8}, "tokens_per_s"},
                     {"ttft", work_ttft, {1, 0}, "per_s"}};
     rc = 0;
+    int n_done = 0;
     for (size_t s = 0; s < sizeof sections / sizeof *sections && rc == 0; s++) {
-        fprintf(json, "%s\n  \"%s\": {", s ? "," : "", sections[s].name);
+        if (only && !list_has(only, sections[s].name)) continue;
+        fprintf(json, "%s\n  \"%s\": {", n_done++ ? "," : "", sections[s].name);
         for (int k = 0; k < 2 && rc == 0 && sections[s].batches[k]; k++) {
             uint32_t batch = sections[s].batches[k];
             double units = s == 0 ? batch : s == 3 ? (double)batch * (b.NEW - 1)
