@@ -8,7 +8,7 @@
  *   ops_bench [--quick] [--samples N] [--only decode|prefill] [--fp32|--fp16] [--big]
  *             [--shape MxNxK] [--rows]
  *             [--no-subgroup] [--mv-wg N] [--mv-rpg N] [--mv-load64 1|-1] [--vs-default]
- *             [--mm-direct 1|-1] [--md-few 1|-1] [--md-texel 1|-1]
+ *             [--mm-direct 1|-1] [--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
  *
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
@@ -315,6 +315,8 @@ int main(int argc, char **argv) {
             cfg.md_few = atoi(v), i++;
         } else if (!strcmp(a, "--md-texel") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
             cfg.md_texel = atoi(v), i++;
+        } else if (!strcmp(a, "--attn-texel") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
+            cfg.attn_texel = atoi(v), i++;
         } else if (!strcmp(a, "--vs-default")) {
             vs_default = 1;
         } else if ((!strcmp(a, "--mm") || !strcmp(a, "--mm-small") || !strcmp(a, "--mm-large")) &&
@@ -323,12 +325,12 @@ int main(int argc, char **argv) {
             if (strcmp(a, "--mm-small")) cfg.mm_large = t;
             i++;
         } else {
-            fprintf(
-                stderr,
-                "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
-                "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
-                "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
-                "[--md-few 1|-1] [--md-texel 1|-1] [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
+            fprintf(stderr,
+                    "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
+                    "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
+                    "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
+                    "[--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1] "
+                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
             return 2;
         }
     }

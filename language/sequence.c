@@ -404,8 +404,10 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
  * The linear layers (where the weights are read) run once over the k rows; what is per
  * sequence — writing its new key/value into its own cache, RoPE at its own position, attention
  * over its own cache and its own image — reaches each sequence's buffers through the batch
- * table (runtime/ops_batch.h), or runs per row where the device cannot. New queries, keys and
- * values are computed into the scratch buffer m->s.u (a [q | k | v] row per sequence). */
+ * table (runtime/ops_batch.h), or runs per row where the device cannot. Attention takes the
+ * table only for batches larger than batch_ops.bound_attention_max (on CPU devices never: there
+ * it reads bound buffers, one dispatch per sequence). New queries, keys and values are computed
+ * into the scratch buffer m->s.u (a [q | k | v] row per sequence). */
 
 /* Attention of the k queries in q (rows q_stride apart; 0: H) to the keys and values the batch
  * table's entries [entry0, entry0 + k) address; kv lists those buffers (barrier tracking). */
@@ -431,8 +433,31 @@ static int sees_image(const EgSequence *s) {
     return s->n_images > 0 && s->last_image >= 0;
 }
 
-/* The new keys and values of decoder layer i, rotated and appended to each sequence's cache,
- * and each query's attention over its own cache: through the batch table, one dispatch each. */
+/* Sequence s's new token's attention over its keys and values of decoder layer i (its new key
+ * already in place): the query at q_off in m->s.u, the output to row `row` of m->s.attn. */
+static void record_self_attention(EgCmd *cmd, const EgSequence *s, uint32_t i, uint32_t q_off,
+                                  uint32_t row) {
+    const EgModel *m = s->m;
+    uint32_t pos = s->n_past;
+    eg_op_attention(cmd, &m->ops,
+                    &(EgAttention){.q = &m->s.u,
+                                   .q_off = q_off,
+                                   .k = &s->k_cache[i],
+                                   .v = &s->v_cache[i],
+                                   .o = &m->s.attn,
+                                   .o_off = row * m->H,
+                                   .n_queries = 1,
+                                   .n_keys = pos + 1,
+                                   .heads = m->heads,
+                                   .head_dim = m->head_dim,
+                                   .mode = EG_ATTN_CAUSAL,
+                                   .q_pos0 = pos,
+                                   .scale = 1.0f / sqrtf((float)m->head_dim)});
+}
+
+/* The new keys and values of decoder layer i, rotated and appended to each sequence's cache
+ * through the batch table in one dispatch, and each query's attention over its own cache:
+ * through the table too (one dispatch), or over bound buffers (one per sequence). */
 static void record_self_attention_addressed(EgCmd *cmd, EgSequence *const *seqs, uint32_t k,
                                             uint32_t i) {
     EgModel *m = seqs[0]->m;
@@ -455,7 +480,12 @@ static void record_self_attention_addressed(EgCmd *cmd, EgSequence *const *seqs,
                                   .heads = m->heads,
                                   .head_dim = m->head_dim,
                                   .caches = caches});
-    record_batch_attention(cmd, m, &m->s.u, 3 * m->H, entry0, k, caches, 2 * (int)k);
+    if (k > m->batch_ops.bound_attention_max) {
+        record_batch_attention(cmd, m, &m->s.u, 3 * m->H, entry0, k, caches, 2 * (int)k);
+        return;
+    }
+    for (uint32_t b = 0; b < k; b++) /* the rotated queries, over the caches kv_append filled */
+        record_self_attention(cmd, seqs[b], i, 3 * b * m->H, b);
 }
 
 /* The same one sequence at a time (devices without buffer device addresses). */
@@ -482,20 +512,7 @@ static void record_self_attention_per_sequence(EgCmd *cmd, EgSequence *const *se
         rope.x = &s->k_cache[i];
         rope.x_off = pos * H;
         eg_op_rope(cmd, ops, &rope);
-        eg_op_attention(cmd, ops,
-                        &(EgAttention){.q = &m->s.u,
-                                       .q_off = 3 * b * H,
-                                       .k = &s->k_cache[i],
-                                       .v = &s->v_cache[i],
-                                       .o = &m->s.attn,
-                                       .o_off = b * H,
-                                       .n_queries = 1,
-                                       .n_keys = pos + 1,
-                                       .heads = m->heads,
-                                       .head_dim = m->head_dim,
-                                       .mode = EG_ATTN_CAUSAL,
-                                       .q_pos0 = pos,
-                                       .scale = 1.0f / sqrtf((float)m->head_dim)});
+        record_self_attention(cmd, s, i, 3 * b * H, b);
     }
 }
 
@@ -581,7 +598,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
         any |= sees_image(seqs[b]);
     if (any) { /* else the attention branch is zero for every row: skipped */
         record_cross_query(cmd, m, x, k);
-        if (m->batch_ops.available)
+        if (m->batch_ops.available && k > m->batch_ops.bound_attention_max)
             record_cross_attention_addressed(cmd, seqs, k, j);
         else
             record_cross_attention_per_sequence(cmd, seqs, k, j);

@@ -194,6 +194,7 @@ typedef struct {
     int norm_subgroup, attn_subgroup;
     uint32_t norm_wg, norm_rows;
     uint32_t attn_wg, attn_qpw, attn_dpl, attn_wide;
+    int attn_texel; /* subgroup attention reads q, k and v through texel views */
 } RowParams;
 
 static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgError *err) {
@@ -228,6 +229,10 @@ static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgE
                        rp->attn_wg, rp->attn_qpw, rp->attn_dpl, rp->attn_wide ? " (wide)" : "",
                        vk->props.deviceName);
     if (!rp->attn_subgroup) rp->attn_qpw = 1;
+    rp->attn_texel = rp->attn_subgroup && (cfg->attn_texel ? cfg->attn_texel > 0 : vk->texel_views);
+    if (rp->attn_texel && !vk->texel_views)
+        return eg_fail(err, "attention: texel loads need texel views, which %s lacks",
+                       vk->props.deviceName);
     return 0;
 }
 
@@ -279,9 +284,13 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     /* shaders/attention.comp's: WG, QPW, DPL, WIDE; attention_shared.comp has none. */
     ops->attn_queries = rp.attn_qpw;
     uint32_t attn_spec[4] = {rp.attn_wg, rp.attn_qpw, rp.attn_dpl, rp.attn_wide};
-    if (eg_pipeline_create_spec(vk, rp.attn_subgroup ? "attention" : "attention_shared", f16, 5,
-                                1u << 3, sizeof(EgAttentionPush), attn_spec,
-                                rp.attn_subgroup ? 4 : 0, &ops->attention, err))
+    const char *attn_name = !rp.attn_subgroup ? "attention_shared"
+                            : rp.attn_texel   ? "attention_texel"
+                                              : "attention";
+    uint32_t attn_texels = rp.attn_texel ? 7u : 0u; /* q, k, v */
+    if (eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
+                                 sizeof(EgAttentionPush), attn_spec, rp.attn_subgroup ? 4 : 0,
+                                 &ops->attention, err))
         goto fail;
     /* Decode (one query) would waste the other queries' share of every tile: a one-query
      * pipeline for dispatches with fewer queries than a workgroup takes (lavapipe, 128 keys:
@@ -291,8 +300,8 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->attention_batch_ok = rp.attn_subgroup;
     memcpy(ops->attention_one_spec, attn_spec, sizeof attn_spec);
     if (rp.attn_qpw > 1 &&
-        eg_pipeline_create_spec(vk, "attention", f16, 5, 1u << 3, sizeof(EgAttentionPush),
-                                attn_spec, 4, &ops->attention_one, err))
+        eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
+                                 sizeof(EgAttentionPush), attn_spec, 4, &ops->attention_one, err))
         goto fail;
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);

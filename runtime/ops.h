@@ -95,6 +95,8 @@ typedef struct EgOpsConfig {
     uint32_t attn_queries;     /* subgroup attention: queries per workgroup */
     uint32_t attn_dims;        /* subgroup attention: dimensions per invocation and pass */
     int attn_wide;             /* subgroup attention: 1 8-element loads, -1 not, 0 automatic */
+    int attn_texel;            /* subgroup attention reads q, k, v through texel views: 1 yes (needs
+                                  vk->texel_views), -1 no, 0 auto (where the buffers have them) */
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 void eg_ops_destroy(EgOps *ops);

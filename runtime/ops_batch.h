@@ -19,6 +19,9 @@ typedef struct EgBatchEntry {
 typedef struct EgBatchOps {
     int available;
     EgPipeline kv_append, attention;
+    /* Batches of up to this many sequences attend with one eg_op_attention per sequence over
+     * its bound buffers instead of one dispatch through the table (runtime/ops_batch.c). */
+    uint32_t bound_attention_max;
 } EgBatchOps;
 
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err);

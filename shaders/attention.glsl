@@ -39,9 +39,9 @@ layout(constant_id = 1) const uint QPW = 1u;  // queries per workgroup
 layout(constant_id = 2) const uint DPL = 4u;  // dimensions per invocation and pass
 layout(constant_id = 3) const bool WIDE = false; // 8-element loads where aligned (DPL % 8 == 0)
 
-layout(std430, binding = 0) readonly buffer Q { ACT q[]; };
-layout(std430, binding = 1) readonly buffer K { ACT k[]; };
-layout(std430, binding = 2) readonly buffer V { ACT v[]; };
+#ifndef EG_TEXEL
+#define EG_TEXEL 0
+#endif
 layout(std430, binding = 3) writeonly buffer O { ACT o[]; };
 #if ATTN_TABLE
 #define BATCH_TABLE_BINDING 4
@@ -49,10 +49,28 @@ layout(std430, binding = 3) writeonly buffer O { ACT o[]; };
 #else
 layout(std430, binding = 4) readonly buffer R { uint ranges[]; };
 #endif
+#if EG_TEXEL
+// q, k and v through texel views (attention_texel.comp, CPU devices): texel_loads.glsl.
+#include "texel_loads.glsl"
+layout(binding = 0, rgba32ui) uniform readonly uimageBuffer q_texels;
+layout(binding = 1, rgba32ui) uniform readonly uimageBuffer k_texels;
+layout(binding = 2, rgba32ui) uniform readonly uimageBuffer v_texels;
+#else
+layout(std430, binding = 0) readonly buffer Q { ACT q[]; };
+layout(std430, binding = 1) readonly buffer K { ACT k[]; };
+layout(std430, binding = 2) readonly buffer V { ACT v[]; };
 #if EG_F16
 layout(std430, binding = 0) readonly buffer Q8 { uvec4 q8[]; };
 layout(std430, binding = 1) readonly buffer K8 { uvec4 k8[]; };
 layout(std430, binding = 2) readonly buffer V8 { uvec4 v8[]; };
+#else
+layout(std430, binding = 0) readonly buffer Q8 { vec4 q8[]; };
+layout(std430, binding = 1) readonly buffer K8 { vec4 k8[]; };
+layout(std430, binding = 2) readonly buffer V8 { vec4 v8[]; };
+#endif
+#endif
+// Elements 8i..8i+7 of an array of uvec4 (fp16: 8 halves each) or vec4 (fp32: 4 floats each).
+#if EG_F16
 #define LOAD8(buf, i, a, b)                                                    \
     {                                                                          \
         uvec4 u_ = buf[i];                                                     \
@@ -60,9 +78,6 @@ layout(std430, binding = 2) readonly buffer V8 { uvec4 v8[]; };
         b = vec4(unpackHalf2x16(u_.z), unpackHalf2x16(u_.w));                  \
     }
 #else
-layout(std430, binding = 0) readonly buffer Q8 { vec4 q8[]; };
-layout(std430, binding = 1) readonly buffer K8 { vec4 k8[]; };
-layout(std430, binding = 2) readonly buffer V8 { vec4 v8[]; };
 #define LOAD8(buf, i, a, b) \
     {                       \
         a = buf[2u * (i)];      \
@@ -82,7 +97,9 @@ layout(push_constant) uniform Push {
     uint entry0; // ATTN_TABLE: this dispatch's first entry in the batch table
 } p;
 
-// Keys and values: from the bindings, or (ATTN_TABLE) from the sequence's buffers by address.
+// Queries, keys and values: from the bindings (as buffers, or with EG_TEXEL as texel views),
+// or (ATTN_TABLE) the keys and values from the sequence's buffers by address. *_AT(e) reads
+// element e, LOAD8_*(i, a, b) elements 8i..8i+7.
 #if ATTN_TABLE
 #if EG_F16
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wide8Ref { uvec4 e[]; };
@@ -91,13 +108,25 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wi
 #endif
 #define K_AT(i) float(ActRef(ent.k_addr).e[i])
 #define V_AT(i) float(ActRef(ent.v_addr).e[i])
-#define K8_BUF Wide8Ref(ent.k_addr).e
-#define V8_BUF Wide8Ref(ent.v_addr).e
+#define LOAD8_K(i, a, b) LOAD8(Wide8Ref(ent.k_addr).e, i, a, b)
+#define LOAD8_V(i, a, b) LOAD8(Wide8Ref(ent.v_addr).e, i, a, b)
+#elif EG_TEXEL
+#define K_AT(i) TEXEL_AT(k_texels, i)
+#define V_AT(i) TEXEL_AT(v_texels, i)
+#define LOAD8_K(i, a, b) TEXEL_LOAD8(k_texels, i, a, b)
+#define LOAD8_V(i, a, b) TEXEL_LOAD8(v_texels, i, a, b)
 #else
 #define K_AT(i) float(k[i])
 #define V_AT(i) float(v[i])
-#define K8_BUF k8
-#define V8_BUF v8
+#define LOAD8_K(i, a, b) LOAD8(k8, i, a, b)
+#define LOAD8_V(i, a, b) LOAD8(v8, i, a, b)
+#endif
+#if EG_TEXEL
+#define Q_AT(i) TEXEL_AT(q_texels, i)
+#define LOAD8_Q(i, a, b) TEXEL_LOAD8(q_texels, i, a, b)
+#else
+#define Q_AT(i) float(q[i])
+#define LOAD8_Q(i, a, b) LOAD8(q8, i, a, b)
 #endif
 
 #define NEG_HUGE -3.0e38
@@ -184,17 +213,17 @@ void main() {
             if (wide) {
                 for (uint c = 0; c < hd / 8u; c++) {
                     vec4 ka, kb4;
-                    LOAD8(K8_BUF, kr / 8u + c, ka, kb4);
+                    LOAD8_K(kr / 8u + c, ka, kb4);
                     for (uint i = 0; i < QPW; i++) {
                         vec4 qa, qb4;
-                        LOAD8(q8, qb[i] / 8u + c, qa, qb4);
+                        LOAD8_Q(qb[i] / 8u + c, qa, qb4);
                         s[i] += dot(qa, ka) + dot(qb4, kb4);
                     }
                 }
             } else {
                 for (uint d = 0; d < hd; d++) {
                     float kv = K_AT(kr + d);
-                    for (uint i = 0; i < QPW; i++) s[i] += float(q[qb[i] + d]) * kv;
+                    for (uint i = 0; i < QPW; i++) s[i] += Q_AT(qb[i] + d) * kv;
                 }
             }
             bool seen[QPW];
@@ -234,7 +263,7 @@ void main() {
                         uint c = d0 / 8u + t + gl_WorkGroupSize.x * c8;
                         if (c >= hd / 8u) break;
                         vec4 va, vb4;
-                        LOAD8(V8_BUF, vr + c, va, vb4);
+                        LOAD8_V(vr + c, va, vb4);
                         for (uint i = 0; i < QPW; i++) {
                             for (uint x = 0; x < 4u; x++) {
                                 acc[i][8u * c8 + x] += pr[i] * va[x];

@@ -5,31 +5,23 @@
 // w_at(e) read single elements. With EG_TEXEL (see matmul_epilogue.glsl) x and W are bound as
 // rgba32ui texel views and every load is an imageLoad of 16-byte texels.
 #if EG_TEXEL
+#include "texel_loads.glsl"
 layout(binding = 0, rgba32ui) uniform readonly uimageBuffer x_texels;
 layout(binding = 1, rgba32ui) uniform readonly uimageBuffer w_texels;
-#if EG_F16
-void unpack_h8(uvec4 u, out vec4 a, out vec4 b) {
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+void load_x8(uint i, out vec4 a, out vec4 b) TEXEL_LOAD8(x_texels, i, a, b)
+void load_w8(uint i, out vec4 a, out vec4 b) TEXEL_LOAD8(w_texels, i, a, b)
+vec4 load_x4(uint i) {
+    vec4 r;
+    TEXEL_LOAD4(x_texels, i, r);
+    return r;
 }
-// 4 halves: one half of texel i / 2.
-vec4 unpack_h4_of(uvec4 u, uint i) {
-    uvec2 h = (i & 1u) != 0u ? u.zw : u.xy;
-    return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+vec4 load_w4(uint i) {
+    vec4 r;
+    TEXEL_LOAD4(w_texels, i, r);
+    return r;
 }
-void load_x8(uint i, out vec4 a, out vec4 b) { unpack_h8(imageLoad(x_texels, int(i)), a, b); }
-void load_w8(uint i, out vec4 a, out vec4 b) { unpack_h8(imageLoad(w_texels, int(i)), a, b); }
-vec4 load_x4(uint i) { return unpack_h4_of(imageLoad(x_texels, int(i >> 1)), i); }
-vec4 load_w4(uint i) { return unpack_h4_of(imageLoad(w_texels, int(i >> 1)), i); }
-float half_of(uvec4 u, uint e) { return unpackHalf2x16(u[(e >> 1) & 3u])[e & 1u]; }
-float x_at(uint e) { return half_of(imageLoad(x_texels, int(e >> 3)), e); }
-float w_at(uint e) { return half_of(imageLoad(w_texels, int(e >> 3)), e); }
-#else
-vec4 load_x4(uint i) { return uintBitsToFloat(imageLoad(x_texels, int(i))); }
-vec4 load_w4(uint i) { return uintBitsToFloat(imageLoad(w_texels, int(i))); }
-float x_at(uint e) { return uintBitsToFloat(imageLoad(x_texels, int(e >> 2))[e & 3u]); }
-float w_at(uint e) { return uintBitsToFloat(imageLoad(w_texels, int(e >> 2))[e & 3u]); }
-#endif
+float x_at(uint e) { return TEXEL_AT(x_texels, e); }
+float w_at(uint e) { return TEXEL_AT(w_texels, e); }
 #elif EG_LOAD64
 // The same 16- and 8-byte vectors read as 64-bit components (needs shaderInt64:
 // matvec64.comp, matvec_shared64.comp): lavapipe loads every component
@@ -90,7 +82,7 @@ vec4 load_x4(uint i) { return x4[i]; }
 vec4 load_w4(uint i) { return w4[i]; }
 #endif
 #endif
-#if !EG_F16
+#if !EG_F16 && !EG_TEXEL
 void load_x8(uint i, out vec4 a, out vec4 b) {
     a = load_x4(2u * i);
     b = load_x4(2u * i + 1u);

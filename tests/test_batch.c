@@ -19,17 +19,24 @@ static int32_t argmax(const float *x, uint32_t n) {
     return (int32_t)best;
 }
 
-/* addressed: the batch reaches each sequence's cache through device addresses where the device
- * can (runtime/ops_batch.h); 0 forces the per-sequence dispatches of devices that cannot. */
-static void run(int fp32, int addressed) {
+/* How the batch reaches each sequence's cache (runtime/ops_batch.h): the device's default; new
+ * keys appended through the batch table and attention through it too (GPUs' default); or the
+ * per-sequence dispatches of devices without buffer device addresses. */
+typedef enum { PATHS_DEFAULT, PATHS_TABLE, PATHS_PER_SEQUENCE } Paths;
+
+static void run(int fp32, Paths paths) {
     EgError err = {{0}};
     EgModelOptions mo = {.fp32 = fp32};
     EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &mo, &err);
     CHECK(m != NULL, "load: %s", err.msg);
     if (!m) return;
-    if (!addressed) m->batch_ops.available = 0;
+    if (paths == PATHS_PER_SEQUENCE) m->batch_ops.available = 0;
+    if (paths == PATHS_TABLE) m->batch_ops.bound_attention_max = 0;
     printf("%s, %s\n", fp32 ? "fp32" : "fp16",
-           m->batch_ops.available ? "batch through device addresses" : "per-sequence dispatches");
+           !m->batch_ops.available ? "per-sequence dispatches"
+           : m->batch_ops.bound_attention_max
+               ? "keys appended through the batch table, attention over bound buffers"
+               : "keys appended and attention through the batch table");
     uint32_t V = m->vocab, S = (uint32_t)m->cfg.vision.image_size;
     size_t per = 3 * (size_t)S * S;
     float *pixels = malloc(2 * per * sizeof *pixels);
@@ -115,8 +122,10 @@ static void run(int fp32, int addressed) {
 
 int main(void) {
     test_rng_init();
-    run(1, 1);
-    run(0, 1);
-    run(1, 0);
+    run(1, PATHS_DEFAULT);
+    run(0, PATHS_DEFAULT);
+    run(1, PATHS_TABLE);
+    run(0, PATHS_TABLE);
+    run(1, PATHS_PER_SEQUENCE);
     return test_finish();
 }

@@ -907,16 +907,23 @@ static void test_attention(void) {
 
 /* Norm and attention kernel variants other devices get (runtime/ops.c row_params), forced
  * here: the shared-memory kernels (no subgroup arithmetic), the GPU shapes (128 invocations:
- * 16 of lavapipe's subgroups exchanging through shared memory, one query, 4 dimensions each),
- * and a mix (2 subgroups per workgroup, 3 queries, 8 dimensions each, 8-element loads; norm: 3
- * subgroups, each its own row). The default run covers the CPU shapes (one subgroup). */
+ * 16 of lavapipe's subgroups exchanging through shared memory, one query, 4 dimensions each,
+ * storage-buffer loads), a mix (2 subgroups per workgroup, 3 queries, 8 dimensions each,
+ * 8-element loads, through texel views where the device has them; norm: 3 subgroups, each its
+ * own row), and the CPU shapes with storage-buffer loads. The default run covers the CPU
+ * shapes (one subgroup; on CPU devices through texel views). */
 static const struct {
     const char *name;
     EgOpsConfig cfg;
 } ROW_VARIANTS[] = {
     {"shared-memory norm 128, attention", {.no_subgroup = 1, .norm_wg = 128}},
     {"subgroup norm 128, attention 128x1 queries x4 dims",
-     {.norm_wg = 128, .attn_wg = 128, .attn_queries = 1, .attn_dims = 4, .attn_wide = -1}},
+     {.norm_wg = 128,
+      .attn_wg = 128,
+      .attn_queries = 1,
+      .attn_dims = 4,
+      .attn_wide = -1,
+      .attn_texel = -1}},
     {"subgroup norm 24 for 3 rows, attention 16x3 queries x8 dims wide",
      {.norm_wg = 24,
       .norm_rows = 3,
@@ -924,6 +931,7 @@ static const struct {
       .attn_queries = 3,
       .attn_dims = 8,
       .attn_wide = 1}},
+    {"default norm, default attention from storage buffers", {.attn_texel = -1}},
 };
 
 static void test_norm(void);
