@@ -294,36 +294,23 @@ static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t
 
 /* Records the embedding of t tokens (ids already in m->s.ids) into m->s.h. */
 static void record_embedding(EgCmd *cmd, EgModel *m, uint32_t t) {
-    const EgMatrix *tables[2] = {&m->embed, &m->embed_add};
-    uint32_t base[2] = {0, (uint32_t)m->cfg.vocab_size};
-    for (int k = 0; k < 2; k++)
-        for (uint32_t c = 0; c < tables[k]->n_chunks; c++)
-            eg_op_embed(cmd, &m->ops,
-                        &(EgEmbed){.ids = &m->s.ids,
-                                   .table = &tables[k]->chunks[c],
-                                   .row0 = base[k] + c * tables[k]->chunk_rows,
-                                   .n_rows = eg_matrix_chunk_len(tables[k], c),
-                                   .out = &m->s.h,
-                                   .tokens = t,
-                                   .dim = m->H});
+    for (uint32_t c = 0; c < m->embed.n_chunks; c++)
+        eg_op_embed(cmd, &m->ops,
+                    &(EgEmbed){.ids = &m->s.ids,
+                               .table = &m->embed.chunks[c],
+                               .row0 = c * m->embed.chunk_rows,
+                               .n_rows = eg_matrix_chunk_len(&m->embed, c),
+                               .out = &m->s.h,
+                               .tokens = t,
+                               .dim = m->H});
 }
 
 /* Records final norm + LM head for `rows` rows starting at row `first` of m->s.h. */
 static void record_logits(EgCmd *cmd, EgModel *m, uint32_t first, uint32_t rows) {
     const EgOps *ops = &m->ops;
     record_hidden_norm(cmd, m, &m->final_norm, first, rows);
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){
-            .x = &m->s.a, .w = &m->lm_head, .y = &m->s.logits, .ldy = m->vocab, .rows = rows});
-    if (m->cfg.additional_vocab_size > 0)
-        eg_op_linear(cmd, ops,
-                     &(EgLinear){.x = &m->s.a,
-                                 .w = &m->lm_head_add,
-                                 .y = &m->s.logits,
-                                 .y_off = (uint32_t)m->cfg.vocab_size,
-                                 .ldy = m->vocab,
-                                 .rows = rows});
+    eg_op_linear(cmd, ops,
+                 &(EgLinear){.x = &m->s.a, .w = &m->lm_head, .y = &m->s.logits, .rows = rows});
 }
 
 static void read_logits(const EgModel *m, uint32_t rows, float *out) {

@@ -82,8 +82,8 @@ typedef struct EgModel {
     EgBuffer latents, perceiver_ln_w, perceiver_ln_b;
     EgPerceiverBlock *perceiver;
     /* text */
-    EgMatrix embed, embed_add;     /* [V, H], [A, H] */
-    EgMatrix lm_head, lm_head_add; /* may share buffers with embed (tied) */
+    EgMatrix embed;   /* [V + A, H]: the base vocabulary's rows, then the additional ones */
+    EgMatrix lm_head; /* [V + A, H] likewise; may share buffers with embed (tied) */
     int lm_head_tied;
     EgBuffer final_norm;
     EgDecoderLayer *layers;

@@ -67,6 +67,20 @@ static int load_matrix(Loader *L, EgMatrix *m, uint32_t rows, uint32_t cols, con
     return upload_rows(L, m, 0, rows, name);
 }
 
+/* Tensors names[i] of rows[i] × cols each (rows[i] 0: absent), stacked by rows into one matrix:
+ * one product (or lookup) instead of one per tensor. */
+static int load_concat(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32_t *rows,
+                       const char *const *names) {
+    uint32_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += rows[i];
+    if (eg_matrix_create(&L->m->ops, &L->m->weights, total, cols, 0, m, L->err))
+        return eg_fail_prefix(L->err, "%s", names[0]);
+    for (int i = 0, row0 = 0; i < n; row0 += (int)rows[i++])
+        if (rows[i] && upload_rows(L, m, (uint32_t)row0, rows[i], names[i])) return -1;
+    return 0;
+}
+
 /* Several [rows_each, cols] tensors named prefix + suffixes[i], stacked by rows. */
 static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
                         const char *const *suffixes, const char *prefix) {
@@ -187,16 +201,18 @@ static int load_text(Loader *L) {
     const EgModelConfig *c = &m->cfg;
     uint32_t H = m->H, I = m->I, V = (uint32_t)c->vocab_size,
              A = (uint32_t)c->additional_vocab_size;
-    if (load_matrix(L, &m->embed, V, H, "model.embed_tokens.weight")) return -1;
-    if (A && load_matrix(L, &m->embed_add, A, H, "model.embed_tokens.additional_embedding.weight"))
-        return -1;
+    /* The additional vocabulary's rows after the base vocabulary's, in one table each: ids
+     * index it directly, and the logits come from one product */
+    const uint32_t rows[2] = {V, A};
+    static const char *const embed_names[2] = {"model.embed_tokens.weight",
+                                               "model.embed_tokens.additional_embedding.weight"};
+    static const char *const head_names[2] = {"lm_head.weight", "lm_head.additional_fc.weight"};
+    if (load_concat(L, &m->embed, H, 2, rows, embed_names)) return -1;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-        m->lm_head_add = m->embed_add;
         m->lm_head_tied = 1;
-    } else {
-        if (load_matrix(L, &m->lm_head, V, H, "lm_head.weight")) return -1;
-        if (A && load_matrix(L, &m->lm_head_add, A, H, "lm_head.additional_fc.weight")) return -1;
+    } else if (load_concat(L, &m->lm_head, H, 2, rows, head_names)) {
+        return -1;
     }
     if (load_vector(L, &m->final_norm, H, "model.norm.weight")) return -1;
     int L_layers = c->num_hidden_layers, n_cross = L_layers / c->cross_layer_interval;
@@ -391,11 +407,8 @@ void eg_model_free(EgModel *m) {
             EgMatrix *list[] = {&x->q, &x->kv, &x->o, &x->gate, &x->up, &x->down};
             release_matrices(list, sizeof list / sizeof list[0]);
         }
-    if (!m->lm_head_tied) {
-        eg_matrix_release(&m->lm_head);
-        eg_matrix_release(&m->lm_head_add);
-    }
-    EgMatrix *rest[] = {&m->patch, &m->embed, &m->embed_add};
+    if (!m->lm_head_tied) eg_matrix_release(&m->lm_head);
+    EgMatrix *rest[] = {&m->patch, &m->embed};
     release_matrices(rest, sizeof rest / sizeof rest[0]);
     free(m->vit);
     free(m->perceiver);
