@@ -168,17 +168,37 @@ static void record_hidden_norm(EgCmd *cmd, EgModel *m, const EgBuffer *weight, u
                          .rms = 1});
 }
 
+/* The products p[0 .. n) of a = RMSNorm(h[first .. first + rows)) · weight (their x is set
+ * here): with the norm folded into each product where its kernel can (eg_linear_fuses_rms: CPU
+ * devices, one dispatch and one pass over h fewer), else normalized into m->s.a first. */
+static void record_normed_products(EgCmd *cmd, EgModel *m, const EgBuffer *weight, uint32_t first,
+                                   uint32_t rows, EgLinear *p, int n) {
+    int fuse = 1;
+    for (int i = 0; i < n; i++)
+        fuse &= eg_linear_fuses_rms(&m->ops, &p[i]);
+    if (!fuse) record_hidden_norm(cmd, m, weight, first, rows);
+    for (int i = 0; i < n; i++) {
+        if (fuse) {
+            p[i].x = &m->s.h;
+            p[i].x_off = first * m->H;
+            p[i].rms_weight = weight;
+            p[i].rms_eps = m->cfg.rms_norm_eps;
+        } else {
+            p[i].x = &m->s.a;
+        }
+        eg_op_linear(cmd, &m->ops, &p[i]);
+    }
+}
+
 /* h += g · down(silu(gate(a)) ⊙ up(a)) with a = RMSNorm(h): the SwiGLU MLP of a decoder layer
  * (g = 1) and the dense branch of a gated cross-attention block (g = tanh(alpha_dense)). */
 static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMatrix *gate,
                        const EgMatrix *up, const EgMatrix *down, const EgBuffer *alpha,
                        uint32_t t) {
     const EgOps *ops = &m->ops;
-    record_hidden_norm(cmd, m, norm, 0, t);
-    eg_op_linear(
-        cmd, ops,
-        &(EgLinear){.x = &m->s.a, .w = gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU});
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = up, .y = &m->s.g, .rows = t, .mul = 1});
+    EgLinear gate_up[2] = {{.w = gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU},
+                           {.w = up, .y = &m->s.g, .rows = t, .mul = 1}};
+    record_normed_products(cmd, m, norm, 0, t, gate_up, 2);
     eg_op_linear(cmd, ops,
                  &(EgLinear){.x = &m->s.g,
                              .w = down,
@@ -192,8 +212,8 @@ static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMat
 /* The queries of cross block x for rows 0..t of m->s.h, into m->s.q: pre-norm, projection and
  * the optional per-head RMSNorm. */
 static void record_cross_query(EgCmd *cmd, EgModel *m, const EgCrossLayer *x, uint32_t t) {
-    record_hidden_norm(cmd, m, &x->in_norm, 0, t);
-    eg_op_linear(cmd, &m->ops, &(EgLinear){.x = &m->s.a, .w = &x->q, .y = &m->s.q, .rows = t});
+    record_normed_products(cmd, m, &x->in_norm, 0, t,
+                           &(EgLinear){.w = &x->q, .y = &m->s.q, .rows = t}, 1);
     if (m->cfg.qk_layer_norms)
         eg_op_norm(cmd, &m->ops,
                    &(EgNorm){.x = &m->s.q,
@@ -255,10 +275,10 @@ static void record_decoder_layer(EgCmd *cmd, EgSequence *s, uint32_t i, uint32_t
     uint32_t H = m->H;
     uint32_t cache_off = s->n_past * H;
     VkDeviceSize elem = ops->elem, row = (VkDeviceSize)H * elem;
-    record_hidden_norm(cmd, m, &x->in_norm, 0, t);
     /* q, k, v in one product: rows of [q | k | v] in m->s.u; keys and values are copied into
      * the caches, the queries stay there */
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = t});
+    record_normed_products(cmd, m, &x->in_norm, 0, t,
+                           &(EgLinear){.w = &x->qkv, .y = &m->s.u, .rows = t}, 1);
     eg_cmd_copy_rows(cmd, &m->s.u, row, 3 * row, &s->k_cache[i], cache_off * elem, row, row, t);
     eg_cmd_copy_rows(cmd, &m->s.u, 2 * row, 3 * row, &s->v_cache[i], cache_off * elem, row, row, t);
     EgRope rope = {.rows = t,
@@ -307,10 +327,8 @@ static void record_embedding(EgCmd *cmd, EgModel *m, uint32_t t) {
 
 /* Records final norm + LM head for `rows` rows starting at row `first` of m->s.h. */
 static void record_logits(EgCmd *cmd, EgModel *m, uint32_t first, uint32_t rows) {
-    const EgOps *ops = &m->ops;
-    record_hidden_norm(cmd, m, &m->final_norm, first, rows);
-    eg_op_linear(cmd, ops,
-                 &(EgLinear){.x = &m->s.a, .w = &m->lm_head, .y = &m->s.logits, .rows = rows});
+    record_normed_products(cmd, m, &m->final_norm, first, rows,
+                           &(EgLinear){.w = &m->lm_head, .y = &m->s.logits, .rows = rows}, 1);
 }
 
 static void read_logits(const EgModel *m, uint32_t rows, float *out) {
@@ -508,9 +526,9 @@ static void record_decoder_layer_batch(EgCmd *cmd, EgSequence *const *seqs, uint
     EgModel *m = seqs[0]->m;
     const EgOps *ops = &m->ops;
     const EgDecoderLayer *x = &m->layers[i];
-    record_hidden_norm(cmd, m, &x->in_norm, 0, k);
     /* rows of [q | k | v] in m->s.u, one per sequence */
-    eg_op_linear(cmd, ops, &(EgLinear){.x = &m->s.a, .w = &x->qkv, .y = &m->s.u, .rows = k});
+    record_normed_products(cmd, m, &x->in_norm, 0, k,
+                           &(EgLinear){.w = &x->qkv, .y = &m->s.u, .rows = k}, 1);
     if (m->batch_ops.available)
         record_self_attention_addressed(cmd, seqs, k, i);
     else

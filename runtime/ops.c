@@ -2,12 +2,14 @@
 #include "runtime/ops_push.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Push-constant layouts, mirrored from the shaders. */
 typedef struct {
     uint32_t M, N, K, ldx, ldy, x_off, y_off, n_off, flags;
+    float eps;
 } MatmulPush;
 typedef struct {
     uint32_t rows, dim, x_off, x_stride, x_batch, y_off, y_stride, y_batch;
@@ -28,7 +30,14 @@ typedef struct {
 } VitEmbedPush;
 
 /* Flag bits of shaders/matmul_epilogue.glsl. */
-enum { MM_BIAS = 8, MM_MUL = 16, MM_ACCUM = 32, MM_ALPHA = 64, MM_ALPHA_VECTOR = 128 };
+enum {
+    MM_BIAS = 8,
+    MM_MUL = 16,
+    MM_ACCUM = 32,
+    MM_ALPHA = 64,
+    MM_ALPHA_VECTOR = 128,
+    MM_RMS = 256
+};
 
 static int env_flag(const char *name) {
     const char *v = getenv(name);
@@ -382,6 +391,36 @@ static const EgBuffer *or_dummy(const EgOps *ops, const EgBuffer *b) {
     return b ? b : &ops->dummy;
 }
 
+/* The kernel eg_op_linear runs for `rows` rows of x times w. */
+typedef enum {
+    LINEAR_MATVEC_NAIVE,
+    LINEAR_MATMUL_NAIVE,
+    LINEAR_MATVEC,     /* ops->matvec[v] */
+    LINEAR_DIRECT_FEW, /* ops->matmul_direct_few[v] */
+    LINEAR_DIRECT,     /* ops->matmul_direct */
+    LINEAR_TILED       /* ops->matmul[0 or 1] */
+} LinearKernel;
+
+/* Few rows of x: the variant v compiled for the next power of two of rows, the matrix-vector
+ * kernel's (or on CPU devices, for small weights, matmul_direct's); more: the matrix kernels. */
+static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatrix *w, int *v) {
+    *v = 0;
+    if (ops->naive) return rows <= 4 ? LINEAR_MATVEC_NAIVE : LINEAR_MATMUL_NAIVE;
+    if (rows <= EG_MATVEC_MAX_ROWS) {
+        while ((1u << *v) < rows)
+            (*v)++;
+        return (uint64_t)w->rows * w->cols <= ops->md_few_max_weights ? LINEAR_DIRECT_FEW
+                                                                      : LINEAR_MATVEC;
+    }
+    return ops->mm_direct ? LINEAR_DIRECT : LINEAR_TILED;
+}
+
+int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a) {
+    int v;
+    LinearKernel k = linear_kernel(ops, a->rows, a->w, &v);
+    return !a->bias && (k == LINEAR_DIRECT_FEW || k == LINEAR_DIRECT);
+}
+
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     const EgMatrix *w = a->w;
     if (a->rows == 0) return;
@@ -390,20 +429,19 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     if (a->mul) flags |= MM_MUL;
     if (a->accum) flags |= MM_ACCUM;
     if (a->alpha) flags |= MM_ALPHA | (a->alpha_vector ? MM_ALPHA_VECTOR : 0);
-    /* Few rows of x: the matvec variant compiled for the next power of two of rows (or on CPU
-     * devices, for small weights, matmul_direct's). */
-    const EgPipeline *mv = NULL, *few_direct = NULL;
-    if (ops->naive) {
-        if (a->rows <= 4) mv = &ops->matvec_naive;
-    } else if (a->rows <= EG_MATVEC_MAX_ROWS) {
-        int v = 0;
-        while ((1u << v) < a->rows)
-            v++;
-        if ((uint64_t)w->rows * w->cols <= ops->md_few_max_weights)
-            few_direct = &ops->matmul_direct_few[v];
-        else
-            mv = &ops->matvec[v];
+    if (a->rms_weight) {
+        if (!eg_linear_fuses_rms(ops, a)) { /* a caller's bug: they check first */
+            fprintf(stderr, "egret: eg_op_linear: this kernel cannot fold an RMSNorm\n");
+            abort();
+        }
+        flags |= MM_RMS;
     }
+    int v;
+    LinearKernel kernel = linear_kernel(ops, a->rows, w, &v);
+    const EgPipeline *mv = kernel == LINEAR_MATVEC_NAIVE ? &ops->matvec_naive
+                           : kernel == LINEAR_MATVEC     ? &ops->matvec[v]
+                                                         : NULL;
+    const EgPipeline *few_direct = kernel == LINEAR_DIRECT_FEW ? &ops->matmul_direct_few[v] : NULL;
     /* Otherwise the small tile unless it pads to nearly as many rows as the large one: its
      * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
      * would compute over 1.5x the small one's rows. */
@@ -422,8 +460,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .x_off = a->x_off,
                            .y_off = a->y_off,
                            .n_off = n0,
-                           .flags = flags};
-        const EgBuffer *bufs[5] = {a->x, &w->chunks[c], or_dummy(ops, a->bias),
+                           .flags = flags,
+                           .eps = a->rms_eps};
+        const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
+                                   or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
                                    or_dummy(ops, a->alpha), a->y};
         if (few_direct)
             eg_cmd_dispatch(cmd, few_direct, bufs, &push, eg_groups(n, ops->md_wg * ops->md_tn),

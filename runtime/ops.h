@@ -134,8 +134,15 @@ typedef struct EgLinear {
     EgOpAct act;
     int mul;   /* y = y · v (SwiGLU's up projection times the activated gate) */
     int accum; /* y = y + g · v (residual add) */
+    /* x's rows RMS-normalized first (IDEFICS' RMSNorm with this weight and epsilon), within the
+     * product: only where eg_linear_fuses_rms says the kernel can */
+    const EgBuffer *rms_weight;
+    float rms_eps;
 } EgLinear;
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a);
+/* Whether the kernel for this product (its rows and w) can fold an RMSNorm of x into it
+ * (rms_weight): matmul_direct's, on CPU devices; elsewhere the norm is its own op. */
+int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a);
 
 /* LayerNorm (weight and bias) or RMSNorm (weight only) over rows of `dim`, for `batches`
  * groups of `rows` rows. Strides 0 default to dim (rows) and rows·stride (batches). */

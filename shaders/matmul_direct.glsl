@@ -16,6 +16,12 @@
 // matmul_direct_texel.comp (x and W read through rgba32ui texel views: on lavapipe an
 // imageLoad is one vectorized gather where a storage-buffer load loops over the lanes).
 //
+// MM_RMS folds IDEFICS' RMSNorm of x's rows into the product (saving the norm's dispatch and
+// its trip through memory): y = r · Σ_k W[n,k]·(g[k]·x[k]) with r = rsqrt(mean_k x[k]² + eps),
+// the sum of squares gathered from the same loads of x, g (the norm's weight) read at binding 2
+// in place of the bias. The separate norm rounds x·r to the storage type before the weight and
+// the product; this does not.
+//
 // Rows past M or N read the last valid row (never stored): no branch in the inner loop.
 // Reading 8 elements at once needs K, ldx and x_off to be multiples of 8 (4 for the middle
 // path); otherwise the scalar loop runs.
@@ -26,6 +32,26 @@ layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 #define EG_LOAD64 0
 #include "vector_loads.glsl"
 
+// MM_RMS: the norm's weight g: 8 or 4 elements per load, or one.
+#if EG_F16
+layout(std430, binding = 2) readonly buffer G8 { uvec4 g8[]; };
+layout(std430, binding = 2) readonly buffer G4 { uvec2 g4[]; };
+void load_g8(uint i, out vec4 a, out vec4 b) {
+    uvec4 u = g8[i];
+    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+}
+vec4 load_g4(uint i) { return vec4(unpackHalf2x16(g4[i].x), unpackHalf2x16(g4[i].y)); }
+#else
+layout(std430, binding = 2) readonly buffer G4 { vec4 g4[]; };
+void load_g8(uint i, out vec4 a, out vec4 b) {
+    a = g4[2u * i];
+    b = g4[2u * i + 1u];
+}
+vec4 load_g4(uint i) { return g4[i]; }
+#endif
+float g_at(uint k) { return float(bias[k]); }
+
 void main() {
     uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
     uint m0 = gl_WorkGroupID.y * TM;
@@ -33,14 +59,26 @@ void main() {
     uint xrow[TM], wrow[TN];
     for (uint i = 0; i < TM; i++) xrow[i] = p.x_off + min(m0 + i, p.M - 1u) * p.ldx;
     for (uint j = 0; j < TN; j++) wrow[j] = min(n0 + j, p.N - 1u) * p.K;
-    float acc[TM][TN];
-    for (uint i = 0; i < TM; i++)
+    float acc[TM][TN], ss[TM];
+    for (uint i = 0; i < TM; i++) {
+        ss[i] = 0.0;
         for (uint j = 0; j < TN; j++) acc[i][j] = 0.0;
+    }
+    bool rms = (p.flags & MM_RMS) != 0u;
     uint align = p.K | p.ldx | p.x_off;
     if ((align & 7u) == 0u) {
         for (uint k = 0; k < p.K; k += 8u) {
             vec4 xa[TM], xb[TM];
             for (uint i = 0; i < TM; i++) load_x8((xrow[i] + k) / 8u, xa[i], xb[i]);
+            if (rms) {
+                vec4 ga, gb;
+                load_g8(k / 8u, ga, gb);
+                for (uint i = 0; i < TM; i++) {
+                    ss[i] += dot(xa[i], xa[i]) + dot(xb[i], xb[i]);
+                    xa[i] *= ga;
+                    xb[i] *= gb;
+                }
+            }
             for (uint j = 0; j < TN; j++) {
                 vec4 wa, wb;
                 load_w8((wrow[j] + k) / 8u, wa, wb);
@@ -51,6 +89,13 @@ void main() {
         for (uint k = 0; k < p.K; k += 4u) {
             vec4 xv[TM];
             for (uint i = 0; i < TM; i++) xv[i] = load_x4((xrow[i] + k) / 4u);
+            if (rms) {
+                vec4 g = load_g4(k / 4u);
+                for (uint i = 0; i < TM; i++) {
+                    ss[i] += dot(xv[i], xv[i]);
+                    xv[i] *= g;
+                }
+            }
             for (uint j = 0; j < TN; j++) {
                 vec4 wv = load_w4((wrow[j] + k) / 4u);
                 for (uint i = 0; i < TM; i++) acc[i][j] += dot(xv[i], wv);
@@ -60,6 +105,13 @@ void main() {
         for (uint k = 0; k < p.K; k++) {
             float xv[TM];
             for (uint i = 0; i < TM; i++) xv[i] = x_at(xrow[i] + k);
+            if (rms) {
+                float g = g_at(k);
+                for (uint i = 0; i < TM; i++) {
+                    ss[i] += xv[i] * xv[i];
+                    xv[i] *= g;
+                }
+            }
             for (uint j = 0; j < TN; j++) {
                 float wv = w_at(wrow[j] + k);
                 for (uint i = 0; i < TM; i++) acc[i][j] += xv[i] * wv;
@@ -68,8 +120,10 @@ void main() {
     }
     // One epilogue call site in a loop that is not unrolled (see matmul.comp).
     float out_v[TM * TN];
-    for (uint i = 0; i < TM; i++)
-        for (uint j = 0; j < TN; j++) out_v[i * TN + j] = acc[i][j];
+    for (uint i = 0; i < TM; i++) {
+        float r = rms ? inversesqrt(ss[i] / float(p.K) + p.eps) : 1.0;
+        for (uint j = 0; j < TN; j++) out_v[i * TN + j] = acc[i][j] * r;
+    }
     [[dont_unroll]] for (uint e = 0; e < TM * TN; e++) {
         uint m = m0 + e / TN, n = n0 + e % TN;
         if (m < p.M && n < p.N) store_output(m, n, out_v[e]);

@@ -20,6 +20,8 @@ layout(std430, binding = 4) buffer Y { ACT y[]; };
 #define MM_ACCUM 32u
 #define MM_ALPHA 64u
 #define MM_ALPHA_VECTOR 128u
+#define MM_RMS 256u // matmul_direct only: x's rows RMS-normalized first, the norm's weight bound
+                    // in place of the bias (see matmul_direct.glsl)
 
 layout(push_constant) uniform Push {
     uint M, N, K;   // X is M×K (row stride ldx), W is N×K
@@ -27,6 +29,7 @@ layout(push_constant) uniform Push {
     uint x_off, y_off;
     uint n_off;     // column of Y (and index into bias/alpha) of this W's row 0
     uint flags;
+    float eps;      // MM_RMS: the norm's epsilon
 } p;
 
 void store_output(uint m, uint n, float v) {

@@ -248,11 +248,15 @@ typedef struct LinCase {
     uint32_t y_off, y_pad; /* y rows start at y_off with ldy = N + y_pad */
     uint32_t chunk_rows;   /* 0: one chunk; else also checked equal to the unchunked result */
     float w_scale;         /* 0: 2/sqrt(K) (pre-activations of order 2) */
+    int rms;               /* x's rows RMS-normalized within the product (rms_weight) */
 } LinCase;
+
+#define RMS_EPS 1e-6f
 
 /* Runs one eg_op_linear into a fresh y buffer (preloaded with y0, or poisoned) and downloads it. */
 static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
-                         const EgBuffer *bias, const EgBuffer *alpha, const float *y0, size_t ny) {
+                         const EgBuffer *bias, const EgBuffer *alpha, const EgBuffer *g,
+                         const float *y0, size_t ny) {
     EgBuffer y = dev(ny);
     if (y0) put(&y, 0, y0, ny);
     EgCmd cmd;
@@ -271,7 +275,9 @@ static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
                   .rows = c->M,
                   .act = c->act,
                   .mul = c->mul,
-                  .accum = c->accum};
+                  .accum = c->accum,
+                  .rms_weight = c->rms ? g : NULL,
+                  .rms_eps = RMS_EPS};
     eg_op_linear(&cmd, g_ops, &a);
     submit(&cmd);
     return get(&y, ny);
@@ -280,6 +286,10 @@ static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
 static void linear_case(const LinCase *c) {
     EgError err = {{0}};
     uint32_t M = c->M, N = c->N, K = c->K;
+    if (c->rms) { /* only kernels that can fold the norm take it */
+        EgMatrix shape = {.rows = N, .cols = K};
+        if (!eg_linear_fuses_rms(g_ops, &(EgLinear){.w = &shape, .rows = M})) return;
+    }
     size_t ldx = K + c->x_pad, ldy = N + c->y_pad;
     size_t nx = c->x_off + M * ldx + 3, ny = c->y_off + M * ldy + 5;
     uint32_t n_alpha = c->alpha == 2 ? N : 1;
@@ -288,25 +298,35 @@ static void linear_case(const LinCase *c) {
     float *bias = host_normal(N, 0.5f);
     float *alpha = host_uniform(n_alpha, -1.5f, 1.5f);
     float *y0 = c->mul || c->accum ? host_normal(ny, 1.0f) : NULL;
+    float *g = host_uniform(K, 0.5f, 1.5f); /* the norm's weight */
 
-    EgBuffer bx = dev(nx), bb = dev(N), ba = dev(n_alpha);
+    EgBuffer bx = dev(nx), bb = dev(N), ba = dev(n_alpha), bg = dev(K);
     put(&bx, 0, x, nx);
     put(&bb, 0, bias, N);
     put(&ba, 0, alpha, n_alpha);
+    put(&bg, 0, g, K);
     EgMatrix wm;
     must(eg_matrix_create(g_ops, &g_arena, N, K, c->chunk_rows, &wm, &err), &err,
          "eg_matrix_create");
     must(eg_matrix_upload_f32(g_ops, &g_st, &wm, w, &err), &err, "eg_matrix_upload_f32");
-    float *got = run_linear(c, &bx, &wm, &bb, &ba, y0, ny);
+    float *got = run_linear(c, &bx, &wm, &bb, &ba, &bg, y0, ny);
 
     double *ref = calloc(ny, sizeof *ref);
     unsigned char *written = calloc(ny, 1);
     for (uint32_t m = 0; m < M; m++) {
+        const float *xr = x + c->x_off + m * ldx;
+        double r = 1.0; /* RMSNorm: x·g / sqrt(mean(x²) + eps) */
+        if (c->rms) {
+            double ss = 0;
+            for (uint32_t k = 0; k < K; k++)
+                ss += (double)xr[k] * xr[k];
+            r = 1.0 / sqrt(ss / K + RMS_EPS);
+        }
         for (uint32_t n = 0; n < N; n++) {
-            const float *xr = x + c->x_off + m * ldx, *wr = w + (size_t)n * K;
+            const float *wr = w + (size_t)n * K;
             double v = 0;
             for (uint32_t k = 0; k < K; k++)
-                v += (double)xr[k] * wr[k];
+                v += (double)xr[k] * (c->rms ? g[k] * r : 1.0) * wr[k];
             if (c->bias) v += bias[n];
             v = act_ref(v, c->act);
             size_t yi = c->y_off + m * ldy + n;
@@ -318,8 +338,9 @@ static void linear_case(const LinCase *c) {
         }
     }
     char name[240];
-    name_of(name, sizeof name, "linear%s %s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
-            g_variant, M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
+    name_of(name, sizeof name, "linear%s %s%s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
+            g_variant, c->rms ? "rmsnorm+" : "",
+            M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
             act_name(c->act), c->bias ? " bias" : "", c->mul ? " mul" : "",
             c->accum ? " accum" : "",
             c->alpha == 1   ? " alpha"
@@ -337,7 +358,7 @@ static void linear_case(const LinCase *c) {
         must(eg_matrix_create(g_ops, &g_arena, N, K, 0, &whole, &err), &err, "eg_matrix_create");
         must(eg_matrix_upload_f32(g_ops, &g_st, &whole, w, &err), &err, "eg_matrix_upload_f32");
         CHECK(whole.n_chunks == 1, "unchunked matrix has %u chunks", whole.n_chunks);
-        float *got1 = run_linear(c, &bx, &whole, &bb, &ba, y0, ny);
+        float *got1 = run_linear(c, &bx, &whole, &bb, &ba, &bg, y0, ny);
         size_t diff = 0;
         for (size_t i = 0; i < ny; i++)
             diff += !same_bits(got[i], got1[i]);
@@ -347,7 +368,8 @@ static void linear_case(const LinCase *c) {
         eg_matrix_release(&whole);
     }
     eg_matrix_release(&wm);
-    free(x), free(w), free(bias), free(alpha), free(y0), free(got), free(ref), free(written);
+    free(x), free(w), free(bias), free(alpha), free(y0), free(g), free(got), free(ref),
+        free(written);
     case_end();
 }
 
@@ -450,6 +472,22 @@ static void test_linear_edges(int all) {
                                .y_pad = 7});
         linear_case(&(LinCase){.M = epi_Ms[a], .N = 70, .K = 12, .act = EG_OP_ACT_SILU, .mul = 1});
     }
+    /* An RMSNorm of x folded into the product (where the kernel can: eg_linear_fuses_rms) on
+     * each load path (K % 8 == 0, K % 4 == 0, odd K; x rows offset), with the epilogues the
+     * model pairs it with, and over chunked weights. */
+    static const uint32_t rms_Ms[] = {1, 3, 8, 17, 65}, rms_Ks[] = {264, 12, 261};
+    for (size_t a = 0; a < sizeof rms_Ms / sizeof rms_Ms[0]; a++)
+        for (size_t k = 0; k < (all ? 3u : 1u); k++)
+            linear_case(&(LinCase){.M = rms_Ms[a],
+                                   .N = 70,
+                                   .K = rms_Ks[k],
+                                   .rms = 1,
+                                   .act = k == 0 ? EG_OP_ACT_SILU : EG_OP_ACT_NONE,
+                                   .mul = k == 1,
+                                   .x_off = a == 1 ? 8 : 0,
+                                   .x_pad = a == 1 ? 8 : 0});
+    linear_case(
+        &(LinCase){.M = 5, .N = 70, .K = 40, .rms = 1, .chunk_rows = 13, .accum = 1, .alpha = 2});
     /* Long rows: many strides of the lanes over K, and a scalar tail of K. */
     linear_case(&(LinCase){.M = 1, .N = 37, .K = 4104});
     linear_case(&(LinCase){.M = 8, .N = 37, .K = 4100, .bias = 1});
