@@ -71,12 +71,7 @@ layout(std430, binding = 2) readonly buffer V8 { vec4 v8[]; };
 #endif
 // Elements 8i..8i+7 of an array of uvec4 (fp16: 8 halves each) or vec4 (fp32: 4 floats each).
 #if EG_F16
-#define LOAD8(buf, i, a, b)                                                    \
-    {                                                                          \
-        uvec4 u_ = buf[i];                                                     \
-        a = vec4(unpackHalf2x16(u_.x), unpackHalf2x16(u_.y));                  \
-        b = vec4(unpackHalf2x16(u_.z), unpackHalf2x16(u_.w));                  \
-    }
+#define LOAD8(buf, i, a, b) eg_unpack_h8(buf[i], a, b)
 #else
 #define LOAD8(buf, i, a, b) \
     {                       \

@@ -16,6 +16,15 @@
 #define WT4 vec4
 #endif
 
+#if EG_F16
+// 8 (4) halves packed in a uvec4 (uvec2) as float vec4s: the fp16 kernels' wide loads.
+void eg_unpack_h8(uvec4 u, out vec4 a, out vec4 b) {
+    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
+    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
+}
+vec4 eg_unpack_h4(uvec2 u) { return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)); }
+#endif
+
 // Index of this invocation in a 1-D problem dispatched as a 2-D grid of workgroups (Vulkan only
 // guarantees 65535 workgroups per axis; see dispatch_1d in runtime/ops.c).
 // (A macro, not a function: gl_WorkGroupSize is only known after the shader's local_size layout.)

@@ -36,12 +36,8 @@ layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 #if EG_F16
 layout(std430, binding = 2) readonly buffer G8 { uvec4 g8[]; };
 layout(std430, binding = 2) readonly buffer G4 { uvec2 g4[]; };
-void load_g8(uint i, out vec4 a, out vec4 b) {
-    uvec4 u = g8[i];
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-}
-vec4 load_g4(uint i) { return vec4(unpackHalf2x16(g4[i].x), unpackHalf2x16(g4[i].y)); }
+void load_g8(uint i, out vec4 a, out vec4 b) { eg_unpack_h8(g8[i], a, b); }
+vec4 load_g4(uint i) { return eg_unpack_h4(g4[i]); }
 #else
 layout(std430, binding = 2) readonly buffer G4 { vec4 g4[]; };
 void load_g8(uint i, out vec4 a, out vec4 b) {

@@ -6,17 +6,11 @@
 //   TEXEL_LOAD4(img, i, r):    elements 4i..4i+3 as a vec4
 //   TEXEL_AT(img, e):          element e as a float
 #if EG_F16
-#define TEXEL_LOAD8(img, i, a, b)                                                                  \
-    {                                                                                              \
-        uvec4 u_ = imageLoad(img, int(i));                                                         \
-        a = vec4(unpackHalf2x16(u_.x), unpackHalf2x16(u_.y));                                      \
-        b = vec4(unpackHalf2x16(u_.z), unpackHalf2x16(u_.w));                                      \
-    }
+#define TEXEL_LOAD8(img, i, a, b) eg_unpack_h8(imageLoad(img, int(i)), a, b)
 #define TEXEL_LOAD4(img, i, r)                                                                     \
     {                                                                                              \
         uvec4 u_ = imageLoad(img, int((i) >> 1u));                                                 \
-        uvec2 h_ = ((i) & 1u) != 0u ? u_.zw : u_.xy;                                               \
-        r = vec4(unpackHalf2x16(h_.x), unpackHalf2x16(h_.y));                                      \
+        r = eg_unpack_h4(((i) & 1u) != 0u ? u_.zw : u_.xy);                                        \
     }
 #define TEXEL_AT(img, e) unpackHalf2x16(imageLoad(img, int((e) >> 3u))[((e) >> 1u) & 3u])[(e) & 1u]
 #else

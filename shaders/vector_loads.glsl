@@ -8,8 +8,8 @@
 #include "texel_loads.glsl"
 layout(binding = 0, rgba32ui) uniform readonly uimageBuffer x_texels;
 layout(binding = 1, rgba32ui) uniform readonly uimageBuffer w_texels;
-void load_x8(uint i, out vec4 a, out vec4 b) TEXEL_LOAD8(x_texels, i, a, b)
-void load_w8(uint i, out vec4 a, out vec4 b) TEXEL_LOAD8(w_texels, i, a, b)
+void load_x8(uint i, out vec4 a, out vec4 b) { TEXEL_LOAD8(x_texels, i, a, b); }
+void load_w8(uint i, out vec4 a, out vec4 b) { TEXEL_LOAD8(w_texels, i, a, b); }
 vec4 load_x4(uint i) {
     vec4 r;
     TEXEL_LOAD4(x_texels, i, r);
@@ -63,18 +63,10 @@ layout(std430, binding = 0) readonly buffer X8 { uvec4 x8[]; };
 layout(std430, binding = 1) readonly buffer W8 { uvec4 w8[]; };
 layout(std430, binding = 0) readonly buffer X4 { uvec2 x4[]; };
 layout(std430, binding = 1) readonly buffer W4 { uvec2 w4[]; };
-void load_x8(uint i, out vec4 a, out vec4 b) {
-    uvec4 u = x8[i];
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-}
-void load_w8(uint i, out vec4 a, out vec4 b) {
-    uvec4 u = w8[i];
-    a = vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y));
-    b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
-}
-vec4 load_x4(uint i) { return vec4(unpackHalf2x16(x4[i].x), unpackHalf2x16(x4[i].y)); }
-vec4 load_w4(uint i) { return vec4(unpackHalf2x16(w4[i].x), unpackHalf2x16(w4[i].y)); }
+void load_x8(uint i, out vec4 a, out vec4 b) { eg_unpack_h8(x8[i], a, b); }
+void load_w8(uint i, out vec4 a, out vec4 b) { eg_unpack_h8(w8[i], a, b); }
+vec4 load_x4(uint i) { return eg_unpack_h4(x4[i]); }
+vec4 load_w4(uint i) { return eg_unpack_h4(w4[i]); }
 #else
 layout(std430, binding = 0) readonly buffer X4 { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer W4 { vec4 w4[]; };
