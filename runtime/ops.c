@@ -201,7 +201,7 @@ static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, int f16, Linear
  * norm_shared.comp with WG invocations (a power of two), attention_shared.comp (128, fixed). */
 typedef struct {
     int norm_subgroup, attn_subgroup;
-    uint32_t norm_wg, norm_rows;
+    uint32_t norm_wg, norm_rows, norm_wide;
     uint32_t attn_wg, attn_qpw, attn_dpl, attn_wide;
     int attn_texel; /* subgroup attention reads q, k and v through texel views */
 } RowParams;
@@ -214,6 +214,7 @@ static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgE
     uint32_t gpu_wg = sg > 128 ? sg : 128;
     rp->norm_subgroup = subgroup;
     rp->norm_rows = cfg->norm_rows ? cfg->norm_rows : 1;
+    rp->norm_wide = cfg->norm_wide ? cfg->norm_wide > 0 : cpu;
     if (subgroup)
         rp->norm_wg = cfg->norm_wg ? cfg->norm_wg : cpu ? sg * rp->norm_rows : gpu_wg;
     else
@@ -284,11 +285,11 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                table[i].push, table[i].p, err))
             goto fail;
     }
-    /* shaders/norm.glsl's specialization constants: WG, ROWS. */
+    /* shaders/norm.glsl's specialization constants: WG, ROWS, WIDE. */
     ops->norm_rows = rp.norm_rows;
-    uint32_t norm_spec[2] = {rp.norm_wg, rp.norm_rows};
+    uint32_t norm_spec[3] = {rp.norm_wg, rp.norm_rows, rp.norm_wide};
     if (eg_pipeline_create_spec(vk, rp.norm_subgroup ? "norm" : "norm_shared", f16, 4, 1u << 3,
-                                sizeof(NormPush), norm_spec, 2, &ops->norm, err))
+                                sizeof(NormPush), norm_spec, 3, &ops->norm, err))
         goto fail;
     /* shaders/attention.comp's: WG, QPW, DPL, WIDE; attention_shared.comp has none. */
     ops->attn_queries = rp.attn_qpw;

@@ -91,6 +91,7 @@ typedef struct EgOpsConfig {
                                   vk->texel_views), -1 no, 0 auto (where the buffers have them) */
     uint32_t norm_wg;          /* norm invocations per workgroup */
     uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */
+    int norm_wide; /* norm: 1 8 elements per load where aligned, -1 not, 0 auto (CPUs) */
     uint32_t attn_wg;          /* subgroup attention: invocations per workgroup (= key tile) */
     uint32_t attn_queries;     /* subgroup attention: queries per workgroup */
     uint32_t attn_dims;        /* subgroup attention: dimensions per invocation and pass */

@@ -15,11 +15,33 @@
 // nearly all its time.
 layout(local_size_x_id = 0) in;                 // WG: invocations per workgroup
 layout(constant_id = 1) const uint ROWS = 1u;   // rows per workgroup (> 1: one per subgroup)
+// WIDE (CPU devices): where the rows and their strides are multiples of 8 elements, each lane
+// takes 8 consecutive elements per load and store instead of one; lavapipe runs every lane's
+// load as a loop over the lanes, so the number of loads is what counts there.
+layout(constant_id = 2) const bool WIDE = false;
 
 layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer Wt { WT weight[]; };
 layout(std430, binding = 2) readonly buffer Bs { WT bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
+// The same bindings 8 elements at a time (WIDE). Stores go through ACT4 so they round exactly
+// as the element-wise path does.
+#if EG_F16
+layout(std430, binding = 0) readonly buffer X8 { uvec4 x8[]; };
+layout(std430, binding = 1) readonly buffer Wt8 { uvec4 weight8[]; };
+layout(std430, binding = 2) readonly buffer Bs8 { uvec4 bias8[]; };
+#define LOAD8(buf, i, a, b) eg_unpack_h8(buf[i], a, b)
+#else
+layout(std430, binding = 0) readonly buffer X8 { vec4 x8[]; };
+layout(std430, binding = 1) readonly buffer Wt8 { vec4 weight8[]; };
+layout(std430, binding = 2) readonly buffer Bs8 { vec4 bias8[]; };
+#define LOAD8(buf, i, a, b) \
+    {                       \
+        a = buf[2u * (i)];      \
+        b = buf[2u * (i) + 1u]; \
+    }
+#endif
+layout(std430, binding = 3) writeonly buffer Y4 { ACT4 y4[]; };
 
 layout(push_constant) uniform Push {
     uint rows, dim;           // rows per batch entry, row length
@@ -89,16 +111,68 @@ void normalize_row(uint row, uint batch, uint lane, uint lanes) {
     }
 }
 
+// normalize_row 8 elements at a time (WIDE, every offset and stride a multiple of 8).
+void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
+    uint xb = (p.x_off + batch * p.x_batch_stride + row * p.x_stride) / 8u;
+    uint yb = (p.y_off + batch * p.y_batch_stride + row * p.y_stride) / 4u;
+    uint chunks = p.dim / 8u;
+    vec4 a, b;
+    float mean = 0.0;
+    if (p.rms == 0u) {
+        float s = 0.0;
+        for (uint c = lane; c < chunks; c += lanes) {
+            LOAD8(x8, xb + c, a, b);
+            s += dot(a, vec4(1.0)) + dot(b, vec4(1.0));
+        }
+        mean = row_sum(s) / float(p.dim);
+    }
+    float ss = 0.0;
+    for (uint c = lane; c < chunks; c += lanes) {
+        LOAD8(x8, xb + c, a, b);
+        a -= mean;
+        b -= mean;
+        ss += dot(a, a) + dot(b, b);
+    }
+    float inv = inversesqrt(row_sum(ss) / float(p.dim) + p.eps);
+    for (uint c = lane; c < chunks; c += lanes) {
+        vec4 wa, wb;
+        LOAD8(x8, xb + c, a, b);
+        LOAD8(weight8, c, wa, wb);
+        a = (a - mean) * inv;
+        b = (b - mean) * inv;
+        if (p.rms != 0u) {
+            // HF casts the normalized value to the weight dtype before the multiply.
+            a = wa * vec4(WT4(a));
+            b = wb * vec4(WT4(b));
+        } else {
+            vec4 ba, bb;
+            LOAD8(bias8, c, ba, bb);
+            a = a * wa + ba;
+            b = b * wb + bb;
+        }
+        y4[yb + 2u * c] = ACT4(a);
+        y4[yb + 2u * c + 1u] = ACT4(b);
+    }
+}
+
 void main() {
     uint batch = gl_WorkGroupID.y;
+    bool wide = WIDE && ((p.dim | p.x_off | p.x_stride | p.x_batch_stride | p.y_off | p.y_stride |
+                          p.y_batch_stride) & 7u) == 0u;
 #if NORM_SUBGROUP
     if (ROWS > 1u) {
         // Rows wg·ROWS .. wg·ROWS + ROWS - 1, one per subgroup at a time.
         uint end = min((gl_WorkGroupID.x + 1u) * ROWS, p.rows);
         for (uint r = gl_WorkGroupID.x * ROWS + gl_SubgroupID; r < end; r += gl_NumSubgroups)
-            normalize_row(r, batch, gl_SubgroupInvocationID, gl_SubgroupSize);
+            if (wide)
+                normalize_row_wide(r, batch, gl_SubgroupInvocationID, gl_SubgroupSize);
+            else
+                normalize_row(r, batch, gl_SubgroupInvocationID, gl_SubgroupSize);
         return;
     }
 #endif
-    normalize_row(gl_WorkGroupID.x, batch, gl_LocalInvocationID.x, gl_WorkGroupSize.x);
+    if (wide)
+        normalize_row_wide(gl_WorkGroupID.x, batch, gl_LocalInvocationID.x, gl_WorkGroupSize.x);
+    else
+        normalize_row(gl_WorkGroupID.x, batch, gl_LocalInvocationID.x, gl_WorkGroupSize.x);
 }

@@ -660,7 +660,7 @@ static void norm_case(const NormCase *c) {
 
 static void test_norm(void) {
     g_op = OP_NORM;
-    static const uint32_t dims[] = {1, 7, 64, 130, 1000}, rows[] = {1, 5, 33};
+    static const uint32_t dims[] = {1, 7, 64, 130, 160, 1000}, rows[] = {1, 5, 33};
     for (int rms = 0; rms < 2; rms++)
         for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
@@ -682,6 +682,18 @@ static void test_norm(void) {
                               .y_stride = 260,
                               .y_batch = 5 * 260 + 17});
     }
+    /* Rows, strides and batches on multiples of 8 elements (the wide loads of CPU devices). */
+    for (int rms = 0; rms < 2; rms++)
+        norm_case(&(NormCase){.dim = 24,
+                              .rows = 3,
+                              .batches = 2,
+                              .rms = rms,
+                              .x_off = 8,
+                              .x_stride = 40,
+                              .x_batch = 3 * 40 + 16,
+                              .y_off = 16,
+                              .y_stride = 32,
+                              .y_batch = 3 * 32 + 8});
     /* LayerNorm of rows with a large mean (1000 +- 1): a one-pass variance loses it. */
     norm_case(&(NormCase){.dim = 64, .rows = 5, .batches = 1, .center = 1000});
     norm_case(&(NormCase){.dim = 1000, .rows = 5, .batches = 1, .center = 1000});
@@ -970,6 +982,7 @@ static const struct {
       .attn_dims = 8,
       .attn_wide = 1}},
     {"default norm, default attention from storage buffers", {.attn_texel = -1}},
+    {"norm one element per load, default attention", {.norm_wide = -1}},
 };
 
 static void test_norm(void);
