@@ -43,29 +43,34 @@ vec4 eg_unpack_h4(uvec2 u) { return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y
 // erf by Abramowitz & Stegun 7.1.26 is only good to 1.5e-7 absolute; this uses the
 // rational approximation of erfc with |relative error| < 1.2e-7 (Numerical Recipes' erfcc),
 // which keeps exact-GELU models within fp32 rounding of the reference.
-float eg_erf(float x) {
-    float z = abs(x);
-    float t = 1.0 / (1.0 + 0.5 * z);
-    float r = t * exp(-z * z - 1.26551223 +
-                      t * (1.00002368 +
-                           t * (0.37409196 +
-                                t * (0.09678418 +
-                                     t * (-0.18628806 +
-                                          t * (0.27886807 +
-                                               t * (-1.13520398 +
-                                                    t * (1.48851587 +
-                                                         t * (-0.82215223 + t * 0.17087277)))))))));
-    return x >= 0.0 ? 1.0 - r : r - 1.0;
-}
-
-float eg_activate(float v, uint act) {
-    if (act == ACT_GELU) return 0.5 * v * (1.0 + eg_erf(v * 0.70710678118654752));
-    if (act == ACT_QUICK_GELU) return v / (1.0 + exp(-1.702 * v));
-    if (act == ACT_SILU) return v / (1.0 + exp(-v));
-    if (act == ACT_RELU) return max(v, 0.0);
-    if (act == ACT_GELU_TANH) {
-        float u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-        return 0.5 * v * (1.0 + tanh(u));
+//
+// eg_erf and eg_activate are defined for float, and as eg_erf4 and eg_activate4 for vec4, from
+// one text: the vec4 forms let a kernel test the activation once for four outputs.
+#define EG_DEFINE_ACTIVATION(T, ERF, ACTIVATE)                                                     \
+    T ERF(T x) {                                                                                   \
+        T z = abs(x);                                                                              \
+        T t = 1.0 / (1.0 + 0.5 * z);                                                               \
+        T r = t * exp(-z * z - 1.26551223 +                                                        \
+                      t * (1.00002368 +                                                            \
+                           t * (0.37409196 +                                                       \
+                                t * (0.09678418 +                                                  \
+                                     t * (-0.18628806 +                                            \
+                                          t * (0.27886807 +                                        \
+                                               t * (-1.13520398 +                                  \
+                                                    t * (1.48851587 +                              \
+                                                         t * (-0.82215223 + t * 0.17087277)))))))));\
+        return mix(r - 1.0, 1.0 - r, step(T(0.0), x)); /* 1 - r where x >= 0, exactly */        \
+    }                                                                                              \
+    T ACTIVATE(T v, uint act) {                                                                    \
+        if (act == ACT_GELU) return 0.5 * v * (1.0 + ERF(v * 0.70710678118654752));                \
+        if (act == ACT_QUICK_GELU) return v / (1.0 + exp(-1.702 * v));                             \
+        if (act == ACT_SILU) return v / (1.0 + exp(-v));                                           \
+        if (act == ACT_RELU) return max(v, T(0.0));                                                \
+        if (act == ACT_GELU_TANH) {                                                                \
+            T u = 0.7978845608028654 * (v + 0.044715 * v * v * v);                                 \
+            return 0.5 * v * (1.0 + tanh(u));                                                      \
+        }                                                                                          \
+        return v;                                                                                  \
     }
-    return v;
-}
+EG_DEFINE_ACTIVATION(float, eg_erf, eg_activate)
+EG_DEFINE_ACTIVATION(vec4, eg_erf4, eg_activate4)

@@ -32,11 +32,11 @@ layout(push_constant) uniform Push {
     float eps;      // MM_RMS: the norm's epsilon
 } p;
 
-void store_output(uint m, uint n, float v) {
+// The rest of the epilogue (the product with, or the gated sum into, Y) and the store, for an
+// output whose bias and activation are already applied.
+void store_activated(uint m, uint n, float v) {
     uint col = p.n_off + n;
     uint yi = p.y_off + m * p.ldy + col;
-    if ((p.flags & MM_BIAS) != 0u) v += float(bias[col]);
-    v = eg_activate(v, p.flags & MM_ACT_MASK);
     if ((p.flags & MM_MUL) != 0u) v *= float(y[yi]);
     if ((p.flags & MM_ACCUM) != 0u) {
         float g = 1.0;
@@ -45,4 +45,9 @@ void store_output(uint m, uint n, float v) {
         v = float(y[yi]) + g * v;
     }
     y[yi] = ACT(v);
+}
+
+void store_output(uint m, uint n, float v) {
+    if ((p.flags & MM_BIAS) != 0u) v += float(bias[p.n_off + n]);
+    store_activated(m, n, eg_activate(v, p.flags & MM_ACT_MASK));
 }
