@@ -665,35 +665,37 @@ static void test_norm(void) {
         for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
             for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
                 norm_case(&(NormCase){.dim = dims[d], .rows = rows[r], .batches = 1, .rms = rms});
-    for (int rms = 0; rms < 2; rms++) {
-        /* Batches with default strides; normalized rows into every other row of a bigger buffer;
-         * batches read from a gappy buffer at an offset. */
-        norm_case(&(NormCase){.dim = 130, .rows = 5, .batches = 3, .rms = rms});
-        norm_case(&(NormCase){
-            .dim = 64, .rows = 7, .batches = 1, .rms = rms, .y_off = 64, .y_stride = 128});
-        norm_case(&(NormCase){.dim = 130,
-                              .rows = 5,
-                              .batches = 2,
-                              .rms = rms,
-                              .x_off = 9,
-                              .x_stride = 141,
-                              .x_batch = 5 * 141 + 31,
-                              .y_off = 130,
-                              .y_stride = 260,
-                              .y_batch = 5 * 260 + 17});
-    }
-    /* Rows, strides and batches on multiples of 8 elements (the wide loads of CPU devices). */
+    /* Batches with default strides; normalized rows into every other row of a bigger buffer;
+     * batches read from a gappy buffer at an offset; rows, strides and batches on multiples of
+     * 8 elements (the wide loads of CPU devices). */
+    static const NormCase laid_out[] = {
+        {.dim = 130, .rows = 5, .batches = 3},
+        {.dim = 64, .rows = 7, .batches = 1, .y_off = 64, .y_stride = 128},
+        {.dim = 130,
+         .rows = 5,
+         .batches = 2,
+         .x_off = 9,
+         .x_stride = 141,
+         .x_batch = 5 * 141 + 31,
+         .y_off = 130,
+         .y_stride = 260,
+         .y_batch = 5 * 260 + 17},
+        {.dim = 24,
+         .rows = 3,
+         .batches = 2,
+         .x_off = 8,
+         .x_stride = 40,
+         .x_batch = 3 * 40 + 16,
+         .y_off = 16,
+         .y_stride = 32,
+         .y_batch = 3 * 32 + 8},
+    };
     for (int rms = 0; rms < 2; rms++)
-        norm_case(&(NormCase){.dim = 24,
-                              .rows = 3,
-                              .batches = 2,
-                              .rms = rms,
-                              .x_off = 8,
-                              .x_stride = 40,
-                              .x_batch = 3 * 40 + 16,
-                              .y_off = 16,
-                              .y_stride = 32,
-                              .y_batch = 3 * 32 + 8});
+        for (size_t k = 0; k < sizeof laid_out / sizeof laid_out[0]; k++) {
+            NormCase c = laid_out[k];
+            c.rms = rms;
+            norm_case(&c);
+        }
     /* LayerNorm of rows with a large mean (1000 +- 1): a one-pass variance loses it. */
     norm_case(&(NormCase){.dim = 64, .rows = 5, .batches = 1, .center = 1000});
     norm_case(&(NormCase){.dim = 1000, .rows = 5, .batches = 1, .center = 1000});
