@@ -121,8 +121,10 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
     if (size == 0) size = 16;
     /* llvmpipe compiles a variant of a shader for each combination of power-of-two-or-not
      * sizes of the buffers behind its texel views: keeping every size off the powers of two
-     * keeps that at one variant (not, say, four of a two-view kernel, compiled mid-serving). */
-    if (a->vk->texel_views && (size & (size - 1)) == 0) size += 16;
+     * keeps that at one variant (not, say, four of a two-view kernel, compiled mid-serving);
+     * a buffer of the largest size a binding allows stays as it is. */
+    if (a->vk->texel_views && (size & (size - 1)) == 0 && size + 16 <= a->vk->max_storage_range)
+        size += 16;
     if (size > a->vk->max_storage_range)
         return eg_fail(err,
                        "buffer of %llu bytes exceeds the device's maxStorageBufferRange (%llu)",
@@ -163,11 +165,16 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
         offset = 0;
     }
     VkBufferView view = VK_NULL_HANDLE;
-    if (vkBindBufferMemory(a->vk->device, buf, b->memory, offset) != VK_SUCCESS ||
-        create_texel_view(a->vk, buf, size, &view) != VK_SUCCESS || remember_buffer(a, buf, view)) {
+    const char *failed = vkBindBufferMemory(a->vk->device, buf, b->memory, offset) != VK_SUCCESS
+                             ? "binding buffer memory failed"
+                         : create_texel_view(a->vk, buf, size, &view) != VK_SUCCESS
+                             ? "vkCreateBufferView failed"
+                         : remember_buffer(a, buf, view) ? "out of host memory"
+                                                         : NULL;
+    if (failed) {
         if (view) vkDestroyBufferView(a->vk->device, view, NULL);
         vkDestroyBuffer(a->vk->device, buf, NULL);
-        return eg_fail(err, "binding buffer memory failed");
+        return eg_fail(err, "%s", failed);
     }
     b->used = offset + req.size;
     a->bytes_used += size;
