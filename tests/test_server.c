@@ -570,18 +570,24 @@ static void test_cancel_and_deadline(void) {
     o = call(r.addr, NULL, &req, 0, 1.0, NULL, NULL);
     expect_status("deadline", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
     eg_client_answer_free(&o.a);
-    /* A deadline that passes during prefill (16 images never seen, so none is cached): the
-     * work stops after the first step. */
-    EgRequestPart sixteen[16];
+    /* A deadline that passes during prefill (16 images never seen, so none is cached, and a
+     * prompt of about 1200 tokens fed in chunks): the work stops at the next chunk. The long
+     * text keeps the prefill well past the deadline however fast the kernels get (the 16
+     * images alone once took 0.2 s and no longer do). */
+    EgRequestPart sixteen[17];
     unsigned char *fresh[16];
     for (int i = 0; i < 16; i++) {
         size_t len = 0;
         fresh[i] = fresh_png(test_rng_u64(), &len);
         sixteen[i] = (EgRequestPart){.is_image = 1, .image = fresh[i], .image_len = len};
     }
+    static char long_text[250 * 6 + 1]; /* "shape " is about 5 tokens of the demo model's */
+    for (int w = 0; w < 250; w++)
+        memcpy(long_text + 6 * w, "shape ", 6);
+    sixteen[16] = text_part(long_text);
     EgRequest heavy = greedy(400);
     heavy.parts = sixteen;
-    heavy.n_parts = 16;
+    heavy.n_parts = 17;
     heavy.gen.ignore_eos = 1;
     /* The deadline must pass after the server has the call: on a loaded machine 0.2 s can run
      * out while the 16 images are still being sent, so the call is repeated (with a longer
