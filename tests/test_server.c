@@ -562,7 +562,9 @@ static void test_cancel_and_deadline(void) {
     if (test_server_start(&r, engine, (EgServerOptions){.max_queue = 1, .max_batch = 1}, "cancel"))
         return;
     EgRequestPart q[1];
-    EgRequest req = long_request(q, 400);
+    /* 1024 tokens (the limit): at least 2 s of decoding even at 500 tokens/s, so the 1 s deadline
+     * below always passes mid-answer */
+    EgRequest req = long_request(q, 1024);
     int seen = 0;
     Outcome o = call(r.addr, NULL, &req, 1, 0, cancel_after_3, &seen);
     expect_status("cancelled stream", &o, GRPC_STATUS_CANCELLED, NULL);
@@ -636,7 +638,7 @@ static void test_cancel_and_deadline(void) {
     expect_status("after cancellations", &o, GRPC_STATUS_OK, NULL);
     eg_client_answer_free(&o.a);
     char *log = test_server_stop(&r);
-    /* The cancelled and expired requests stopped within a step or two, far from 400 tokens.
+    /* The cancelled and expired requests stopped within a step or two, far from 1024 tokens.
      * A client whose deadline passes may reach the server as a cancellation (its own timer
      * fires first and it resets the stream), so an expiry is logged DEADLINE_EXCEEDED or
      * CANCELLED; the requests are told apart by method and images. */
@@ -664,7 +666,7 @@ static void test_cancel_and_deadline(void) {
     CHECK(prefill_expiries >= 1, "no log line for the request that expired in prefill");
     CHECK(stream_cancelled >= 3 && stream_cancelled <= 10,
           "the cancelled request generated %ld tokens", stream_cancelled);
-    CHECK(unary_expired >= 0 && unary_expired < 400,
+    CHECK(unary_expired >= 0 && unary_expired < 1024,
           "the expired request ran to the end (%ld tokens)", unary_expired);
     free(log);
 }
