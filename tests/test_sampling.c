@@ -517,7 +517,8 @@ static void test_large_vocab(void) {
             distinct += !seen[id];
             seen[id] = true;
         }
-        const double sd = sqrt(DRAWS * top_mass * (1.0 - top_mass));
+        /* top_mass can round to just over 1 when the top 10 are all the kept tokens */
+        const double sd = sqrt(DRAWS * top_mass * fmax(0.0, 1.0 - top_mass));
         CHECK(outside == 0, "%s: %d draws outside the %d tokens HF keeps", cases[c].what, outside,
               kept);
         CHECK(fabs(top_hits - DRAWS * top_mass) <= 5.0 * sd + 1.0,
