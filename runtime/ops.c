@@ -416,10 +416,15 @@ static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatri
     return ops->mm_direct ? LINEAR_DIRECT : LINEAR_TILED;
 }
 
+/* Whether kernel k can fold an RMSNorm into product a (the norm's weight takes the bias's
+ * binding). */
+static int kernel_fuses_rms(LinearKernel k, const EgLinear *a) {
+    return !a->bias && (k == LINEAR_DIRECT_FEW || k == LINEAR_DIRECT);
+}
+
 int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a) {
     int v;
-    LinearKernel k = linear_kernel(ops, a->rows, a->w, &v);
-    return !a->bias && (k == LINEAR_DIRECT_FEW || k == LINEAR_DIRECT);
+    return kernel_fuses_rms(linear_kernel(ops, a->rows, a->w, &v), a);
 }
 
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
@@ -430,20 +435,16 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     if (a->mul) flags |= MM_MUL;
     if (a->accum) flags |= MM_ACCUM;
     if (a->alpha) flags |= MM_ALPHA | (a->alpha_vector ? MM_ALPHA_VECTOR : 0);
+    int v;
+    LinearKernel kernel = linear_kernel(ops, a->rows, w, &v);
     if (a->rms_weight) {
-        if (!eg_linear_fuses_rms(ops, a)) { /* a caller's bug: they check first */
+        if (!kernel_fuses_rms(kernel, a)) { /* a caller's bug: they check first */
             fprintf(stderr, "egret: eg_op_linear: this kernel cannot fold an RMSNorm\n");
             abort();
         }
         flags |= MM_RMS;
     }
-    int v;
-    LinearKernel kernel = linear_kernel(ops, a->rows, w, &v);
-    const EgPipeline *mv = kernel == LINEAR_MATVEC_NAIVE ? &ops->matvec_naive
-                           : kernel == LINEAR_MATVEC     ? &ops->matvec[v]
-                                                         : NULL;
-    const EgPipeline *few_direct = kernel == LINEAR_DIRECT_FEW ? &ops->matmul_direct_few[v] : NULL;
-    /* Otherwise the small tile unless it pads to nearly as many rows as the large one: its
+    /* The tiled kernel: the small tile unless it pads to nearly as many rows as the large one: its
      * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
      * would compute over 1.5x the small one's rows. */
     uint32_t bm0 = ops->matmul_tile[0].bm, bm1 = ops->matmul_tile[1].bm;
@@ -466,23 +467,31 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
         const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
                                    or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
                                    or_dummy(ops, a->alpha), a->y};
-        if (few_direct)
-            eg_cmd_dispatch(cmd, few_direct, bufs, &push, eg_groups(n, ops->md_wg * ops->md_tn),
-                            1, 1);
-        else if (mv == &ops->matvec_naive)
-            eg_cmd_dispatch(cmd, mv, bufs, &push, eg_groups(n, 4), 1, 1);
-        else if (mv)
-            dispatch_1d(cmd, mv, bufs, &push, eg_groups(n, ops->matvec_rows_wg));
-        else if (ops->naive)
+        switch (kernel) {
+        case LINEAR_MATVEC_NAIVE:
+            eg_cmd_dispatch(cmd, &ops->matvec_naive, bufs, &push, eg_groups(n, 4), 1, 1);
+            break;
+        case LINEAR_MATMUL_NAIVE:
             eg_cmd_dispatch(cmd, &ops->matmul_naive, bufs, &push, eg_groups(n, 64),
                             eg_groups(a->rows, 64), 1);
-        else if (ops->mm_direct)
+            break;
+        case LINEAR_MATVEC:
+            dispatch_1d(cmd, &ops->matvec[v], bufs, &push, eg_groups(n, ops->matvec_rows_wg));
+            break;
+        case LINEAR_DIRECT_FEW:
+            eg_cmd_dispatch(cmd, &ops->matmul_direct_few[v], bufs, &push,
+                            eg_groups(n, ops->md_wg * ops->md_tn), 1, 1);
+            break;
+        case LINEAR_DIRECT:
             eg_cmd_dispatch(cmd, &ops->matmul_direct, bufs, &push,
                             eg_groups(n, ops->md_wg * ops->md_tn), eg_groups(a->rows, ops->md_tm),
                             1);
-        else
+            break;
+        case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),
                             eg_groups(a->rows, tile->bm), 1);
+            break;
+        }
     }
 }
 
