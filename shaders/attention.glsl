@@ -59,25 +59,9 @@ layout(binding = 2, rgba32ui) uniform readonly uimageBuffer v_texels;
 layout(std430, binding = 0) readonly buffer Q { ACT q[]; };
 layout(std430, binding = 1) readonly buffer K { ACT k[]; };
 layout(std430, binding = 2) readonly buffer V { ACT v[]; };
-#if EG_F16
-layout(std430, binding = 0) readonly buffer Q8 { uvec4 q8[]; };
-layout(std430, binding = 1) readonly buffer K8 { uvec4 k8[]; };
-layout(std430, binding = 2) readonly buffer V8 { uvec4 v8[]; };
-#else
-layout(std430, binding = 0) readonly buffer Q8 { vec4 q8[]; };
-layout(std430, binding = 1) readonly buffer K8 { vec4 k8[]; };
-layout(std430, binding = 2) readonly buffer V8 { vec4 v8[]; };
-#endif
-#endif
-// Elements 8i..8i+7 of an array of uvec4 (fp16: 8 halves each) or vec4 (fp32: 4 floats each).
-#if EG_F16
-#define LOAD8(buf, i, a, b) eg_unpack_h8(buf[i], a, b)
-#else
-#define LOAD8(buf, i, a, b) \
-    {                       \
-        a = buf[2u * (i)];      \
-        b = buf[2u * (i) + 1u]; \
-    }
+layout(std430, binding = 0) readonly buffer Q8 { EG_WIDE q8[]; };
+layout(std430, binding = 1) readonly buffer K8 { EG_WIDE k8[]; };
+layout(std430, binding = 2) readonly buffer V8 { EG_WIDE v8[]; };
 #endif
 
 layout(push_constant) uniform Push {
@@ -96,15 +80,11 @@ layout(push_constant) uniform Push {
 // or (ATTN_TABLE) the keys and values from the sequence's buffers by address. *_AT(e) reads
 // element e, LOAD8_*(i, a, b) elements 8i..8i+7.
 #if ATTN_TABLE
-#if EG_F16
-layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wide8Ref { uvec4 e[]; };
-#else
-layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wide8Ref { vec4 e[]; };
-#endif
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wide8Ref { EG_WIDE e[]; };
 #define K_AT(i) float(ActRef(ent.k_addr).e[i])
 #define V_AT(i) float(ActRef(ent.v_addr).e[i])
-#define LOAD8_K(i, a, b) LOAD8(Wide8Ref(ent.k_addr).e, i, a, b)
-#define LOAD8_V(i, a, b) LOAD8(Wide8Ref(ent.v_addr).e, i, a, b)
+#define LOAD8_K(i, a, b) EG_LOAD8(Wide8Ref(ent.k_addr).e, i, a, b)
+#define LOAD8_V(i, a, b) EG_LOAD8(Wide8Ref(ent.v_addr).e, i, a, b)
 #elif EG_TEXEL
 #define K_AT(i) TEXEL_AT(k_texels, i)
 #define V_AT(i) TEXEL_AT(v_texels, i)
@@ -113,15 +93,15 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Wi
 #else
 #define K_AT(i) float(k[i])
 #define V_AT(i) float(v[i])
-#define LOAD8_K(i, a, b) LOAD8(k8, i, a, b)
-#define LOAD8_V(i, a, b) LOAD8(v8, i, a, b)
+#define LOAD8_K(i, a, b) EG_LOAD8(k8, i, a, b)
+#define LOAD8_V(i, a, b) EG_LOAD8(v8, i, a, b)
 #endif
 #if EG_TEXEL
 #define Q_AT(i) TEXEL_AT(q_texels, i)
 #define LOAD8_Q(i, a, b) TEXEL_LOAD8(q_texels, i, a, b)
 #else
 #define Q_AT(i) float(q[i])
-#define LOAD8_Q(i, a, b) LOAD8(q8, i, a, b)
+#define LOAD8_Q(i, a, b) EG_LOAD8(q8, i, a, b)
 #endif
 
 #define NEG_HUGE -3.0e38

@@ -25,6 +25,20 @@ void eg_unpack_h8(uvec4 u, out vec4 a, out vec4 b) {
 vec4 eg_unpack_h4(uvec2 u) { return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)); }
 #endif
 
+// Arrays read 8 elements at a time: EG_WIDE is their element type (fp16: a uvec4 of 8 halves;
+// fp32: a vec4, two per 8 elements) and EG_LOAD8(arr, i, a, b) reads elements 8i..8i+7.
+#if EG_F16
+#define EG_WIDE uvec4
+#define EG_LOAD8(arr, i, a, b) eg_unpack_h8(arr[i], a, b)
+#else
+#define EG_WIDE vec4
+#define EG_LOAD8(arr, i, a, b)    \
+    {                             \
+        a = arr[2u * (i)];        \
+        b = arr[2u * (i) + 1u];   \
+    }
+#endif
+
 // Index of this invocation in a 1-D problem dispatched as a 2-D grid of workgroups (Vulkan only
 // guarantees 65535 workgroups per axis; see dispatch_1d in runtime/ops.c).
 // (A macro, not a function: gl_WorkGroupSize is only known after the shader's local_size layout.)

@@ -33,17 +33,13 @@ layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 #include "vector_loads.glsl"
 
 // MM_RMS: the norm's weight g: 8 or 4 elements per load, or one.
+layout(std430, binding = 2) readonly buffer G8 { EG_WIDE g8[]; };
+void load_g8(uint i, out vec4 a, out vec4 b) { EG_LOAD8(g8, i, a, b); }
 #if EG_F16
-layout(std430, binding = 2) readonly buffer G8 { uvec4 g8[]; };
 layout(std430, binding = 2) readonly buffer G4 { uvec2 g4[]; };
-void load_g8(uint i, out vec4 a, out vec4 b) { eg_unpack_h8(g8[i], a, b); }
 vec4 load_g4(uint i) { return eg_unpack_h4(g4[i]); }
 #else
 layout(std430, binding = 2) readonly buffer G4 { vec4 g4[]; };
-void load_g8(uint i, out vec4 a, out vec4 b) {
-    a = g4[2u * i];
-    b = g4[2u * i + 1u];
-}
 vec4 load_g4(uint i) { return g4[i]; }
 #endif
 float g_at(uint k) { return float(bias[k]); }

@@ -26,21 +26,9 @@ layout(std430, binding = 2) readonly buffer Bs { WT bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
 // The same bindings 8 elements at a time (WIDE). Stores go through ACT4 so they round exactly
 // as the element-wise path does.
-#if EG_F16
-layout(std430, binding = 0) readonly buffer X8 { uvec4 x8[]; };
-layout(std430, binding = 1) readonly buffer Wt8 { uvec4 weight8[]; };
-layout(std430, binding = 2) readonly buffer Bs8 { uvec4 bias8[]; };
-#define LOAD8(buf, i, a, b) eg_unpack_h8(buf[i], a, b)
-#else
-layout(std430, binding = 0) readonly buffer X8 { vec4 x8[]; };
-layout(std430, binding = 1) readonly buffer Wt8 { vec4 weight8[]; };
-layout(std430, binding = 2) readonly buffer Bs8 { vec4 bias8[]; };
-#define LOAD8(buf, i, a, b) \
-    {                       \
-        a = buf[2u * (i)];      \
-        b = buf[2u * (i) + 1u]; \
-    }
-#endif
+layout(std430, binding = 0) readonly buffer X8 { EG_WIDE x8[]; };
+layout(std430, binding = 1) readonly buffer Wt8 { EG_WIDE weight8[]; };
+layout(std430, binding = 2) readonly buffer Bs8 { EG_WIDE bias8[]; };
 layout(std430, binding = 3) writeonly buffer Y4 { ACT4 y4[]; };
 
 layout(push_constant) uniform Push {
@@ -121,14 +109,14 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
     if (p.rms == 0u) {
         float s = 0.0;
         for (uint c = lane; c < chunks; c += lanes) {
-            LOAD8(x8, xb + c, a, b);
+            EG_LOAD8(x8, xb + c, a, b);
             s += dot(a, vec4(1.0)) + dot(b, vec4(1.0));
         }
         mean = row_sum(s) / float(p.dim);
     }
     float ss = 0.0;
     for (uint c = lane; c < chunks; c += lanes) {
-        LOAD8(x8, xb + c, a, b);
+        EG_LOAD8(x8, xb + c, a, b);
         a -= mean;
         b -= mean;
         ss += dot(a, a) + dot(b, b);
@@ -136,8 +124,8 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
     float inv = inversesqrt(row_sum(ss) / float(p.dim) + p.eps);
     for (uint c = lane; c < chunks; c += lanes) {
         vec4 wa, wb;
-        LOAD8(x8, xb + c, a, b);
-        LOAD8(weight8, c, wa, wb);
+        EG_LOAD8(x8, xb + c, a, b);
+        EG_LOAD8(weight8, c, wa, wb);
         a = (a - mean) * inv;
         b = (b - mean) * inv;
         if (p.rms != 0u) {
@@ -146,7 +134,7 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
             b = wb * vec4(WT4(b));
         } else {
             vec4 ba, bb;
-            LOAD8(bias8, c, ba, bb);
+            EG_LOAD8(bias8, c, ba, bb);
             a = a * wa + ba;
             b = b * wb + bb;
         }
