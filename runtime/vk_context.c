@@ -306,6 +306,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
         vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU &&
         (rgba32ui.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) &&
         (VkDeviceSize)vk->props.limits.maxTexelBufferElements * 16 >= vk->max_storage_range;
+    if (vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
+        vk->warmer = eg_core_warmer_start_default();
     if (opt->verbose)
         fprintf(stderr, "egret: Vulkan device: %s (%s)%s\n", vk->props.deviceName,
                 type_name(vk->props.deviceType), vk->validation ? ", validation on" : "");
@@ -314,6 +316,7 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
 
 void eg_vk_destroy(EgVk *vk) {
     if (eg_profile_enabled()) eg_profile_report(stderr);
+    eg_core_warmer_stop(vk->warmer);
     if (vk->device) {
         vkDeviceWaitIdle(vk->device);
         if (vk->fence) vkDestroyFence(vk->device, vk->fence, NULL);

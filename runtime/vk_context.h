@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <vulkan/vulkan.h>
 
+#include "runtime/core_warmer.h"
 #include "runtime/error.h"
 
 typedef struct EgVkOptions {
@@ -51,6 +52,7 @@ typedef struct EgVk {
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
     VkCommandPool pool;
     VkFence fence;
+    EgCoreWarmer *warmer; /* CPU devices: keeps the cores awake during submissions, or NULL */
 } EgVk;
 
 int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err);

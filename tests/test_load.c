@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/clock.h"
 #include "service/grpc_loadtest.h"
 #include "test_util.h"
 
@@ -33,17 +34,11 @@ typedef struct Stopper {
     double seconds;
 } Stopper;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void *stop_server(void *arg) {
     Stopper *s = arg;
-    double t0 = now_s();
+    double t0 = eg_now_s();
     s->log = test_server_stop(s->t);
-    s->seconds = now_s() - t0;
+    s->seconds = eg_now_s() - t0;
     return NULL;
 }
 
