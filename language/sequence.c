@@ -361,6 +361,7 @@ static int forward_chunk(EgSequence *s, const int32_t *ids, const int32_t *image
     }
     EgCmd cmd;
     if (eg_cmd_begin(&m->vk, &cmd, err)) return -1;
+    cmd.latency_bound = t <= EG_MATVEC_MAX_ROWS; /* decode-sized: see EgCmd */
     record_embedding(&cmd, m, t);
     uint32_t K = (uint32_t)m->cfg.cross_layer_interval;
     for (uint32_t i = 0; i < (uint32_t)m->cfg.num_hidden_layers; i++) {
@@ -637,6 +638,7 @@ int eg_sequence_forward_batch(EgSequence *const *seqs, uint32_t k, const int32_t
     }
     EgCmd cmd;
     if (eg_cmd_begin(&m->vk, &cmd, err)) return -1;
+    cmd.latency_bound = 1;
     record_embedding(&cmd, m, k);
     uint32_t K = (uint32_t)m->cfg.cross_layer_interval;
     for (uint32_t i = 0; i < (uint32_t)m->cfg.num_hidden_layers; i++) {

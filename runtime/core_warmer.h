@@ -9,9 +9,10 @@
  * The warmer runs one spinning thread per core at SCHED_IDLE, the lowest priority: a core
  * running only such a thread counts as idle to the scheduler, so a woken worker is placed there
  * and preempts the spinner at once, but the core itself never halts. The spinners take no time
- * from any other thread. They spin while a submission is in flight and for a short linger after
- * the last one (the host's work between decode steps), then sleep until the next: an idle
- * service burns nothing. OpenMP runtimes do the same between parallel regions (OMP_WAIT_POLICY).
+ * from any other thread. They spin while a latency-bound submission (a decode step:
+ * EgCmd.latency_bound) is in flight and for a short linger after it (the host's work between decode
+ * steps), then sleep until the next: an idle service burns nothing. OpenMP runtimes do the same
+ * between parallel regions (OMP_WAIT_POLICY).
  */
 #ifndef EGRET_CORE_WARMER_H
 #define EGRET_CORE_WARMER_H

@@ -140,10 +140,11 @@ int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,
                        .pCommandBuffers = &cmd->cb};
-    eg_core_warmer_busy(vk->warmer);
+    EgCoreWarmer *warmer = cmd->latency_bound ? vk->warmer : NULL;
+    eg_core_warmer_busy(warmer);
     VkResult r = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r == VK_SUCCESS) r = vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX);
-    eg_core_warmer_idle(vk->warmer);
+    eg_core_warmer_idle(warmer);
     vkResetFences(vk->device, 1, &vk->fence);
     if (r == VK_SUCCESS)
         eg_profile_collect(vk, &cmd->profile);

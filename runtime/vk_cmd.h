@@ -20,6 +20,11 @@ typedef struct EgCmd {
     int n_written, n_read;
     int n_dispatches, n_barriers;
     EgCmdProfile profile; /* EGRET_PROFILE=1: a timestamp after each command */
+    /* Set by the caller for a submission of many small dispatches (a decode step), whose time
+     * goes to the driver's thread hand-offs more than to work: on a CPU device the core warmer
+     * spins through it (runtime/core_warmer.h). Not for large work: there the spinner made
+     * the image stage at batch 1 take 1.6x longer in some runs. */
+    int latency_bound;
 } EgCmd;
 
 int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err);
