@@ -410,16 +410,15 @@ int eg_sequence_forward(EgSequence *s, const int32_t *ids, const int32_t *image_
  * The linear layers (where the weights are read) run once over the k rows; what is per
  * sequence — writing its new key/value into its own cache, RoPE at its own position, attention
  * over its own cache and its own image — reaches each sequence's buffers through the batch
- * table (runtime/ops_batch.h), or runs per row where the device cannot. Attention takes the
- * table only for batches larger than batch_ops.bound_attention_max (on CPU devices never: there
- * it reads bound buffers, one dispatch per sequence). New queries, keys and values are computed
+ * table (runtime/ops_batch.h), or runs per row where the device cannot. On CPU devices
+ * attention reads each sequence's keys and values through the texel views bound at its slot
+ * instead of by address (batch_ops.use_slots). New queries, keys and values are computed
  * into the scratch buffer m->s.u (a [q | k | v] row per sequence). */
 
 /* Attention of the k queries in q (rows q_stride apart; 0: H) to the keys and values the batch
  * table's entries [entry0, entry0 + k) address; kv lists those buffers (barrier tracking). */
 static void record_batch_attention(EgCmd *cmd, EgModel *m, const EgBuffer *q, uint32_t q_stride,
-                                   uint32_t entry0, uint32_t k, const EgBuffer *const *kv,
-                                   int n_kv) {
+                                   uint32_t entry0, uint32_t k, const EgBuffer *const *kv) {
     eg_op_batch_attention(cmd, &m->ops, &m->batch_ops,
                           &(EgBatchAttention){.q = q,
                                               .q_stride = q_stride,
@@ -430,8 +429,7 @@ static void record_batch_attention(EgCmd *cmd, EgModel *m, const EgBuffer *q, ui
                                               .heads = m->heads,
                                               .head_dim = m->head_dim,
                                               .scale = 1.0f / sqrtf((float)m->head_dim),
-                                              .keys_values = kv,
-                                              .n_keys_values = n_kv});
+                                              .keys_values = kv});
 }
 
 /* Whether sequence s's next token attends to an image (its last one). */
@@ -486,12 +484,8 @@ static void record_self_attention_addressed(EgCmd *cmd, EgSequence *const *seqs,
                                   .heads = m->heads,
                                   .head_dim = m->head_dim,
                                   .caches = caches});
-    if (k > m->batch_ops.bound_attention_max) {
-        record_batch_attention(cmd, m, &m->s.u, 3 * m->H, entry0, k, caches, 2 * (int)k);
-        return;
-    }
-    for (uint32_t b = 0; b < k; b++) /* the rotated queries, over the caches kv_append filled */
-        record_self_attention(cmd, seqs[b], i, 3 * b * m->H, b);
+    /* the rotated queries, over the caches kv_append filled */
+    record_batch_attention(cmd, m, &m->s.u, 3 * m->H, entry0, k, caches);
 }
 
 /* The same one sequence at a time (devices without buffer device addresses). */
@@ -548,18 +542,17 @@ static void record_cross_attention_addressed(EgCmd *cmd, EgSequence *const *seqs
     uint32_t H = m->H, S = m->image_tokens;
     uint32_t entry0 = ((uint32_t)m->cfg.num_hidden_layers + j) * EG_BATCH_MAX;
     EgBatchEntry *entries = (EgBatchEntry *)m->s.batch_table.mapped + entry0;
-    const EgBuffer *kv[EG_BATCH_MAX];
-    int n_kv = 0;
+    const EgBuffer *kv[2 * EG_BATCH_MAX];
     for (uint32_t b = 0; b < k; b++) {
         const EgSequence *s = seqs[b];
         int sees = sees_image(s);
         uint32_t first = sees ? (uint32_t)s->last_image * S * 2 * H : 0;
         /* no keys: the entry's buffer is never read, any valid one does */
         const EgBuffer *buf = sees ? &s->cross_kv[j] : &m->s.q;
-        if (sees) kv[n_kv++] = buf;
+        kv[2 * b] = kv[2 * b + 1] = buf;
         eg_batch_entry_set(&entries[b], buf, first, buf, first + H, 2 * H, sees ? S : 0);
     }
-    record_batch_attention(cmd, m, &m->s.q, 0, entry0, k, kv, n_kv);
+    record_batch_attention(cmd, m, &m->s.q, 0, entry0, k, kv);
 }
 
 /* The same one sequence at a time; the rows that see no image are zeroed first. */
@@ -604,7 +597,7 @@ static void record_cross_block_batch(EgCmd *cmd, EgSequence *const *seqs, uint32
         any |= sees_image(seqs[b]);
     if (any) { /* else the attention branch is zero for every row: skipped */
         record_cross_query(cmd, m, x, k);
-        if (m->batch_ops.available && k > m->batch_ops.bound_attention_max)
+        if (m->batch_ops.available)
             record_cross_attention_addressed(cmd, seqs, k, j);
         else
             record_cross_attention_per_sequence(cmd, seqs, k, j);

@@ -16,12 +16,17 @@ typedef struct EgBatchEntry {
     uint32_t n_keys;               /* keys the sequence attends to; its new token's is last */
 } EgBatchEntry;
 
+/* Entries per dispatch of attention_slots.comp (its texel-view slots). */
+#define EG_ATTN_SLOTS 8u
+
 typedef struct EgBatchOps {
     int available;
     EgPipeline kv_append, attention;
-    /* Batches of up to this many sequences attend with one eg_op_attention per sequence over
-     * its bound buffers instead of one dispatch through the table (runtime/ops_batch.c). */
-    uint32_t bound_attention_max;
+    /* CPU devices: attention_slots.comp, which reads each entry's keys and values through the
+     * texel views bound at its slot (8 entries per dispatch) instead of by address; used
+     * where use_slots is set (its default: where it was built). */
+    EgPipeline attention_slots;
+    int use_slots;
 } EgBatchOps;
 
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err);
@@ -46,8 +51,9 @@ typedef struct EgKvAppend {
 void eg_op_kv_append(EgCmd *cmd, const EgBatchOps *b, const EgKvAppend *a);
 
 /* Attention of one query per sequence (q row b, output row b; rows of heads·head_dim) over
- * the keys and values its entry addresses (all n_keys of them; none: zeros). keys_values[]
- * lists the buffers the entries address, for barrier tracking. */
+ * the keys and values its entry addresses (all n_keys of them; none: zeros). keys_values[2b]
+ * and [2b + 1] are the key and value buffers entry b addresses (any valid buffer where it has
+ * no keys): bound at its slot by attention_slots.comp, listed for barrier tracking. */
 typedef struct EgBatchAttention {
     const EgBuffer *q, *o;
     uint32_t q_stride; /* elements from one sequence's query to the next; 0: heads·head_dim */
@@ -55,7 +61,6 @@ typedef struct EgBatchAttention {
     uint32_t entry0, batch, heads, head_dim;
     float scale;
     const EgBuffer *const *keys_values;
-    int n_keys_values;
 } EgBatchAttention;
 void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
                            const EgBatchAttention *a);

@@ -33,7 +33,7 @@ void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *buf
                      uint32_t gx, uint32_t gy, uint32_t gz);
 /* The same for a shader that also reaches buffers through their device addresses: those it
  * reads and writes that way are named here, so that barriers account for them too (at most
- * EG_CMD_MAX_TRACKED − EG_MAX_BINDINGS of each: 56, for 16 sequences' keys and values). */
+ * EG_CMD_MAX_TRACKED − EG_MAX_BINDINGS of each: 44, for 16 sequences' keys and values). */
 void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs,
                                const void *push, uint32_t gx, uint32_t gy, uint32_t gz,
                                const EgBuffer *const *addr_reads, int n_addr_reads,

@@ -8,7 +8,8 @@
 
 #include "runtime/vk_context.h"
 
-#define EG_MAX_BINDINGS 8
+/* the most bindings a shader has: attention_slots.comp (19; push descriptors allow 32) */
+#define EG_MAX_BINDINGS 20
 
 typedef struct EgPipeline {
     VkPipeline pipeline;

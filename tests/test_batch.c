@@ -31,12 +31,12 @@ static void run(int fp32, Paths paths) {
     CHECK(m != NULL, "load: %s", err.msg);
     if (!m) return;
     if (paths == PATHS_PER_SEQUENCE) m->batch_ops.available = 0;
-    if (paths == PATHS_TABLE) m->batch_ops.bound_attention_max = 0;
+    if (paths == PATHS_TABLE) m->batch_ops.use_slots = 0;
     printf("%s, %s\n", fp32 ? "fp32" : "fp16",
            !m->batch_ops.available ? "per-sequence dispatches"
-           : m->batch_ops.bound_attention_max
-               ? "keys appended through the batch table, attention over bound buffers"
-               : "keys appended and attention through the batch table");
+           : m->batch_ops.use_slots
+               ? "keys appended through the batch table, attention through texel-view slots"
+               : "keys appended and attention through the batch table (by address)");
     uint32_t V = m->vocab, S = (uint32_t)m->cfg.vision.image_size;
     size_t per = 3 * (size_t)S * S;
     float *pixels = malloc(2 * per * sizeof *pixels);

@@ -1,10 +1,11 @@
 /* The batched decode ops (runtime/ops_batch.h) against a double-precision reference, with the
  * kernel shapes of CPUs and of GPUs (128 invocations a workgroup) forced on this device, in both
  * storage precisions, on fresh random data:
- *  - eg_op_kv_append: five sequences, each with its own key and value buffers and its own
+ *  - eg_op_kv_append: eleven sequences, each with its own key and value buffers and its own
  *    position, get their new [q | k | v] row rotated (RoPE) and their key and value appended;
  *    every other cache row keeps its bits, the value is copied exactly;
- *  - eg_op_batch_attention over those caches (1 to 130 keys: past the tiles of 8 and 128);
+ *  - eg_op_batch_attention over those caches (1 to 130 keys: past the tiles of 8 and 128), by
+ *    address and (CPU devices) through texel-view slots;
  *  - eg_op_batch_attention in the cross-attention layout: keys and values interleaved in one
  *    buffer ([k | v] rows) at an offset, and a sequence with no keys (exact zeros).
  * Outputs and the cache rows to be written are poisoned first. Head sizes 40 (8-element loads),
@@ -19,7 +20,7 @@
 #include "test_util.h"
 
 #define POISON 0x7fc07fc0u
-enum { NSEQ = 5 };
+enum { NSEQ = 11 }; /* past one dispatch of attention_slots.comp (EG_ATTN_SLOTS) */
 
 static EgVk g_vk;
 static EgStaging g_st;
@@ -105,7 +106,7 @@ static void attend(const double *q, const float *k, const float *v, size_t ks, u
 
 static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t hd,
                                 const char *variant) {
-    const uint32_t n_keys[NSEQ] = {1, 7, 130, 33, 9};
+    const uint32_t n_keys[NSEQ] = {1, 7, 130, 33, 9, 2, 64, 17, 5, 129, 8};
     uint32_t H = heads * hd, half = hd / 2, positions = 140;
     double tol = g_ops->f16 ? 2e-3 : 1e-5, scale = 1.0 / sqrt((double)hd);
     float *table = malloc((size_t)positions * hd * sizeof *table);
@@ -163,8 +164,7 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
                                               .heads = heads,
                                               .head_dim = hd,
                                               .scale = (float)scale,
-                                              .keys_values = caches,
-                                              .n_keys_values = 2 * NSEQ});
+                                              .keys_values = caches});
     must(eg_cmd_submit_wait(&cmd, &err) == 0, err.msg);
 
     float *got_qkv = get(&bqkv, (size_t)NSEQ * 3 * H), *got_o = get(&bo_out, (size_t)NSEQ * H);
@@ -244,7 +244,9 @@ static void cross_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t 
         uint32_t first = (uint32_t)(b % 2) * S * 2 * H;
         eg_batch_entry_set(&e[b], &bkv, first, &bkv, first + H, 2 * H, b == 2 ? 0 : S);
     }
-    const EgBuffer *kvs[1] = {&bkv};
+    const EgBuffer *kvs[2 * NSEQ];
+    for (int i = 0; i < 2 * NSEQ; i++)
+        kvs[i] = &bkv;
     EgCmd cmd;
     must(eg_cmd_begin(&g_vk, &cmd, &err) == 0, err.msg);
     eg_cmd_fill(&cmd, &bo_out, POISON);
@@ -256,8 +258,7 @@ static void cross_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t 
                                               .heads = heads,
                                               .head_dim = hd,
                                               .scale = (float)scale,
-                                              .keys_values = kvs,
-                                              .n_keys_values = 1});
+                                              .keys_values = kvs});
     must(eg_cmd_submit_wait(&cmd, &err) == 0, err.msg);
     float *got = get(&bo_out, (size_t)NSEQ * H);
     double *ref = malloc(H * sizeof *ref), *qd = malloc(hd * sizeof *qd), worst = 0;
@@ -322,12 +323,19 @@ int main(void) {
                 printf("  [%s] no batch table on this device (bufferDeviceAddress)\n",
                        VARIANTS[v].name);
             } else {
-                self_attention_case(&bo, 3, 40, VARIANTS[v].name);
-                self_attention_case(&bo, 2, 6, VARIANTS[v].name);
-                self_attention_case(&bo, 2, 128, VARIANTS[v].name); /* IDEFICS-9B's heads */
-                cross_attention_case(&bo, 3, 40, VARIANTS[v].name);
-                cross_attention_case(&bo, 2, 6, VARIANTS[v].name);
-                cross_attention_case(&bo, 2, 128, VARIANTS[v].name);
+                /* through the texel-view slots where built (CPU devices), and by address */
+                for (int slots = bo.use_slots; slots >= 0; slots--) {
+                    char name[160];
+                    snprintf(name, sizeof name, "%s, %s", VARIANTS[v].name,
+                             slots ? "slots" : "by address");
+                    bo.use_slots = slots;
+                    self_attention_case(&bo, 3, 40, name);
+                    self_attention_case(&bo, 2, 6, name);
+                    self_attention_case(&bo, 2, 128, name); /* IDEFICS-9B's heads */
+                    cross_attention_case(&bo, 3, 40, name);
+                    cross_attention_case(&bo, 2, 6, name);
+                    cross_attention_case(&bo, 2, 128, name);
+                }
             }
             eg_batch_ops_destroy(&bo, &ops);
             eg_arena_reset(&g_arena);
