@@ -33,6 +33,12 @@ import time
 import unittest
 import importlib.util
 
+# This test starts subprocesses (openssl, egret, the example client) while gRPC's threads may be
+# busy; gRPC's fork handler then waits for its thread pool to go idle, and once waited forever
+# ("Waiting for thread pool to idle before forking" every 3 s until ctest's 300 s timeout).
+# No child here uses gRPC state inherited across fork, so the handler is turned off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 try:
     import grpc
 except ImportError:
