@@ -331,16 +331,20 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->md_tn = lp.md_tn;
     uint32_t md_spec[3] = {lp.md_wg, lp.md_tm, lp.md_tn};
     const char *md_name = lp.md_texel ? "matmul_direct_texel" : "matmul_direct";
-    uint32_t md_texels = lp.md_texel ? 3u : 0u; /* x and W */
+    /* the texel variant reads x and W and writes y (binding 5: y again) through texel views */
+    uint32_t md_texels = lp.md_texel ? 3u | 1u << 5 : 0u, md_writes = 1u << 4;
+    int md_bindings = lp.md_texel ? 6 : 5;
+    if (lp.md_texel) md_writes |= 1u << 5;
     if (lp.mm_direct &&
-        eg_pipeline_create_texel(vk, md_name, f16, 5, 1u << 4, md_texels, sizeof(MatmulPush),
-                                 md_spec, 3, &ops->matmul_direct, err))
+        eg_pipeline_create_texel(vk, md_name, f16, md_bindings, md_writes, md_texels,
+                                 sizeof(MatmulPush), md_spec, 3, &ops->matmul_direct, err))
         goto fail;
     ops->md_few_max_weights = lp.md_few_max_weights;
     for (int v = 0; v < EG_MATVEC_VARIANTS && lp.md_few_max_weights; v++) {
         md_spec[1] = 1u << v;
-        if (eg_pipeline_create_texel(vk, md_name, f16, 5, 1u << 4, md_texels, sizeof(MatmulPush),
-                                     md_spec, 3, &ops->matmul_direct_few[v], err))
+        if (eg_pipeline_create_texel(vk, md_name, f16, md_bindings, md_writes, md_texels,
+                                     sizeof(MatmulPush), md_spec, 3, &ops->matmul_direct_few[v],
+                                     err))
             goto fail;
     }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
@@ -464,9 +468,13 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .n_off = n0,
                            .flags = flags,
                            .eps = a->rms_eps};
-        const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
+        /* binding 5, y's texel view, only in matmul_direct_texel.comp */
+        const EgBuffer *bufs[6] = {a->x,
+                                   &w->chunks[c],
                                    or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
-                                   or_dummy(ops, a->alpha), a->y};
+                                   or_dummy(ops, a->alpha),
+                                   a->y,
+                                   a->y};
         switch (kernel) {
         case LINEAR_MATVEC_NAIVE:
             eg_cmd_dispatch(cmd, &ops->matvec_naive, bufs, &push, eg_groups(n, 4), 1, 1);

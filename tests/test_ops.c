@@ -472,6 +472,27 @@ static void test_linear_edges(int all) {
                                .y_pad = 7});
         linear_case(&(LinCase){.M = epi_Ms[a], .N = 70, .K = 12, .act = EG_OP_ACT_SILU, .mul = 1});
     }
+    /* Rows of y aligned to 16-byte texels (y_off and ldy multiples of 8), where CPU devices
+     * store whole texels; N = 70 leaves its last 6 columns to the per-element store, and chunks
+     * of 24 rows start each chunk's columns on a texel. Every epilogue, fp16 and fp32. */
+    static const uint32_t texel_Ms[] = {1, 7, 65, 3, 17};
+    for (size_t a = 0; a < (all ? 5u : 3u); a++) {
+        uint32_t M = texel_Ms[a];
+        LinCase base = {.M = M, .N = 70, .K = 40, .y_off = 16, .y_pad = 2};
+        LinCase c = base;
+        c.bias = 1, c.act = EG_OP_ACT_GELU;
+        linear_case(&c);
+        c = base, c.act = EG_OP_ACT_SILU, c.mul = 1;
+        linear_case(&c);
+        c = base, c.accum = 1, c.alpha = 2, c.bias = 1;
+        linear_case(&c);
+        c = base, c.accum = 1, c.alpha = 1, c.mul = 1;
+        linear_case(&c);
+        c = base, c.chunk_rows = 24, c.accum = 1, c.alpha = 2, c.act = EG_OP_ACT_QUICK_GELU;
+        linear_case(&c);
+        c = base, c.K = 264, c.rms = 1, c.mul = 1, c.y_off = 8;
+        linear_case(&c);
+    }
     /* An RMSNorm of x folded into the product (where the kernel can: eg_linear_fuses_rms) on
      * each load path (K % 8 == 0, K % 4 == 0, odd K; x rows offset), with the epilogues the
      * model pairs it with, and over chunked weights. */
