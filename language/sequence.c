@@ -198,7 +198,9 @@ static void record_mlp(EgCmd *cmd, EgModel *m, const EgBuffer *norm, const EgMat
     const EgOps *ops = &m->ops;
     EgLinear gate_up[2] = {{.w = gate, .y = &m->s.g, .rows = t, .act = EG_OP_ACT_SILU},
                            {.w = up, .y = &m->s.g, .rows = t, .mul = 1}};
-    record_normed_products(cmd, m, norm, 0, t, gate_up, 2);
+    if (m->mlp_fused) /* gate holds [gate; up]: one product */
+        gate_up[0] = (EgLinear){.w = gate, .y = &m->s.g, .rows = t, .swiglu = 1};
+    record_normed_products(cmd, m, norm, 0, t, gate_up, m->mlp_fused ? 1 : 2);
     eg_op_linear(cmd, ops,
                  &(EgLinear){.x = &m->s.g,
                              .w = down,

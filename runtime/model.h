@@ -40,6 +40,8 @@ typedef struct EgDecoderLayer {
     EgBuffer in_norm, post_norm;
     EgMatrix qkv; /* [3H, H]: q_proj, k_proj, v_proj stacked (one product for the three) */
     EgMatrix o;
+    /* gate [I, H], up [I, H], down [H, I]; where the device fuses the SwiGLU
+     * (EgModel.mlp_fused) gate holds [gate; up] ([2I, H]) and up is empty */
     EgMatrix gate, up, down;
 } EgDecoderLayer;
 
@@ -50,7 +52,7 @@ typedef struct EgCrossLayer {
     EgMatrix q;              /* [H, H] */
     EgMatrix kv;             /* [2H, E]: k, v stacked (read the image features) */
     EgMatrix o;
-    EgMatrix gate, up, down;
+    EgMatrix gate, up, down; /* as in EgDecoderLayer */
 } EgCrossLayer;
 
 typedef struct EgModelOptions {
@@ -85,6 +87,7 @@ typedef struct EgModel {
     EgMatrix embed;   /* [V + A, H]: the base vocabulary's rows, then the additional ones */
     EgMatrix lm_head; /* [V + A, H] likewise; may share buffers with embed (tied) */
     int lm_head_tied;
+    int mlp_fused; /* the MLPs' gate and up are one matrix, one product (eg_ops_fuses_swiglu) */
     EgBuffer final_norm;
     EgDecoderLayer *layers;
     EgCrossLayer *cross;

@@ -196,6 +196,18 @@ static int load_alpha(Loader *L, EgBuffer *out, const char *pre, const char *wha
     return load_buffer(L, out, 1, &one, "%s%s", pre, what);
 }
 
+/* A SwiGLU MLP's weights under prefix pre: gate and up stacked in gate where the device fuses
+ * the SwiGLU (m->mlp_fused), else apart. */
+static int load_mlp(Loader *L, EgMatrix *gate, EgMatrix *up, EgMatrix *down, const char *pre) {
+    uint32_t H = L->m->H, I = L->m->I;
+    static const char *const gate_up[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
+    if (L->m->mlp_fused ? load_stacked(L, gate, I, H, 2, gate_up, pre)
+                        : load_matrix(L, gate, I, H, "%s%s", pre, gate_up[0]) ||
+                              load_matrix(L, up, I, H, "%s%s", pre, gate_up[1]))
+        return -1;
+    return load_matrix(L, down, H, I, "%smlp.down_proj.weight", pre);
+}
+
 static int load_text(Loader *L) {
     EgModel *m = L->m;
     const EgModelConfig *c = &m->cfg;
@@ -207,6 +219,7 @@ static int load_text(Loader *L) {
     static const char *const embed_names[2] = {"model.embed_tokens.weight",
                                                "model.embed_tokens.additional_embedding.weight"};
     static const char *const head_names[2] = {"lm_head.weight", "lm_head.additional_fc.weight"};
+    m->mlp_fused = eg_ops_fuses_swiglu(&m->ops, I, H);
     if (load_concat(L, &m->embed, H, 2, rows, embed_names)) return -1;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
@@ -229,9 +242,7 @@ static int load_text(Loader *L) {
             load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
             load_stacked(L, &x->qkv, H, H, 3, qkv_names, self_attn) ||
             load_matrix(L, &x->o, H, H, "%sself_attn.o_proj.weight", pre) ||
-            load_matrix(L, &x->gate, I, H, "%smlp.gate_proj.weight", pre) ||
-            load_matrix(L, &x->up, I, H, "%smlp.up_proj.weight", pre) ||
-            load_matrix(L, &x->down, H, I, "%smlp.down_proj.weight", pre))
+            load_mlp(L, &x->gate, &x->up, &x->down, pre))
             return -1;
     }
     for (int j = 0; j < n_cross; j++) {
@@ -246,9 +257,7 @@ static int load_text(Loader *L) {
             load_matrix(L, &x->q, H, H, "%scross_attn.q_proj.weight", pre) ||
             load_stacked(L, &x->kv, H, m->E, 2, kv, pre) ||
             load_matrix(L, &x->o, H, H, "%scross_attn.o_proj.weight", pre) ||
-            load_matrix(L, &x->gate, I, H, "%smlp.gate_proj.weight", pre) ||
-            load_matrix(L, &x->up, I, H, "%smlp.up_proj.weight", pre) ||
-            load_matrix(L, &x->down, H, I, "%smlp.down_proj.weight", pre))
+            load_mlp(L, &x->gate, &x->up, &x->down, pre))
             return -1;
         if (c->qk_layer_norms &&
             (load_vector(L, &x->q_norm, m->head_dim, "%scross_attn.q_layer_norm.weight", pre) ||

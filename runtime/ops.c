@@ -36,7 +36,8 @@ enum {
     MM_ACCUM = 32,
     MM_ALPHA = 64,
     MM_ALPHA_VECTOR = 128,
-    MM_RMS = 256
+    MM_RMS = 256,
+    MM_SWIGLU = 512
 };
 
 static int env_flag(const char *name) {
@@ -431,6 +432,14 @@ int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a) {
     return kernel_fuses_rms(linear_kernel(ops, a->rows, a->w, &v), a);
 }
 
+int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k) {
+    /* matmul_direct for every number of rows: the many-rows kernel, and the few-rows one for
+     * weights of this size; one chunk; TN/2 gate rows and TN/2 up rows per invocation */
+    uint64_t weights = 2 * (uint64_t)n * k;
+    return !ops->naive && ops->mm_direct && weights <= ops->md_few_max_weights &&
+           2 * n <= eg_matrix_chunk_rows(ops, k) && ops->md_tn % 2 == 0;
+}
+
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     const EgMatrix *w = a->w;
     if (a->rows == 0) return;
@@ -448,6 +457,18 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
         }
         flags |= MM_RMS;
     }
+    /* outputs per invocation: TN, or with the SwiGLU fused TN/2 (and N is half of w's rows) */
+    uint32_t md_cols = ops->md_tn;
+    if (a->swiglu) {
+        if ((kernel != LINEAR_DIRECT && kernel != LINEAR_DIRECT_FEW) || w->n_chunks != 1 ||
+            w->rows % 2 || ops->md_tn % 2 || a->bias || a->act || a->mul || a->accum) {
+            /* a caller's bug: they check eg_ops_fuses_swiglu first */
+            fprintf(stderr, "egret: eg_op_linear: this product cannot fuse the SwiGLU\n");
+            abort();
+        }
+        flags |= MM_SWIGLU;
+        md_cols /= 2;
+    }
     /* The tiled kernel: the small tile unless it pads to nearly as many rows as the large one: its
      * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
      * would compute over 1.5x the small one's rows. */
@@ -457,12 +478,12 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     const EgTile *tile = &ops->matmul_tile[mm];
     for (uint32_t c = 0; c < w->n_chunks; c++) {
         uint32_t n0 = c * w->chunk_rows;
-        uint32_t n = eg_matrix_chunk_len(w, c);
+        uint32_t n = eg_matrix_chunk_len(w, c) / (a->swiglu ? 2 : 1);
         MatmulPush push = {.M = a->rows,
                            .N = n,
                            .K = w->cols,
                            .ldx = a->ldx ? a->ldx : w->cols,
-                           .ldy = a->ldy ? a->ldy : w->rows,
+                           .ldy = a->ldy ? a->ldy : w->rows / (a->swiglu ? 2 : 1),
                            .x_off = a->x_off,
                            .y_off = a->y_off,
                            .n_off = n0,
@@ -488,12 +509,11 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
             break;
         case LINEAR_DIRECT_FEW:
             eg_cmd_dispatch(cmd, &ops->matmul_direct_few[v], bufs, &push,
-                            eg_groups(n, ops->md_wg * ops->md_tn), 1, 1);
+                            eg_groups(n, ops->md_wg * md_cols), 1, 1);
             break;
         case LINEAR_DIRECT:
             eg_cmd_dispatch(cmd, &ops->matmul_direct, bufs, &push,
-                            eg_groups(n, ops->md_wg * ops->md_tn), eg_groups(a->rows, ops->md_tm),
-                            1);
+                            eg_groups(n, ops->md_wg * md_cols), eg_groups(a->rows, ops->md_tm), 1);
             break;
         case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),

@@ -139,11 +139,18 @@ typedef struct EgLinear {
      * product: only where eg_linear_fuses_rms says the kernel can */
     const EgBuffer *rms_weight;
     float rms_eps;
+    /* w is [gate; up] (2N rows) and y[m, n] = silu(x·gate[n]) · (x·up[n]) for n < N: IDEFICS'
+     * SwiGLU in one product, only where eg_ops_fuses_swiglu says so (no bias, activation, mul or
+     * accum with it) */
+    int swiglu;
 } EgLinear;
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a);
 /* Whether the kernel for this product (its rows and w) can fold an RMSNorm of x into it
  * (rms_weight): matmul_direct's, on CPU devices; elsewhere the norm is its own op. */
 int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a);
+/* Whether products of [gate; up] (2n rows of k) can fuse the SwiGLU (EgLinear.swiglu) for any
+ * number of rows of x: matmul_direct's kernels, on CPU devices, for small enough weights. */
+int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k);
 
 /* LayerNorm (weight and bias) or RMSNorm (weight only) over rows of `dim`, for `batches`
  * groups of `rows` rows. Strides 0 default to dim (rows) and rows·stride (batches). */

@@ -30,6 +30,11 @@
 // conversion to fp16 is the same as the per-element store's (float16_t), so both paths write
 // the same bits.
 //
+// MM_SWIGLU fuses IDEFICS' SwiGLU: W holds the gate projection's N rows followed by the up
+// projection's N, and y[m, n] = silu(gate[m, n]) · up[m, n]. An invocation's TN rows of W are
+// then TN/2 gate rows and the up rows of the same TN/2 outputs, so both products come from one
+// pass over x (and one RMSNorm of it) in one dispatch; only its first TN/2 outputs are stored.
+//
 // Rows past M or N read the last valid row (never stored): no branch in the inner loop.
 // Reading 8 elements at once needs K, ldx and x_off to be multiples of 8 (4 for the middle
 // path); otherwise the scalar loop runs.
@@ -126,12 +131,17 @@ void store_rows_texel(uint m0, uint n0) {
     }
 
 void main() {
-    uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
+    bool swiglu = (p.flags & MM_SWIGLU) != 0u;
+    uint cols = swiglu ? TN / 2u : TN; // outputs per row of this invocation
+    uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * cols;
     uint m0 = gl_WorkGroupID.y * TM;
     if (n0 >= p.N || m0 >= p.M) return;
     uint xrow[TM], wrow[TN];
     for (uint i = 0; i < TM; i++) xrow[i] = p.x_off + min(m0 + i, p.M - 1u) * p.ldx;
-    for (uint j = 0; j < TN; j++) wrow[j] = min(n0 + j, p.N - 1u) * p.K;
+    for (uint j = 0; j < TN; j++) {
+        uint up = swiglu && j >= cols ? p.N : 0u; // the up projection's rows follow the gate's
+        wrow[j] = (up + min(n0 + j % cols, p.N - 1u)) * p.K;
+    }
     float acc[TM][TN], ss[TM];
     for (uint i = 0; i < TM; i++) {
         ss[i] = 0.0;
@@ -181,6 +191,16 @@ void main() {
     }
     float r[TM];
     for (uint i = 0; i < TM; i++) r[i] = rms ? inversesqrt(ss[i] / float(p.K) + p.eps) : 1.0;
+    if (swiglu) {
+        for (uint i = 0; i < TM; i++)
+            for (uint j = 0; j < cols; j++) {
+                uint m = m0 + i, n = n0 + j;
+                if (m < p.M && n < p.N)
+                    store_activated(m, n, eg_activate(acc[i][j] * r[i], uint(ACT_SILU)) *
+                                              (acc[i][j + cols] * r[i]));
+            }
+        return;
+    }
     if (TN % 4u == 0u) {
         // Bias and activation on vec4s here (each bias loaded once for the TM rows, the
         // activation tested once per four outputs), the rest in the loop below: per element,

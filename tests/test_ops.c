@@ -249,6 +249,7 @@ typedef struct LinCase {
     uint32_t chunk_rows;   /* 0: one chunk; else also checked equal to the unchunked result */
     float w_scale;         /* 0: 2/sqrt(K) (pre-activations of order 2) */
     int rms;               /* x's rows RMS-normalized within the product (rms_weight) */
+    int swiglu; /* W is [gate; up] (2N rows), y = silu(x·gate)·(x·up): where the kernel fuses it */
 } LinCase;
 
 #define RMS_EPS 1e-6f
@@ -277,7 +278,8 @@ static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
                   .mul = c->mul,
                   .accum = c->accum,
                   .rms_weight = c->rms ? g : NULL,
-                  .rms_eps = RMS_EPS};
+                  .rms_eps = RMS_EPS,
+                  .swiglu = c->swiglu};
     eg_op_linear(&cmd, g_ops, &a);
     submit(&cmd);
     return get(&y, ny);
@@ -286,15 +288,17 @@ static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
 static void linear_case(const LinCase *c) {
     EgError err = {{0}};
     uint32_t M = c->M, N = c->N, K = c->K;
+    uint32_t NW = c->swiglu ? 2 * N : N; /* rows of W */
+    if (c->swiglu && !eg_ops_fuses_swiglu(g_ops, N, K)) return;
     if (c->rms) { /* only kernels that can fold the norm take it */
-        EgMatrix shape = {.rows = N, .cols = K};
+        EgMatrix shape = {.rows = NW, .cols = K};
         if (!eg_linear_fuses_rms(g_ops, &(EgLinear){.w = &shape, .rows = M})) return;
     }
     size_t ldx = K + c->x_pad, ldy = N + c->y_pad;
     size_t nx = c->x_off + M * ldx + 3, ny = c->y_off + M * ldy + 5;
     uint32_t n_alpha = c->alpha == 2 ? N : 1;
     float *x = host_normal(nx, 1.0f); /* the whole buffer: reading a wrong element shows */
-    float *w = host_normal((size_t)N * K, c->w_scale > 0 ? c->w_scale : 2.0f / sqrtf((float)K));
+    float *w = host_normal((size_t)NW * K, c->w_scale > 0 ? c->w_scale : 2.0f / sqrtf((float)K));
     float *bias = host_normal(N, 0.5f);
     float *alpha = host_uniform(n_alpha, -1.5f, 1.5f);
     float *y0 = c->mul || c->accum ? host_normal(ny, 1.0f) : NULL;
@@ -306,7 +310,7 @@ static void linear_case(const LinCase *c) {
     put(&ba, 0, alpha, n_alpha);
     put(&bg, 0, g, K);
     EgMatrix wm;
-    must(eg_matrix_create(g_ops, &g_arena, N, K, c->chunk_rows, &wm, &err), &err,
+    must(eg_matrix_create(g_ops, &g_arena, NW, K, c->chunk_rows, &wm, &err), &err,
          "eg_matrix_create");
     must(eg_matrix_upload_f32(g_ops, &g_st, &wm, w, &err), &err, "eg_matrix_upload_f32");
     float *got = run_linear(c, &bx, &wm, &bb, &ba, &bg, y0, ny);
@@ -324,9 +328,15 @@ static void linear_case(const LinCase *c) {
         }
         for (uint32_t n = 0; n < N; n++) {
             const float *wr = w + (size_t)n * K;
-            double v = 0;
+            double v = 0, up = 0;
             for (uint32_t k = 0; k < K; k++)
                 v += (double)xr[k] * (c->rms ? g[k] * r : 1.0) * wr[k];
+            if (c->swiglu) {
+                const float *ur = w + (size_t)(N + n) * K;
+                for (uint32_t k = 0; k < K; k++)
+                    up += (double)xr[k] * (c->rms ? g[k] * r : 1.0) * ur[k];
+                v = act_ref(v, EG_OP_ACT_SILU) * up;
+            }
             if (c->bias) v += bias[n];
             v = act_ref(v, c->act);
             size_t yi = c->y_off + m * ldy + n;
@@ -338,16 +348,16 @@ static void linear_case(const LinCase *c) {
         }
     }
     char name[240];
-    name_of(name, sizeof name, "linear%s %s%s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
-            g_variant, c->rms ? "rmsnorm+" : "",
-            M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
-            act_name(c->act), c->bias ? " bias" : "", c->mul ? " mul" : "",
-            c->accum ? " accum" : "",
-            c->alpha == 1   ? " alpha"
-            : c->alpha == 2 ? " alpha[n]"
-                            : "",
-            c->x_off, ldx, c->y_off, ldy, c->chunk_rows ? " chunked" : "",
-            c->w_scale > 0 ? " |v|~60" : "");
+    name_of(
+        name, sizeof name, "linear%s %s%s%s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
+        g_variant, c->rms ? "rmsnorm+" : "", c->swiglu ? "swiglu " : "",
+        M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
+        act_name(c->act), c->bias ? " bias" : "", c->mul ? " mul" : "", c->accum ? " accum" : "",
+        c->alpha == 1   ? " alpha"
+        : c->alpha == 2 ? " alpha[n]"
+                        : "",
+        c->x_off, ldx, c->y_off, ldy, c->chunk_rows ? " chunked" : "",
+        c->w_scale > 0 ? " |v|~60" : "");
     /* Pre-activations are ~N(0, 4) by construction; a lone output can still cancel to ~0. */
     check_output_floor(name, got, ref, written, y0, ny, tol(), 0.1);
 
@@ -493,6 +503,19 @@ static void test_linear_edges(int all) {
         c = base, c.K = 264, c.rms = 1, c.mul = 1, c.y_off = 8;
         linear_case(&c);
     }
+    /* The SwiGLU fused into one product over [gate; up] (where the kernel can:
+     * eg_ops_fuses_swiglu), with and without the RMSNorm, on each load path, N not a multiple
+     * of an invocation's 4 outputs, y rows offset. */
+    static const uint32_t swiglu_Ms[] = {1, 3, 8, 17, 65}, swiglu_Ks[] = {264, 40, 261, 12};
+    for (size_t a = 0; a < sizeof swiglu_Ms / sizeof swiglu_Ms[0]; a++)
+        for (size_t k = 0; k < (all ? 4u : 2u); k++)
+            linear_case(&(LinCase){.M = swiglu_Ms[a],
+                                   .N = k % 2 ? 37 : 70,
+                                   .K = swiglu_Ks[k],
+                                   .swiglu = 1,
+                                   .rms = k != 1,
+                                   .y_off = a % 2 ? 5 : 0,
+                                   .y_pad = a % 2 ? 3 : 0});
     /* An RMSNorm of x folded into the product (where the kernel can: eg_linear_fuses_rms) on
      * each load path (K % 8 == 0, K % 4 == 0, odd K; x rows offset), with the epilogues the
      * model pairs it with, and over chunked weights. */
