@@ -36,8 +36,7 @@ enum {
     MM_ACCUM = 32,
     MM_ALPHA = 64,
     MM_ALPHA_VECTOR = 128,
-    MM_RMS = 256,
-    MM_SWIGLU = 512
+    MM_RMS = 256
 };
 
 static int env_flag(const char *name) {
@@ -251,6 +250,15 @@ int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
 
+/* One matmul_direct pipeline (spec: WG, TM, TN, SWIGLU); the texel variant reads x and W
+ * through texel views. */
+static int create_direct(EgVk *vk, int f16, int texel, const uint32_t *spec, EgPipeline *out,
+                         EgError *err) {
+    return eg_pipeline_create_texel(vk, texel ? "matmul_direct_texel" : "matmul_direct", f16, 5,
+                                    1u << 4, texel ? 3u : 0u, sizeof(MatmulPush), spec, 4, out,
+                                    err);
+}
+
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err) {
     memset(ops, 0, sizeof *ops);
     if (f16 && !vk->has_float16)
@@ -325,28 +333,21 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                     &ops->matvec[v], err))
             goto fail;
     }
-    /* shaders/matmul_direct.comp's: WG, TM, TN. */
+    /* shaders/matmul_direct.comp's: WG, TM, TN, SWIGLU; the SwiGLU variants where every MLP
+     * product can take them (eg_ops_fuses_swiglu: the few-rows kernel exists too) */
     ops->mm_direct = lp.mm_direct;
     ops->md_wg = lp.md_wg;
     ops->md_tm = lp.md_tm;
     ops->md_tn = lp.md_tn;
-    uint32_t md_spec[3] = {lp.md_wg, lp.md_tm, lp.md_tn};
-    const char *md_name = lp.md_texel ? "matmul_direct_texel" : "matmul_direct";
-    /* the texel variant reads x and W and writes y (binding 5: y again) through texel views */
-    uint32_t md_texels = lp.md_texel ? 3u | 1u << 5 : 0u, md_writes = 1u << 4;
-    int md_bindings = lp.md_texel ? 6 : 5;
-    if (lp.md_texel) md_writes |= 1u << 5;
-    if (lp.mm_direct &&
-        eg_pipeline_create_texel(vk, md_name, f16, md_bindings, md_writes, md_texels,
-                                 sizeof(MatmulPush), md_spec, 3, &ops->matmul_direct, err))
-        goto fail;
     ops->md_few_max_weights = lp.md_few_max_weights;
-    for (int v = 0; v < EG_MATVEC_VARIANTS && lp.md_few_max_weights; v++) {
-        md_spec[1] = 1u << v;
-        if (eg_pipeline_create_texel(vk, md_name, f16, md_bindings, md_writes, md_texels,
-                                     sizeof(MatmulPush), md_spec, 3, &ops->matmul_direct_few[v],
-                                     err))
-            goto fail;
+    int swiglu = lp.mm_direct && lp.md_few_max_weights && lp.md_tn % 2 == 0;
+    for (int fused = 0; fused <= swiglu && lp.mm_direct; fused++) {
+        EgPipeline *many = fused ? &ops->matmul_direct_swiglu : &ops->matmul_direct;
+        EgPipeline *few = fused ? ops->matmul_direct_few_swiglu : ops->matmul_direct_few;
+        for (int v = -1; v < (lp.md_few_max_weights ? EG_MATVEC_VARIANTS : 0); v++) {
+            uint32_t spec[4] = {lp.md_wg, v < 0 ? lp.md_tm : 1u << v, lp.md_tn, (uint32_t)fused};
+            if (create_direct(vk, f16, lp.md_texel, spec, v < 0 ? many : &few[v], err)) goto fail;
+        }
     }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
     for (int i = 0; i < 2; i++) {
@@ -371,9 +372,11 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->matvec_naive, &ops->attention_one, &ops->matmul_direct};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
+    eg_pipeline_destroy(ops->vk, &ops->matmul_direct_swiglu);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
         eg_pipeline_destroy(ops->vk, &ops->matvec[v]);
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few[v]);
+        eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_swiglu[v]);
     }
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
@@ -436,8 +439,8 @@ int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k) {
     /* matmul_direct for every number of rows: the many-rows kernel, and the few-rows one for
      * weights of this size; one chunk; TN/2 gate rows and TN/2 up rows per invocation */
     uint64_t weights = 2 * (uint64_t)n * k;
-    return !ops->naive && ops->mm_direct && weights <= ops->md_few_max_weights &&
-           2 * n <= eg_matrix_chunk_rows(ops, k) && ops->md_tn % 2 == 0;
+    return !ops->naive && ops->matmul_direct_swiglu.pipeline &&
+           weights <= ops->md_few_max_weights && 2 * n <= eg_matrix_chunk_rows(ops, k);
 }
 
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
@@ -461,12 +464,12 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     uint32_t md_cols = ops->md_tn;
     if (a->swiglu) {
         if ((kernel != LINEAR_DIRECT && kernel != LINEAR_DIRECT_FEW) || w->n_chunks != 1 ||
-            w->rows % 2 || ops->md_tn % 2 || a->bias || a->act || a->mul || a->accum) {
+            w->rows % 2 || !ops->matmul_direct_swiglu.pipeline || a->bias || a->act || a->mul ||
+            a->accum) {
             /* a caller's bug: they check eg_ops_fuses_swiglu first */
             fprintf(stderr, "egret: eg_op_linear: this product cannot fuse the SwiGLU\n");
             abort();
         }
-        flags |= MM_SWIGLU;
         md_cols /= 2;
     }
     /* The tiled kernel: the small tile unless it pads to nearly as many rows as the large one: its
@@ -489,13 +492,9 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .n_off = n0,
                            .flags = flags,
                            .eps = a->rms_eps};
-        /* binding 5, y's texel view, only in matmul_direct_texel.comp */
-        const EgBuffer *bufs[6] = {a->x,
-                                   &w->chunks[c],
+        const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
                                    or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
-                                   or_dummy(ops, a->alpha),
-                                   a->y,
-                                   a->y};
+                                   or_dummy(ops, a->alpha), a->y};
         switch (kernel) {
         case LINEAR_MATVEC_NAIVE:
             eg_cmd_dispatch(cmd, &ops->matvec_naive, bufs, &push, eg_groups(n, 4), 1, 1);
@@ -508,12 +507,14 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
             dispatch_1d(cmd, &ops->matvec[v], bufs, &push, eg_groups(n, ops->matvec_rows_wg));
             break;
         case LINEAR_DIRECT_FEW:
-            eg_cmd_dispatch(cmd, &ops->matmul_direct_few[v], bufs, &push,
-                            eg_groups(n, ops->md_wg * md_cols), 1, 1);
+            eg_cmd_dispatch(
+                cmd, a->swiglu ? &ops->matmul_direct_few_swiglu[v] : &ops->matmul_direct_few[v],
+                bufs, &push, eg_groups(n, ops->md_wg * md_cols), 1, 1);
             break;
         case LINEAR_DIRECT:
-            eg_cmd_dispatch(cmd, &ops->matmul_direct, bufs, &push,
-                            eg_groups(n, ops->md_wg * md_cols), eg_groups(a->rows, ops->md_tm), 1);
+            eg_cmd_dispatch(cmd, a->swiglu ? &ops->matmul_direct_swiglu : &ops->matmul_direct, bufs,
+                            &push, eg_groups(n, ops->md_wg * md_cols),
+                            eg_groups(a->rows, ops->md_tm), 1);
             break;
         case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),

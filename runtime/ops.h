@@ -56,6 +56,8 @@ typedef struct EgOps {
      * elements, where it beats the matrix-vector kernel (0: never) */
     EgPipeline matmul_direct_few[EG_MATVEC_VARIANTS];
     uint64_t md_few_max_weights;
+    /* the same with the SwiGLU fused (EgLinear.swiglu; where eg_ops_fuses_swiglu) */
+    EgPipeline matmul_direct_swiglu, matmul_direct_few_swiglu[EG_MATVEC_VARIANTS];
     /* EGRET_OPS_NAIVE=1 at init: the original simple kernels (a workgroup per 4 columns reducing
      * in shared memory; 64x64 tiles of scalar loads), kept to measure the fast ones against
      * (bench/ops_bench.c). */

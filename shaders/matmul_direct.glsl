@@ -22,15 +22,7 @@
 // in place of the bias. The separate norm rounds x·r to the storage type before the weight and
 // the product; this does not.
 //
-// EG_TEXEL: y is also bound as a texel view (binding 5, the same buffer as binding 4), and an
-// invocation whose TN columns lie inside N and start on a texel stores each row's outputs as
-// whole 16-byte texels (8 halves or 4 floats; MUL and ACCUM read y the same way): on lavapipe a
-// storage-buffer store, like a load, is a loop over the lanes with a bounds check per element,
-// and those per-element stores cost about as much as the whole product at K = 160. The
-// conversion to fp16 is the same as the per-element store's (float16_t), so both paths write
-// the same bits.
-//
-// MM_SWIGLU fuses IDEFICS' SwiGLU: W holds the gate projection's N rows followed by the up
+// SWIGLU fuses IDEFICS' SwiGLU: W holds the gate projection's N rows followed by the up
 // projection's N, and y[m, n] = silu(gate[m, n]) · up[m, n]. An invocation's TN rows of W are
 // then TN/2 gate rows and the up rows of the same TN/2 outputs, so both products come from one
 // pass over x (and one RMSNorm of it) in one dispatch; only its first TN/2 outputs are stored.
@@ -41,6 +33,9 @@
 layout(local_size_x_id = 0) in;            // WG
 layout(constant_id = 1) const uint TM = 4; // rows of X per invocation
 layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
+// The SwiGLU variant (below), a pipeline of its own: as a flag tested at run time it made the
+// plain kernel 1.15x slower on lavapipe (1040x640x160 fp16).
+layout(constant_id = 3) const bool SWIGLU = false;
 
 #define EG_LOAD64 0
 #include "vector_loads.glsl"
@@ -56,58 +51,6 @@ layout(std430, binding = 2) readonly buffer G4 { vec4 g4[]; };
 vec4 load_g4(uint i) { return g4[i]; }
 #endif
 float g_at(uint k) { return float(bias[k]); }
-
-// Each invocation's outputs, bias and activation applied where TN % 4 == 0 (main()).
-float out_v[TM * TN];
-
-#if EG_TEXEL
-layout(binding = 5, rgba32ui) uniform uimageBuffer y_texels;
-const uint Y_EPT = EG_F16 != 0 ? 8u : 4u; // elements per texel
-
-// Rows m0 .. of out_v into y as texels; the caller has
-// checked that columns n0 .. n0 + TN lie inside N and start a texel.
-void store_rows_texel(uint m0, uint n0) {
-    bool mul = (p.flags & MM_MUL) != 0u, accum = (p.flags & MM_ACCUM) != 0u;
-    float g[TN];
-    for (uint j = 0; j < TN; j++) {
-        g[j] = 1.0;
-        if (accum && (p.flags & MM_ALPHA) != 0u)
-            g[j] = tanh(float(alpha[(p.flags & MM_ALPHA_VECTOR) != 0u ? p.n_off + n0 + j : 0u]));
-    }
-    for (uint i = 0; i < TM; i++) {
-        uint m = m0 + i;
-        if (m >= p.M) break;
-        uint t0 = (p.y_off + m * p.ldy + p.n_off + n0) / Y_EPT;
-        for (uint q = 0; q < TN / Y_EPT; q++) {
-            // the texel's Y_EPT outputs as vec4s: v[0] (and in fp16 v[1])
-            vec4 v[2], y_old[2];
-            for (uint h = 0; h < Y_EPT / 4u; h++) {
-                uint e = i * TN + Y_EPT * q + 4u * h;
-                v[h] = vec4(out_v[e], out_v[e + 1u], out_v[e + 2u], out_v[e + 3u]);
-            }
-            if (mul || accum) {
-#if EG_F16
-                TEXEL_LOAD8(y_texels, t0 + q, y_old[0], y_old[1]);
-#else
-                TEXEL_LOAD4(y_texels, t0 + q, y_old[0]);
-#endif
-            }
-            for (uint h = 0; h < Y_EPT / 4u; h++) {
-                uint c = Y_EPT * q + 4u * h;
-                if (mul) v[h] *= y_old[h];
-                if (accum) v[h] = y_old[h] + vec4(g[c], g[c + 1u], g[c + 2u], g[c + 3u]) * v[h];
-            }
-#if EG_F16
-            imageStore(y_texels, int(t0 + q),
-                       uvec4(packFloat2x16(f16vec2(v[0].xy)), packFloat2x16(f16vec2(v[0].zw)),
-                             packFloat2x16(f16vec2(v[1].xy)), packFloat2x16(f16vec2(v[1].zw))));
-#else
-            imageStore(y_texels, int(t0 + q), floatBitsToUint(v[0]));
-#endif
-        }
-    }
-}
-#endif
 
 // The 8-elements-per-load loop of main(); RMS a constant, so no branch is left inside.
 #define ACCUMULATE8(RMS)                                                                          \
@@ -131,7 +74,7 @@ void store_rows_texel(uint m0, uint n0) {
     }
 
 void main() {
-    bool swiglu = (p.flags & MM_SWIGLU) != 0u;
+    bool swiglu = SWIGLU;
     uint cols = swiglu ? TN / 2u : TN; // outputs per row of this invocation
     uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * cols;
     uint m0 = gl_WorkGroupID.y * TM;
@@ -191,16 +134,17 @@ void main() {
     }
     float r[TM];
     for (uint i = 0; i < TM; i++) r[i] = rms ? inversesqrt(ss[i] / float(p.K) + p.eps) : 1.0;
-    if (swiglu) {
+    if (swiglu) { // constant indices into acc: a variable one would keep it in memory
         for (uint i = 0; i < TM; i++)
-            for (uint j = 0; j < cols; j++) {
+            for (uint j = 0; j < TN / 2u; j++) {
                 uint m = m0 + i, n = n0 + j;
                 if (m < p.M && n < p.N)
                     store_activated(m, n, eg_activate(acc[i][j] * r[i], uint(ACT_SILU)) *
-                                              (acc[i][j + cols] * r[i]));
+                                              (acc[i][j + TN / 2u] * r[i]));
             }
         return;
     }
+    float out_v[TM * TN];
     if (TN % 4u == 0u) {
         // Bias and activation on vec4s here (each bias loaded once for the TM rows, the
         // activation tested once per four outputs), the rest in the loop below: per element,
@@ -221,13 +165,6 @@ void main() {
         for (uint i = 0; i < TM; i++)
             for (uint j = 0; j < TN; j++) out_v[i * TN + j] = acc[i][j] * r[i];
     }
-#if EG_TEXEL
-    if (TN % 4u == 0u && TN % Y_EPT == 0u && n0 + TN <= p.N &&
-        ((p.y_off | p.ldy | (p.n_off + n0)) & (Y_EPT - 1u)) == 0u) {
-        store_rows_texel(m0, n0);
-        return;
-    }
-#endif
     // One call site for the rest, in a loop that is not unrolled (see matmul.comp).
     [[dont_unroll]] for (uint e = 0; e < TM * TN; e++) {
         uint m = m0 + e / TN, n = n0 + e % TN;

@@ -22,7 +22,6 @@ layout(std430, binding = 4) buffer Y { ACT y[]; };
 #define MM_ALPHA_VECTOR 128u
 #define MM_RMS 256u // matmul_direct only: x's rows RMS-normalized first, the norm's weight bound
                     // in place of the bias (see matmul_direct.glsl)
-#define MM_SWIGLU 512u // matmul_direct only: W is [gate; up] (2N rows), y = silu(gate)·up
 
 layout(push_constant) uniform Push {
     uint M, N, K;   // X is M×K (row stride ldx), W is N×K
