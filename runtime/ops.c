@@ -73,10 +73,12 @@ static int is_pow2(uint32_t v) {
  * 1.03-1.17x instead). GPUs keep 16-byte loads of 32-bit components.
  *
  * matmul on CPU devices: matmul_direct.comp, without shared memory or barriers: each of 8
- * invocations reads its 8 rows of x and 8 rows of W straight from the buffers, 8 elements per
- * load, and keeps the 64 sums in registers (lavapipe, ops_bench --only prefill: 0.10-0.20x the
+ * invocations reads its 16 rows of x and 8 rows of W straight from the buffers, 8 elements per
+ * load, and keeps the 128 sums in registers (lavapipe, ops_bench --only prefill: 0.10-0.20x the
  * naive kernel's time where the tiles below take 0.37-0.40x, fp16 and fp32, M = 64 and 256;
- * 8x8 beat 4x4, 8x4, 4x8, 4x16 and 8x16 outputs per invocation and 16 or 32 invocations). On
+ * with storage-buffer loads 8x8 beat 4x4, 8x4, 4x8, 4x16 and 8x16 outputs per invocation and
+ * 16 or 32 invocations; through texel views 16x8 takes 0.84-0.91x the time of 8x8 at the ViT's
+ * 1040 rows, 0.85-0.97x with a folded RMSNorm, 0.96-1.01x at 64 and 65 rows, fp16 and fp32). On
  * lavapipe shared memory is ordinary memory behind the same per-lane load loop as a storage
  * buffer, and each barrier() switches every subgroup's coroutine: the tiles only add work.
  * Where buffers have texel views (vk->texel_views: CPU implementations), it reads x and W
@@ -90,8 +92,8 @@ static int is_pow2(uint32_t v) {
  * matvec kernel's time at 1 and 8 rows; 4096x4096 and larger: 1.05-1.25x, where the matvec
  * kernel's lanes reading neighbouring pieces of one row stream better, so those stay there.
  *
- * matmul elsewhere: two tile shapes, for few and for many rows of x. Small tiles waste less on padding
- * rows (a 65-token ViT sequence in 64-row tiles computes 128 rows); large ones reuse each
+ * matmul elsewhere: two tile shapes, for few and for many rows of x. Small tiles waste less on
+ * padding rows (a 65-token ViT sequence in 64-row tiles computes 128 rows); large ones reuse each
  * loaded value more. GPUs: 32x64 with 4x4 per invocation (128 invocations, 6 KiB of shared
  * memory) and 64x64 with 4x4 (256 invocations, 8 KiB), within the minimums every Vulkan device
  * guarantees (16 KiB; 128 invocations: where 256 are not available the large tile falls back
@@ -153,7 +155,7 @@ static int linear_params(const EgVk *vk, const EgOpsConfig *cfg, int f16, Linear
     if (!cfg->mm_large.bm && !tile_fits(lim, lp->mm[1])) lp->mm[1] = lp->mm[0];
     lp->mm_direct = cfg->mm_direct ? cfg->mm_direct > 0 : cpu;
     lp->md_wg = cfg->md_wg ? cfg->md_wg : 8;
-    lp->md_tm = cfg->md_tm ? cfg->md_tm : 8;
+    lp->md_tm = cfg->md_tm ? cfg->md_tm : 16;
     lp->md_tn = cfg->md_tn ? cfg->md_tn : 8;
     lp->md_few_max_weights = !lp->mm_direct || cfg->md_few < 0 ? 0
                              : cfg->md_few > 0                ? UINT64_MAX
