@@ -6,13 +6,13 @@
  * microseconds to wake: on the 2-core development VM a decode step of 42 small dispatches spent
  * more than half its time there (docs/engine.md, "Keeping the cores awake").
  *
- * The warmer runs one spinning thread per core at SCHED_IDLE, the lowest priority: a core
- * running only such a thread counts as idle to the scheduler, so a woken worker is placed there
- * and preempts the spinner at once, but the core itself never halts. The spinners take no time
- * from any other thread. They spin while a latency-bound submission (a decode step:
- * EgCmd.latency_bound) is in flight and for a short linger after it (the host's work between decode
- * steps), then sleep until the next: an idle service burns nothing. OpenMP runtimes do the same
- * between parallel regions (OMP_WAIT_POLICY).
+ * The warmer runs spinning threads (by default one per two cores) at SCHED_IDLE, the lowest
+ * priority: a core running only such a thread counts as idle to the scheduler, so a woken
+ * worker is placed there and preempts the spinner at once, but the core itself never halts.
+ * The spinners take no time from any other thread. They spin while a latency-bound submission
+ * (a decode step: EgCmd.latency_bound) is in flight and for a short linger after it (the host's
+ * work between decode steps), then sleep until the next: an idle service burns nothing.
+ * OpenMP runtimes do the same between parallel regions (OMP_WAIT_POLICY).
  */
 #ifndef EGRET_CORE_WARMER_H
 #define EGRET_CORE_WARMER_H

@@ -52,7 +52,8 @@ typedef struct EgVk {
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
     VkCommandPool pool;
     VkFence fence;
-    EgCoreWarmer *warmer; /* CPU devices: keeps the cores awake during submissions, or NULL */
+    EgCoreWarmer *warmer; /* CPU devices: keeps the cores awake during latency-bound
+                             submissions (EgCmd.latency_bound), or NULL */
 } EgVk;
 
 int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err);

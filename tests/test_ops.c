@@ -482,9 +482,9 @@ static void test_linear_edges(int all) {
                                .y_pad = 7});
         linear_case(&(LinCase){.M = epi_Ms[a], .N = 70, .K = 12, .act = EG_OP_ACT_SILU, .mul = 1});
     }
-    /* Rows of y aligned to 16-byte texels (y_off and ldy multiples of 8), where CPU devices
-     * store whole texels; N = 70 leaves its last 6 columns to the per-element store, and chunks
-     * of 24 rows start each chunk's columns on a texel. Every epilogue, fp16 and fp32. */
+    /* Rows of y starting on multiples of 8 elements (y_off and ldy), the layout a store of
+     * whole 16-byte texels would take (tried; dropped, docs/engine.md), with N = 70 ending
+     * mid-group and chunks of 24 rows. Every epilogue, fp16 and fp32. */
     static const uint32_t texel_Ms[] = {1, 7, 65, 3, 17};
     for (size_t a = 0; a < (all ? 5u : 3u); a++) {
         uint32_t M = texel_Ms[a];
