@@ -23,6 +23,11 @@ void eg_unpack_h8(uvec4 u, out vec4 a, out vec4 b) {
     b = vec4(unpackHalf2x16(u.z), unpackHalf2x16(u.w));
 }
 vec4 eg_unpack_h4(uvec2 u) { return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)); }
+// And back, converted as a float16_t store converts: wide stores write the same bits as
+// per-element ones.
+uvec2 eg_pack_h4(vec4 v) {
+    return uvec2(packFloat2x16(f16vec2(v.xy)), packFloat2x16(f16vec2(v.zw)));
+}
 #endif
 
 // Arrays read 8 elements at a time: EG_WIDE is their element type (fp16: a uvec4 of 8 halves;

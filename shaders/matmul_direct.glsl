@@ -60,9 +60,7 @@ float g_at(uint k) { return float(bias[k]); }
 #if EG_F16
 layout(std430, binding = 4) buffer Y4 { uvec2 y4[]; };
 vec4 load_y4(uint i) { return eg_unpack_h4(y4[i]); }
-void store_y4(uint i, vec4 v) {
-    y4[i] = uvec2(packFloat2x16(f16vec2(v.xy)), packFloat2x16(f16vec2(v.zw)));
-}
+void store_y4(uint i, vec4 v) { y4[i] = eg_pack_h4(v); }
 #else
 layout(std430, binding = 4) buffer Y4 { vec4 y4[]; };
 vec4 load_y4(uint i) { return y4[i]; }
