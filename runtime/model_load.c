@@ -355,7 +355,8 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err) ||
         eg_batch_ops_init(&m->batch_ops, &m->ops, err))
         goto fail;
-    eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 256u << 20);
+    /* weights of 32 MiB or more get blocks of their own (eg_buffer_create), the rest share */
+    eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
     L.tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
     if (!L.tf) goto fail;
