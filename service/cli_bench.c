@@ -25,6 +25,7 @@
 typedef struct Bench {
     EgModel *m;
     uint32_t T, NEW, warmup, reps;
+    uint32_t cache; /* --cache-tokens: each sequence's KV cache capacity (0: what it needs) */
     int32_t *ids, *img_of;
     float *pixels; /* up to 16 images */
     float *logits;
@@ -48,6 +49,11 @@ static int32_t argmax(const float *x, uint32_t n) {
     return (int32_t)best;
 }
 
+/* A new sequence with room for `need` tokens, or --cache-tokens if that is more. */
+static EgSequence *new_sequence(const Bench *b, uint32_t need, EgError *err) {
+    return eg_sequence_new(b->m, b->cache > need ? b->cache : need, err);
+}
+
 /* One timed unit of work; returns seconds, or -1 on failure (message in err). */
 typedef double (*Work)(Bench *b, uint32_t batch, EgError *err);
 
@@ -63,7 +69,7 @@ static double prefill(Bench *b, uint32_t batch, int with_encode, EgSequence **se
     double total = 0;
     size_t per = 3 * (size_t)b->m->cfg.vision.image_size * b->m->cfg.vision.image_size;
     for (uint32_t i = 0; i < batch; i++) {
-        seqs[i] = eg_sequence_new(b->m, b->T + b->NEW, err);
+        seqs[i] = new_sequence(b, b->T + b->NEW, err);
         if (!seqs[i]) return -1;
         double t = eg_now_s();
         if (eg_sequence_set_images(seqs[i], b->pixels + (i % 16) * per, 1, err)) return -1;
@@ -123,7 +129,7 @@ done:
 static double work_ttft(Bench *b, uint32_t batch, EgError *err) {
     (void)batch;
     double t = eg_now_s();
-    EgSequence *seq = eg_sequence_new(b->m, b->T + 1, err);
+    EgSequence *seq = new_sequence(b, b->T + 1, err);
     int rc = !seq || eg_sequence_set_images(seq, b->pixels, 1, err) ||
              eg_sequence_forward(seq, b->ids, b->img_of, b->T, b->logits, 0, err);
     if (!rc) (void)argmax(b->logits, b->m->vocab);
@@ -190,13 +196,29 @@ static void usage(FILE *f) {
                "  --prompt-tokens T      default 64\n"
                "  --new-tokens N         default 64\n"
                "  --warmup N --reps N    default 2 and 5\n"
+               "  --cache-tokens N       each sequence's KV cache holds N tokens (default: the\n"
+               "                         prompt and new tokens); with --only ttft,\n"
+               "                         peak_device_bytes is one request's with that cache\n"
                "  --only LIST            only these sections, comma-separated: encode, prefill,\n"
                "                         prefill_with_encode, decode, ttft (profiling one phase)\n"
                "  --json                 print one JSON object on stdout\n");
 }
 
 int cli_bench(int argc, char **argv) {
-    enum { O_MODEL = 256, O_RANDOM, O_FP32, O_DEVICE, O_T, O_NEW, O_WARMUP, O_REPS, O_ONLY, O_JSON, O_HELP };
+    enum {
+        O_MODEL = 256,
+        O_RANDOM,
+        O_FP32,
+        O_DEVICE,
+        O_T,
+        O_NEW,
+        O_WARMUP,
+        O_REPS,
+        O_CACHE,
+        O_ONLY,
+        O_JSON,
+        O_HELP
+    };
     static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
                                              {"random-weights", required_argument, 0, O_RANDOM},
                                              {"fp32", no_argument, 0, O_FP32},
@@ -205,6 +227,7 @@ int cli_bench(int argc, char **argv) {
                                              {"new-tokens", required_argument, 0, O_NEW},
                                              {"warmup", required_argument, 0, O_WARMUP},
                                              {"reps", required_argument, 0, O_REPS},
+                                             {"cache-tokens", required_argument, 0, O_CACHE},
                                              {"only", required_argument, 0, O_ONLY},
                                              {"json", no_argument, 0, O_JSON},
                                              {"help", no_argument, 0, O_HELP},
@@ -241,6 +264,9 @@ int cli_bench(int argc, char **argv) {
             break;
         case O_REPS:
             bad = cli_parse_u32("reps", optarg, &b.reps) || b.reps == 0;
+            break;
+        case O_CACHE:
+            bad = cli_parse_u32("cache-tokens", optarg, &b.cache);
             break;
         case O_ONLY:
             only = optarg;
@@ -292,12 +318,12 @@ int cli_bench(int argc, char **argv) {
     }
     FILE *json = json_out ? stdout : tmpfile();
     if (!json) goto done;
-    fprintf(json, "{\"tool\": \"egret bench\", \"model\": \"%s%s\", \"device\": \"%s\", "
-                  "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
-                  "\"reps\": %u, \"batched_decode\": true,\n \"results\": {",
+    fprintf(json,
+            "{\"tool\": \"egret bench\", \"model\": \"%s%s\", \"device\": \"%s\", "
+            "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
+            "\"reps\": %u, \"cache_tokens\": %u, \"batched_decode\": true,\n \"results\": {",
             mo.random_weights ? "random:" : "", model_dir, m->vk.props.deviceName,
-            m->ops.f16 ? "float16" : "float32", b.T, b.NEW,
-            b.warmup, b.reps);
+            m->ops.f16 ? "float16" : "float32", b.T, b.NEW, b.warmup, b.reps, b.cache);
     struct {
         const char *name;
         Work work;
