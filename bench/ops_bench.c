@@ -9,6 +9,7 @@
  *             [--shape MxNxK] [--rows]
  *             [--no-subgroup] [--mv-wg N] [--mv-rpg N] [--mv-load64 1|-1] [--vs-default]
  *             [--mm-direct 1|-1] [--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1]
+ *             [--norm-rows N] [--attn-queries N]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
  *
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
@@ -315,6 +316,10 @@ int main(int argc, char **argv) {
             cfg.md_few = atoi(v), i++;
         } else if (!strcmp(a, "--md-texel") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
             cfg.md_texel = atoi(v), i++;
+        } else if (!strcmp(a, "--norm-rows") && parse_u32(v, &cfg.norm_rows)) {
+            i++;
+        } else if (!strcmp(a, "--attn-queries") && parse_u32(v, &cfg.attn_queries)) {
+            i++;
         } else if (!strcmp(a, "--attn-texel") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
             cfg.attn_texel = atoi(v), i++;
         } else if (!strcmp(a, "--vs-default")) {
@@ -329,7 +334,8 @@ int main(int argc, char **argv) {
                     "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
                     "[--fp32|--fp16] [--big] [--shape MxNxK] [--rows] [--no-subgroup] [--mv-wg N] "
                     "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
-                    "[--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1] "
+                    "[--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1] [--norm-rows N] "
+                    "[--attn-queries N] "
                     "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
             return 2;
         }
@@ -369,6 +375,8 @@ int main(int argc, char **argv) {
             EgOpsConfig sc = cfg;
             sc.no_subgroup = 1;
             sc.norm_wg = 128;
+            sc.norm_rows = 1; /* the options shape the new kernels only */
+            sc.attn_queries = 0;
             if (eg_ops_init_config(&shared, &vk, f16, &sc, &err)) die("eg_ops_init (shared)", &err);
             printf("%-5s %-34s %9s %9s %6s   (us per op; old: shared-memory kernels, 128 "
                    "invocations)\n",

@@ -299,8 +299,14 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     /* shaders/norm.glsl's specialization constants: WG, ROWS, WIDE. */
     ops->norm_rows = rp.norm_rows;
     uint32_t norm_spec[3] = {rp.norm_wg, rp.norm_rows, rp.norm_wide};
-    if (eg_pipeline_create_spec(vk, rp.norm_subgroup ? "norm" : "norm_shared", f16, 4, 1u << 3,
-                                sizeof(NormPush), norm_spec, 3, &ops->norm, err))
+    /* with texel views (CPU devices) x, the weight and the bias are read through them */
+    int norm_texel = rp.norm_subgroup && vk->texel_views;
+    if (eg_pipeline_create_texel(vk,
+                                 !rp.norm_subgroup ? "norm_shared"
+                                 : norm_texel      ? "norm_texel"
+                                                   : "norm",
+                                 f16, 4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), norm_spec,
+                                 3, &ops->norm, err))
         goto fail;
     /* shaders/attention.comp's: WG, QPW, DPL, WIDE; attention_shared.comp has none. */
     ops->attn_queries = rp.attn_qpw;

@@ -20,16 +20,41 @@ layout(constant_id = 1) const uint ROWS = 1u;   // rows per workgroup (> 1: one 
 // load as a loop over the lanes, so the number of loads is what counts there.
 layout(constant_id = 2) const bool WIDE = false;
 
+layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
+// The same binding 8 elements at a time (WIDE). Stores go through ACT4 so they round exactly
+// as the element-wise path does.
+layout(std430, binding = 3) writeonly buffer Y4 { ACT4 y4[]; };
+// x, the weight and the bias: X_AT(i) reads element i, LOAD8_X(i, a, b) elements 8i..8i+7.
+#ifndef EG_TEXEL
+#define EG_TEXEL 0
+#endif
+#if EG_TEXEL
+// Through texel views (norm_texel.comp, CPU devices): on lavapipe an imageLoad is one
+// vectorized gather, where a storage-buffer load loops over the lanes per 32-bit component.
+#include "texel_loads.glsl"
+layout(binding = 0, rgba32ui) uniform readonly uimageBuffer x_texels;
+layout(binding = 1, rgba32ui) uniform readonly uimageBuffer weight_texels;
+layout(binding = 2, rgba32ui) uniform readonly uimageBuffer bias_texels;
+#define X_AT(i) TEXEL_AT(x_texels, i)
+#define WEIGHT_AT(i) TEXEL_AT(weight_texels, i)
+#define BIAS_AT(i) TEXEL_AT(bias_texels, i)
+#define LOAD8_X(i, a, b) TEXEL_LOAD8(x_texels, i, a, b)
+#define LOAD8_WEIGHT(i, a, b) TEXEL_LOAD8(weight_texels, i, a, b)
+#define LOAD8_BIAS(i, a, b) TEXEL_LOAD8(bias_texels, i, a, b)
+#else
 layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer Wt { WT weight[]; };
 layout(std430, binding = 2) readonly buffer Bs { WT bias[]; };
-layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
-// The same bindings 8 elements at a time (WIDE). Stores go through ACT4 so they round exactly
-// as the element-wise path does.
 layout(std430, binding = 0) readonly buffer X8 { EG_WIDE x8[]; };
 layout(std430, binding = 1) readonly buffer Wt8 { EG_WIDE weight8[]; };
 layout(std430, binding = 2) readonly buffer Bs8 { EG_WIDE bias8[]; };
-layout(std430, binding = 3) writeonly buffer Y4 { ACT4 y4[]; };
+#define X_AT(i) float(x[i])
+#define WEIGHT_AT(i) float(weight[i])
+#define BIAS_AT(i) float(bias[i])
+#define LOAD8_X(i, a, b) EG_LOAD8(x8, i, a, b)
+#define LOAD8_WEIGHT(i, a, b) EG_LOAD8(weight8, i, a, b)
+#define LOAD8_BIAS(i, a, b) EG_LOAD8(bias8, i, a, b)
+#endif
 
 layout(push_constant) uniform Push {
     uint rows, dim;           // rows per batch entry, row length
@@ -79,22 +104,22 @@ void normalize_row(uint row, uint batch, uint lane, uint lanes) {
     float mean = 0.0;
     if (p.rms == 0u) {
         float s = 0.0;
-        for (uint i = lane; i < p.dim; i += lanes) s += float(x[xb + i]);
+        for (uint i = lane; i < p.dim; i += lanes) s += X_AT(xb + i);
         mean = row_sum(s) / float(p.dim);
     }
     float ss = 0.0;
     for (uint i = lane; i < p.dim; i += lanes) {
-        float d = float(x[xb + i]) - mean;
+        float d = X_AT(xb + i) - mean;
         ss += d * d;
     }
     float inv = inversesqrt(row_sum(ss) / float(p.dim) + p.eps);
     for (uint i = lane; i < p.dim; i += lanes) {
-        float v = (float(x[xb + i]) - mean) * inv;
+        float v = (X_AT(xb + i) - mean) * inv;
         if (p.rms != 0u) {
             // HF casts the normalized value to the weight dtype before the multiply.
-            y[yb + i] = ACT(float(weight[i]) * float(WT(v)));
+            y[yb + i] = ACT(WEIGHT_AT(i) * float(WT(v)));
         } else {
-            y[yb + i] = ACT(v * float(weight[i]) + float(bias[i]));
+            y[yb + i] = ACT(v * WEIGHT_AT(i) + BIAS_AT(i));
         }
     }
 }
@@ -109,14 +134,14 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
     if (p.rms == 0u) {
         float s = 0.0;
         for (uint c = lane; c < chunks; c += lanes) {
-            EG_LOAD8(x8, xb + c, a, b);
+            LOAD8_X(xb + c, a, b);
             s += dot(a, vec4(1.0)) + dot(b, vec4(1.0));
         }
         mean = row_sum(s) / float(p.dim);
     }
     float ss = 0.0;
     for (uint c = lane; c < chunks; c += lanes) {
-        EG_LOAD8(x8, xb + c, a, b);
+        LOAD8_X(xb + c, a, b);
         a -= mean;
         b -= mean;
         ss += dot(a, a) + dot(b, b);
@@ -124,8 +149,8 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
     float inv = inversesqrt(row_sum(ss) / float(p.dim) + p.eps);
     for (uint c = lane; c < chunks; c += lanes) {
         vec4 wa, wb;
-        EG_LOAD8(x8, xb + c, a, b);
-        EG_LOAD8(weight8, c, wa, wb);
+        LOAD8_X(xb + c, a, b);
+        LOAD8_WEIGHT(c, wa, wb);
         a = (a - mean) * inv;
         b = (b - mean) * inv;
         if (p.rms != 0u) {
@@ -134,7 +159,7 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
             b = wb * vec4(WT4(b));
         } else {
             vec4 ba, bb;
-            EG_LOAD8(bias8, c, ba, bb);
+            LOAD8_BIAS(c, ba, bb);
             a = a * wa + ba;
             b = b * wb + bb;
         }
