@@ -618,7 +618,9 @@ void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const 
                     uint32_t images, uint32_t channels, uint32_t size, uint32_t patch_size) {
     PatchifyPush push = {images, channels, size, patch_size};
     const EgBuffer *bufs[2] = {pixels, patches};
-    dispatch_1d(cmd, &ops->patchify, bufs, &push, eg_groups(images * channels * size * size, 64));
+    /* one invocation per row of a patch, channel and image (shaders/patchify.comp) */
+    eg_cmd_dispatch(cmd, &ops->patchify, bufs, &push, eg_groups(size * (size / patch_size), 64),
+                    channels, images);
 }
 
 void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, const EgBuffer *cls,
@@ -626,5 +628,6 @@ void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, cons
                      uint32_t dim) {
     VitEmbedPush push = {images, n_patches, dim};
     const EgBuffer *bufs[4] = {patches, cls, pos, out};
-    dispatch_1d(cmd, &ops->vit_embed, bufs, &push, eg_groups(images * (n_patches + 1) * dim, 64));
+    /* one invocation per element, token and image (shaders/vit_embed.comp) */
+    eg_cmd_dispatch(cmd, &ops->vit_embed, bufs, &push, eg_groups(dim, 64), n_patches + 1, images);
 }

@@ -14,12 +14,12 @@ layout(push_constant) uniform Push {
     uint images, n_patches, dim;
 } p;
 
+// Invocation (e, tok, img) of the grid: element e of token tok of image img, so no index is
+// divided (integer division by a run-time value loops over the lanes on CPU implementations).
 void main() {
-    uint tokens = p.n_patches + 1;
-    uint i = eg_flat_index();
-    if (i >= p.images * tokens * p.dim) return;
-    uint img = i / (tokens * p.dim), r = i % (tokens * p.dim);
-    uint tok = r / p.dim, e = r % p.dim;
+    uint e = gl_GlobalInvocationID.x, tok = gl_WorkGroupID.y, img = gl_WorkGroupID.z;
+    if (e >= p.dim) return;
+    uint r = tok * p.dim + e;
     float v = tok == 0 ? float(cls[e]) : float(patches[(img * p.n_patches + tok - 1) * p.dim + e]);
-    out_rows[i] = ACT(v + float(pos[r]));
+    out_rows[(img * (p.n_patches + 1)) * p.dim + r] = ACT(v + float(pos[r]));
 }
