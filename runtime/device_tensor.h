@@ -6,6 +6,7 @@
 
 #include "runtime/ops.h"
 #include "runtime/safetensors.h"
+#include "runtime/vk_staging.h"
 
 /* A device buffer of n elements in the ops' storage precision. */
 int eg_tensor_buffer(const EgOps *ops, EgArena *arena, size_t n, EgBuffer *out, EgError *err);

@@ -12,6 +12,7 @@
 #include "runtime/model_config.h"
 #include "runtime/ops.h"
 #include "runtime/ops_batch.h"
+#include "runtime/vk_staging.h"
 
 /* Sequences one batched decode step can advance (language/sequence.h). */
 #define EG_BATCH_MAX 16

@@ -44,18 +44,4 @@ void eg_arena_reset(EgArena *a);
 /* Device (or host) memory the arena's blocks hold. */
 VkDeviceSize eg_arena_block_bytes(const EgArena *a);
 
-/* A staging area for copies between host memory and device buffers. */
-typedef struct EgStaging {
-    EgArena arena;
-    EgBuffer buf;
-} EgStaging;
-
-int eg_staging_init(EgStaging *s, EgVk *vk, VkDeviceSize size, EgError *err);
-void eg_staging_destroy(EgStaging *s);
-/* Synchronous copies (each waits for the device). */
-int eg_upload(EgStaging *s, const EgBuffer *dst, VkDeviceSize dst_offset, const void *src,
-              VkDeviceSize size, EgError *err);
-int eg_download(EgStaging *s, const EgBuffer *src, VkDeviceSize src_offset, void *dst,
-                VkDeviceSize size, EgError *err);
-
 #endif
