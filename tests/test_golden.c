@@ -80,12 +80,12 @@ static void run_model(const char *name, int fp32) {
         eg_model_free(m);
         return;
     }
-    const EgTensorView *ids_view;
+    const EgTensorView *ids_view = NULL;
     int64_t *ids = read_i64(g, "input_ids", &ids_view);
     int64_t *mask = read_i64(g, "attention_mask", NULL);
     int64_t *img_mask = read_i64(g, "image_attention_mask", NULL);
     int64_t *gen = read_i64(g, "generated_ids", NULL);
-    size_t n_pix, n_vit, n_perc, n_logits;
+    size_t n_pix = 0, n_vit = 0, n_perc = 0, n_logits = 0;
     float *pix = read_f32(g, "pixel_values", &n_pix);
     float *vit_ref = read_f32(g, "vision_last_hidden_state", &n_vit);
     float *perc_ref = read_f32(g, "perceiver_output", &n_perc);
@@ -151,7 +151,7 @@ static void run_model(const char *name, int fp32) {
     check_error(name, "logits", fp32, rel_error(out_all, ref_all, n_cmp * V));
 
     /* A prompt with no image at all. */
-    const EgTensorView *to_view;
+    const EgTensorView *to_view = NULL;
     int64_t *to_ids = read_i64(g, "textonly_input_ids", &to_view);
     float *to_ref = read_f32(g, "textonly_logits", NULL);
     uint32_t tn = (uint32_t)to_view->shape[1];

@@ -611,6 +611,51 @@ static void test_malformed(void) {
     eg_tensors_close(f);
 }
 
+/* A generated tensor read in one large range (split across threads) holds what element-by-
+ * element reads give, in fp16 and fp32, from an offset that splits no part evenly. */
+static void test_generated(void) {
+    EgError err = {{0}};
+    EgTensorFile *f = eg_tensors_random(0x5EED, &err);
+    const EgTensorView *t = NULL;
+    int64_t shape[2] = {1000, 3001};
+    CHECK(f && eg_tensors_expect(f, "model.layers.0.mlp.down_proj.weight", 2, shape, &t, &err) == 0,
+          "a generated tensor: %s", err.msg);
+    enum { FIRST = 777, COUNT = 3000001 - 777 };
+    uint16_t *h = malloc(COUNT * sizeof *h);
+    float *x = malloc(COUNT * sizeof *x);
+    if (!t || !h || !x) {
+        free(h);
+        free(x);
+        eg_tensors_close(f);
+        return;
+    }
+    CHECK(eg_tensor_range_to_f16(t, FIRST, COUNT, h, &err) == 0, "%s", err.msg);
+    CHECK(eg_tensor_range_to_f32(t, FIRST, COUNT, x, &err) == 0, "%s", err.msg);
+    int bad16 = 0, bad32 = 0;
+    for (int64_t i = 0; i < COUNT; i += 997) { /* and the last element */
+        uint16_t h1;
+        float x1;
+        eg_tensor_range_to_f16(t, FIRST + i, 1, &h1, &err);
+        eg_tensor_range_to_f32(t, FIRST + i, 1, &x1, &err);
+        bad16 += h1 != h[i];
+        bad32 += x1 != x[i];
+    }
+    uint16_t hl;
+    eg_tensor_range_to_f16(t, FIRST + COUNT - 1, 1, &hl, &err);
+    CHECK(bad16 == 0 && bad32 == 0 && hl == h[COUNT - 1],
+          "a large generated range differs from single reads: %d fp16, %d fp32", bad16, bad32);
+    float lo = x[0], hi = x[0];
+    for (int64_t i = 0; i < COUNT; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    CHECK(lo < -0.019f && hi > 0.019f && lo >= -0.02f && hi <= 0.02f,
+          "generated weights span [%g, %g], not about +-0.02", lo, hi);
+    free(h);
+    free(x);
+    eg_tensors_close(f);
+}
+
 int main(void) {
     test_rng_init();
     CHECK(eg_dtype_size(EG_DT_BF16) == 2 && eg_dtype_size(EG_DT_I64) == 8 &&
@@ -626,6 +671,7 @@ int main(void) {
     test_conversions();
     test_sharded();
     test_malformed();
+    test_generated();
 
     for (int i = 0; i < n_created; i++)
         unlink(created[i]);
