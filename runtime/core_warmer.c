@@ -1,12 +1,13 @@
 #include "runtime/core_warmer.h"
 
+#include "runtime/clock.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 struct EgCoreWarmer {
@@ -20,15 +21,9 @@ struct EgCoreWarmer {
     pthread_t threads[];
 };
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int wanted(EgCoreWarmer *w) {
     return atomic_load_explicit(&w->busy, memory_order_acquire) > 0 ||
-           now_ns() < atomic_load_explicit(&w->until, memory_order_relaxed);
+           eg_now_ns() < atomic_load_explicit(&w->until, memory_order_relaxed);
 }
 
 static inline void cpu_relax(void) {
@@ -58,11 +53,11 @@ static void *spin(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&w->lock);
-        uint64_t last_yield = now_ns();
+        uint64_t last_yield = eg_now_ns();
         while (!atomic_load_explicit(&w->stop, memory_order_relaxed) && wanted(w)) {
             for (int i = 0; i < 64; i++)
                 cpu_relax();
-            uint64_t t = now_ns();
+            uint64_t t = eg_now_ns();
             if (t - last_yield >= YIELD_EVERY_NS) {
                 sched_yield();
                 last_yield = t;
@@ -102,7 +97,7 @@ void eg_core_warmer_busy(EgCoreWarmer *w) {
 
 void eg_core_warmer_idle(EgCoreWarmer *w) {
     if (!w) return;
-    atomic_store_explicit(&w->until, now_ns() + w->linger_ns, memory_order_relaxed);
+    atomic_store_explicit(&w->until, eg_now_ns() + w->linger_ns, memory_order_relaxed);
     atomic_fetch_sub(&w->busy, 1);
 }
 

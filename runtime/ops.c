@@ -374,13 +374,21 @@ fail:
 
 void eg_ops_destroy(EgOps *ops) {
     if (!ops->vk) return;
-    EgPipeline *all[] = {&ops->matmul[0],    &ops->matmul[1],    &ops->norm,
-                         &ops->attention,    &ops->rope,         &ops->embed,
-                         &ops->patchify,     &ops->vit_embed,    &ops->matmul_naive,
-                         &ops->matvec_naive, &ops->attention_one, &ops->matmul_direct};
+    EgPipeline *all[] = {&ops->matmul[0],
+                         &ops->matmul[1],
+                         &ops->norm,
+                         &ops->attention,
+                         &ops->rope,
+                         &ops->embed,
+                         &ops->patchify,
+                         &ops->vit_embed,
+                         &ops->matmul_naive,
+                         &ops->matvec_naive,
+                         &ops->attention_one,
+                         &ops->matmul_direct,
+                         &ops->matmul_direct_swiglu};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
-    eg_pipeline_destroy(ops->vk, &ops->matmul_direct_swiglu);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
         eg_pipeline_destroy(ops->vk, &ops->matvec[v]);
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few[v]);

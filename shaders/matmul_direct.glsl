@@ -183,11 +183,7 @@ void main() {
     if (cols % 4u == 0u && n0 + cols <= p.N && ((p.y_off | p.ldy | (p.n_off + n0)) & 3u) == 0u) {
         bool mul = (p.flags & MM_MUL) != 0u, accum = (p.flags & MM_ACCUM) != 0u;
         float g[TN];
-        for (uint j = 0; j < cols; j++) {
-            g[j] = 1.0;
-            if (accum && (p.flags & MM_ALPHA) != 0u)
-                g[j] = tanh(float(alpha[(p.flags & MM_ALPHA_VECTOR) != 0u ? p.n_off + n0 + j : 0u]));
-        }
+        for (uint j = 0; j < cols; j++) g[j] = accum ? accum_gate(p.n_off + n0 + j) : 1.0;
         for (uint i = 0; i < TM; i++) {
             if (m0 + i >= p.M) break;
             uint g0 = (p.y_off + (m0 + i) * p.ldy + p.n_off + n0) / 4u;

@@ -34,16 +34,17 @@ layout(push_constant) uniform Push {
 
 // The rest of the epilogue (the product with, or the gated sum into, Y) and the store, for an
 // output whose bias and activation are already applied.
+// The gate g of ACCUM's sum into column col of Y: tanh(alpha[col or 0]) with MM_ALPHA, else 1.
+float accum_gate(uint col) {
+    if ((p.flags & MM_ALPHA) == 0u) return 1.0;
+    return tanh(float(alpha[(p.flags & MM_ALPHA_VECTOR) != 0u ? col : 0u]));
+}
+
 void store_activated(uint m, uint n, float v) {
     uint col = p.n_off + n;
     uint yi = p.y_off + m * p.ldy + col;
     if ((p.flags & MM_MUL) != 0u) v *= float(y[yi]);
-    if ((p.flags & MM_ACCUM) != 0u) {
-        float g = 1.0;
-        if ((p.flags & MM_ALPHA) != 0u)
-            g = tanh(float(alpha[(p.flags & MM_ALPHA_VECTOR) != 0u ? col : 0u]));
-        v = float(y[yi]) + g * v;
-    }
+    if ((p.flags & MM_ACCUM) != 0u) v = float(y[yi]) + accum_gate(col) * v;
     y[yi] = ACT(v);
 }
 

@@ -44,11 +44,12 @@ int main(void) {
     CHECK(eg_arena_block_bytes(&a) == after_big + 4 * MIB, "blocks %llu after a second 1 MiB",
           (unsigned long long)eg_arena_block_bytes(&a));
 
-    /* 2 MiB is half a block: its own block, although the shared one has 2 MiB left */
+    /* just under half a block: into the shared block's last 2 MiB, no new block */
     REQUIRE(eg_buffer_create(&a, 2 * MIB - 64 * KIB, &small3, &err) == 0, "%s", err.msg);
     CHECK(eg_arena_block_bytes(&a) == after_big + 4 * MIB,
           "a buffer just under half a block (%llu) went to a block of its own",
           (unsigned long long)eg_arena_block_bytes(&a));
+    /* half a block: a block of its own, of its size */
     REQUIRE(eg_buffer_create(&a, 2 * MIB, &big2, &err) == 0, "%s", err.msg);
     VkDeviceSize total = eg_arena_block_bytes(&a);
     CHECK(total >= after_big + 6 * MIB && total < after_big + 6 * MIB + 64 * KIB,
