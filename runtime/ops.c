@@ -308,16 +308,18 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                  f16, 4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), norm_spec,
                                  3, &ops->norm, err))
         goto fail;
-    /* shaders/attention.comp's: WG, QPW, DPL, WIDE; attention_shared.comp has none. */
+    /* shaders/attention.glsl's (EG_ATTN_SPEC); attention_shared.comp has none. Our SPIR-V
+     * (1.0) runs with the device's subgroup size, so WG within it is one subgroup. */
     ops->attn_queries = rp.attn_qpw;
-    uint32_t attn_spec[4] = {rp.attn_wg, rp.attn_qpw, rp.attn_dpl, rp.attn_wide};
+    uint32_t attn_spec[EG_ATTN_SPEC] = {rp.attn_wg, rp.attn_qpw, rp.attn_dpl, rp.attn_wide,
+                                        rp.attn_wg > vk->subgroup_size};
     const char *attn_name = !rp.attn_subgroup ? "attention_shared"
                             : rp.attn_texel   ? "attention_texel"
                                               : "attention";
     uint32_t attn_texels = rp.attn_texel ? 7u : 0u; /* q, k, v */
     if (eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
-                                 sizeof(EgAttentionPush), attn_spec, rp.attn_subgroup ? 4 : 0,
-                                 &ops->attention, err))
+                                 sizeof(EgAttentionPush), attn_spec,
+                                 rp.attn_subgroup ? EG_ATTN_SPEC : 0, &ops->attention, err))
         goto fail;
     /* Decode (one query) would waste the other queries' share of every tile: a one-query
      * pipeline for dispatches with fewer queries than a workgroup takes (lavapipe, 128 keys:
@@ -326,9 +328,9 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     /* runtime/ops_batch.c builds attention_batch.comp (one query) with the same choices */
     ops->attention_batch_ok = rp.attn_subgroup;
     memcpy(ops->attention_one_spec, attn_spec, sizeof attn_spec);
-    if (rp.attn_qpw > 1 &&
-        eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
-                                 sizeof(EgAttentionPush), attn_spec, 4, &ops->attention_one, err))
+    if (rp.attn_qpw > 1 && eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
+                                                    sizeof(EgAttentionPush), attn_spec,
+                                                    EG_ATTN_SPEC, &ops->attention_one, err))
         goto fail;
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);

@@ -33,6 +33,9 @@ typedef struct EgTile {
     uint32_t bm, bn, bk, tm, tn;
 } EgTile;
 
+/* shaders/attention.glsl's specialization constants: WG, QPW, DPL, WIDE, MULTI_SUBGROUP. */
+#define EG_ATTN_SPEC 5
+
 typedef struct EgOps {
     EgVk *vk;
     int f16;        /* storage precision of weights and activations */
@@ -63,9 +66,10 @@ typedef struct EgOps {
      * (bench/ops_bench.c). */
     int naive;
     EgPipeline matmul_naive, matvec_naive;
-    /* attention.comp's specialization constants for one query per workgroup, and whether the
-     * subgroup variant is in use: batched decode attention (runtime/ops_batch.c) follows them */
-    uint32_t attention_one_spec[4];
+    /* attention.comp's specialization constants (EG_ATTN_SPEC of them) for one query per
+     * workgroup, and whether the subgroup variant is in use: batched decode attention
+     * (runtime/ops_batch.c) follows them */
+    uint32_t attention_one_spec[EG_ATTN_SPEC];
     int attention_batch_ok;
 } EgOps;
 

@@ -13,8 +13,8 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
     if (eg_pipeline_create(ops->vk, "kv_append", ops->f16, 3, 1u << 0, sizeof(KvAppendPush),
                            &b->kv_append, err) ||
         eg_pipeline_create_spec(ops->vk, "attention_batch", ops->f16, 5, 1u << 3,
-                                sizeof(EgAttentionPush), ops->attention_one_spec, 4, &b->attention,
-                                err)) {
+                                sizeof(EgAttentionPush), ops->attention_one_spec, EG_ATTN_SPEC,
+                                &b->attention, err)) {
         eg_batch_ops_destroy(b, ops);
         return -1;
     }
@@ -27,11 +27,16 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
      * at 1. */
     if (ops->attention.texel_mask) {
         uint32_t texels = 0x7u | (0x7fu << 5) | (0x7fu << 12); /* q, slot 0, slots 1..7 */
-        if (eg_pipeline_create_texel(ops->vk, "attention_slots", ops->f16, 19, 1u << 3, texels,
-                                     sizeof(EgAttentionPush), ops->attention_one_spec, 4,
-                                     &b->attention_slots, err)) {
-            eg_batch_ops_destroy(b, ops);
-            return -1;
+        uint32_t spec[EG_ATTN_SPEC + 1];                       /* attention.glsl's, then SLOTS */
+        memcpy(spec, ops->attention_one_spec, sizeof ops->attention_one_spec);
+        for (int i = 0; i < EG_ATTN_SLOT_VARIANTS; i++) {
+            spec[EG_ATTN_SPEC] = 1u << i;
+            if (eg_pipeline_create_texel(ops->vk, "attention_slots", ops->f16, 19, 1u << 3, texels,
+                                         sizeof(EgAttentionPush), spec, EG_ATTN_SPEC + 1,
+                                         &b->attention_slots[i], err)) {
+                eg_batch_ops_destroy(b, ops);
+                return -1;
+            }
         }
         b->use_slots = 1;
     }
@@ -42,7 +47,8 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
 void eg_batch_ops_destroy(EgBatchOps *b, const EgOps *ops) {
     eg_pipeline_destroy(ops->vk, &b->kv_append);
     eg_pipeline_destroy(ops->vk, &b->attention);
-    eg_pipeline_destroy(ops->vk, &b->attention_slots);
+    for (int i = 0; i < EG_ATTN_SLOT_VARIANTS; i++)
+        eg_pipeline_destroy(ops->vk, &b->attention_slots[i]);
     b->available = 0;
     b->use_slots = 0;
 }
@@ -90,10 +96,14 @@ void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
                 bufs[s ? 4 + s : 1] = a->keys_values[2 * e];
                 bufs[s ? 11 + s : 2] = a->keys_values[2 * e + 1];
             }
+            int variant = 0;
+            while ((1u << variant) < n)
+                variant++;
             push.entry0 = a->entry0 + g0;
+            push.n_entries = n;
             push.q_off = g0 * push.q_batch;
             push.o_off = g0 * H;
-            eg_cmd_dispatch(cmd, &b->attention_slots, bufs, &push, 1, a->heads, n);
+            eg_cmd_dispatch(cmd, &b->attention_slots[variant], bufs, &push, 1, a->heads, 1);
         }
         return;
     }

@@ -16,16 +16,19 @@ typedef struct EgBatchEntry {
     uint32_t n_keys;               /* keys the sequence attends to; its new token's is last */
 } EgBatchEntry;
 
-/* Entries per dispatch of attention_slots.comp (its texel-view slots). */
+/* Entries per dispatch of attention_slots.comp (its texel-view slots), and its pipelines: 1, 2,
+ * 4 and 8 slots. */
 #define EG_ATTN_SLOTS 8u
+#define EG_ATTN_SLOT_VARIANTS 4
 
 typedef struct EgBatchOps {
     int available;
     EgPipeline kv_append, attention;
     /* CPU devices: attention_slots.comp, which reads each entry's keys and values through the
-     * texel views bound at its slot (8 entries per dispatch) instead of by address; used
-     * where use_slots is set (its default: where it was built). */
-    EgPipeline attention_slots;
+     * texel views bound at its slot (up to 8 entries per dispatch) instead of by address; used
+     * where use_slots is set (its default: where it was built). attention_slots[i] has 2^i
+     * slots compiled in: a dispatch takes the fewest that hold its entries. */
+    EgPipeline attention_slots[EG_ATTN_SLOT_VARIANTS];
     int use_slots;
 } EgBatchOps;
 

@@ -12,7 +12,8 @@ typedef struct EgAttentionPush {
         v_batch, o_off, o_stride, o_batch, mode, q_pos0;
     float scale;
     uint32_t n_queries; /* attention.glsl only */
-    uint32_t entry0;    /* attention_batch.comp only (runtime/ops_batch.c) */
+    uint32_t entry0;    /* attention_batch.comp and attention_slots.comp only */
+    uint32_t n_entries; /* attention_slots.comp only (runtime/ops_batch.c) */
 } EgAttentionPush;
 
 #endif

@@ -39,11 +39,17 @@
 // for n_keys and the offsets, but the keys and values of entry b are read through texel views
 // bound at fixed slots (K_IMG, V_IMG): lavapipe has no dynamic indexing of texel-buffer arrays
 // and loads by address are slow there, so that shader includes attention_main.glsl once per
-// slot, each copy reading its own bindings, and main() picks the copy for workgroup z.
+// slot, each copy reading its own bindings, and a workgroup (one head) runs the copies of the
+// dispatch's entries in turn.
 layout(local_size_x_id = 0) in;               // WG
 layout(constant_id = 1) const uint QPW = 1u;  // queries per workgroup
 layout(constant_id = 2) const uint DPL = 4u;  // dimensions per invocation and pass
 layout(constant_id = 3) const bool WIDE = false; // 8-element loads where aligned (DPL % 8 == 0)
+// Whether a workgroup may hold several subgroups (runtime/ops.c: WG exceeds the device's
+// subgroup size). False compiles the exchange through shared memory and every barrier() out:
+// lavapipe runs any shader that contains a barrier as one coroutine per subgroup, which cost
+// 8 of a decode attention dispatch's 38 us there even though no barrier ever executed.
+layout(constant_id = 4) const bool MULTI_SUBGROUP = true;
 
 #ifndef EG_TEXEL
 #define EG_TEXEL 0
@@ -85,6 +91,7 @@ layout(push_constant) uniform Push {
     float scale;
     uint n_queries;
     uint entry0; // ATTN_TABLE: this dispatch's first entry in the batch table
+    uint n_entries; // ATTN_SLOTS: entries from entry0 in this dispatch (slots past them idle)
 } p;
 
 // Queries, keys and values: from the bindings (as buffers, or with EG_TEXEL as texel views),
@@ -130,7 +137,7 @@ shared float probs[QPW * gl_WorkGroupSize.x];
 // Max (take_max) or sum over the workgroup of each query's value.
 void group_reduce(inout float val[QPW], bool take_max) {
     for (uint i = 0; i < QPW; i++) val[i] = take_max ? subgroupMax(val[i]) : subgroupAdd(val[i]);
-    if (gl_NumSubgroups > 1u) {
+    if (MULTI_SUBGROUP && gl_NumSubgroups > 1u) {
         if (gl_SubgroupInvocationID == 0u)
             for (uint i = 0; i < QPW; i++) red[i * gl_WorkGroupSize.x + gl_SubgroupID] = val[i];
         barrier();
@@ -147,6 +154,7 @@ void group_reduce(inout float val[QPW], bool take_max) {
 }
 
 #if !ATTN_SLOTS
-#define ATTN_MAIN main
+#define ATTN_MAIN attend
 #include "attention_main.glsl"
+void main() { attend(gl_WorkGroupID.z); }
 #endif

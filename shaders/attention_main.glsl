@@ -1,8 +1,8 @@
-// The body of attention.glsl's shaders (see there): a function named ATTN_MAIN, reading the
-// keys and values through K_AT / LOAD8_K and V_AT / LOAD8_V, included once per slot by
-// attention_slots.comp.
-void ATTN_MAIN() {
-    uint q0 = gl_WorkGroupID.x * QPW, head = gl_WorkGroupID.y, b = gl_WorkGroupID.z;
+// The body of attention.glsl's shaders (see there): a function named ATTN_MAIN attending for
+// batch entry b, reading the keys and values through K_AT / LOAD8_K and V_AT / LOAD8_V,
+// included once per slot by attention_slots.comp.
+void ATTN_MAIN(uint b) {
+    uint q0 = gl_WorkGroupID.x * QPW, head = gl_WorkGroupID.y;
     uint t = gl_LocalInvocationID.x;
     uint hd = p.head_dim;
 #if ATTN_TABLE
@@ -40,7 +40,7 @@ void ATTN_MAIN() {
     uint ob = p.o_off + b * p.o_batch + head * hd;
     bool wide = WIDE && ((hd | p.q_off | p.q_stride | p.q_batch | k_off | k_stride | k_batch |
                           v_off | v_stride | v_batch) & 7u) == 0u;
-    bool one_subgroup = gl_NumSubgroups == 1u;
+    bool one_subgroup = !MULTI_SUBGROUP || gl_NumSubgroups == 1u;
 
     for (uint d0 = 0; d0 < hd; d0 += gl_WorkGroupSize.x * DPL) {
         // Finite stand-ins for -inf: drivers may assume shaders never see infinities.

@@ -8,7 +8,8 @@
 
 // Batched decode attention on CPU devices (runtime/ops_batch.c): up to 8 batch entries per
 // dispatch, entry b's keys and values read through the texel views bound at its slot, n_keys
-// and offsets from the batch table; see attention.glsl (ATTN_SLOTS). Bindings: 0 q, 1 and 2
+// and offsets from the batch table; a workgroup per head attends for each entry in turn. See
+// attention.glsl (ATTN_SLOTS). Bindings: 0 q, 1 and 2
 // slot 0's keys and values, 3 o, 4 the table, 5..11 slots 1..7's keys, 12..18 their values.
 #define ATTN_TABLE 1
 #define ATTN_SLOTS 1
@@ -27,7 +28,7 @@ SLOT_IMAGES(6)
 SLOT_IMAGES(7)
 
 // One copy of the body per slot: attend0 reads bindings 1 and 2, attend<s> k_slot<s> and
-// v_slot<s>.
+// v_slot<s>; each takes its entry's index in the dispatch.
 #undef K_IMG
 #undef V_IMG
 #define K_IMG k_texels
@@ -84,15 +85,19 @@ SLOT_IMAGES(7)
 #define ATTN_MAIN attend7
 #include "attention_main.glsl"
 
+// The slots compiled in (runtime/ops_batch.c builds 1, 2, 4 and 8). lavapipe runs every
+// branch of a shader, taken or not, with its lanes masked off, so an unused copy costs about as
+// much as a used one's setup: with eight copies, one of them used, a decode attention dispatch
+// took 38 us before its first key (lavapipe, one thread), with one 17.
+layout(constant_id = 5) const uint SLOTS = 8u;
+
 void main() {
-    switch (gl_WorkGroupID.z) {
-    case 0u: attend0(); break;
-    case 1u: attend1(); break;
-    case 2u: attend2(); break;
-    case 3u: attend3(); break;
-    case 4u: attend4(); break;
-    case 5u: attend5(); break;
-    case 6u: attend6(); break;
-    default: attend7(); break;
-    }
+    attend0(0u);
+    if (SLOTS > 1u && p.n_entries > 1u) attend1(1u);
+    if (SLOTS > 2u && p.n_entries > 2u) attend2(2u);
+    if (SLOTS > 3u && p.n_entries > 3u) attend3(3u);
+    if (SLOTS > 4u && p.n_entries > 4u) attend4(4u);
+    if (SLOTS > 5u && p.n_entries > 5u) attend5(5u);
+    if (SLOTS > 6u && p.n_entries > 6u) attend6(6u);
+    if (SLOTS > 7u && p.n_entries > 7u) attend7(7u);
 }

@@ -5,7 +5,8 @@
  *    position, get their new [q | k | v] row rotated (RoPE) and their key and value appended;
  *    every other cache row keeps its bits, the value is copied exactly;
  *  - eg_op_batch_attention over those caches (1 to 130 keys: past the tiles of 8 and 128), by
- *    address and (CPU devices) through texel-view slots;
+ *    address and (CPU devices) through texel-view slots, with every slot count's pipeline
+ *    (11 sequences: 8 and 4 slots, one idle; the first 1 and 2 on their own);
  *  - eg_op_batch_attention in the cross-attention layout: keys and values interleaved in one
  *    buffer ([k | v] rows) at an offset, and a sequence with no keys (exact zeros).
  * Outputs and the cache rows to be written are poisoned first. Head sizes 40 (8-element loads),
@@ -104,9 +105,9 @@ static void attend(const double *q, const float *k, const float *v, size_t ks, u
     free(p);
 }
 
-static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t hd,
+static void self_attention_case(const EgBatchOps *bo, int nseq, uint32_t heads, uint32_t hd,
                                 const char *variant) {
-    const uint32_t n_keys[NSEQ] = {1, 7, 130, 33, 9, 2, 64, 17, 5, 129, 8};
+    const uint32_t n_keys[NSEQ] = {130, 7, 1, 33, 9, 2, 64, 17, 5, 129, 8};
     uint32_t H = heads * hd, half = hd / 2, positions = 140;
     double tol = g_ops->f16 ? 2e-3 : 1e-5, scale = 1.0 / sqrt((double)hd);
     float *table = malloc((size_t)positions * hd * sizeof *table);
@@ -116,17 +117,17 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
     must(eg_buffer_create(&g_arena, (size_t)positions * hd * sizeof(float), &btable, &err) == 0 &&
              eg_upload(&g_st, &btable, 0, table, (size_t)positions * hd * 4, &err) == 0,
          err.msg);
-    float *qkv = random_rounded((size_t)NSEQ * 3 * H);
-    EgBuffer bqkv = dev((size_t)NSEQ * 3 * H), bo_out = dev((size_t)NSEQ * H);
-    put(&bqkv, qkv, (size_t)NSEQ * 3 * H);
+    float *qkv = random_rounded((size_t)nseq * 3 * H);
+    EgBuffer bqkv = dev((size_t)nseq * 3 * H), bo_out = dev((size_t)nseq * H);
+    put(&bqkv, qkv, (size_t)nseq * 3 * H);
     /* caches: capacity n + 2 rows; rows before the new one random, the rest poisoned */
     EgBuffer kc[NSEQ], vc[NSEQ];
     float *kh[NSEQ], *vh[NSEQ];
     EgBuffer entries;
-    must(eg_buffer_create(&g_host, NSEQ * sizeof(EgBatchEntry), &entries, &err) == 0, err.msg);
+    must(eg_buffer_create(&g_host, nseq * sizeof(EgBatchEntry), &entries, &err) == 0, err.msg);
     EgBatchEntry *e = entries.mapped;
     const EgBuffer *caches[2 * NSEQ];
-    for (int b = 0; b < NSEQ; b++) {
+    for (int b = 0; b < nseq; b++) {
         size_t cap = (size_t)(n_keys[b] + 2) * H;
         kh[b] = random_rounded(cap);
         vh[b] = random_rounded(cap);
@@ -151,7 +152,7 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
                                   .table = &btable,
                                   .table_positions = positions,
                                   .entries = &entries,
-                                  .batch = NSEQ,
+                                  .batch = nseq,
                                   .heads = heads,
                                   .head_dim = hd,
                                   .caches = caches});
@@ -160,19 +161,19 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
                                               .q_stride = 3 * H,
                                               .o = &bo_out,
                                               .entries = &entries,
-                                              .batch = NSEQ,
+                                              .batch = nseq,
                                               .heads = heads,
                                               .head_dim = hd,
                                               .scale = (float)scale,
                                               .keys_values = caches});
     must(eg_cmd_submit_wait(&cmd, &err) == 0, err.msg);
 
-    float *got_qkv = get(&bqkv, (size_t)NSEQ * 3 * H), *got_o = get(&bo_out, (size_t)NSEQ * H);
+    float *got_qkv = get(&bqkv, (size_t)nseq * 3 * H), *got_o = get(&bo_out, (size_t)nseq * H);
     double *ref_q = malloc(H * sizeof *ref_q), *ref_k = malloc(H * sizeof *ref_k);
     double *ref_o = malloc(H * sizeof *ref_o);
     double worst_q = 0, worst_k = 0, worst_o = 0;
     int cache_ok = 1;
-    for (int b = 0; b < NSEQ; b++) {
+    for (int b = 0; b < nseq; b++) {
         uint32_t pos = n_keys[b] - 1;
         const float *row = qkv + (size_t)b * 3 * H;
         for (uint32_t h = 0; h < heads; h++)
@@ -210,7 +211,7 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
           variant, hd);
     CHECK(worst_o <= tol, "%s %s hd %u: attention error %.3g", variant,
           g_ops->f16 ? "fp16" : "fp32", hd, worst_o);
-    for (int b = 0; b < NSEQ; b++) {
+    for (int b = 0; b < nseq; b++) {
         free(kh[b]);
         free(vh[b]);
     }
@@ -227,25 +228,25 @@ static void self_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t h
 
 /* Cross-attention layout: [k | v] rows of two images in one buffer; sequence b attends to
  * image b % 2 at an offset (its S keys), sequence 2 to none (zeros). */
-static void cross_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t hd,
+static void cross_attention_case(const EgBatchOps *bo, int nseq, uint32_t heads, uint32_t hd,
                                  const char *variant) {
     uint32_t H = heads * hd, S = 11;
     double tol = g_ops->f16 ? 2e-3 : 1e-5, scale = 1.0 / sqrt((double)hd);
     size_t nkv = (size_t)2 * S * 2 * H + 3;
-    float *q = random_rounded((size_t)NSEQ * H), *kv = random_rounded(nkv);
-    EgBuffer bq = dev((size_t)NSEQ * H), bkv = dev(nkv), bo_out = dev((size_t)NSEQ * H);
-    put(&bq, q, (size_t)NSEQ * H);
+    float *q = random_rounded((size_t)nseq * H), *kv = random_rounded(nkv);
+    EgBuffer bq = dev((size_t)nseq * H), bkv = dev(nkv), bo_out = dev((size_t)nseq * H);
+    put(&bq, q, (size_t)nseq * H);
     put(&bkv, kv, nkv);
     EgBuffer entries;
     EgError err = {{0}};
-    must(eg_buffer_create(&g_host, NSEQ * sizeof(EgBatchEntry), &entries, &err) == 0, err.msg);
+    must(eg_buffer_create(&g_host, nseq * sizeof(EgBatchEntry), &entries, &err) == 0, err.msg);
     EgBatchEntry *e = entries.mapped;
-    for (int b = 0; b < NSEQ; b++) {
+    for (int b = 0; b < nseq; b++) {
         uint32_t first = (uint32_t)(b % 2) * S * 2 * H;
         eg_batch_entry_set(&e[b], &bkv, first, &bkv, first + H, 2 * H, b == 2 ? 0 : S);
     }
     const EgBuffer *kvs[2 * NSEQ];
-    for (int i = 0; i < 2 * NSEQ; i++)
+    for (int i = 0; i < 2 * nseq; i++)
         kvs[i] = &bkv;
     EgCmd cmd;
     must(eg_cmd_begin(&g_vk, &cmd, &err) == 0, err.msg);
@@ -254,16 +255,16 @@ static void cross_attention_case(const EgBatchOps *bo, uint32_t heads, uint32_t 
                           &(EgBatchAttention){.q = &bq,
                                               .o = &bo_out,
                                               .entries = &entries,
-                                              .batch = NSEQ,
+                                              .batch = nseq,
                                               .heads = heads,
                                               .head_dim = hd,
                                               .scale = (float)scale,
                                               .keys_values = kvs});
     must(eg_cmd_submit_wait(&cmd, &err) == 0, err.msg);
-    float *got = get(&bo_out, (size_t)NSEQ * H);
+    float *got = get(&bo_out, (size_t)nseq * H);
     double *ref = malloc(H * sizeof *ref), *qd = malloc(hd * sizeof *qd), worst = 0;
     int zeros = 1;
-    for (int b = 0; b < NSEQ; b++) {
+    for (int b = 0; b < nseq; b++) {
         uint32_t first = (uint32_t)(b % 2) * S * 2 * H, n = b == 2 ? 0 : S;
         for (uint32_t h = 0; h < heads; h++) {
             for (uint32_t d = 0; d < hd; d++)
@@ -329,12 +330,19 @@ int main(void) {
                     snprintf(name, sizeof name, "%s, %s", VARIANTS[v].name,
                              slots ? "slots" : "by address");
                     bo.use_slots = slots;
-                    self_attention_case(&bo, 3, 40, name);
-                    self_attention_case(&bo, 2, 6, name);
-                    self_attention_case(&bo, 2, 128, name); /* IDEFICS-9B's heads */
-                    cross_attention_case(&bo, 3, 40, name);
-                    cross_attention_case(&bo, 2, 6, name);
-                    cross_attention_case(&bo, 2, 128, name);
+                    self_attention_case(&bo, NSEQ, 3, 40, name);
+                    self_attention_case(&bo, NSEQ, 2, 6, name);
+                    self_attention_case(&bo, NSEQ, 2, 128, name); /* IDEFICS-9B's heads */
+                    cross_attention_case(&bo, NSEQ, 3, 40, name);
+                    cross_attention_case(&bo, NSEQ, 2, 6, name);
+                    cross_attention_case(&bo, NSEQ, 2, 128, name);
+                    /* 11 sequences take the 8- and 4-slot pipelines; 1 and 2 their own */
+                    for (int nseq = 1; slots && nseq <= 2; nseq++) {
+                        char small[200];
+                        snprintf(small, sizeof small, "%s, batch %d", name, nseq);
+                        self_attention_case(&bo, nseq, 3, 40, small);
+                        cross_attention_case(&bo, nseq, 2, 128, small);
+                    }
                 }
             }
             eg_batch_ops_destroy(&bo, &ops);
