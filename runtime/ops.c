@@ -311,27 +311,31 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     /* shaders/attention.glsl's (EG_ATTN_SPEC); attention_shared.comp has none. Our SPIR-V
      * (1.0) runs with the device's subgroup size, so WG within it is one subgroup. */
     ops->attn_queries = rp.attn_qpw;
-    uint32_t attn_spec[EG_ATTN_SPEC] = {rp.attn_wg, rp.attn_qpw, rp.attn_dpl, rp.attn_wide,
-                                        rp.attn_wg > vk->subgroup_size};
+    uint32_t multi_subgroup = rp.attn_wg > vk->subgroup_size;
     const char *attn_name = !rp.attn_subgroup ? "attention_shared"
                             : rp.attn_texel   ? "attention_texel"
                                               : "attention";
     uint32_t attn_texels = rp.attn_texel ? 7u : 0u; /* q, k, v */
-    if (eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
-                                 sizeof(EgAttentionPush), attn_spec,
-                                 rp.attn_subgroup ? EG_ATTN_SPEC : 0, &ops->attention, err))
-        goto fail;
     /* Decode (one query) would waste the other queries' share of every tile: a one-query
      * pipeline for dispatches with fewer queries than a workgroup takes (lavapipe, 128 keys:
-     * 0.6x the time of the 4-query one). */
-    attn_spec[1] = 1;
-    /* runtime/ops_batch.c builds attention_batch.comp (one query) with the same choices */
+     * 0.6x the time of the 4-query one). With 8-element loads, each comes with only those
+     * (WIDE 2) and, for dispatches with rows off a multiple of 8, only single ones (0). */
+    for (int one = 0; one <= (rp.attn_qpw > 1); one++)
+        for (uint32_t narrow = 0; narrow <= rp.attn_wide; narrow++) {
+            uint32_t spec[EG_ATTN_SPEC] = {rp.attn_wg, one ? 1 : rp.attn_qpw, rp.attn_dpl,
+                                           rp.attn_wide && !narrow ? 2 : 0, multi_subgroup};
+            EgPipeline *p = one ? &ops->attention_one[narrow] : &ops->attention[narrow];
+            if (eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
+                                         sizeof(EgAttentionPush), spec,
+                                         rp.attn_subgroup ? EG_ATTN_SPEC : 0, p, err))
+                goto fail;
+        }
+    /* runtime/ops_batch.c builds attention_batch.comp (one query) with the same choices, its
+     * loads chosen per dispatch (the batch table holds the offsets) */
     ops->attention_batch_ok = rp.attn_subgroup;
-    memcpy(ops->attention_one_spec, attn_spec, sizeof attn_spec);
-    if (rp.attn_qpw > 1 && eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
-                                                    sizeof(EgAttentionPush), attn_spec,
-                                                    EG_ATTN_SPEC, &ops->attention_one, err))
-        goto fail;
+    uint32_t one_spec[EG_ATTN_SPEC] = {rp.attn_wg, 1, rp.attn_dpl, rp.attn_wide ? 1 : 0,
+                                       multi_subgroup};
+    memcpy(ops->attention_one_spec, one_spec, sizeof one_spec);
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
@@ -379,14 +383,16 @@ void eg_ops_destroy(EgOps *ops) {
     EgPipeline *all[] = {&ops->matmul[0],
                          &ops->matmul[1],
                          &ops->norm,
-                         &ops->attention,
+                         &ops->attention[0],
+                         &ops->attention[1],
                          &ops->rope,
                          &ops->embed,
                          &ops->patchify,
                          &ops->vit_embed,
                          &ops->matmul_naive,
                          &ops->matvec_naive,
-                         &ops->attention_one,
+                         &ops->attention_one[0],
+                         &ops->attention_one[1],
                          &ops->matmul_direct,
                          &ops->matmul_direct_swiglu};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -582,7 +588,10 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .n_queries = a->n_queries};
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
-    eg_cmd_dispatch(cmd, many ? &ops->attention : &ops->attention_one, bufs, &push,
+    uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
+                    push.k_stride | push.k_batch | push.v_off | push.v_stride | push.v_batch;
+    int narrow = (rows & 7u) && ops->attention[1].pipeline; /* the 8-element one needs all 8 */
+    eg_cmd_dispatch(cmd, many ? &ops->attention[narrow] : &ops->attention_one[narrow], bufs, &push,
                     many ? eg_groups(a->n_queries, ops->attn_queries) : a->n_queries, a->heads,
                     a->batches ? a->batches : 1);
 }

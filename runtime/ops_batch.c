@@ -25,7 +25,7 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
      * at batch 1 and 0.93x at 8; the slots, one dispatch per 8 sequences, 0.70-0.82 ms per
      * token at 8 against 0.85-0.90 per sequence (attention 39% of its device time), the same
      * at 1. */
-    if (ops->attention.texel_mask) {
+    if (ops->attention[0].texel_mask) {
         uint32_t texels = 0x7u | (0x7fu << 5) | (0x7fu << 12); /* q, slot 0, slots 1..7 */
         uint32_t spec[EG_ATTN_SPEC + 1];                       /* attention.glsl's, then SLOTS */
         memcpy(spec, ops->attention_one_spec, sizeof ops->attention_one_spec);

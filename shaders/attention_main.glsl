@@ -38,8 +38,9 @@ void ATTN_MAIN(uint b) {
     uint kb = k_off + b * k_batch + head * hd;
     uint vb = v_off + b * v_batch + head * hd;
     uint ob = p.o_off + b * p.o_batch + head * hd;
-    bool wide = WIDE && ((hd | p.q_off | p.q_stride | p.q_batch | k_off | k_stride | k_batch |
-                          v_off | v_stride | v_batch) & 7u) == 0u;
+    bool wide = WIDE == 2u || (WIDE == 1u && ((hd | p.q_off | p.q_stride | p.q_batch | k_off |
+                                               k_stride | k_batch | v_off | v_stride | v_batch) &
+                                              7u) == 0u);
     bool one_subgroup = !MULTI_SUBGROUP || gl_NumSubgroups == 1u;
 
     for (uint d0 = 0; d0 < hd; d0 += gl_WorkGroupSize.x * DPL) {
