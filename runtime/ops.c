@@ -252,12 +252,12 @@ int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
 
-/* One matmul_direct pipeline (spec: WG, TM, TN, SWIGLU); the texel variant reads x and W
- * through texel views. */
+/* One matmul_direct pipeline (spec: WG, TM, TN, SWIGLU, MM_ACT); the texel variant reads x and
+ * W through texel views. */
 static int create_direct(EgVk *vk, int f16, int texel, const uint32_t *spec, EgPipeline *out,
                          EgError *err) {
     return eg_pipeline_create_texel(vk, texel ? "matmul_direct_texel" : "matmul_direct", f16, 5,
-                                    1u << 4, texel ? 3u : 0u, sizeof(MatmulPush), spec, 4, out,
+                                    1u << 4, texel ? 3u : 0u, sizeof(MatmulPush), spec, 5, out,
                                     err);
 }
 
@@ -355,14 +355,23 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->md_tn = lp.md_tn;
     ops->md_few_max_weights = lp.md_few_max_weights;
     int swiglu = lp.mm_direct && lp.md_few_max_weights && lp.md_tn % 2 == 0;
-    for (int fused = 0; fused <= swiglu && lp.mm_direct; fused++) {
-        EgPipeline *many = fused ? &ops->matmul_direct_swiglu : &ops->matmul_direct;
-        EgPipeline *few = fused ? ops->matmul_direct_few_swiglu : ops->matmul_direct_few;
-        for (int v = -1; v < (lp.md_few_max_weights ? EG_MATVEC_VARIANTS : 0); v++) {
-            uint32_t spec[4] = {lp.md_wg, v < 0 ? lp.md_tm : 1u << v, lp.md_tn, (uint32_t)fused};
-            if (create_direct(vk, f16, lp.md_texel, spec, v < 0 ? many : &few[v], err)) goto fail;
+    /* Per SwiGLU or not, and (without it) with no activation or the flags': 255 is
+     * MM_ACT_FROM_FLAGS, the SwiGLU's SiLU is compiled in. */
+    for (int fused = 0; fused <= swiglu && lp.mm_direct; fused++)
+        for (int act = 0; act <= !fused; act++) {
+            EgPipeline *many = fused ? &ops->matmul_direct_swiglu
+                               : act ? &ops->matmul_direct_act
+                                     : &ops->matmul_direct;
+            EgPipeline *few = fused ? ops->matmul_direct_few_swiglu
+                              : act ? ops->matmul_direct_few_act
+                                    : ops->matmul_direct_few;
+            for (int v = -1; v < (lp.md_few_max_weights ? EG_MATVEC_VARIANTS : 0); v++) {
+                uint32_t spec[5] = {lp.md_wg, v < 0 ? lp.md_tm : 1u << v, lp.md_tn, (uint32_t)fused,
+                                    act ? 255u : EG_OP_ACT_NONE};
+                if (create_direct(vk, f16, lp.md_texel, spec, v < 0 ? many : &few[v], err))
+                    goto fail;
+            }
         }
-    }
     /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
     for (int i = 0; i < 2; i++) {
         EgTile t = lp.mm[i];
@@ -394,13 +403,15 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->attention_one[0],
                          &ops->attention_one[1],
                          &ops->matmul_direct,
-                         &ops->matmul_direct_swiglu};
+                         &ops->matmul_direct_swiglu,
+                         &ops->matmul_direct_act};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
         eg_pipeline_destroy(ops->vk, &ops->matvec[v]);
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few[v]);
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_swiglu[v]);
+        eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_act[v]);
     }
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
@@ -531,13 +542,18 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
             dispatch_1d(cmd, &ops->matvec[v], bufs, &push, eg_groups(n, ops->matvec_rows_wg));
             break;
         case LINEAR_DIRECT_FEW:
-            eg_cmd_dispatch(
-                cmd, a->swiglu ? &ops->matmul_direct_few_swiglu[v] : &ops->matmul_direct_few[v],
-                bufs, &push, eg_groups(n, ops->md_wg * md_cols), 1, 1);
+            eg_cmd_dispatch(cmd,
+                            a->swiglu ? &ops->matmul_direct_few_swiglu[v]
+                            : a->act  ? &ops->matmul_direct_few_act[v]
+                                      : &ops->matmul_direct_few[v],
+                            bufs, &push, eg_groups(n, ops->md_wg * md_cols), 1, 1);
             break;
         case LINEAR_DIRECT:
-            eg_cmd_dispatch(cmd, a->swiglu ? &ops->matmul_direct_swiglu : &ops->matmul_direct, bufs,
-                            &push, eg_groups(n, ops->md_wg * md_cols),
+            eg_cmd_dispatch(cmd,
+                            a->swiglu ? &ops->matmul_direct_swiglu
+                            : a->act  ? &ops->matmul_direct_act
+                                      : &ops->matmul_direct,
+                            bufs, &push, eg_groups(n, ops->md_wg * md_cols),
                             eg_groups(a->rows, ops->md_tm), 1);
             break;
         case LINEAR_TILED:

@@ -64,6 +64,9 @@ typedef struct EgOps {
     uint64_t md_few_max_weights;
     /* the same with the SwiGLU fused (EgLinear.swiglu; where eg_ops_fuses_swiglu) */
     EgPipeline matmul_direct_swiglu, matmul_direct_few_swiglu[EG_MATVEC_VARIANTS];
+    /* matmul_direct and matmul_direct_few have no activation compiled in; these take it from
+     * the flags (EgLinear.act; see MM_ACT in shaders/matmul_epilogue.glsl) */
+    EgPipeline matmul_direct_act, matmul_direct_few_act[EG_MATVEC_VARIANTS];
     /* EGRET_OPS_NAIVE=1 at init: the original simple kernels (a workgroup per 4 columns reducing
      * in shared memory; 64x64 tiles of scalar loads), kept to measure the fast ones against
      * (bench/ops_bench.c). */

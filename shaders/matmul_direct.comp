@@ -3,6 +3,7 @@
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 #define EG_TEXEL 0
+#define MM_ACT_ID 4 // see matmul_direct.glsl
 #include "matmul_epilogue.glsl"
 
 // Storage-buffer loads; see matmul_direct.glsl.

@@ -43,6 +43,7 @@ layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 // The SwiGLU variant (below), a pipeline of its own: as a flag tested at run time it made the
 // plain kernel 1.15x slower on lavapipe (1040x640x160 fp16).
 layout(constant_id = 3) const bool SWIGLU = false;
+// constant_id 4: the activation (MM_ACT, matmul_epilogue.glsl), declared before this file.
 
 #define EG_LOAD64 0
 #include "vector_loads.glsl"
@@ -145,7 +146,7 @@ void main() {
         for (uint j = 0; j < TN; j++) bj[j] = 0.0;
         if ((p.flags & MM_BIAS) != 0u)
             for (uint j = 0; j < TN; j++) bj[j] = float(bias[p.n_off + min(n0 + j, p.N - 1u)]);
-        uint act = p.flags & MM_ACT_MASK;
+        uint act = mm_activation();
         for (uint i = 0; i < TM; i++)
             for (uint q = 0; q < TN; q += 4u) {
                 vec4 v = vec4(acc[i][q], acc[i][q + 1u], acc[i][q + 2u], acc[i][q + 3u]) * r[i] +
