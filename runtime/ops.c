@@ -296,18 +296,22 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                table[i].push, table[i].p, err))
             goto fail;
     }
-    /* shaders/norm.glsl's specialization constants: WG, ROWS, WIDE. */
+    /* shaders/norm.glsl's specialization constants: WG, ROWS, WIDE, MULTI_SUBGROUP; with 8
+     * element loads, a pipeline with only those and one with only single ones (as attention's
+     * below). With texel views (CPU devices) x, the weight and the bias are read through them. */
     ops->norm_rows = rp.norm_rows;
-    uint32_t norm_spec[3] = {rp.norm_wg, rp.norm_rows, rp.norm_wide};
-    /* with texel views (CPU devices) x, the weight and the bias are read through them */
     int norm_texel = rp.norm_subgroup && vk->texel_views;
-    if (eg_pipeline_create_texel(vk,
-                                 !rp.norm_subgroup ? "norm_shared"
-                                 : norm_texel      ? "norm_texel"
-                                                   : "norm",
-                                 f16, 4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), norm_spec,
-                                 3, &ops->norm, err))
-        goto fail;
+    for (uint32_t narrow = 0; narrow <= rp.norm_wide; narrow++) {
+        uint32_t spec[4] = {rp.norm_wg, rp.norm_rows, rp.norm_wide && !narrow,
+                            rp.norm_wg > vk->subgroup_size};
+        if (eg_pipeline_create_texel(vk,
+                                     !rp.norm_subgroup ? "norm_shared"
+                                     : norm_texel      ? "norm_texel"
+                                                       : "norm",
+                                     f16, 4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), spec,
+                                     4, &ops->norm[narrow], err))
+            goto fail;
+    }
     /* shaders/attention.glsl's (EG_ATTN_SPEC); attention_shared.comp has none. Our SPIR-V
      * (1.0) runs with the device's subgroup size, so WG within it is one subgroup. */
     ops->attn_queries = rp.attn_qpw;
@@ -391,7 +395,8 @@ void eg_ops_destroy(EgOps *ops) {
     if (!ops->vk) return;
     EgPipeline *all[] = {&ops->matmul[0],
                          &ops->matmul[1],
-                         &ops->norm,
+                         &ops->norm[0],
+                         &ops->norm[1],
                          &ops->attention[0],
                          &ops->attention[1],
                          &ops->rope,
@@ -578,7 +583,10 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
                      .eps = a->eps,
                      .rms = a->rms ? 1u : 0u};
     const EgBuffer *bufs[4] = {a->x, a->weight, or_dummy(ops, a->bias), a->y};
-    eg_cmd_dispatch(cmd, &ops->norm, bufs, &push, eg_groups(a->rows, ops->norm_rows),
+    uint32_t rows = push.dim | push.x_off | push.x_stride | push.x_batch | push.y_off |
+                    push.y_stride | push.y_batch;
+    int narrow = (rows & 7u) && ops->norm[1].pipeline; /* the 8-element one needs all 8 */
+    eg_cmd_dispatch(cmd, &ops->norm[narrow], bufs, &push, eg_groups(a->rows, ops->norm_rows),
                     a->batches ? a->batches : 1, 1);
 }
 

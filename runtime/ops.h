@@ -42,10 +42,10 @@ typedef struct EgOps {
     uint32_t elem;  /* bytes per element: 4 or 2 */
     EgArena arena;  /* the dummy buffer */
     EgBuffer dummy; /* bound where an optional input is absent */
-    EgPipeline norm, rope, embed, patchify, vit_embed;
+    EgPipeline rope, embed, patchify, vit_embed;
     /* [0]: 8-element loads where the device takes them (CPUs), else single ones; [1]: where [0]
      * has 8-element loads, single ones for dispatches whose rows are off a multiple of 8 */
-    EgPipeline attention[2];
+    EgPipeline norm[2], attention[2];
     uint32_t norm_rows;       /* rows per norm workgroup */
     uint32_t attn_queries;    /* queries per attention workgroup */
     EgPipeline attention_one[2]; /* one query per workgroup (fewer than attn_queries); as [] */

@@ -15,10 +15,16 @@
 // nearly all its time.
 layout(local_size_x_id = 0) in;                 // WG: invocations per workgroup
 layout(constant_id = 1) const uint ROWS = 1u;   // rows per workgroup (> 1: one per subgroup)
-// WIDE (CPU devices): where the rows and their strides are multiples of 8 elements, each lane
-// takes 8 consecutive elements per load and store instead of one; lavapipe runs every lane's
-// load as a loop over the lanes, so the number of loads is what counts there.
+// WIDE (CPU devices): each lane takes 8 consecutive elements per load and store instead of one
+// (lavapipe runs every lane's load as a loop over the lanes, so the number of loads is what
+// counts there). The caller (runtime/ops.c) checked that the rows and their strides are
+// multiples of 8 elements, and runs a pipeline without WIDE where they are not: lavapipe would
+// run an untaken path too, with its lanes masked off.
 layout(constant_id = 2) const bool WIDE = false;
+// Whether a workgroup may hold several subgroups (as in attention.glsl): false compiles the
+// exchange through shared memory and its barriers out (lavapipe runs any shader containing a
+// barrier as one coroutine per subgroup).
+layout(constant_id = 3) const bool MULTI_SUBGROUP = true;
 
 layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
 // The same binding 8 elements at a time (WIDE). Stores go through ACT4 so they round exactly
@@ -71,7 +77,7 @@ shared float red[gl_WorkGroupSize.x];
 float row_sum(float v) {
     float s = subgroupAdd(v);
     // Uniform in the workgroup: barriers only where several subgroups share a row.
-    if (ROWS == 1u && gl_NumSubgroups > 1u) {
+    if (ROWS == 1u && MULTI_SUBGROUP && gl_NumSubgroups > 1u) {
         if (gl_SubgroupInvocationID == 0u) red[gl_SubgroupID] = s;
         barrier();
         s = 0.0;
@@ -170,8 +176,7 @@ void normalize_row_wide(uint row, uint batch, uint lane, uint lanes) {
 
 void main() {
     uint batch = gl_WorkGroupID.y;
-    bool wide = WIDE && ((p.dim | p.x_off | p.x_stride | p.x_batch_stride | p.y_off | p.y_stride |
-                          p.y_batch_stride) & 7u) == 0u;
+    bool wide = WIDE;
 #if NORM_SUBGROUP
     if (ROWS > 1u) {
         // Rows wg·ROWS .. wg·ROWS + ROWS - 1, one per subgroup at a time.
