@@ -1,4 +1,5 @@
 #include "runtime/ops.h"
+#include "runtime/env.h"
 #include "runtime/ops_push.h"
 
 #include <math.h>
@@ -38,11 +39,6 @@ enum {
     MM_ALPHA_VECTOR = 128,
     MM_RMS = 256
 };
-
-static int env_flag(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
-}
 
 static int is_pow2(uint32_t v) {
     return v && (v & (v - 1)) == 0;
@@ -272,7 +268,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->vk = vk;
     ops->f16 = f16;
     ops->elem = f16 ? 2 : 4;
-    ops->naive = cfg->naive > 0 || (cfg->naive == 0 && env_flag("EGRET_OPS_NAIVE"));
+    ops->naive = cfg->naive > 0 || (cfg->naive == 0 && eg_env_flag("EGRET_OPS_NAIVE"));
     eg_arena_init(&ops->arena, vk, EG_MEM_DEVICE, 4096);
     if (eg_buffer_create(&ops->arena, 16, &ops->dummy, err)) return -1;
     struct {

@@ -1,4 +1,5 @@
 #include "runtime/vk_context.h"
+#include "runtime/env.h"
 #include "runtime/vk_profile.h"
 
 #include <ctype.h>
@@ -69,11 +70,6 @@ static int layer_available(const char *name) {
         if (strcmp(layers[i].layerName, name) == 0) found = 1;
     free(layers);
     return found;
-}
-
-static int env_flag(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
 }
 
 static int create_instance(EgVk *vk, int want_validation, EgError *err) {
@@ -278,7 +274,7 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
     EgVkOptions none = {0};
     if (!opt) opt = &none;
     const char *want = opt->device ? opt->device : getenv("EGRET_DEVICE");
-    if (create_instance(vk, opt->validation || env_flag("EGRET_VALIDATION"), err) ||
+    if (create_instance(vk, opt->validation || eg_env_flag("EGRET_VALIDATION"), err) ||
         pick_device(vk, want, err) || create_device(vk, err)) {
         eg_vk_destroy(vk);
         return -1;

@@ -1,4 +1,5 @@
 #include "runtime/vk_profile.h"
+#include "runtime/env.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -20,8 +21,7 @@ static unsigned long n_submissions;
 int eg_profile_enabled(void) {
     static int enabled = -1;
     if (enabled < 0) {
-        const char *e = getenv("EGRET_PROFILE");
-        enabled = e && *e && strcmp(e, "0") != 0;
+        enabled = eg_env_flag("EGRET_PROFILE");
     }
     return enabled;
 }
