@@ -5,6 +5,7 @@
  * work within a step; draining lets calls in flight finish, or cancels them after the grace. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,13 +94,15 @@ static unsigned char *fresh_png(uint64_t seed, size_t *len) {
 typedef struct Background {
     const char *addr;
     EgRequest req;
+    EgClientTextFn fn; /* called with each message of the stream (optional) */
+    void *user;
     Outcome out;
     pthread_t thread;
 } Background;
 
 static void *background_call(void *arg) {
     Background *b = arg;
-    b->out = call(b->addr, NULL, &b->req, 1, 0, NULL, NULL);
+    b->out = call(b->addr, NULL, &b->req, 1, 0, b->fn, b->user);
     return NULL;
 }
 
@@ -522,6 +525,21 @@ static int cancel_after_3(void *user, const char *text, size_t len) {
     return ++*(int *)user >= 3;
 }
 
+/* Sets the atomic_int at user at the stream's first message: the call is in flight. */
+static int note_started(void *user, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    atomic_store((atomic_int *)user, 1);
+    return 0;
+}
+
+/* Cancels the stream at its next message once the atomic_int at user is set. */
+static int cancel_once_set(void *user, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    return atomic_load((atomic_int *)user) != 0;
+}
+
 static EgRequest long_request(EgRequestPart *q, uint32_t n) {
     q[0] = image_part(0);
     EgRequest req = greedy(n);
@@ -610,13 +628,20 @@ static void test_cancel_and_deadline(void) {
     for (int i = 0; i < 16; i++)
         free(fresh[i]);
 
-    /* Queue depth 1: one running, one waiting, the third is turned away. */
+    /* Queue depth 1: one running, one waiting, the third is turned away. The running call
+     * asks for 1024 tokens and is cancelled once the third has been turned away: a short one
+     * could end, and let the waiting one in, before the third arrives (40 tokens sometimes did,
+     * once decoding got faster). The waiting one then runs to its end. */
     /* The expired request may still be finishing its step: start from an idle engine, then
      * (watching GetStats) get one call running and one waiting. */
     wait_for_engine(r.addr, 0, 0);
+    atomic_int release = 0;
     Background bg[2];
     for (int i = 0; i < 2; i++) {
-        bg[i] = (Background){.addr = r.addr, .req = long_request(q, 40)};
+        bg[i] = (Background){.addr = r.addr,
+                             .req = long_request(q, i == 0 ? 1024 : 40),
+                             .fn = i == 0 ? cancel_once_set : NULL,
+                             .user = i == 0 ? &release : NULL};
         pthread_create(&bg[i].thread, NULL, background_call, &bg[i]);
         wait_for_engine(r.addr, 1, (uint32_t)i);
     }
@@ -626,11 +651,14 @@ static void test_cancel_and_deadline(void) {
     o = call(r.addr, NULL, &quick, 0, 0, NULL, NULL);
     expect_status("queue full", &o, GRPC_STATUS_RESOURCE_EXHAUSTED, "max_queue");
     eg_client_answer_free(&o.a);
+    atomic_store(&release, 1);
     for (int i = 0; i < 2; i++) {
         pthread_join(bg[i].thread, NULL);
-        expect_status("queued calls", &bg[i].out, GRPC_STATUS_OK, NULL);
-        CHECK(bg[i].out.a.generated_tokens == 40, "queued call %d: %u tokens", i,
-              bg[i].out.a.generated_tokens);
+        expect_status(i == 0 ? "the running call, cancelled" : "the queued call", &bg[i].out,
+                      i == 0 ? GRPC_STATUS_CANCELLED : GRPC_STATUS_OK, NULL);
+        if (i == 1)
+            CHECK(bg[i].out.a.generated_tokens == 40, "the queued call got %u tokens",
+                  bg[i].out.a.generated_tokens);
         eg_client_answer_free(&bg[i].out.a);
     }
     /* The next request is served normally. */
@@ -676,13 +704,19 @@ static void test_drain(void) {
     TestServer r;
     if (test_server_start(&r, engine, (EgServerOptions){.grace_s = 60}, "drain")) return;
     EgRequestPart q[1];
-    Background bg = {.addr = r.addr, .req = long_request(q, 20)};
+    /* In flight before the drain: its first message is out with 199 tokens to go (watching
+     * GetStats instead, a 20-token call sometimes ended between two looks). */
+    atomic_int started = 0;
+    Background bg = {
+        .addr = r.addr, .req = long_request(q, 200), .fn = note_started, .user = &started};
     pthread_create(&bg.thread, NULL, background_call, &bg);
-    wait_for_engine(r.addr, 1, 0); /* in flight before the drain */
+    for (int tries = 0; tries < 6000 && !atomic_load(&started); tries++)
+        usleep(10 * 1000);
+    CHECK(atomic_load(&started), "the call to drain never started streaming");
     char *log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     expect_status("in flight during drain", &bg.out, GRPC_STATUS_OK, NULL);
-    CHECK(bg.out.a.generated_tokens == 20, "drained call got %u tokens",
+    CHECK(bg.out.a.generated_tokens == 200, "drained call got %u tokens",
           bg.out.a.generated_tokens);
     CHECK(strstr(log, "draining") && strstr(log, "drained"), "drain log: %s", log);
     eg_client_answer_free(&bg.out.a);
