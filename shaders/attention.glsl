@@ -24,9 +24,9 @@
 // the scores (GPU: 128·4 = 512 dims per pass; CPU: 8·8 = 64).
 //
 // WIDE: where every row of q, k and v starts on a multiple of 8 elements (see WIDE below for
-// who checks), 8 elements are read per load (two vec4s in fp32, 8 halves as a uvec4 in fp16): on lavapipe each lane's load is a
-// scalar loop over the lanes with a bounds check per 32-bit component, so fewer, wider loads
-// are what matters there. GPUs read one element per invocation as before (coalesced).
+// who checks), 8 elements are read per load (two vec4s in fp32, 8 halves as a uvec4 in fp16):
+// on lavapipe each lane's load is a scalar loop over the lanes with a bounds check per 32-bit
+// component, so fewer, wider loads are what matters there. GPUs read one element per invocation as before (coalesced).
 //
 // ATTN_TABLE (attention_batch.comp, batched decode): batch entry b (workgroup z) is a sequence
 // whose keys and values live in its own buffers, reached through the batch table
@@ -48,7 +48,7 @@ layout(constant_id = 2) const uint DPL = 4u;  // dimensions per invocation and p
 // of 8 elements, checked per dispatch (both paths compiled: batched decode, whose offsets are
 // in the batch table); 2 always (the caller checked: eg_op_attention). lavapipe runs an untaken
 // path with its lanes masked off, once per tile, so eg_op_attention's CPU pipelines are built
-// with 2 and 0 instead of 1 (ViT attention, 16 images, one thread: 10.7 -> 8.7 ms).
+// with 2 and 0 instead of 1 (ViT attention, 16 images, one thread: 10.7 -> 9.0-9.3 ms).
 layout(constant_id = 3) const uint WIDE = 0u;
 // Whether a workgroup may hold several subgroups (runtime/ops.c: WG exceeds the device's
 // subgroup size). False compiles the exchange through shared memory and every barrier() out:
