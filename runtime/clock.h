@@ -14,9 +14,7 @@ static inline uint64_t eg_now_ns(void) {
 }
 
 static inline double eg_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (double)eg_now_ns() * 1e-9;
 }
 
 #endif

@@ -432,6 +432,13 @@ static void dispatch_1d(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *
     eg_cmd_dispatch(cmd, p, bufs, push, gx, eg_groups(groups, gx ? gx : 1), 1);
 }
 
+/* Which of a pair of pipelines (EgOps.norm, .attention) serves a dispatch whose row offsets and
+ * strides, or-ed together, are `rows`: [0] (8-element loads where it has them) needs them all
+ * multiples of 8, [1] (built only where [0] has them) takes the rest. */
+static int load_variant(const EgPipeline pair[2], uint32_t rows) {
+    return (rows & 7u) && pair[1].pipeline;
+}
+
 static const EgBuffer *or_dummy(const EgOps *ops, const EgBuffer *b) {
     return b ? b : &ops->dummy;
 }
@@ -452,8 +459,7 @@ static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatri
     *v = 0;
     if (ops->naive) return rows <= 4 ? LINEAR_MATVEC_NAIVE : LINEAR_MATMUL_NAIVE;
     if (rows <= EG_MATVEC_MAX_ROWS) {
-        while ((1u << *v) < rows)
-            (*v)++;
+        *v = eg_pow2_variant(rows);
         return (uint64_t)w->rows * w->cols <= ops->md_few_max_weights ? LINEAR_DIRECT_FEW
                                                                       : LINEAR_MATVEC;
     }
@@ -581,9 +587,8 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
     const EgBuffer *bufs[4] = {a->x, a->weight, or_dummy(ops, a->bias), a->y};
     uint32_t rows = push.dim | push.x_off | push.x_stride | push.x_batch | push.y_off |
                     push.y_stride | push.y_batch;
-    int narrow = (rows & 7u) && ops->norm[1].pipeline; /* the 8-element one needs all 8 */
-    eg_cmd_dispatch(cmd, &ops->norm[narrow], bufs, &push, eg_groups(a->rows, ops->norm_rows),
-                    a->batches ? a->batches : 1, 1);
+    eg_cmd_dispatch(cmd, &ops->norm[load_variant(ops->norm, rows)], bufs, &push,
+                    eg_groups(a->rows, ops->norm_rows), a->batches ? a->batches : 1, 1);
 }
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
@@ -610,7 +615,7 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
                     push.k_stride | push.k_batch | push.v_off | push.v_stride | push.v_batch;
-    int narrow = (rows & 7u) && ops->attention[1].pipeline; /* the 8-element one needs all 8 */
+    int narrow = load_variant(ops->attention, rows); /* attention_one's pair is built alike */
     eg_cmd_dispatch(cmd, many ? &ops->attention[narrow] : &ops->attention_one[narrow], bufs, &push,
                     many ? eg_groups(a->n_queries, ops->attn_queries) : a->n_queries, a->heads,
                     a->batches ? a->batches : 1);

@@ -33,6 +33,15 @@ typedef struct EgTile {
     uint32_t bm, bn, bk, tm, tn;
 } EgTile;
 
+/* The variant compiled for the next power of two of n (n >= 1), as the pipelines for 1, 2, 4,
+ * 8 rows or slots are indexed: 0 for 1, 1 for 2, 2 for 3 and 4, 3 for 5 to 8. */
+static inline int eg_pow2_variant(uint32_t n) {
+    int v = 0;
+    while ((1u << v) < n)
+        v++;
+    return v;
+}
+
 /* shaders/attention.glsl's specialization constants: WG, QPW, DPL, WIDE, MULTI_SUBGROUP. */
 #define EG_ATTN_SPEC 5
 

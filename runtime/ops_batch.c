@@ -96,14 +96,12 @@ void eg_op_batch_attention(EgCmd *cmd, const EgOps *ops, const EgBatchOps *b,
                 bufs[s ? 4 + s : 1] = a->keys_values[2 * e];
                 bufs[s ? 11 + s : 2] = a->keys_values[2 * e + 1];
             }
-            int variant = 0;
-            while ((1u << variant) < n)
-                variant++;
             push.entry0 = a->entry0 + g0;
             push.n_entries = n;
             push.q_off = g0 * push.q_batch;
             push.o_off = g0 * H;
-            eg_cmd_dispatch(cmd, &b->attention_slots[variant], bufs, &push, 1, a->heads, 1);
+            eg_cmd_dispatch(cmd, &b->attention_slots[eg_pow2_variant(n)], bufs, &push, 1, a->heads,
+                            1);
         }
         return;
     }
