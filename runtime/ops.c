@@ -248,13 +248,11 @@ int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
 
-/* One matmul_direct pipeline (spec: WG, TM, TN, SWIGLU, MM_ACT); the texel variant reads x and
- * W through texel views. */
-static int create_direct(EgVk *vk, int f16, int texel, const uint32_t *spec, EgPipeline *out,
-                         EgError *err) {
-    return eg_pipeline_create_texel(vk, texel ? "matmul_direct_texel" : "matmul_direct", f16, 5,
-                                    1u << 4, texel ? 3u : 0u, sizeof(MatmulPush), spec, 5, out,
-                                    err);
+/* Queues one matmul_direct pipeline (spec: WG, TM, TN, SWIGLU, MM_ACT); the texel variant reads
+ * x and W through texel views. */
+static void queue_direct(EgPipelineBatch *b, int texel, const uint32_t *spec, EgPipeline *out) {
+    eg_pipeline_batch_add(b, out, texel ? "matmul_direct_texel" : "matmul_direct", 5, 1u << 4,
+                          texel ? 3u : 0u, sizeof(MatmulPush), spec, 5);
 }
 
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err) {
@@ -286,12 +284,17 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
         {&ops->matmul_naive, "matmul_naive", 5, 1u << 4, sizeof(MatmulPush)},
         {&ops->matvec_naive, "matvec_naive", 5, 1u << 4, sizeof(MatmulPush)},
     };
-    size_t n_table = sizeof table / sizeof table[0] - (ops->naive ? 0 : 2);
-    for (size_t i = 0; i < n_table; i++) {
-        if (eg_pipeline_create(vk, table[i].name, f16, table[i].bindings, table[i].writes,
-                               table[i].push, table[i].p, err))
-            goto fail;
+    /* every pipeline is queued here and built at the end, concurrently */
+    EgPipelineBatch *batch = malloc(sizeof *batch);
+    if (!batch) {
+        eg_fail(err, "ops: out of memory");
+        goto fail;
     }
+    eg_pipeline_batch_init(batch, f16);
+    size_t n_table = sizeof table / sizeof table[0] - (ops->naive ? 0 : 2);
+    for (size_t i = 0; i < n_table; i++)
+        eg_pipeline_batch_add(batch, table[i].p, table[i].name, table[i].bindings, table[i].writes,
+                              0, table[i].push, NULL, 0);
     /* shaders/norm.glsl's specialization constants: WG, ROWS, WIDE, MULTI_SUBGROUP; with 8
      * element loads, a pipeline with only those and one with only single ones (as attention's
      * below). With texel views (CPU devices) x, the weight and the bias are read through them. */
@@ -300,13 +303,11 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     for (uint32_t narrow = 0; narrow <= rp.norm_wide; narrow++) {
         uint32_t spec[4] = {rp.norm_wg, rp.norm_rows, rp.norm_wide && !narrow,
                             rp.norm_wg > vk->subgroup_size};
-        if (eg_pipeline_create_texel(vk,
-                                     !rp.norm_subgroup ? "norm_shared"
-                                     : norm_texel      ? "norm_texel"
-                                                       : "norm",
-                                     f16, 4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), spec,
-                                     4, &ops->norm[narrow], err))
-            goto fail;
+        eg_pipeline_batch_add(batch, &ops->norm[narrow],
+                              !rp.norm_subgroup ? "norm_shared"
+                              : norm_texel      ? "norm_texel"
+                                                : "norm",
+                              4, 1u << 3, norm_texel ? 7u : 0u, sizeof(NormPush), spec, 4);
     }
     /* shaders/attention.glsl's (EG_ATTN_SPEC); attention_shared.comp has none. Our SPIR-V
      * (1.0) runs with the device's subgroup size, so WG within it is one subgroup. */
@@ -325,10 +326,9 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
             uint32_t spec[EG_ATTN_SPEC] = {rp.attn_wg, one ? 1 : rp.attn_qpw, rp.attn_dpl,
                                            rp.attn_wide && !narrow ? 2 : 0, multi_subgroup};
             EgPipeline *p = one ? &ops->attention_one[narrow] : &ops->attention[narrow];
-            if (eg_pipeline_create_texel(vk, attn_name, f16, 5, 1u << 3, attn_texels,
-                                         sizeof(EgAttentionPush), spec,
-                                         rp.attn_subgroup ? EG_ATTN_SPEC : 0, p, err))
-                goto fail;
+            eg_pipeline_batch_add(batch, p, attn_name, 5, 1u << 3, attn_texels,
+                                  sizeof(EgAttentionPush), spec,
+                                  rp.attn_subgroup ? EG_ATTN_SPEC : 0);
         }
     /* runtime/ops_batch.c builds attention_batch.comp (one query) with the same choices, its
      * loads chosen per dispatch (the batch table holds the offsets) */
@@ -343,9 +343,8 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
         int load64 = (lp.mv_load64 >> v) & 1;
         const char *name = lp.subgroup ? (load64 ? "matvec64" : "matvec")
                                        : (load64 ? "matvec_shared64" : "matvec_shared");
-        if (eg_pipeline_create_spec(vk, name, f16, 5, 1u << 4, sizeof(MatmulPush), spec, 5,
-                                    &ops->matvec[v], err))
-            goto fail;
+        eg_pipeline_batch_add(batch, &ops->matvec[v], name, 5, 1u << 4, 0, sizeof(MatmulPush), spec,
+                              5);
     }
     /* shaders/matmul_direct.comp's: WG, TM, TN, SWIGLU; the SwiGLU variants where every MLP
      * product can take them (eg_ops_fuses_swiglu: the few-rows kernel exists too) */
@@ -368,20 +367,22 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
             for (int v = -1; v < (lp.md_few_max_weights ? EG_MATVEC_VARIANTS : 0); v++) {
                 uint32_t spec[5] = {lp.md_wg, v < 0 ? lp.md_tm : 1u << v, lp.md_tn, (uint32_t)fused,
                                     act ? 255u : EG_OP_ACT_NONE};
-                if (create_direct(vk, f16, lp.md_texel, spec, v < 0 ? many : &few[v], err))
-                    goto fail;
+                queue_direct(batch, lp.md_texel, spec, v < 0 ? many : &few[v]);
             }
         }
-    /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN. */
+    /* shaders/matmul.comp's: WG, BM, BN, BK, TM, TN; not built where matmul_direct takes every
+     * product of more rows (CPU devices) */
     for (int i = 0; i < 2; i++) {
         EgTile t = lp.mm[i];
         uint32_t spec[6] = {(t.bm / t.tm) * (t.bn / t.tn), t.bm, t.bn, t.bk, t.tm, t.tn};
         ops->matmul_tile[i] = t;
-        if (eg_pipeline_create_spec(vk, "matmul", f16, 5, 1u << 4, sizeof(MatmulPush), spec, 6,
-                                    &ops->matmul[i], err))
-            goto fail;
+        if (!lp.mm_direct)
+            eg_pipeline_batch_add(batch, &ops->matmul[i], "matmul", 5, 1u << 4, 0,
+                                  sizeof(MatmulPush), spec, 6);
     }
-    return 0;
+    int built = eg_pipeline_batch_build(vk, batch, err);
+    free(batch);
+    if (built == 0) return 0;
 fail:
     eg_ops_destroy(ops);
     return -1;

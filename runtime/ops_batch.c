@@ -1,6 +1,7 @@
 #include "runtime/ops_batch.h"
 #include "runtime/ops_push.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -10,14 +11,13 @@ typedef struct {
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
     memset(b, 0, sizeof *b);
     if (!ops->vk->has_device_address || !ops->attention_batch_ok) return 0;
-    if (eg_pipeline_create(ops->vk, "kv_append", ops->f16, 3, 1u << 0, sizeof(KvAppendPush),
-                           &b->kv_append, err) ||
-        eg_pipeline_create_spec(ops->vk, "attention_batch", ops->f16, 5, 1u << 3,
-                                sizeof(EgAttentionPush), ops->attention_one_spec, EG_ATTN_SPEC,
-                                &b->attention, err)) {
-        eg_batch_ops_destroy(b, ops);
-        return -1;
-    }
+    EgPipelineBatch *batch = malloc(sizeof *batch);
+    if (!batch) return eg_fail(err, "batch ops: out of memory");
+    eg_pipeline_batch_init(batch, ops->f16);
+    eg_pipeline_batch_add(batch, &b->kv_append, "kv_append", 3, 1u << 0, 0, sizeof(KvAppendPush),
+                          NULL, 0);
+    eg_pipeline_batch_add(batch, &b->attention, "attention_batch", 5, 1u << 3, 0,
+                          sizeof(EgAttentionPush), ops->attention_one_spec, EG_ATTN_SPEC);
     /* On CPU devices a load by address is a loop over the lanes per 32-bit component (lavapipe:
      * 7.9 ns per 16 bytes, against 1.1 through a texel view): where the attention kernel reads
      * texel views, the batch reads each entry's through its slot. Demo model, egret bench: one
@@ -25,20 +25,22 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
      * at batch 1 and 0.93x at 8; the slots, one dispatch per 8 sequences, 0.70-0.82 ms per
      * token at 8 against 0.85-0.90 per sequence (attention 39% of its device time), the same
      * at 1. */
-    if (ops->attention[0].texel_mask) {
+    b->use_slots = ops->attention[0].texel_mask != 0;
+    if (b->use_slots) {
         uint32_t texels = 0x7u | (0x7fu << 5) | (0x7fu << 12); /* q, slot 0, slots 1..7 */
         uint32_t spec[EG_ATTN_SPEC + 1];                       /* attention.glsl's, then SLOTS */
         memcpy(spec, ops->attention_one_spec, sizeof ops->attention_one_spec);
         for (int i = 0; i < EG_ATTN_SLOT_VARIANTS; i++) {
             spec[EG_ATTN_SPEC] = 1u << i;
-            if (eg_pipeline_create_texel(ops->vk, "attention_slots", ops->f16, 19, 1u << 3, texels,
-                                         sizeof(EgAttentionPush), spec, EG_ATTN_SPEC + 1,
-                                         &b->attention_slots[i], err)) {
-                eg_batch_ops_destroy(b, ops);
-                return -1;
-            }
+            eg_pipeline_batch_add(batch, &b->attention_slots[i], "attention_slots", 19, 1u << 3,
+                                  texels, sizeof(EgAttentionPush), spec, EG_ATTN_SPEC + 1);
         }
-        b->use_slots = 1;
+    }
+    int built = eg_pipeline_batch_build(ops->vk, batch, err);
+    free(batch);
+    if (built) {
+        b->use_slots = 0;
+        return -1;
     }
     b->available = 1;
     return 0;

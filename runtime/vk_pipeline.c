@@ -1,6 +1,10 @@
 #include "runtime/vk_pipeline.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/shader_table.h"
 
@@ -11,35 +15,21 @@ static const EgShaderBlob *find_blob(const char *name, int f16) {
     return NULL;
 }
 
-int eg_pipeline_create(EgVk *vk, const char *name, int f16, int n_bindings, uint32_t write_mask,
-                       uint32_t push_size, EgPipeline *out, EgError *err) {
-    return eg_pipeline_create_spec(vk, name, f16, n_bindings, write_mask, push_size, NULL, 0, out,
-                                   err);
-}
-
-#define EG_MAX_SPEC 16
-
-int eg_pipeline_create_spec(EgVk *vk, const char *name, int f16, int n_bindings,
-                            uint32_t write_mask, uint32_t push_size, const uint32_t *spec,
-                            uint32_t n_spec, EgPipeline *out, EgError *err) {
-    return eg_pipeline_create_texel(vk, name, f16, n_bindings, write_mask, 0, push_size, spec,
-                                    n_spec, out, err);
-}
-
-int eg_pipeline_create_texel(EgVk *vk, const char *name, int f16, int n_bindings,
-                             uint32_t write_mask, uint32_t texel_mask, uint32_t push_size,
-                             const uint32_t *spec, uint32_t n_spec, EgPipeline *out, EgError *err) {
+/* Builds one request's pipeline (err: why not). */
+static int build_one(EgVk *vk, int f16, const EgPipelineRequest *r, EgError *err) {
+    EgPipeline *out = r->out;
+    const char *name = r->name;
+    int n_bindings = r->n_bindings;
+    uint32_t texel_mask = r->texel_mask, push_size = r->push_size, n_spec = r->n_spec;
     memset(out, 0, sizeof *out);
     out->name = name;
     out->n_bindings = n_bindings;
-    out->write_mask = write_mask;
+    out->write_mask = r->write_mask;
     out->texel_mask = texel_mask;
     out->push_size = push_size;
     const EgShaderBlob *blob = find_blob(name, f16);
     if (!blob) return eg_fail(err, "shader '%s' is not compiled into this binary", name);
     if (n_bindings > EG_MAX_BINDINGS) return eg_fail(err, "shader '%s': too many bindings", name);
-    if (n_spec > EG_MAX_SPEC)
-        return eg_fail(err, "shader '%s': too many specialization constants", name);
     if (texel_mask && !vk->texel_views)
         return eg_fail(err, "shader '%s' reads texel views, which %s's buffers do not have", name,
                        vk->props.deviceName);
@@ -84,7 +74,7 @@ int eg_pipeline_create_texel(EgVk *vk, const char *name, int f16, int n_bindings
     VkSpecializationInfo si = {.mapEntryCount = n_spec,
                                .pMapEntries = entries,
                                .dataSize = n_spec * sizeof(uint32_t),
-                               .pData = spec};
+                               .pData = r->spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
@@ -93,12 +83,13 @@ int eg_pipeline_create_texel(EgVk *vk, const char *name, int f16, int n_bindings
                   .pName = "main",
                   .pSpecializationInfo = n_spec ? &si : NULL},
         .layout = out->layout};
-    VkResult r = vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &out->pipeline);
+    VkResult vr =
+        vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &out->pipeline);
     vkDestroyShaderModule(vk->device, module, NULL);
-    if (r != VK_SUCCESS) {
+    if (vr != VK_SUCCESS) {
         eg_pipeline_destroy(vk, out);
         return eg_fail(err, "shader '%s': vkCreateComputePipelines failed (%s)", name,
-                       eg_vk_result_name(r));
+                       eg_vk_result_name(vr));
     }
     return 0;
 }
@@ -108,4 +99,75 @@ void eg_pipeline_destroy(EgVk *vk, EgPipeline *p) {
     if (p->layout) vkDestroyPipelineLayout(vk->device, p->layout, NULL);
     if (p->set_layout) vkDestroyDescriptorSetLayout(vk->device, p->set_layout, NULL);
     memset(p, 0, sizeof *p);
+}
+
+void eg_pipeline_batch_init(EgPipelineBatch *b, int f16) {
+    b->f16 = f16;
+    b->n = 0;
+    b->overflow = 0;
+}
+
+void eg_pipeline_batch_add(EgPipelineBatch *b, EgPipeline *out, const char *name, int n_bindings,
+                           uint32_t write_mask, uint32_t texel_mask, uint32_t push_size,
+                           const uint32_t *spec, uint32_t n_spec) {
+    if (b->n == EG_PIPELINE_BATCH_MAX || n_spec > EG_MAX_SPEC) {
+        b->overflow = 1;
+        return;
+    }
+    EgPipelineRequest *r = &b->req[b->n++];
+    *r = (EgPipelineRequest){.out = out,
+                             .name = name,
+                             .n_bindings = n_bindings,
+                             .write_mask = write_mask,
+                             .texel_mask = texel_mask,
+                             .push_size = push_size,
+                             .n_spec = n_spec};
+    if (n_spec) memcpy(r->spec, spec, n_spec * sizeof *spec);
+}
+
+typedef struct {
+    EgVk *vk;
+    EgPipelineBatch *batch;
+    atomic_int next; /* the next request to take */
+    EgError errs[EG_PIPELINE_BATCH_MAX];
+    int failed[EG_PIPELINE_BATCH_MAX];
+} BuildJob;
+
+static void *build_worker(void *arg) {
+    BuildJob *j = arg;
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->batch->n;)
+        j->failed[i] = build_one(j->vk, j->batch->f16, &j->batch->req[i], &j->errs[i]) != 0;
+    return NULL;
+}
+
+int eg_pipeline_batch_build(EgVk *vk, EgPipelineBatch *b, EgError *err) {
+    if (b->overflow)
+        return eg_fail(err, "pipeline batch: more than %d pipelines or %d constants",
+                       EG_PIPELINE_BATCH_MAX, EG_MAX_SPEC);
+    enum { MAX_THREADS = 16 };
+    BuildJob *j = calloc(1, sizeof *j); /* 33 KiB of error messages: not on the stack */
+    if (!j) return eg_fail(err, "pipeline batch: out of memory");
+    j->vk = vk;
+    j->batch = b;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
+    if (n_threads > b->n) n_threads = b->n;
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    /* this thread is one of the builders; a thread that cannot start leaves its share to it */
+    for (int t = 1; t < n_threads; t++)
+        started[t] = pthread_create(&threads[t], NULL, build_worker, j) == 0;
+    build_worker(j);
+    for (int t = 1; t < n_threads; t++)
+        if (started[t]) pthread_join(threads[t], NULL);
+    int first_failed = -1;
+    for (int i = 0; i < b->n && first_failed < 0; i++)
+        if (j->failed[i]) first_failed = i;
+    if (first_failed >= 0) {
+        if (err) *err = j->errs[first_failed];
+        for (int i = 0; i < b->n; i++)
+            eg_pipeline_destroy(vk, b->req[i].out);
+    }
+    free(j);
+    return first_failed >= 0 ? -1 : 0;
 }
