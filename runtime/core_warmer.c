@@ -1,14 +1,15 @@
 #include "runtime/core_warmer.h"
 
 #include "runtime/clock.h"
+#include "runtime/parallel.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 struct EgCoreWarmer {
     pthread_mutex_t lock;
@@ -115,7 +116,7 @@ void eg_core_warmer_stop(EgCoreWarmer *w) {
 }
 
 EgCoreWarmer *eg_core_warmer_start_default(void) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = eg_online_cores(INT_MAX);
     unsigned threads = cores > 1 ? (unsigned)cores / 2 : 1, linger_us = 1000;
     const char *env = getenv("EGRET_CPU_SPIN");
     if (env && *env) {

@@ -7,7 +7,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 
 #include "half.h"
 #include "runtime/hash.h"
+#include "runtime/parallel.h"
 
 /* The data is little-endian and converted with plain memcpy. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -645,23 +645,15 @@ static void *generate_part(void *arg) {
 static void generate_range(const EgTensorView *t, int64_t first, int64_t count, void *dst,
                            int f16) {
     enum { MAX_THREADS = 32, MIN_PER_THREAD = 1 << 18 };
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
+    int n = eg_online_cores(MAX_THREADS);
     if (count / MIN_PER_THREAD < n) n = (int)(count / MIN_PER_THREAD) + 1;
     GenerateJob jobs[MAX_THREADS];
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     size_t elem = f16 ? 2 : 4;
     for (int k = 0; k < n; k++) {
         int64_t a = count * k / n, b = count * (k + 1) / n;
         jobs[k] = (GenerateJob){t, first + a, b - a, (char *)dst + (size_t)a * elem, f16};
-        /* the first part runs here, and any part whose thread did not start */
-        started[k] = k > 0 && pthread_create(&threads[k], NULL, generate_part, &jobs[k]) == 0;
     }
-    for (int k = 0; k < n; k++)
-        if (!started[k]) generate_part(&jobs[k]);
-    for (int k = 1; k < n; k++)
-        if (started[k]) pthread_join(threads[k], NULL);
+    eg_parallel_run(generate_part, jobs, sizeof jobs[0], n);
 }
 
 int eg_tensors_expect(const EgTensorFile *f, const char *name, int ndim, const int64_t *shape,

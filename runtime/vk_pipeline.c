@@ -1,11 +1,10 @@
 #include "runtime/vk_pipeline.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "runtime/parallel.h"
 #include "runtime/shader_table.h"
 
 static const EgShaderBlob *find_blob(const char *name, int f16) {
@@ -144,22 +143,13 @@ int eg_pipeline_batch_build(EgVk *vk, EgPipelineBatch *b, EgError *err) {
     if (b->overflow)
         return eg_fail(err, "pipeline batch: more than %d pipelines or %d constants",
                        EG_PIPELINE_BATCH_MAX, EG_MAX_SPEC);
-    enum { MAX_THREADS = 16 };
     BuildJob *j = calloc(1, sizeof *j); /* 33 KiB of error messages: not on the stack */
     if (!j) return eg_fail(err, "pipeline batch: out of memory");
     j->vk = vk;
     j->batch = b;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int n_threads = cores < 1 ? 1 : cores > MAX_THREADS ? MAX_THREADS : (int)cores;
-    if (n_threads > b->n) n_threads = b->n;
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    /* this thread is one of the builders; a thread that cannot start leaves its share to it */
-    for (int t = 1; t < n_threads; t++)
-        started[t] = pthread_create(&threads[t], NULL, build_worker, j) == 0;
-    build_worker(j);
-    for (int t = 1; t < n_threads; t++)
-        if (started[t]) pthread_join(threads[t], NULL);
+    /* every thread takes requests from the shared counter until none is left */
+    int n_threads = eg_online_cores(16);
+    eg_parallel_run(build_worker, j, 0, n_threads < b->n ? n_threads : b->n);
     int first_failed = -1;
     for (int i = 0; i < b->n && first_failed < 0; i++)
         if (j->failed[i]) first_failed = i;
