@@ -285,11 +285,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
         {&ops->matvec_naive, "matvec_naive", 5, 1u << 4, sizeof(MatmulPush)},
     };
     /* every pipeline is queued here and built at the end, concurrently */
-    EgPipelineBatch *batch = malloc(sizeof *batch);
-    if (!batch) {
-        eg_fail(err, "ops: out of memory");
-        goto fail;
-    }
+    EgPipelineBatch queued, *batch = &queued;
     eg_pipeline_batch_init(batch, f16);
     size_t n_table = sizeof table / sizeof table[0] - (ops->naive ? 0 : 2);
     for (size_t i = 0; i < n_table; i++)
@@ -380,10 +376,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
             eg_pipeline_batch_add(batch, &ops->matmul[i], "matmul", 5, 1u << 4, 0,
                                   sizeof(MatmulPush), spec, 6);
     }
-    int built = eg_pipeline_batch_build(vk, batch, err);
-    free(batch);
-    if (built == 0) return 0;
-fail:
+    if (eg_pipeline_batch_build(vk, batch, err) == 0) return 0;
     eg_ops_destroy(ops);
     return -1;
 }

@@ -1,7 +1,6 @@
 #include "runtime/ops_batch.h"
 #include "runtime/ops_push.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -11,8 +10,7 @@ typedef struct {
 int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
     memset(b, 0, sizeof *b);
     if (!ops->vk->has_device_address || !ops->attention_batch_ok) return 0;
-    EgPipelineBatch *batch = malloc(sizeof *batch);
-    if (!batch) return eg_fail(err, "batch ops: out of memory");
+    EgPipelineBatch queued, *batch = &queued;
     eg_pipeline_batch_init(batch, ops->f16);
     eg_pipeline_batch_add(batch, &b->kv_append, "kv_append", 3, 1u << 0, 0, sizeof(KvAppendPush),
                           NULL, 0);
@@ -36,9 +34,7 @@ int eg_batch_ops_init(EgBatchOps *b, const EgOps *ops, EgError *err) {
                                   texels, sizeof(EgAttentionPush), spec, EG_ATTN_SPEC + 1);
         }
     }
-    int built = eg_pipeline_batch_build(ops->vk, batch, err);
-    free(batch);
-    if (built) {
+    if (eg_pipeline_batch_build(ops->vk, batch, err)) {
         b->use_slots = 0;
         return -1;
     }
