@@ -83,6 +83,7 @@ void eg_server_stats(Call *c) {
     st.generated_tokens = atomic_load(&s->n_tokens);
     st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
     st.host_memory_bytes = resident_bytes();
+    st.device_memory_is_host = s->engine->model->vk.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     st.uptime_s = eg_now_s() - s->started_at;
     const EgImageCacheStats *ic = eg_image_cache_stats(s->engine->image_cache);
     st.image_cache_hits = atomic_load(&ic->hits);

@@ -85,6 +85,7 @@ typedef struct EgLoadtestServerStats {
     uint64_t requests_total, requests_ok, requests_cancelled, requests_rejected, requests_failed;
     uint32_t in_flight, queued, running;
     uint64_t generated_tokens, device_memory_bytes, host_memory_bytes;
+    int device_memory_is_host; /* CPU devices: device memory is in host_memory_bytes too */
     double uptime_s;
     /* The caches' device memory is part of device_memory_bytes and varies with traffic (within
      * the caches' bounds): what must come back to the baseline is the memory outside them. */
@@ -94,6 +95,12 @@ typedef struct EgLoadtestServerStats {
 
 /* device_memory_bytes less what the image and prefix caches hold. */
 uint64_t eg_loadtest_device_memory_held(const EgLoadtestServerStats *s);
+
+/* How much the resident set grew from `before` to `after`, less what the caches' growth
+ * explains where device memory is host memory (CPU devices): the caches are bounded and keep
+ * what traffic put in them, on the device as in the counts above. 0 if it shrank. */
+uint64_t eg_loadtest_host_memory_growth(const EgLoadtestServerStats *before,
+                                        const EgLoadtestServerStats *after);
 
 typedef struct EgLoadtestPercentiles {
     uint64_t n;

@@ -96,6 +96,7 @@ static cJSON *json_stats(const EgLoadtestServerStats *s) {
     cJSON_AddNumberToObject(o, "generated_tokens", (double)s->generated_tokens);
     cJSON_AddNumberToObject(o, "device_memory_bytes", (double)s->device_memory_bytes);
     cJSON_AddNumberToObject(o, "host_memory_bytes", (double)s->host_memory_bytes);
+    cJSON_AddBoolToObject(o, "device_memory_is_host", s->device_memory_is_host);
     cJSON_AddNumberToObject(o, "uptime_s", s->uptime_s);
     cJSON_AddNumberToObject(o, "image_cache_hits", (double)s->image_cache_hits);
     cJSON_AddNumberToObject(o, "image_cache_misses", (double)s->image_cache_misses);
