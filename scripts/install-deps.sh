@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Egret needs to build and test (run as root, or with sudo).
+# Installs the Debian packages Egret needs to build and test. As root it runs apt-get itself;
+# as another user it runs apt-get through sudo.
 # Used by CI (.ci/run) and by the README's quickstart. clang with its runtime libraries
 # (libclang-rt-14-dev: libFuzzer, ASan, UBSan) and llvm (llvm-symbolizer, for readable sanitizer
 # stacks) are for scripts/fuzz.sh. python3-grpcio, python3-protobuf and openssl are for
 # tests/test_grpc_python.py (and examples/python/).
 set -euo pipefail
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "install-deps.sh: not root and no sudo: run it as root" >&2
+    exit 1
+  fi
+  SUDO="sudo"
+fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
