@@ -1,5 +1,5 @@
-#include "service/engine.h"
-#include "service/engine_internal.h"
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,11 +5,11 @@
 #ifndef EGRET_ENGINE_H
 #define EGRET_ENGINE_H
 
-#include "language/generate.h"
-#include "language/image_cache.h"
-#include "language/prefix_cache.h"
+#include "engine/generate.h"
+#include "engine/image_cache.h"
+#include "engine/prefix_cache.h"
+#include "families/idefics/model.h"
 #include "language/template.h"
-#include "runtime/model.h"
 #include "vision/image_decode.h"
 
 typedef enum EgStatus {
@@ -18,7 +18,7 @@ typedef enum EgStatus {
     EG_STATUS_RESOURCE_EXHAUSTED = 2, /* over a configured limit */
     EG_STATUS_INTERNAL = 3,           /* the engine failed (device error, out of memory) */
     EG_STATUS_CANCELLED = 4           /* never returned by the engine: a request dropped unrun
-                                         (service/scheduler.h) */
+                                         (engine/scheduler.h) */
 } EgStatus;
 
 typedef struct EgEngineLimits {
@@ -28,7 +28,7 @@ typedef struct EgEngineLimits {
     EgImageLimits image;     /* decoding limits, see vision/image_decode.h */
 } EgEngineLimits;
 
-/* Reuse across requests (language/image_cache.h, language/prefix_cache.h). 0 takes the
+/* Reuse across requests (engine/image_cache.h, engine/prefix_cache.h). 0 takes the
  * default, a negative value turns the cache off. */
 typedef struct EgEngineCaches {
     long image_cache_mb;       /* images' cross-attention keys/values; default 256 MiB */
@@ -92,7 +92,7 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
                             EgGenerateResult *out, EgRequestStats *stats, EgError *err);
 
 /* The same in steps, so that one thread can run several requests together (continuous
- * batching, service/scheduler.c):
+ * batching, engine/scheduler.c):
  *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse);
  *                      on OK *job is ready
  *   eg_engine_step     advances up to eg_sequence_max_batch jobs: first feeds prompts (at

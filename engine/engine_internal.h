@@ -3,8 +3,8 @@
 #ifndef EGRET_ENGINE_INTERNAL_H
 #define EGRET_ENGINE_INTERNAL_H
 
+#include "engine/engine.h"
 #include "language/prompt.h"
-#include "service/engine.h"
 
 /* Fills err and evaluates to the status, for `return INVALID(err, "...", ...)`. */
 #define INVALID(err, ...) (eg_fail((err), __VA_ARGS__), EG_STATUS_INVALID_ARGUMENT)

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine_internal.h"
 #include "runtime/clock.h"
-#include "service/engine_internal.h"
 
 struct EgEngineJob {
     EgEngine *e;

@@ -1,10 +1,10 @@
-#include "language/generate.h"
+#include "engine/generate.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/idefics/sequence.h"
 #include "runtime/clock.h"
-#include "language/sequence.h"
 
 const char *eg_finish_reason_name(EgFinishReason r) {
     switch (r) {

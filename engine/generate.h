@@ -10,10 +10,10 @@
 #ifndef EGRET_GENERATE_H
 #define EGRET_GENERATE_H
 
+#include "families/idefics/model.h"
+#include "families/idefics/sequence.h"
 #include "language/sampling.h"
 #include "language/tokenizer.h"
-#include "language/sequence.h"
-#include "runtime/model.h"
 
 typedef enum EgFinishReason {
     EG_FINISH_LENGTH = 0,   /* max_new_tokens reached */
@@ -47,14 +47,14 @@ typedef struct EgGenerateResult {
 
 void eg_generate_result_free(EgGenerateResult *r);
 
-/* prompt_ids / image_of_token: n_prompt entries (see language/sequence.h); pixels: n_images
+/* prompt_ids / image_of_token: n_prompt entries (see families/idefics/sequence.h); pixels: n_images
  * normalized images [n][C][S][S]. On error nothing is allocated in *out. */
 int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 const int32_t *image_of_token, uint32_t n_prompt, const float *pixels,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err);
 
-/* Generation on a prepared sequence (language/sequence.h) whose images are set and whose KV
+/* Generation on a prepared sequence (families/idefics/sequence.h) whose images are set and whose KV
  * cache already holds the first n_cached prompt tokens (a shared prefix kept from an earlier
  * request; 0 for none). Only the rest of the prompt is computed. The sequence's capacity must
  * cover n_prompt + max_new_tokens; afterwards it holds the prompt and the generated tokens (all
@@ -65,7 +65,7 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
                    EgGenerateResult *out, EgError *err);
 
 /* The same loop one step at a time, so that a scheduler can advance several generations
- * together (one batched forward per step, language/sequence.h eg_sequence_forward_batch):
+ * together (one batched forward per step, families/idefics/sequence.h eg_sequence_forward_batch):
  *
  *   g = eg_generation_begin(...)              validates and prepares; computes nothing yet
  *   while (eg_generation_prefill(g, C) == 0)  the prompt, C tokens at a time (0: all at once);

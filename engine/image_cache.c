@@ -1,4 +1,4 @@
-#include "language/image_cache.h"
+#include "engine/image_cache.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/model.h"
+#include "families/idefics/model.h"
 
 typedef struct EgImageKey {
     uint8_t digest[32];

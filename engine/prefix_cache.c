@@ -1,4 +1,4 @@
-#include "language/prefix_cache.h"
+#include "engine/prefix_cache.h"
 
 #include <stdlib.h>
 #include <string.h>

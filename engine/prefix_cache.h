@@ -2,7 +2,7 @@
  * few-shot examples in front of a new query) reuses their KV cache instead of recomputing it.
  *
  * A kept sequence remembers, for every token in its KV cache, the token id and the image that
- * token attended to (by content key, language/image_cache.h). A token's keys and values depend
+ * token attended to (by content key, engine/image_cache.h). A token's keys and values depend
  * only on the tokens before it, its position, and the image it attends to, so two prompts agreeing
  * on those for their first n tokens share the first n entries exactly.
  *
@@ -13,8 +13,8 @@
 
 #include <stdatomic.h>
 
-#include "language/image_cache.h"
-#include "language/sequence.h"
+#include "engine/image_cache.h"
+#include "families/idefics/sequence.h"
 
 typedef struct EgPrefixCacheStats {
     atomic_ullong hits, misses, tokens_reused, entries, bytes;

@@ -1,4 +1,4 @@
-#include "service/scheduler.h"
+#include "engine/scheduler.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  *
  * Requests become jobs in a bounded FIFO. One worker thread owns the engine: between decode
  * steps it admits queued jobs (preparing and prefilling each) until max_batch are running, then
- * advances all of them by one token in one batched forward (service/engine.h eg_engine_step),
+ * advances all of them by one token in one batched forward (engine/engine.h eg_engine_step),
  * and ends those that finished. Jobs join and leave the running batch at step boundaries, so a
  * long answer never holds up a short one behind it.
  *
@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 
 typedef struct EgJob EgJob;
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/idefics/model_config.h"
 #include "language/template.h"
-#include "runtime/model_config.h"
 
 static void fail(const char *what) {
     fprintf(stderr, "fuzz_config: %s\n", what);

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine_internal.h"
 #include "language/template.h"
 #include "language/tokenizer.h"
-#include "service/engine_internal.h"
-#include "service/proto_request.h"
+#include "server/proto_request.h"
 
 static void fail(const char *what) {
     fprintf(stderr, "fuzz_request: %s\n", what);

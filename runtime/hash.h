@@ -1,7 +1,7 @@
 /* Small non-cryptographic hashes shared across the project: the splitmix64 mix (seeding and
  * expanding random streams, generated weights, test data) and FNV-1a over bytes (hash tables,
  * comparing answers and images). For content keys that must not collide, see
- * language/image_cache.c (SHA-256). */
+ * engine/image_cache.c (SHA-256). */
 #ifndef EGRET_HASH_H
 #define EGRET_HASH_H
 

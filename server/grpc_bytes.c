@@ -1,4 +1,4 @@
-#include "service/grpc_bytes.h"
+#include "server/grpc_bytes.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>

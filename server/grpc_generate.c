@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/grpc_server_internal.h"
+#include "server/grpc_server_internal.h"
 
 /* pump results */
 enum { PUMP_OK = 0, PUMP_SEND_FAILED = -1, PUMP_FINISH_FAILED = -2 };

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
-#include "service/grpc_server_internal.h"
+#include "server/grpc_server_internal.h"
 
 enum {
     SERVING = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING,

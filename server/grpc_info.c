@@ -3,7 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "service/grpc_server_internal.h"
+#include "server/grpc_server_internal.h"
 
 
 void eg_model_info(Call *c) {

@@ -2,7 +2,7 @@
  * grpcurl list the services and fetch their descriptors without the .proto files.
  *
  * The answers come from the FileDescriptorSet of the served .proto files, made by protoc at build
- * time and embedded (service/CMakeLists.txt). At start the set is indexed once: each file's name,
+ * time and embedded (server/CMakeLists.txt). At start the set is indexed once: each file's name,
  * imports, and every symbol it defines (messages, nested messages, enums, services, methods). The
  * call is a bidirectional stream, handled on the queue thread: receive a request, send its answer,
  * receive the next, until the client closes its side. */
@@ -11,7 +11,7 @@
 
 #include "egret/internal/descriptor_lite.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
-#include "service/grpc_server_internal.h"
+#include "server/grpc_server_internal.h"
 
 extern const unsigned char eg_descriptor_set[];
 extern const size_t eg_descriptor_set_len;

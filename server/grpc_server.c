@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
-#include "service/grpc_server_internal.h"
+#include "server/grpc_server_internal.h"
 
 static const char *const METHOD_PATHS[M_UNKNOWN] = {
     "/egret.v1.Egret/Generate",     "/egret.v1.Egret/GenerateStream",

@@ -3,7 +3,7 @@
  *
  * Threads: one thread runs the completion queue (eg_server_run): it accepts calls, answers the
  * cheap ones (health, model info, bad requests) at once and queues generation requests for the
- * engine's worker thread (service/scheduler.h). The worker streams tokens back by starting send
+ * engine's worker thread (engine/scheduler.h). The worker streams tokens back by starting send
  * batches on the calls itself; their completions come back to the queue thread.
  *
  * Draining (SIGTERM, or eg_server_drain): health turns NOT_SERVING, the server stops accepting
@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 
 typedef struct EgServerOptions {
     const char *listen;              /* "host:port" or "unix:/path"; default 127.0.0.1:50051 */

@@ -9,11 +9,11 @@
 #include <stdatomic.h>
 
 #include "egret/v1/egret.pb-c.h"
+#include "engine/scheduler.h"
 #include "runtime/clock.h"
-#include "service/grpc_bytes.h"
-#include "service/grpc_server.h"
-#include "service/proto_request.h"
-#include "service/scheduler.h"
+#include "server/grpc_bytes.h"
+#include "server/grpc_server.h"
+#include "server/proto_request.h"
 
 typedef enum Method {
     M_GENERATE,

@@ -1,4 +1,4 @@
-#include "service/proto_request.h"
+#include "server/proto_request.h"
 
 #include <stdlib.h>
 #include <string.h>

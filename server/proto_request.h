@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "egret/v1/egret.pb-c.h"
-#include "service/engine.h"
+#include "engine/engine.h"
 
 typedef struct EgProtoRequest {
     Egret__V1__GenerateRequest *msg; /* the unpacked message; req points into it */

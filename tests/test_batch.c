@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "language/sequence.h"
+#include "families/idefics/sequence.h"
 #include "test_util.h"
 
 enum { N_SEQ = 5, STEPS = 6 };

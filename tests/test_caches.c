@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 #include "test_util.h"
-#include "vision/shapes_world.h"
+#include "tools/shapes_world.h"
 
 typedef struct Answer {
     EgStatus st;

@@ -1,12 +1,12 @@
-/* Chunked prefill (service/engine_job.c eg_engine_step): a prompt fed a few tokens per step
+/* Chunked prefill (engine/engine_job.c eg_engine_step): a prompt fed a few tokens per step
  * gives the same answer as one fed at once, and while it is being fed, a request that is
  * already decoding gets a token in every step instead of waiting for the whole prompt. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 #include "test_util.h"
-#include "vision/shapes_world.h"
+#include "tools/shapes_world.h"
 
 static int count_token(void *user, int32_t id, const char *text, size_t len) {
     (void)text;

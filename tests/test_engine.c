@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/engine.h"
 #include "runtime/vk_context.h"
-#include "service/engine.h"
 #include "test_util.h"
 
 static EgEngine *engine;

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "language/sequence.h"
+#include "families/idefics/image_encoder.h"
+#include "families/idefics/sequence.h"
 #include "runtime/safetensors.h"
 #include "runtime/vk_context.h"
 #include "test_util.h"
-#include "vision/image_encoder.h"
 
 static double rel_error(const float *out, const float *ref, size_t n) {
     double num = 0, den = 0;

@@ -1,7 +1,7 @@
 /* The bounded load test (issue 7, item 4) against an in-process server on a unix socket with the
  * demo model: 32 clients for 60 s (EGRET_LOAD_SECONDS overrides, for local runs) send a seeded mix
  * of valid streaming and unary requests, bad requests, cancellations and short deadlines
- * (service/grpc_loadtest.h). Every call must end as its kind allows, with no failure; each kind
+ * (tools/grpc_loadtest.h). Every call must end as its kind allows, with no failure; each kind
  * must have been answered its way at least once; GetStats must come back to its baseline (nothing
  * in flight, queued or running; device memory outside the image and prefix caches exactly, host
  * memory within the slack); and the server must drain promptly afterwards.
@@ -16,8 +16,8 @@
 #include <time.h>
 
 #include "runtime/clock.h"
-#include "service/grpc_loadtest.h"
 #include "test_util.h"
+#include "tools/grpc_loadtest.h"
 
 /* The allowed growth of the resident set (see grpc_loadtest.c). Under AddressSanitizer freed
  * memory sits in its quarantine (256 MiB by default) before it is reused, so the resident set

@@ -1,7 +1,7 @@
 /* IDEFICS config.json: the repo's real configs (checked against their full dumps and against
  * the JSON read independently here), the documented defaults, a 4.x-era config, and one
  * failure per validation rule, each naming the key and the file. */
-#include "runtime/model_config.h"
+#include "families/idefics/model_config.h"
 #include "tests/test_util.h"
 
 #include <cjson/cJSON.h>

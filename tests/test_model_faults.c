@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 #include "test_util.h"
 
 static char dir[256];

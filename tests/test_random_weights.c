@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "language/sequence.h"
+#include "families/idefics/sequence.h"
 #include "test_util.h"
 
 static int logits_of(int fp32, float *out, EgError *err) {

@@ -1,5 +1,5 @@
 /* Are the demo model's answers right when it is served? Freshly drawn shapes-world scenes
- * (vision/shapes_world.h, the C port of the generator the model was trained on) go through the
+ * (tools/shapes_world.h, the C port of the generator the model was trained on) go through the
  * gRPC service, and the answers are compared with the scenes' true ones:
  *   - 100 single-object scenes asked for their colour with two example pairs: at least 95 right
  *   - 100 asked for their shape the same way: at least 90 right
@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/grpc_client.h"
-#include "vision/shapes_world.h"
 #include "test_util.h"
+#include "tools/grpc_client.h"
+#include "tools/shapes_world.h"
 
 typedef struct Drawn {
     EgShapesScene scene;

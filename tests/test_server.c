@@ -10,15 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "egret/v1/egret.pb-c.h"
 #include "egret/internal/descriptor_lite.pb-c.h"
+#include "egret/v1/egret.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
-#include "service/grpc_client.h"
-#include "service/grpc_server.h"
-#include "service/proto_request.h"
+#include "server/grpc_server.h"
+#include "server/proto_request.h"
 #include "test_util.h"
-#include "vision/shapes_world.h"
+#include "tools/grpc_client.h"
+#include "tools/shapes_world.h"
 
 static EgEngine *engine;
 static unsigned char *img[3];

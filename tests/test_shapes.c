@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "language/generate.h"
+#include "engine/generate.h"
 #include "language/prompt.h"
 #include "runtime/vk_context.h"
 #include "test_util.h"

@@ -1,4 +1,4 @@
-/* The shapes world (vision/shapes_world.h), the C port of refgen/shapes.py, and the PNG encoder:
+/* The shapes world (tools/shapes_world.h), the C port of refgen/shapes.py, and the PNG encoder:
  * - sampling: a seed always gives the same scene and bytes; counts, cells, vocabularies, jitter,
  *   background and noise seeds follow shapes.py's distributions;
  * - rendering: every pixel is either a scene object's exact palette colour where shapes.py's
@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "test_util.h"
+#include "tools/png_encode.h"
+#include "tools/shapes_world.h"
 #include "vision/image_decode.h"
-#include "vision/png_encode.h"
-#include "vision/shapes_world.h"
 
 enum { S = EG_SHAPES_IMAGE_SIZE };
 #define CELL (S / 3.0)

@@ -1,7 +1,7 @@
 #include "test_util.h"
 
 #include "runtime/hash.h"
-#include "vision/shapes_world.h"
+#include "tools/shapes_world.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -3,12 +3,12 @@
 #ifndef EGRET_TEST_UTIL_H
 #define EGRET_TEST_UTIL_H
 
-#include <stddef.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#include "service/grpc_server.h"
+#include "server/grpc_server.h"
 
 extern int test_checks_passed;
 extern int test_checks_failed;

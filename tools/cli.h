@@ -1,4 +1,4 @@
-/* The egret command's subcommands (service/cli_*.c) and the small argument helpers they share. */
+/* The egret command's subcommands (tools/cli_*.c) and the small argument helpers they share. */
 #ifndef EGRET_CLI_H
 #define EGRET_CLI_H
 

@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "language/sequence.h"
+#include "families/idefics/image_encoder.h"
+#include "families/idefics/sequence.h"
 #include "runtime/clock.h"
 #include "runtime/vk_profile.h"
-#include "service/cli.h"
-#include "vision/image_encoder.h"
+#include "tools/cli.h"
 
 typedef struct Bench {
     EgModel *m;

@@ -1,7 +1,7 @@
 #include <stdio.h>
 
 #include "runtime/vk_context.h"
-#include "service/cli.h"
+#include "tools/cli.h"
 
 int cli_devices(int argc, char **argv) {
     (void)argc;

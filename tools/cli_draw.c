@@ -1,4 +1,4 @@
-/* egret draw: draws fresh shapes-world scenes (vision/shapes_world.h), the kind the demo model
+/* egret draw: draws fresh shapes-world scenes (tools/shapes_world.h), the kind the demo model
  * was trained on, as PNG files with their true caption and answers, so the model can be tried on
  * images with known answers. */
 #include <errno.h>
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "service/cli.h"
-#include "vision/shapes_world.h"
+#include "tools/cli.h"
+#include "tools/shapes_world.h"
 
 /* More scenes than this is surely a typo (each is one file); the name format still copes. */
 #define MAX_COUNT 100000

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/idefics/sequence.h"
 #include "language/prompt.h"
-#include "language/sequence.h"
-#include "service/cli.h"
+#include "tools/cli.h"
 
 static void usage(FILE *f) {
     fprintf(f,

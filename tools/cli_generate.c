@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "egret/v1/egret.pb-c.h"
-#include "service/cli.h"
-#include "service/engine.h"
-#include "service/grpc_client.h"
+#include "engine/engine.h"
+#include "tools/cli.h"
+#include "tools/grpc_client.h"
 
 enum { MAX_ITEMS = 256 };
 

@@ -1,11 +1,11 @@
-/* egret loadtest: a bounded load test of a running server (service/grpc_loadtest.h). */
+/* egret loadtest: a bounded load test of a running server (tools/grpc_loadtest.h). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/cli.h"
-#include "service/grpc_loadtest.h"
+#include "tools/cli.h"
+#include "tools/grpc_loadtest.h"
 
 static void usage(FILE *f) {
     fprintf(

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/cli.h"
+#include "tools/cli.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: egret COMMAND [options]\n\n"

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/cli.h"
-#include "service/grpc_server.h"
+#include "server/grpc_server.h"
+#include "tools/cli.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -1,4 +1,4 @@
-#include "service/grpc_client.h"
+#include "tools/grpc_client.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "egret/v1/egret.pb-c.h"
-#include "service/grpc_bytes.h"
-#include "service/proto_request.h"
+#include "server/grpc_bytes.h"
+#include "server/proto_request.h"
 
 struct EgClient {
     grpc_channel *channel;

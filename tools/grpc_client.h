@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "service/engine.h"
+#include "engine/engine.h"
 
 typedef struct EgClientOptions {
     const char *tls_ca_file; /* PEM roots: TLS when set */

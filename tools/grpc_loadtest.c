@@ -1,5 +1,5 @@
 /* The load test (grpc_loadtest.h): clients, per-call verdicts, GetStats before and after. */
-#include "service/grpc_loadtest_internal.h"
+#include "tools/grpc_loadtest_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -13,8 +13,8 @@
 
 #include "egret/v1/egret.pb-c.h"
 #include "language/utf8.h"
-#include "service/proto_request.h"
-#include "vision/shapes_world.h"
+#include "server/proto_request.h"
+#include "tools/shapes_world.h"
 
 /* Defaults. The host memory slack: the server's resident set after the load is compared with
  * the one after the warm-up, and some growth is not a leak. glibc keeps freed memory in per-thread

@@ -34,7 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "service/grpc_client.h"
+#include "tools/grpc_client.h"
 
 typedef enum EgLoadKind {
     EG_LOAD_CAPTION,         /* GenerateStream: zero-shot caption with the template */

@@ -8,9 +8,9 @@
 
 #include "runtime/hash.h"
 
-#include "service/engine.h"
-#include "service/grpc_loadtest.h"
-#include "vision/shapes_world.h"
+#include "engine/engine.h"
+#include "tools/grpc_loadtest.h"
+#include "tools/shapes_world.h"
 
 /* The images requests carry: shapes-world scenes, as PNG. */
 enum { LOAD_POOL = 12 };

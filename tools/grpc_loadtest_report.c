@@ -2,7 +2,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 
-#include "service/grpc_loadtest.h"
+#include "tools/grpc_loadtest.h"
 
 static double mib(uint64_t b) {
     return (double)b / (1 << 20);

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "service/grpc_loadtest_internal.h"
-#include "service/proto_request.h"
+#include "server/proto_request.h"
+#include "tools/grpc_loadtest_internal.h"
 
 static const EgShapesTask POOL_TASKS[4] = {EG_SHAPES_TASK_CAPTION, EG_SHAPES_TASK_COUNT,
                                            EG_SHAPES_TASK_COLOR, EG_SHAPES_TASK_SHAPE};

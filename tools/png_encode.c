@@ -3,7 +3,7 @@
  * libpng reports errors by longjmp, so everything that must survive the jump (the growing output
  * buffer, the row pointers, the reason for failing) lives in a PngSink owned by the caller of the
  * function that calls setjmp; no automatic variable is modified between setjmp and longjmp. */
-#include "vision/png_encode.h"
+#include "tools/png_encode.h"
 
 #include <png.h>
 #include <setjmp.h>

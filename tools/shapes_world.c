@@ -7,9 +7,9 @@
  * and its multiples) is converted to float32 when it meets a tensor, while the operand itself is
  * formed in double (Python float arithmetic). Each helper below keeps that split so that a pixel
  * on an edge falls on the same side as in the reference. */
-#include "vision/shapes_world.h"
+#include "tools/shapes_world.h"
 #include "runtime/hash.h"
-#include "vision/png_encode.h"
+#include "tools/png_encode.h"
 
 #include <math.h>
 #include <stdio.h>

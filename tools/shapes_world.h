@@ -113,7 +113,7 @@ int eg_shapes_scene_from_seed(uint64_t seed, int n_objects, EgShapesScene *out);
  * Deterministic: the noise comes from scene->noise_seed. */
 void eg_shapes_render(const EgShapesScene *scene, uint8_t *rgb);
 
-/* The scene drawn (eg_shapes_render) and encoded as a PNG (vision/png_encode.h): what requests
+/* The scene drawn (eg_shapes_render) and encoded as a PNG (tools/png_encode.h): what requests
  * and files carry. *png is malloc'd; returns 0, or -1 with err. */
 int eg_shapes_render_png(const EgShapesScene *scene, uint8_t **png, size_t *png_len,
                          EgError *err);

@@ -1,4 +1,4 @@
-#include "vision/image_encoder.h"
+#include "families/idefics/image_encoder.h"
 
 #include <math.h>
 

@@ -3,7 +3,7 @@
 #ifndef EGRET_IMAGE_ENCODER_H
 #define EGRET_IMAGE_ENCODER_H
 
-#include "runtime/model.h"
+#include "families/idefics/model.h"
 
 typedef struct EgImageFeatures {
     EgBuffer vit;      /* [n][Np+1][E]: ViT last_hidden_state */

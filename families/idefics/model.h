@@ -9,12 +9,12 @@
 
 #include <stdio.h>
 
-#include "runtime/model_config.h"
+#include "families/idefics/model_config.h"
 #include "runtime/ops.h"
 #include "runtime/ops_batch.h"
 #include "runtime/vk_staging.h"
 
-/* Sequences one batched decode step can advance (language/sequence.h). */
+/* Sequences one batched decode step can advance (families/idefics/sequence.h). */
 #define EG_BATCH_MAX 16
 
 typedef struct EgVitLayer {

@@ -2,7 +2,7 @@
  * IdeficsVisionConfig and IdeficsPerceiverConfig (docs: idefics.md §1.1–1.3); a key that is
  * missing or null keeps its default. Values are type-checked strictly so a hand-edited config
  * fails here, naming the key, rather than producing a silently different model. */
-#include "model_config.h"
+#include "families/idefics/model_config.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "error.h"
+#include "runtime/error.h"
 
 typedef enum EgActivation {
     EG_ACT_GELU,

@@ -1,11 +1,11 @@
-/* Loading an IDEFICS checkpoint folder onto the device (see runtime/model.h). */
+/* Loading an IDEFICS checkpoint folder onto the device (see families/idefics/model.h). */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/idefics/model.h"
 #include "runtime/clock.h"
 #include "runtime/device_tensor.h"
-#include "runtime/model.h"
 #include "runtime/safetensors.h"
 
 typedef struct Loader {

@@ -1,12 +1,12 @@
-#include "language/sequence.h"
+#include "families/idefics/sequence.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/idefics/image_encoder.h"
 #include "runtime/device_tensor.h"
 #include "runtime/half.h"
-#include "vision/image_encoder.h"
 
 EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err) {
     EgSequence *s = calloc(1, sizeof *s);

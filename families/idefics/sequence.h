@@ -8,7 +8,7 @@
 #ifndef EGRET_SEQUENCE_H
 #define EGRET_SEQUENCE_H
 
-#include "runtime/model.h"
+#include "families/idefics/model.h"
 
 typedef struct EgSequence {
     EgModel *m;
@@ -29,7 +29,7 @@ void eg_sequence_free(EgSequence *s);
  * cross-attention keys/values of every cross layer. Replaces images set before. */
 int eg_sequence_set_images(EgSequence *s, const float *pixels, uint32_t n, EgError *err);
 
-/* The same with cached keys/values (language/image_cache.h): image i's come from cached[i] when
+/* The same with cached keys/values (engine/image_cache.h): image i's come from cached[i] when
  * cached and cached[i] are non-NULL (a copy on the device); the others are encoded from pixels,
  * which then holds only those images, in order. For an encoded image i, store[i] (when store and
  * store[i] are non-NULL) receives a copy of its keys/values, laid out as the cache keeps them:
