@@ -62,6 +62,47 @@ void eg_engine_close(EgEngine *e) {
     free(e);
 }
 
+void eg_engine_describe(const EgEngine *e, EgEngineInfo *out) {
+    const EgModelConfig *cfg = &e->model->cfg;
+    *out = (EgEngineInfo){
+        .model_dir = e->model->dir,
+        .architecture = cfg->architecture,
+        .image_size = (uint32_t)cfg->vision.image_size,
+        .vocab_size = (uint32_t)(cfg->vocab_size + cfg->additional_vocab_size),
+        .device = e->model->vk.props.deviceName,
+        .precision = e->model->ops.f16 ? "fp16" : "fp32",
+        .limits = e->limits,
+        .prefill_chunk = e->prefill_chunk,
+        .max_batch = eg_sequence_max_batch(e->model),
+        .prompt_template = e->tmpl,
+    };
+}
+
+void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *l) {
+    if (l->max_images) e->limits.max_images = l->max_images;
+    if (l->context_length) e->limits.context_length = l->context_length;
+    if (l->max_new_tokens) e->limits.max_new_tokens = l->max_new_tokens;
+    if (l->image.max_pixels) e->limits.image = l->image;
+}
+
+void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
+    const EgImageCacheStats *ic = eg_image_cache_stats(e->image_cache);
+    const EgPrefixCacheStats *pc = eg_prefix_cache_stats(e->prefix_cache);
+    *out = (EgEngineStats){
+        .device_memory_bytes = atomic_load(&e->model->vk.device_bytes),
+        .device_memory_is_host = e->model->vk.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU,
+        .image_cache_hits = atomic_load(&ic->hits),
+        .image_cache_misses = atomic_load(&ic->misses),
+        .image_cache_entries = atomic_load(&ic->entries),
+        .image_cache_bytes = atomic_load(&ic->bytes),
+        .prefix_cache_hits = atomic_load(&pc->hits),
+        .prefix_cache_misses = atomic_load(&pc->misses),
+        .prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused),
+        .prefix_cache_entries = atomic_load(&pc->entries),
+        .prefix_cache_bytes = atomic_load(&pc->bytes),
+    };
+}
+
 EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err) {
     size_t n_img = req->n_examples;
     for (size_t i = 0; i < req->n_parts; i++) {

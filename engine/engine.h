@@ -6,8 +6,6 @@
 #define EGRET_ENGINE_H
 
 #include "engine/generate.h"
-#include "engine/image_cache.h"
-#include "engine/prefix_cache.h"
 #include "families/idefics/model.h"
 #include "language/template.h"
 #include "vision/image_decode.h"
@@ -45,19 +43,42 @@ typedef struct EgEngineOptions {
     uint32_t prefill_chunk;
 } EgEngineOptions;
 
-typedef struct EgEngine {
-    EgModel *model;
-    EgTokenizer *tok;
-    EgTemplate *tmpl;
-    EgEngineLimits limits;
-    EgImageCache *image_cache;
-    EgPrefixCache *prefix_cache;
-    float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
-    uint32_t prefill_chunk;
-} EgEngine;
+/* A loaded model with its tokenizer, template, limits and caches. Opaque: callers see it through
+ * the functions below. */
+typedef struct EgEngine EgEngine;
 
 EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err);
 void eg_engine_close(EgEngine *e);
+
+/* What the engine serves, fixed once it is open (GetModelInfo). Strings live as long as the
+ * engine. */
+typedef struct EgEngineInfo {
+    const char *model_dir;
+    const char *architecture; /* the config's "architectures" class */
+    uint32_t image_size;      /* pixels per side the vision encoder takes */
+    uint32_t vocab_size;      /* the language model's output width */
+    const char *device;       /* the Vulkan device's name */
+    const char *precision;    /* "fp16" or "fp32" */
+    EgEngineLimits limits;    /* with the defaults filled in */
+    uint32_t prefill_chunk;
+    uint32_t max_batch;        /* the most sequences one eg_engine_step advances */
+    const EgTemplate *prompt_template;
+} EgEngineInfo;
+void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
+
+/* Replaces the limits (zero fields keep the current ones): for a server whose operator changes
+ * them, and for tests. Not while requests are being checked on another thread. */
+void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
+
+/* Counters, read at any time from any thread (GetStats). */
+typedef struct EgEngineStats {
+    uint64_t device_memory_bytes;
+    int device_memory_is_host; /* a CPU device: its memory is the process's own */
+    uint64_t image_cache_hits, image_cache_misses, image_cache_entries, image_cache_bytes;
+    uint64_t prefix_cache_hits, prefix_cache_misses, prefix_cache_tokens_reused,
+        prefix_cache_entries, prefix_cache_bytes;
+} EgEngineStats;
+void eg_engine_stats(const EgEngine *e, EgEngineStats *out);
 
 typedef struct EgRequestPart {
     int is_image;

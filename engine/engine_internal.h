@@ -1,10 +1,24 @@
 /* Shared by the engine's files: engine.c (opening, request checks and assembly) and
- * engine_job.c (running requests, alone or batched). Not a public interface. */
+ * engine_job.c (running requests, alone or batched), the scheduler, and white-box tests. Not a
+ * public interface: the server and the tools use engine/engine.h. */
 #ifndef EGRET_ENGINE_INTERNAL_H
 #define EGRET_ENGINE_INTERNAL_H
 
 #include "engine/engine.h"
+#include "engine/image_cache.h"
+#include "engine/prefix_cache.h"
 #include "language/prompt.h"
+
+struct EgEngine {
+    EgModel *model;
+    EgTokenizer *tok;
+    EgTemplate *tmpl;
+    EgEngineLimits limits;
+    EgImageCache *image_cache;
+    EgPrefixCache *prefix_cache;
+    float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
+    uint32_t prefill_chunk;
+};
 
 /* Fills err and evaluates to the status, for `return INVALID(err, "...", ...)`. */
 #define INVALID(err, ...) (eg_fail((err), __VA_ARGS__), EG_STATUS_INVALID_ARGUMENT)

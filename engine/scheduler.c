@@ -188,7 +188,9 @@ EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, uint32_t m
         eg_fail(err, "out of host memory");
         return NULL;
     }
-    uint32_t most = eg_sequence_max_batch(engine->model);
+    EgEngineInfo info;
+    eg_engine_describe(engine, &info);
+    uint32_t most = info.max_batch;
     s->engine = engine;
     s->max_queue = max_queue;
     s->max_batch = max_batch == 0 ? 1 : max_batch > most ? most : max_batch;

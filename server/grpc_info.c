@@ -8,25 +8,25 @@
 
 void eg_model_info(Call *c) {
     EgServer *s = c->srv;
-    const EgEngine *e = s->engine;
-    const EgModelConfig *cfg = &e->model->cfg;
+    EgEngineInfo e;
+    eg_engine_describe(s->engine, &e);
     Egret__V1__Limits limits = EGRET__V1__LIMITS__INIT;
     limits.max_request_bytes = s->opt.max_request_bytes;
-    limits.max_images = e->limits.max_images;
-    limits.max_image_pixels = e->limits.image.max_pixels;
-    limits.max_image_side = e->limits.image.max_width < e->limits.image.max_height
-                                ? e->limits.image.max_width
-                                : e->limits.image.max_height;
-    limits.context_length = e->limits.context_length;
-    limits.max_new_tokens = e->limits.max_new_tokens;
+    limits.max_images = e.limits.max_images;
+    limits.max_image_pixels = e.limits.image.max_pixels;
+    limits.max_image_side = e.limits.image.max_width < e.limits.image.max_height
+                                ? e.limits.image.max_width
+                                : e.limits.image.max_height;
+    limits.context_length = e.limits.context_length;
+    limits.max_new_tokens = e.limits.max_new_tokens;
     limits.default_max_new_tokens = s->opt.default_max_new_tokens;
     limits.max_queue = s->opt.max_queue;
     limits.max_batch = eg_scheduler_max_batch(s->sched);
-    limits.prefill_chunk = e->prefill_chunk;
+    limits.prefill_chunk = e.prefill_chunk;
 
-    size_t n_stop = eg_template_stop_count(e->tmpl);
+    size_t n_stop = eg_template_stop_count(e.prompt_template);
     char **stops = calloc(n_stop + 1, sizeof *stops);
-    char *tmpl = eg_template_to_json(e->tmpl);
+    char *tmpl = eg_template_to_json(e.prompt_template);
     if (!stops || !tmpl) {
         free(stops);
         free(tmpl);
@@ -34,18 +34,18 @@ void eg_model_info(Call *c) {
         return;
     }
     for (size_t i = 0; i < n_stop; i++)
-        stops[i] = (char *)eg_template_stop(e->tmpl, i);
+        stops[i] = (char *)eg_template_stop(e.prompt_template, i);
     Egret__V1__ModelInfo info = EGRET__V1__MODEL_INFO__INIT;
     info.name = s->model_name;
-    info.architecture = (char *)cfg->architecture;
-    info.image_size = (uint32_t)cfg->vision.image_size;
-    info.vocab_size = (uint32_t)(cfg->vocab_size + cfg->additional_vocab_size);
+    info.architecture = (char *)e.architecture;
+    info.image_size = e.image_size;
+    info.vocab_size = e.vocab_size;
     info.prompt_template = tmpl;
     info.n_template_stop = n_stop;
     info.template_stop = stops;
     info.limits = &limits;
-    info.device = (char *)e->model->vk.props.deviceName;
-    info.precision = e->model->ops.f16 ? "fp16" : "fp32";
+    info.device = (char *)e.device;
+    info.precision = (char *)e.precision;
     grpc_byte_buffer *bb = eg_grpc_pack(&info.base);
     free(stops);
     free(tmpl);
@@ -81,21 +81,21 @@ void eg_server_stats(Call *c) {
     st.queued = (uint32_t)queued;
     st.running = (uint32_t)running;
     st.generated_tokens = atomic_load(&s->n_tokens);
-    st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
+    EgEngineStats es;
+    eg_engine_stats(s->engine, &es);
+    st.device_memory_bytes = es.device_memory_bytes;
     st.host_memory_bytes = resident_bytes();
-    st.device_memory_is_host = s->engine->model->vk.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    st.device_memory_is_host = es.device_memory_is_host;
     st.uptime_s = eg_now_s() - s->started_at;
-    const EgImageCacheStats *ic = eg_image_cache_stats(s->engine->image_cache);
-    st.image_cache_hits = atomic_load(&ic->hits);
-    st.image_cache_misses = atomic_load(&ic->misses);
-    st.image_cache_entries = atomic_load(&ic->entries);
-    st.image_cache_bytes = atomic_load(&ic->bytes);
-    const EgPrefixCacheStats *pc = eg_prefix_cache_stats(s->engine->prefix_cache);
-    st.prefix_cache_hits = atomic_load(&pc->hits);
-    st.prefix_cache_misses = atomic_load(&pc->misses);
-    st.prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused);
-    st.prefix_cache_entries = atomic_load(&pc->entries);
-    st.prefix_cache_bytes = atomic_load(&pc->bytes);
+    st.image_cache_hits = es.image_cache_hits;
+    st.image_cache_misses = es.image_cache_misses;
+    st.image_cache_entries = es.image_cache_entries;
+    st.image_cache_bytes = es.image_cache_bytes;
+    st.prefix_cache_hits = es.prefix_cache_hits;
+    st.prefix_cache_misses = es.prefix_cache_misses;
+    st.prefix_cache_tokens_reused = es.prefix_cache_tokens_reused;
+    st.prefix_cache_entries = es.prefix_cache_entries;
+    st.prefix_cache_bytes = es.prefix_cache_bytes;
     grpc_byte_buffer *bb = eg_grpc_pack(&st.base);
     pthread_mutex_lock(&c->mu);
     int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);

@@ -435,12 +435,14 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->engine = engine;
     s->opt = *opt;
     apply_defaults(&s->opt);
-    if (s->opt.default_max_new_tokens > engine->limits.max_new_tokens)
-        s->opt.default_max_new_tokens = engine->limits.max_new_tokens;
+    EgEngineInfo info;
+    eg_engine_describe(engine, &info);
+    if (s->opt.default_max_new_tokens > info.limits.max_new_tokens)
+        s->opt.default_max_new_tokens = info.limits.max_new_tokens;
     const char *name = s->opt.model_name;
     if (!name) {
-        const char *slash = strrchr(engine->model->dir, '/');
-        name = slash && slash[1] ? slash + 1 : engine->model->dir;
+        const char *slash = strrchr(info.model_dir, '/');
+        name = slash && slash[1] ? slash + 1 : info.model_dir;
     }
     snprintf(s->model_name, sizeof s->model_name, "%.255s", name);
     s->serving_status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;

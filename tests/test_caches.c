@@ -115,22 +115,24 @@ int main(void) {
         eg_generate_result_free(&b.r);
     }
 
-    const EgImageCacheStats *ic = eg_image_cache_stats(cached->image_cache);
-    const EgPrefixCacheStats *pc = eg_prefix_cache_stats(cached->prefix_cache);
+    EgEngineStats cached_stats, plain_stats;
+    eg_engine_stats(cached, &cached_stats);
+    eg_engine_stats(plain, &plain_stats);
     printf("image cache: %llu hits, %llu misses, %llu entries; prefix cache: %llu hits, %llu "
            "tokens reused\n",
-           (unsigned long long)ic->hits, (unsigned long long)ic->misses,
-           (unsigned long long)ic->entries, (unsigned long long)pc->hits,
-           (unsigned long long)pc->tokens_reused);
+           (unsigned long long)cached_stats.image_cache_hits, (unsigned long long)cached_stats.image_cache_misses,
+           (unsigned long long)cached_stats.image_cache_entries, (unsigned long long)cached_stats.prefix_cache_hits,
+           (unsigned long long)cached_stats.prefix_cache_tokens_reused);
     /* 7 distinct images over 5 requests of 5 images and 2 of 1: the rest of the lookups hit */
-    CHECK(ic->misses == 7 && ic->hits == 5 * 5 + 2 - 7, "image cache: %llu hits, %llu misses",
-          (unsigned long long)ic->hits, (unsigned long long)ic->misses);
-    CHECK(pc->hits >= 5 && pc->tokens_reused > 40, "prefix cache: %llu hits, %llu tokens",
-          (unsigned long long)pc->hits, (unsigned long long)pc->tokens_reused);
-    const EgImageCacheStats *ic_off = eg_image_cache_stats(plain->image_cache);
-    const EgPrefixCacheStats *pc_off = eg_prefix_cache_stats(plain->prefix_cache);
-    CHECK(ic_off->hits == 0 && ic_off->entries == 0 && pc_off->hits == 0 && pc_off->entries == 0,
-          "caches turned off still kept something");
+    CHECK(cached_stats.image_cache_misses == 7 && cached_stats.image_cache_hits == 5 * 5 + 2 - 7,
+          "image cache: %llu hits, %llu misses", (unsigned long long)cached_stats.image_cache_hits,
+          (unsigned long long)cached_stats.image_cache_misses);
+    CHECK(cached_stats.prefix_cache_hits >= 5 && cached_stats.prefix_cache_tokens_reused > 40,
+          "prefix cache: %llu hits, %llu tokens", (unsigned long long)cached_stats.prefix_cache_hits,
+          (unsigned long long)cached_stats.prefix_cache_tokens_reused);
+    CHECK(plain_stats.image_cache_hits == 0 && plain_stats.image_cache_entries == 0 && plain_stats.prefix_cache_hits == 0 &&
+              plain_stats.prefix_cache_entries == 0,
+          "caches turned plain_stats still kept something");
 
     for (int i = 0; i < 4; i++)
         free(shots[i].bytes);

@@ -12,6 +12,7 @@
 
 #include "egret/internal/descriptor_lite.pb-c.h"
 #include "egret/v1/egret.pb-c.h"
+#include "engine/engine_internal.h" /* the device-memory ceiling of the engine's model */
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "server/grpc_server.h"
@@ -264,6 +265,8 @@ static void test_health_info_auth(void) {
         } else {
             CHECK(code == GRPC_STATUS_OK && info, "right key: status %d '%s'", code, msg);
             if (info) {
+                EgEngineInfo described;
+                eg_engine_describe(engine, &described);
                 CHECK(strcmp(info->name, "shapes-idefics") == 0, "name %s", info->name);
                 CHECK(strcmp(info->architecture, "IdeficsForVisionText2Text") == 0, "arch %s",
                       info->architecture);
@@ -273,10 +276,10 @@ static void test_health_info_auth(void) {
                           strstr(info->prompt_template, "Output: {text}"),
                       "template %s", info->prompt_template);
                 CHECK(info->limits && info->limits->max_queue == 3 &&
-                          info->limits->max_images == engine->limits.max_images &&
-                          info->limits->context_length == engine->limits.context_length &&
+                          info->limits->max_images == described.limits.max_images &&
+                          info->limits->context_length == described.limits.context_length &&
                           info->limits->max_request_bytes == 64u << 20 &&
-                          info->limits->prefill_chunk == engine->prefill_chunk,
+                          info->limits->prefill_chunk == described.prefill_chunk,
                       "limits");
                 CHECK(*info->device && (strcmp(info->precision, "fp32") == 0), "device %s %s",
                       info->device, info->precision);
@@ -385,9 +388,12 @@ static unsigned char *big_png(size_t *len) {
 
 static void test_limits(void) {
     /* Engine limits are the engine's (egret serve sets them from its options): lowered here. */
-    EgEngineLimits saved = engine->limits;
-    engine->limits.image.max_pixels = 64 * 64;
-    engine->limits.context_length = 256;
+    EgEngineInfo described;
+    eg_engine_describe(engine, &described);
+    EgEngineLimits saved = described.limits, lowered = saved;
+    lowered.image.max_pixels = 64 * 64;
+    lowered.context_length = 256;
+    eg_engine_set_limits(engine, &lowered);
     TestServer r;
     EgServerOptions so = {.max_request_bytes = 1u << 20, .default_max_new_tokens = 8};
     if (test_server_start(&r, engine, so, "limits")) return;
@@ -514,7 +520,7 @@ static void test_limits(void) {
     free(huge);
     free(huge_text);
     free(test_server_stop(&r));
-    engine->limits = saved;
+    eg_engine_set_limits(engine, &saved);
 }
 
 /* ---- cancellation, deadlines, queue depth, draining ---- */
