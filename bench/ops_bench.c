@@ -74,7 +74,7 @@ static double fastest(const double *v, int n) {
  * seconds meanwhile (on a CPU device such as lavapipe, the driver's worker threads doing the
  * work: a measure that other processes competing for the cores disturb much less). */
 static double time_ops(const EgOps *ops, const EgLinear *a, int inner, double *cpu) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgCmd cmd;
     if (eg_cmd_begin(&vk, &cmd, &err)) die("eg_cmd_begin", &err);
     for (int i = 0; i < inner; i++)
@@ -87,7 +87,7 @@ static double time_ops(const EgOps *ops, const EgLinear *a, int inner, double *c
 
 static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int samples) {
     if (samples < 1) samples = 1;
-    EgError err = {{0}};
+    EgError err = {0};
     EgArena arena;
     eg_arena_init(&arena, &vk, EG_MEM_DEVICE, 64u << 20);
     size_t nx = (size_t)s.M * s.K, nw = (size_t)s.N * s.K, ny = (size_t)s.M * s.N;
@@ -185,7 +185,7 @@ typedef struct {
 
 static double time_rows(const EgOps *ops, const RowShape *r, const EgBuffer *a, const EgBuffer *b,
                         const EgBuffer *c, int inner) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgCmd cmd;
     if (eg_cmd_begin(&vk, &cmd, &err)) die("eg_cmd_begin", &err);
     for (int i = 0; i < inner; i++) {
@@ -234,7 +234,7 @@ static void bench_rows(const EgOps *old, const EgOps *fast, int samples) {
         {"attention (prefill causal, 4x64)", 1, 64, 64, 1, 4, 64, 768},
         {"attention (decode, 4x64)", 1, 1, 128, 1, 4, 64, 768},
     };
-    EgError err = {{0}};
+    EgError err = {0};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const RowShape *r = &shapes[i];
         EgArena arena;
@@ -340,7 +340,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_vk_create(&vk, &(EgVkOptions){.verbose = 1}, &err)) die("eg_vk_create", &err);
     if (eg_staging_init(&st, &vk, 16u << 20, &err)) die("eg_staging_init", &err);
     printf("device: %s, subgroup size %u%s\n", vk.props.deviceName, vk.subgroup_size,

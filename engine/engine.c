@@ -62,6 +62,17 @@ void eg_engine_close(EgEngine *e) {
     free(e);
 }
 
+EgStatus eg_engine_status(const EgError *err, EgStatus plain) {
+    switch (err->kind) {
+    case EG_ERROR_LIMIT:
+    case EG_ERROR_DEVICE_MEMORY:
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    case EG_ERROR_PLAIN:
+        break;
+    }
+    return plain;
+}
+
 void eg_engine_describe(const EgEngine *e, EgEngineInfo *out) {
     const EgModelConfig *cfg = &e->model->cfg;
     *out = (EgEngineInfo){
@@ -208,8 +219,7 @@ EgStatus eg_engine_load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *
             eg_image_free(&img);
             free(pixels);
             eg_fail_prefix(err, "image %u", i);
-            return strstr(err->msg, "limit") ? EG_STATUS_RESOURCE_EXHAUSTED
-                                             : EG_STATUS_INVALID_ARGUMENT;
+            return eg_engine_status(err, EG_STATUS_INVALID_ARGUMENT);
         }
         eg_image_free(&img);
     }

@@ -20,6 +20,12 @@ struct EgEngine {
     uint32_t prefill_chunk;
 };
 
+/* The one mapping from a failure's kind (runtime/error.h) to a status: over a limit or out of
+ * device memory is RESOURCE_EXHAUSTED (the caller can ask for less); any other failure gets
+ * `plain`, the status of where it happened (INVALID_ARGUMENT while a request's input is read,
+ * INTERNAL while it runs). */
+EgStatus eg_engine_status(const EgError *err, EgStatus plain);
+
 /* Fills err and evaluates to the status, for `return INVALID(err, "...", ...)`. */
 #define INVALID(err, ...) (eg_fail((err), __VA_ARGS__), EG_STATUS_INVALID_ARGUMENT)
 #define NO_MEMORY(err) (eg_fail((err), "out of host memory"), EG_STATUS_INTERNAL)

@@ -27,8 +27,7 @@ struct EgEngineJob {
 /* Running out of device memory (a long context, many images) is a limit the caller can act on,
  * unlike other engine failures. */
 static EgStatus engine_failure(const EgError *err) {
-    return strstr(err->msg, "out of device memory") ? EG_STATUS_RESOURCE_EXHAUSTED
-                                                    : EG_STATUS_INTERNAL;
+    return eg_engine_status(err, EG_STATUS_INTERNAL);
 }
 
 static void job_free(EgEngineJob *j) {
@@ -197,7 +196,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
         return 0;
     }
     float *logits = e->step_logits;
-    EgError ferr = {{0}};
+    EgError ferr = {0};
     int rc = eg_sequence_forward_batch(seqs, n, ids, logits, &ferr);
     for (uint32_t b = 0; b < n; b++) {
         if (rc) {

@@ -67,7 +67,7 @@ static EgJob *take_cancelled_locked(EgScheduler *s) {
 /* Starts a popped job on the engine; reports it at once when it cannot run. */
 static int admit(EgScheduler *s, EgJob *job, int stopping, Active *slot) {
     double queue_s = eg_now_s() - job->submitted_at;
-    EgError err = {{0}};
+    EgError err = {0};
     if (stopping || job->is_cancelled(job->owner)) {
         eg_fail(&err, stopping ? "the server is shutting down" : "cancelled while queued");
         count_done(s);
@@ -87,7 +87,7 @@ static int admit(EgScheduler *s, EgJob *job, int stopping, Active *slot) {
 /* Ends a finished job and reports its outcome. */
 static void finish(EgScheduler *s, Active *a) {
     EgGenerateResult gen;
-    EgError err = {{0}};
+    EgError err = {0};
     EgStatus st = eg_engine_end(a->ej, &gen, &err);
     /* The engine is free of the job before its outcome is reported, so a client that has its
      * answer never sees the job still counted as running. */
@@ -161,7 +161,7 @@ static void *worker_main(void *arg) {
                 if (active[i].job->is_cancelled(active[i].job->owner))
                     eg_engine_cancel(active[i].ej);
             }
-            EgError err = {{0}};
+            EgError err = {0};
             stepped = 1;
             if (eg_engine_step(s->engine, jobs, n, &err))
                 for (uint32_t i = 0; i < n; i++) /* the step could not run: end them all */

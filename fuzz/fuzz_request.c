@@ -46,7 +46,7 @@ static EgEngine *engine(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     EgEngine *e = engine();
     EgProtoRequest r;
-    EgError err = {{0}};
+    EgError err = {0};
     EgStatus st = eg_proto_request_decode(data, size, 128, &r, &err);
     if (st != EG_STATUS_OK) {
         if (!err.msg[0]) fail("a refused request without a message");

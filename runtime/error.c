@@ -1,14 +1,29 @@
-#include "error.h"
+#include "runtime/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+static void fill(EgError *err, EgErrorKind kind, const char *fmt, va_list ap) {
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    err->kind = kind;
+}
+
 int eg_fail(EgError *err, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        fill(err, EG_ERROR_PLAIN, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int eg_fail_kind(EgError *err, EgErrorKind kind, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        fill(err, kind, fmt, ap);
         va_end(ap);
     }
     return -1;

@@ -51,7 +51,7 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
     unsigned long long limit = a->vk->device_bytes_limit;
     if (a->kind == EG_MEM_DEVICE && limit && atomic_load(&a->vk->device_bytes) + size > limit) {
         free(b);
-        eg_fail(err,
+        eg_fail_kind(err, EG_ERROR_DEVICE_MEMORY,
                 "out of device memory: allocating %llu MiB would pass the "
                 "EGRET_DEVICE_MEMORY_LIMIT of %llu MiB",
                 (unsigned long long)(size >> 20), limit >> 20);
@@ -60,12 +60,11 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
     VkResult r = vkAllocateMemory(a->vk->device, &ai, NULL, &b->memory);
     if (r != VK_SUCCESS) {
         free(b);
-        /* "out of device memory" is how the engine recognizes exhaustion (RESOURCE_EXHAUSTED) */
-        eg_fail(err, "%sdevice memory allocation of %llu MiB failed (%s)",
-                r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
-                    ? "out of device memory: "
-                    : "",
-                (unsigned long long)(size >> 20), eg_vk_result_name(r));
+        int exhausted = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY;
+        eg_fail_kind(err, exhausted ? EG_ERROR_DEVICE_MEMORY : EG_ERROR_PLAIN,
+                     "%sdevice memory allocation of %llu MiB failed (%s)",
+                     exhausted ? "out of device memory: " : "", (unsigned long long)(size >> 20),
+                     eg_vk_result_name(r));
         return NULL;
     }
     if (a->kind == EG_MEM_DEVICE) {

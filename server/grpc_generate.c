@@ -201,7 +201,7 @@ void eg_generate_on_send_done(Call *c) {
 
 void eg_generate_begin(Call *c) {
     EgServer *s = c->srv;
-    EgError err = {{0}};
+    EgError err = {0};
     if (!c->payload) {
         eg_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "the call carries no GenerateRequest");
         return;

@@ -25,7 +25,7 @@ static int32_t argmax(const float *x, uint32_t n) {
 typedef enum { PATHS_DEFAULT, PATHS_TABLE, PATHS_PER_SEQUENCE } Paths;
 
 static void run(int fp32, Paths paths) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgModelOptions mo = {.fp32 = fp32};
     EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &mo, &err);
     CHECK(m != NULL, "load: %s", err.msg);

@@ -17,7 +17,7 @@ typedef struct Answer {
 
 static Answer ask(EgEngine *e, const EgRequest *req) {
     Answer a;
-    EgError err = {{0}};
+    EgError err = {0};
     a.st = eg_engine_generate(e, req, NULL, NULL, &a.r, NULL, &err);
     CHECK(a.st == EG_STATUS_OK, "generate: %s", err.msg);
     a.ttft = a.r.prefill_s;
@@ -35,7 +35,7 @@ static void same(const char *what, const Answer *with, const Answer *without) {
 
 int main(void) {
     test_rng_init();
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngine *cached = eg_engine_open(test_model_path("shapes-idefics"), NULL, &err);
     REQUIRE(cached, "open: %s", err.msg);
     EgEngineOptions off = {.caches = {.image_cache_mb = -1, .prefix_cache_entries = -1}};

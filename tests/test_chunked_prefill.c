@@ -16,7 +16,7 @@ static int count_token(void *user, int32_t id, const char *text, size_t len) {
 }
 
 static EgEngine *open_engine(uint32_t prefill_chunk) {
-    EgError err = {{0}};
+    EgError err = {0};
     /* fp32: chunks of up to 8 tokens take the matrix-vector kernels, longer ones the tiled
      * matmul; in fp32 their different summation orders cannot flip a greedy choice */
     EgEngineOptions o = {.model = {.fp32 = 1},
@@ -37,7 +37,7 @@ static int same_answer(const EgGenerateResult *a, const EgGenerateResult *b) {
 
 int main(void) {
     test_rng_init();
-    EgError err = {{0}};
+    EgError err = {0};
     uint64_t seed = test_rng_u64();
     /* a long 4-shot prompt (five images) and a one-image caption request */
     TestPng shots[4], query = test_shapes_png(seed + 100, 1),

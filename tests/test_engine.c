@@ -30,7 +30,7 @@ static EgStatus ask(const EgRequestPart *parts, size_t n, const EgRequestExample
 
 static void expect_error(const char *what, EgStatus want, const char *needle,
                          const EgRequestPart *parts, size_t n, uint32_t max_new) {
-    EgError err = {{0}};
+    EgError err = {0};
     char answer[256];
     EgStatus st = ask(parts, n, NULL, 0, max_new, answer, sizeof answer, &err);
     CHECK(st == want, "%s: status %d, want %d (%s)", what, st, want, err.msg);
@@ -39,7 +39,7 @@ static void expect_error(const char *what, EgStatus want, const char *needle,
 }
 
 int main(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngineOptions opt = {.model = {.fp32 = 1}, .limits = {.max_images = 4}};
     engine = eg_engine_open(test_model_path("shapes-idefics"), &opt, &err);
     REQUIRE(engine != NULL, "open: %s", err.msg);

@@ -67,7 +67,7 @@ static int argmax(const float *v, uint32_t n) {
 static void run_model(const char *name, int fp32) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s", test_data_path(name));
-    EgError err = {{0}};
+    EgError err = {0};
     EgModelOptions opt = {.fp32 = fp32, .max_chunk = 16}; /* 16: exercises chunked prefill */
     EgModel *m = eg_model_load(dir, &opt, &err);
     CHECK(m != NULL, "load %s: %s", name, err.msg);

@@ -261,7 +261,7 @@ static const char *color_name(int color) {
 static int check_decode(const unsigned char *data, size_t len, int w, int h, const uint8_t *want,
                         const char *what) {
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_image_decode(data, len, NULL, &img, &err);
     CHECK(rc == 0, "%s: %s", what, err.msg);
     if (rc != 0) return 0;
@@ -379,7 +379,7 @@ static void test_reference_files(void) {
         const char *size = strchr(name, '_');
         CHECK(size && sscanf(size + 1, "%ux%u", &w, &h) == 2, "%s: no WxH in the name", name);
         EgImage img;
-        EgError err = {{0}};
+        EgError err = {0};
         int rc = eg_image_decode(data, len, NULL, &img, &err);
         CHECK(rc == 0, "%s: %s", name, err.msg);
         CHECK(rc != 0 || (img.width == w && img.height == h), "%s: %ux%u, want %ux%u", name,
@@ -675,7 +675,7 @@ static void test_bmp_palette(void) {
         index[rnd((uint32_t)(w * h))] = 7;
         bmp = make_bmp_indexed(w, h, bpp, pal, pal_len, index, &len);
         EgImage img;
-        EgError err = {{0}};
+        EgError err = {0};
         CHECK(eg_image_decode(bmp, len, NULL, &img, &err) != 0 && says(&err, "palette"),
               "%s with index 7: \"%s\"", what, err.msg);
         free(bmp);
@@ -788,7 +788,7 @@ static void test_truncation(void) {
                          : t == 2 ? sm->len / 2
                                   : rnd((uint32_t)sm->len);
             EgImage img;
-            EgError err = {{0}};
+            EgError err = {0};
             int rc = eg_image_decode(sm->data, cut, NULL, &img, &err);
             CHECK(rc != 0, "%s cut to %zu of %zu bytes decoded", sm->name, cut, sm->len);
             CHECK(rc == 0 || img.rgb == NULL, "%s: failure leaves the image empty", sm->name);
@@ -820,7 +820,7 @@ static void test_corruption(void) {
                 at = rnd((uint32_t)sm->len);
             }
             EgImage img;
-            EgError err = {{0}};
+            EgError err = {0};
             int rc = eg_image_decode(copy, sm->len, NULL, &img, &err);
             if (sm->strict) {
                 CHECK(rc != 0, "%s with byte %zu changed still decodes", sm->name, f);
@@ -900,7 +900,7 @@ static void expect_refused(const unsigned char *data, size_t len, const EgImageL
                            const char *what, const char *size, const char *limit_value,
                            const char *limit_name) {
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_image_decode(data, len, limits, &img, &err);
     CHECK(rc != 0, "%s: decoded", what);
     CHECK(says(&err, size) && says(&err, limit_value) && says(&err, limit_name),
@@ -981,7 +981,7 @@ static void test_limits(void) {
     lim.max_height = 30;
     lim.max_pixels = 1200;
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_image_decode(d, len, &lim, &img, &err) == 0, "exactly at every limit: %s", err.msg);
     eg_image_free(&img);
     free(d);
@@ -996,7 +996,7 @@ static int has_known_magic(const unsigned char *p, size_t n) {
 
 static void test_unrecognized(void) {
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_image_decode(NULL, 0, NULL, &img, &err) != 0 &&
               says(&err, "unrecognized image format"),
           "NULL input: \"%s\"", err.msg);
@@ -1045,7 +1045,7 @@ static void test_png_messages(void) {
     size_t len;
     unsigned char *d = write_png(&pc, &len);
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_image_decode(d, len - 20, NULL, &img, &err) != 0 && says(&err, "PNG: truncated data"),
           "cut PNG: \"%s\"", err.msg);
     d[len - 20] ^= 0x40; /* inside the last IDAT or its CRC */
@@ -1068,7 +1068,7 @@ typedef struct Expect {
 
 static void run_expect(Expect *e) {
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     e->rc = eg_image_decode(e->data, e->len, NULL, &img, &err);
     snprintf(e->msg, sizeof e->msg, "%s", e->rc ? err.msg : "");
     e->hash = e->rc ? 0 : eg_fnv1a(EG_FNV1A_INIT, img.rgb, (size_t)img.width * img.height * 3);
@@ -1162,7 +1162,7 @@ static size_t jpeg_segment(const unsigned char *jpeg, size_t len, unsigned char 
 static void test_jpeg_huffman_tables(const unsigned char *jpeg, size_t len) {
     unsigned char *bad = malloc(len);
     EgImage img;
-    EgError err = {{0}};
+    EgError err = {0};
     size_t dht = jpeg_segment(jpeg, len, 0xC4), sos = jpeg_segment(jpeg, len, 0xDA);
     CHECK(dht && sos, "reference JPEG has DHT and SOS segments");
     if (!dht || !sos) {

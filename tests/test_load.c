@@ -92,7 +92,7 @@ int main(void) {
     if (!(seconds > 0)) seconds = 60.0;
     printf("load: 32 clients, %.0f s, seed %llu\n", seconds, (unsigned long long)seed);
 
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngine *engine = eg_engine_open(test_model_path("shapes-idefics"), NULL, &err);
     REQUIRE(engine != NULL, "open: %s", err.msg);
     TestServer t;

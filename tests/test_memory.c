@@ -18,7 +18,7 @@ static unsigned long long device_bytes(const EgVk *vk) {
 
 int main(void) {
     EgVk vk;
-    EgError err = {{0}};
+    EgError err = {0};
     REQUIRE(eg_vk_create(&vk, NULL, &err) == 0, "eg_vk_create: %s", err.msg);
     unsigned long long base = device_bytes(&vk);
 

@@ -116,7 +116,7 @@ static int same_config(const EgModelConfig *a, const EgModelConfig *b) {
 static void test_real_configs(void) {
     const char *tiny[3] = {"tiny-idefics-a", "tiny-idefics-b", "tiny-idefics-c"};
     EgModelConfig cfg[3], full;
-    EgError err = {{0}};
+    EgError err = {0};
     char path[512];
     for (int m = 0; m < 3; m++) {
         snprintf(path, sizeof path, "%s/config.json", test_data_path(tiny[m]));
@@ -156,7 +156,7 @@ static void test_real_configs(void) {
 
 static void test_defaults(void) {
     EgModelConfig c, d;
-    EgError err = {{0}};
+    EgError err = {0};
     const char *min = "{\"model_type\":\"idefics\"}";
     CHECK(eg_model_config_parse(min, strlen(min), "min.json", &c, &err) == 0, "%s", err.msg);
     eg_model_config_defaults(&d);
@@ -224,7 +224,7 @@ static void test_legacy(void) {
         "\"laion/CLIP-ViT-H-14-laion2B-s32B-b79K\"}, \"vocab_size\": 32000, "
         "\"word_embed_proj_dim\": 4096}";
     EgModelConfig c;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_model_config_parse(j, strlen(j), "idefics-9b.json", &c, &err) == 0, "%s", err.msg);
     CHECK(c.cross_layer_interval == 4 && c.use_resampler == 1 && c.vision.embed_dim == 1280 &&
               c.vision.patch_size == 14 && c.additional_vocab_size == 2 &&
@@ -235,7 +235,7 @@ static void test_legacy(void) {
 /* Parses `json` expecting failure with a message holding "bad.json" and each needle. */
 static void expect_fail(const char *json, const char *needle1, const char *needle2) {
     EgModelConfig c;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_model_config_parse(json, strlen(json), "bad.json", &c, &err);
     CHECK(rc != 0, "accepted: %s", json);
     CHECK(strstr(err.msg, "bad.json") != NULL, "no file name in '%s'", err.msg);
@@ -289,7 +289,7 @@ static void test_failures(void) {
     expect_fail("[1,2,3]", "object", NULL);
 
     EgModelConfig c;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_model_config_load("/nonexistent/dir/config.json", &c, &err) != 0 &&
               strstr(err.msg, "/nonexistent/dir/config.json"),
           "missing file: %s", err.msg);

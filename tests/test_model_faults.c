@@ -42,7 +42,7 @@ static void copy_model(const char *skip) {
 }
 
 static void expect_open_fails(const char *what, const char *needle) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngine *e = eg_engine_open(dir, NULL, &err);
     CHECK(e == NULL, "%s: the model opened", what);
     CHECK(strstr(err.msg, needle) != NULL, "%s: message '%s' should mention '%s'", what, err.msg,
@@ -105,7 +105,7 @@ int main(void) {
     expect_open_fails("broken template", "egret_template.json");
 
     copy_model(NULL);
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngine *e = eg_engine_open(dir, NULL, &err);
     CHECK(e != NULL, "the intact copy should open: %s", err.msg);
     eg_engine_close(e);

@@ -87,43 +87,43 @@ static uint32_t rand_below(uint32_t n) {
 /* A device buffer of n elements in the storage precision. */
 static EgBuffer dev(size_t n) {
     EgBuffer b;
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_tensor_buffer(g_ops, &g_arena, n, &b, &err), &err, "eg_tensor_buffer");
     return b;
 }
 
 static EgBuffer dev_bytes(size_t bytes) {
     EgBuffer b;
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_buffer_create(&g_arena, bytes, &b, &err), &err, "eg_buffer_create");
     return b;
 }
 
 static void put(const EgBuffer *b, size_t off, const float *x, size_t n) {
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_upload_f32(g_ops, &g_st, b, off, x, n, &err), &err, "eg_upload_f32");
 }
 
 static void put_raw(const EgBuffer *b, const void *src, size_t bytes) {
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_upload(&g_st, b, 0, src, bytes, &err), &err, "eg_upload");
 }
 
 /* Downloads elements [0, n) of b; the caller frees. */
 static float *get(const EgBuffer *b, size_t n) {
-    EgError err = {{0}};
+    EgError err = {0};
     float *out = malloc((n ? n : 1) * sizeof *out);
     must(eg_download_f32(g_ops, &g_st, b, 0, out, n, &err), &err, "eg_download_f32");
     return out;
 }
 
 static void begin(EgCmd *cmd) {
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_cmd_begin(&g_vk, cmd, &err), &err, "eg_cmd_begin");
 }
 
 static void submit(EgCmd *cmd) {
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_cmd_submit_wait(cmd, &err), &err, "eg_cmd_submit_wait");
 }
 
@@ -286,7 +286,7 @@ static float *run_linear(const LinCase *c, const EgBuffer *x, const EgMatrix *w,
 }
 
 static void linear_case(const LinCase *c) {
-    EgError err = {{0}};
+    EgError err = {0};
     uint32_t M = c->M, N = c->N, K = c->K;
     uint32_t NW = c->swiglu ? 2 * N : N; /* rows of W */
     if (c->swiglu && !eg_ops_fuses_swiglu(g_ops, N, K)) return;
@@ -593,7 +593,7 @@ static const struct {
 static void test_linear_variants(int f16) {
     for (size_t v = 0; v < sizeof LINEAR_VARIANTS / sizeof LINEAR_VARIANTS[0]; v++) {
         EgOps ops;
-        EgError err = {{0}};
+        EgError err = {0};
         EgOpsConfig cfg = LINEAR_VARIANTS[v].cfg;
         cfg.naive = -1;
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
@@ -1037,7 +1037,7 @@ static void test_attention(void);
 static void test_row_variants(int f16) {
     for (size_t v = 0; v < sizeof ROW_VARIANTS / sizeof ROW_VARIANTS[0]; v++) {
         EgOps ops;
-        EgError err = {{0}};
+        EgError err = {0};
         EgOpsConfig cfg = ROW_VARIANTS[v].cfg;
         cfg.naive = -1;
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
@@ -1227,7 +1227,7 @@ static void test_embed(void) {
 /* ---- eg_op_patchify + eg_op_linear (the patch conv) + eg_op_vit_embed */
 
 static void vit_case(uint32_t images, uint32_t size, uint32_t patch) {
-    EgError err = {{0}};
+    EgError err = {0};
     const uint32_t C = 3, E = 24;
     uint32_t grid = size / patch, np = grid * grid, row = C * patch * patch;
     size_t npix = (size_t)images * C * size * size, npatch = (size_t)images * np * row;
@@ -1410,7 +1410,7 @@ int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep results and CHECK messages in order */
     test_rng_init();
     clock_t t0 = clock();
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_vk_create(&g_vk, NULL, &err), &err, "eg_vk_create");
     printf("device: %s, validation %s\n", g_vk.props.deviceName, g_vk.validation ? "on" : "off");
     EgOps ops[2];

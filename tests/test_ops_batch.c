@@ -43,18 +43,18 @@ static float rnd(float v) {
 
 static EgBuffer dev(size_t n) {
     EgBuffer b;
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_tensor_buffer(g_ops, &g_arena, n, &b, &err) == 0, err.msg);
     return b;
 }
 
 static void put(const EgBuffer *b, const float *x, size_t n) {
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_upload_f32(g_ops, &g_st, b, 0, x, n, &err) == 0, err.msg);
 }
 
 static float *get(const EgBuffer *b, size_t n) {
-    EgError err = {{0}};
+    EgError err = {0};
     float *out = malloc(n * sizeof *out);
     must(eg_download_f32(g_ops, &g_st, b, 0, out, n, &err) == 0, err.msg);
     return out;
@@ -113,7 +113,7 @@ static void self_attention_case(const EgBatchOps *bo, int nseq, uint32_t heads, 
     float *table = malloc((size_t)positions * hd * sizeof *table);
     eg_rope_table(table, positions, hd, 10000.0f);
     EgBuffer btable;
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_buffer_create(&g_arena, (size_t)positions * hd * sizeof(float), &btable, &err) == 0 &&
              eg_upload(&g_st, &btable, 0, table, (size_t)positions * hd * 4, &err) == 0,
          err.msg);
@@ -238,7 +238,7 @@ static void cross_attention_case(const EgBatchOps *bo, int nseq, uint32_t heads,
     put(&bq, q, (size_t)nseq * H);
     put(&bkv, kv, nkv);
     EgBuffer entries;
-    EgError err = {{0}};
+    EgError err = {0};
     must(eg_buffer_create(&g_host, nseq * sizeof(EgBatchEntry), &entries, &err) == 0, err.msg);
     EgBatchEntry *e = entries.mapped;
     for (int b = 0; b < nseq; b++) {
@@ -305,7 +305,7 @@ static const struct {
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_rng_init();
-    EgError err = {{0}};
+    EgError err = {0};
     REQUIRE(eg_vk_create(&g_vk, NULL, &err) == 0, "eg_vk_create: %s", err.msg);
     REQUIRE(eg_staging_init(&g_st, &g_vk, 1u << 20, &err) == 0, "staging: %s", err.msg);
     for (int f16 = 0; f16 < 2; f16++)

@@ -35,7 +35,7 @@ static void builds_every_request(void) {
     queue_norms(&b, norms, N);
     eg_pipeline_batch_add(&b, &rope, "rope", 2, 1u << 0, 0, 32, NULL, 0);
     CHECK(b.n == N + 1, "queued %d of %d", b.n, N + 1);
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_pipeline_batch_build(&g_vk, &b, &err) != 0) {
         CHECK(0, "build: %s", err.msg);
         return;
@@ -69,7 +69,7 @@ static void a_failure_builds_nothing(void) {
     eg_pipeline_batch_add(&b, &missing, "no_such_shader", 2, 1u, 0, 16, NULL, 0);
     queue_norms(&b, norms + 2, N - 2);
     eg_pipeline_batch_add(&b, &too_wide, "rope", EG_MAX_BINDINGS + 1, 1u, 0, 16, NULL, 0);
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_pipeline_batch_build(&g_vk, &b, &err) == -1, "a batch with a missing shader built");
     CHECK(strstr(err.msg, "no_such_shader") != NULL, "the error names another request: %s",
           err.msg);
@@ -85,7 +85,7 @@ static void an_overfull_batch_fails(void) {
     eg_pipeline_batch_init(&b, 0);
     for (int i = 0; i <= EG_PIPELINE_BATCH_MAX; i++)
         eg_pipeline_batch_add(&b, &many[i], "rope", 2, 1u, 0, 32, NULL, 0);
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_pipeline_batch_build(&g_vk, &b, &err) == -1, "an overfull batch built");
     CHECK(strstr(err.msg, "more than") != NULL, "unclear error: %s", err.msg);
     for (int i = 0; i <= EG_PIPELINE_BATCH_MAX; i++)
@@ -102,12 +102,12 @@ static void an_overfull_batch_fails(void) {
 static void an_empty_batch_builds(void) {
     EgPipelineBatch b;
     eg_pipeline_batch_init(&b, 0);
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_pipeline_batch_build(&g_vk, &b, &err) == 0, "an empty batch failed: %s", err.msg);
 }
 
 int main(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     REQUIRE(eg_vk_create(&g_vk, NULL, &err) == 0, "eg_vk_create: %s", err.msg);
     builds_every_request();
     a_failure_builds_nothing();

@@ -85,7 +85,7 @@ static int load_image(const char *name, EgImage *img) {
     size_t len = 0;
     unsigned char *bytes = test_read_file(test_data_path(rel), &len);
     if (!bytes) return -1;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_image_decode(bytes, len, NULL, img, &err);
     if (rc != 0) fprintf(stderr, "decode %s: %s\n", name, err.msg);
     free(bytes);
@@ -136,7 +136,7 @@ static void test_preprocess_goldens(void) {
                 continue;
             }
             float *got = malloc(count * sizeof *got);
-            EgError err = {{0}};
+            EgError err = {0};
             int rc = eg_preprocess_image(&img, size, got, &err);
             CHECK(rc == 0, "preprocess %s: %s", key, err.msg);
             if (rc == 0) {
@@ -183,7 +183,7 @@ static void test_processor_golden(void) {
             continue;
         }
         float *got = malloc(one * sizeof *got);
-        EgError err = {{0}};
+        EgError err = {0};
         EgPreprocessConfig cfg;
         eg_preprocess_config_default(&cfg, 224);
         cfg.arith = EG_RESAMPLE_TORCH;
@@ -255,7 +255,7 @@ static void test_resize_matches_reference(EgResampleArith arith) {
                         (uint8_t)((x * 7 + y * 3 + c * 50) % 200 + test_rng_u64() % 56);
         uint8_t *got = malloc((size_t)ow * oh * 3), *tmp = malloc((size_t)ow * ih * 3);
         uint8_t *want = malloc((size_t)ow * oh * 3);
-        EgError err = {{0}};
+        EgError err = {0};
         CHECK(eg_image_resize_bicubic(src, iw, ih, got, ow, oh, arith, &err) == 0, "%s", err.msg);
         /* PIL skips a pass whose size is unchanged; the reference pass is then an identity
          * anyway (each weight is 1 at the sample itself and 0 at integer distances). */
@@ -291,7 +291,7 @@ static void test_resize_constant_and_identity(EgResampleArith arith) {
             src[3 * i + 1] = 137;
             src[3 * i + 2] = 255;
         }
-        EgError err = {{0}};
+        EgError err = {0};
         CHECK(eg_image_resize_bicubic(src, iw, ih, dst, ow, oh, arith, &err) == 0, "%s", err.msg);
         int ok = 1;
         for (size_t i = 0; i < (size_t)ow * oh; i++)
@@ -306,7 +306,7 @@ static void test_resize_constant_and_identity(EgResampleArith arith) {
     for (size_t i = 0; i < 33 * 21 * 3; i++)
         img.rgb[i] = (uint8_t)test_rng_u64();
     uint8_t *same = malloc(33 * 21 * 3);
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_image_resize_bicubic(img.rgb, 33, 21, same, 33, 21, arith, &err) == 0, "%s", err.msg);
     CHECK(memcmp(same, img.rgb, 33 * 21 * 3) == 0, "same-size resize changed pixels");
     free(same);
@@ -343,7 +343,7 @@ static void test_resize_constant_and_identity(EgResampleArith arith) {
  *   out2, out3 mirror them: 158.6 -> 159 and 217.6 -> 218 (overshoot kept, below 255). */
 static void test_resize_small_known(EgResampleArith arith) {
     uint8_t src[2 * 3] = {0, 0, 0, 200, 200, 200}, dst[4 * 3];
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_image_resize_bicubic(src, 2, 1, dst, 4, 1, arith, &err) == 0, "%s", err.msg);
     CHECK(dst[0] == 0 && dst[3] == 41 && dst[6] == 159 && dst[9] == 218, "2->4: got %d %d %d %d",
           dst[0], dst[3], dst[6], dst[9]);
@@ -351,7 +351,7 @@ static void test_resize_small_known(EgResampleArith arith) {
 }
 
 static void test_errors(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     uint8_t px[3] = {1, 2, 3};
     EgImage img = {1, 1, px};
     float out[3 * 4];

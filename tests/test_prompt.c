@@ -81,7 +81,7 @@ static int same_ids_json(const EgPrompt *p, const cJSON *want) {
 /* Expected ids of a prompt string, by encoding it directly (no BOS added: it is in the text). */
 static int32_t *encode_str(const EgTokenizer *tok, const char *s, size_t *n) {
     int32_t *ids = NULL;
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_tokenizer_encode(tok, s, strlen(s), 0, &ids, n, &err) != 0) return NULL;
     return ids;
 }
@@ -110,7 +110,7 @@ static void test_processor_golden(const EgTokenizer *tok) {
     EgPromptPart parts[] = {image_part(), text_part("Output: a small red circle on the left.\n"),
                             image_part(), text_part("Output:")};
     EgPrompt p;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_prompt_build(tok, parts, 4, NULL, &p, &err);
     CHECK(rc == 0, "build: %s", err.msg);
     if (rc == 0) {
@@ -177,7 +177,7 @@ static int case_examples(const EgPromptPart *parts, size_t n, EgFewShotExample *
 }
 
 static void test_shapes_cases(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load(test_model_path("shapes-idefics/tokenizer.json"), &err);
     CHECK(tok != NULL, "demo tokenizer: %s", err.msg);
     EgTemplate *tpl = eg_template_for_model(test_model_path("shapes-idefics"), &err);
@@ -276,7 +276,7 @@ static void check_index(const EgTokenizer *tok, const EgPromptPart *parts, size_
                         const char *want_text, const int32_t *want_index, size_t want_n,
                         int want_images, const char *what) {
     EgPrompt p;
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_prompt_build(tok, parts, n, NULL, &p, &err) != 0) {
         CHECK(0, "%s: %s", what, err.msg);
         return;
@@ -352,7 +352,7 @@ static void test_mask_rules(const EgTokenizer *tok) {
         check_index(tok, parts, 1, "<s>hello world", idx, n, 0, "no images");
         free(ids);
         EgPrompt p;
-        EgError err = {{0}};
+        EgError err = {0};
         if (eg_prompt_build(tok, parts, 1, NULL, &p, &err) == 0) {
             int32_t *m = eg_prompt_image_mask_onehot(&p, 1, &err);
             int zeros = m != NULL;
@@ -388,7 +388,7 @@ static void test_mask_rules(const EgTokenizer *tok) {
     {
         EgPromptPart parts[] = {text_part("  Output: x  "), text_part("\tq\n "), image_part(),
                                 text_part(""), image_part()};
-        EgError err = {{0}};
+        EgError err = {0};
         char *s = eg_prompt_text(tok, parts, 5, NULL, NULL, &err);
         CHECK(s && strcmp(s, "<s>Output: x\tq\n<fake_token_around_image><image>"
                              "<fake_token_around_image><fake_token_around_image><image>"
@@ -400,7 +400,7 @@ static void test_mask_rules(const EgTokenizer *tok) {
     {
         EgPromptPart parts[] = {image_part(), text_part("ok \xC3(")};
         EgPrompt p;
-        EgError err = {{0}};
+        EgError err = {0};
         CHECK(eg_prompt_build(tok, parts, 2, NULL, &p, &err) == -1 && strstr(err.msg, "part 1") &&
                   strstr(err.msg, "byte offset 3"),
               "invalid UTF-8: \"%s\"", err.msg);
@@ -421,7 +421,7 @@ static void test_end_of_utterance(void) {
                                      "\"normalized\":false,\"special\":true}"));
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load_from_memory(text, strlen(text), "eou", &err);
     free(text);
     CHECK(tok != NULL, "eou tokenizer: %s", err.msg);
@@ -455,7 +455,7 @@ static void test_end_of_utterance(void) {
 /* ------------------------------------------------------------------ template errors */
 
 static void expect_template_error(const char *json, const char *needle) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTemplate *t = eg_template_parse(json, strlen(json), "models/x/egret_template.json", &err);
     CHECK(t == NULL && strstr(err.msg, "models/x/egret_template.json") && strstr(err.msg, needle),
           "template %s: want an error naming the file and \"%s\", got \"%s\"", json, needle,
@@ -482,7 +482,7 @@ static void test_template_errors(void) {
     expect_template_error("{\"example\": [\"<image>\", \"{text}\"], \"query\": [\"<image>\"], "
                           "\"prefix\": [\"<image>\"]}",
                           "prefix");
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_template_load("/nonexistent/egret_template.json", &err) == NULL &&
               strstr(err.msg, "/nonexistent/egret_template.json"),
           "missing file: \"%s\"", err.msg);
@@ -511,7 +511,7 @@ static void test_template_errors(void) {
 }
 
 int main(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load(test_data_path("tokenizer/tokenizer.json"), &err);
     REQUIRE(tok != NULL, "tokenizer: %s", err.msg);
     test_processor_golden(tok);

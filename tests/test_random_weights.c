@@ -28,7 +28,7 @@ static int logits_of(int fp32, float *out, EgError *err) {
 }
 
 int main(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     enum { V = 477 };
     float a[V], b[V];
     for (int fp32 = 0; fp32 < 2; fp32++) {

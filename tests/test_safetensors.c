@@ -64,7 +64,7 @@ static void write_text(const char *path, const char *text) {
 
 /* Opens `name` (a temp file) expecting failure; checks the message holds every `needles`. */
 static void expect_fail(const char *name, const char *needle1, const char *needle2) {
-    EgError err = {{0}};
+    EgError err = {0};
     const char *path = tmp_path(name);
     EgTensorFile *f = eg_tensors_open_file(path, &err);
     CHECK(f == NULL, "%s: opened but should fail", name);
@@ -92,7 +92,7 @@ static void test_real_files(void) {
         const char *dir;
         int count;
     } models[] = {{"tiny-idefics-a", 131}, {"tiny-idefics-b", 125}, {"tiny-idefics-c", 68}};
-    EgError err = {{0}};
+    EgError err = {0};
     char path[512];
     for (int m = 0; m < 3; m++) {
         snprintf(path, sizeof path, "%s", test_data_path(models[m].dir));
@@ -112,7 +112,7 @@ static void test_real_files(void) {
         CHECK(eg_tensors_at(f, -1) == NULL && eg_tensors_at(f, models[m].count) == NULL, "at");
         CHECK(eg_tensors_find(f, "no.such.tensor") == NULL, "absent tensor found");
         CHECK(eg_tensors_find(f, "__metadata__") == NULL, "__metadata__ is not a tensor");
-        EgError e2 = {{0}};
+        EgError e2 = {0};
         CHECK(eg_tensors_expect(f, "no.such.tensor", 1, (const int64_t[]){1}, NULL, &e2) != 0 &&
                   strstr(e2.msg, "no.such.tensor") && strstr(e2.msg, path),
               "missing tensor message names the folder: %s", e2.msg);
@@ -210,7 +210,7 @@ static void test_real_files(void) {
 /* eg_tensors_open_memory: the same views as the file (names, shapes, bytes) pointing into the
  * caller's buffer, and the same validation errors, named after source_name. */
 static void test_memory(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     char path[512];
     snprintf(path, sizeof path, "%s/model.safetensors", test_data_path("tiny-idefics-c"));
     size_t len = 0;
@@ -306,7 +306,7 @@ static void test_conversions(void) {
     write_raw(path, header, 0, data, o6);
     free(data);
 
-    EgError err = {{0}};
+    EgError err = {0};
     EgTensorFile *f = eg_tensors_open_file(path, &err);
     CHECK(f != NULL, "%s", err.msg);
     if (!f) return;
@@ -440,7 +440,7 @@ static void test_sharded(void) {
                        "\"w.two\":\"model-00001-of-00002.safetensors\"}}";
     write_text(pi, good);
 
-    EgError err = {{0}};
+    EgError err = {0};
     EgTensorFile *f = eg_tensors_open_dir(dir, &err);
     CHECK(f != NULL, "sharded: %s", err.msg);
     if (f) {
@@ -601,7 +601,7 @@ static void test_malformed(void) {
 
     /* Control: metadata only, and a good file, open fine. */
     write_raw(tmp_path("meta.safetensors"), "{\"__metadata__\":{\"a\":\"b\"}}", 0, NULL, 0);
-    EgError err = {{0}};
+    EgError err = {0};
     EgTensorFile *f = eg_tensors_open_file(tmp_path("meta.safetensors"), &err);
     CHECK(f && eg_tensors_count(f) == 0, "metadata-only file: %s", err.msg);
     eg_tensors_close(f);
@@ -614,7 +614,7 @@ static void test_malformed(void) {
 /* A generated tensor read in one large range (split across threads) holds what element-by-
  * element reads give, in fp16 and fp32, from an offset that splits no part evenly. */
 static void test_generated(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTensorFile *f = eg_tensors_random(0x5EED, &err);
     const EgTensorView *t = NULL;
     int64_t shape[2] = {1000, 3001};

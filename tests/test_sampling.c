@@ -26,7 +26,7 @@ static EgSampler *make(float temperature, uint32_t top_k, float top_p, float pen
 
 /* One step; a failure is reported as a failed check and gives -2 so callers' checks fail too. */
 static int32_t step(EgSampler *s, const float *logits, const int32_t *ctx, size_t n_ctx) {
-    EgError err = {{0}};
+    EgError err = {0};
     int32_t id = eg_sampler_next(s, logits, ctx, n_ctx, &err);
     CHECK(id >= 0, "eg_sampler_next failed: %s", err.msg);
     return id >= 0 ? id : -2;
@@ -125,7 +125,7 @@ static void test_defaults_and_validation(void) {
     CHECK(p.temperature == 0.0f && p.top_k == 0 && p.top_p == 1.0f &&
               p.repetition_penalty == 1.0f && p.seed == 0,
           "defaults are not greedy");
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_sampling_params_validate(&p, &err) == 0, "defaults rejected: %s", err.msg);
 
     struct {
@@ -263,7 +263,7 @@ static void test_repetition_penalty(void) {
     CHECK(zeros < 45, "penalised token sampled %d/2000 times, expected ~15", zeros);
 
     /* Out-of-range context ids are errors whatever the penalty. */
-    EgError err = {{0}};
+    EgError err = {0};
     const int32_t bad[] = {1, 4};
     CHECK(eg_sampler_next(on, x, bad, 2, &err) == -1 && strstr(err.msg, "id 4"),
           "context id 4 of 4 accepted (%s)", err.msg);
@@ -540,7 +540,7 @@ static void test_large_vocab(void) {
 }
 
 static void test_nan_and_inf(void) {
-    EgError err = {{0}};
+    EgError err = {0};
     float x[6] = {NAN, 1.0f, NAN, 2.0f, -INFINITY, 0.5f};
     EgSampler *g = make(0.0f, 0, 1.0f, 1.0f, 0, 6);
     CHECK(step(g, x, NULL, 0) == 3, "greedy must skip NaN");

@@ -21,7 +21,7 @@ typedef struct Drawn {
 } Drawn;
 
 static int draw(EgShapesRng *rng, int n_objects, Drawn *d) {
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_shapes_sample(rng, n_objects, &d->scene)) return -1;
     int rc = eg_shapes_render_png(&d->scene, &d->png, &d->png_len, &err);
     CHECK(rc == 0, "png: %s", err.msg);
@@ -57,7 +57,7 @@ static int ask(EgClient *client, EgShapesRng *rng, EgShapesTask task, int shots,
         eg_sampling_params_default(&req.gen.sampling);
         EgClientAnswer a;
         EgCallStatus st;
-        EgError err = {{0}};
+        EgError err = {0};
         int rc = eg_client_generate(client, &req, q % 2, 0, NULL, NULL, &a, &st, &err);
         CHECK(rc == 0 && st.code == GRPC_STATUS_OK, "%s %d: %s%s",
               eg_shapes_task_name(task), q, err.msg, st.message);
@@ -77,7 +77,7 @@ int main(void) {
     const char *env = getenv("EGRET_SEMANTIC_SEED");
     uint64_t seed = env && *env ? strtoull(env, NULL, 10) : 2026;
     printf("scenes from EGRET_SEMANTIC_SEED=%llu\n", (unsigned long long)seed);
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngine *engine = eg_engine_open(test_model_path("shapes-idefics"), NULL, &err);
     REQUIRE(engine != NULL, "open: %s", err.msg);
     TestServer server;

@@ -53,7 +53,7 @@ static Outcome call(const char *addr, const EgClientOptions *copt, const EgReque
                     int stream, double timeout_s, EgClientTextFn fn, void *user) {
     Outcome o;
     memset(&o, 0, sizeof o);
-    EgError err = {{0}};
+    EgError err = {0};
     EgClient *c = eg_client_connect(addr, copt, &err);
     o.rc = c ? eg_client_generate(c, req, stream, timeout_s, fn, user, &o.a, &o.st, &err) : -1;
     CHECK(o.rc == 0, "call failed: %s", err.msg);
@@ -72,7 +72,7 @@ static void expect_status(const char *what, const Outcome *o, grpc_status_code c
 /* The engine's own answer, for comparison. */
 static EgGenerateResult direct(const EgRequest *req) {
     EgGenerateResult r;
-    EgError err = {{0}};
+    EgError err = {0};
     EgStatus st = eg_engine_generate(engine, req, NULL, NULL, &r, NULL, &err);
     CHECK(st == EG_STATUS_OK, "engine: %s", err.msg);
     return r;
@@ -206,7 +206,7 @@ static grpc_status_code raw_call(const char *addr, const EgClientOptions *copt,
                                  EgClientReplyFn fn, void *user, char *message, size_t cap) {
     uint8_t buf[256];
     size_t len = msg ? protobuf_c_message_pack(msg, buf) : 0;
-    EgError err = {{0}};
+    EgError err = {0};
     EgCallStatus st = {0};
     EgClient *c = eg_client_connect(addr, copt, &err);
     int rc = c ? eg_client_call(c, method, buf, len, 30, fn, user, &st, &err) : -1;
@@ -460,7 +460,7 @@ static void test_limits(void) {
     }
     /* Messages that are not valid requests at all. */
     static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12};
-    EgError err = {{0}};
+    EgError err = {0};
     EgCallStatus st;
     EgClient *c = eg_client_connect(r.addr, NULL, &err);
     CHECK(eg_client_call(c, "/egret.v1.Egret/Generate", garbage, sizeof garbage, 30, NULL, NULL,
@@ -811,7 +811,7 @@ static void test_faults(void) {
 
 int main(void) {
     test_rng_init();
-    EgError err = {{0}};
+    EgError err = {0};
     EgEngineOptions opt = {.model = {.fp32 = 1}};
     engine = eg_engine_open(test_model_path("shapes-idefics"), &opt, &err);
     REQUIRE(engine != NULL, "open: %s", err.msg);

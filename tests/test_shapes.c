@@ -41,7 +41,7 @@ static float *load_case_images(const cJSON *parts, uint32_t size, uint32_t *n_im
 }
 
 static int run_cases(const cJSON *cases, int fp32) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgModelOptions opt = {.fp32 = fp32};
     EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &opt, &err);
     CHECK(m != NULL, "load: %s", err.msg);

@@ -723,7 +723,7 @@ static void test_png(void) {
         }
         uint8_t *png = NULL;
         size_t png_len = 0;
-        EgError err = {{0}};
+        EgError err = {0};
         int rc = eg_png_encode_rgb(rgb, w, h, &png, &png_len, &err);
         CHECK(rc == 0 && png && png_len > 8 && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0,
               "%dx%d: encode failed: %s", w, h, err.msg);
@@ -739,7 +739,7 @@ static void test_png(void) {
     uint8_t px[3] = {0};
     uint8_t *png = (uint8_t *)px;
     size_t png_len = 1;
-    EgError err = {{0}};
+    EgError err = {0};
     CHECK(eg_png_encode_rgb(px, 0, 5, &png, &png_len, &err) == -1 && !png && png_len == 0 &&
               strstr(err.msg, "0x5"),
           "a 0x5 image was encoded: '%s'", err.msg);

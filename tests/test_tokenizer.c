@@ -12,7 +12,7 @@
 #include "tests/test_util.h"
 
 static EgTokenizer *load_or_report(const char *path) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load(path, &err);
     CHECK(tok != NULL, "load %s: %s", path, err.msg);
     return tok;
@@ -41,7 +41,7 @@ static char *stream_all(const EgTokenizer *tok, const int32_t *ids, size_t n, in
     EgDecodeStream *s = eg_decode_stream_new(tok, skip);
     size_t cap = 64, len = 0;
     char *all = malloc(cap);
-    EgError err = {{0}};
+    EgError err = {0};
     for (size_t i = 0; i <= n; i++) {
         char *piece = NULL;
         size_t pl = 0;
@@ -63,7 +63,7 @@ static char *stream_all(const EgTokenizer *tok, const int32_t *ids, size_t n, in
 
 static void check_stream_matches(const EgTokenizer *tok, const int32_t *ids, size_t n, int skip,
                                  const char *what) {
-    EgError err = {{0}};
+    EgError err = {0};
     size_t flen = 0, slen = 0;
     char *full = eg_tokenizer_decode_ex(tok, ids, n, skip, &flen, &err);
     char *streamed = stream_all(tok, ids, n, skip, &slen);
@@ -91,7 +91,7 @@ static void test_hf_cases(const EgTokenizer *tok) {
         const cJSON *want_bos = cJSON_GetObjectItem(c, "ids_with_bos");
         const cJSON *tokens = cJSON_GetObjectItem(c, "tokens");
         const char *decoded = cJSON_GetObjectItem(c, "decoded")->valuestring;
-        EgError err = {{0}};
+        EgError err = {0};
         int32_t *ids = NULL, *ids_bos = NULL;
         size_t n = 0, n_bos = 0;
         int ok = 1;
@@ -169,7 +169,7 @@ static void test_greedy_decodes(void) {
         size_t k = 0;
         const cJSON *e;
         cJSON_ArrayForEach(e, gi) if (k < 256) ids[k++] = (int32_t)e->valuedouble;
-        EgError err = {{0}};
+        EgError err = {0};
         char *got = eg_tokenizer_decode(tok, ids, k, 0, &err);
         int same = got && strcmp(got, want) == 0;
         CHECK(same, "greedy decode: \"%s\" vs HF \"%s\"", got ? got : err.msg, want);
@@ -200,7 +200,7 @@ static void test_accessors(const EgTokenizer *tok) {
     CHECK(eg_tokenizer_is_special(tok, 476) && !eg_tokenizer_is_special(tok, 299), "special");
     /* BOS is decoded like any token unless skipped; the Strip decoder only cuts a leading space */
     int32_t ids[] = {1, 299, 476, 13, 2};
-    EgError err = {{0}};
+    EgError err = {0};
     char *s = eg_tokenizer_decode(tok, ids, 5, 0, &err);
     CHECK(s && strcmp(s, "<s> Output:<image>\n</s>") == 0, "decode with specials: \"%s\"", s);
     free(s);
@@ -269,7 +269,7 @@ static void test_round_trips(const EgTokenizer *tok) {
         random_text(text, &tl, expect, &el, iter % 2);
         int32_t *ids = NULL;
         size_t n = 0;
-        EgError err = {{0}};
+        EgError err = {0};
         if (eg_tokenizer_encode(tok, text, tl, 0, &ids, &n, &err) != 0) {
             CHECK(0, "encode \"%s\": %s", text, err.msg);
             continue;
@@ -324,7 +324,7 @@ static void random_id_streams(const EgTokenizer *tok, int valid_runs) {
             }
         }
         int skip = (int)rand_below(2);
-        EgError err = {{0}};
+        EgError err = {0};
         size_t flen = 0, slen = 0;
         char *full = eg_tokenizer_decode_ex(tok, ids, n, skip, &flen, &err);
         char *streamed = stream_all(tok, ids, n, skip, &slen);
@@ -347,7 +347,7 @@ static void test_stream_partial_utf8(const EgTokenizer *tok) {
     int32_t ids[] = {292, 243, 162, 155, 131, 312};
     const char *want[] = {"", "", "", "", "😀", " o"};
     EgDecodeStream *s = eg_decode_stream_new(tok, 0);
-    EgError err = {{0}};
+    EgError err = {0};
     for (int i = 0; i < 6; i++) {
         char *piece = NULL;
         CHECK(eg_decode_stream_push(s, ids[i], &piece, &err) == 0, "push: %s", err.msg);
@@ -398,7 +398,7 @@ static void test_invalid_utf8(const EgTokenizer *tok) {
         if (rand_below(2)) buf[len++] = 'x';
         int32_t *ids = (int32_t *)1;
         size_t n = 99, off = 12345;
-        EgError err = {{0}};
+        EgError err = {0};
         int rc = eg_tokenizer_encode_ex(tok, buf, len, 1, &ids, &n, &off, &err);
         char want[64];
         snprintf(want, sizeof want, "byte offset %zu", pl);
@@ -413,7 +413,7 @@ static void test_invalid_utf8(const EgTokenizer *tok) {
             buf[i] = (char)test_rng_u64();
         int32_t *ids = NULL;
         size_t n = 0, off = (size_t)-1;
-        EgError err = {{0}};
+        EgError err = {0};
         if (eg_tokenizer_encode_ex(tok, buf, len, 0, &ids, &n, &off, &err) == 0) {
             free(ids);
             continue;
@@ -471,7 +471,7 @@ static char *tiny_tokenizer_json(const char *added_json, int with_normalizer) {
 
 static EgTokenizer *tiny(const char *added_json, int with_normalizer) {
     char *json = tiny_tokenizer_json(added_json, with_normalizer);
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load_from_memory(json, strlen(json), "tiny", &err);
     CHECK(tok != NULL, "tiny tokenizer: %s", err.msg);
     free(json);
@@ -483,7 +483,7 @@ static EgTokenizer *tiny(const char *added_json, int with_normalizer) {
 static void check_splits(const EgTokenizer *tok, const char *text, const char *want) {
     int32_t *ids = NULL;
     size_t n = 0;
-    EgError err = {{0}};
+    EgError err = {0};
     char got[512];
     if (eg_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, &err) != 0) {
         CHECK(0, "encode \"%s\": %s", text, err.msg);
@@ -527,7 +527,7 @@ static void test_added_token_flags(void) {
         check_splits(tok, "x<mask>y <m>", "x<mask>y [<m>]");
         check_splits(tok, "hello", "hello");
         int32_t ids[] = {267, 268, 269, 270};
-        EgError err = {{0}};
+        EgError err = {0};
         char *s = eg_tokenizer_decode(tok, ids, 4, 1, &err);
         CHECK(s && strcmp(s, "<mask><m>") == 0, "skip only special added tokens: \"%s\"", s);
         free(s);
@@ -565,7 +565,7 @@ static EgTokenizer *tiny_model(int byte_fallback, int fuse_unk, int ignore_merge
     cJSON_AddNumberToObject(cJSON_GetObjectItem(model, "vocab"), "oh", 267);
     json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load_from_memory(json, strlen(json), "tiny", &err);
     CHECK(tok != NULL, "tiny model: %s", err.msg);
     free(json);
@@ -576,7 +576,7 @@ static void check_ids(const EgTokenizer *tok, const char *text, const int32_t *w
                       const char *what) {
     int32_t *ids = NULL;
     size_t got = 0;
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = eg_tokenizer_encode(tok, text, strlen(text), 0, &ids, &got, &err);
     int ok = rc == 0 && got == n && (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0);
     CHECK(ok, "%s: \"%s\" %s", what, text, rc ? err.msg : "gives other ids");
@@ -611,7 +611,7 @@ static void test_bpe_options(void) {
 }
 
 static void expect_load_error(const char *json, const char *needle, const char *what) {
-    EgError err = {{0}};
+    EgError err = {0};
     EgTokenizer *tok = eg_tokenizer_load_from_memory(json, strlen(json), "test.json", &err);
     CHECK(tok == NULL && strstr(err.msg, needle), "%s: want an error naming \"%s\", got \"%s\"",
           what, needle, tok ? "(loaded)" : err.msg);
@@ -658,7 +658,7 @@ static void test_load_errors(void) {
         free(json);
     }
     /* truncated JSON at many cut points: always a clean failure */
-    EgError err = {{0}};
+    EgError err = {0};
     for (size_t cut = 0; cut < len; cut += len / 37 + 1) {
         EgTokenizer *tok = eg_tokenizer_load_from_memory(base, cut, "cut.json", &err);
         CHECK(tok == NULL && strstr(err.msg, "cut.json"), "truncated at %zu: \"%s\"", cut, err.msg);
@@ -690,7 +690,7 @@ static void test_large_input(const EgTokenizer *tok) {
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    EgError err = {{0}};
+    EgError err = {0};
     double t0 = now_s();
     int rc = eg_tokenizer_encode(tok, text, len, 0, &ids, &n, &err);
     double t1 = now_s();
@@ -764,7 +764,7 @@ static void test_large_vocab(void) {
     cJSON_AddItemToObject(root, "decoder", cJSON_Parse("{\"type\":\"ByteFallback\"}"));
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    EgError err = {{0}};
+    EgError err = {0};
     double t0 = now_s();
     EgTokenizer *tok = eg_tokenizer_load_from_memory(json, strlen(json), "big", &err);
     double t1 = now_s();

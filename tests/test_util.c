@@ -80,7 +80,7 @@ int test_server_start(TestServer *t, EgEngine *engine, EgServerOptions opt, cons
     t->log = tmpfile();
     opt.listen = t->addr;
     opt.log = t->log;
-    EgError err = {{0}};
+    EgError err = {0};
     t->server = t->log ? eg_server_start(engine, &opt, &err) : NULL;
     CHECK(t->server != NULL, "start %s: %s", name, err.msg);
     if (!t->server) return -1;
@@ -104,7 +104,7 @@ char *test_server_stop(TestServer *t) {
 TestPng test_shapes_png(uint64_t seed, int n_objects) {
     EgShapesScene scene;
     TestPng p = {0};
-    EgError err = {{0}};
+    EgError err = {0};
     eg_shapes_scene_from_seed(seed, n_objects, &scene);
     CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
     return p;

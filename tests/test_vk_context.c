@@ -46,7 +46,7 @@ static void drivers_stay_loaded(void) {
     list_objects(&before);
     EgVk vk;
     EgVkOptions opt = {0};
-    EgError err = {{0}};
+    EgError err = {0};
     if (eg_vk_create(&vk, &opt, &err) != 0) {
         CHECK(0, "eg_vk_create: %s", err.msg);
         free_objects(&before);

@@ -285,7 +285,7 @@ int cli_bench(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    EgError err = {{0}};
+    EgError err = {0};
     mo.progress = stderr;
     mo.max_images = 16;
     b.m = eg_model_load(model_dir, &mo, &err);

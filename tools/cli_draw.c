@@ -134,7 +134,7 @@ int cli_draw(int argc, char **argv) {
         eg_shapes_sample(&rng, (int)objects, &scene);
         uint8_t *png;
         size_t png_len;
-        EgError err = {{0}};
+        EgError err = {0};
         if (eg_shapes_render_png(&scene, &png, &png_len, &err)) {
             fprintf(stderr, "egret draw: %s\n", err.msg);
             rc = 1;

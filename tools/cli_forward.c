@@ -93,7 +93,7 @@ int cli_forward(int argc, char **argv) {
     int32_t *ids = NULL, *img = NULL;
     long n = cli_parse_int_list(ids_s, &ids);
     if (n <= 0) return 2;
-    EgError err = {{0}};
+    EgError err = {0};
     EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr};
     EgModel *m = eg_model_load(model_dir, &opt, &err);
     if (!m) {

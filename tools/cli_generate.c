@@ -301,7 +301,7 @@ static const char *finish_name(int reason) {
  * Returns 0 or -1 (message printed). */
 static int answer(Backend *b, const EgRequest *req, const char *label) {
     Options *o = b->o;
-    EgError err = {{0}};
+    EgError err = {0};
     if (b->engine) {
         EgGenerateResult r;
         EgRequestStats stats;
@@ -356,7 +356,7 @@ static int run_command(Mode mode, int argc, char **argv) {
         return rc > 0 ? 0 : 2;
     }
     Backend b = {o, NULL, NULL};
-    EgError err = {{0}};
+    EgError err = {0};
     if (mode == MODE_RUN) {
         o->engine.model.progress = stderr;
         b.engine = eg_engine_open(o->model_dir, &o->engine, &err);

@@ -167,7 +167,7 @@ int cli_loadtest(int argc, char **argv) {
         api_key = strdup(getenv("EGRET_API_KEY"));
     o.client.api_key = api_key;
     EgLoadtestReport *r = malloc(sizeof *r);
-    EgError err = {{0}};
+    EgError err = {0};
     int rc = 1;
     if (!r) {
         fprintf(stderr, "egret loadtest: out of memory\n");

@@ -179,7 +179,7 @@ int cli_serve(int argc, char **argv) {
         api_key = strdup(getenv("EGRET_API_KEY"));
     so.api_key = api_key;
 
-    EgError err = {{0}};
+    EgError err = {0};
     eo.model.progress = stderr;
     EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
     if (!engine) {

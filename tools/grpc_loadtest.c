@@ -317,7 +317,7 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
     }
     Reply r = {.q = &q, .text_hash = EG_FNV1A_INIT, .ids_hash = EG_FNV1A_INIT};
     EgCallStatus st = {0};
-    EgError err = {{0}};
+    EgError err = {0};
     double t0 = eg_now_s();
     r.t0 = t0;
     int rc =
@@ -359,7 +359,7 @@ typedef struct Worker {
 static void *client_main(void *arg) {
     Worker *w = arg;
     Shared *sh = w->sh;
-    EgError err = {{0}};
+    EgError err = {0};
     EgClient *c = eg_client_connect(sh->o.target, &sh->o.client, &err);
     if (!c) add_failure(sh, "client %u: cannot connect: %s", w->index, err.msg);
     unsigned full_streak = 0;
@@ -536,7 +536,7 @@ static void check_after(Shared *sh, EgClient *c) {
     EgLoadtestServerStats *a = &rep->after;
     /* Settling: the last calls' ends may still be on their way through the server's threads. */
     double t0 = eg_now_s();
-    EgError err = {{0}};
+    EgError err = {0};
     int have = 0, settled = 0;
     for (;;) {
         have = get_stats(c, a, &err) == 0;

@@ -52,25 +52,25 @@ int eg_image_check_limits(EgImageFormat format, uint64_t width, uint64_t height,
     if (width == 0 || height == 0)
         return eg_fail(err, "%s: invalid image size %" PRIu64 "x%" PRIu64, name, width, height);
     if (width > limits->max_width)
-        return eg_fail(err,
+        return eg_fail_kind(err, EG_ERROR_LIMIT,
                        "%s: image is %" PRIu64 "x%" PRIu64 ", wider than the limit of %" PRIu32
                        " pixels (max_width)",
                        name, width, height, limits->max_width);
     if (height > limits->max_height)
-        return eg_fail(err,
+        return eg_fail_kind(err, EG_ERROR_LIMIT,
                        "%s: image is %" PRIu64 "x%" PRIu64 ", taller than the limit of %" PRIu32
                        " pixels (max_height)",
                        name, width, height, limits->max_height);
     /* Both sides are below 2^32, so the products cannot overflow 64 bits. */
     uint64_t pixels = width * height;
     if (pixels > limits->max_pixels)
-        return eg_fail(err,
+        return eg_fail_kind(err, EG_ERROR_LIMIT,
                        "%s: image is %" PRIu64 "x%" PRIu64 " = %" PRIu64
                        " pixels, over the limit of %" PRIu64 " (max_pixels)",
                        name, width, height, pixels, limits->max_pixels);
     uint64_t bytes = pixels * EG_IMAGE_BYTES_PER_PIXEL;
     if (bytes / EG_IMAGE_BYTES_PER_PIXEL != pixels || bytes > limits->max_bytes)
-        return eg_fail(err,
+        return eg_fail_kind(err, EG_ERROR_LIMIT,
                        "%s: image is %" PRIu64 "x%" PRIu64 ", needing %" PRIu64
                        " bytes to decode, over the limit of %" PRIu64 " (max_bytes)",
                        name, width, height, bytes, limits->max_bytes);
