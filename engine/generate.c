@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "families/idefics/sequence.h"
+#include "runtime/buf.h"
 #include "runtime/clock.h"
 
 const char *eg_finish_reason_name(EgFinishReason r) {
@@ -28,33 +29,17 @@ void eg_generate_result_free(EgGenerateResult *r) {
 
 /* The generated text so far and how much of it has been handed to the callback. */
 typedef struct TextState {
-    char *buf;
-    size_t len, cap, emitted;
+    EgBuf b;
+    size_t emitted;
 } TextState;
-
-static int text_append(TextState *t, const char *s, size_t n) {
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(t->buf, cap);
-        if (!nb) return -1;
-        t->buf = nb;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-    t->buf[t->len] = '\0';
-    return 0;
-}
 
 /* Earliest start of a stop string in the text (searching only where a new match can begin),
  * or -1. */
 static long find_stop(const TextState *t, const EgGenerateParams *p, size_t search_from) {
     long best = -1;
     for (size_t i = 0; i < p->n_stop; i++) {
-        const char *hit = strstr(t->buf + search_from, p->stop[i]);
-        if (hit && (best < 0 || hit - t->buf < best)) best = hit - t->buf;
+        const char *hit = strstr(t->b.data + search_from, p->stop[i]);
+        if (hit && (best < 0 || hit - t->b.data < best)) best = hit - t->b.data;
     }
     return best;
 }
@@ -66,7 +51,7 @@ static size_t held_back(const TextState *t, const EgGenerateParams *p) {
     for (size_t i = 0; i < p->n_stop; i++) {
         size_t sl = strlen(p->stop[i]);
         for (size_t k = sl - 1; k > hold; k--)
-            if (k <= t->len && memcmp(t->buf + t->len - k, p->stop[i], k) == 0) {
+            if (k <= t->b.len && memcmp(t->b.data + t->b.len - k, p->stop[i], k) == 0) {
                 hold = k;
                 break;
             }
@@ -128,7 +113,7 @@ struct EgGeneration {
 
 void eg_generation_free(EgGeneration *g) {
     if (!g) return;
-    free(g->text.buf);
+    eg_buf_free(&g->text.b);
     free(g->context);
     free(g->image_of_token);
     free(g->logits);
@@ -231,19 +216,19 @@ int eg_generation_advance(EgGeneration *g, EgError *err) {
     }
     char *piece = NULL;
     if (eg_decode_stream_push(g->ds, id, &piece, err)) return -1;
-    size_t search_from = text->len > g->stop_len ? text->len - g->stop_len : 0;
-    int failed = text_append(text, piece, strlen(piece));
+    size_t search_from = text->b.len > g->stop_len ? text->b.len - g->stop_len : 0;
+    int failed = eg_buf_append(&text->b, piece, strlen(piece));
     free(piece);
     if (failed) return eg_fail(err, "out of host memory");
     long stop_at = params->n_stop ? find_stop(text, params, search_from) : -1;
-    size_t final_len = stop_at >= 0 ? (size_t)stop_at : text->len - held_back(text, params);
+    size_t final_len = stop_at >= 0 ? (size_t)stop_at : text->b.len - held_back(text, params);
     if (final_len < text->emitted) final_len = text->emitted;
-    int cancel = g->cb ? g->cb(g->user, id, text->buf + text->emitted, final_len - text->emitted)
+    int cancel = g->cb ? g->cb(g->user, id, text->b.data + text->emitted, final_len - text->emitted)
                        : 0;
     text->emitted = final_len;
     if (stop_at >= 0) {
-        text->len = (size_t)stop_at;
-        text->buf[text->len] = '\0';
+        text->b.len = (size_t)stop_at;
+        text->b.data[text->b.len] = '\0';
         g->finish = EG_FINISH_STOP;
         return g->finished = 1;
     }
@@ -268,20 +253,21 @@ int eg_generation_end(EgGeneration *g, EgGenerateResult *out, EgError *err) {
         /* Bytes the decoder still holds (an unfinished UTF-8 sequence) and held-back text. */
         char *rest = NULL;
         if (eg_decode_stream_flush(g->ds, &rest, err)) return -1;
-        int failed = rest && text_append(text, rest, strlen(rest));
+        int failed = rest && eg_buf_append(&text->b, rest, strlen(rest));
         free(rest);
         if (failed) return eg_fail(err, "out of host memory");
-        if (g->cb && text->len > text->emitted)
-            g->cb(g->user, -1, text->buf + text->emitted, text->len - text->emitted);
-        text->emitted = text->len;
+        if (g->cb && text->b.len > text->emitted)
+            g->cb(g->user, -1, text->b.data + text->emitted, text->b.len - text->emitted);
+        text->emitted = text->b.len;
     }
-    if (!text->buf && text_append(text, "", 0)) return eg_fail(err, "out of host memory");
     out->n_ids = g->n_context - g->n_prompt - (g->finish == EG_FINISH_EOS ? 1 : 0);
     out->ids = malloc((out->n_ids + 1) * sizeof *out->ids);
-    if (!out->ids) return eg_fail(err, "out of host memory");
+    out->text = eg_buf_take(&text->b);
+    if (!out->ids || !out->text) {
+        eg_generate_result_free(out);
+        return eg_fail(err, "out of host memory");
+    }
     memcpy(out->ids, g->context + g->n_prompt, out->n_ids * sizeof *out->ids);
-    out->text = text->buf;
-    text->buf = NULL;
     out->finish = g->finish;
     out->prefill_s = g->step ? g->prefill_s : eg_now_s() - g->t0;
     out->total_s = eg_now_s() - g->t0;

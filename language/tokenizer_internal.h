@@ -7,17 +7,7 @@
 #include <stdint.h>
 
 #include "language/tokenizer.h"
-
-/* ---- growable byte buffer */
-typedef struct EgBuf {
-    char *data;
-    size_t len, cap;
-} EgBuf;
-
-int eg_buf_reserve(EgBuf *b, size_t extra); /* 0 / -1 (out of memory) */
-int eg_buf_append(EgBuf *b, const void *p, size_t n);
-/* Hands the (NUL-terminated) contents over, leaving b empty; NULL on out of memory. */
-char *eg_buf_take(EgBuf *b);
+#include "runtime/buf.h"
 
 /* ---- string -> id hash map. Keys are not stored: slot ids point into the tokenizer's token
  * table, so the key of id i is tok_str[i] (that keeps one copy of every token string). */

@@ -1,4 +1,4 @@
-/* Small containers used by the tokenizer: a growable buffer and two open-addressing hash maps
+/* Small containers used by the tokenizer: two open-addressing hash maps
  * (token string -> id, merge pair -> rank). Load time of a 32k-vocab / 61k-merge file is dominated
  * by JSON parsing, so these stay simple: linear probing, load factor <= 1/2. */
 #include "language/tokenizer_internal.h"
@@ -6,35 +6,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-int eg_buf_reserve(EgBuf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + extra + 1)
-        cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (!p) return -1;
-    b->data = p;
-    b->cap = cap;
-    return 0;
-}
-
-int eg_buf_append(EgBuf *b, const void *p, size_t n) {
-    if (eg_buf_reserve(b, n)) return -1;
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = 0;
-    return 0;
-}
-
-char *eg_buf_take(EgBuf *b) {
-    if (eg_buf_reserve(b, 0)) return NULL;
-    b->data[b->len] = 0;
-    char *p = b->data;
-    b->data = NULL;
-    b->len = b->cap = 0;
-    return p;
-}
 
 uint64_t eg_hash_bytes(const void *p, size_t n) {
     /* FNV-1a with a final avalanche so that linear probing on the low bits behaves */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/buf.h"
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
@@ -29,35 +30,30 @@ const char *cli_default_model(void) {
 }
 
 long cli_parse_int_list(const char *s, int32_t **out) {
-    size_t cap = 16, n = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return -1;
+    EgBuf v = {0};
     while (*s) {
         char *end;
         long x = strtol(s, &end, 10);
         if (end == s || x < INT32_MIN || x > INT32_MAX) {
             fprintf(stderr, "egret: not a list of integers: '%s'\n", s);
-            free(v);
+            eg_buf_free(&v);
             return -1;
         }
-        if (n == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return -1;
-            }
-            v = nv;
+        int32_t id = (int32_t)x;
+        if (eg_buf_append(&v, &id, sizeof id)) {
+            eg_buf_free(&v);
+            return -1;
         }
-        v[n++] = (int32_t)x;
         s = *end == ',' ? end + 1 : end;
         if (*end && *end != ',') {
             fprintf(stderr, "egret: unexpected '%c' in a list of integers\n", *end);
-            free(v);
+            eg_buf_free(&v);
             return -1;
         }
     }
-    *out = v;
-    return (long)n;
+    long n = (long)(v.len / sizeof(int32_t));
+    *out = (int32_t *)eg_buf_take(&v);
+    return *out ? n : -1;
 }
 
 void *cli_read_file(const char *path, size_t *len) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "runtime/buf.h"
 #include "runtime/clock.h"
 
 #include "egret/v1/egret.pb-c.h"
@@ -71,19 +72,12 @@ static const char *status_name(grpc_status_code code) {
 /* ---- growing arrays of samples ---- */
 
 typedef struct Samples {
-    double *v;
-    size_t n, cap;
+    EgBuf values; /* doubles */
 } Samples;
 
+/* A sample lost to a failed allocation only thins the percentiles. */
 static void samples_add(Samples *s, double x) {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 256;
-        double *v = realloc(s->v, cap * sizeof *v);
-        if (!v) return;
-        s->v = v;
-        s->cap = cap;
-    }
-    s->v[s->n++] = x;
+    (void)eg_buf_append(&s->values, &x, sizeof x);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -93,13 +87,15 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Nearest-rank percentiles. */
 static EgLoadtestPercentiles percentiles(Samples *s) {
-    EgLoadtestPercentiles p = {.n = s->n};
-    if (!s->n) return p;
-    qsort(s->v, s->n, sizeof *s->v, cmp_double);
-    size_t i50 = (size_t)ceil(0.50 * (double)s->n), i99 = (size_t)ceil(0.99 * (double)s->n);
-    p.p50 = s->v[i50 ? i50 - 1 : 0];
-    p.p99 = s->v[i99 ? i99 - 1 : 0];
-    p.max = s->v[s->n - 1];
+    double *v = (double *)s->values.data;
+    size_t n = s->values.len / sizeof *v;
+    EgLoadtestPercentiles p = {.n = n};
+    if (!n) return p;
+    qsort(v, n, sizeof *v, cmp_double);
+    size_t i50 = (size_t)ceil(0.50 * (double)n), i99 = (size_t)ceil(0.99 * (double)n);
+    p.p50 = v[i50 ? i50 - 1 : 0];
+    p.p99 = v[i99 ? i99 - 1 : 0];
+    p.max = v[n - 1];
     return p;
 }
 
@@ -139,8 +135,8 @@ static void add_failure(Shared *sh, const char *fmt, ...) {
 typedef struct Reply {
     const EgLoadReq *q;
     double t0, t_first;
-    char *text;
-    size_t text_len, text_cap;
+    EgBuf text; /* what the messages said, joined */
+    int text_lost;
     uint64_t n_ids;
     size_t n_messages;
     int finish_reason, finals, after_final, usage_early, have_usage, bad_reply, cancelled_by_us;
@@ -159,17 +155,9 @@ static int on_reply(void *user, const uint8_t *data, size_t len) {
     if (r->finals) r->after_final = 1;
     if (m->n_token_ids && r->t_first == 0) r->t_first = eg_now_s();
     size_t tl = strlen(m->text);
-    if (r->text_len + tl + 1 > r->text_cap) {
-        size_t cap = (r->text_len + tl + 1) * 2;
-        char *t = realloc(r->text, cap);
-        if (t) {
-            r->text = t;
-            r->text_cap = cap;
-        }
-    }
-    if (r->text_len + tl + 1 <= r->text_cap) {
-        memcpy(r->text + r->text_len, m->text, tl + 1);
-        r->text_len += tl;
+    if (!r->text_lost && eg_buf_append(&r->text, m->text, tl)) {
+        eg_buf_free(&r->text);
+        r->text_lost = 1;
     }
     r->text_hash = eg_fnv1a(r->text_hash, m->text, tl);
     r->ids_hash = eg_fnv1a(r->ids_hash, m->token_ids, m->n_token_ids * sizeof *m->token_ids);
@@ -217,7 +205,9 @@ static int answer_ok(const EgLoadReq *q, const Reply *r, char *why, size_t cap) 
              (fr == EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE && r->n_ids >= max_new))
         snprintf(why, cap, "%llu ids with max_new_tokens %u and finish_reason %d",
                  (unsigned long long)r->n_ids, max_new, fr);
-    else if (!r->text || eg_utf8_valid_prefix(r->text, r->text_len) != r->text_len)
+    else if (r->text_lost)
+        snprintf(why, cap, "out of memory keeping the text");
+    else if (eg_utf8_valid_prefix(r->text.data, r->text.len) != r->text.len)
         snprintf(why, cap, "the text is not valid UTF-8");
     else if (r->usage.images != q->expect_images || r->usage.prompt_tokens == 0)
         snprintf(why, cap, "usage: %u images (sent %u), %u prompt tokens", r->usage.images,
@@ -293,7 +283,7 @@ static EgLoadOutcome verdict(Shared *sh, const EgLoadReq *q, const Reply *r, int
         if (!answer_ok(q, r, why, cap)) return EG_LOAD_FAILED;
         if (!consistent(sh, q, r)) {
             snprintf(why, cap, "the answer '%.80s' differs from an identical earlier request's",
-                     r->text ? r->text : "");
+                     r->text.data ? r->text.data : "");
             return EG_LOAD_FAILED;
         }
         return EG_LOAD_OK;
@@ -345,7 +335,7 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
         samples_add(&sh->latency, elapsed);
     }
     pthread_mutex_unlock(&sh->mu);
-    free(r.text);
+    eg_buf_free(&r.text);
     eg_load_req_free(&q);
     return oc;
 }
@@ -489,7 +479,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
         if (!good && rc == 0)
             eg_fail(err, "warm-up request %d (%s): status %s '%s' %s", i, q.what,
                     status_name(st.code), st.message, why);
-        free(r.text);
+        eg_buf_free(&r.text);
         eg_load_req_free(&q);
         if (!good) return -1;
     }
@@ -657,10 +647,10 @@ int eg_loadtest_run(const EgLoadtestOptions *opt, EgLoadtestReport *out, EgError
 done:
     eg_client_close(c);
     eg_load_pool_free(&sh->mix);
-    free(sh->ttft_client.v);
-    free(sh->ttft_server.v);
-    free(sh->queue_server.v);
-    free(sh->latency.v);
+    eg_buf_free(&sh->ttft_client.values);
+    eg_buf_free(&sh->ttft_server.values);
+    eg_buf_free(&sh->queue_server.values);
+    eg_buf_free(&sh->latency.values);
     pthread_mutex_destroy(&sh->mu);
     free(workers);
     free(sh);

@@ -4,6 +4,7 @@
  * buffer, the row pointers, the reason for failing) lives in a PngSink owned by the caller of the
  * function that calls setjmp; no automatic variable is modified between setjmp and longjmp. */
 #include "tools/png_encode.h"
+#include "runtime/buf.h"
 
 #include <png.h>
 #include <setjmp.h>
@@ -12,8 +13,7 @@
 #include <string.h>
 
 typedef struct PngSink {
-    uint8_t *data;
-    size_t len, cap;
+    EgBuf out;
     int out_of_memory;
     char libpng_msg[200];
     png_structp png;
@@ -36,25 +36,10 @@ static void on_warning(png_structp png, png_const_charp msg) {
 
 static void on_write(png_structp png, png_bytep src, size_t n) {
     PngSink *s = png_get_io_ptr(png);
-    if (n > s->cap - s->len) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap - s->len < n) {
-            if (cap > SIZE_MAX / 2) {
-                s->out_of_memory = 1;
-                png_error(png, "output too large");
-            }
-            cap *= 2;
-        }
-        uint8_t *d = realloc(s->data, cap);
-        if (!d) {
-            s->out_of_memory = 1;
-            png_error(png, "out of memory");
-        }
-        s->data = d;
-        s->cap = cap;
+    if (eg_buf_append(&s->out, src, n)) {
+        s->out_of_memory = 1;
+        png_error(png, "out of memory");
     }
-    memcpy(s->data + s->len, src, n);
-    s->len += n;
 }
 
 static void on_flush(png_structp png) {
@@ -101,10 +86,10 @@ int eg_png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, size_t *o
     png_destroy_write_struct(s.png ? &s.png : NULL, s.info ? &s.info : NULL);
     free(s.rows);
     if (rc == 0) {
-        *out = s.data;
-        *out_len = s.len;
+        *out_len = s.out.len;
+        *out = (uint8_t *)eg_buf_take(&s.out);
     } else {
-        free(s.data);
+        eg_buf_free(&s.out);
     }
     return rc;
 }
