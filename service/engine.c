@@ -116,8 +116,10 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
             const EgRequestPart *p = &req->parts[i];
             char *text = p->is_image ? NULL : strndup(p->text ? p->text : "", p->text_len);
             if (!p->is_image && !text) return NO_MEMORY(err);
-            a->list.parts[i] =
-                (EgPromptPart){p->is_image ? EG_PART_IMAGE : EG_PART_TEXT, text, p->text_len};
+            /* a request's text is the user's: plain text, not markup (language/prompt.h) */
+            a->list.parts[i] = (EgPromptPart){.kind = p->is_image ? EG_PART_IMAGE : EG_PART_TEXT,
+                                              .text = text,
+                                              .len = p->text_len};
             if (p->is_image) {
                 a->images[a->n_images] = p->image;
                 a->image_lens[a->n_images++] = p->image_len;
