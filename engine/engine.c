@@ -124,6 +124,8 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
         } else if (eg_utf8_valid_prefix(p->text, p->text_len) != p->text_len) {
             return INVALID(err, "part %zu: text is not valid UTF-8 (byte %zu)", i,
                            eg_utf8_valid_prefix(p->text, p->text_len));
+        } else if (p->text_len && memchr(p->text, 0, p->text_len)) {
+            return INVALID(err, "part %zu: text contains U+0000 (NUL), which is not allowed", i);
         }
     }
     for (size_t i = 0; i < req->n_examples; i++) {
@@ -131,6 +133,8 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
         if (!x->image || x->image_len == 0) return INVALID(err, "example %zu: empty image", i);
         if (eg_utf8_valid_prefix(x->text, x->text_len) != x->text_len)
             return INVALID(err, "example %zu: text is not valid UTF-8", i);
+        if (x->text_len && memchr(x->text, 0, x->text_len))
+            return INVALID(err, "example %zu: text contains U+0000 (NUL), which is not allowed", i);
     }
     if (req->n_parts == 0 && req->n_examples == 0) return INVALID(err, "the request has no parts");
     /* Text is bounded before it is tokenized: no token spells more than 64 bytes, so more text
@@ -168,8 +172,10 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
             const EgRequestPart *p = &req->parts[i];
             char *text = p->is_image ? NULL : strndup(p->text ? p->text : "", p->text_len);
             if (!p->is_image && !text) return NO_MEMORY(err);
-            a->list.parts[i] =
-                (EgPromptPart){p->is_image ? EG_PART_IMAGE : EG_PART_TEXT, text, p->text_len};
+            /* a request's text is the user's: plain text, not markup (language/prompt.h) */
+            a->list.parts[i] = (EgPromptPart){.kind = p->is_image ? EG_PART_IMAGE : EG_PART_TEXT,
+                                              .text = text,
+                                              .len = p->text_len};
             if (p->is_image) {
                 a->images[a->n_images] = p->image;
                 a->image_lens[a->n_images++] = p->image_len;
@@ -178,18 +184,17 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
         return EG_STATUS_OK;
     }
     /* Few-shot: the examples, then the query (exactly one image and optional text). */
+    const char *why = req->n_examples ? "with examples" : "with use_template";
     const EgRequestPart *query_image = NULL, *query_text = NULL;
     for (size_t i = 0; i < req->n_parts; i++) {
         const EgRequestPart *p = &req->parts[i];
         const EgRequestPart **slot = p->is_image ? &query_image : &query_text;
         if (*slot)
-            return INVALID(err,
-                           "part %zu: with examples, parts must hold one query image and at "
-                           "most one text",
-                           i);
+            return INVALID(
+                err, "part %zu: %s, parts must hold one query image and at most one text", i, why);
         *slot = p;
     }
-    if (!query_image) return INVALID(err, "with examples, parts must hold the query image");
+    if (!query_image) return INVALID(err, "%s, parts must hold the query image", why);
     EgFewShotExample *ex = calloc(req->n_examples, sizeof *ex);
     if (!ex) return NO_MEMORY(err);
     for (size_t i = 0; i < req->n_examples; i++) {

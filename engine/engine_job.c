@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "engine/engine_internal.h"
+#include "language/utf8.h"
 #include "runtime/clock.h"
 
 struct EgEngineJob {
@@ -81,6 +82,13 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
     EgGenerateParams gen = req->gen;
     if (eg_sampling_params_validate(&gen.sampling, err)) return EG_STATUS_INVALID_ARGUMENT;
     if (gen.max_new_tokens == 0) return INVALID(err, "max_new_tokens must be at least 1");
+    /* A stop string that is not UTF-8 could match inside a character and cut the answer there,
+     * leaving a reply that is not UTF-8 either. */
+    for (size_t i = 0; i < gen.n_stop; i++) {
+        size_t len = gen.stop[i] ? strlen(gen.stop[i]) : 0;
+        size_t valid = eg_utf8_valid_prefix(gen.stop[i], len);
+        if (valid != len) return INVALID(err, "stop %zu: not valid UTF-8 (byte %zu)", i, valid);
+    }
     if (gen.max_new_tokens > e->limits.max_new_tokens) {
         eg_fail(err, "max_new_tokens %u exceeds the limit of %u", gen.max_new_tokens,
                 e->limits.max_new_tokens);

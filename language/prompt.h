@@ -8,10 +8,13 @@
  *  - a text part is stripped of ' ' (spaces only, not tabs/newlines) at both ends; with
  *    end-of-utterance on and the previous part also text, "<end_of_utterance>" goes first;
  *  - with add_eos, the EOS string ends it.
- * It is then tokenized with add_special_tokens=False, so special-token strings written inside
- * user text ("<image>", "</s>", "<s>", ...) ARE interpreted as those tokens, exactly as in HF. In
- * particular a literal "<image>" in text counts as an image position for the mask (and shifts the
- * numbering of later images); callers that must not allow that should reject such text.
+ * It is then tokenized with add_special_tokens=False, as a whole (so text without special-token
+ * strings gets HF's ids exactly). Structure comes only from the parts and the markup around them:
+ * special-token strings written inside a user's text ("<image>", "<fake_token_around_image>",
+ * "<s>", "</s>", "<unk>", "<end_of_utterance>") are tokenized as the plain characters they spell,
+ * so typed text can neither add an image position nor end or restart the sequence. Template text
+ * (EgPromptPart.markup) is trusted, and special-token strings in it are those tokens. HF's
+ * processor interprets them in user text too; EgPromptOptions.special_in_text does that.
  * Unlike HF, text that looks like a URL is never fetched as an image: a text part is text.
  *
  * The image mask, per token t (HF's image_attention_mask_for_packed_input_ids): the index of the
@@ -37,6 +40,11 @@ typedef struct EgPromptPart {
     EgPartKind kind;
     const char *text; /* EG_PART_TEXT: UTF-8 (need not be NUL-terminated); unused for images */
     size_t len;
+    /* 0 (the default): the whole text is a user's, tokenized as plain text. 1: the text is
+     * markup (a template's), where special-token strings are tokens, except for the user's text
+     * at [user_at, user_at + user_len), which stays plain. */
+    int markup;
+    size_t user_at, user_len;
 } EgPromptPart;
 
 typedef struct EgPromptOptions {
@@ -44,9 +52,12 @@ typedef struct EgPromptOptions {
      * instruct checkpoints); 0 off; 1 on (error if the token does not exist). */
     int end_of_utterance;
     int add_eos; /* append the EOS string (HF add_eos_token, default off) */
+    /* 1: special-token strings in user text are those tokens too, as in HF's processor (for
+     * comparisons with it; never for text from a request). Default 0: plain text. */
+    int special_in_text;
 } EgPromptOptions;
 
-/* { .end_of_utterance = -1, .add_eos = 0 } */
+/* { .end_of_utterance = -1, .add_eos = 0, .special_in_text = 0 } */
 EgPromptOptions eg_prompt_default_options(void);
 
 typedef struct EgPrompt {

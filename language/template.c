@@ -245,7 +245,13 @@ static int add_section(EgPartList *out, const StrList *sec, const char *text, si
             free(b.data);
             return -1;
         }
-        *p = (EgPromptPart){.kind = EG_PART_TEXT, .text = s, .len = len};
+        /* The template's own text is trusted markup; the example's or query's text is not. */
+        *p = (EgPromptPart){.kind = EG_PART_TEXT,
+                            .text = s,
+                            .len = len,
+                            .markup = 1,
+                            .user_at = slot ? (size_t)(slot - elem) : 0,
+                            .user_len = slot && text ? text_len : 0};
         out->n++;
     }
     return 0;

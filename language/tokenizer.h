@@ -52,6 +52,15 @@ int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len,
                            int32_t **ids_out, size_t *n_out, size_t *bad_offset, EgError *err);
 int eg_tokenizer_encode(const EgTokenizer *tok, const char *text, size_t len, int add_bos,
                         int32_t **ids_out, size_t *n_out, EgError *err);
+/* The same (without BOS) for text that mixes markup with a user's plain text: plain[i] is 1 where
+ * byte i is plain text, 0 where it is markup (plain NULL: all markup, as eg_tokenizer_encode).
+ * A special added token is recognised only where it covers no plain byte, so plain text is
+ * tokenized as the characters it spells ("<image>" typed by a user is "<", "image", ">"); added
+ * tokens not marked special are ordinary vocabulary and still match. A segment between markup
+ * tokens that holds plain text gets no special token matched after normalization either. */
+int eg_tokenizer_encode_plain(const EgTokenizer *tok, const char *text, size_t len,
+                              const uint8_t *plain, int32_t **ids_out, size_t *n_out,
+                              EgError *err);
 
 /* Full decode as HF `decode(ids, skip_special_tokens)`: all tokens (added ones included) go
  * through the decoder chain, so e.g. the Strip decoder removes one leading space of the whole

@@ -134,9 +134,16 @@ static uint32_t cp_at(const char *s, size_t i, size_t *n) {
     return eg_utf8_decode(s + i, n);
 }
 
-/* HF's AddedVocabulary::find_matches over s[0..len) with one pattern set. */
+/* Whether a special token may be matched at s[pos..pos+n): not where any byte is plain text
+ * (plain NULL: none is), nor anywhere when all_plain is set. */
+static int special_allowed(const uint8_t *plain, int all_plain, size_t pos, size_t n) {
+    return !all_plain && (!plain || !memchr(plain + pos, 1, n));
+}
+
+/* HF's AddedVocabulary::find_matches over s[0..len) with one pattern set, except that special
+ * tokens are not matched over plain text (see special_allowed). */
 static int find_matches(const EgTokenizer *tok, const EgMatchSet *set, const char *s, size_t len,
-                        SplitVec *out) {
+                        const uint8_t *plain, int all_plain, SplitVec *out) {
     out->n = 0;
     size_t start_offset = 0, pos = 0;
     if (set->start[256] == 0) return len ? split_push(out, -1, 0, len) : 0;
@@ -145,7 +152,8 @@ static int find_matches(const EgTokenizer *tok, const EgMatchSet *set, const cha
         const EgAddedToken *hit = NULL;
         for (uint32_t k = set->start[c]; k < set->start[c + 1]; k++) {
             const EgAddedToken *a = &tok->added[set->order[k]];
-            if (a->pat_len <= len - pos && memcmp(s + pos, a->pattern, a->pat_len) == 0) {
+            if (a->pat_len <= len - pos && memcmp(s + pos, a->pattern, a->pat_len) == 0 &&
+                (!a->special || special_allowed(plain, all_plain, pos, a->pat_len))) {
                 hit = a; /* longest first, so the first hit is the leftmost-longest match */
                 break;
             }
@@ -339,8 +347,8 @@ static int bpe_word(const EgTokenizer *tok, const char *s, size_t len, IdVec *ou
 
 /* ------------------------------------------------------------------ encode */
 
-int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len, int add_bos,
-                           int32_t **ids_out, size_t *n_out, size_t *bad_offset, EgError *err) {
+static int encode(const EgTokenizer *tok, const char *text, size_t len, const uint8_t *plain,
+                  int add_bos, int32_t **ids_out, size_t *n_out, size_t *bad_offset, EgError *err) {
     *ids_out = NULL;
     *n_out = 0;
     if (!text && len) return eg_fail(err, "encode: NULL text");
@@ -359,7 +367,7 @@ int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len,
         else if (idvec_push(&ids, tok->bos))
             rc = eg_fail(err, "out of memory");
     }
-    if (rc == 0 && find_matches(tok, &tok->raw_set, text, len, &raw))
+    if (rc == 0 && find_matches(tok, &tok->raw_set, text, len, plain, 0, &raw))
         rc = eg_fail(err, "out of memory");
     for (size_t i = 0; rc == 0 && i < raw.n; i++) {
         const Split *sp = &raw.v[i];
@@ -367,8 +375,11 @@ int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len,
             if (idvec_push(&ids, sp->id)) rc = eg_fail(err, "out of memory");
             continue;
         }
+        /* Normalizing moves bytes, so a segment that holds plain text matches no special token
+         * after normalization at all (only tokens marked normalized=true are matched there). */
+        int seg_plain = plain && memchr(plain + sp->start, 1, sp->end - sp->start) != NULL;
         if (eg_tok_normalize(tok, text + sp->start, sp->end - sp->start, &norm) ||
-            find_matches(tok, &tok->norm_set, norm.data, norm.len, &pieces)) {
+            find_matches(tok, &tok->norm_set, norm.data, norm.len, NULL, seg_plain, &pieces)) {
             rc = eg_fail(err, "out of memory");
             break;
         }
@@ -392,7 +403,18 @@ int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len,
     return 0;
 }
 
+int eg_tokenizer_encode_ex(const EgTokenizer *tok, const char *text, size_t len, int add_bos,
+                           int32_t **ids_out, size_t *n_out, size_t *bad_offset, EgError *err) {
+    return encode(tok, text, len, NULL, add_bos, ids_out, n_out, bad_offset, err);
+}
+
 int eg_tokenizer_encode(const EgTokenizer *tok, const char *text, size_t len, int add_bos,
                         int32_t **ids_out, size_t *n_out, EgError *err) {
-    return eg_tokenizer_encode_ex(tok, text, len, add_bos, ids_out, n_out, NULL, err);
+    return encode(tok, text, len, NULL, add_bos, ids_out, n_out, NULL, err);
+}
+
+int eg_tokenizer_encode_plain(const EgTokenizer *tok, const char *text, size_t len,
+                              const uint8_t *plain, int32_t **ids_out, size_t *n_out,
+                              EgError *err) {
+    return encode(tok, text, len, plain, 0, ids_out, n_out, NULL, err);
 }

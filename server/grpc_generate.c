@@ -203,7 +203,7 @@ void eg_generate_begin(Call *c) {
     EgServer *s = c->srv;
     EgError err = {0};
     if (!c->payload) {
-        eg_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "the call carries no GenerateRequest");
+        eg_call_fail_no_message(c);
         return;
     }
     grpc_slice all = eg_grpc_read_all(c->payload);

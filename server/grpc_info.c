@@ -5,9 +5,29 @@
 
 #include "server/grpc_server_internal.h"
 
+/* Whether the call's message is a `desc` message (one with no fields parses from any
+ * well-formed bytes, unknown fields included); answers INVALID_ARGUMENT when it is not. */
+static int request_parses(Call *c, const ProtobufCMessageDescriptor *desc) {
+    ProtobufCMessage *m = NULL;
+    if (c->payload) {
+        grpc_slice all = eg_grpc_read_all(c->payload);
+        m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all),
+                                      GRPC_SLICE_START_PTR(all));
+        grpc_slice_unref(all);
+    }
+    if (m) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 1;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "the request is not a valid %s", desc->name);
+    eg_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    return 0;
+}
 
 void eg_model_info(Call *c) {
     EgServer *s = c->srv;
+    if (!request_parses(c, &egret__v1__get_model_info_request__descriptor)) return;
     EgEngineInfo e;
     eg_engine_describe(s->engine, &e);
     Egret__V1__Limits limits = EGRET__V1__LIMITS__INIT;
@@ -69,6 +89,7 @@ static uint64_t resident_bytes(void) {
 
 void eg_server_stats(Call *c) {
     EgServer *s = c->srv;
+    if (!request_parses(c, &egret__v1__get_stats_request__descriptor)) return;
     Egret__V1__ServerStats st = EGRET__V1__SERVER_STATS__INIT;
     st.requests_total = atomic_load(&s->n_total);
     st.requests_ok = atomic_load(&s->n_ok);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "server/grpc_log_escape.h"
 #include "server/grpc_server_internal.h"
 
 static const char *const METHOD_PATHS[M_UNKNOWN] = {
@@ -124,6 +125,30 @@ void eg_call_fail(Call *c, grpc_status_code code, const char *msg) {
     if (rc) eg_call_unref(c);
 }
 
+/* A call with no message is, nearly always, one whose client reset it before sending the message;
+ * a client may also have half-closed without one. Only the call's close tells them apart: the
+ * answer goes out now, and if the call was cancelled before it could, the close says so. */
+static const char NO_MESSAGE[] = "the call carries no request message";
+
+void eg_call_fail_no_message(Call *c) {
+    c->log_at_close = 1;
+    pthread_mutex_lock(&c->mu);
+    int rc = c->finish_started
+                 ? 0
+                 : eg_call_finish_locked(c, GRPC_STATUS_INVALID_ARGUMENT, NO_MESSAGE, NULL);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) eg_call_unref(c);
+}
+
+static void log_at_close(Call *c, int cancelled) {
+    c->usage.total_s = eg_now_s() - c->accepted_at;
+    if (cancelled)
+        eg_server_log(c->srv, c, GRPC_STATUS_CANCELLED,
+                      "cancelled by the client before its request message arrived");
+    else
+        eg_server_log(c->srv, c, GRPC_STATUS_INVALID_ARGUMENT, NO_MESSAGE);
+}
+
 static const char *status_name(grpc_status_code code) {
     static const char *const names[] = {
         "OK",           "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
@@ -156,20 +181,25 @@ static void count_outcome(EgServer *s, const Call *c, grpc_status_code code) {
 
 void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg) {
     count_outcome(s, c, code);
-    char *peer = grpc_call_get_peer(c->call);
+    /* Peers and messages may carry what a client chose (a method path, its input quoted back):
+     * escaped, so that no client can write a line of its own. */
+    char *peer_raw = grpc_call_get_peer(c->call);
+    char peer[EG_LOG_FIELD_MAX], error[EG_LOG_FIELD_MAX];
+    eg_log_escape_str(peer, sizeof peer, peer_raw ? peer_raw : "?");
+    gpr_free(peer_raw);
+    eg_log_escape_str(error, sizeof error, code != GRPC_STATUS_OK ? msg : NULL);
     const Egret__V1__Usage *u = &c->usage;
     pthread_mutex_lock(&s->log_mu);
     fprintf(s->opt.log,
             "egret: request %llu %s peer=%s status=%s images=%u prompt_tokens=%u generated=%u "
             "ttft=%.3fs total=%.3fs queue=%.3fs",
-            (unsigned long long)c->id, METHOD_NAMES[c->method], peer ? peer : "?",
-            status_name(code), u->images, u->prompt_tokens, u->generated_tokens,
-            u->time_to_first_token_s, u->total_s, u->queue_s);
-    if (code != GRPC_STATUS_OK && msg && *msg) fprintf(s->opt.log, " error=\"%s\"", msg);
+            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, status_name(code), u->images,
+            u->prompt_tokens, u->generated_tokens, u->time_to_first_token_s, u->total_s,
+            u->queue_s);
+    if (*error) fprintf(s->opt.log, " error=\"%s\"", error);
     fputc('\n', s->opt.log);
     fflush(s->opt.log);
     pthread_mutex_unlock(&s->log_mu);
-    gpr_free(peer);
 }
 
 /* ---- accepting ---- */
@@ -213,6 +243,14 @@ static int authorized(const Call *c) {
     return same_secret(eg_grpc_metadata_get(&c->md, "x-api-key"), key);
 }
 
+static void unknown_method(Call *c) {
+    char path[256], msg[300];
+    eg_log_escape(path, sizeof path, (const char *)GRPC_SLICE_START_PTR(c->details.method),
+                  GRPC_SLICE_LENGTH(c->details.method));
+    snprintf(msg, sizeof msg, "unknown method %s", path);
+    eg_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+}
+
 static void on_accept(EgServer *s, Call *c, int ok) {
     if (!ok) { /* the server is shutting down: the pending accept is returned unused */
         c->call = NULL;
@@ -244,14 +282,6 @@ static void on_accept(EgServer *s, Call *c, int ok) {
     case M_HEALTH_WATCH:
         eg_health_watch_begin(c);
         return;
-    case M_UNKNOWN: {
-        char msg[300];
-        snprintf(msg, sizeof msg, "unknown method %.*s",
-                 (int)GRPC_SLICE_LENGTH(c->details.method),
-                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
-        eg_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, msg);
-        return;
-    }
     default:
         break;
     }
@@ -263,6 +293,11 @@ static void on_accept(EgServer *s, Call *c, int ok) {
         eg_call_fail(c, GRPC_STATUS_UNAUTHENTICATED,
                      "missing or wrong API key (send metadata 'authorization: Bearer KEY' or "
                      "'x-api-key: KEY')");
+        return;
+    }
+    /* Only after the key: without it, which methods exist is nobody's business. */
+    if (c->method == M_UNKNOWN) {
+        unknown_method(c);
         return;
     }
     if (is_client_streaming(c->method))
@@ -289,6 +324,7 @@ static void on_event(EgServer *s, const grpc_event *ev) {
         break;
     case TAG_RECV_CLOSE:
         if (c->recv_cancelled || !ev->success) atomic_store(&c->client_gone, 1);
+        if (c->log_at_close) log_at_close(c, c->recv_cancelled || !ev->success);
         if (c->method == M_HEALTH_WATCH) eg_health_watch_continue(c);
         eg_call_unref(c);
         break;

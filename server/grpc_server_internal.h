@@ -59,6 +59,7 @@ struct Call {
     Tag t_accept, t_recv_close, t_recv, t_send, t_finish;
     grpc_byte_buffer *recv_buf; /* reflection: the request being received */
     int recv_cancelled;      /* written by the core when RECV_CLOSE completes */
+    int log_at_close;        /* no request message came: logged once the close says why */
     atomic_int refs;
     atomic_int client_gone;  /* the client cancelled or disconnected */
     double accepted_at;
@@ -135,6 +136,8 @@ void eg_call_fail(Call *c, grpc_status_code code, const char *msg);
 int eg_call_send_locked(Call *c, grpc_byte_buffer *buf);
 /* One log line for a finished request. */
 void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg);
+/* A generation call without a request message: answered at once, logged by its close. */
+void eg_call_fail_no_message(Call *c);
 
 /* grpc_generate.c */
 void eg_generate_begin(Call *c);

@@ -56,45 +56,89 @@ static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *
     return 0;
 }
 
-/* Counts the top-level occurrences of fields 1 (parts), 2 (examples) and 8 (stop) by walking
- * the wire format. A malformed message stops the walk; unpacking then reports it. */
+/* One field of the wire format at *p: its number, wire type and, for length-delimited fields,
+ * its bytes. Returns 0, or -1 at the end or where the message is malformed (unpacking then
+ * reports it). */
+typedef struct WireField {
+    uint64_t number;
+    unsigned type;
+    const uint8_t *data; /* type 2 */
+    size_t len;
+} WireField;
+
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return 0;
+    }
+    return -1;
+}
+
+static int next_field(const uint8_t **p, const uint8_t *end, WireField *f) {
+    uint64_t key, v;
+    if (*p >= end || read_varint(p, end, &key)) return -1;
+    f->number = key >> 3;
+    f->type = (unsigned)(key & 7);
+    size_t left = (size_t)(end - *p);
+    switch (f->type) {
+    case 0:
+        return read_varint(p, end, &v);
+    case 1:
+    case 5:
+        if (left < (f->type == 1 ? 8u : 4u)) return -1;
+        *p += f->type == 1 ? 8 : 4;
+        return 0;
+    case 2:
+        if (read_varint(p, end, &v) || v > (uint64_t)(end - *p)) return -1;
+        f->data = *p;
+        f->len = (size_t)v;
+        *p += v;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Counts the top-level occurrences of fields 1 (parts), 2 (examples) and 8 (stop). */
 static void count_fields(const uint8_t *p, size_t len, size_t counts[9]) {
     const uint8_t *end = p + len;
-    while (p < end) {
-        uint64_t key = 0, v = 0;
-        int shift = 0;
-        while (p < end && shift < 64) {
-            key |= (uint64_t)(*p & 0x7f) << shift;
-            shift += 7;
-            if (!(*p++ & 0x80)) break;
-        }
-        uint64_t field = key >> 3;
-        switch (key & 7) {
-        case 0: /* varint */
-            while (p < end && (*p++ & 0x80)) {
-            }
-            break;
-        case 1:
-            p += (size_t)(end - p) < 8 ? (size_t)(end - p) : 8;
-            break;
-        case 5:
-            p += (size_t)(end - p) < 4 ? (size_t)(end - p) : 4;
-            break;
-        case 2: /* length-delimited */
-            shift = 0;
-            while (p < end && shift < 64) {
-                v |= (uint64_t)(*p & 0x7f) << shift;
-                shift += 7;
-                if (!(*p++ & 0x80)) break;
-            }
-            if (v > (uint64_t)(end - p)) return;
-            p += v;
-            break;
-        default:
-            return;
-        }
-        if (field < 9) counts[field]++;
+    WireField f;
+    while (next_field(&p, end, &f) == 0)
+        if (f.number < 9) counts[f.number]++;
+}
+
+/* Whether the length-delimited field `number` of the message in f holds a NUL byte. */
+static int inner_string_has_nul(const WireField *outer, uint64_t number) {
+    const uint8_t *p = outer->data, *end = outer->data + outer->len;
+    WireField f;
+    while (next_field(&p, end, &f) == 0)
+        if (f.number == number && f.type == 2 && memchr(f.data, 0, f.len)) return 1;
+    return 0;
+}
+
+/* protobuf-c hands strings over NUL-terminated, without their length, so a U+0000 inside one
+ * would silently cut it there. Such strings are found on the wire and refused instead. */
+static int refuse_nul(const uint8_t *p, size_t len, EgError *err) {
+    const uint8_t *end = p + len;
+    size_t n_parts = 0, n_examples = 0, n_stops = 0;
+    WireField f;
+    while (next_field(&p, end, &f) == 0) {
+        if (f.type != 2) continue;
+        if (f.number == 1 && inner_string_has_nul(&f, 1))
+            return eg_fail(err, "part %zu: text contains U+0000 (NUL), which is not allowed",
+                           n_parts);
+        if (f.number == 2 && inner_string_has_nul(&f, 2))
+            return eg_fail(err, "example %zu: text contains U+0000 (NUL), which is not allowed",
+                           n_examples);
+        if (f.number == 8 && memchr(f.data, 0, f.len))
+            return eg_fail(err, "stop %zu contains U+0000 (NUL), which is not allowed", n_stops);
+        n_parts += f.number == 1;
+        n_examples += f.number == 2;
+        n_stops += f.number == 8;
     }
+    return 0;
 }
 
 EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
@@ -115,6 +159,10 @@ EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t defau
     out->msg = egret__v1__generate_request__unpack(NULL, len, data);
     if (!out->msg) {
         eg_fail(err, "the request is not a valid egret.v1.GenerateRequest (%zu bytes)", len);
+        return EG_STATUS_INVALID_ARGUMENT;
+    }
+    if (refuse_nul(data, len, err)) {
+        eg_proto_request_free(out);
         return EG_STATUS_INVALID_ARGUMENT;
     }
     if (convert(out, default_max_new_tokens, err) == 0) return EG_STATUS_OK;

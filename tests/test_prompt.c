@@ -272,12 +272,16 @@ done:
 
 /* ------------------------------------------------------------------ (4) mask rules */
 
+/* HF's processor, which reads special-token strings in user text as those tokens. */
+static const EgPromptOptions HF_TEXT = {.end_of_utterance = -1, .special_in_text = 1};
+
 static void check_index(const EgTokenizer *tok, const EgPromptPart *parts, size_t n,
-                        const char *want_text, const int32_t *want_index, size_t want_n,
-                        int want_images, const char *what) {
+                        const EgPromptOptions *opt, const char *want_text,
+                        const int32_t *want_index, size_t want_n, int want_images,
+                        const char *what) {
     EgPrompt p;
     EgError err = {0};
-    if (eg_prompt_build(tok, parts, n, NULL, &p, &err) != 0) {
+    if (eg_prompt_build(tok, parts, n, opt, &p, &err) != 0) {
         CHECK(0, "%s: %s", what, err.msg);
         return;
     }
@@ -297,6 +301,55 @@ static void check_index(const EgTokenizer *tok, const EgPromptPart *parts, size_
     eg_prompt_free(&p);
 }
 
+static int count_id(const EgPrompt *p, int32_t id) {
+    int n = 0;
+    for (size_t i = 0; i < p->n_tokens; i++)
+        n += p->ids[i] == id;
+    return n;
+}
+
+/* By default a user's text is plain text: typed special-token strings are the characters they
+ * spell, the real image keeps index 0, and text free of them still gets HF's ids. */
+static void test_plain_user_text(const EgTokenizer *tok) {
+    static const char *const typed[] = {"<image>", "<fake_token_around_image>", "<s>", "</s>",
+                                        "<unk>"};
+    const int32_t ids_of[] = {476, 475, 1, 2, 0};
+    const int structural[] = {1, 2, 1, 0, 0}; /* how many the parts and markup make */
+    for (size_t k = 0; k < sizeof typed / sizeof *typed; k++) {
+        char text[64];
+        snprintf(text, sizeof text, "look %s here", typed[k]);
+        EgPromptPart parts[] = {text_part(text), image_part(), text_part("Output:")};
+        EgPrompt p;
+        EgError err = {0};
+        if (eg_prompt_build(tok, parts, 3, NULL, &p, &err) != 0) {
+            CHECK(0, "typed %s: %s", typed[k], err.msg);
+            continue;
+        }
+        CHECK(count_id(&p, ids_of[k]) == structural[k],
+              "typed %s: %d of its id, want %d (structure only)", typed[k],
+              count_id(&p, ids_of[k]), structural[k]);
+        /* the typed text decodes back to itself */
+        char *back = eg_tokenizer_decode(tok, p.ids, p.n_tokens, 1, &err);
+        CHECK(back && strstr(back, text), "typed %s: decodes to \"%s\"", typed[k], back);
+        free(back);
+        /* the real image is image 0, seen by the query's tokens */
+        CHECK(p.n_images == 1 && p.image_index[p.n_tokens - 1] == 0,
+              "typed %s: the last token sees image %d", typed[k], p.image_index[p.n_tokens - 1]);
+        eg_prompt_free(&p);
+    }
+    /* <end_of_utterance> and everything else in test_end_of_utterance; text without special
+     * strings: the same ids as HF's reading */
+    EgPromptPart parts[] = {image_part(), text_part("Output: a small red circle.")};
+    EgPrompt a, b;
+    EgError err = {0};
+    CHECK(eg_prompt_build(tok, parts, 2, NULL, &a, &err) == 0 &&
+              eg_prompt_build(tok, parts, 2, &HF_TEXT, &b, &err) == 0 &&
+              a.n_tokens == b.n_tokens && memcmp(a.ids, b.ids, a.n_tokens * 4) == 0,
+          "plain text: ids as HF's");
+    eg_prompt_free(&a);
+    eg_prompt_free(&b);
+}
+
 static void test_mask_rules(const EgTokenizer *tok) {
     /* consecutive images share the fake token between them:
      * <s> <fake> <image> <fake> <image> <fake> text... -> -1 -1 0 0 1 1 1... */
@@ -310,11 +363,11 @@ static void test_mask_rules(const EgTokenizer *tok) {
         for (size_t i = 4; i < n && i < 32; i++)
             idx[i] = 1;
         CHECK(n > 6 && ids[4] == 476 && ids[5] == 475, "consecutive images setup");
-        check_index(tok, parts, 3, str, idx, n, 2, "consecutive images");
+        check_index(tok, parts, 3, NULL, str, idx, n, 2, "consecutive images");
         free(ids);
     }
-    /* EOS inside text: the EOS itself still sees image 0, the tokens after it see none until
-     * the next <image> (the opening fake token of image 1 included) */
+    /* EOS inside text (read as HF does): the EOS itself still sees image 0, the tokens after it
+     * see none until the next <image> (the opening fake token of image 1 included) */
     {
         EgPromptPart parts[] = {image_part(), text_part("a</s>b"), image_part(), text_part("c")};
         size_t n = 0;
@@ -335,7 +388,7 @@ static void test_mask_rules(const EgTokenizer *tok) {
         while (eos_at < n && ids[eos_at] != 2)
             eos_at++;
         CHECK(eos_at + 1 < n && idx[eos_at] == 0 && idx[eos_at + 1] == -1, "EOS rule setup");
-        check_index(tok, parts, 4,
+        check_index(tok, parts, 4, &HF_TEXT,
                     "<s><fake_token_around_image><image><fake_token_around_image>"
                     "a</s>b<fake_token_around_image><image><fake_token_around_image>c",
                     idx, n, 2, "EOS inside text");
@@ -349,7 +402,7 @@ static void test_mask_rules(const EgTokenizer *tok) {
             idx[i] = -1;
         size_t n = 0;
         int32_t *ids = encode_str(tok, "<s>hello world", &n);
-        check_index(tok, parts, 1, "<s>hello world", idx, n, 0, "no images");
+        check_index(tok, parts, 1, NULL, "<s>hello world", idx, n, 0, "no images");
         free(ids);
         EgPrompt p;
         EgError err = {0};
@@ -363,8 +416,8 @@ static void test_mask_rules(const EgTokenizer *tok) {
             eg_prompt_free(&p);
         }
     }
-    /* a literal "<image>" in user text counts, as in HF: it takes index 0 and pushes the real
-     * image to index 1 >= n_images, so that image's tokens see none */
+    /* read as HF does, a literal "<image>" in user text counts: it takes index 0 and pushes the
+     * real image to index 1 >= n_images, so that image's tokens see none */
     {
         EgPromptPart parts[] = {text_part("x<image>y"), image_part(), text_part("z")};
         size_t n = 0;
@@ -378,11 +431,12 @@ static void test_mask_rules(const EgTokenizer *tok) {
             if (ids[i] == 476) count++;
             idx[i] = count >= 1 ? -1 : count;
         }
-        check_index(tok, parts, 3,
+        check_index(tok, parts, 3, &HF_TEXT,
                     "<s>x<image>y<fake_token_around_image><image><fake_token_around_image>z", idx,
                     n, 1, "literal <image> in text");
         free(ids);
     }
+    test_plain_user_text(tok);
     /* text parts lose spaces (only spaces) at both ends; an empty text part still separates two
      * images (each gets its own opening fake token) */
     {
@@ -449,6 +503,37 @@ static void test_end_of_utterance(void) {
         has += p.ids[i] == 477;
     CHECK(has == 1, "one <end_of_utterance> id in the prompt");
     eg_prompt_free(&p);
+    /* a template's markup holds special tokens; the example's and the query's text, typed by a
+     * user, cannot add any */
+    const char *js = "{\"example\": [\"<image>\", \"User: {text}<end_of_utterance>\\n\"],"
+                     " \"query\": [\"<image>\", \"User: {text}<end_of_utterance>\\nAssistant:\"]}";
+    EgTemplate *t = eg_template_parse(js, strlen(js), "instruct", &err);
+    CHECK(t != NULL, "instruct template: %s", err.msg);
+    EgFewShotExample ex = {"a<end_of_utterance>b<image>c", 28};
+    EgPartList pl = {0};
+    if (t && eg_template_build(t, &ex, 1, "q</s><s>", 8, &pl, &err) == 0 &&
+        eg_prompt_build(tok, pl.parts, pl.n, NULL, &p, &err) == 0) {
+        int eou = 0, image = 0, bos = 0, eos = 0;
+        for (size_t i = 0; i < p.n_tokens; i++) {
+            eou += p.ids[i] == 477;
+            image += p.ids[i] == 476;
+            bos += p.ids[i] == 1;
+            eos += p.ids[i] == 2;
+        }
+        CHECK(eou == 2 && image == 2 && bos == 1 && eos == 0,
+              "template markup only: %d <end_of_utterance>, %d <image>, %d <s>, %d </s>", eou,
+              image, bos, eos);
+        char *back = eg_tokenizer_decode(tok, p.ids, p.n_tokens, 0, &err);
+        CHECK(back && strstr(back, "a<end_of_utterance>b<image>c<end_of_utterance>") &&
+                  strstr(back, "q</s><s><end_of_utterance>"),
+              "typed text kept as written: \"%s\"", back);
+        free(back);
+        eg_prompt_free(&p);
+    } else {
+        CHECK(0, "instruct prompt: %s", err.msg);
+    }
+    eg_part_list_free(&pl);
+    eg_template_free(t);
     eg_tokenizer_free(tok);
 }
 

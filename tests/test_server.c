@@ -247,7 +247,9 @@ static void test_health_info_auth(void) {
     CHECK(code == GRPC_STATUS_NOT_FOUND, "health of an unknown service: status %d", code);
 
     char msg[512];
-    code = raw_call(r.addr, NULL, "/egret.v1.Egret/Nope", NULL, NULL, NULL, msg, sizeof msg);
+    /* named only to a caller with the key (tests/test_server_input.c: without it) */
+    EgClientOptions keyed = {.api_key = "s3cret-key"};
+    code = raw_call(r.addr, &keyed, "/egret.v1.Egret/Nope", NULL, NULL, NULL, msg, sizeof msg);
     CHECK(code == GRPC_STATUS_UNIMPLEMENTED && strstr(msg, "/egret.v1.Egret/Nope"),
           "unknown method: %d '%s'", code, msg);
 

@@ -791,6 +791,46 @@ static void test_large_vocab(void) {
     }
 }
 
+/* Plain text (a user's) spells no special token; markup around it still does. */
+static void test_plain_text(const EgTokenizer *tok) {
+    const char *text = "<s>say <image></s> or <fake_token_around_image><unk>!</s>";
+    size_t len = strlen(text), user0 = 3, user1 = len - 4; /* markup: "<s>" ... "</s>" */
+    uint8_t plain[64] = {0};
+    memset(plain + user0, 1, user1 - user0);
+    int32_t *ids = NULL, *all = NULL, *piece = NULL;
+    size_t n = 0, n_all = 0, n_piece = 0;
+    EgError err = {0};
+    int rc = eg_tokenizer_encode_plain(tok, text, len, plain, &ids, &n, &err);
+    CHECK(rc == 0, "encode_plain: %s", err.msg);
+    int special_inside = 0;
+    for (size_t i = 1; rc == 0 && i + 1 < n; i++)
+        special_inside += eg_tokenizer_is_special(tok, ids[i]);
+    CHECK(rc == 0 && n > 2 && ids[0] == 1 && ids[n - 1] == 2 && special_inside == 0,
+          "plain text: markup <s> and </s> only (%d special ids inside)", special_inside);
+    char *back = rc == 0 ? eg_tokenizer_decode(tok, ids, n, 0, &err) : NULL;
+    CHECK(back && strstr(back, "say <image></s> or <fake_token_around_image><unk>!"),
+          "plain text decodes as typed: \"%s\"", back);
+    free(back);
+    /* without plain bytes it is eg_tokenizer_encode */
+    CHECK(eg_tokenizer_encode_plain(tok, text, len, NULL, &all, &n_all, &err) == 0 &&
+              eg_tokenizer_encode(tok, text, len, 0, &piece, &n_piece, &err) == 0 &&
+              n_all == n_piece && memcmp(all, piece, n_all * sizeof *all) == 0 && n_all < n,
+          "plain NULL: as eg_tokenizer_encode");
+    free(ids);
+    free(all);
+    free(piece);
+    /* a special token half in markup, half in plain text is not matched */
+    const char *split = "<ima" "ge>";
+    memset(plain, 0, sizeof plain);
+    memset(plain + 4, 1, 3);
+    rc = eg_tokenizer_encode_plain(tok, split, strlen(split), plain, &ids, &n, &err);
+    int image = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        image += ids[i] == eg_tokenizer_find(tok, "<image>");
+    CHECK(rc == 0 && image == 0, "a token straddling plain text: %d <image>", image);
+    free(ids);
+}
+
 int main(void) {
     test_rng_init();
     double t0 = now_s();
@@ -806,6 +846,7 @@ int main(void) {
     test_stream_partial_utf8(tok);
     test_invalid_utf8(tok);
     test_added_token_flags();
+    test_plain_text(tok);
     test_bpe_options();
     test_load_errors();
     test_large_input(tok);

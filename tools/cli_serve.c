@@ -39,7 +39,11 @@ static void usage(FILE *f) {
             "security:\n"
             "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
             "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
-            "                               'authorization: Bearer KEY' or 'x-api-key: KEY'\n",
+            "                               'authorization: Bearer KEY' or 'x-api-key: KEY'\n"
+            "                               (unknown methods too; health checks need none)\n"
+            "requests: text is UTF-8 without U+0000, stop strings too (INVALID_ARGUMENT);\n"
+            "text is plain text: '<image>', '</s>' and other special-token strings typed in it\n"
+            "are not tokens. Client strings in the log are escaped.\n",
             (unsigned long long)EG_IMAGE_DEFAULT_MAX_PIXELS, EG_IMAGE_DEFAULT_MAX_SIDE);
 }
 
