@@ -11,6 +11,7 @@
 #include "egret/v1/egret.pb-c.h"
 #include "runtime/clock.h"
 #include "service/grpc_bytes.h"
+#include "service/grpc_listener.h"
 #include "service/grpc_server.h"
 #include "service/proto_request.h"
 #include "service/scheduler.h"
@@ -96,6 +97,7 @@ struct EgServer {
     EgServerOptions opt;
     char model_name[256];
     grpc_server *server;
+    EgListener *listener; /* plaintext addresses: Egret accepts (NULL: gRPC does) */
     grpc_completion_queue *cq;
     void *methods[M_COUNT];
     int port;
