@@ -323,11 +323,14 @@ static void on_event(EgServer *s, const grpc_event *ev) {
     }
 }
 
-/* Draining happens in two phases. First the server keeps accepting calls but answers new
+/* Draining happens in three phases. First the server keeps accepting calls but answers new
  * generation requests UNAVAILABLE itself, while the ones in flight finish (or, after the grace
  * period, are stopped and answered UNAVAILABLE). Only once they have all ended, and their last
  * messages had a moment to leave, does the core server shut down: shutting it down earlier
- * closes connections under calls whose final status is still on its way. */
+ * closes connections under calls whose final status is still on its way. Last, the connections
+ * are closed: the core's shutdown only says GOAWAY and waits for every client to hang up, which
+ * some clients take seconds to do, so once no call is left (or after DRAIN_FORCE_S, for a client
+ * that does not read its last messages) the server cuts them itself. */
 static void begin_drain(EgServer *s) {
     s->draining = 1;
     s->drain_deadline = eg_now_s() + s->opt.grace_s;
@@ -339,14 +342,15 @@ static void begin_drain(EgServer *s) {
 
 static void shut_down_core(EgServer *s) {
     s->shutdown_called = 1;
+    s->shutdown_at = eg_now_s();
     eg_listener_stop(s->listener);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
 }
 
 /* How long the last answers get to leave before connections close, and how long calls that
- * would not end after the grace period (a client not reading) get before they are cut. */
+ * would not end (a client not reading) get before they are cut. */
 #define DRAIN_FLUSH_S 0.25
-#define DRAIN_FORCE_S 5.0
+#define DRAIN_FORCE_S 1.0
 
 static void drain_step(EgServer *s, int drains) {
     double now = eg_now_s();
@@ -361,10 +365,16 @@ static void drain_step(EgServer *s, int drains) {
     if (idle && s->idle_since == 0) s->idle_since = now;
     if (!idle) s->idle_since = 0;
     if (!s->shutdown_called && idle && now - s->idle_since >= DRAIN_FLUSH_S) shut_down_core(s);
-    if (!s->forced && (drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S)) {
+    int cut = drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S;
+    if (s->shutdown_called) {
+        double since = now - s->shutdown_at;
+        cut = cut || since >= DRAIN_FORCE_S ||
+              (atomic_load(&s->live_calls) == 0 && since >= DRAIN_FLUSH_S);
+    }
+    if (!s->forced && cut) {
         s->forced = 1;
         if (!s->shutdown_called) shut_down_core(s);
-        grpc_server_cancel_all_calls(s->server);
+        grpc_server_cancel_all_calls(s->server); /* and closes every connection */
     }
 }
 

@@ -1,7 +1,9 @@
 /* `egret serve` as a process (the built binary, on the bundled demo model, on 127.0.0.1):
  * - a flood of connections past a low descriptor limit (silent ones, and ones that speak HTTP/2
  *   and then idle): health answers during it or within 10 s after it, and so does Generate;
- * - a connection that never sends the HTTP/2 preface is closed after the handshake timeout. */
+ * - a connection that never sends the HTTP/2 preface is closed after the handshake timeout;
+ * - SIGTERM with a stream in flight: the process exits soon after the grace period ends, the
+ *   call ends with UNAVAILABLE and the exit code is 0. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -309,6 +311,92 @@ static void test_handshake_timeout(void) {
     stop(&p);
 }
 
+typedef struct Stream {
+    const char *addr;
+    atomic_int first;
+    EgClientAnswer a;
+    EgCallStatus st;
+    int rc;
+    pthread_t thread;
+} Stream;
+
+static int on_text(void *user, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    atomic_store(&((Stream *)user)->first, 1);
+    return 0;
+}
+
+static void *stream_thread(void *arg) {
+    Stream *s = arg;
+    EgError err = {{0}};
+    EgClient *c = eg_client_connect(s->addr, &(EgClientOptions){0}, &err);
+    if (!c) return NULL;
+    EgRequestPart part;
+    EgRequest req = caption_request(&part, 1024);
+    req.gen.ignore_eos = 1;
+    s->rc = eg_client_generate(c, &req, 1, 120, on_text, s, &s->a, &s->st, &err);
+    eg_client_close(c);
+    return NULL;
+}
+
+#define GRACE_S 1.0
+#define EXIT_BOUND_S 1.5 /* after the grace period */
+
+static void test_shutdown(void) {
+    Proc p;
+    /* 1024 tokens take several seconds on any device: the stream outlives the grace period */
+    const char *args[] = {"--grace", "1", NULL};
+    if (spawn(&p, 0, args)) return;
+    if (wait_healthy(p.addr, 120) < 0) {
+        CHECK(0, "egret serve never answered health");
+        print_log(&p);
+        stop(&p);
+        return;
+    }
+    /* Connections that stay open with no call: a client channel, and one that said its HTTP/2
+     * preface and then nothing (it never answers the GOAWAY's ping nor hangs up). Waiting for
+     * them to hang up after the GOAWAY kept the process alive seconds past the grace period. */
+    EgError err = {{0}};
+    EgClient *idle = eg_client_connect(p.addr, &(EgClientOptions){0}, &err);
+    EgCallStatus st = {0};
+    int status_seen = -1;
+    CHECK(idle && eg_client_call(idle, "/grpc.health.v1.Health/Check", NULL, 0, 10, read_health,
+                                 &status_seen, &st, &err) == 0,
+          "health on the idle channel: %s", err.msg);
+    int mute = connect_to(atoi(strchr(p.addr, ':') + 1));
+    speak_http2(mute);
+    Stream s = {.addr = p.addr, .rc = -1};
+    pthread_create(&s.thread, NULL, stream_thread, &s);
+    for (int i = 0; i < 6000 && !atomic_load(&s.first); i++)
+        usleep(10 * 1000);
+    CHECK(atomic_load(&s.first), "the stream never started");
+    double t0 = eg_now_s();
+    kill(p.pid, SIGTERM);
+    int status = 0;
+    int reaped = reap(&p, GRACE_S + 30, &status) == 0;
+    double exited = eg_now_s() - t0;
+    pthread_join(s.thread, NULL);
+    CHECK(reaped, "egret serve still running 30 s after its grace period");
+    CHECK(exited <= GRACE_S + EXIT_BOUND_S,
+          "egret serve exited %.2f s after SIGTERM (grace %.1f s, bound %.1f s after it)", exited,
+          GRACE_S, EXIT_BOUND_S);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+    CHECK(s.rc == 0 && s.st.code == GRPC_STATUS_UNAVAILABLE,
+          "the stream in flight ended with rc %d, status %d (%s) after %u tokens", s.rc,
+          (int)s.st.code, s.st.message, s.a.generated_tokens);
+    fprintf(stderr,
+            "shutdown: exited %.2f s after SIGTERM with grace %.1f s; the stream ended "
+            "%s after %zu messages\n",
+            exited, GRACE_S, s.st.code == GRPC_STATUS_UNAVAILABLE ? "UNAVAILABLE" : "otherwise",
+            s.a.n_messages);
+    if (test_checks_failed) print_log(&p);
+    eg_client_answer_free(&s.a);
+    eg_client_close(idle);
+    close(mute);
+    unlink(p.log);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     find_egret();
@@ -320,6 +408,7 @@ int main(void) {
     REQUIRE(image != NULL, "examples/scene-002.png");
     test_flood();
     test_handshake_timeout();
+    test_shutdown();
     free(image);
     return test_finish();
 }
