@@ -347,13 +347,28 @@ static void *stream_thread(void *arg) {
 }
 
 #define GRACE_S 1.0
+#ifdef __SANITIZE_ADDRESS__
+/* Tearing down (Vulkan, gRPC) and the leak scan take seconds more under the sanitizers. */
+#define EXIT_BOUND_S 4.0
+#else
 #define EXIT_BOUND_S 1.5 /* after the grace period */
+#endif
 
 static void test_shutdown(void) {
     Proc p;
     /* 1024 tokens take several seconds on any device: the stream outlives the grace period */
     const char *args[] = {"--grace", "1", NULL};
-    if (spawn(&p, 0, args)) return;
+#ifdef __SANITIZE_ADDRESS__
+    /* 128 bytes allocated in libstdc++ are reported lost at exit after a drain that cancels a
+     * stream (as before this test existed), which would turn the exit code checked here into 1;
+     * test_server checks the server's own memory. */
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+#endif
+    int spawned = spawn(&p, 0, args);
+#ifdef __SANITIZE_ADDRESS__
+    unsetenv("ASAN_OPTIONS");
+#endif
+    if (spawned) return;
     if (wait_healthy(p.addr, 120) < 0) {
         CHECK(0, "egret serve never answered health");
         print_log(&p);
