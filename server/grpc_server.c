@@ -3,8 +3,10 @@
  * info in grpc_health.c. */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "server/grpc_log_escape.h"
@@ -184,8 +186,12 @@ void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char
     /* Peers and messages may carry what a client chose (a method path, its input quoted back):
      * escaped, so that no client can write a line of its own. */
     char *peer_raw = grpc_call_get_peer(c->call);
+    char named[64]; /* connections from Egret's listener: gRPC knows them as "fd:N" */
+    const char *shown = eg_listener_peer(s->listener, peer_raw, named, sizeof named) == 0 ? named
+                        : peer_raw                                                      ? peer_raw
+                                                                                        : "?";
     char peer[EG_LOG_FIELD_MAX], error[EG_LOG_FIELD_MAX];
-    eg_log_escape_str(peer, sizeof peer, peer_raw ? peer_raw : "?");
+    eg_log_escape_str(peer, sizeof peer, shown);
     gpr_free(peer_raw);
     eg_log_escape_str(error, sizeof error, code != GRPC_STATUS_OK ? msg : NULL);
     const Egret__V1__Usage *u = &c->usage;
@@ -353,11 +359,14 @@ static void on_event(EgServer *s, const grpc_event *ev) {
     }
 }
 
-/* Draining happens in two phases. First the server keeps accepting calls but answers new
+/* Draining happens in three phases. First the server keeps accepting calls but answers new
  * generation requests UNAVAILABLE itself, while the ones in flight finish (or, after the grace
  * period, are stopped and answered UNAVAILABLE). Only once they have all ended, and their last
  * messages had a moment to leave, does the core server shut down: shutting it down earlier
- * closes connections under calls whose final status is still on its way. */
+ * closes connections under calls whose final status is still on its way. Last, the connections
+ * are closed: the core's shutdown only says GOAWAY and waits for every client to hang up, which
+ * some clients take seconds to do, so once no call is left (or after DRAIN_FORCE_S, for a client
+ * that does not read its last messages) the server cuts them itself. */
 static void begin_drain(EgServer *s) {
     s->draining = 1;
     s->drain_deadline = eg_now_s() + s->opt.grace_s;
@@ -369,13 +378,15 @@ static void begin_drain(EgServer *s) {
 
 static void shut_down_core(EgServer *s) {
     s->shutdown_called = 1;
+    s->shutdown_at = eg_now_s();
+    eg_listener_stop(s->listener);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
 }
 
 /* How long the last answers get to leave before connections close, and how long calls that
- * would not end after the grace period (a client not reading) get before they are cut. */
+ * would not end (a client not reading) get before they are cut. */
 #define DRAIN_FLUSH_S 0.25
-#define DRAIN_FORCE_S 5.0
+#define DRAIN_FORCE_S 1.0
 
 static void drain_step(EgServer *s, int drains) {
     double now = eg_now_s();
@@ -390,10 +401,16 @@ static void drain_step(EgServer *s, int drains) {
     if (idle && s->idle_since == 0) s->idle_since = now;
     if (!idle) s->idle_since = 0;
     if (!s->shutdown_called && idle && now - s->idle_since >= DRAIN_FLUSH_S) shut_down_core(s);
-    if (!s->forced && (drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S)) {
+    int cut = drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S;
+    if (s->shutdown_called) {
+        double since = now - s->shutdown_at;
+        cut = cut || since >= DRAIN_FORCE_S ||
+              (atomic_load(&s->live_calls) == 0 && since >= DRAIN_FLUSH_S);
+    }
+    if (!s->forced && cut) {
         s->forced = 1;
         if (!s->shutdown_called) shut_down_core(s);
-        grpc_server_cancel_all_calls(s->server);
+        grpc_server_cancel_all_calls(s->server); /* and closes every connection */
     }
 }
 
@@ -451,6 +468,12 @@ static grpc_server_credentials *make_credentials(const EgServerOptions *o, EgErr
     return creds;
 }
 
+uint32_t eg_server_default_max_connections(uint64_t nofile) {
+    uint64_t reserve = 64 + nofile / 8;
+    uint64_t n = nofile > reserve + 2 ? (nofile - reserve) / 2 : 1;
+    return n > 4096 ? 4096 : (uint32_t)n;
+}
+
 static void apply_defaults(EgServerOptions *o) {
     if (!o->listen) o->listen = "127.0.0.1:50051";
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
@@ -458,7 +481,51 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->max_batch) o->max_batch = 8;
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
+    if (!o->max_connections) {
+        struct rlimit rl = {0, 0};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        o->max_connections = eg_server_default_max_connections(
+            rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur);
+    }
+    if (o->handshake_timeout_s <= 0) o->handshake_timeout_s = 15;
+    if (o->max_connection_idle_s == 0) o->max_connection_idle_s = 300;
+    if (o->max_connection_age_s == 0) o->max_connection_age_s = 1800;
+    if (o->max_connection_age_grace_s <= 0) o->max_connection_age_grace_s = 60;
     if (!o->log) o->log = stderr;
+}
+
+#define KEEPALIVE_TIME_MS 120000
+#define KEEPALIVE_TIMEOUT_MS 20000
+
+static int ms(double seconds) {
+    double v = seconds * 1000.0;
+    return v >= INT_MAX ? INT_MAX : v < 1 ? 1 : (int)v;
+}
+
+static void add_int_arg(grpc_arg *args, int *n, const char *key, int value) {
+    memset(&args[*n], 0, sizeof args[*n]);
+    args[*n].type = GRPC_ARG_INTEGER;
+    args[*n].key = (char *)key;
+    args[*n].value.integer = value;
+    (*n)++;
+}
+
+/* gRPC 1.51 takes only plaintext descriptors (grpc_server_add_channel_from_fd): TLS, and
+ * addresses Egret does not bind itself, stay with gRPC's own listener. */
+static int own_listener(const EgServerOptions *o) {
+    return !o->tls_cert_file && !o->tls_key_file && strncmp(o->listen, "unix-abstract:", 14) &&
+           strncmp(o->listen, "vsock:", 6);
+}
+
+static int listen_core(EgServer *s, EgError *err) {
+    grpc_server_credentials *creds = make_credentials(&s->opt, err);
+    if (!creds) return -1;
+    s->port = grpc_server_add_http2_port(s->server, s->opt.listen, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port == 0)
+        return eg_fail(err, "cannot listen on %s (address in use or not valid?)", s->opt.listen);
+    if (strncmp(s->opt.listen, "unix", 4) == 0) s->port = 0;
+    return 0;
 }
 
 EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError *err) {
@@ -486,16 +553,27 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->started_at = eg_now_s();
     pthread_mutex_init(&s->log_mu, NULL);
 
-    grpc_arg args[2];
-    memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)(s->opt.max_request_bytes > INT32_MAX ? INT32_MAX
-                                                                        : s->opt.max_request_bytes);
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = -1;
-    grpc_channel_args chargs = {2, args};
+    grpc_arg args[9];
+    int n_args = 0;
+    add_int_arg(args, &n_args, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                s->opt.max_request_bytes > INT32_MAX ? INT32_MAX : (int)s->opt.max_request_bytes);
+    add_int_arg(args, &n_args, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, -1);
+    /* gRPC's listener (TLS): the TLS and HTTP/2 handshakes; Egret's checks the preface itself */
+    add_int_arg(args, &n_args, GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                ms(s->opt.handshake_timeout_s));
+    if (s->opt.max_connection_idle_s > 0)
+        add_int_arg(args, &n_args, GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                    ms(s->opt.max_connection_idle_s));
+    if (s->opt.max_connection_age_s > 0) {
+        add_int_arg(args, &n_args, GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                    ms(s->opt.max_connection_age_s));
+        add_int_arg(args, &n_args, GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                    ms(s->opt.max_connection_age_grace_s));
+    }
+    /* Pings during calls find peers that vanished without a word (no FIN, no RST). */
+    add_int_arg(args, &n_args, GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS);
+    add_int_arg(args, &n_args, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS);
+    grpc_channel_args chargs = {(size_t)n_args, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
@@ -505,22 +583,29 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
             is_client_streaming((Method)m) ? GRPC_SRM_PAYLOAD_NONE
                                            : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
             0);
-    grpc_server_credentials *creds = make_credentials(&s->opt, err);
-    if (!creds) goto fail;
-    s->port = grpc_server_add_http2_port(s->server, s->opt.listen, creds);
-    grpc_server_credentials_release(creds);
-    if (s->port == 0) {
-        eg_fail(err, "cannot listen on %s (address in use or not valid?)", s->opt.listen);
+    if (own_listener(&s->opt)) {
+        EgListenerOptions lo = {.max_connections = s->opt.max_connections,
+                                .handshake_timeout_s = s->opt.handshake_timeout_s,
+                                .log = s->opt.log};
+        s->listener = eg_listener_open(s->opt.listen, &lo, &s->port, err);
+        if (!s->listener) goto fail;
+        fprintf(s->opt.log, "egret: up to %u connections at once, handshake timeout %.1f s\n",
+                lo.max_connections, lo.handshake_timeout_s);
+    } else if (listen_core(s, err)) {
         goto fail;
     }
-    if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
     s->sched = eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, err);
     if (!s->sched) goto fail;
     grpc_server_start(s->server);
     for (int m = 0; m < M_COUNT; m++)
         post_accept(s, (Method)m);
+    if (s->listener && eg_listener_start(s->listener, s->server, err)) {
+        eg_server_free(s);
+        return NULL;
+    }
     return s;
 fail:
+    eg_listener_close(s->listener);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
     pthread_mutex_destroy(&s->log_mu);
@@ -539,6 +624,7 @@ void eg_server_free(EgServer *s) {
     eg_scheduler_stop(s->sched);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
+    eg_listener_close(s->listener);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
     grpc_shutdown();

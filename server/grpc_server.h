@@ -25,6 +25,14 @@ typedef struct EgServerOptions {
     uint32_t max_batch;              /* requests decoding together; default 8 */
     uint32_t default_max_new_tokens; /* when a request leaves max_new_tokens 0; default 128 */
     double grace_s;                  /* drain grace period; default 30 s */
+    /* Connections. Durations: 0 takes the default, < 0 turns idle and age limits off. */
+    uint32_t max_connections;        /* live at once, plaintext listeners; default from the
+                                        descriptor limit (eg_server_default_max_connections) */
+    double handshake_timeout_s;      /* to send the HTTP/2 preface (TLS: finish the TLS and
+                                        HTTP/2 handshakes); default 15 s */
+    double max_connection_idle_s;    /* closed after this long without calls; default 300 s */
+    double max_connection_age_s;     /* told to go away after this long; default 1800 s */
+    double max_connection_age_grace_s; /* then calls get this long to finish; default 60 s */
     const char *tls_cert_file;       /* PEM server certificate chain and key: TLS when both set */
     const char *tls_key_file;
     const char *api_key; /* when set, Egret calls need "authorization: Bearer KEY" or
@@ -33,6 +41,11 @@ typedef struct EgServerOptions {
 } EgServerOptions;
 
 typedef struct EgServer EgServer;
+
+/* The default for max_connections given the descriptor limit: each plaintext connection costs
+ * two descriptors (see grpc_listener.c), and a reserve is kept for the engine, model files and
+ * logs (64 + an eighth of the limit); at most 4096. */
+uint32_t eg_server_default_max_connections(uint64_t nofile);
 
 /* Binds and starts listening; the engine must outlive the server. */
 EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError *err);

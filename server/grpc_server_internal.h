@@ -12,6 +12,7 @@
 #include "engine/scheduler.h"
 #include "runtime/clock.h"
 #include "server/grpc_bytes.h"
+#include "server/grpc_listener.h"
 #include "server/grpc_server.h"
 #include "server/proto_request.h"
 
@@ -97,6 +98,7 @@ struct EgServer {
     EgServerOptions opt;
     char model_name[256];
     grpc_server *server;
+    EgListener *listener; /* plaintext addresses: Egret accepts (NULL: gRPC does) */
     grpc_completion_queue *cq;
     void *methods[M_COUNT];
     int port;
@@ -114,6 +116,7 @@ struct EgServer {
     double idle_since;           /* draining: when the last generation call ended (0: busy) */
     int shutdown_called, forced; /* the core server told to shut down; calls cut */
     int shutdown_done;
+    double shutdown_at;          /* when the core server was told */
     int serving_status;          /* grpc.health.v1 ServingStatus */
     Call *watchers;
     int watches_ended;           /* drained: watch calls end after their last update */

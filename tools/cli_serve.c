@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "server/grpc_server.h"
 #include "tools/cli.h"
@@ -32,6 +33,16 @@ static void usage(FILE *f) {
             "                               decoding keep streaming during a long prompt\n"
             "                               (default 256)\n"
             "  --grace SECONDS              drain grace period (default 30)\n"
+            "connections (durations in seconds; 0 turns idle and age limits off):\n"
+            "  --max-connections N          live at once; more are closed as they come, and a\n"
+            "                               connection that has not spoken yet makes room\n"
+            "                               (default: from the descriptor limit, which is\n"
+            "                               raised to its hard limit at start; at most 4096)\n"
+            "  --handshake-timeout S        to send the HTTP/2 preface, with TLS to finish its\n"
+            "                               handshake too (default 15)\n"
+            "  --max-connection-idle S      closed after this long without calls (default 300)\n"
+            "  --max-connection-age S       asked to reconnect after this long (default 1800)\n"
+            "  --max-connection-age-grace S calls then get this long to finish (default 60)\n"
             "reuse across requests (0 turns a cache off):\n"
             "  --image-cache-mb N           images' cross-attention keys/values (default 256)\n"
             "  --prefix-cache-entries N     sequences kept for prompts that start alike (default 4)\n"
@@ -49,6 +60,43 @@ static void usage(FILE *f) {
 
 static EgServer *volatile g_server;
 
+/* Every connection costs descriptors, and the usual soft limit (1024) is far below the hard one:
+ * take what the system allows. */
+static void raise_descriptor_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = was;
+    }
+    fprintf(stderr, "egret: descriptor limit %llu (was %llu)\n", (unsigned long long)rl.rlim_cur,
+            (unsigned long long)was);
+}
+
+/* A duration option: 0 means off, which EgServerOptions spells as negative. */
+static int parse_limit_s(const char *name, const char *arg, double *out) {
+    float v = 0;
+    if (cli_parse_float(name, arg, &v)) return -1;
+    if (v < 0) {
+        fprintf(stderr, "egret: --%s wants seconds >= 0, got '%s'\n", name, arg);
+        return -1;
+    }
+    *out = v > 0 ? v : -1;
+    return 0;
+}
+
+static int parse_positive_s(const char *name, const char *arg, double *out) {
+    float v = 0;
+    if (cli_parse_float(name, arg, &v)) return -1;
+    if (!(v > 0)) {
+        fprintf(stderr, "egret: --%s wants seconds > 0, got '%s'\n", name, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     if (g_server) eg_server_drain(g_server);
@@ -58,7 +106,8 @@ int cli_serve(int argc, char **argv) {
     enum {
         O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
-        O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK
+        O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
+        O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -76,6 +125,11 @@ int cli_serve(int argc, char **argv) {
         {"max-batch", required_argument, 0, O_BATCH},
         {"prefill-chunk", required_argument, 0, O_CHUNK},
         {"grace", required_argument, 0, O_GRACE},
+        {"max-connections", required_argument, 0, O_MAX_CONN},
+        {"handshake-timeout", required_argument, 0, O_HANDSHAKE},
+        {"max-connection-idle", required_argument, 0, O_IDLE},
+        {"max-connection-age", required_argument, 0, O_AGE},
+        {"max-connection-age-grace", required_argument, 0, O_AGE_GRACE},
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},
         {"api-key-file", required_argument, 0, O_KEYFILE},
@@ -143,6 +197,26 @@ int cli_serve(int argc, char **argv) {
             bad = cli_parse_float("grace", optarg, &grace);
             so.grace_s = grace;
             break;
+        case O_MAX_CONN:
+            bad = cli_parse_u32("max-connections", optarg, &so.max_connections);
+            if (!bad && !so.max_connections) {
+                fprintf(stderr, "egret: --max-connections wants at least 1\n");
+                bad = 1;
+            }
+            break;
+        case O_HANDSHAKE:
+            bad = parse_positive_s("handshake-timeout", optarg, &so.handshake_timeout_s);
+            break;
+        case O_IDLE:
+            bad = parse_limit_s("max-connection-idle", optarg, &so.max_connection_idle_s);
+            break;
+        case O_AGE:
+            bad = parse_limit_s("max-connection-age", optarg, &so.max_connection_age_s);
+            break;
+        case O_AGE_GRACE:
+            bad = parse_positive_s("max-connection-age-grace", optarg,
+                                   &so.max_connection_age_grace_s);
+            break;
         case O_CERT:
             so.tls_cert_file = optarg;
             break;
@@ -183,6 +257,7 @@ int cli_serve(int argc, char **argv) {
         api_key = strdup(getenv("EGRET_API_KEY"));
     so.api_key = api_key;
 
+    raise_descriptor_limit();
     EgError err = {0};
     eo.model.progress = stderr;
     EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
