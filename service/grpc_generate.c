@@ -206,12 +206,18 @@ void eg_generate_begin(Call *c) {
         eg_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "the call carries no GenerateRequest");
         return;
     }
-    grpc_slice all = eg_grpc_read_all(c->payload);
+    grpc_slice all;
+    grpc_status_code read =
+        eg_grpc_read_message(c->payload, s->opt.max_request_bytes, "max_request_bytes", &all, &err);
+    grpc_byte_buffer_destroy(c->payload); /* the decoded request holds its own copy */
+    c->payload = NULL;
+    if (read != GRPC_STATUS_OK) {
+        eg_call_fail(c, read, err.msg);
+        return;
+    }
     EgStatus rc = eg_proto_request_decode(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
                                           s->opt.default_max_new_tokens, &c->preq, &err);
     grpc_slice_unref(all);
-    grpc_byte_buffer_destroy(c->payload); /* the decoded request holds its own copy */
-    c->payload = NULL;
     if (rc != EG_STATUS_OK) {
         eg_call_fail(c,
                      rc == EG_STATUS_RESOURCE_EXHAUSTED ? GRPC_STATUS_RESOURCE_EXHAUSTED

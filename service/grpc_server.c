@@ -448,7 +448,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->started_at = eg_now_s();
     pthread_mutex_init(&s->log_mu, NULL);
 
-    grpc_arg args[2];
+    grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -457,7 +457,12 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;
-    grpc_channel_args chargs = {2, args};
+    /* The core would inflate a compressed message whole before checking its size; messages
+     * arrive as sent and are inflated within the limit (service/grpc_inflate.h). */
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION;
+    args[2].value.integer = 0;
+    grpc_channel_args chargs = {3, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);

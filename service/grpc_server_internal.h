@@ -11,9 +11,13 @@
 #include "egret/v1/egret.pb-c.h"
 #include "runtime/clock.h"
 #include "service/grpc_bytes.h"
+#include "service/grpc_inflate.h"
 #include "service/grpc_server.h"
 #include "service/proto_request.h"
 #include "service/scheduler.h"
+
+/* The largest health or reflection request, inflated: they are a service name or a symbol. */
+#define EG_SMALL_REQUEST_BYTES (64u << 10)
 
 typedef enum Method {
     M_GENERATE,
