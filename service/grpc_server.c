@@ -60,7 +60,7 @@ static void call_free(Call *c) {
     grpc_slice_unref(c->status_details);
     free(c->pend_text);
     free(c->pend_ids);
-    eg_proto_request_free(&c->preq);
+    eg_generate_release_request(c);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -420,6 +420,8 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
     if (!o->max_batch) o->max_batch = 8;
+    if (!o->request_memory_bytes) o->request_memory_bytes = 8ull * o->max_request_bytes;
+    if (!o->max_streams_per_connection) o->max_streams_per_connection = 100;
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
     if (!o->log) o->log = stderr;
@@ -448,7 +450,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->started_at = eg_now_s();
     pthread_mutex_init(&s->log_mu, NULL);
 
-    grpc_arg args[3];
+    grpc_arg args[5];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -462,7 +464,21 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION;
     args[2].value.integer = 0;
-    grpc_channel_args chargs = {3, args};
+    /* gRPC's memory quota: under pressure the transport shrinks its flow-control windows and
+     * cancels streams holding buffers, so partial messages parked on many connections stay
+     * near the budget. */
+    s->quota = grpc_resource_quota_create("egret requests");
+    grpc_resource_quota_resize(s->quota, (size_t)s->opt.request_memory_bytes);
+    args[3].type = GRPC_ARG_POINTER;
+    args[3].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[3].value.pointer.p = s->quota;
+    args[3].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[4].value.integer =
+        (int)(s->opt.max_streams_per_connection > INT32_MAX ? INT32_MAX
+                                                            : s->opt.max_streams_per_connection);
+    grpc_channel_args chargs = {5, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
@@ -490,6 +506,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
 fail:
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
+    grpc_resource_quota_unref(s->quota);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
     grpc_shutdown();
@@ -506,6 +523,7 @@ void eg_server_free(EgServer *s) {
     eg_scheduler_stop(s->sched);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
+    grpc_resource_quota_unref(s->quota);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
     grpc_shutdown();

@@ -86,8 +86,10 @@ struct Call {
     Egret__V1__Usage usage;
     EgGenerateResult *unary_result; /* Generate: the whole answer */
 
-    /* Generation */
+    /* Generation: the decoded request, and the bytes of the server's request memory budget it
+     * holds (EgServer.request_bytes_held) until the engine is done with it */
     EgProtoRequest preq;
+    uint64_t held_bytes;
     EgJob job;
     /* Health watch: the status last sent (-1: none yet), whether the service asked for is
      * unknown, and the next watcher */
@@ -111,6 +113,8 @@ struct EgServer {
     atomic_long live_calls;      /* calls accepted and not yet freed */
     /* generation requests by outcome (GetStats), counted when their log line is written */
     atomic_ullong n_total, n_ok, n_cancelled, n_rejected, n_failed, n_tokens;
+    atomic_ullong request_bytes_held; /* by decoded requests, within opt.request_memory_bytes */
+    grpc_resource_quota *quota;       /* the transport's memory, sized to the same budget */
     double started_at;
     int draining;                /* queue thread only, from here down */
     double drain_deadline;
@@ -143,6 +147,8 @@ void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char
 /* grpc_generate.c */
 void eg_generate_begin(Call *c);
 void eg_generate_on_send_done(Call *c);
+/* Frees the decoded request and gives its bytes back to the budget (idempotent). */
+void eg_generate_release_request(Call *c);
 
 /* grpc_health.c */
 void eg_health_check(Call *c);
