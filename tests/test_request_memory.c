@@ -587,9 +587,16 @@ static double parked_growth(uint64_t budget, size_t cap, const char *name) {
 /* Without a quota the server holds all 6 x 48 MiB (+289 MiB measured); with gRPC 1.51's
  * quota at 64 MiB the windows it grants shrink as the quota fills and about half of it arrives
  * (+89 MiB measured). The quota is not a hard ceiling: twice the budget is the bound here. */
+#if defined(__SANITIZE_ADDRESS__)
+/* AddressSanitizer's redzones and quarantine (freed read buffers stay resident) add to it:
+ * +145 MiB measured with the quota. */
+#define PARKED_BOUND (256.0 * MiB)
+#else
+#define PARKED_BOUND (128.0 * MiB)
+#endif
 static void test_parked_messages(void) {
     double growth = parked_growth(64 * MiB, 48 * MiB, "parked");
-    CHECK(growth < 128.0 * MiB, "6 parked partial messages grew the resident set by %.1f MiB",
+    CHECK(growth < PARKED_BOUND, "6 parked partial messages grew the resident set by %.1f MiB",
           growth / (double)MiB);
 }
 
