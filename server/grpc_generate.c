@@ -151,8 +151,32 @@ static grpc_byte_buffer *pack_unary(const Call *c, const EgGenerateResult *gen) 
     return bb;
 }
 
+void eg_generate_release_request(Call *c) {
+    eg_proto_request_free(&c->preq);
+    atomic_fetch_sub(&c->srv->request_bytes_held, c->held_bytes);
+    c->held_bytes = 0;
+}
+
+/* Takes `asked` bytes of the request memory budget for c, or says why not. */
+static int reserve(Call *c, uint64_t asked, EgError *err) {
+    EgServer *s = c->srv;
+    uint64_t budget = s->opt.request_memory_bytes;
+    unsigned long long held = atomic_load(&s->request_bytes_held);
+    do {
+        if (asked > budget || held > budget - asked)
+            return eg_fail(err,
+                           "the requests queued and running hold %llu bytes and this one needs "
+                           "%llu more: over the request memory budget of %llu bytes "
+                           "(request_memory_bytes)",
+                           held, (unsigned long long)asked, (unsigned long long)budget);
+    } while (!atomic_compare_exchange_weak(&s->request_bytes_held, &held, held + asked));
+    c->held_bytes = asked;
+    return 0;
+}
+
 static void job_done(void *owner, const EgJobResult *r) {
     Call *c = owner;
+    eg_generate_release_request(c); /* the engine is done with it */
     char msg[sizeof c->final_msg] = "";
     grpc_status_code code = outcome(c, r, msg, sizeof msg);
 
@@ -206,19 +230,38 @@ void eg_generate_begin(Call *c) {
         eg_call_fail_no_message(c);
         return;
     }
-    grpc_slice all = eg_grpc_read_all(c->payload);
+    grpc_slice all;
+    grpc_status_code read =
+        eg_grpc_read_message(c->payload, s->opt.max_request_bytes, "max_request_bytes", &all, &err);
+    grpc_byte_buffer_destroy(c->payload); /* the decoded request holds its own copy */
+    c->payload = NULL;
+    if (read != GRPC_STATUS_OK) {
+        eg_call_fail(c, read, err.msg);
+        return;
+    }
+    /* While it is decoded a request counts at its size; then at what it keeps. */
+    if (reserve(c, GRPC_SLICE_LENGTH(all), &err)) {
+        grpc_slice_unref(all);
+        eg_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, err.msg);
+        return;
+    }
     EgStatus rc = eg_proto_request_decode(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
                                           s->opt.default_max_new_tokens, &c->preq, &err);
     grpc_slice_unref(all);
-    grpc_byte_buffer_destroy(c->payload); /* the decoded request holds its own copy */
-    c->payload = NULL;
     if (rc != EG_STATUS_OK) {
+        eg_generate_release_request(c);
         eg_call_fail(c,
                      rc == EG_STATUS_RESOURCE_EXHAUSTED ? GRPC_STATUS_RESOURCE_EXHAUSTED
                                                         : GRPC_STATUS_INVALID_ARGUMENT,
                      err.msg);
         return;
     }
+    /* Mostly less (no unknown fields); more for many tiny parts, whose structures outweigh
+     * their bytes on the wire (bounded by EG_PROTO_MAX_PARTS). */
+    uint64_t keeps = eg_proto_request_held_bytes(&c->preq);
+    atomic_fetch_add(&s->request_bytes_held, keeps);
+    atomic_fetch_sub(&s->request_bytes_held, c->held_bytes);
+    c->held_bytes = keeps;
     c->job = (EgJob){.req = &c->preq.req,
                      .owner = c,
                      .on_token = job_token,
@@ -227,6 +270,7 @@ void eg_generate_begin(Call *c) {
     atomic_fetch_add(&c->refs, 1);
     if (eg_scheduler_submit(s->sched, &c->job, &err)) {
         atomic_fetch_sub(&c->refs, 1);
+        eg_generate_release_request(c);
         eg_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, err.msg);
     }
 }

@@ -14,7 +14,11 @@ enum {
 
 /* The requested service's status, or -1 when the request does not parse. */
 static int requested_status(Call *c) {
-    grpc_slice all = eg_grpc_read_all(c->payload);
+    grpc_slice all;
+    EgError err;
+    if (eg_grpc_read_message(c->payload, EG_SMALL_REQUEST_BYTES, "the health request limit", &all,
+                             &err) != GRPC_STATUS_OK)
+        return -1;
     Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(
         NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);

@@ -43,6 +43,8 @@ void eg_model_info(Call *c) {
     limits.max_queue = s->opt.max_queue;
     limits.max_batch = eg_scheduler_max_batch(s->sched);
     limits.prefill_chunk = e.prefill_chunk;
+    limits.request_memory_bytes = s->opt.request_memory_bytes;
+    limits.max_streams_per_connection = s->opt.max_streams_per_connection;
 
     size_t n_stop = eg_template_stop_count(e.prompt_template);
     char **stops = calloc(n_stop + 1, sizeof *stops);
@@ -117,6 +119,8 @@ void eg_server_stats(Call *c) {
     st.prefix_cache_tokens_reused = es.prefix_cache_tokens_reused;
     st.prefix_cache_entries = es.prefix_cache_entries;
     st.prefix_cache_bytes = es.prefix_cache_bytes;
+    st.request_bytes_held = atomic_load(&s->request_bytes_held);
+    st.request_bytes_budget = s->opt.request_memory_bytes;
     grpc_byte_buffer *bb = eg_grpc_pack(&st.base);
     pthread_mutex_lock(&c->mu);
     int rc = eg_call_finish_locked(c, GRPC_STATUS_OK, "", bb);

@@ -251,8 +251,15 @@ void eg_reflection_on_recv(Call *c, int ok) {
         if (rc) eg_call_unref(c);
         return;
     }
-    grpc_slice all = eg_grpc_read_all(bb);
+    grpc_slice all;
+    EgError err;
+    grpc_status_code read = eg_grpc_read_message(bb, EG_SMALL_REQUEST_BYTES,
+                                                 "the reflection request limit", &all, &err);
     grpc_byte_buffer_destroy(bb);
+    if (read != GRPC_STATUS_OK) {
+        eg_call_fail(c, read, err.msg);
+        return;
+    }
     Grpc__Reflection__V1__ServerReflectionRequest *req =
         grpc__reflection__v1__server_reflection_request__unpack(NULL, GRPC_SLICE_LENGTH(all),
                                                                GRPC_SLICE_START_PTR(all));

@@ -63,7 +63,7 @@ static void call_free(Call *c) {
     grpc_slice_unref(c->status_details);
     free(c->pend_text);
     free(c->pend_ids);
-    eg_proto_request_free(&c->preq);
+    eg_generate_release_request(c);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -479,6 +479,8 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
     if (!o->max_batch) o->max_batch = 8;
+    if (!o->request_memory_bytes) o->request_memory_bytes = 8ull * o->max_request_bytes;
+    if (!o->max_streams_per_connection) o->max_streams_per_connection = 100;
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
     if (!o->max_connections) {
@@ -553,7 +555,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->started_at = eg_now_s();
     pthread_mutex_init(&s->log_mu, NULL);
 
-    grpc_arg args[9];
+    grpc_arg args[12];
     int n_args = 0;
     add_int_arg(args, &n_args, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
                 s->opt.max_request_bytes > INT32_MAX ? INT32_MAX : (int)s->opt.max_request_bytes);
@@ -573,6 +575,24 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     /* Pings during calls find peers that vanished without a word (no FIN, no RST). */
     add_int_arg(args, &n_args, GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS);
     add_int_arg(args, &n_args, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS);
+    add_int_arg(args, &n_args, GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                s->opt.max_streams_per_connection > INT32_MAX
+                    ? INT32_MAX
+                    : (int)s->opt.max_streams_per_connection);
+    /* The core would inflate a compressed message whole before checking its size; messages
+     * arrive as sent and are inflated within the limit (server/grpc_inflate.h). */
+    add_int_arg(args, &n_args, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+    /* gRPC's memory quota: under pressure the transport shrinks its flow-control windows and
+     * cancels streams holding buffers, so partial messages parked on many connections stay
+     * near the budget. */
+    s->quota = grpc_resource_quota_create("egret requests");
+    grpc_resource_quota_resize(s->quota, (size_t)s->opt.request_memory_bytes);
+    memset(&args[n_args], 0, sizeof args[n_args]);
+    args[n_args].type = GRPC_ARG_POINTER;
+    args[n_args].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[n_args].value.pointer.p = s->quota;
+    args[n_args].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    n_args++;
     grpc_channel_args chargs = {(size_t)n_args, args};
     s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
@@ -608,6 +628,7 @@ fail:
     eg_listener_close(s->listener);
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
+    grpc_resource_quota_unref(s->quota);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
     grpc_shutdown();
@@ -625,6 +646,7 @@ void eg_server_free(EgServer *s) {
     grpc_server_destroy(s->server);
     grpc_completion_queue_destroy(s->cq);
     eg_listener_close(s->listener);
+    grpc_resource_quota_unref(s->quota);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
     grpc_shutdown();

@@ -23,6 +23,11 @@ typedef struct EgServerOptions {
     uint32_t max_request_bytes;      /* largest request message; default 64 MiB */
     uint32_t max_queue;              /* requests waiting for the engine; default 64 */
     uint32_t max_batch;              /* requests decoding together; default 8 */
+    /* What requests may hold in memory: decoded requests queued or on the engine (past it,
+     * RESOURCE_EXHAUSTED), and, through gRPC's resource quota, the transport's buffers (partial
+     * messages still arriving). Default 8 x max_request_bytes (512 MiB). */
+    uint64_t request_memory_bytes;
+    uint32_t max_streams_per_connection; /* HTTP/2 streams open at once per connection; 100 */
     uint32_t default_max_new_tokens; /* when a request leaves max_new_tokens 0; default 128 */
     double grace_s;                  /* drain grace period; default 30 s */
     /* Connections. Durations: 0 takes the default, < 0 turns idle and age limits off. */

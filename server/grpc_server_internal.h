@@ -12,9 +12,13 @@
 #include "engine/scheduler.h"
 #include "runtime/clock.h"
 #include "server/grpc_bytes.h"
+#include "server/grpc_inflate.h"
 #include "server/grpc_listener.h"
 #include "server/grpc_server.h"
 #include "server/proto_request.h"
+
+/* The largest health or reflection request, inflated: they are a service name or a symbol. */
+#define EG_SMALL_REQUEST_BYTES (64u << 10)
 
 typedef enum Method {
     M_GENERATE,
@@ -84,8 +88,10 @@ struct Call {
     Egret__V1__Usage usage;
     EgGenerateResult *unary_result; /* Generate: the whole answer */
 
-    /* Generation */
+    /* Generation: the decoded request, and the bytes of the server's request memory budget it
+     * holds (EgServer.request_bytes_held) until the engine is done with it */
     EgProtoRequest preq;
+    uint64_t held_bytes;
     EgJob job;
     /* Health watch: the status last sent (-1: none yet), whether the service asked for is
      * unknown, and the next watcher */
@@ -110,6 +116,8 @@ struct EgServer {
     atomic_long live_calls;      /* calls accepted and not yet freed */
     /* generation requests by outcome (GetStats), counted when their log line is written */
     atomic_ullong n_total, n_ok, n_cancelled, n_rejected, n_failed, n_tokens;
+    atomic_ullong request_bytes_held; /* by decoded requests, within opt.request_memory_bytes */
+    grpc_resource_quota *quota;       /* the transport's memory, sized to the same budget */
     double started_at;
     int draining;                /* queue thread only, from here down */
     double drain_deadline;
@@ -145,6 +153,8 @@ void eg_call_fail_no_message(Call *c);
 /* grpc_generate.c */
 void eg_generate_begin(Call *c);
 void eg_generate_on_send_done(Call *c);
+/* Frees the decoded request and gives its bytes back to the budget (idempotent). */
+void eg_generate_release_request(Call *c);
 
 /* grpc_health.c */
 void eg_health_check(Call *c);

@@ -11,6 +11,44 @@ void eg_proto_request_free(EgProtoRequest *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Frees a message's unknown fields (unpacked with the default allocator, malloc). */
+static void drop_unknown_fields(ProtobufCMessage *m) {
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        free(m->unknown_fields[i].data);
+    free(m->unknown_fields);
+    m->unknown_fields = NULL;
+    m->n_unknown_fields = 0;
+}
+
+static size_t unknown_bytes(const ProtobufCMessage *m) {
+    size_t n = m->n_unknown_fields * sizeof *m->unknown_fields;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        n += m->unknown_fields[i].len;
+    return n;
+}
+
+size_t eg_proto_request_held_bytes(const EgProtoRequest *r) {
+    const Egret__V1__GenerateRequest *m = r->msg;
+    if (!m) return 0;
+    size_t n = sizeof *m + unknown_bytes(&m->base);
+    n += (m->n_parts + 1) * (sizeof *m->parts + sizeof *r->parts);
+    for (size_t i = 0; i < m->n_parts; i++) {
+        const Egret__V1__Part *p = m->parts[i];
+        n += sizeof *p + unknown_bytes(&p->base);
+        if (p->kind_case == EGRET__V1__PART__KIND_IMAGE) n += p->image.len;
+        if (p->kind_case == EGRET__V1__PART__KIND_TEXT) n += strlen(p->text) + 1;
+    }
+    n += (m->n_examples + 1) * (sizeof *m->examples + sizeof *r->examples);
+    for (size_t i = 0; i < m->n_examples; i++) {
+        const Egret__V1__Example *x = m->examples[i];
+        n += sizeof *x + unknown_bytes(&x->base) + x->image.len + strlen(x->text) + 1;
+    }
+    n += (m->n_stop + 1) * (sizeof *m->stop + sizeof *r->stops);
+    for (size_t i = 0; i < m->n_stop; i++)
+        n += strlen(m->stop[i]) + 1;
+    return n;
+}
+
 static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *err) {
     const Egret__V1__GenerateRequest *m = r->msg;
     r->parts = calloc(m->n_parts + 1, sizeof *r->parts);
@@ -165,6 +203,11 @@ EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t defau
         eg_proto_request_free(out);
         return EG_STATUS_INVALID_ARGUMENT;
     }
+    drop_unknown_fields(&out->msg->base);
+    for (size_t i = 0; i < out->msg->n_parts; i++)
+        drop_unknown_fields(&out->msg->parts[i]->base);
+    for (size_t i = 0; i < out->msg->n_examples; i++)
+        drop_unknown_fields(&out->msg->examples[i]->base);
     if (convert(out, default_max_new_tokens, err) == 0) return EG_STATUS_OK;
     eg_proto_request_free(out);
     return EG_STATUS_INVALID_ARGUMENT;

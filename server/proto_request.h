@@ -29,10 +29,14 @@ typedef struct EgProtoRequest {
 
 /* Unpacks and converts. On failure err says what is wrong, nothing is left allocated, and the
  * result is EG_STATUS_INVALID_ARGUMENT (malformed) or EG_STATUS_RESOURCE_EXHAUSTED (over a
- * structural limit above). */
+ * structural limit above). Unknown fields are dropped as soon as the message is unpacked: a
+ * request may wait in the queue, and should hold only what the engine reads. */
 EgStatus eg_proto_request_decode(const uint8_t *data, size_t len, uint32_t default_max_new_tokens,
                                  EgProtoRequest *out, EgError *err);
 void eg_proto_request_free(EgProtoRequest *r);
+/* The bytes a decoded request holds: its images, texts and stop strings, unknown fields if any
+ * were kept, and the structures around them. */
+size_t eg_proto_request_held_bytes(const EgProtoRequest *r);
 
 /* The other direction, for clients: `r` as a packed GenerateRequest (malloc'd *out). Sampling
  * parameters are sent as they are (top_p 1 and repetition_penalty 1 rather than 0). */

@@ -20,7 +20,8 @@ static void usage(FILE *f) {
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
             "limits (over a limit: RESOURCE_EXHAUSTED naming it):\n"
-            "  --max-request-bytes N        largest request message (default 64 MiB)\n"
+            "  --max-request-bytes N        largest request message, inflated when the client\n"
+            "                               compressed it (default 64 MiB)\n"
             "  --max-images N               images per request, examples included (default 16)\n"
             "  --max-image-pixels N         width x height of one image (default %llu)\n"
             "  --max-image-side N           width or height of one image (default %u)\n"
@@ -28,6 +29,12 @@ static void usage(FILE *f) {
             "  --max-new-tokens N           per request (default 1024)\n"
             "  --default-max-new-tokens N   when a request sets none (default 128)\n"
             "  --max-queue N                requests waiting for the engine (default 64)\n"
+            "  --request-memory-bytes N     memory all requests may hold together: decoded\n"
+            "                               requests queued or running, and gRPC's buffers of\n"
+            "                               messages still arriving (default 8 x\n"
+            "                               max-request-bytes: 512 MiB)\n"
+            "  --max-streams-per-connection N   calls open at once on one connection (default\n"
+            "                               100; more wait in the client)\n"
             "  --max-batch N                requests decoding together (default 8, at most 16)\n"
             "  --prefill-chunk N            prompt tokens per engine step, so requests already\n"
             "                               decoding keep streaming during a long prompt\n"
@@ -107,7 +114,7 @@ int cli_serve(int argc, char **argv) {
         O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
-        O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE
+        O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -122,6 +129,8 @@ int cli_serve(int argc, char **argv) {
         {"max-new-tokens", required_argument, 0, O_MAX_NEW},
         {"default-max-new-tokens", required_argument, 0, O_DEFAULT_NEW},
         {"max-queue", required_argument, 0, O_QUEUE},
+        {"request-memory-bytes", required_argument, 0, O_REQ_MEMORY},
+        {"max-streams-per-connection", required_argument, 0, O_STREAMS},
         {"max-batch", required_argument, 0, O_BATCH},
         {"prefill-chunk", required_argument, 0, O_CHUNK},
         {"grace", required_argument, 0, O_GRACE},
@@ -186,6 +195,13 @@ int cli_serve(int argc, char **argv) {
             break;
         case O_QUEUE:
             bad = cli_parse_u32("max-queue", optarg, &so.max_queue);
+            break;
+        case O_REQ_MEMORY:
+            bad = cli_parse_u64("request-memory-bytes", optarg, &so.request_memory_bytes);
+            break;
+        case O_STREAMS:
+            bad = cli_parse_u32("max-streams-per-connection", optarg,
+                                &so.max_streams_per_connection);
             break;
         case O_BATCH:
             bad = cli_parse_u32("max-batch", optarg, &so.max_batch);
