@@ -23,6 +23,8 @@ void eg_model_info(Call *c) {
     limits.max_queue = s->opt.max_queue;
     limits.max_batch = eg_scheduler_max_batch(s->sched);
     limits.prefill_chunk = e->prefill_chunk;
+    limits.max_request_pixels = e->limits.max_request_pixels;
+    limits.decode_workers = s->opt.decode_workers;
 
     size_t n_stop = eg_template_stop_count(e->tmpl);
     char **stops = calloc(n_stop + 1, sizeof *stops);
@@ -76,10 +78,12 @@ void eg_server_stats(Call *c) {
     st.requests_rejected = atomic_load(&s->n_rejected);
     st.requests_failed = atomic_load(&s->n_failed);
     st.in_flight = (uint32_t)atomic_load(&s->generate_calls);
-    size_t queued = 0, running = 0;
-    eg_scheduler_counts(s->sched, &queued, &running);
+    size_t queued = 0, running = 0, preparing = 0;
+    eg_scheduler_counts(s->sched, &queued, &running, &preparing);
     st.queued = (uint32_t)queued;
     st.running = (uint32_t)running;
+    st.preparing = (uint32_t)preparing;
+    st.images_decoded = atomic_load(&s->engine->images_decoded);
     st.generated_tokens = atomic_load(&s->n_tokens);
     st.device_memory_bytes = atomic_load(&s->engine->model->vk.device_bytes);
     st.host_memory_bytes = resident_bytes();

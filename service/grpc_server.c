@@ -420,6 +420,7 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
     if (!o->max_batch) o->max_batch = 8;
+    if (!o->decode_workers) o->decode_workers = eg_scheduler_default_decode_workers();
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
     if (!o->log) o->log = stderr;
@@ -476,7 +477,8 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
         goto fail;
     }
     if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
-    s->sched = eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, err);
+    s->sched =
+        eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, s->opt.decode_workers, err);
     if (!s->sched) goto fail;
     grpc_server_start(s->server);
     for (int m = 0; m < M_COUNT; m++)
