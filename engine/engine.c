@@ -7,7 +7,6 @@
 
 #include "language/prompt.h"
 #include "language/utf8.h"
-#include "vision/preprocess.h"
 
 EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgError *err) {
     EgEngineOptions none = {0};
@@ -21,6 +20,11 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     if (!e->limits.image.max_pixels) eg_image_limits_default(&e->limits.image);
     if (!e->limits.max_images) e->limits.max_images = 16;
     if (!e->limits.max_new_tokens) e->limits.max_new_tokens = 1024;
+    if (!e->limits.max_request_pixels)
+        e->limits.max_request_pixels =
+            e->limits.image.max_pixels > UINT64_MAX / EG_ENGINE_REQUEST_PIXELS_FACTOR
+                ? UINT64_MAX
+                : EG_ENGINE_REQUEST_PIXELS_FACTOR * e->limits.image.max_pixels;
     char path[1200];
     snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
     e->model = eg_model_load(model_dir, &opt->model, err);
@@ -94,6 +98,7 @@ void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *l) {
     if (l->context_length) e->limits.context_length = l->context_length;
     if (l->max_new_tokens) e->limits.max_new_tokens = l->max_new_tokens;
     if (l->image.max_pixels) e->limits.image = l->image;
+    if (l->max_request_pixels) e->limits.max_request_pixels = l->max_request_pixels;
 }
 
 void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
@@ -102,6 +107,7 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
     *out = (EgEngineStats){
         .device_memory_bytes = atomic_load(&e->model->vk.device_bytes),
         .device_memory_is_host = e->model->vk.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU,
+        .images_decoded = atomic_load(&e->images_decoded),
         .image_cache_hits = atomic_load(&ic->hits),
         .image_cache_misses = atomic_load(&ic->misses),
         .image_cache_entries = atomic_load(&ic->entries),
@@ -208,28 +214,6 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
                                query_text ? query_text->text_len : 0, &a->list, err);
     free(ex);
     return rc ? EG_STATUS_INVALID_ARGUMENT : EG_STATUS_OK;
-}
-
-EgStatus eg_engine_load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *const *cached,
-                               float **out, EgError *err) {
-    uint32_t size = (uint32_t)e->model->cfg.vision.image_size;
-    size_t per = 3 * (size_t)size * size;
-    float *pixels = malloc((a->n_images ? a->n_images : 1) * per * sizeof *pixels);
-    if (!pixels) return NO_MEMORY(err);
-    for (uint32_t i = 0, k = 0; i < a->n_images; i++) {
-        if (cached[i]) continue;
-        EgImage img = {0};
-        if (eg_image_decode(a->images[i], a->image_lens[i], &e->limits.image, &img, err) ||
-            eg_preprocess_image(&img, (int)size, pixels + k++ * per, err)) {
-            eg_image_free(&img);
-            free(pixels);
-            eg_fail_prefix(err, "image %u", i);
-            return eg_engine_status(err, EG_STATUS_INVALID_ARGUMENT);
-        }
-        eg_image_free(&img);
-    }
-    *out = pixels;
-    return EG_STATUS_OK;
 }
 
 const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,

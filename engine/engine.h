@@ -15,8 +15,9 @@ typedef enum EgStatus {
     EG_STATUS_INVALID_ARGUMENT = 1,   /* the request is malformed: bad image, UTF-8, parameter */
     EG_STATUS_RESOURCE_EXHAUSTED = 2, /* over a configured limit */
     EG_STATUS_INTERNAL = 3,           /* the engine failed (device error, out of memory) */
-    EG_STATUS_CANCELLED = 4           /* never returned by the engine: a request dropped unrun
-                                         (engine/scheduler.h) */
+    EG_STATUS_CANCELLED = 4           /* the caller went away: a request dropped unrun
+                                         (engine/scheduler.h), or whose image work it stopped
+                                         (eg_engine_decode) */
 } EgStatus;
 
 typedef struct EgEngineLimits {
@@ -24,7 +25,13 @@ typedef struct EgEngineLimits {
     uint32_t context_length; /* prompt + new tokens; default max_position_embeddings (2048) */
     uint32_t max_new_tokens; /* default 1024 */
     EgImageLimits image;     /* decoding limits, see vision/image_decode.h */
+    /* The pixels one request's images may declare in all (width x height from their headers,
+     * checked before anything is decoded); default EG_ENGINE_REQUEST_PIXELS_FACTOR x
+     * image.max_pixels (200 M with the default per-image limit). */
+    uint64_t max_request_pixels;
 } EgEngineLimits;
+
+#define EG_ENGINE_REQUEST_PIXELS_FACTOR 4
 
 /* Reuse across requests (engine/image_cache.h, engine/prefix_cache.h). 0 takes the
  * default, a negative value turns the cache off. */
@@ -74,6 +81,7 @@ void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
 typedef struct EgEngineStats {
     uint64_t device_memory_bytes;
     int device_memory_is_host; /* a CPU device: its memory is the process's own */
+    uint64_t images_decoded;   /* decoded and normalized since the start (cache misses) */
     uint64_t image_cache_hits, image_cache_misses, image_cache_entries, image_cache_bytes;
     uint64_t prefix_cache_hits, prefix_cache_misses, prefix_cache_tokens_reused,
         prefix_cache_entries, prefix_cache_bytes;
@@ -115,7 +123,8 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
 /* The same in steps, so that one thread can run several requests together (continuous
  * batching, engine/scheduler.c):
  *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse);
- *                      on OK *job is ready
+ *                      on OK *job is ready (it is eg_engine_admit, eg_engine_decode and
+ *                      eg_engine_start below, in a row)
  *   eg_engine_step     advances up to eg_sequence_max_batch jobs: first feeds prompts (at
  *                      most prefill_chunk tokens in all, in the order given), then moves every
  *                      job whose prompt is in by one token, in one batched forward; tokens
@@ -130,5 +139,26 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
 int eg_engine_job_finished(const EgEngineJob *job);
 void eg_engine_cancel(EgEngineJob *job);
 EgStatus eg_engine_end(EgEngineJob *job, EgGenerateResult *out, EgError *err);
+
+/* eg_engine_begin in three steps, for a caller that keeps the CPU-heavy image work (decoding,
+ * resizing, normalizing) off the thread that runs eg_engine_step:
+ *   eg_engine_admit    on the engine's thread: everything but the pixels. The checks, every
+ *                      image's header against the per-image limits and the request's pixel
+ *                      budget, the image cache lookups, the prompt. On OK *job exists.
+ *   eg_engine_decode   on any one thread, while no other touches the job: decodes and
+ *                      normalizes the images the cache does not hold. stop(stop_user) (may be
+ *                      NULL) is polled before each image and between rows of each resize; once
+ *                      it returns non-zero the work ends and the job fails with
+ *                      EG_STATUS_CANCELLED. Another failure names the image at fault.
+ *   eg_engine_start    on the engine's thread: encodes the images (the device work) and starts
+ *                      the generation; the job then goes to eg_engine_step. An image the cache
+ *                      held at admission may have been evicted since: the job then needs pixels
+ *                      again and goes back to eg_engine_decode.
+ * A job that failed on the way is finished (eg_engine_job_finished); eg_engine_end says why. */
+EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+                         EgEngineJob **job, EgRequestStats *stats, EgError *err);
+int eg_engine_job_needs_pixels(const EgEngineJob *job);
+void eg_engine_decode(EgEngineJob *job, int (*stop)(void *user), void *stop_user);
+void eg_engine_start(EgEngineJob *job);
 
 #endif

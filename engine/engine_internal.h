@@ -4,6 +4,8 @@
 #ifndef EGRET_ENGINE_INTERNAL_H
 #define EGRET_ENGINE_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "engine/engine.h"
 #include "engine/image_cache.h"
 #include "engine/prefix_cache.h"
@@ -18,6 +20,7 @@ struct EgEngine {
     EgPrefixCache *prefix_cache;
     float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
     uint32_t prefill_chunk;
+    atomic_ullong images_decoded; /* images decoded and normalized (cache misses), any thread */
 };
 
 /* The one mapping from a failure's kind (runtime/error.h) to a status: over a limit or out of
@@ -41,13 +44,39 @@ typedef struct Assembled {
 /* Checks the request's parts (UTF-8, images, sizes, limits) and lays out the prompt, with the
  * template when there are examples. */
 EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err);
-/* Decodes and normalizes the images that are not cached (cached[i] NULL) into one
- * [n_missing][3][S][S] array, in order. */
-EgStatus eg_engine_load_pixels(EgEngine *e, const Assembled *a, const EgBuffer *const *cached,
-                               float **out, EgError *err);
+/* Reads every image's header: per-image limits and format errors name the image; the sizes
+ * declared in all must fit limits.max_request_pixels. Nothing is decoded. */
+EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err);
 /* Per token, the key of the image it attends to (NULL: none): the prompt's tokens, then n_extra
  * generated ones, which attend to the image the prompt's last token saw. */
 const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
                                               size_t n_extra);
+
+/* Where each of a job's images stands before the job starts. */
+enum { IMAGE_MISSING = 0, IMAGE_CACHED = 1, IMAGE_DECODED = 2 };
+
+struct EgEngineJob {
+    EgEngine *e;
+    EgGenerateParams gen; /* the request's, with the template's stops when it has none */
+    const char **stops;
+    EgPrompt prompt;
+    EgImageKey *keys;
+    const EgImageKey **token_keys;
+    EgSequence *seq;
+    EgGeneration *g; /* NULL until eg_engine_start */
+    EgTokenCallback cb;
+    void *user;
+    /* Until the job starts: the request's images, where each stands (IMAGE_*: the cache's
+     * answer at the last look, or decoded), and the decoded ones' pixels, image i at
+     * [i][3][S][S]. */
+    Assembled a;
+    uint8_t *image_state;
+    float *pixels;
+    double t0;        /* eg_now_s() when the request arrived */
+    double prepare_s; /* decoding and images: part of the time to first token */
+    EgError err;      /* why the job failed */
+    int failed;
+    EgStatus fail_status;
+};
 
 #endif

@@ -1,4 +1,5 @@
-/* Running requests: eg_engine_begin prepares one, eg_engine_step advances several together
+/* Running requests: eg_engine_begin prepares one (eg_engine_admit, eg_engine_decode whose image
+ * work engine/engine_images.c does, eg_engine_start), eg_engine_step advances several together
  * (a chunk of a prompt, or one token each in one batched forward), eg_engine_end hands back the
  * answer and keeps the sequence for prompts that start the same way. eg_engine_generate is the
  * three in a row. */
@@ -9,30 +10,27 @@
 #include "language/utf8.h"
 #include "runtime/clock.h"
 
-struct EgEngineJob {
-    EgEngine *e;
-    EgGenerateParams gen; /* the request's, with the template's stops when it has none */
-    const char **stops;
-    EgPrompt prompt;
-    EgImageKey *keys;
-    const EgImageKey **token_keys;
-    EgSequence *seq;
-    EgGeneration *g;
-    double t0;        /* eg_now_s() when the request arrived */
-    double prepare_s; /* decoding and images: part of the time to first token */
-    EgError err;      /* why the job failed in a step */
-    int failed;
-    EgStatus fail_status;
-};
-
 /* Running out of device memory (a long context, many images) is a limit the caller can act on,
  * unlike other engine failures. */
 static EgStatus engine_failure(const EgError *err) {
     return eg_engine_status(err, EG_STATUS_INTERNAL);
 }
 
+/* The image stage's state, once the job no longer needs it. */
+static void free_images(EgEngineJob *j) {
+    eg_part_list_free(&j->a.list);
+    free(j->a.images);
+    free(j->a.image_lens);
+    memset(&j->a, 0, sizeof j->a);
+    free(j->image_state);
+    free(j->pixels);
+    j->image_state = NULL;
+    j->pixels = NULL;
+}
+
 static void job_free(EgEngineJob *j) {
     if (!j) return;
+    free_images(j);
     eg_generation_free(j->g);
     eg_sequence_free(j->seq);
     free(j->stops);
@@ -46,15 +44,16 @@ static void job_free(EgEngineJob *j) {
  * tokens (a BOS alone is no reuse, and lending would take the sequence from others). */
 enum { MIN_SHARED_TOKENS = 4 };
 
-/* Sequence and images for a checked request; the prompt is fed by eg_engine_step. */
-static int prepare(EgEngineJob *j, const Assembled *a, const EgBuffer *const *cached,
-                   const float *pixels, EgTokenCallback cb, void *user, EgError *err) {
+/* Sequence and images for a checked request whose images are all cached or decoded; the
+ * prompt is fed by eg_engine_step. */
+static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *pixels,
+                   EgError *err) {
     EgEngine *e = j->e;
-    uint32_t n_prompt = (uint32_t)j->prompt.n_tokens;
+    uint32_t n_prompt = (uint32_t)j->prompt.n_tokens, n_images = j->a.n_images;
     /* capacities in steps of 64 tokens, so kept sequences fit later requests of similar size */
     uint32_t capacity = (n_prompt + j->gen.max_new_tokens + 63) / 64 * 64;
     j->token_keys = eg_engine_token_image_keys(&j->prompt, j->keys, j->gen.max_new_tokens);
-    const EgBuffer **store = calloc(a->n_images + 1, sizeof *store);
+    const EgBuffer **store = calloc(n_images + 1, sizeof *store);
     if (!j->token_keys || !store) {
         free(store);
         return eg_fail(err, "out of host memory");
@@ -63,20 +62,19 @@ static int prepare(EgEngineJob *j, const Assembled *a, const EgBuffer *const *ca
     j->seq = eg_prefix_cache_take(e->prefix_cache, j->prompt.ids, j->token_keys, n_prompt,
                                   capacity, MIN_SHARED_TOKENS, &n_shared);
     if (!j->seq) j->seq = eg_sequence_new(e->model, capacity, err);
-    for (uint32_t i = 0; j->seq && i < a->n_images; i++)
+    for (uint32_t i = 0; j->seq && i < n_images; i++)
         store[i] = cached[i] ? NULL : eg_image_cache_reserve(e->image_cache, &j->keys[i]);
-    int rc = !j->seq ||
-             eg_sequence_set_images_cached(j->seq, a->n_images, cached, pixels, store, err);
-    for (uint32_t i = 0; rc && i < a->n_images; i++)
+    int rc = !j->seq || eg_sequence_set_images_cached(j->seq, n_images, cached, pixels, store, err);
+    for (uint32_t i = 0; rc && i < n_images; i++)
         if (store[i]) eg_image_cache_drop(e->image_cache, &j->keys[i]);
     free(store);
     if (rc) return -1;
     j->g = eg_generation_begin(j->seq, e->tok, j->prompt.ids, j->prompt.image_index, n_prompt,
-                               n_shared, &j->gen, cb, user, err);
+                               n_shared, &j->gen, j->cb, j->user, err);
     return j->g ? 0 : -1;
 }
 
-EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
                          EgEngineJob **job, EgRequestStats *stats, EgError *err) {
     *job = NULL;
     EgGenerateParams gen = req->gen;
@@ -98,24 +96,25 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
     if (!j) return NO_MEMORY(err);
     j->e = e;
     j->t0 = eg_now_s();
-    Assembled a = {0};
-    float *pixels = NULL;
-    const EgBuffer **cached = NULL;
-    EgStatus st = eg_engine_assemble(e, req, &a, err);
+    j->cb = cb;
+    j->user = user;
+    Assembled *a = &j->a;
+    EgStatus st = eg_engine_assemble(e, req, a, err);
     if (st == EG_STATUS_OK) {
-        j->keys = calloc(a.n_images + 1, sizeof *j->keys);
-        cached = calloc(a.n_images + 1, sizeof *cached);
-        if (!j->keys || !cached) st = NO_MEMORY(err);
+        j->keys = calloc(a->n_images + 1, sizeof *j->keys);
+        j->image_state = calloc(a->n_images + 1, sizeof *j->image_state);
+        if (!j->keys || !j->image_state) st = NO_MEMORY(err);
     }
-    for (uint32_t i = 0; st == EG_STATUS_OK && i < a.n_images; i++) {
-        eg_image_key(a.images[i], a.image_lens[i], (uint32_t)e->model->cfg.vision.image_size,
+    for (uint32_t i = 0; st == EG_STATUS_OK && i < a->n_images; i++) {
+        eg_image_key(a->images[i], a->image_lens[i], (uint32_t)e->model->cfg.vision.image_size,
                      &j->keys[i]);
-        cached[i] = eg_image_cache_lookup(e->image_cache, &j->keys[i]);
+        j->image_state[i] =
+            eg_image_cache_contains(e->image_cache, &j->keys[i]) ? IMAGE_CACHED : IMAGE_MISSING;
     }
-    if (st == EG_STATUS_OK) st = eg_engine_load_pixels(e, &a, cached, &pixels, err);
+    if (st == EG_STATUS_OK) st = eg_engine_check_images(e, a, err);
     if (st == EG_STATUS_OK) {
         EgPromptOptions po = eg_prompt_default_options();
-        if (eg_prompt_build(e->tok, a.list.parts, a.list.n, &po, &j->prompt, err))
+        if (eg_prompt_build(e->tok, a->list.parts, a->list.n, &po, &j->prompt, err))
             st = EG_STATUS_INVALID_ARGUMENT;
     }
     if (st == EG_STATUS_OK &&
@@ -135,18 +134,75 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
         gen.n_stop = j->stops ? n : 0;
     }
     j->gen = gen;
-    if (st == EG_STATUS_OK) {
-        if (stats) *stats = (EgRequestStats){(uint32_t)j->prompt.n_tokens, a.n_images};
-        if (prepare(j, &a, cached, pixels, cb, user, err)) st = engine_failure(err);
-    }
-    j->prepare_s = eg_now_s() - j->t0;
-    free(cached);
-    free(pixels);
-    eg_part_list_free(&a.list);
-    free(a.images);
-    free(a.image_lens);
     if (st != EG_STATUS_OK) {
         job_free(j);
+        return st;
+    }
+    if (stats) *stats = (EgRequestStats){(uint32_t)j->prompt.n_tokens, a->n_images};
+    *job = j;
+    return EG_STATUS_OK;
+}
+
+int eg_engine_job_needs_pixels(const EgEngineJob *j) {
+    if (j->failed || j->g) return 0;
+    for (uint32_t i = 0; i < j->a.n_images; i++)
+        if (j->image_state[i] == IMAGE_MISSING) return 1;
+    return 0;
+}
+
+void eg_engine_start(EgEngineJob *j) {
+    if (j->failed || j->g) return;
+    EgEngine *e = j->e;
+    uint32_t n = j->a.n_images, size = (uint32_t)e->model->cfg.vision.image_size;
+    size_t per = 3 * (size_t)size * size;
+    /* The cache is asked again: entries come and go while a job's images are decoded. An image
+     * cached meanwhile is taken from the cache; one evicted meanwhile must be decoded after all. */
+    for (uint32_t i = 0; i < n; i++)
+        if (j->image_state[i] == IMAGE_CACHED &&
+            !eg_image_cache_contains(e->image_cache, &j->keys[i]))
+            j->image_state[i] = IMAGE_MISSING;
+    if (eg_engine_job_needs_pixels(j)) return;
+    const EgBuffer **cached = calloc(n + 1, sizeof *cached);
+    if (!cached) {
+        eg_fail(&j->err, "out of host memory");
+        j->failed = 1;
+        j->fail_status = EG_STATUS_INTERNAL;
+        return;
+    }
+    /* The encoder takes the uncached images' pixels packed, in order. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cached[i] = eg_image_cache_lookup(e->image_cache, &j->keys[i]);
+        if (cached[i]) continue;
+        if (k != i) memmove(j->pixels + k * per, j->pixels + i * per, per * sizeof *j->pixels);
+        k++;
+    }
+    if (prepare(j, cached, j->pixels, &j->err)) {
+        j->failed = 1;
+        j->fail_status = engine_failure(&j->err);
+    }
+    free(cached);
+    free_images(j);
+    j->prepare_s = eg_now_s() - j->t0;
+}
+
+EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
+                         EgEngineJob **job, EgRequestStats *stats, EgError *err) {
+    EgEngineJob *j;
+    EgStatus st = eg_engine_admit(e, req, cb, user, &j, stats, err);
+    if (st != EG_STATUS_OK) {
+        *job = NULL;
+        return st;
+    }
+    while (!j->failed && !j->g) {
+        eg_engine_decode(j, NULL, NULL);
+        eg_engine_start(j);
+    }
+    if (j->failed) {
+        *err = j->err;
+        st = j->fail_status;
+        job_free(j);
+        *job = NULL;
         return st;
     }
     *job = j;
@@ -154,10 +210,18 @@ EgStatus eg_engine_begin(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
 }
 
 int eg_engine_job_finished(const EgEngineJob *j) {
-    return j->failed || eg_generation_finished(j->g);
+    return j->failed || (j->g && eg_generation_finished(j->g));
 }
 
-void eg_engine_cancel(EgEngineJob *j) { eg_generation_cancel(j->g); }
+void eg_engine_cancel(EgEngineJob *j) {
+    if (j->g) {
+        eg_generation_cancel(j->g);
+    } else if (!j->failed) { /* not started: it ends here */
+        eg_fail(&j->err, "cancelled before it started");
+        j->failed = 1;
+        j->fail_status = EG_STATUS_CANCELLED;
+    }
+}
 
 int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *err) {
     EgEngineJob *want[EG_SEQUENCE_MAX_BATCH];
@@ -170,8 +234,9 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     uint32_t budget = e->prefill_chunk ? e->prefill_chunk : UINT32_MAX;
     for (uint32_t i = 0; i < k && budget; i++) {
         EgEngineJob *j = jobs[i];
+        if (!j->g || eg_engine_job_finished(j)) continue; /* not started, or done */
         uint32_t left = eg_generation_prefill_left(j->g);
-        if (eg_engine_job_finished(j) || left == 0) continue;
+        if (left == 0) continue;
         uint32_t chunk = left < budget ? left : budget;
         if (eg_generation_prefill(j->g, chunk, &j->err) < 0) {
             j->failed = 1;
@@ -183,7 +248,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
      * finished want the next forward. */
     for (uint32_t i = 0; i < k; i++) {
         EgEngineJob *j = jobs[i];
-        if (eg_engine_job_finished(j) || eg_generation_prefill_left(j->g)) continue;
+        if (!j->g || eg_engine_job_finished(j) || eg_generation_prefill_left(j->g)) continue;
         int r = eg_generation_advance(j->g, &j->err);
         if (r < 0) {
             j->failed = 1;
@@ -226,6 +291,9 @@ EgStatus eg_engine_end(EgEngineJob *j, EgGenerateResult *out, EgError *err) {
     if (j->failed) {
         *err = j->err;
         st = j->fail_status;
+    } else if (!j->g) { /* ended before it started without a reason: nothing to report */
+        eg_fail(err, "cancelled before it started");
+        st = EG_STATUS_CANCELLED;
     } else if (eg_generation_end(j->g, out, err)) {
         st = EG_STATUS_INTERNAL;
     }

@@ -85,6 +85,10 @@ const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key) {
     return &(*p)->kv;
 }
 
+int eg_image_cache_contains(EgImageCache *c, const EgImageKey *key) {
+    return c->max_bytes && find(c, key) != NULL;
+}
+
 static void evict_oldest(EgImageCache *c) {
     Entry **oldest = NULL;
     for (Entry **p = &c->entries; *p; p = &(*p)->next)

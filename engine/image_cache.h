@@ -41,6 +41,9 @@ size_t eg_image_cache_entry_elems(const EgModel *m);
 
 /* The cached buffer for key, or NULL. Counts a hit or a miss. */
 const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key);
+/* Whether key is cached, counting nothing and touching nothing: a look ahead (may the image's
+ * decoding be skipped?) before the lookup that uses the entry. */
+int eg_image_cache_contains(EgImageCache *c, const EgImageKey *key);
 /* A new buffer for key, to be filled by the caller (evicting older entries to make room), or
  * NULL when the cache is disabled, the entry is larger than the whole cache, or allocation
  * fails (caching is then skipped, not an error). */

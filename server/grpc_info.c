@@ -43,6 +43,8 @@ void eg_model_info(Call *c) {
     limits.max_queue = s->opt.max_queue;
     limits.max_batch = eg_scheduler_max_batch(s->sched);
     limits.prefill_chunk = e.prefill_chunk;
+    limits.max_request_pixels = e.limits.max_request_pixels;
+    limits.decode_workers = s->opt.decode_workers;
     limits.request_memory_bytes = s->opt.request_memory_bytes;
     limits.max_streams_per_connection = s->opt.max_streams_per_connection;
 
@@ -99,16 +101,18 @@ void eg_server_stats(Call *c) {
     st.requests_rejected = atomic_load(&s->n_rejected);
     st.requests_failed = atomic_load(&s->n_failed);
     st.in_flight = (uint32_t)atomic_load(&s->generate_calls);
-    size_t queued = 0, running = 0;
-    eg_scheduler_counts(s->sched, &queued, &running);
+    size_t queued = 0, running = 0, preparing = 0;
+    eg_scheduler_counts(s->sched, &queued, &running, &preparing);
     st.queued = (uint32_t)queued;
     st.running = (uint32_t)running;
+    st.preparing = (uint32_t)preparing;
     st.generated_tokens = atomic_load(&s->n_tokens);
     EgEngineStats es;
     eg_engine_stats(s->engine, &es);
     st.device_memory_bytes = es.device_memory_bytes;
     st.host_memory_bytes = resident_bytes();
     st.device_memory_is_host = es.device_memory_is_host;
+    st.images_decoded = es.images_decoded;
     st.uptime_s = eg_now_s() - s->started_at;
     st.image_cache_hits = es.image_cache_hits;
     st.image_cache_misses = es.image_cache_misses;

@@ -481,6 +481,7 @@ static void apply_defaults(EgServerOptions *o) {
     if (!o->max_batch) o->max_batch = 8;
     if (!o->request_memory_bytes) o->request_memory_bytes = 8ull * o->max_request_bytes;
     if (!o->max_streams_per_connection) o->max_streams_per_connection = 100;
+    if (!o->decode_workers) o->decode_workers = eg_scheduler_default_decode_workers();
     if (!o->default_max_new_tokens) o->default_max_new_tokens = 128;
     if (o->grace_s <= 0) o->grace_s = 30;
     if (!o->max_connections) {
@@ -614,7 +615,9 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     } else if (listen_core(s, err)) {
         goto fail;
     }
-    s->sched = eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, err);
+    if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
+    s->sched =
+        eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, s->opt.decode_workers, err);
     if (!s->sched) goto fail;
     grpc_server_start(s->server);
     for (int m = 0; m < M_COUNT; m++)

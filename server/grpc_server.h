@@ -28,6 +28,8 @@ typedef struct EgServerOptions {
      * messages still arriving). Default 8 x max_request_bytes (512 MiB). */
     uint64_t request_memory_bytes;
     uint32_t max_streams_per_connection; /* HTTP/2 streams open at once per connection; 100 */
+    uint32_t decode_workers;         /* threads decoding request images, off the engine's
+                                        thread; default half the cores (1 to 8) */
     uint32_t default_max_new_tokens; /* when a request leaves max_new_tokens 0; default 128 */
     double grace_s;                  /* drain grace period; default 30 s */
     /* Connections. Durations: 0 takes the default, < 0 turns idle and age limits off. */

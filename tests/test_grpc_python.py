@@ -315,9 +315,11 @@ class UnixServerTest(unittest.TestCase):
         self.assertTrue(info.HasField("limits"), "no limits")
         lim = info.limits
         for field in ("max_request_bytes", "max_images", "max_image_pixels", "max_image_side",
-                      "context_length", "max_new_tokens", "default_max_new_tokens", "max_queue"):
+                      "context_length", "max_new_tokens", "default_max_new_tokens", "max_queue",
+                      "max_request_pixels", "decode_workers"):
             self.assertGreater(getattr(lim, field), 0, "limits.%s" % field)
         self.assertLessEqual(lim.default_max_new_tokens, lim.max_new_tokens)
+        self.assertEqual(lim.max_request_pixels, 4 * lim.max_image_pixels)
 
     def test_3_caption_unary_and_stream(self):
         image = os.path.join(EXAMPLES, "scene-002.png")

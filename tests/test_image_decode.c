@@ -907,6 +907,12 @@ static void expect_refused(const unsigned char *data, size_t len, const EgImageL
           "%s: message should name the size %s and the limit %s (%s): \"%s\"", what, size,
           limit_value, limit_name, err.msg);
     CHECK(img.rgb == NULL, "%s: no pixels on failure", what);
+    /* The header check alone refuses it the same way. */
+    EgError probe_err = {0};
+    uint32_t w = 0, h = 0;
+    CHECK(eg_image_probe(data, len, limits, &w, &h, &probe_err) != 0 &&
+              strcmp(probe_err.msg, err.msg) == 0,
+          "%s: probe says \"%s\", decode \"%s\"", what, probe_err.msg, err.msg);
 }
 
 static void test_limits(void) {
@@ -984,8 +990,32 @@ static void test_limits(void) {
     EgError err = {0};
     CHECK(eg_image_decode(d, len, &lim, &img, &err) == 0, "exactly at every limit: %s", err.msg);
     eg_image_free(&img);
+    uint32_t w = 0, h = 0;
+    CHECK(eg_image_probe(d, len, &lim, &w, &h, &err) == 0 && w == 40 && h == 30,
+          "PNG probe: %ux%u (%s)", w, h, err.msg);
     free(d);
     free(pc.samples);
+}
+
+/* eg_image_probe reads the declared size without decoding, and refuses what decoding would
+ * refuse before it decodes (structure, limits, format) with the same message. */
+static void test_probe(void) {
+    TestPng bomb = test_jpeg_declaring(7000, 5000, 1);
+    uint32_t w = 0, h = 0;
+    EgError err = {0};
+    CHECK(eg_image_probe(bomb.bytes, bomb.len, NULL, &w, &h, &err) == 0 && w == 7000 && h == 5000,
+          "JPEG probe: %ux%u (%s)", w, h, err.msg);
+    EgError derr = {0};
+    EgImage img;
+    size_t cut = bomb.len - 2; /* without its end marker */
+    CHECK(eg_image_probe(bomb.bytes, cut, NULL, &w, &h, &err) != 0 &&
+              eg_image_decode(bomb.bytes, cut, NULL, &img, &derr) != 0 &&
+              strcmp(err.msg, derr.msg) == 0 && says(&err, "truncated"),
+          "truncated JPEG: probe \"%s\", decode \"%s\"", err.msg, derr.msg);
+    CHECK(eg_image_probe("hello", 5, NULL, &w, &h, &err) != 0 &&
+              says(&err, "unrecognized image format"),
+          "probe of text: \"%s\"", err.msg);
+    free(bomb.bytes);
 }
 
 static int has_known_magic(const unsigned char *p, size_t n) {
@@ -1220,6 +1250,7 @@ int main(void) {
     test_corruption();
     test_limits();
     test_unrecognized();
+    test_probe();
     test_png_messages();
     for (int s = 0; s < n_samples; s++)
         free(samples[s].data);

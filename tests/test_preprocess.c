@@ -367,6 +367,43 @@ static void test_errors(void) {
           "0-wide resize accepted");
 }
 
+/* Stops at its n-th poll (never when n is 0), counting the polls. */
+typedef struct StopAt {
+    int polls, at;
+} StopAt;
+
+static int stop_at(void *user) {
+    StopAt *s = user;
+    return ++s->polls == s->at;
+}
+
+/* A stop function is polled between rows of the resize: the call gives up at once when it says
+ * so, and changes nothing when it never does. */
+static void test_stop(void) {
+    enum { W = 600, H = 500, S = 32 };
+    EgImage img = {W, H, malloc((size_t)W * H * 3)};
+    for (size_t i = 0; i < (size_t)W * H * 3; i++)
+        img.rgb[i] = (uint8_t)test_rng_u64();
+    float want[3 * S * S], got[3 * S * S];
+    EgError err = {0};
+    CHECK(eg_preprocess_image(&img, S, want, &err) == 0, "preprocess: %s", err.msg);
+    EgPreprocessConfig cfg;
+    eg_preprocess_config_default(&cfg, S);
+    StopAt never = {0, 0};
+    cfg.stop = stop_at;
+    cfg.stop_user = &never;
+    CHECK(eg_preprocess_image_cfg(&img, &cfg, got, &err) == 0 && memcmp(got, want, sizeof got) == 0,
+          "with a stop function that never stops: %s", err.msg);
+    /* the horizontal pass reads every one of the 500 rows: polled every few rows */
+    CHECK(never.polls >= H / 64 && never.polls <= H, "%d polls for %d rows", never.polls, H);
+    StopAt third = {0, 3};
+    cfg.stop_user = &third;
+    CHECK(eg_preprocess_image_cfg(&img, &cfg, got, &err) != 0 && strstr(err.msg, "stopped"),
+          "stopped at the third poll: %s", err.msg);
+    CHECK(third.polls == 3, "polled %d times after it said stop", third.polls - 3);
+    free(img.rgb);
+}
+
 int main(void) {
     test_rng_init();
     test_preprocess_goldens();
@@ -377,5 +414,6 @@ int main(void) {
         test_resize_matches_reference((EgResampleArith)arith);
     }
     test_errors();
+    test_stop();
     return test_finish();
 }

@@ -97,13 +97,14 @@ typedef struct Background {
     EgRequest req;
     EgClientTextFn fn; /* called with each message of the stream (optional) */
     void *user;
+    double timeout_s; /* the call's deadline (0: none) */
     Outcome out;
     pthread_t thread;
 } Background;
 
 static void *background_call(void *arg) {
     Background *b = arg;
-    b->out = call(b->addr, NULL, &b->req, 1, 0, b->fn, b->user);
+    b->out = call(b->addr, NULL, &b->req, 1, b->timeout_s, b->fn, b->user);
     return NULL;
 }
 
@@ -707,6 +708,182 @@ static void test_cancel_and_deadline(void) {
     free(log);
 }
 
+/* ---- the image stage: off the engine's thread, stopped by deadlines, a pixel budget ---- */
+
+/* A stream's messages, counted; the stream is cancelled once stop is set. */
+typedef struct Counter {
+    atomic_int messages, stop;
+} Counter;
+
+static int count_message(void *user, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    Counter *c = user;
+    atomic_fetch_add(&c->messages, 1);
+    return atomic_load(&c->stop);
+}
+
+/* n JPEGs of about 1.3 KB declaring side x side pixels each (never seen before), as parts. */
+static void bomb_parts(EgRequestPart *parts, TestPng *bombs, int n, uint32_t side) {
+    for (int i = 0; i < n; i++) {
+        bombs[i] = test_jpeg_declaring(side, side, test_rng_u64());
+        parts[i] =
+            (EgRequestPart){.is_image = 1, .image = bombs[i].bytes, .image_len = bombs[i].len};
+    }
+}
+
+/* Polls GetStats (up to 60 s) until nothing is preparing or running; returns the images decoded. */
+static uint64_t wait_for_idle(const char *addr) {
+    for (int tries = 0; tries < 1200; tries++) {
+        Egret__V1__ServerStats *now = stats(addr);
+        uint64_t decoded = now ? now->images_decoded : 0;
+        int idle = now && now->preparing == 0 && now->running == 0;
+        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
+        if (idle) return decoded;
+        usleep(50 * 1000);
+    }
+    CHECK(0, "the engine never went idle");
+    return 0;
+}
+
+static void test_image_stage(void) {
+    enum { SIDE = 4000, N = 16 };
+    EgEngineLimits saved = engine->limits;
+    /* 16 large-declared images fit this budget; 6 of 7000x7000 (294 M pixels) do not. */
+    engine->limits.max_request_pixels = (uint64_t)N * SIDE * SIDE;
+    EgRequestPart over_parts[7];
+    TestPng over_bombs[6];
+    bomb_parts(over_parts, over_bombs, 6, 7000);
+    over_parts[6] = text_part("Output:");
+    EgRequest over = greedy(1);
+    over.parts = over_parts;
+    over.n_parts = 7;
+    /* in-process (egret run, eg_engine_generate): the same limit */
+    EgGenerateResult gen;
+    EgError err = {0};
+    uint64_t decoded_before = atomic_load(&engine->images_decoded);
+    EgStatus st = eg_engine_generate(engine, &over, NULL, NULL, &gen, NULL, &err);
+    CHECK(st == EG_STATUS_RESOURCE_EXHAUSTED && strstr(err.msg, "max_request_pixels") &&
+              strstr(err.msg, "294000000") && strstr(err.msg, "256000000"),
+          "in-process pixel budget: status %d '%s'", (int)st, err.msg);
+    CHECK(atomic_load(&engine->images_decoded) == decoded_before,
+          "the request over the pixel budget decoded %llu images",
+          (unsigned long long)(atomic_load(&engine->images_decoded) - decoded_before));
+    TestServer r;
+    if (test_server_start(&r, engine, (EgServerOptions){.decode_workers = 2}, "images")) {
+        engine->limits = saved;
+        return;
+    }
+
+    /* Over the budget: refused from the headers, before anything is decoded. */
+    Egret__V1__ServerStats *st0 = stats(r.addr);
+    Outcome o = call(r.addr, NULL, &over, 0, 0, NULL, NULL);
+    expect_status("over the request's pixel budget", &o, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "max_request_pixels");
+    CHECK(strstr(o.st.message, "294000000") && strstr(o.st.message, "256000000"),
+          "the budget's message names the figures: '%s'", o.st.message);
+    eg_client_answer_free(&o.a);
+    Egret__V1__ServerStats *st1 = stats(r.addr);
+    if (st0 && st1)
+        CHECK(st1->images_decoded == st0->images_decoded,
+              "the request over the budget decoded %llu images",
+              (unsigned long long)(st1->images_decoded - st0->images_decoded));
+    if (st0) egret__v1__server_stats__free_unpacked(st0, NULL);
+    if (st1) egret__v1__server_stats__free_unpacked(st1, NULL);
+    for (int i = 0; i < 6; i++)
+        free(over_bombs[i].bytes);
+
+    /* A stream keeps getting tokens while another request's 16 images decode: between two
+     * looks at GetStats that both find the images being prepared (the first after image work
+     * began, the second before it ended), the stream received messages. On the engine's thread,
+     * the decoding would hold every stream still. */
+    Counter counter = {0};
+    EgRequestPart q[1];
+    Background stream = {
+        .addr = r.addr, .req = long_request(q, 1024), .fn = count_message, .user = &counter};
+    pthread_create(&stream.thread, NULL, background_call, &stream);
+    for (int tries = 0; tries < 6000 && atomic_load(&counter.messages) == 0; tries++)
+        usleep(10 * 1000);
+    EgRequestPart heavy_parts[N + 1];
+    TestPng bombs[N];
+    bomb_parts(heavy_parts, bombs, N, SIDE);
+    heavy_parts[N] = text_part("Output:");
+    EgRequest heavy = greedy(1);
+    heavy.parts = heavy_parts;
+    heavy.n_parts = N + 1;
+    /* the deadline ends it early where decoding is slow (sanitizers) */
+    Background images = {.addr = r.addr, .req = heavy, .timeout_s = 10};
+    pthread_create(&images.thread, NULL, background_call, &images);
+    int first = -1, during = 0, looks = 0;
+    for (int tries = 0; tries < 6000 && during < 5; tries++) {
+        int before = atomic_load(&counter.messages);
+        Egret__V1__ServerStats *now = stats(r.addr);
+        int preparing = now && now->preparing == 1;
+        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
+        if (preparing && first < 0) {
+            first = atomic_load(&counter.messages);
+            looks++;
+        } else if (preparing) {
+            during = before - first;
+            looks++;
+        } else if (first >= 0) {
+            break; /* the image work is over */
+        }
+        usleep(10 * 1000);
+    }
+    CHECK(first >= 0, "GetStats never showed the request's images being prepared");
+    CHECK(during >= 5,
+          "the stream got %d messages while the images were prepared (%d looks); it should "
+          "keep streaming",
+          during, looks);
+    pthread_join(images.thread, NULL);
+    CHECK(images.out.st.code == GRPC_STATUS_OK ||
+              images.out.st.code == GRPC_STATUS_DEADLINE_EXCEEDED,
+          "the request with 16 images: status %d '%s'", (int)images.out.st.code,
+          images.out.st.message);
+    eg_client_answer_free(&images.out.a);
+    atomic_store(&counter.stop, 1);
+    pthread_join(stream.thread, NULL);
+    expect_status("the stream beside the images", &stream.out, GRPC_STATUS_CANCELLED, NULL);
+    eg_client_answer_free(&stream.out.a);
+
+    /* A short deadline: the call ends DEADLINE_EXCEEDED and its image work stops soon after,
+     * far from decoding all 16 (new bytes: none is cached). */
+    for (int i = 0; i < N; i++)
+        free(bombs[i].bytes);
+    bomb_parts(heavy_parts, bombs, N, SIDE);
+    uint64_t base = wait_for_idle(r.addr);
+    o = call(r.addr, NULL, &heavy, 0, 0.5, NULL, NULL);
+    expect_status("16 large images, 0.5 s deadline", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
+    eg_client_answer_free(&o.a);
+    uint64_t decoded = wait_for_idle(r.addr) - base;
+    CHECK(decoded <= N / 2, "%llu of %d images decoded for a call whose deadline passed early",
+          (unsigned long long)decoded, N);
+    for (int i = 0; i < N; i++)
+        free(bombs[i].bytes);
+
+    /* The server serves on. */
+    EgRequestPart one[1] = {image_part(1)};
+    EgRequest quick = greedy(2);
+    quick.parts = one;
+    quick.n_parts = 1;
+    o = call(r.addr, NULL, &quick, 1, 0, NULL, NULL);
+    expect_status("after the image tests", &o, GRPC_STATUS_OK, NULL);
+    eg_client_answer_free(&o.a);
+    /* The expired call reached the engine (a job dropped unrun logs images=0), so its images
+     * were being decoded when its deadline passed. */
+    char *log = test_server_stop(&r);
+    int admitted = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        admitted +=
+            strstr(line, " Generate ") && strstr(line, " images=16 ") &&
+            (strstr(line, "status=DEADLINE_EXCEEDED ") || strstr(line, "status=CANCELLED "));
+    CHECK(admitted == 1, "%d log lines for the expired call with its 16 images", admitted);
+    free(log);
+    engine->limits = saved;
+}
+
 static void test_drain(void) {
     /* Calls in flight finish within the grace period. */
     TestServer r;
@@ -826,6 +1003,7 @@ int main(void) {
     test_reflection();
     test_limits();
     test_cancel_and_deadline();
+    test_image_stage();
     test_drain();
     test_faults();
     for (int i = 0; i < 3; i++)

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,5 +108,72 @@ TestPng test_shapes_png(uint64_t seed, int n_objects) {
     EgError err = {0};
     eg_shapes_scene_from_seed(seed, n_objects, &scene);
     CHECK(eg_shapes_render_png(&scene, &p.bytes, &p.len, &err) == 0, "png: %s", err.msg);
+    return p;
+}
+
+/* The standard luminance Huffman tables (JPEG spec K.3): DC and AC. */
+static const uint8_t DC_COUNTS[16] = {0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
+static const uint8_t AC_COUNTS[16] = {0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d};
+static const uint8_t AC_SYMBOLS[162] = {
+    0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61,
+    0x07, 0x22, 0x71, 0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52,
+    0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25,
+    0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45,
+    0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64,
+    0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83,
+    0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99,
+    0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6,
+    0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3,
+    0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8,
+    0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa};
+
+/* Appends a marker segment (marker, 16-bit length, body) at *at. */
+static void jpeg_segment(uint8_t *out, size_t *at, uint8_t marker, const uint8_t *body, size_t n) {
+    out[(*at)++] = 0xFF;
+    out[(*at)++] = marker;
+    out[(*at)++] = (uint8_t)((n + 2) >> 8);
+    out[(*at)++] = (uint8_t)(n + 2);
+    memcpy(out + *at, body, n);
+    *at += n;
+}
+
+TestPng test_jpeg_declaring(uint32_t width, uint32_t height, uint64_t seed) {
+    enum { SCAN_BYTES = 1000 };
+    TestPng p = {malloc(2048), 0};
+    if (!p.bytes) return p;
+    uint8_t *o = p.bytes, body[1 + 16 + 162 + 1 + 16 + 12];
+    size_t at = 0;
+    o[at++] = 0xFF;
+    o[at++] = 0xD8;
+    body[0] = 0; /* quantization table 0: the seed varies it, so the bytes are new */
+    for (int i = 0; i < 64; i++)
+        body[1 + i] = (uint8_t)(1 + (seed >> (i % 64)) % 7);
+    jpeg_segment(o, &at, 0xDB, body, 65);
+    /* 8 bits, the size, 3 components sampled 1x1 with quantization table 0 */
+    uint8_t sof[15] = {8, 0, 0, 0, 0, 3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0};
+    sof[1] = (uint8_t)(height >> 8);
+    sof[2] = (uint8_t)height;
+    sof[3] = (uint8_t)(width >> 8);
+    sof[4] = (uint8_t)width;
+    jpeg_segment(o, &at, 0xC0, sof, sizeof sof);
+    size_t n = 0;
+    body[n++] = 0x00; /* DC table 0 */
+    memcpy(body + n, DC_COUNTS, 16);
+    n += 16;
+    for (uint8_t v = 0; v < 12; v++)
+        body[n++] = v;
+    body[n++] = 0x10; /* AC table 0 */
+    memcpy(body + n, AC_COUNTS, 16);
+    n += 16;
+    memcpy(body + n, AC_SYMBOLS, sizeof AC_SYMBOLS);
+    n += sizeof AC_SYMBOLS;
+    jpeg_segment(o, &at, 0xC4, body, n);
+    const uint8_t sos[10] = {3, 1, 0x00, 2, 0x00, 3, 0x00, 0, 63, 0};
+    jpeg_segment(o, &at, 0xDA, sos, sizeof sos);
+    memset(o + at, 0, SCAN_BYTES); /* zero bits decode as valid blocks, also past the end */
+    at += SCAN_BYTES;
+    o[at++] = 0xFF;
+    o[at++] = 0xD9;
+    p.len = at;
     return p;
 }

@@ -44,6 +44,12 @@ typedef struct TestPng {
 } TestPng;
 TestPng test_shapes_png(uint64_t seed, int n_objects);
 
+/* A baseline JPEG of about 1.3 KB that declares width x height (each below 65536): headers,
+ * a short scan of zero bytes and the end marker. It decodes (stb_image reads zeros past the
+ * data) at the full cost of its declared size: a decompression bomb within the limits. seed
+ * varies the bytes (so no cache has seen them). In a TestPng, which holds any encoded bytes. */
+TestPng test_jpeg_declaring(uint32_t width, uint32_t height, uint64_t seed);
+
 /* Prints the summary line and returns the process exit code. */
 int test_finish(void);
 

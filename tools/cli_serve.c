@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "engine/scheduler.h"
 #include "server/grpc_server.h"
 #include "tools/cli.h"
 
@@ -25,6 +26,9 @@ static void usage(FILE *f) {
             "  --max-images N               images per request, examples included (default 16)\n"
             "  --max-image-pixels N         width x height of one image (default %llu)\n"
             "  --max-image-side N           width or height of one image (default %u)\n"
+            "  --max-request-pixels N       width x height of all of a request's images, as\n"
+            "                               their headers declare them, checked before any is\n"
+            "                               decoded (default %u x max-image-pixels)\n"
             "  --context-length N           prompt + new tokens (default: the model's)\n"
             "  --max-new-tokens N           per request (default 1024)\n"
             "  --default-max-new-tokens N   when a request sets none (default 128)\n"
@@ -39,6 +43,9 @@ static void usage(FILE *f) {
             "  --prefill-chunk N            prompt tokens per engine step, so requests already\n"
             "                               decoding keep streaming during a long prompt\n"
             "                               (default 256)\n"
+            "  --decode-workers N           threads decoding request images beside the engine,\n"
+            "                               which keeps streaming meanwhile (default half the\n"
+            "                               cores, 1 to 8: %u here)\n"
             "  --grace SECONDS              drain grace period (default 30)\n"
             "connections (durations in seconds; 0 turns idle and age limits off):\n"
             "  --max-connections N          live at once; more are closed as they come, and a\n"
@@ -62,7 +69,8 @@ static void usage(FILE *f) {
             "requests: text is UTF-8 without U+0000, stop strings too (INVALID_ARGUMENT);\n"
             "text is plain text: '<image>', '</s>' and other special-token strings typed in it\n"
             "are not tokens. Client strings in the log are escaped.\n",
-            (unsigned long long)EG_IMAGE_DEFAULT_MAX_PIXELS, EG_IMAGE_DEFAULT_MAX_SIDE);
+            (unsigned long long)EG_IMAGE_DEFAULT_MAX_PIXELS, EG_IMAGE_DEFAULT_MAX_SIDE,
+            EG_ENGINE_REQUEST_PIXELS_FACTOR, eg_scheduler_default_decode_workers());
 }
 
 static EgServer *volatile g_server;
@@ -114,7 +122,8 @@ int cli_serve(int argc, char **argv) {
         O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
-        O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS
+        O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
+        O_DECODERS
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -125,6 +134,8 @@ int cli_serve(int argc, char **argv) {
         {"max-images", required_argument, 0, O_IMAGES},
         {"max-image-pixels", required_argument, 0, O_PIXELS},
         {"max-image-side", required_argument, 0, O_SIDE},
+        {"max-request-pixels", required_argument, 0, O_REQ_PIXELS},
+        {"decode-workers", required_argument, 0, O_DECODERS},
         {"context-length", required_argument, 0, O_CONTEXT},
         {"max-new-tokens", required_argument, 0, O_MAX_NEW},
         {"default-max-new-tokens", required_argument, 0, O_DEFAULT_NEW},
@@ -183,6 +194,12 @@ int cli_serve(int argc, char **argv) {
         case O_SIDE:
             bad = cli_parse_u32("max-image-side", optarg, &side);
             eo.limits.image.max_width = eo.limits.image.max_height = side;
+            break;
+        case O_REQ_PIXELS:
+            bad = cli_parse_u64("max-request-pixels", optarg, &eo.limits.max_request_pixels);
+            break;
+        case O_DECODERS:
+            bad = cli_parse_u32("decode-workers", optarg, &so.decode_workers);
             break;
         case O_CONTEXT:
             bad = cli_parse_u32("context-length", optarg, &eo.limits.context_length);

@@ -146,6 +146,50 @@ static int detect(const uint8_t *data, size_t len, EgImageFormat *format) {
     return 0;
 }
 
+/* Detects the format and checks the header (and, for the stb formats, the file's structure)
+ * against the limits. */
+static int scan(const uint8_t *bytes, size_t len, const EgImageLimits *limits,
+                EgImageFormat *format, EgImageHeader *hdr, EgError *err) {
+    if (!bytes || len == 0) return eg_fail(err, "unrecognized image format (empty input)");
+    if (detect(bytes, len, format) != 0) {
+        char head[3 * 8] = "";
+        for (size_t i = 0, at = 0; i < len && i < 8; i++)
+            at += (size_t)snprintf(head + at, sizeof head - at, "%s%02x", i ? " " : "", bytes[i]);
+        return eg_fail(err,
+                       "unrecognized image format (%zu bytes starting %s; supported: PNG, JPEG, "
+                       "GIF, BMP, TGA)",
+                       len, head);
+    }
+    switch (*format) {
+    case EG_IMAGE_PNG:
+        return eg_image_scan_png(bytes, len, limits, hdr, err);
+    case EG_IMAGE_JPEG:
+        return eg_image_scan_jpeg(bytes, len, limits, hdr, err);
+    case EG_IMAGE_GIF:
+        return eg_image_scan_gif(bytes, len, limits, hdr, err);
+    case EG_IMAGE_BMP:
+        return eg_image_scan_bmp(bytes, len, limits, hdr, err);
+    case EG_IMAGE_TGA:
+        break;
+    }
+    return eg_image_scan_tga(bytes, len, limits, hdr, err);
+}
+
+int eg_image_probe(const void *data, size_t len, const EgImageLimits *limits, uint32_t *width,
+                   uint32_t *height, EgError *err) {
+    EgImageLimits defaults;
+    if (!limits) {
+        eg_image_limits_default(&defaults);
+        limits = &defaults;
+    }
+    EgImageFormat format;
+    EgImageHeader hdr;
+    if (scan(data, len, limits, &format, &hdr, err) != 0) return -1;
+    *width = hdr.width;
+    *height = hdr.height;
+    return 0;
+}
+
 int eg_image_decode(const void *data, size_t len, const EgImageLimits *limits, EgImage *out,
                     EgError *err) {
     const uint8_t *bytes = data;
@@ -156,37 +200,10 @@ int eg_image_decode(const void *data, size_t len, const EgImageLimits *limits, E
         eg_image_limits_default(&defaults);
         limits = &defaults;
     }
-    if (!bytes || len == 0) return eg_fail(err, "unrecognized image format (empty input)");
-
     EgImageFormat format;
-    if (detect(bytes, len, &format) != 0) {
-        char head[3 * 8] = "";
-        for (size_t i = 0, at = 0; i < len && i < 8; i++)
-            at += (size_t)snprintf(head + at, sizeof head - at, "%s%02x", i ? " " : "", bytes[i]);
-        return eg_fail(err,
-                       "unrecognized image format (%zu bytes starting %s; supported: PNG, JPEG, "
-                       "GIF, BMP, TGA)",
-                       len, head);
-    }
-    if (format == EG_IMAGE_PNG) return eg_image_decode_png(bytes, len, limits, out, err);
-
     EgImageHeader hdr;
-    int rc;
-    switch (format) {
-    case EG_IMAGE_JPEG:
-        rc = eg_image_scan_jpeg(bytes, len, limits, &hdr, err);
-        break;
-    case EG_IMAGE_GIF:
-        rc = eg_image_scan_gif(bytes, len, limits, &hdr, err);
-        break;
-    case EG_IMAGE_BMP:
-        rc = eg_image_scan_bmp(bytes, len, limits, &hdr, err);
-        break;
-    default:
-        rc = eg_image_scan_tga(bytes, len, limits, &hdr, err);
-        break;
-    }
-    if (rc != 0) return -1;
+    if (scan(bytes, len, limits, &format, &hdr, err) != 0) return -1;
+    if (format == EG_IMAGE_PNG) return eg_image_decode_png(bytes, len, limits, out, err);
     return eg_image_decode_stb(format, bytes, len, &hdr, out, err);
 }
 

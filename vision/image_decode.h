@@ -48,6 +48,13 @@ typedef struct EgImage {
 int eg_image_decode(const void *data, size_t len, const EgImageLimits *limits, EgImage *out,
                     EgError *err);
 
+/* What eg_image_decode checks before it decodes, without decoding: the format, the header's
+ * size against limits (the same messages), and for JPEG, GIF, BMP and TGA that the file's
+ * structure is complete. Fills the declared size and returns 0, or fails like eg_image_decode.
+ * Linear in len, and cheap next to decoding. Thread-safe. */
+int eg_image_probe(const void *data, size_t len, const EgImageLimits *limits, uint32_t *width,
+                   uint32_t *height, EgError *err);
+
 /* Frees the pixels and zeroes the struct; safe on a zeroed struct and on NULL. */
 void eg_image_free(EgImage *img);
 

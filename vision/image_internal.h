@@ -49,6 +49,9 @@ int eg_image_scan_bmp(const uint8_t *data, size_t len, const EgImageLimits *limi
                       EgImageHeader *hdr, EgError *err);
 int eg_image_scan_tga(const uint8_t *data, size_t len, const EgImageLimits *limits,
                       EgImageHeader *hdr, EgError *err);
+/* PNG's size, from its IHDR (libpng checks the rest while it decodes). */
+int eg_image_scan_png(const uint8_t *data, size_t len, const EgImageLimits *limits,
+                      EgImageHeader *hdr, EgError *err);
 
 /* True when the bytes look enough like a TGA header to try decoding them (TGA has no magic). */
 int eg_image_looks_like_tga(const uint8_t *data, size_t len);

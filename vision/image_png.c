@@ -114,8 +114,8 @@ static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-int eg_image_decode_png(const uint8_t *data, size_t len, const EgImageLimits *limits, EgImage *out,
-                        EgError *err) {
+int eg_image_scan_png(const uint8_t *data, size_t len, const EgImageLimits *limits,
+                      EgImageHeader *hdr, EgError *err) {
     /* IHDR must come first (signature 8, length 4, type 4, then width and height): read the
      * size ourselves so a bomb is refused with our message before libpng is even set up. */
     if (len < 8 + 8 + 13 + 4) return eg_fail(err, "PNG: truncated data (%zu bytes)", len);
@@ -123,6 +123,16 @@ int eg_image_decode_png(const uint8_t *data, size_t len, const EgImageLimits *li
         return eg_fail(err, "PNG: corrupt data (first chunk is not IHDR)");
     if (eg_image_check_limits(EG_IMAGE_PNG, be32(data + 16), be32(data + 20), limits, err) != 0)
         return -1;
+    hdr->width = be32(data + 16);
+    hdr->height = be32(data + 20);
+    hdr->stb_channels = 0;
+    return 0;
+}
+
+int eg_image_decode_png(const uint8_t *data, size_t len, const EgImageLimits *limits, EgImage *out,
+                        EgError *err) {
+    EgImageHeader hdr;
+    if (eg_image_scan_png(data, len, limits, &hdr, err) != 0) return -1;
 
     PngState st;
     memset(&st, 0, sizeof st);

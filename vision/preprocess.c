@@ -123,10 +123,26 @@ static inline uint8_t clip8(int64_t ss, int bits) {
     return v > 255 ? 255 : (uint8_t)v;
 }
 
-/* Horizontal pass over input rows [row0, row0 + rows), into rows x out_w. */
-static void resample_horizontal(const uint8_t *src, int src_w, int row0, int rows, uint8_t *dst,
-                                int out_w, const Coeffs *c) {
+/* How often the passes poll a stop function: every this many rows. A row of a large image is
+ * tens of microseconds, a poll a few nanoseconds. */
+#define STOP_ROWS 16
+
+/* A caller's stop function (NULL: never stop). */
+typedef struct Stop {
+    int (*fn)(void *user);
+    void *user;
+} Stop;
+
+static int stopped(const Stop *stop, int row) {
+    return stop->fn && row % STOP_ROWS == 0 && stop->fn(stop->user);
+}
+
+/* Horizontal pass over input rows [row0, row0 + rows), into rows x out_w. Returns -1 when stop
+ * said to give up. */
+static int resample_horizontal(const uint8_t *src, int src_w, int row0, int rows, uint8_t *dst,
+                               int out_w, const Coeffs *c, const Stop *stop) {
     for (int yy = 0; yy < rows; yy++) {
+        if (stopped(stop, yy)) return -1;
         const uint8_t *in = src + (size_t)(yy + row0) * src_w * 3;
         uint8_t *out = dst + (size_t)yy * out_w * 3;
         for (int xx = 0; xx < out_w; xx++) {
@@ -144,11 +160,14 @@ static void resample_horizontal(const uint8_t *src, int src_w, int row0, int row
             out[3 * xx + 2] = clip8(s2, c->precision);
         }
     }
+    return 0;
 }
 
 /* Vertical pass: bounds are relative to src's first row. */
-static void resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h, const Coeffs *c) {
+static int resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h, const Coeffs *c,
+                             const Stop *stop) {
     for (int yy = 0; yy < out_h; yy++) {
+        if (stopped(stop, yy)) return -1;
         int ymin = c->bounds[2 * yy], ymax = c->bounds[2 * yy + 1];
         const int32_t *k = c->k + (size_t)yy * c->ksize;
         uint8_t *out = dst + (size_t)yy * w * 3;
@@ -165,10 +184,11 @@ static void resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h
             out[3 * xx + 2] = clip8(s2, c->precision);
         }
     }
+    return 0;
 }
 
-int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
-                            uint32_t dst_w, uint32_t dst_h, EgResampleArith arith, EgError *err) {
+static int resize(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst, uint32_t dst_w,
+                  uint32_t dst_h, EgResampleArith arith, const Stop *stop, EgError *err) {
     if (!src || !dst || src_w == 0 || src_h == 0 || dst_w == 0 || dst_h == 0)
         return eg_fail(err, "resize: empty image (%ux%u -> %ux%u)", (unsigned)src_w,
                        (unsigned)src_h, (unsigned)dst_w, (unsigned)dst_h);
@@ -192,9 +212,9 @@ int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, 
         goto done;
     }
     if (!need_v) {
-        resample_horizontal(src, in_w, 0, in_h, dst, out_w, &ch);
+        if (resample_horizontal(src, in_w, 0, in_h, dst, out_w, &ch, stop)) goto cancelled;
     } else if (!need_h) {
-        resample_vertical(src, in_w, dst, out_h, &cv);
+        if (resample_vertical(src, in_w, dst, out_h, &cv, stop)) goto cancelled;
     } else {
         /* Only the input rows the vertical pass will read go through the horizontal pass; the
          * vertical bounds are then relative to the first of them. */
@@ -207,10 +227,14 @@ int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, 
             eg_fail(err, "resize: out of memory");
             goto done;
         }
-        resample_horizontal(src, in_w, first, last - first, tmp, out_w, &ch);
-        resample_vertical(tmp, out_w, dst, out_h, &cv);
+        if (resample_horizontal(src, in_w, first, last - first, tmp, out_w, &ch, stop) ||
+            resample_vertical(tmp, out_w, dst, out_h, &cv, stop))
+            goto cancelled;
     }
     rc = 0;
+    goto done;
+cancelled:
+    eg_fail(err, "resize: stopped");
 done:
     free(tmp);
     coeffs_free(&ch);
@@ -218,10 +242,18 @@ done:
     return rc;
 }
 
+int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
+                            uint32_t dst_w, uint32_t dst_h, EgResampleArith arith, EgError *err) {
+    const Stop never = {NULL, NULL};
+    return resize(src, src_w, src_h, dst, dst_w, dst_h, arith, &never, err);
+}
+
 void eg_preprocess_config_default(EgPreprocessConfig *cfg, int size) {
     cfg->size = size;
     cfg->norm = eg_clip_norm;
     cfg->arith = EG_RESAMPLE_PIL;
+    cfg->stop = NULL;
+    cfg->stop_user = NULL;
 }
 
 int eg_preprocess_image_cfg(const EgImage *img, const EgPreprocessConfig *cfg, float *out,
@@ -234,8 +266,9 @@ int eg_preprocess_image_cfg(const EgImage *img, const EgPreprocessConfig *cfg, f
     size_t plane = (size_t)size * size;
     uint8_t *resized = malloc(plane * 3);
     if (!resized) return eg_fail(err, "preprocess: out of memory for %dx%d", size, size);
-    if (eg_image_resize_bicubic(img->rgb, img->width, img->height, resized, (uint32_t)size,
-                                (uint32_t)size, cfg->arith, err) != 0) {
+    const Stop stop = {cfg->stop, cfg->stop_user};
+    if (resize(img->rgb, img->width, img->height, resized, (uint32_t)size, (uint32_t)size,
+               cfg->arith, &stop, err) != 0) {
         free(resized);
         return eg_fail_prefix(err, "preprocess");
     }

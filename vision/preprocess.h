@@ -44,9 +44,13 @@ typedef struct EgPreprocessConfig {
     int size;         /* output side S (the vision encoder's image_size) */
     EgPixelNorm norm; /* image_mean / image_std */
     EgResampleArith arith;
+    /* Polled between rows of the resize (NULL: never): when it returns non-zero the call gives
+     * up and fails ("resize: stopped"), so a caller gone away stops a large image's work. */
+    int (*stop)(void *user);
+    void *stop_user;
 } EgPreprocessConfig;
 
-/* size, CLIP normalization, Pillow arithmetic. */
+/* size, CLIP normalization, Pillow arithmetic, no stop function. */
 void eg_preprocess_config_default(EgPreprocessConfig *cfg, int size);
 
 /* img -> float32 [3, S, S] channels-first in out (3 * S * S floats): resize to SxS, then
