@@ -11,7 +11,7 @@ Two jobs:
           tests/data/tiny-idefics-{a,b,c}/golden.safetensors (per-tensor max relative error, greedy
           ids with the KV cache) and tests/data/shapes-cases/cases.json with models/shapes-idefics
           (greedy 24 ids from the PNG images). Falls back to ../shared/reference when a copy is missing.
-  bench   the PyTorch side of Egret's side-by-side benchmark (issue 6): vision+perceiver encode,
+  bench   the PyTorch side of Egret's side-by-side benchmark: vision+perceiver encode,
           prefill, decode with the KV cache and time to first token; --json prints one JSON object
           on stdout (progress goes to stderr), so bench/compare can run this as a subprocess.
 

@@ -33,9 +33,10 @@ EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err) {
     }
     if (total > e->limits.max_request_pixels) {
         eg_fail_kind(err, EG_ERROR_LIMIT,
-                "the request's %u images declare %" PRIu64 " pixels in all (the largest, image "
-                "%u, %" PRIu64 "); the limit is %" PRIu64 " per request (max_request_pixels)",
-                a->n_images, total, largest, largest_pixels, e->limits.max_request_pixels);
+                     "the request's %u images declare %" PRIu64
+                     " pixels in all (the largest, image "
+                     "%u, %" PRIu64 "); the limit is %" PRIu64 " per request (max_request_pixels)",
+                     a->n_images, total, largest, largest_pixels, e->limits.max_request_pixels);
         return EG_STATUS_RESOURCE_EXHAUSTED;
     }
     return EG_STATUS_OK;

@@ -14,7 +14,7 @@ const char *eg_finish_reason_name(EgFinishReason r) {
     case EG_FINISH_STOP:
         return "stop";
     case EG_FINISH_EOS:
-        return "eos";
+        return "end_of_sequence";
     case EG_FINISH_CANCELLED:
         return "cancelled";
     }
@@ -196,10 +196,18 @@ uint32_t eg_generation_prefill_left(const EgGeneration *g) {
     return (uint32_t)(g->n_prompt - g->n_prefilled);
 }
 
-EgSequence *eg_generation_sequence(const EgGeneration *g) { return g->seq; }
-int eg_generation_finished(const EgGeneration *g) { return g->finished; }
-int32_t eg_generation_next_input(const EgGeneration *g) { return g->context[g->n_context - 1]; }
-float *eg_generation_logits(EgGeneration *g) { return g->logits; }
+EgSequence *eg_generation_sequence(const EgGeneration *g) {
+    return g->seq;
+}
+int eg_generation_finished(const EgGeneration *g) {
+    return g->finished;
+}
+int32_t eg_generation_next_input(const EgGeneration *g) {
+    return g->context[g->n_context - 1];
+}
+float *eg_generation_logits(EgGeneration *g) {
+    return g->logits;
+}
 
 int eg_generation_advance(EgGeneration *g, EgError *err) {
     if (g->finished) return 1;
@@ -223,8 +231,8 @@ int eg_generation_advance(EgGeneration *g, EgError *err) {
     long stop_at = params->n_stop ? find_stop(text, params, search_from) : -1;
     size_t final_len = stop_at >= 0 ? (size_t)stop_at : text->b.len - held_back(text, params);
     if (final_len < text->emitted) final_len = text->emitted;
-    int cancel = g->cb ? g->cb(g->user, id, text->b.data + text->emitted, final_len - text->emitted)
-                       : 0;
+    int cancel =
+        g->cb ? g->cb(g->user, id, text->b.data + text->emitted, final_len - text->emitted) : 0;
     text->emitted = final_len;
     if (stop_at >= 0) {
         text->b.len = (size_t)stop_at;

@@ -22,6 +22,7 @@ typedef enum EgFinishReason {
     EG_FINISH_CANCELLED = 3 /* the callback asked to stop */
 } EgFinishReason;
 
+/* "length", "stop", "end_of_sequence", "cancelled": the names egret.v1.FinishReason uses. */
 const char *eg_finish_reason_name(EgFinishReason r);
 
 typedef struct EgGenerateParams {

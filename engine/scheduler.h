@@ -16,8 +16,9 @@
  * Callbacks run on the worker thread. A job belongs to its submitter; the scheduler only links it
  * into the queue and calls on_done exactly once for every accepted job — also when it is dropped
  * because its caller went away while it waited (checked every step, so a dead job does not keep
- * its queue place), or when the scheduler stops. Not yet: a long prefill is not split, so the
- * running streams pause while a newcomer's prompt is processed. */
+ * its queue place), or when the scheduler stops. A long prompt is fed in chunks (the engine's
+ * prefill_chunk), so the running streams keep getting tokens while a newcomer's prompt is
+ * processed. */
 #ifndef EGRET_SCHEDULER_H
 #define EGRET_SCHEDULER_H
 

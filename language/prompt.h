@@ -1,5 +1,5 @@
 /* Prompt assembly: an interleaved list of text and image parts -> the exact input_ids and image
- * attention mask that HF's IdeficsProcessor builds (docs: /work/shared/docs/idefics.md §5.1).
+ * attention mask that HF's IdeficsProcessor builds (transformers' processing_idefics.py).
  *
  * The prompt string, per HF:
  *  - starts with the BOS token string ("<s>");

@@ -2,7 +2,7 @@
 # The GPU check, run on the device machine in one call (see scripts/device-pack.sh, which makes
 # .devpack here first). It lists the Vulkan devices, runs the op tests (every kernel against a
 # double-precision reference, the GPU shapes included) and benchmarks IDEFICS-9B's shapes with
-# generated fp16 weights (issue 6's H200 targets); everything lands in $OUT.
+# generated fp16 weights (the H200 targets in docs/benchmarks.md); everything lands in $OUT.
 # EGRET_CHECK_SKIP_9B=1 skips the benchmark (a dry run of the script on a CPU device).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
-/* Moving protobuf-c messages in and out of gRPC byte buffers, and reading the PEM files of TLS:
- * what the server and the client share. */
+/* Moving protobuf-c messages in and out of gRPC byte buffers, status names, and reading the PEM
+ * files of TLS: what the server and the client share. */
 #ifndef EGRET_GRPC_BYTES_H
 #define EGRET_GRPC_BYTES_H
 
@@ -15,6 +15,10 @@ grpc_byte_buffer *eg_grpc_pack(const ProtobufCMessage *msg);
 grpc_slice eg_grpc_read_all(grpc_byte_buffer *bb);
 /* The value of metadata `key` (lowercase), or an empty slice; not owned. */
 grpc_slice eg_grpc_metadata_get(const grpc_metadata_array *md, const char *key);
+
+/* "RESOURCE_EXHAUSTED" for GRPC_STATUS_RESOURCE_EXHAUSTED, ...; "?" for a code gRPC does not
+ * define. */
+const char *eg_grpc_status_name(grpc_status_code code);
 
 /* A PEM file (certificates, keys), NUL-terminated, malloc'd; NULL with err when it cannot be
  * read, is empty, or is larger than 1 MiB. */

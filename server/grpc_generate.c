@@ -83,19 +83,6 @@ static int job_token(void *owner, int32_t id, const char *text, size_t len) {
     return job_cancelled(c);
 }
 
-static Egret__V1__FinishReason finish_reason(EgFinishReason r) {
-    switch (r) {
-    case EG_FINISH_LENGTH:
-        return EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH;
-    case EG_FINISH_STOP:
-        return EGRET__V1__FINISH_REASON__FINISH_REASON_STOP;
-    case EG_FINISH_EOS:
-        return EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE;
-    case EG_FINISH_CANCELLED:
-        break;
-    }
-    return EGRET__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
-}
 
 /* Why a job stopped early, as a status. */
 static grpc_status_code cancel_status(const Call *c, size_t generated, char *msg, size_t cap) {
@@ -190,7 +177,7 @@ static void job_done(void *owner, const EgJobResult *r) {
         c->usage.generated_tokens = (uint32_t)r->gen->n_ids;
         c->usage.time_to_first_token_s = r->gen->prefill_s;
         c->usage.total_s = r->gen->total_s;
-        c->finish_reason = finish_reason(r->gen->finish);
+        c->finish_reason = eg_finish_reason_to_proto(r->gen->finish);
     }
     c->usage.queue_s = r->queue_s;
     c->have_final = 1;

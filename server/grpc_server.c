@@ -1,6 +1,7 @@
 /* Server lifecycle: binding, the completion-queue loop, accepting and dispatching calls,
- * call reference counting, draining. Generation lives in grpc_generate.c, health and model
- * info in grpc_health.c. */
+ * call reference counting, draining. Generation lives in grpc_generate.c, health in
+ * grpc_health.c, model info and stats in grpc_info.c, accepting connections in
+ * grpc_listener.c. */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <limits.h>
@@ -151,15 +152,6 @@ static void log_at_close(Call *c, int cancelled) {
         eg_server_log(c->srv, c, GRPC_STATUS_INVALID_ARGUMENT, NO_MESSAGE);
 }
 
-static const char *status_name(grpc_status_code code) {
-    static const char *const names[] = {
-        "OK",           "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",    "DATA_LOSS",
-        "UNAUTHENTICATED"};
-    return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
-}
 
 static void count_outcome(EgServer *s, const Call *c, grpc_status_code code) {
     if (!is_generation(c->method)) return;
@@ -199,7 +191,7 @@ void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char
     fprintf(s->opt.log,
             "egret: request %llu %s peer=%s status=%s images=%u prompt_tokens=%u generated=%u "
             "ttft=%.3fs total=%.3fs queue=%.3fs",
-            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, status_name(code), u->images,
+            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, eg_grpc_status_name(code), u->images,
             u->prompt_tokens, u->generated_tokens, u->time_to_first_token_s, u->total_s,
             u->queue_s);
     if (*error) fprintf(s->opt.log, " error=\"%s\"", error);

@@ -277,3 +277,31 @@ done:
     free(ex_ptrs);
     return rc;
 }
+
+Egret__V1__FinishReason eg_finish_reason_to_proto(EgFinishReason r) {
+    switch (r) {
+    case EG_FINISH_LENGTH:
+        return EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH;
+    case EG_FINISH_STOP:
+        return EGRET__V1__FINISH_REASON__FINISH_REASON_STOP;
+    case EG_FINISH_EOS:
+        return EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE;
+    case EG_FINISH_CANCELLED:
+        break;
+    }
+    return EGRET__V1__FINISH_REASON__FINISH_REASON_CANCELLED;
+}
+
+EgFinishReason eg_finish_reason_from_proto(Egret__V1__FinishReason r) {
+    switch (r) {
+    case EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH:
+        return EG_FINISH_LENGTH;
+    case EGRET__V1__FINISH_REASON__FINISH_REASON_STOP:
+        return EG_FINISH_STOP;
+    case EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE:
+        return EG_FINISH_EOS;
+    default:
+        break;
+    }
+    return EG_FINISH_CANCELLED;
+}

@@ -42,4 +42,9 @@ size_t eg_proto_request_held_bytes(const EgProtoRequest *r);
  * parameters are sent as they are (top_p 1 and repetition_penalty 1 rather than 0). */
 int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgError *err);
 
+/* Why generation stopped, in the answer's egret.v1.FinishReason and back (UNSPECIFIED and
+ * unknown values read as cancelled). */
+Egret__V1__FinishReason eg_finish_reason_to_proto(EgFinishReason r);
+EgFinishReason eg_finish_reason_from_proto(Egret__V1__FinishReason r);
+
 #endif

@@ -1,4 +1,4 @@
-/* The bounded load test (issue 7, item 4) against an in-process server on a unix socket with the
+/* The bounded load test against an in-process server on a unix socket with the
  * demo model: 32 clients for 60 s (EGRET_LOAD_SECONDS overrides, for local runs) send a seeded mix
  * of valid streaming and unary requests, bad requests, cancellations and short deadlines
  * (tools/grpc_loadtest.h). Every call must end as its kind allows, with no failure; each kind

@@ -21,10 +21,10 @@
 #include <zlib.h>
 
 #include "egret/v1/egret.pb-c.h"
-#include "tools/grpc_client.h"
 #include "server/grpc_server.h"
 #include "server/proto_request.h"
 #include "test_util.h"
+#include "tools/grpc_client.h"
 
 #define MiB (1ull << 20)
 

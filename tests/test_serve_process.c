@@ -23,8 +23,8 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "runtime/clock.h"
-#include "tools/grpc_client.h"
 #include "test_util.h"
+#include "tools/grpc_client.h"
 
 static char egret_bin[PATH_MAX];
 static unsigned char *image;

@@ -17,6 +17,7 @@
 
 #include "egret/v1/egret.pb-c.h"
 #include "engine/engine.h"
+#include "server/proto_request.h"
 #include "tools/cli.h"
 #include "tools/grpc_client.h"
 
@@ -283,19 +284,6 @@ static int print_piece(void *user, int32_t id, const char *text, size_t len) {
     return print_text(user, text, len);
 }
 
-static const char *finish_name(int reason) {
-    switch (reason) {
-    case EGRET__V1__FINISH_REASON__FINISH_REASON_LENGTH:
-        return "length";
-    case EGRET__V1__FINISH_REASON__FINISH_REASON_STOP:
-        return "stop";
-    case EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE:
-        return "end of sequence";
-    case EGRET__V1__FINISH_REASON__FINISH_REASON_CANCELLED:
-        return "cancelled";
-    }
-    return "?";
-}
 
 /* Answers one request, printing the text (streamed or whole) and a stats line on stderr.
  * Returns 0 or -1 (message printed). */
@@ -331,7 +319,7 @@ static int answer(Backend *b, const EgRequest *req, const char *label) {
         fprintf(stderr,
                 "egret: %u prompt tokens, %u generated (%s), first token %.3f s, total %.3f s, "
                 "queued %.3f s\n",
-                a.prompt_tokens, a.generated_tokens, finish_name(a.finish_reason), a.ttft_s,
+                a.prompt_tokens, a.generated_tokens, eg_finish_reason_name(eg_finish_reason_from_proto((Egret__V1__FinishReason)a.finish_reason)), a.ttft_s,
                 a.total_s, a.queue_s);
     } else if (rc == 0) {
         fprintf(stderr, "%segret: %s%s%s (status %d)\n", o->stream ? "\n" : "",

@@ -14,6 +14,7 @@
 
 #include "egret/v1/egret.pb-c.h"
 #include "language/utf8.h"
+#include "server/grpc_bytes.h"
 #include "server/proto_request.h"
 #include "tools/shapes_world.h"
 
@@ -48,26 +49,6 @@ const char *eg_loadtest_outcome_name(EgLoadOutcome o) {
     return (unsigned)o < EG_LOAD_N_OUTCOMES ? OUTCOME_NAMES[o] : "?";
 }
 
-static const char *status_name(grpc_status_code code) {
-    static const char *const names[] = {"OK",
-                                        "CANCELLED",
-                                        "UNKNOWN",
-                                        "INVALID_ARGUMENT",
-                                        "DEADLINE_EXCEEDED",
-                                        "NOT_FOUND",
-                                        "ALREADY_EXISTS",
-                                        "PERMISSION_DENIED",
-                                        "RESOURCE_EXHAUSTED",
-                                        "FAILED_PRECONDITION",
-                                        "ABORTED",
-                                        "OUT_OF_RANGE",
-                                        "UNIMPLEMENTED",
-                                        "INTERNAL",
-                                        "UNAVAILABLE",
-                                        "DATA_LOSS",
-                                        "UNAUTHENTICATED"};
-    return (unsigned)code < sizeof names / sizeof *names ? names[code] : "?";
-}
 
 /* ---- growing arrays of samples ---- */
 
@@ -291,9 +272,9 @@ static EgLoadOutcome verdict(Shared *sh, const EgLoadReq *q, const Reply *r, int
     if (!valid && code == q->want_code && strstr(st->message, q->want_needle))
         return EG_LOAD_REJECTED;
     if (valid)
-        snprintf(why, cap, "a valid request was answered %s", status_name(code));
+        snprintf(why, cap, "a valid request was answered %s", eg_grpc_status_name(code));
     else
-        snprintf(why, cap, "want %s mentioning '%s'", status_name(q->want_code), q->want_needle);
+        snprintf(why, cap, "want %s mentioning '%s'", eg_grpc_status_name(q->want_code), q->want_needle);
     return EG_LOAD_FAILED;
 }
 
@@ -319,7 +300,7 @@ static EgLoadOutcome run_one(Shared *sh, EgClient *c, uint32_t client, uint64_t 
     if (oc == EG_LOAD_FAILED)
         add_failure(sh, "request %llu (client %u, %s, %s: %s): %s [status %s '%s', %.2f s]",
                     (unsigned long long)index, client, KIND_NAMES[q.kind],
-                    q.stream ? "GenerateStream" : "Generate", q.what, why, status_name(st.code),
+                    q.stream ? "GenerateStream" : "Generate", q.what, why, eg_grpc_status_name(st.code),
                     st.message, elapsed);
     pthread_mutex_lock(&sh->mu);
     EgLoadtestReport *rep = sh->rep;
@@ -398,7 +379,7 @@ static ProtobufCMessage *control_call(EgClient *c, const char *method,
     if (eg_client_call(c, method, empty, 0, 30, on_message, &u, &st, err)) return NULL;
     if (st.code != GRPC_STATUS_OK || !u.msg) {
         if (u.msg) protobuf_c_message_free_unpacked(u.msg, NULL);
-        eg_fail(err, "%s: %s '%s'%s", method, status_name(st.code), st.message,
+        eg_fail(err, "%s: %s '%s'%s", method, eg_grpc_status_name(st.code), st.message,
                 st.code == GRPC_STATUS_OK ? " (no message that parses)" : "");
         return NULL;
     }
@@ -478,7 +459,7 @@ static int warm_up(Shared *sh, EgClient *c, EgError *err) {
         int good = rc == 0 && st.code == GRPC_STATUS_OK && answer_ok(&q, &r, why, sizeof why);
         if (!good && rc == 0)
             eg_fail(err, "warm-up request %d (%s): status %s '%s' %s", i, q.what,
-                    status_name(st.code), st.message, why);
+                    eg_grpc_status_name(st.code), st.message, why);
         eg_buf_free(&r.text);
         eg_load_req_free(&q);
         if (!good) return -1;

@@ -1,4 +1,4 @@
-/* A bounded load test of a running Egret server (issue 7, item 4): N client threads, each with
+/* A bounded load test of a running Egret server: N client threads, each with
  * its own channel, send a seeded random mix of valid streaming and unary requests, bad requests,
  * client cancellations and short deadlines for a time cap and/or a request cap, and check that
  * every call ends the way its kind allows:
