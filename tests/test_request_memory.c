@@ -244,11 +244,6 @@ static void test_compression_bomb(void) {
 
 /* ---- the request memory budget ---- */
 
-static int got_stats(void *user, const uint8_t *data, size_t len) {
-    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
-    return 0;
-}
-
 static grpc_status_code raw_call(const char *addr, const char *method, const uint8_t *bytes,
                                  size_t len, EgClientReplyFn fn, void *user, char *msg,
                                  size_t cap) {
@@ -260,27 +255,6 @@ static grpc_status_code raw_call(const char *addr, const char *method, const uin
     CHECK(rc == 0, "%s: %s", method, err.msg);
     if (msg) snprintf(msg, cap, "%s", st.message);
     return rc ? GRPC_STATUS_UNKNOWN : st.code;
-}
-
-static Egret__V1__ServerStats *stats(const char *addr) {
-    static const uint8_t empty[1];
-    Egret__V1__ServerStats *st = NULL;
-    grpc_status_code code =
-        raw_call(addr, "/egret.v1.Egret/GetStats", empty, 0, got_stats, &st, NULL, 0);
-    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", (int)code);
-    return st;
-}
-
-/* Polls GetStats (up to 60 s) until the engine has this many running and queued jobs. */
-static void wait_for_engine(const char *addr, uint32_t running, uint32_t queued) {
-    for (int tries = 0; tries < 1200; tries++) {
-        Egret__V1__ServerStats *now = stats(addr);
-        int ready = now && now->running == running && now->queued == queued;
-        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
-        if (ready) return;
-        usleep(50 * 1000);
-    }
-    CHECK(0, "the engine never had %u running and %u queued", running, queued);
 }
 
 /* A Generate call with these request bytes on its own thread; the first one streams a long
@@ -360,9 +334,9 @@ static void test_budget(void) {
         bg[i] = (Background){
             .addr = r.addr, .bytes = bytes[i], .len = len[i], .release = i == 0 ? &release : NULL};
         pthread_create(&bg[i].thread, NULL, background_call, &bg[i]);
-        wait_for_engine(r.addr, 1, (uint32_t)i);
+        test_wait_for_engine(r.addr, 1, (uint32_t)i);
     }
-    Egret__V1__ServerStats *st = stats(r.addr);
+    Egret__V1__ServerStats *st = test_server_stats(r.addr);
     uint64_t held = st ? st->request_bytes_held : 0;
     /* the running and waiting requests' images (two test images, 5 MiB of junk) and little
      * else: not the 4 MiB of unknown field */
@@ -398,8 +372,8 @@ static void test_budget(void) {
           bg[1].msg);
     CHECK(bg[2].code == GRPC_STATUS_INVALID_ARGUMENT, "the junk image: %d %s", (int)bg[2].code,
           bg[2].msg);
-    wait_for_engine(r.addr, 0, 0);
-    st = stats(r.addr);
+    test_wait_for_engine(r.addr, 0, 0);
+    st = test_server_stats(r.addr);
     CHECK(st && st->request_bytes_held == 0, "held %llu bytes once every request ended",
           st ? (unsigned long long)st->request_bytes_held : 0ull);
     if (st) egret__v1__server_stats__free_unpacked(st, NULL);

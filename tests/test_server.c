@@ -30,17 +30,9 @@ static const char *const IMAGE_FILES[3] = {"shapes-cases/images/c001_0.png",
 
 /* ---- requests ---- */
 
-static EgRequest greedy(uint32_t max_new) {
-    EgRequest q = {.gen = {.max_new_tokens = max_new}};
-    eg_sampling_params_default(&q.gen.sampling);
-    return q;
-}
 
 static EgRequestPart image_part(int i) {
     return (EgRequestPart){.is_image = 1, .image = img[i], .image_len = img_len[i]};
-}
-static EgRequestPart text_part(const char *t) {
-    return (EgRequestPart){.text = t, .text_len = strlen(t)};
 }
 
 typedef struct Outcome {
@@ -113,19 +105,19 @@ static void *background_call(void *arg) {
 static void test_answers(void) {
     /* Zero-shot caption through the template; raw interleaved parts; few-shot examples. */
     EgRequestPart caption_parts[1] = {image_part(2)};
-    EgRequest caption = greedy(32);
+    EgRequest caption = test_greedy_request(32);
     caption.parts = caption_parts;
     caption.n_parts = 1;
     caption.use_template = 1;
 
-    EgRequestPart raw_parts[2] = {image_part(0), text_part("Output: a")};
-    EgRequest raw = greedy(12);
+    EgRequestPart raw_parts[2] = {image_part(0), test_text_part("Output: a")};
+    EgRequest raw = test_greedy_request(12);
     raw.parts = raw_parts;
     raw.n_parts = 2;
 
     EgRequestExample ex[2] = {{img[0], img_len[0], "yellow.", 7}, {img[1], img_len[1], "orange.", 7}};
     EgRequestPart query[1] = {image_part(2)};
-    EgRequest fewshot = greedy(16);
+    EgRequest fewshot = test_greedy_request(16);
     fewshot.parts = query;
     fewshot.n_parts = 1;
     fewshot.examples = ex;
@@ -166,11 +158,11 @@ static void test_answers(void) {
         eg_client_answer_free(&stream.a);
     }
     /* The few-shot request written out as parts in the template's layout gives the same ids. */
-    EgRequestPart as_parts[6] = {image_part(0), text_part("Output: yellow.\n"), image_part(1),
-                                 text_part("Output: orange.\n"), image_part(2),
-                                 text_part("Output:")};
+    EgRequestPart as_parts[6] = {image_part(0), test_text_part("Output: yellow.\n"), image_part(1),
+                                 test_text_part("Output: orange.\n"), image_part(2),
+                                 test_text_part("Output:")};
     const char *stop[1] = {"\n"};
-    EgRequest spelled = greedy(16);
+    EgRequest spelled = test_greedy_request(16);
     spelled.parts = as_parts;
     spelled.n_parts = 6;
     spelled.gen.stop = stop;
@@ -292,7 +284,7 @@ static void test_health_info_auth(void) {
     }
     /* Generation needs the key too; x-api-key is accepted as well as a bearer token. */
     EgRequestPart q[1] = {image_part(0)};
-    EgRequest req = greedy(4);
+    EgRequest req = test_greedy_request(4);
     req.parts = q;
     req.n_parts = 1;
     Outcome o = call(r.addr, NULL, &req, 0, 0, NULL, NULL);
@@ -425,9 +417,9 @@ static void test_limits(void) {
         {"too many images", {image_part(0)}, 17, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED, "max_images"},
         {"image over the pixel limit", {{.is_image = 1, .image = big, .image_len = big_len}}, 1, 0, 1, 4,
          GRPC_STATUS_RESOURCE_EXHAUSTED, "limit"},
-        {"prompt over the context", {text_part(long_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
+        {"prompt over the context", {test_text_part(long_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
          "context length"},
-        {"text over the byte limit", {text_part(huge_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
+        {"text over the byte limit", {test_text_part(huge_text)}, 1, 0, 1, 4, GRPC_STATUS_RESOURCE_EXHAUSTED,
          "bytes of text"},
         {"max_new_tokens over the limit", {image_part(0)}, 1, 0, 1, 100000, GRPC_STATUS_RESOURCE_EXHAUSTED,
          "max_new_tokens"},
@@ -437,9 +429,9 @@ static void test_limits(void) {
          4, GRPC_STATUS_INVALID_ARGUMENT, "image 0"},
         {"truncated PNG", {{.is_image = 1, .image = img[0], .image_len = img_len[0] / 2}}, 1, 0, 1, 4,
          GRPC_STATUS_INVALID_ARGUMENT, "image 0"},
-        {"invalid UTF-8", {image_part(0), text_part("caf\xc3(")}, 2, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT,
+        {"invalid UTF-8", {image_part(0), test_text_part("caf\xc3(")}, 2, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT,
          "UTF-8"},
-        {"empty prompt", {text_part("")}, 1, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "empty"},
+        {"empty prompt", {test_text_part("")}, 1, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "empty"},
         {"no parts", {{0}}, 0, 0, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "no parts"},
         {"NaN temperature", {image_part(0)}, 1, NAN, 1, 4, GRPC_STATUS_INVALID_ARGUMENT, "temperature"},
         {"negative temperature", {image_part(0)}, 1, -0.5f, 1, 4, GRPC_STATUS_INVALID_ARGUMENT,
@@ -452,7 +444,7 @@ static void test_limits(void) {
         if (k->n_parts == 17)
             for (int j = 1; j < 17; j++)
                 k->parts[j] = image_part(0);
-        EgRequest req = greedy(k->max_new);
+        EgRequest req = test_greedy_request(k->max_new);
         req.parts = k->parts;
         req.n_parts = k->n_parts;
         req.gen.sampling.temperature = k->temperature;
@@ -494,7 +486,7 @@ static void test_limits(void) {
     free(many);
     /* Unknown fields are ignored (proto3): field 99, varint 1, next to a valid request. */
     EgRequestPart q[1] = {image_part(0)};
-    EgRequest req = greedy(0); /* 0: the server's default (8) */
+    EgRequest req = test_greedy_request(0); /* 0: the server's default (8) */
     req.parts = q;
     req.n_parts = 1;
     uint8_t *bytes;
@@ -551,38 +543,15 @@ static int cancel_once_set(void *user, const char *text, size_t len) {
 
 static EgRequest long_request(EgRequestPart *q, uint32_t n) {
     q[0] = image_part(0);
-    EgRequest req = greedy(n);
+    EgRequest req = test_greedy_request(n);
     req.parts = q;
     req.n_parts = 1;
     req.gen.ignore_eos = 1;
     return req;
 }
 
-static int got_stats(void *user, const uint8_t *data, size_t len) {
-    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
-    return 0;
-}
 
-static Egret__V1__ServerStats *stats(const char *addr) {
-    Egret__V1__GetStatsRequest req = EGRET__V1__GET_STATS_REQUEST__INIT;
-    Egret__V1__ServerStats *st = NULL;
-    grpc_status_code code =
-        raw_call(addr, NULL, "/egret.v1.Egret/GetStats", &req.base, got_stats, &st, NULL, 0);
-    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", code);
-    return st;
-}
 
-/* Polls GetStats (for up to 20 s) until the engine has this many running and queued jobs. */
-static void wait_for_engine(const char *addr, uint32_t running, uint32_t queued) {
-    for (int tries = 0; tries < 400; tries++) {
-        Egret__V1__ServerStats *now = stats(addr);
-        int ready = now && now->running == running && now->queued == queued;
-        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
-        if (ready) return;
-        usleep(50 * 1000);
-    }
-    CHECK(0, "the engine never had %u running and %u queued", running, queued);
-}
 
 static void test_cancel_and_deadline(void) {
     TestServer r;
@@ -613,15 +582,15 @@ static void test_cancel_and_deadline(void) {
     static char long_text[250 * 6 + 1]; /* "shape " is about 5 tokens of the demo model's */
     for (int w = 0; w < 250; w++)
         memcpy(long_text + 6 * w, "shape ", 6);
-    sixteen[16] = text_part(long_text);
-    EgRequest heavy = greedy(400);
+    sixteen[16] = test_text_part(long_text);
+    EgRequest heavy = test_greedy_request(400);
     heavy.parts = sixteen;
     heavy.n_parts = 17;
     heavy.gen.ignore_eos = 1;
     /* The deadline must pass after the server has the call: on a loaded machine 0.2 s can run
      * out while the 16 images are still being sent, so the call is repeated (with a longer
      * deadline) until GetStats shows the server accepted it. */
-    Egret__V1__ServerStats *st0 = stats(r.addr);
+    Egret__V1__ServerStats *st0 = test_server_stats(r.addr);
     uint64_t accepted_before = st0 ? st0->requests_total : 0;
     if (st0) egret__v1__server_stats__free_unpacked(st0, NULL);
     int reached = 0;
@@ -629,7 +598,7 @@ static void test_cancel_and_deadline(void) {
         o = call(r.addr, NULL, &heavy, 1, 0.2 * (1 << attempt), NULL, NULL);
         expect_status("deadline during prefill", &o, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
         eg_client_answer_free(&o.a);
-        Egret__V1__ServerStats *st1 = stats(r.addr);
+        Egret__V1__ServerStats *st1 = test_server_stats(r.addr);
         reached = st1 && st1->requests_total > accepted_before;
         if (st1) egret__v1__server_stats__free_unpacked(st1, NULL);
     }
@@ -643,7 +612,7 @@ static void test_cancel_and_deadline(void) {
      * once decoding got faster). The waiting one then runs to its end. */
     /* The expired request may still be finishing its step: start from an idle engine, then
      * (watching GetStats) get one call running and one waiting. */
-    wait_for_engine(r.addr, 0, 0);
+    test_wait_for_engine(r.addr, 0, 0);
     atomic_int release = 0;
     Background bg[2];
     for (int i = 0; i < 2; i++) {
@@ -652,9 +621,9 @@ static void test_cancel_and_deadline(void) {
                              .fn = i == 0 ? cancel_once_set : NULL,
                              .user = i == 0 ? &release : NULL};
         pthread_create(&bg[i].thread, NULL, background_call, &bg[i]);
-        wait_for_engine(r.addr, 1, (uint32_t)i);
+        test_wait_for_engine(r.addr, 1, (uint32_t)i);
     }
-    EgRequest quick = greedy(2);
+    EgRequest quick = test_greedy_request(2);
     quick.parts = q;
     quick.n_parts = 1;
     o = call(r.addr, NULL, &quick, 0, 0, NULL, NULL);
@@ -735,7 +704,7 @@ static void bomb_parts(EgRequestPart *parts, TestPng *bombs, int n, uint32_t sid
 /* Polls GetStats (up to 60 s) until nothing is preparing or running; returns the images decoded. */
 static uint64_t wait_for_idle(const char *addr) {
     for (int tries = 0; tries < 1200; tries++) {
-        Egret__V1__ServerStats *now = stats(addr);
+        Egret__V1__ServerStats *now = test_server_stats(addr);
         uint64_t decoded = now ? now->images_decoded : 0;
         int idle = now && now->preparing == 0 && now->running == 0;
         if (now) egret__v1__server_stats__free_unpacked(now, NULL);
@@ -754,8 +723,8 @@ static void test_image_stage(void) {
     EgRequestPart over_parts[7];
     TestPng over_bombs[6];
     bomb_parts(over_parts, over_bombs, 6, 7000);
-    over_parts[6] = text_part("Output:");
-    EgRequest over = greedy(1);
+    over_parts[6] = test_text_part("Output:");
+    EgRequest over = test_greedy_request(1);
     over.parts = over_parts;
     over.n_parts = 7;
     /* in-process (egret run, eg_engine_generate): the same limit */
@@ -776,14 +745,14 @@ static void test_image_stage(void) {
     }
 
     /* Over the budget: refused from the headers, before anything is decoded. */
-    Egret__V1__ServerStats *st0 = stats(r.addr);
+    Egret__V1__ServerStats *st0 = test_server_stats(r.addr);
     Outcome o = call(r.addr, NULL, &over, 0, 0, NULL, NULL);
     expect_status("over the request's pixel budget", &o, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "max_request_pixels");
     CHECK(strstr(o.st.message, "294000000") && strstr(o.st.message, "256000000"),
           "the budget's message names the figures: '%s'", o.st.message);
     eg_client_answer_free(&o.a);
-    Egret__V1__ServerStats *st1 = stats(r.addr);
+    Egret__V1__ServerStats *st1 = test_server_stats(r.addr);
     if (st0 && st1)
         CHECK(st1->images_decoded == st0->images_decoded,
               "the request over the budget decoded %llu images",
@@ -807,8 +776,8 @@ static void test_image_stage(void) {
     EgRequestPart heavy_parts[N + 1];
     TestPng bombs[N];
     bomb_parts(heavy_parts, bombs, N, SIDE);
-    heavy_parts[N] = text_part("Output:");
-    EgRequest heavy = greedy(1);
+    heavy_parts[N] = test_text_part("Output:");
+    EgRequest heavy = test_greedy_request(1);
     heavy.parts = heavy_parts;
     heavy.n_parts = N + 1;
     /* the deadline ends it early where decoding is slow (sanitizers) */
@@ -817,7 +786,7 @@ static void test_image_stage(void) {
     int first = -1, during = 0, looks = 0;
     for (int tries = 0; tries < 6000 && during < 5; tries++) {
         int before = atomic_load(&counter.messages);
-        Egret__V1__ServerStats *now = stats(r.addr);
+        Egret__V1__ServerStats *now = test_server_stats(r.addr);
         int preparing = now && now->preparing == 1;
         if (now) egret__v1__server_stats__free_unpacked(now, NULL);
         if (preparing && first < 0) {
@@ -864,7 +833,7 @@ static void test_image_stage(void) {
 
     /* The server serves on. */
     EgRequestPart one[1] = {image_part(1)};
-    EgRequest quick = greedy(2);
+    EgRequest quick = test_greedy_request(2);
     quick.parts = one;
     quick.n_parts = 1;
     o = call(r.addr, NULL, &quick, 1, 0, NULL, NULL);
@@ -911,7 +880,7 @@ static void test_drain(void) {
     if (test_server_start(&r, engine, (EgServerOptions){.grace_s = 0.5}, "grace")) return;
     bg = (Background){.addr = r.addr, .req = long_request(q, 1000)};
     pthread_create(&bg.thread, NULL, background_call, &bg);
-    wait_for_engine(r.addr, 1, 0); /* in flight before the drain */
+    test_wait_for_engine(r.addr, 1, 0); /* in flight before the drain */
     log = test_server_stop(&r);
     pthread_join(bg.thread, NULL);
     CHECK(bg.out.st.code == GRPC_STATUS_UNAVAILABLE || bg.out.st.code == GRPC_STATUS_CANCELLED,
@@ -928,12 +897,12 @@ static void test_faults(void) {
     TestServer r;
     if (test_server_start(&r, engine, (EgServerOptions){0}, "faults")) return;
     EgRequestPart q[1] = {image_part(0)};
-    EgRequest req = greedy(4);
+    EgRequest req = test_greedy_request(4);
     req.parts = q;
     req.n_parts = 1;
     Outcome o = call(r.addr, NULL, &req, 0, 0, NULL, NULL); /* warm up: scratch allocated */
     eg_client_answer_free(&o.a);
-    Egret__V1__ServerStats *before = stats(r.addr);
+    Egret__V1__ServerStats *before = test_server_stats(r.addr);
 
     /* The debug ceiling EGRET_DEVICE_MEMORY_LIMIT sets, just above what is held now; the
      * request brings an image no cache has seen, so it must allocate to encode it. */
@@ -942,7 +911,7 @@ static void test_faults(void) {
     size_t fresh_len = 0;
     unsigned char *fresh = fresh_png(test_rng_u64(), &fresh_len);
     EgRequestPart fq[1] = {{.is_image = 1, .image = fresh, .image_len = fresh_len}};
-    EgRequest fresh_req = greedy(4);
+    EgRequest fresh_req = test_greedy_request(4);
     fresh_req.parts = fq;
     fresh_req.n_parts = 1;
     o = call(r.addr, NULL, &fresh_req, 1, 0, NULL, NULL);
@@ -960,7 +929,7 @@ static void test_faults(void) {
     expect_status("after device memory came back", &o, GRPC_STATUS_OK, NULL);
     eg_client_answer_free(&o.a);
 
-    Egret__V1__ServerStats *after = stats(r.addr);
+    Egret__V1__ServerStats *after = test_server_stats(r.addr);
     if (before && after) {
         /* what the caches keep varies with traffic; everything else returns to the baseline */
         unsigned long long held_before = before->device_memory_bytes - before->image_cache_bytes -

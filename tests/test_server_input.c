@@ -21,18 +21,8 @@ static EgEngine *engine;
 static unsigned char *img[2];
 static size_t img_len[2];
 
-static EgRequest greedy(uint32_t max_new) {
-    EgRequest q = {.gen = {.max_new_tokens = max_new}};
-    eg_sampling_params_default(&q.gen.sampling);
-    return q;
-}
-
 static EgRequestPart image_part(int i) {
     return (EgRequestPart){.is_image = 1, .image = img[i], .image_len = img_len[i]};
-}
-
-static EgRequestPart text_part(const char *t) {
-    return (EgRequestPart){.text = t, .text_len = strlen(t)};
 }
 
 static EgClientAnswer generate(const char *addr, const EgRequest *req, EgCallStatus *st) {
@@ -133,19 +123,6 @@ static void test_protocol(void) {
 
 /* ---- a call reset before its message arrives ---- */
 
-static int got_stats(void *user, const uint8_t *data, size_t len) {
-    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
-    return 0;
-}
-
-static Egret__V1__ServerStats *stats(const char *addr) {
-    Egret__V1__ServerStats *st = NULL;
-    grpc_status_code code =
-        raw(addr, NULL, "/egret.v1.Egret/GetStats", NULL, 0, got_stats, &st, NULL, 0);
-    CHECK(code == GRPC_STATUS_OK && st, "GetStats: status %d", code);
-    return st;
-}
-
 /* Starts a Generate call, sends its headers and resets it before any message. */
 static void reset_before_message(const char *addr) {
     grpc_init();
@@ -180,13 +157,13 @@ static void reset_before_message(const char *addr) {
 static void test_reset_before_message(void) {
     TestServer r;
     if (test_server_start(&r, engine, (EgServerOptions){0}, "input-reset")) return;
-    Egret__V1__ServerStats *before = stats(r.addr), *after = NULL;
+    Egret__V1__ServerStats *before = test_server_stats(r.addr), *after = NULL;
     /* The server sees the call only if the headers arrived before the reset: tried again if not. */
     for (int attempt = 0; attempt < 3 && before; attempt++) {
         reset_before_message(r.addr);
         for (int tries = 0; tries < 100; tries++) { /* up to 10 s */
             if (after) egret__v1__server_stats__free_unpacked(after, NULL);
-            after = stats(r.addr);
+            after = test_server_stats(r.addr);
             if (!after || after->requests_total > before->requests_total) break;
             usleep(100 * 1000);
         }
@@ -281,8 +258,8 @@ static void test_texts(void) {
     free(body);
 
     /* a stop string that is not UTF-8 (the tail of U+FFFD) */
-    EgRequestPart q[2] = {image_part(0), text_part("Output:")};
-    EgRequest req = greedy(8);
+    EgRequestPart q[2] = {image_part(0), test_text_part("Output:")};
+    EgRequest req = test_greedy_request(8);
     req.parts = q;
     req.n_parts = 2;
     const char *stops[2] = {"\n", "\xbf\xbd"};
@@ -296,8 +273,8 @@ static void test_texts(void) {
     eg_client_answer_free(&a);
 
     /* use_template without the image: the message speaks of use_template */
-    EgRequestPart only_text[1] = {text_part("a small")};
-    req = greedy(4);
+    EgRequestPart only_text[1] = {test_text_part("a small")};
+    req = test_greedy_request(4);
     req.parts = only_text;
     req.n_parts = 1;
     req.use_template = 1;
@@ -311,8 +288,9 @@ static void test_texts(void) {
      * one image token (the image positions themselves: tests/test_prompt.c) */
     uint32_t tokens[2];
     for (int i = 0; i < 2; i++) {
-        EgRequestPart typed[3] = {text_part("<image>"), image_part(0), text_part("Output:")};
-        req = greedy(4);
+        EgRequestPart typed[3] = {test_text_part("<image>"), image_part(0),
+                                  test_text_part("Output:")};
+        req = test_greedy_request(4);
         req.parts = typed + (1 - i);
         req.n_parts = 2 + (size_t)i;
         a = generate(r.addr, &req, &st);

@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include "runtime/hash.h"
+#include "tools/grpc_client.h"
 #include "tools/shapes_world.h"
 
 #include <math.h>
@@ -176,4 +177,48 @@ TestPng test_jpeg_declaring(uint32_t width, uint32_t height, uint64_t seed) {
     o[at++] = 0xD9;
     p.len = at;
     return p;
+}
+
+static int got_stats(void *user, const uint8_t *data, size_t len) {
+    *(Egret__V1__ServerStats **)user = egret__v1__server_stats__unpack(NULL, len, data);
+    return 0;
+}
+
+Egret__V1__ServerStats *test_server_stats(const char *addr) {
+    EgError err = {0};
+    EgCallStatus st = {0};
+    Egret__V1__ServerStats *stats = NULL;
+    EgClient *c = eg_client_connect(addr, NULL, &err);
+    int rc =
+        c ? eg_client_call(c, "/egret.v1.Egret/GetStats", NULL, 0, 30, got_stats, &stats, &st, &err)
+          : -1;
+    eg_client_close(c);
+    CHECK(rc == 0 && st.code == GRPC_STATUS_OK && stats, "GetStats: %s (status %d: %s)",
+          rc ? err.msg : "", (int)st.code, st.message);
+    if (rc || st.code != GRPC_STATUS_OK) {
+        if (stats) egret__v1__server_stats__free_unpacked(stats, NULL);
+        return NULL;
+    }
+    return stats;
+}
+
+void test_wait_for_engine(const char *addr, uint32_t running, uint32_t queued) {
+    for (int tries = 0; tries < 1200; tries++) {
+        Egret__V1__ServerStats *now = test_server_stats(addr);
+        int ready = now && now->running == running && now->queued == queued;
+        if (now) egret__v1__server_stats__free_unpacked(now, NULL);
+        if (ready) return;
+        usleep(50 * 1000);
+    }
+    CHECK(0, "the engine never had %u running and %u queued", running, queued);
+}
+
+EgRequest test_greedy_request(uint32_t max_new_tokens) {
+    EgRequest q = {.gen = {.max_new_tokens = max_new_tokens}};
+    eg_sampling_params_default(&q.gen.sampling);
+    return q;
+}
+
+EgRequestPart test_text_part(const char *t) {
+    return (EgRequestPart){.text = t, .text_len = strlen(t)};
 }

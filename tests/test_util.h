@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "egret/v1/egret.pb-c.h"
 #include "server/grpc_server.h"
 
 extern int test_checks_passed;
@@ -80,5 +81,17 @@ typedef struct TestServer {
 } TestServer;
 int test_server_start(TestServer *t, EgEngine *engine, EgServerOptions opt, const char *name);
 char *test_server_stop(TestServer *t);
+
+/* GetStats from the server at addr (no API key), or NULL after a failed CHECK. The caller frees
+ * it with egret__v1__server_stats__free_unpacked. */
+Egret__V1__ServerStats *test_server_stats(const char *addr);
+/* Polls GetStats (for up to 60 s) until the engine has this many running and queued jobs; a
+ * failed CHECK if it never does. */
+void test_wait_for_engine(const char *addr, uint32_t running, uint32_t queued);
+
+/* A greedy request with default sampling settings and no parts yet. */
+EgRequest test_greedy_request(uint32_t max_new_tokens);
+/* A text part pointing at t (NUL-terminated). */
+EgRequestPart test_text_part(const char *t);
 
 #endif
