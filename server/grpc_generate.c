@@ -21,41 +21,25 @@ static int job_cancelled(void *owner) {
 }
 
 static int pending_append(Call *c, int32_t id, const char *text, size_t len) {
-    if (c->pend_len + len + 1 > c->pend_cap) {
-        size_t cap = (c->pend_len + len + 1) * 2;
-        char *t = realloc(c->pend_text, cap);
-        if (!t) return -1;
-        c->pend_text = t;
-        c->pend_cap = cap;
-    }
-    memcpy(c->pend_text + c->pend_len, text, len);
-    c->pend_len += len;
-    c->pend_text[c->pend_len] = '\0';
+    if (eg_buf_append(&c->pend_text, text, len)) return -1;
     if (id < 0) return 0;
-    if (c->pend_n == c->pend_ids_cap) {
-        size_t cap = c->pend_ids_cap ? c->pend_ids_cap * 2 : 16;
-        uint32_t *v = realloc(c->pend_ids, cap * sizeof *v);
-        if (!v) return -1;
-        c->pend_ids = v;
-        c->pend_ids_cap = cap;
-    }
-    c->pend_ids[c->pend_n++] = (uint32_t)id;
-    return 0;
+    uint32_t u = (uint32_t)id;
+    return eg_buf_append(&c->pend_ids, &u, sizeof u);
 }
 
 /* The pending text and ids as one message (and the outcome when final); empties the pending. */
 static grpc_byte_buffer *pack_pending(Call *c, int final) {
     Egret__V1__GenerateResponse r = EGRET__V1__GENERATE_RESPONSE__INIT;
-    r.text = c->pend_len ? c->pend_text : "";
-    r.n_token_ids = c->pend_n;
-    r.token_ids = c->pend_ids;
+    r.text = c->pend_text.len ? c->pend_text.data : "";
+    r.n_token_ids = c->pend_ids.len / sizeof(uint32_t);
+    r.token_ids = (uint32_t *)c->pend_ids.data;
     if (final) {
         r.finish_reason = c->finish_reason;
         r.usage = &c->usage;
     }
     grpc_byte_buffer *bb = eg_grpc_pack(&r.base);
-    c->pend_len = 0;
-    c->pend_n = 0;
+    c->pend_text.len = 0;
+    c->pend_ids.len = 0;
     return bb;
 }
 
@@ -68,7 +52,7 @@ static int stream_pump_locked(Call *c) {
         return eg_call_finish_locked(c, c->final_code, c->final_msg, last) ? PUMP_FINISH_FAILED
                                                                              : PUMP_OK;
     }
-    if (c->pend_len == 0 && c->pend_n == 0) return PUMP_OK;
+    if (c->pend_text.len == 0 && c->pend_ids.len == 0) return PUMP_OK;
     return eg_call_send_locked(c, pack_pending(c, 0)) ? PUMP_SEND_FAILED : PUMP_OK;
 }
 

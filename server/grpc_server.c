@@ -62,8 +62,8 @@ static void call_free(Call *c) {
     if (c->send_buf) grpc_byte_buffer_destroy(c->send_buf);
     if (c->finish_buf) grpc_byte_buffer_destroy(c->finish_buf);
     grpc_slice_unref(c->status_details);
-    free(c->pend_text);
-    free(c->pend_ids);
+    eg_buf_free(&c->pend_text);
+    eg_buf_free(&c->pend_ids);
     eg_generate_release_request(c);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -10,6 +10,7 @@
 
 #include "egret/v1/egret.pb-c.h"
 #include "engine/scheduler.h"
+#include "runtime/buf.h"
 #include "runtime/clock.h"
 #include "server/grpc_bytes.h"
 #include "server/grpc_inflate.h"
@@ -76,10 +77,8 @@ struct Call {
     int initial_md_sent, send_in_flight, finish_started;
     grpc_byte_buffer *send_buf, *finish_buf;
     grpc_slice status_details;
-    char *pend_text;
-    size_t pend_len, pend_cap;
-    uint32_t *pend_ids;
-    size_t pend_n, pend_ids_cap;
+    EgBuf pend_text; /* text not yet sent */
+    EgBuf pend_ids;  /* uint32_t token ids not yet sent */
     /* The outcome, once the job is done. */
     int have_final;
     grpc_status_code final_code;
