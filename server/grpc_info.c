@@ -113,6 +113,12 @@ void eg_server_stats(Call *c) {
     st.host_memory_bytes = resident_bytes();
     st.device_memory_is_host = es.device_memory_is_host;
     st.images_decoded = es.images_decoded;
+    EgListenerStats ls;
+    eg_listener_stats(s->listener, &ls);
+    st.connections_live = ls.live;
+    st.connections_closed_at_limit = ls.closed_at_limit;
+    st.connections_timed_out = ls.timed_out;
+    st.connection_accept_errors = ls.accept_errors;
     st.uptime_s = eg_now_s() - s->started_at;
     st.image_cache_hits = es.image_cache_hits;
     st.image_cache_misses = es.image_cache_misses;

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -65,10 +66,11 @@ struct EgListener {
 
     /* The accepting thread's own, from here to peers. */
     List waiting, handed, dead;
-    uint32_t live;
     int paused;
     double resume_at, backoff_s;
-    unsigned long long shed, timed_out, evicted, accept_errors;
+    /* Written by the accepting thread, read by GetStats on any thread. */
+    atomic_uint live;
+    atomic_ullong shed, timed_out, evicted, accept_errors;
     int last_errno;
     double reported_at;
 
@@ -113,7 +115,8 @@ static void report(EgListener *l, double now) {
             "egret: connections: %u live (limit %u); closed so far: %llu at the limit, %llu "
             "waiting ones for newer ones, %llu silent past the handshake timeout; accept "
             "failed %llu times (last: %s)\n",
-            l->live, l->opt.max_connections, l->shed, l->evicted, l->timed_out, l->accept_errors,
+            atomic_load(&l->live), l->opt.max_connections, atomic_load(&l->shed),
+            atomic_load(&l->evicted), atomic_load(&l->timed_out), atomic_load(&l->accept_errors),
             l->last_errno ? strerror(l->last_errno) : "none");
     fflush(l->opt.log);
 }
@@ -461,6 +464,15 @@ void eg_listener_stop(EgListener *l) {
     while (l->handed.head)
         conn_close(l, l->handed.head);
     free_dead(l);
+}
+
+void eg_listener_stats(const EgListener *l, EgListenerStats *out) {
+    *out = (EgListenerStats){0};
+    if (!l) return;
+    out->live = atomic_load(&l->live);
+    out->closed_at_limit = atomic_load(&l->shed) + atomic_load(&l->evicted);
+    out->timed_out = atomic_load(&l->timed_out);
+    out->accept_errors = atomic_load(&l->accept_errors);
 }
 
 void eg_listener_close(EgListener *l) {

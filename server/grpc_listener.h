@@ -36,6 +36,15 @@ void eg_listener_stop(EgListener *l);
 /* Stops and frees. Safe on NULL. */
 void eg_listener_close(EgListener *l);
 
+typedef struct EgListenerStats {
+    uint32_t live;            /* connections open now, handed over or not yet */
+    uint64_t closed_at_limit; /* refused, or closed to make room, at max_connections */
+    uint64_t timed_out;       /* closed silent past the handshake timeout */
+    uint64_t accept_errors;   /* accept calls that failed (EMFILE, ...) */
+} EgListenerStats;
+/* The counts so far; all zero for NULL (no listener: TLS). Any thread. */
+void eg_listener_stats(const EgListener *l, EgListenerStats *out);
+
 /* Writes the address of the connection gRPC names `fd:N` (its peer string for descriptors it
  * was given) as gRPC would for its own ("ipv4:1.2.3.4:5678", "unix:"). Returns 0, or -1 when
  * the descriptor is not one this listener handed over. */
