@@ -302,6 +302,7 @@ static int answer(Backend *b, const EgRequest *req, const char *label) {
         }
         if (!o->stream) fputs(r.text, stdout);
         printf("\n");
+        fflush(stdout); /* the answer before the stats line on stderr */
         fprintf(stderr,
                 "egret: %u prompt tokens, %zu generated (%s), first token %.3f s, total %.3f s\n",
                 stats.prompt_tokens, r.n_ids, eg_finish_reason_name(r.finish), r.prefill_s,
@@ -316,10 +317,13 @@ static int answer(Backend *b, const EgRequest *req, const char *label) {
     if (rc == 0 && st.code == GRPC_STATUS_OK) {
         if (!o->stream) fputs(a.text, stdout);
         printf("\n");
+        fflush(stdout);
+        EgFinishReason finish =
+            eg_finish_reason_from_proto((Egret__V1__FinishReason)a.finish_reason);
         fprintf(stderr,
                 "egret: %u prompt tokens, %u generated (%s), first token %.3f s, total %.3f s, "
                 "queued %.3f s\n",
-                a.prompt_tokens, a.generated_tokens, eg_finish_reason_name(eg_finish_reason_from_proto((Egret__V1__FinishReason)a.finish_reason)), a.ttft_s,
+                a.prompt_tokens, a.generated_tokens, eg_finish_reason_name(finish), a.ttft_s,
                 a.total_s, a.queue_s);
     } else if (rc == 0) {
         fprintf(stderr, "%segret: %s%s%s (status %d)\n", o->stream ? "\n" : "",
