@@ -160,14 +160,9 @@ static void release_free_memory(void) {
 
 /* With the lock held: waits up to ms milliseconds for a signal. */
 static void wait_locked(EgScheduler *s, long ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    uint64_t t = eg_now_ns() + (uint64_t)ms * 1000000u; /* the condition waits on CLOCK_MONOTONIC */
+    struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
+                             .tv_nsec = (long)(t % 1000000000u)};
     pthread_cond_timedwait(&s->wake, &s->mu, &until);
 }
 
@@ -308,7 +303,9 @@ EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, uint32_t m
     return s;
 }
 
-uint32_t eg_scheduler_max_batch(const EgScheduler *s) { return s->max_batch; }
+uint32_t eg_scheduler_max_batch(const EgScheduler *s) {
+    return s->max_batch;
+}
 
 int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err) {
     pthread_mutex_lock(&s->mu);

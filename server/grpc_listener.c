@@ -251,9 +251,10 @@ static void accept_all(EgListener *l, int lfd) {
         Conn *c = calloc(1, sizeof *c);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
         if (!c || epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            l->accept_errors++;
+            l->last_errno = c ? errno : ENOMEM;
             close(fd);
             free(c);
-            l->shed++;
             continue;
         }
         int one = 1;

@@ -152,7 +152,6 @@ static void log_at_close(Call *c, int cancelled) {
         eg_server_log(c->srv, c, GRPC_STATUS_INVALID_ARGUMENT, NO_MESSAGE);
 }
 
-
 static void count_outcome(EgServer *s, const Call *c, grpc_status_code code) {
     if (!is_generation(c->method)) return;
     atomic_fetch_add(&s->n_tokens, c->usage.generated_tokens);
@@ -191,8 +190,8 @@ void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char
     fprintf(s->opt.log,
             "egret: request %llu %s peer=%s status=%s images=%u prompt_tokens=%u generated=%u "
             "ttft=%.3fs total=%.3fs queue=%.3fs",
-            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, eg_grpc_status_name(code), u->images,
-            u->prompt_tokens, u->generated_tokens, u->time_to_first_token_s, u->total_s,
+            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, eg_grpc_status_name(code),
+            u->images, u->prompt_tokens, u->generated_tokens, u->time_to_first_token_s, u->total_s,
             u->queue_s);
     if (*error) fprintf(s->opt.log, " error=\"%s\"", error);
     fputc('\n', s->opt.log);
@@ -607,7 +606,6 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     } else if (listen_core(s, err)) {
         goto fail;
     }
-    if (strncmp(s->opt.listen, "unix:", 5) == 0) s->port = 0;
     s->sched =
         eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, s->opt.decode_workers, err);
     if (!s->sched) goto fail;

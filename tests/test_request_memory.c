@@ -247,14 +247,7 @@ static void test_compression_bomb(void) {
 static grpc_status_code raw_call(const char *addr, const char *method, const uint8_t *bytes,
                                  size_t len, EgClientReplyFn fn, void *user, char *msg,
                                  size_t cap) {
-    EgError err = {0};
-    EgCallStatus st = {0};
-    EgClient *c = eg_client_connect(addr, NULL, &err);
-    int rc = c ? eg_client_call(c, method, bytes, len, 120, fn, user, &st, &err) : -1;
-    eg_client_close(c);
-    CHECK(rc == 0, "%s: %s", method, err.msg);
-    if (msg) snprintf(msg, cap, "%s", st.message);
-    return rc ? GRPC_STATUS_UNKNOWN : st.code;
+    return test_call(addr, NULL, method, bytes, len, 120, fn, user, msg, cap);
 }
 
 /* A Generate call with these request bytes on its own thread; the first one streams a long

@@ -199,14 +199,7 @@ static grpc_status_code raw_call(const char *addr, const EgClientOptions *copt,
                                  EgClientReplyFn fn, void *user, char *message, size_t cap) {
     uint8_t buf[256];
     size_t len = msg ? protobuf_c_message_pack(msg, buf) : 0;
-    EgError err = {0};
-    EgCallStatus st = {0};
-    EgClient *c = eg_client_connect(addr, copt, &err);
-    int rc = c ? eg_client_call(c, method, buf, len, 30, fn, user, &st, &err) : -1;
-    eg_client_close(c);
-    CHECK(rc == 0, "%s: %s", method, err.msg);
-    if (message) snprintf(message, cap, "%s", st.message);
-    return st.code;
+    return test_call(addr, copt, method, buf, len, 30, fn, user, message, cap);
 }
 
 static int got_health(void *user, const uint8_t *data, size_t len) {

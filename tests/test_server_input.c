@@ -40,14 +40,7 @@ static grpc_status_code raw(const char *addr, const char *key, const char *metho
                             const uint8_t *body, size_t len, EgClientReplyFn fn, void *user,
                             char *msg, size_t cap) {
     EgClientOptions copt = {.api_key = key};
-    EgError err = {0};
-    EgCallStatus st = {0};
-    EgClient *c = eg_client_connect(addr, &copt, &err);
-    int rc = c ? eg_client_call(c, method, body, len, 30, fn, user, &st, &err) : -1;
-    eg_client_close(c);
-    CHECK(rc == 0, "%s: %s", method, err.msg);
-    if (msg) snprintf(msg, cap, "%s", st.message);
-    return st.code;
+    return test_call(addr, &copt, method, body, len, 30, fn, user, msg, cap);
 }
 
 /* ---- the escaping helper ---- */

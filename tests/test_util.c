@@ -184,18 +184,26 @@ static int got_stats(void *user, const uint8_t *data, size_t len) {
     return 0;
 }
 
-Egret__V1__ServerStats *test_server_stats(const char *addr) {
+grpc_status_code test_call(const char *addr, const EgClientOptions *copt, const char *method,
+                           const uint8_t *body, size_t len, double timeout_s, EgClientReplyFn fn,
+                           void *user, char *msg, size_t cap) {
     EgError err = {0};
     EgCallStatus st = {0};
-    Egret__V1__ServerStats *stats = NULL;
-    EgClient *c = eg_client_connect(addr, NULL, &err);
-    int rc =
-        c ? eg_client_call(c, "/egret.v1.Egret/GetStats", NULL, 0, 30, got_stats, &stats, &st, &err)
-          : -1;
+    EgClient *c = eg_client_connect(addr, copt, &err);
+    int rc = c ? eg_client_call(c, method, body, len, timeout_s, fn, user, &st, &err) : -1;
     eg_client_close(c);
-    CHECK(rc == 0 && st.code == GRPC_STATUS_OK && stats, "GetStats: %s (status %d: %s)",
-          rc ? err.msg : "", (int)st.code, st.message);
-    if (rc || st.code != GRPC_STATUS_OK) {
+    CHECK(rc == 0, "%s: %s", method, err.msg);
+    if (msg) snprintf(msg, cap, "%s", rc ? err.msg : st.message);
+    return rc ? GRPC_STATUS_UNKNOWN : st.code;
+}
+
+Egret__V1__ServerStats *test_server_stats(const char *addr) {
+    Egret__V1__ServerStats *stats = NULL;
+    char msg[512];
+    grpc_status_code code = test_call(addr, NULL, "/egret.v1.Egret/GetStats", NULL, 0, 30,
+                                      got_stats, &stats, msg, sizeof msg);
+    CHECK(code == GRPC_STATUS_OK && stats, "GetStats: status %d: %s", (int)code, msg);
+    if (code != GRPC_STATUS_OK) {
         if (stats) egret__v1__server_stats__free_unpacked(stats, NULL);
         return NULL;
     }

@@ -10,6 +10,7 @@
 
 #include "egret/v1/egret.pb-c.h"
 #include "server/grpc_server.h"
+#include "tools/grpc_client.h"
 
 extern int test_checks_passed;
 extern int test_checks_failed;
@@ -81,6 +82,14 @@ typedef struct TestServer {
 } TestServer;
 int test_server_start(TestServer *t, EgEngine *engine, EgServerOptions opt, const char *name);
 char *test_server_stop(TestServer *t);
+
+/* Calls `method` on the server at addr with one request body (copt: NULL, or client options such
+ * as an API key) and reads every reply through fn. Returns the call's status, its message in msg
+ * (cap bytes; msg may be NULL); GRPC_STATUS_UNKNOWN after a failed CHECK when the call could not
+ * be made at all. */
+grpc_status_code test_call(const char *addr, const EgClientOptions *copt, const char *method,
+                           const uint8_t *body, size_t len, double timeout_s, EgClientReplyFn fn,
+                           void *user, char *msg, size_t cap);
 
 /* GetStats from the server at addr (no API key), or NULL after a failed CHECK. The caller frees
  * it with egret__v1__server_stats__free_unpacked. */

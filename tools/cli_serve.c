@@ -89,26 +89,17 @@ static void raise_descriptor_limit(void) {
             (unsigned long long)was);
 }
 
-/* A duration option: 0 means off, which EgServerOptions spells as negative. */
-static int parse_limit_s(const char *name, const char *arg, double *out) {
+/* A duration option in seconds. With zero_is_off, 0 turns the limit off (EgServerOptions spells
+ * that as negative); otherwise it must be above 0. */
+static int parse_seconds(const char *name, const char *arg, int zero_is_off, double *out) {
     float v = 0;
     if (cli_parse_float(name, arg, &v)) return -1;
-    if (v < 0) {
-        fprintf(stderr, "egret: --%s wants seconds >= 0, got '%s'\n", name, arg);
+    if (zero_is_off ? v < 0 : !(v > 0)) {
+        fprintf(stderr, "egret: --%s wants seconds %s, got '%s'\n", name,
+                zero_is_off ? ">= 0" : "> 0", arg);
         return -1;
     }
     *out = v > 0 ? v : -1;
-    return 0;
-}
-
-static int parse_positive_s(const char *name, const char *arg, double *out) {
-    float v = 0;
-    if (cli_parse_float(name, arg, &v)) return -1;
-    if (!(v > 0)) {
-        fprintf(stderr, "egret: --%s wants seconds > 0, got '%s'\n", name, arg);
-        return -1;
-    }
-    *out = v;
     return 0;
 }
 
@@ -238,17 +229,17 @@ int cli_serve(int argc, char **argv) {
             }
             break;
         case O_HANDSHAKE:
-            bad = parse_positive_s("handshake-timeout", optarg, &so.handshake_timeout_s);
+            bad = parse_seconds("handshake-timeout", optarg, 0, &so.handshake_timeout_s);
             break;
         case O_IDLE:
-            bad = parse_limit_s("max-connection-idle", optarg, &so.max_connection_idle_s);
+            bad = parse_seconds("max-connection-idle", optarg, 1, &so.max_connection_idle_s);
             break;
         case O_AGE:
-            bad = parse_limit_s("max-connection-age", optarg, &so.max_connection_age_s);
+            bad = parse_seconds("max-connection-age", optarg, 1, &so.max_connection_age_s);
             break;
         case O_AGE_GRACE:
-            bad = parse_positive_s("max-connection-age-grace", optarg,
-                                   &so.max_connection_age_grace_s);
+            bad = parse_seconds("max-connection-age-grace", optarg, 0,
+                                &so.max_connection_age_grace_s);
             break;
         case O_CERT:
             so.tls_cert_file = optarg;
