@@ -8,12 +8,6 @@
 #include "engine/engine_internal.h"
 #include "vision/preprocess.h"
 
-/* An image that breaks one of decoding's limits is over a limit; any other failure to read it
- * is bad input. */
-static EgStatus image_status(const EgError *err) {
-    return eg_engine_status(err, EG_STATUS_INVALID_ARGUMENT);
-}
-
 EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err) {
     uint64_t total = 0;
     uint32_t largest = 0;
@@ -22,7 +16,8 @@ EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err) {
         uint32_t w = 0, h = 0;
         if (eg_image_probe(a->images[i], a->image_lens[i], &e->limits.image, &w, &h, err)) {
             eg_fail_prefix(err, "image %u", i);
-            return image_status(err);
+            /* over one of decoding's limits, or not an image it reads */
+            return eg_engine_status(err, EG_STATUS_INVALID_ARGUMENT);
         }
         uint64_t pixels = (uint64_t)w * h; /* each below max_pixels: the sum cannot overflow */
         total += pixels;
@@ -56,11 +51,6 @@ static int poll_stop(void *arg) {
     return s->fired;
 }
 
-static void fail(EgEngineJob *j, EgStatus st) {
-    j->failed = 1;
-    j->fail_status = st;
-}
-
 /* Decodes and normalizes image i into its pixel slot: 0, or -1 with j->err set. */
 static int load(EgEngineJob *j, uint32_t i, const EgPreprocessConfig *cfg) {
     EgEngine *e = j->e;
@@ -80,7 +70,7 @@ void eg_engine_decode(EgEngineJob *j, int (*stop)(void *user), void *stop_user) 
     if (!j->pixels) j->pixels = malloc((n ? n : 1) * per * sizeof *j->pixels);
     if (!j->pixels) {
         eg_fail(&j->err, "out of host memory");
-        fail(j, EG_STATUS_INTERNAL);
+        eg_engine_job_fail(j, EG_STATUS_INTERNAL);
         return;
     }
     Stop s = {stop, stop_user, 0};
@@ -96,12 +86,12 @@ void eg_engine_decode(EgEngineJob *j, int (*stop)(void *user), void *stop_user) 
         int rc = poll_stop(&s) ? -1 : load(j, i, &cfg);
         if (rc && s.fired) {
             eg_fail(&j->err, "stopped while decoding images (%u of %u decoded)", decoded, todo);
-            fail(j, EG_STATUS_CANCELLED);
+            eg_engine_job_fail(j, EG_STATUS_CANCELLED);
             return;
         }
         if (rc) {
             eg_fail_prefix(&j->err, "image %u", i);
-            fail(j, image_status(&j->err));
+            eg_engine_job_fail(j, eg_engine_status(&j->err, EG_STATUS_INVALID_ARGUMENT));
             return;
         }
         j->image_state[i] = IMAGE_DECODED;

@@ -79,4 +79,10 @@ struct EgEngineJob {
     EgStatus fail_status;
 };
 
+/* Ends a job that has not finished: eg_engine_end answers st, with j->err saying why. */
+static inline void eg_engine_job_fail(EgEngineJob *j, EgStatus st) {
+    j->failed = 1;
+    j->fail_status = st;
+}
+
 #endif

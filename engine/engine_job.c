@@ -10,12 +10,6 @@
 #include "language/utf8.h"
 #include "runtime/clock.h"
 
-/* Running out of device memory (a long context, many images) is a limit the caller can act on,
- * unlike other engine failures. */
-static EgStatus engine_failure(const EgError *err) {
-    return eg_engine_status(err, EG_STATUS_INTERNAL);
-}
-
 /* The image stage's state, once the job no longer needs it. */
 static void free_images(EgEngineJob *j) {
     eg_part_list_free(&j->a.list);
@@ -165,8 +159,7 @@ void eg_engine_start(EgEngineJob *j) {
     const EgBuffer **cached = calloc(n + 1, sizeof *cached);
     if (!cached) {
         eg_fail(&j->err, "out of host memory");
-        j->failed = 1;
-        j->fail_status = EG_STATUS_INTERNAL;
+        eg_engine_job_fail(j, EG_STATUS_INTERNAL);
         return;
     }
     /* The encoder takes the uncached images' pixels packed, in order. */
@@ -178,8 +171,7 @@ void eg_engine_start(EgEngineJob *j) {
         k++;
     }
     if (prepare(j, cached, j->pixels, &j->err)) {
-        j->failed = 1;
-        j->fail_status = engine_failure(&j->err);
+        eg_engine_job_fail(j, eg_engine_status(&j->err, EG_STATUS_INTERNAL));
     }
     free(cached);
     free_images(j);
@@ -218,8 +210,7 @@ void eg_engine_cancel(EgEngineJob *j) {
         eg_generation_cancel(j->g);
     } else if (!j->failed) { /* not started: it ends here */
         eg_fail(&j->err, "cancelled before it started");
-        j->failed = 1;
-        j->fail_status = EG_STATUS_CANCELLED;
+        eg_engine_job_fail(j, EG_STATUS_CANCELLED);
     }
 }
 
@@ -239,8 +230,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
         if (left == 0) continue;
         uint32_t chunk = left < budget ? left : budget;
         if (eg_generation_prefill(j->g, chunk, &j->err) < 0) {
-            j->failed = 1;
-            j->fail_status = engine_failure(&j->err);
+            eg_engine_job_fail(j, eg_engine_status(&j->err, EG_STATUS_INTERNAL));
         }
         budget -= chunk;
     }
@@ -251,8 +241,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
         if (!j->g || eg_engine_job_finished(j) || eg_generation_prefill_left(j->g)) continue;
         int r = eg_generation_advance(j->g, &j->err);
         if (r < 0) {
-            j->failed = 1;
-            j->fail_status = EG_STATUS_INTERNAL;
+            eg_engine_job_fail(j, EG_STATUS_INTERNAL);
         } else if (r == 0) {
             want[n] = j;
             seqs[n] = j->seq;
@@ -263,8 +252,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     if (n == 1) { /* alone, the single-sequence path (the same result, one fewer copy) */
         if (eg_sequence_forward(seqs[0], &ids[0], NULL, 1, eg_generation_logits(want[0]->g), 0,
                                 &want[0]->err)) {
-            want[0]->failed = 1;
-            want[0]->fail_status = engine_failure(&want[0]->err);
+            eg_engine_job_fail(want[0], eg_engine_status(&want[0]->err, EG_STATUS_INTERNAL));
         }
         return 0;
     }
@@ -273,8 +261,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     int rc = eg_sequence_forward_batch(seqs, n, ids, logits, &ferr);
     for (uint32_t b = 0; b < n; b++) {
         if (rc) {
-            want[b]->failed = 1;
-            want[b]->fail_status = engine_failure(&ferr);
+            eg_engine_job_fail(want[b], eg_engine_status(&ferr, EG_STATUS_INTERNAL));
             want[b]->err = ferr;
         } else {
             memcpy(eg_generation_logits(want[b]->g), logits + (size_t)b * e->model->vocab,
