@@ -356,7 +356,7 @@ def drain_under_watch(replica):
     While that call is still streaming: new connections are refused, that channel is told
     GOAWAY (leaves READY) and a new call on it fails UNAVAILABLE. Then the call ends OK."""
     early = grpc.insecure_channel(replica.addr())
-    n_tokens = 1000
+    n_tokens = 500  # seconds of streaming on lavapipe: outlasts the checks below
     req = pb.GenerateRequest(max_new_tokens=n_tokens, ignore_eos=True)
     with open(IMAGE, "rb") as f:
         req.parts.add(image=f.read())
