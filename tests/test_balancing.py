@@ -482,7 +482,7 @@ def main():
             replicas[1].kill()
             killed_at = time.monotonic()
             n_before = load.count()
-            time.sleep(6)
+            time.sleep(4)
         after = [c for c in load.calls if c[0] >= killed_at]
         bad_after = load.failed(killed_at)
         log("sigkill: %d calls before, %d started after the kill, %d of those not OK, "
