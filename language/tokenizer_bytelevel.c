@@ -182,7 +182,12 @@ int eg_pretok_split(const EgPreTokenizer *p, const char *s, size_t len,
         if (rc == 0 && end > start) rc = piece(ctx, start, end);
         gap = end;
         /* an empty match moves on by one character, as every regex iterator does */
-        pos = end > start ? end : end + eg_utf8_seq_len((unsigned char)s[end]);
+        if (end > start)
+            pos = end;
+        else if (end < len)
+            pos = end + eg_utf8_seq_len((unsigned char)s[end]);
+        else
+            break;
     }
     if (rc == 0 && gap < len) rc = piece(ctx, gap, len);
     pcre2_match_data_free(md);

@@ -362,6 +362,45 @@ static void test_load_errors(void) {
     cJSON_Delete(root);
 }
 
+/* A Split regex that can match empty ("x*"): HF cuts the text at every empty match, so the gaps
+ * become one-character pieces. Ids from HF tokenizers 0.23.3 on the goldens' vocabulary. */
+static void test_empty_matches(void) {
+    size_t len = 0;
+    char *text = (char *)test_read_file(test_data_path("mllama/tokenizer/tokenizer.json"), &len);
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    REQUIRE_VOID(root != NULL);
+    char *json = with_section(root, "pre_tokenizer",
+                              "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+                              "\"pattern\":{\"Regex\":\"x*\"},\"behavior\":\"Isolated\","
+                              "\"invert\":false},{\"type\":\"ByteLevel\"}]}");
+    cJSON_Delete(root);
+    EgError err = {0};
+    EgTokenizer *tok = eg_tokenizer_load_from_memory(json, strlen(json), "x*.json", &err);
+    free(json);
+    REQUIRE_VOID(tok != NULL);
+    static const struct {
+        const char *text;
+        int32_t ids[16];
+        size_t n;
+    } cases[] = {
+        {"abxxc", {64, 65, 87, 87, 66}, 5},
+        {"xx", {87, 87}, 2},
+        {"", {0}, 0},
+        {"hello world x", {71, 68, 75, 75, 78, 220, 86, 78, 81, 75, 67, 220, 87}, 13},
+        {"\xC3\xA9x\xC3\xA9", {127, 102, 87, 127, 102}, 5},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int rc = eg_tokenizer_encode(tok, cases[k].text, strlen(cases[k].text), 0, &ids, &n, &err);
+        CHECK(rc == 0 && n == cases[k].n && (n == 0 || memcmp(ids, cases[k].ids, n * 4) == 0),
+              "x* on \"%s\": rc %d, %zu ids", cases[k].text, rc, n);
+        free(ids);
+    }
+    eg_tokenizer_free(tok);
+}
+
 /* ------------------------------------------------------------------ size */
 
 static void test_large_input(const EgTokenizer *tok) {
@@ -406,6 +445,7 @@ int main(void) {
     test_invalid_utf8(tok);
     test_stream_partial(tok);
     test_load_errors();
+    test_empty_matches();
     test_large_input(tok);
     eg_tokenizer_free(tok);
     return test_finish();
