@@ -358,13 +358,16 @@ def main():
             shutil.copy(os.path.join(tmp, f), os.path.join(out_dir, f))
     # the goldens come from the saved files, loaded as users load them
     hf = transformers.AutoTokenizer.from_pretrained(out_dir)
+    fast = PreTrainedTokenizerFast.from_pretrained(out_dir)
     raw = Tokenizer.from_file(os.path.join(out_dir, "tokenizer.json"))
-    lines = [f"# tokenizers {tokenizers.__version__}, transformers {transformers.__version__}"]
+    lines = [f"# tokenizers {tokenizers.__version__}, transformers {transformers.__version__}"
+             f" ({type(hf).__name__}; PreTrainedTokenizerFast and tokenizers agree)"]
     strings = test_strings(rng)
     for s in strings:
         a = hf(s)["input_ids"]
         p = hf(s, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        assert a == raw.encode(s).ids, repr(s)
+        assert a == raw.encode(s).ids == fast(s)["input_ids"], repr(s)
+        assert p == fast(s, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         d = hf.decode(a, skip_special_tokens=False)
         k = hf.decode(a, skip_special_tokens=True)
         assert d == raw.decode(a, skip_special_tokens=False), repr(s)
