@@ -295,6 +295,11 @@ static void expect_tiling_error(uint32_t w, uint32_t h, int tile, int max_tiles,
           tile, max_tiles, rc, err.msg, needle);
 }
 
+static int stop_now(void *user) {
+    (void)user;
+    return 1;
+}
+
 static void test_hostile(void) {
     expect_tiling_error(0, 10, 560, 4, "empty image (0x10)");
     expect_tiling_error(10, 0, 560, 4, "empty image (10x0)");
@@ -326,6 +331,12 @@ static void test_hostile(void) {
     CHECK(eg_mllama_preprocess_images(&one, 2, 1, &cfg, px, ids, mask, NULL, &err) == -1 &&
               strstr(err.msg, "2 images for 1 slots"),
           "more images than slots: \"%s\"", err.msg);
+    /* a caller gone away stops the resize */
+    cfg.stop = stop_now;
+    CHECK(eg_mllama_preprocess_image(&one, &cfg, px, NULL, &err) == -1 &&
+              strstr(err.msg, "stopped"),
+          "stop function: \"%s\"", err.msg);
+    cfg.stop = NULL;
     cfg.norm.std[1] = 0;
     CHECK(eg_mllama_preprocess_image(&one, &cfg, px, NULL, &err) == -1 &&
               strstr(err.msg, "image_std[1]"),
