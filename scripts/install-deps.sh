@@ -22,7 +22,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libvulkan-dev vulkan-validationlayers mesa-vulkan-drivers vulkan-tools glslc \
   libstb-dev libpng-dev zlib1g-dev \
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libssl-dev \
-  libcjson-dev \
+  libcjson-dev libpcre2-dev \
   clang libclang-rt-14-dev llvm \
   python3 python3-numpy python3-grpcio python3-protobuf openssl \
   nginx python3-yaml \
