@@ -45,6 +45,9 @@ typedef struct EgServerOptions {
     const char *api_key; /* when set, Egret calls need "authorization: Bearer KEY" or
                             "x-api-key: KEY" (health checks do not) */
     FILE *log;           /* one line per request; default stderr */
+    /* Where example sets are kept across restarts (server/example_set_store.h); NULL: only in
+     * memory. Registered again at start, before the first call is taken. */
+    const char *example_sets_dir;
 } EgServerOptions;
 
 typedef struct EgServer EgServer;
