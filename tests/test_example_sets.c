@@ -222,8 +222,8 @@ static void test_ids_and_answers(EgEngine *e, EgEngine *plain) {
 /* ---- kept under pressure ---- */
 
 static void test_never_evicted(void) {
-    /* ordinary caches of one prefix and about one image: any other request evicts them */
-    EgEngineOptions tiny = {.caches = {.image_cache_mb = 1, .prefix_cache_entries = 1}};
+    /* ordinary caches of one prefix and no images: any other request evicts what they hold */
+    EgEngineOptions tiny = {.caches = {.image_cache_mb = -1, .prefix_cache_entries = 1}};
     EgError err = {0};
     EgEngine *e = eg_engine_open(test_model_path("shapes-idefics"), &tiny, &err);
     REQUIRE_VOID(e, "open: %s", err.msg);
