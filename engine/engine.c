@@ -130,6 +130,7 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
         .prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused),
         .prefix_cache_entries = atomic_load(&pc->entries),
         .prefix_cache_bytes = atomic_load(&pc->bytes),
+        .example_set_device_bytes = atomic_load(&ic->pinned_bytes) + atomic_load(&pc->pinned_bytes),
     };
     eg_example_sets_counts(e->example_sets, &out->example_sets, &out->example_set_bytes,
                            &out->example_sets_budget, &out->max_example_sets);

@@ -91,6 +91,7 @@ typedef struct EgEngineStats {
     uint64_t prefix_cache_hits, prefix_cache_misses, prefix_cache_tokens_reused,
         prefix_cache_entries, prefix_cache_bytes;
     uint64_t example_sets, example_set_bytes, example_sets_budget, max_example_sets;
+    uint64_t example_set_device_bytes; /* pinned in the image and prefix caches */
 } EgEngineStats;
 void eg_engine_stats(const EgEngine *e, EgEngineStats *out);
 

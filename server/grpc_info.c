@@ -135,6 +135,7 @@ void eg_server_stats(Call *c) {
     st.prefix_cache_bytes = es.prefix_cache_bytes;
     st.example_sets = (uint32_t)es.example_sets;
     st.example_set_bytes = es.example_set_bytes;
+    st.example_set_device_bytes = es.example_set_device_bytes;
     st.request_bytes_held = atomic_load(&s->request_bytes_held);
     st.request_bytes_budget = s->opt.request_memory_bytes;
     grpc_byte_buffer *bb = eg_grpc_pack(&st.base);
