@@ -28,7 +28,8 @@ struct EgExampleSet {
     size_t n;
     EgImageKey *keys; /* the image cache's key of each pair's image */
     uint32_t prefix_tokens;
-    uint64_t charge; /* bytes against the budget */
+    int32_t *prefix_ids; /* the prefix's token ids: a request's prompt must start with them */
+    uint64_t charge;     /* bytes against the budget */
     double created_unix_s;
     atomic_ullong uses, hits, last_used_us;
     atomic_int ready;
@@ -130,6 +131,7 @@ static void set_free(EgExampleSet *s, EgImageCache *ic, EgPrefixCache *pc) {
     eg_prefix_cache_unpin(pc, s->prefix);
     eg_example_pairs_free(s->pairs, s->n);
     free(s->keys);
+    free(s->prefix_ids);
     free(s);
 }
 
@@ -203,7 +205,7 @@ static EgExampleSet *find_locked(EgExampleSets *r, const char *id) {
  * tokens before the query (the prefix a set keeps). Any thread: the tokenizer, template and
  * limits are only read. */
 static EgStatus check_pairs(EgEngine *e, const EgRequestExample *pairs, size_t n,
-                            uint32_t *prefix_tokens, EgError *err) {
+                            uint32_t *prefix_tokens, int32_t **prefix_ids, EgError *err) {
     if (n == 0) return INVALID(err, "the example set is empty: give at least one pair");
     if (n + 1 > e->limits.max_images) {
         eg_fail(err,
@@ -229,7 +231,12 @@ static EgStatus check_pairs(EgEngine *e, const EgRequestExample *pairs, size_t n
         while (t < prompt.n_tokens && prompt.image_index[t] != (int32_t)n)
             t++;
         *prefix_tokens = (uint32_t)t;
-        if (prompt.n_tokens + 1 > e->limits.context_length) {
+        *prefix_ids = malloc((t + 1) * sizeof **prefix_ids);
+        if (!*prefix_ids)
+            st = NO_MEMORY(err);
+        else
+            memcpy(*prefix_ids, prompt.ids, t * sizeof **prefix_ids);
+        if (st == EG_STATUS_OK && prompt.n_tokens + 1 > e->limits.context_length) {
             eg_fail(err,
                     "the set's prompt takes %zu tokens with a query image; the context length is "
                     "%u",
@@ -276,27 +283,32 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
                        "unknown template \"%.32s\": the model's own (\"model\") is the only one",
                        template_name);
     uint32_t prefix_tokens = 0;
-    EgStatus st = check_pairs(e, pairs, n, &prefix_tokens, err);
-    if (st != EG_STATUS_OK) return st;
+    int32_t *prefix_ids = NULL;
+    EgStatus st = check_pairs(e, pairs, n, &prefix_tokens, &prefix_ids, err);
     char id[EG_EXAMPLE_SET_ID_LEN + 1];
-    if (set_id(r, template_name, pairs, n, id)) return NO_MEMORY(err);
-    if (expect_id && strcmp(expect_id, id) != 0)
-        return INVALID(err,
-                       "the pairs make the id %s, not %.64s: made for another model or "
-                       "template",
-                       id, expect_id);
+    if (st == EG_STATUS_OK && set_id(r, template_name, pairs, n, id)) st = NO_MEMORY(err);
+    if (st == EG_STATUS_OK && expect_id && strcmp(expect_id, id) != 0)
+        st = INVALID(err,
+                     "the pairs make the id %s, not %.64s: made for another model or "
+                     "template",
+                     id, expect_id);
+    if (st != EG_STATUS_OK) {
+        free(prefix_ids);
+        return st;
+    }
     /* what the set will hold: the pairs, one image entry each, its prefix's KV cache */
     uint64_t charge = sizeof(EgExampleSet) + n * (sizeof(EgRequestExample) + sizeof(EgImageKey));
     for (size_t i = 0; i < n; i++)
         charge += pairs[i].image_len + pairs[i].text_len + 1;
     charge += n * (uint64_t)eg_image_cache_entry_elems(e->model) * (e->model->ops.f16 ? 2 : 4);
-    charge += eg_sequence_kv_bytes(e->model, prefix_tokens);
+    charge += eg_sequence_kv_bytes(e->model, prefix_tokens) + prefix_tokens * sizeof(int32_t);
 
     pthread_mutex_lock(&r->mu);
     EgExampleSet *s = find_locked(r, id);
     if (s) {
         info_of(s, info);
         pthread_mutex_unlock(&r->mu);
+        free(prefix_ids);
         return EG_STATUS_OK;
     }
     if (r->count >= r->max_sets) {
@@ -334,6 +346,8 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
             eg_image_key(pairs[i].image, pairs[i].image_len,
                          (uint32_t)e->model->cfg.vision.image_size, &s->keys[i]);
         s->prefix_tokens = prefix_tokens;
+        s->prefix_ids = prefix_ids;
+        prefix_ids = NULL;
         s->charge = charge;
         s->created_unix_s = unix_now_s();
         s->refs = 1;
@@ -347,6 +361,7 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
         info_of(s, info);
     }
     pthread_mutex_unlock(&r->mu);
+    free(prefix_ids);
     return st;
 }
 
@@ -449,7 +464,11 @@ void eg_example_set_note_start(EgExampleSet *s, int warmup, uint32_t n_shared, i
 
 void eg_example_set_keep_prefix(EgExampleSet *s, EgPrefixCache *pc, const EgSequence *seq,
                                 const int32_t *ids, const EgImageKey *const *image_keys) {
-    if (s->prefix || seq->n_past < s->prefix_tokens) return;
+    /* the request's prompt must start with the set's own prefix: a template may put query text
+     * before the query image, and that text is no part of the set */
+    if (s->prefix || seq->n_past < s->prefix_tokens ||
+        memcmp(ids, s->prefix_ids, s->prefix_tokens * sizeof *ids) != 0)
+        return;
     size_t bytes = 0;
     EgError err;
     /* on failure (out of device memory) the set stays unready: a later request tries again */
