@@ -155,42 +155,37 @@ static void answer_set(Call *c, const EgExampleSetInfo *info, const EgRequestExa
     free(digests);
 }
 
-/* The request message, inflated within max_request_bytes, or NULL when the call was answered. */
-static ProtobufCMessage *read_request(Call *c, const ProtobufCMessageDescriptor *desc,
-                                      grpc_slice *raw) {
+/* The request's bytes, inflated within max_request_bytes; -1 when the call was answered. */
+static int read_bytes(Call *c, grpc_slice *all) {
     EgError err = {0};
-    grpc_slice all;
     grpc_status_code read = eg_grpc_read_message(c->payload, c->srv->opt.max_request_bytes,
-                                                 "max_request_bytes", &all, &err);
+                                                 "max_request_bytes", all, &err);
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
-    if (read != GRPC_STATUS_OK) {
-        answer(c, read, err.msg, NULL);
-        return NULL;
-    }
+    if (read == GRPC_STATUS_OK) return 0;
+    answer(c, read, err.msg, NULL);
+    return -1;
+}
+
+/* The request message, or NULL when the call was answered. */
+static ProtobufCMessage *read_request(Call *c, const ProtobufCMessageDescriptor *desc) {
+    grpc_slice all;
+    if (read_bytes(c, &all)) return NULL;
     ProtobufCMessage *m =
         protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
     if (!m) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request is not a valid %s", desc->name);
-        grpc_slice_unref(all);
         answer(c, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
-        return NULL;
     }
-    if (raw)
-        *raw = all;
-    else
-        grpc_slice_unref(all);
     return m;
 }
 
 static void create_set(Call *c) {
     EgServer *s = c->srv;
     grpc_slice all;
-    ProtobufCMessage *parsed =
-        read_request(c, &egret__v1__create_example_set_request__descriptor, &all);
-    if (!parsed) return;
-    protobuf_c_message_free_unpacked(parsed, NULL);
+    if (read_bytes(c, &all)) return;
     EgError err = {0};
     EgProtoExampleSet set;
     EgStatus st =
@@ -224,7 +219,7 @@ static void create_set(Call *c) {
 
 static void get_set(Call *c) {
     Egret__V1__GetExampleSetRequest *req = (Egret__V1__GetExampleSetRequest *)read_request(
-        c, &egret__v1__get_example_set_request__descriptor, NULL);
+        c, &egret__v1__get_example_set_request__descriptor);
     if (!req) return;
     EgError err = {0};
     EgExampleSetInfo info;
@@ -240,8 +235,7 @@ static void get_set(Call *c) {
 }
 
 static void list_sets(Call *c) {
-    ProtobufCMessage *req =
-        read_request(c, &egret__v1__list_example_sets_request__descriptor, NULL);
+    ProtobufCMessage *req = read_request(c, &egret__v1__list_example_sets_request__descriptor);
     if (!req) return;
     protobuf_c_message_free_unpacked(req, NULL);
     EgError err = {0};
@@ -275,7 +269,7 @@ static void list_sets(Call *c) {
 static void delete_set(Call *c) {
     EgServer *s = c->srv;
     Egret__V1__DeleteExampleSetRequest *req = (Egret__V1__DeleteExampleSetRequest *)read_request(
-        c, &egret__v1__delete_example_set_request__descriptor, NULL);
+        c, &egret__v1__delete_example_set_request__descriptor);
     if (!req) return;
     EgError err = {0};
     EgStatus st = eg_engine_example_set_delete(s->engine, req->id, &err);
