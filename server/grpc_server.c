@@ -1,7 +1,7 @@
 /* Server lifecycle: binding, the completion-queue loop, accepting and dispatching calls,
  * call reference counting, draining. Generation lives in grpc_generate.c, health in
- * grpc_health.c, model info and stats in grpc_info.c, accepting connections in
- * grpc_listener.c. */
+ * grpc_health.c, model info and stats in grpc_info.c, example sets in grpc_example_sets.c,
+ * accepting connections in grpc_listener.c. */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <limits.h>

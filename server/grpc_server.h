@@ -1,5 +1,6 @@
 /* Egret's gRPC server on the gRPC C core: egret.v1.Egret (Generate, GenerateStream,
- * GetModelInfo) and grpc.health.v1.Health (Check, Watch), see proto/.
+ * GetModelInfo, GetStats, the example set methods) and grpc.health.v1.Health (Check, Watch), see
+ * proto/.
  *
  * Threads: one thread runs the completion queue (eg_server_run): it accepts calls, answers the
  * cheap ones (health, model info, bad requests) at once and queues generation requests for the
