@@ -45,8 +45,12 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     size_t prefix_mb = c->prefix_cache_mb < 0 ? 0 : c->prefix_cache_mb ? (size_t)c->prefix_cache_mb : 1024;
     e->image_cache = eg_image_cache_new(e->model, image_mb << 20);
     e->prefix_cache = eg_prefix_cache_new(prefix_n, prefix_mb << 20);
-    uint64_t sets_mb = c->example_sets_mb < 0 ? 0 : c->example_sets_mb ? (uint64_t)c->example_sets_mb : 512;
-    uint64_t max_sets = c->max_example_sets < 0 ? 0 : c->max_example_sets ? (uint64_t)c->max_example_sets : 64;
+    uint64_t sets_mb = c->example_sets_mb < 0  ? 0
+                       : c->example_sets_mb ? (uint64_t)c->example_sets_mb
+                                            : 512;
+    uint64_t max_sets = c->max_example_sets < 0  ? 0
+                        : c->max_example_sets ? (uint64_t)c->max_example_sets
+                                              : 64;
     e->example_sets = eg_example_sets_new(model_dir, e->tmpl, sets_mb << 20, max_sets, err);
     if (!e->example_sets) {
         eg_engine_close(e);

@@ -46,7 +46,8 @@ void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
                          const EgImageKey *const *image_keys);
 
 /* Pins a copy of src's first n tokens (ids and image keys as for put) until unpinned; the
- * bytes it holds in *bytes. NULL with err on failure (out of device memory: EG_ERROR_DEVICE_MEMORY). */
+ * bytes it holds in *bytes. NULL with err on failure (out of device memory:
+ * EG_ERROR_DEVICE_MEMORY). */
 EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgSequence *src, uint32_t n,
                                  const int32_t *ids, const EgImageKey *const *image_keys,
                                  size_t *bytes, EgError *err);

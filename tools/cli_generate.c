@@ -114,7 +114,8 @@ static void free_options(Options *o) {
 static int parse(int argc, char **argv, Options *o) {
     enum {
         O_IMAGE = 256, O_TEXT, O_EXAMPLE, O_PROMPT, O_TEMPLATE, O_MAX_NEW, O_TEMP, O_TOPK, O_TOPP,
-        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_DEVICE, O_SERVER, O_EXAMPLE_SET, O_KEYFILE, O_CA,
+        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_DEVICE, O_SERVER, O_EXAMPLE_SET,
+        O_KEYFILE, O_CA,
         O_SNI, O_TIMEOUT, O_HELP
     };
     static const struct option longopts[] = {
