@@ -250,6 +250,9 @@ static void test_never_evicted(EgEngine *e) {
           "ordinary entries %llu + %llu, pinned bytes %llu",
           (unsigned long long)st.image_cache_entries, (unsigned long long)st.prefix_cache_entries,
           (unsigned long long)st.example_set_device_bytes);
+    /* what a set was charged when it was created covers what it pins once kept */
+    CHECK(st.example_set_device_bytes <= after.bytes, "pinned %llu bytes, charged %llu",
+          (unsigned long long)st.example_set_device_bytes, (unsigned long long)after.bytes);
     /* deleting the set gives its pinned memory back */
     CHECK(eg_engine_example_set_delete(e, set.id, &err) == EG_STATUS_OK, "delete: %s", err.msg);
     eg_engine_tidy(e);
