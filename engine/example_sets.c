@@ -303,15 +303,36 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
     charge += n * (uint64_t)eg_image_cache_entry_elems(e->model) * (e->model->ops.f16 ? 2 : 4);
     charge += eg_sequence_kv_bytes(e->model, prefix_tokens) + prefix_tokens * sizeof(int32_t);
 
+    /* Made whole before the lock (copying and hashing megabytes of images there would stall
+     * the engine's lookups); a client that loses a race to create the same set throws its
+     * copy away, so the set is stored once. */
+    EgExampleSet *made = calloc(1, sizeof *made);
+    if (made) made->pairs = pairs_copy(pairs, n);
+    if (made) made->keys = calloc(n, sizeof *made->keys);
+    if (!made || !made->pairs || !made->keys) {
+        if (made) eg_example_pairs_free(made->pairs, n);
+        if (made) free(made->keys);
+        free(made);
+        free(prefix_ids);
+        return NO_MEMORY(err);
+    }
+    memcpy(made->id, id, sizeof made->id);
+    snprintf(made->template_name, sizeof made->template_name, "%s", template_name);
+    made->n = n;
+    for (size_t i = 0; i < n; i++)
+        eg_image_key(pairs[i].image, pairs[i].image_len, (uint32_t)e->model->cfg.vision.image_size,
+                     &made->keys[i]);
+    made->prefix_tokens = prefix_tokens;
+    made->prefix_ids = prefix_ids;
+    made->charge = charge;
+    made->created_unix_s = unix_now_s();
+    made->refs = 1;
+
     pthread_mutex_lock(&r->mu);
     EgExampleSet *s = find_locked(r, id);
     if (s) {
         info_of(s, info);
-        pthread_mutex_unlock(&r->mu);
-        free(prefix_ids);
-        return EG_STATUS_OK;
-    }
-    if (r->count >= r->max_sets) {
+    } else if (r->count >= r->max_sets) {
         eg_fail_kind(err, EG_ERROR_LIMIT,
                      "%llu example sets are held; the limit is %llu (max_example_sets): delete "
                      "one first",
@@ -324,44 +345,19 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
                      (unsigned long long)charge, (unsigned long long)r->count,
                      (unsigned long long)r->bytes, (unsigned long long)r->max_bytes);
         st = EG_STATUS_RESOURCE_EXHAUSTED;
-    }
-    if (st == EG_STATUS_OK) {
-        /* copied under the lock: clients racing to create the same set store it once */
-        s = calloc(1, sizeof *s);
-        if (s) s->pairs = pairs_copy(pairs, n);
-        if (s) s->keys = calloc(n, sizeof *s->keys);
-        if (!s || !s->pairs || !s->keys) {
-            if (s) eg_example_pairs_free(s->pairs, n);
-            if (s) free(s->keys);
-            free(s);
-            s = NULL;
-            st = NO_MEMORY(err);
-        }
-    }
-    if (st == EG_STATUS_OK) {
-        memcpy(s->id, id, sizeof s->id);
-        snprintf(s->template_name, sizeof s->template_name, "%s", template_name);
-        s->n = n;
-        for (size_t i = 0; i < n; i++)
-            eg_image_key(pairs[i].image, pairs[i].image_len,
-                         (uint32_t)e->model->cfg.vision.image_size, &s->keys[i]);
-        s->prefix_tokens = prefix_tokens;
-        s->prefix_ids = prefix_ids;
-        prefix_ids = NULL;
-        s->charge = charge;
-        s->created_unix_s = unix_now_s();
-        s->refs = 1;
+    } else {
         EgExampleSet **tail = &r->head;
         while (*tail)
             tail = &(*tail)->next;
-        *tail = s;
+        *tail = made;
         r->count++;
         r->bytes += charge;
         *created = 1;
-        info_of(s, info);
+        info_of(made, info);
+        made = NULL;
     }
     pthread_mutex_unlock(&r->mu);
-    free(prefix_ids);
+    if (made) set_free(made, NULL, NULL); /* never attached: nothing pinned */
     return st;
 }
 
