@@ -428,6 +428,41 @@ static grpc_status_code grpc_generate(const char *addr, const char *id, const Eg
     return code;
 }
 
+typedef struct LongCall {
+    pthread_t thread;
+    const char *addr, *id;
+    grpc_status_code code;
+    uint32_t n_ids;
+    char msg[256];
+} LongCall;
+
+/* A long answer by id (every token up to max_new_tokens), to delete the set under. */
+static void *long_call(void *arg) {
+    LongCall *c = arg;
+    EgRequestPart part = query_part(&query);
+    EgRequest req = test_greedy_request(400);
+    req.parts = &part;
+    req.n_parts = 1;
+    req.example_set = c->id;
+    req.gen.ignore_eos = 1;
+    req.gen.stop = (const char *const[]){"never stop here"};
+    req.gen.n_stop = 1;
+    uint8_t *body;
+    size_t len;
+    EgError err = {0};
+    if (eg_proto_request_encode(&req, &body, &len, &err)) return NULL;
+    Reply r = {0};
+    c->code = rpc(c->addr, "Generate", body, len, &r, c->msg, sizeof c->msg);
+    Egret__V1__GenerateResponse *g = c->code == GRPC_STATUS_OK
+                                         ? egret__v1__generate_response__unpack(NULL, r.len, r.data)
+                                         : NULL;
+    c->n_ids = g ? (uint32_t)g->n_token_ids : 0;
+    if (g) egret__v1__generate_response__free_unpacked(g, NULL);
+    free(r.data);
+    free(body);
+    return NULL;
+}
+
 static void test_grpc(EgEngine *e) {
     TestServer srv;
     if (test_server_start(&srv, e, (EgServerOptions){0}, "sets")) return;
@@ -520,7 +555,10 @@ static void test_grpc(EgEngine *e) {
     if (s) egret__v1__example_set__free_unpacked(s, NULL);
     free(r.data);
 
-    /* deleting (test_delete_during_use has a request using the set meanwhile) */
+    /* deleting while a request uses the set: it finishes, the next one is NOT_FOUND */
+    LongCall running = {.addr = srv.addr, .id = id};
+    pthread_create(&running.thread, NULL, long_call, &running);
+    test_wait_for_engine(srv.addr, 1, 0);
     Egret__V1__DeleteExampleSetRequest del = EGRET__V1__DELETE_EXAMPLE_SET_REQUEST__INIT;
     del.id = (char *)id;
     len = egret__v1__delete_example_set_request__pack(&del, buf);
@@ -528,11 +566,24 @@ static void test_grpc(EgEngine *e) {
     code = rpc(srv.addr, "DeleteExampleSet", buf, len, &r, msg, sizeof msg);
     CHECK(code == GRPC_STATUS_OK, "delete: %d %s", (int)code, msg);
     free(r.data);
+    code = grpc_generate(srv.addr, id, NULL, 0, 4, &a, NULL, msg, sizeof msg);
+    CHECK(code == GRPC_STATUS_NOT_FOUND, "by id after the delete: %d %s", (int)code, msg);
+    eg_client_answer_free(&a);
+    pthread_join(running.thread, NULL);
+    CHECK(running.code == GRPC_STATUS_OK && running.n_ids == 400,
+          "the request using the deleted set: %d %s, %u tokens", (int)running.code, running.msg,
+          running.n_ids);
     r = (Reply){0};
     code = rpc(srv.addr, "DeleteExampleSet", buf, len, &r, msg, sizeof msg);
     CHECK(code == GRPC_STATUS_NOT_FOUND, "delete twice: %d %s", (int)code, msg);
     free(r.data);
-    free(test_server_stop(&srv));
+    /* the delete was answered while the long request was still running */
+    char *log = test_server_stop(&srv);
+    const char *deleted = log ? strstr(log, "DeleteExampleSet") : NULL;
+    const char *finished = log ? strstr(log, "generated=400") : NULL;
+    CHECK(deleted && finished && deleted < finished,
+          "the delete came after the request using the set ended:\n%s", log ? log : "");
+    free(log);
 }
 
 /* ---- persistence ---- */
