@@ -45,6 +45,17 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     size_t prefix_mb = c->prefix_cache_mb < 0 ? 0 : c->prefix_cache_mb ? (size_t)c->prefix_cache_mb : 1024;
     e->image_cache = eg_image_cache_new(e->model, image_mb << 20);
     e->prefix_cache = eg_prefix_cache_new(prefix_n, prefix_mb << 20);
+    uint64_t sets_mb = c->example_sets_mb < 0  ? 0
+                       : c->example_sets_mb ? (uint64_t)c->example_sets_mb
+                                            : 512;
+    uint64_t max_sets = c->max_example_sets < 0  ? 0
+                        : c->max_example_sets ? (uint64_t)c->max_example_sets
+                                              : 64;
+    e->example_sets = eg_example_sets_new(model_dir, e->tmpl, sets_mb << 20, max_sets, err);
+    if (!e->example_sets) {
+        eg_engine_close(e);
+        return NULL;
+    }
     e->step_logits = malloc((size_t)eg_sequence_max_batch(e->model) * e->model->vocab *
                             sizeof *e->step_logits);
     if (!e->image_cache || !e->prefix_cache || !e->step_logits) {
@@ -57,7 +68,9 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
 
 void eg_engine_close(EgEngine *e) {
     if (!e) return;
-    eg_prefix_cache_free(e->prefix_cache); /* device memory: before the model */
+    /* device memory: before the model; the sets' pins before the caches holding them */
+    eg_example_sets_free(e->example_sets, e->image_cache, e->prefix_cache);
+    eg_prefix_cache_free(e->prefix_cache);
     eg_image_cache_free(e->image_cache);
     free(e->step_logits);
     eg_template_free(e->tmpl);
@@ -93,6 +106,10 @@ void eg_engine_describe(const EgEngine *e, EgEngineInfo *out) {
     };
 }
 
+void eg_engine_tidy(EgEngine *e) {
+    eg_example_sets_tidy(e->example_sets, e->image_cache, e->prefix_cache);
+}
+
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *l) {
     if (l->max_images) e->limits.max_images = l->max_images;
     if (l->context_length) e->limits.context_length = l->context_length;
@@ -117,7 +134,10 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
         .prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused),
         .prefix_cache_entries = atomic_load(&pc->entries),
         .prefix_cache_bytes = atomic_load(&pc->bytes),
+        .example_set_device_bytes = atomic_load(&ic->pinned_bytes) + atomic_load(&pc->pinned_bytes),
     };
+    eg_example_sets_counts(e->example_sets, &out->example_sets, &out->example_set_bytes,
+                           &out->example_sets_budget, &out->max_example_sets);
 }
 
 EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgError *err) {

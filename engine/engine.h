@@ -15,9 +15,10 @@ typedef enum EgStatus {
     EG_STATUS_INVALID_ARGUMENT = 1,   /* the request is malformed: bad image, UTF-8, parameter */
     EG_STATUS_RESOURCE_EXHAUSTED = 2, /* over a configured limit */
     EG_STATUS_INTERNAL = 3,           /* the engine failed (device error, out of memory) */
-    EG_STATUS_CANCELLED = 4           /* the caller went away: a request dropped unrun
+    EG_STATUS_CANCELLED = 4,          /* the caller went away: a request dropped unrun
                                          (engine/scheduler.h), or whose image work it stopped
                                          (eg_engine_decode) */
+    EG_STATUS_NOT_FOUND = 5           /* an example set the engine does not hold */
 } EgStatus;
 
 typedef struct EgEngineLimits {
@@ -39,6 +40,10 @@ typedef struct EgEngineCaches {
     long image_cache_mb;       /* images' cross-attention keys/values; default 256 MiB */
     long prefix_cache_entries; /* sequences kept for prompts that start the same; default 4 */
     long prefix_cache_mb;      /* their KV caches' device memory; default 1024 MiB */
+    /* Example sets (below): the memory they hold together, pinned image features and prefixes
+     * and the pairs themselves (default 512 MiB), and how many may be held (default 64). */
+    long example_sets_mb;
+    long max_example_sets;
 } EgEngineCaches;
 
 typedef struct EgEngineOptions {
@@ -85,6 +90,8 @@ typedef struct EgEngineStats {
     uint64_t image_cache_hits, image_cache_misses, image_cache_entries, image_cache_bytes;
     uint64_t prefix_cache_hits, prefix_cache_misses, prefix_cache_tokens_reused,
         prefix_cache_entries, prefix_cache_bytes;
+    uint64_t example_sets, example_set_bytes, example_sets_budget, max_example_sets;
+    uint64_t example_set_device_bytes; /* pinned in the image and prefix caches */
 } EgEngineStats;
 void eg_engine_stats(const EgEngine *e, EgEngineStats *out);
 
@@ -111,6 +118,13 @@ typedef struct EgRequest {
     int use_template;     /* build the prompt from the model's template even with no examples
                              (zero-shot captioning); implied when there are examples */
     EgGenerateParams gen; /* with examples and no stop strings, the template's stops apply */
+    /* An example set's id (NUL-terminated), in place of examples: the request is the set's
+     * pairs followed by parts, as if they had been sent inline. NULL or "": none. */
+    const char *example_set;
+    /* With example_set: prepares the set (its images encoded, its prefix prefilled and kept)
+     * with the set's first image as the query; parts are ignored and the request does not
+     * count as a use of the set. */
+    int example_set_warmup;
 } EgRequest;
 
 typedef struct EgRequestStats {
@@ -160,5 +174,50 @@ EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
 int eg_engine_job_needs_pixels(const EgEngineJob *job);
 void eg_engine_decode(EgEngineJob *job, int (*stop)(void *user), void *stop_user);
 void eg_engine_start(EgEngineJob *job);
+
+/* Example sets (engine/example_sets.c): few-shot pairs registered once under a content id, then
+ * named by requests (EgRequest.example_set). A set's images are pinned in the image cache and its
+ * templated prefix (every prompt token before the query) in the prefix cache, both outside those
+ * caches' bounds and within the sets' own budget, so ordinary traffic never evicts them. They are
+ * made by the first request using the set (eg_engine_example_set warm-up requests do it ahead).
+ * Creating, reading and deleting sets may happen on any thread; requests naming a set hold it
+ * (reference counted) from admission to their end, so a deleted set's requests finish with it
+ * while later ones are NOT_FOUND. Device state is released on the engine's thread. */
+#define EG_EXAMPLE_SET_ID_LEN 64 /* hex SHA-256 */
+
+typedef struct EgExampleSetInfo {
+    char id[EG_EXAMPLE_SET_ID_LEN + 1];
+    char template_name[16];
+    uint32_t n_pairs;
+    uint32_t prefix_tokens;
+    uint64_t bytes; /* charged against the budget: the pairs, pinned images and prefix */
+    int ready;      /* images and prefix kept */
+    uint64_t uses, hits;
+    double created_unix_s, last_used_unix_s;
+} EgExampleSetInfo;
+
+/* Registers pairs laid out with template_name ("" or "model": the model's template). The id is
+ * a hex SHA-256 of the template, the model's identity (config.json and template) and the pairs;
+ * a set already held is not stored again (*created 0). expect_id (may be NULL): fail with
+ * INVALID_ARGUMENT unless the id comes out as this (a set persisted for another model). The
+ * pairs are checked as a request's examples are (UTF-8, no NUL, image headers and limits, room
+ * for the query image within max_images and for a token within the context); over the budget or
+ * the count limit is RESOURCE_EXHAUSTED with the figures. */
+EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs, size_t n,
+                                      const char *template_name, const char *expect_id,
+                                      EgExampleSetInfo *info, int *created, EgError *err);
+/* A set's description; with pairs (may be NULL), a malloc'd copy of its pairs (texts and
+ * images, each pair's image and text in one block freed with the array: eg_example_pairs_free)
+ * and *n_pairs. NOT_FOUND for an id not held. */
+EgStatus eg_engine_example_set_get(EgEngine *e, const char *id, EgExampleSetInfo *info,
+                                   EgRequestExample **pairs, size_t *n_pairs, EgError *err);
+void eg_example_pairs_free(EgRequestExample *pairs, size_t n);
+/* Every set held, in creation order (malloc'd *out, *n), and the bytes they hold. */
+int eg_engine_example_sets_list(EgEngine *e, EgExampleSetInfo **out, size_t *n, EgError *err);
+/* Forgets a set: NOT_FOUND when not held. */
+EgStatus eg_engine_example_set_delete(EgEngine *e, const char *id, EgError *err);
+/* On the engine's thread between requests: releases the device state of deleted sets no request
+ * holds any more (eg_engine_admit and eg_engine_end do it too). */
+void eg_engine_tidy(EgEngine *e);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "engine/engine.h"
+#include "engine/example_sets.h"
 #include "engine/image_cache.h"
 #include "engine/prefix_cache.h"
 #include "language/prompt.h"
@@ -18,6 +19,7 @@ struct EgEngine {
     EgEngineLimits limits;
     EgImageCache *image_cache;
     EgPrefixCache *prefix_cache;
+    EgExampleSets *example_sets;
     float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
     uint32_t prefill_chunk;
     atomic_ullong images_decoded; /* images decoded and normalized (cache misses), any thread */
@@ -77,6 +79,8 @@ struct EgEngineJob {
     EgError err;      /* why the job failed */
     int failed;
     EgStatus fail_status;
+    EgExampleSet *set; /* the example set the request names (held until the job is freed) */
+    int set_warmup;
 };
 
 /* Ends a job that has not finished: eg_engine_end answers st, with j->err saying why. */

@@ -25,6 +25,7 @@ static void free_images(EgEngineJob *j) {
 static void job_free(EgEngineJob *j) {
     if (!j) return;
     free_images(j);
+    eg_example_set_release(j->e->example_sets, j->set, j->e->image_cache, j->e->prefix_cache);
     eg_generation_free(j->g);
     eg_sequence_free(j->seq);
     free(j->stops);
@@ -41,7 +42,7 @@ enum { MIN_SHARED_TOKENS = 4 };
 /* Sequence and images for a checked request whose images are all cached or decoded; the
  * prompt is fed by eg_engine_step. */
 static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *pixels,
-                   EgError *err) {
+                   int set_images_cached, EgError *err) {
     EgEngine *e = j->e;
     uint32_t n_prompt = (uint32_t)j->prompt.n_tokens, n_images = j->a.n_images;
     /* capacities in steps of 64 tokens, so kept sequences fit later requests of similar size */
@@ -55,6 +56,7 @@ static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *p
     uint32_t n_shared = 0;
     j->seq = eg_prefix_cache_take(e->prefix_cache, j->prompt.ids, j->token_keys, n_prompt,
                                   capacity, MIN_SHARED_TOKENS, &n_shared);
+    if (j->set) eg_example_set_note_start(j->set, j->set_warmup, n_shared, set_images_cached);
     if (!j->seq) j->seq = eg_sequence_new(e->model, capacity, err);
     for (uint32_t i = 0; j->seq && i < n_images; i++)
         store[i] = cached[i] ? NULL : eg_image_cache_reserve(e->image_cache, &j->keys[i]);
@@ -66,6 +68,40 @@ static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *p
     j->g = eg_generation_begin(j->seq, e->tok, j->prompt.ids, j->prompt.image_index, n_prompt,
                                n_shared, &j->gen, j->cb, j->user, err);
     return j->g ? 0 : -1;
+}
+
+/* A request naming an example set: holds the set (for the job's life) and becomes *out, the
+ * set's pairs followed by the request's parts (a warm-up's query: the set's first image). */
+static EgStatus use_example_set(EgEngineJob *j, const EgRequest *req, EgRequest *out,
+                                EgRequestPart *warm_query, EgError *err) {
+    EgEngine *e = j->e;
+    const char *id = req->example_set;
+    if (req->n_examples)
+        return INVALID(err, "the request has both example_set and examples: send one of them");
+    size_t len = strlen(id);
+    if (len != EG_EXAMPLE_SET_ID_LEN || strspn(id, "0123456789abcdef") != len)
+        return INVALID(err, "example_set \"%.80s\" is not an example set id (%d lowercase hex "
+                            "digits)",
+                       id, EG_EXAMPLE_SET_ID_LEN);
+    j->set = eg_example_set_acquire(e->example_sets, id);
+    if (!j->set) {
+        eg_fail(err, "example set %s is not held by this server (create it again: the id is a "
+                     "hash of its content)",
+                id);
+        return EG_STATUS_NOT_FOUND;
+    }
+    if (eg_example_set_attach(j->set, e->image_cache)) return NO_MEMORY(err);
+    j->set_warmup = req->example_set_warmup;
+    *out = *req;
+    out->examples = eg_example_set_pairs(j->set, &out->n_examples);
+    if (j->set_warmup) {
+        *warm_query = (EgRequestPart){.is_image = 1,
+                                      .image = out->examples[0].image,
+                                      .image_len = out->examples[0].image_len};
+        out->parts = warm_query;
+        out->n_parts = 1;
+    }
+    return EG_STATUS_OK;
 }
 
 EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, void *user,
@@ -86,14 +122,22 @@ EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
                 e->limits.max_new_tokens);
         return EG_STATUS_RESOURCE_EXHAUSTED;
     }
+    eg_engine_tidy(e);
     EgEngineJob *j = calloc(1, sizeof *j);
     if (!j) return NO_MEMORY(err);
     j->e = e;
     j->t0 = eg_now_s();
     j->cb = cb;
     j->user = user;
+    EgRequest with_set;
+    EgRequestPart warm_query;
+    EgStatus st = EG_STATUS_OK;
+    if (req->example_set && req->example_set[0]) {
+        st = use_example_set(j, req, &with_set, &warm_query, err);
+        req = &with_set;
+    }
     Assembled *a = &j->a;
-    EgStatus st = eg_engine_assemble(e, req, a, err);
+    if (st == EG_STATUS_OK) st = eg_engine_assemble(e, req, a, err);
     if (st == EG_STATUS_OK) {
         j->keys = calloc(a->n_images + 1, sizeof *j->keys);
         j->image_state = calloc(a->n_images + 1, sizeof *j->image_state);
@@ -164,13 +208,17 @@ void eg_engine_start(EgEngineJob *j) {
     }
     /* The encoder takes the uncached images' pixels packed, in order. */
     uint32_t k = 0;
+    size_t n_set = 0;
+    if (j->set) eg_example_set_pairs(j->set, &n_set);
+    int set_images_cached = 1;
     for (uint32_t i = 0; i < n; i++) {
         cached[i] = eg_image_cache_lookup(e->image_cache, &j->keys[i]);
+        if (i < n_set && !cached[i]) set_images_cached = 0;
         if (cached[i]) continue;
         if (k != i) memmove(j->pixels + k * per, j->pixels + i * per, per * sizeof *j->pixels);
         k++;
     }
-    if (prepare(j, cached, j->pixels, &j->err)) {
+    if (prepare(j, cached, j->pixels, set_images_cached, &j->err)) {
         eg_engine_job_fail(j, eg_engine_status(&j->err, EG_STATUS_INTERNAL));
     }
     free(cached);
@@ -291,6 +339,8 @@ EgStatus eg_engine_end(EgEngineJob *j, EgGenerateResult *out, EgError *err) {
         if (ids) {
             memcpy(ids, j->prompt.ids, n_prompt * sizeof *ids);
             memcpy(ids + n_prompt, out->ids, out->n_ids * sizeof *ids);
+            if (j->set)
+                eg_example_set_keep_prefix(j->set, e->prefix_cache, j->seq, ids, j->token_keys);
             eg_prefix_cache_put(e->prefix_cache, j->seq, ids, j->token_keys);
             j->seq = NULL;
             free(ids);
@@ -301,6 +351,7 @@ EgStatus eg_engine_end(EgEngineJob *j, EgGenerateResult *out, EgError *err) {
         out->total_s += before;
     }
     job_free(j);
+    eg_engine_tidy(e);
     return st;
 }
 

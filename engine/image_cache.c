@@ -12,13 +12,21 @@ typedef struct Entry {
     EgBuffer kv;
     size_t bytes; /* device memory its arena holds (entry_bytes, or a little more: alignment) */
     uint64_t last_used;
+    int pinned;
     struct Entry *next;
 } Entry;
+
+typedef struct Pin {
+    EgImageKey key;
+    uint32_t count;
+} Pin;
 
 struct EgImageCache {
     EgModel *m;
     size_t max_bytes, entry_bytes;
     Entry *entries;
+    Pin *pins;
+    size_t n_pins, cap_pins;
     uint64_t clock;
     EgImageCacheStats stats;
 };
@@ -49,10 +57,22 @@ EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes) {
     return c;
 }
 
+/* The counters an entry is counted in: ordinary or pinned. */
+static void count_entry(EgImageCache *c, const Entry *e, int sign) {
+    atomic_ullong *entries = e->pinned ? &c->stats.pinned_entries : &c->stats.entries;
+    atomic_ullong *bytes = e->pinned ? &c->stats.pinned_bytes : &c->stats.bytes;
+    if (sign > 0) {
+        atomic_fetch_add(entries, 1);
+        atomic_fetch_add(bytes, e->bytes);
+    } else {
+        atomic_fetch_sub(entries, 1);
+        atomic_fetch_sub(bytes, e->bytes);
+    }
+}
+
 static void entry_free(EgImageCache *c, Entry *e) {
     eg_arena_reset(&e->arena);
-    atomic_fetch_sub(&c->stats.entries, 1);
-    atomic_fetch_sub(&c->stats.bytes, e->bytes);
+    count_entry(c, e, -1);
     free(e);
 }
 
@@ -63,6 +83,7 @@ void eg_image_cache_free(EgImageCache *c) {
         c->entries = e->next;
         entry_free(c, e);
     }
+    free(c->pins);
     free(c);
 }
 
@@ -74,8 +95,15 @@ static Entry **find(EgImageCache *c, const EgImageKey *key) {
     return NULL;
 }
 
+static Pin *find_pin(EgImageCache *c, const EgImageKey *key) {
+    for (size_t i = 0; i < c->n_pins; i++)
+        if (memcmp(c->pins[i].key.digest, key->digest, sizeof key->digest) == 0) return &c->pins[i];
+    return NULL;
+}
+
+/* (A disabled cache holds pinned entries only, so no entry is looked up in vain.) */
 const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key) {
-    Entry **p = c->max_bytes ? find(c, key) : NULL;
+    Entry **p = find(c, key);
     if (!p) {
         atomic_fetch_add(&c->stats.misses, 1);
         return NULL;
@@ -86,26 +114,33 @@ const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key) {
 }
 
 int eg_image_cache_contains(EgImageCache *c, const EgImageKey *key) {
-    return c->max_bytes && find(c, key) != NULL;
+    return find(c, key) != NULL;
 }
 
-static void evict_oldest(EgImageCache *c) {
+/* Evicts the least recently used unpinned entry; 0 when there was none. */
+static int evict_oldest(EgImageCache *c) {
     Entry **oldest = NULL;
     for (Entry **p = &c->entries; *p; p = &(*p)->next)
-        if (!oldest || (*p)->last_used < (*oldest)->last_used) oldest = p;
-    if (!oldest) return;
+        if (!(*p)->pinned && (!oldest || (*p)->last_used < (*oldest)->last_used)) oldest = p;
+    if (!oldest) return 0;
     Entry *e = *oldest;
     *oldest = e->next;
     entry_free(c, e);
+    return 1;
 }
 
 const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key) {
-    if (!c->max_bytes || c->entry_bytes > c->max_bytes || find(c, key)) return NULL;
-    while (c->entries && atomic_load(&c->stats.bytes) + c->entry_bytes > c->max_bytes)
-        evict_oldest(c);
+    int pinned = find_pin(c, key) != NULL;
+    if (find(c, key)) return NULL;
+    if (!pinned) {
+        if (!c->max_bytes || c->entry_bytes > c->max_bytes) return NULL;
+        while (atomic_load(&c->stats.bytes) + c->entry_bytes > c->max_bytes && evict_oldest(c)) {
+        }
+    }
     Entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     e->key = *key;
+    e->pinned = pinned;
     e->last_used = ++c->clock;
     eg_arena_init(&e->arena, &c->m->vk, EG_MEM_DEVICE, c->entry_bytes);
     EgError err;
@@ -117,8 +152,7 @@ const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key) {
     e->bytes = (size_t)eg_arena_block_bytes(&e->arena);
     e->next = c->entries;
     c->entries = e;
-    atomic_fetch_add(&c->stats.entries, 1);
-    atomic_fetch_add(&c->stats.bytes, e->bytes);
+    count_entry(c, e, +1);
     return &e->kv;
 }
 
@@ -128,4 +162,42 @@ void eg_image_cache_drop(EgImageCache *c, const EgImageKey *key) {
     Entry *e = *p;
     *p = e->next;
     entry_free(c, e);
+}
+
+int eg_image_cache_pin(EgImageCache *c, const EgImageKey *key) {
+    Pin *pin = find_pin(c, key);
+    if (pin) {
+        pin->count++;
+        return 0;
+    }
+    if (c->n_pins == c->cap_pins) {
+        size_t cap = c->cap_pins ? 2 * c->cap_pins : 16;
+        Pin *grown = realloc(c->pins, cap * sizeof *grown);
+        if (!grown) return -1;
+        c->pins = grown;
+        c->cap_pins = cap;
+    }
+    c->pins[c->n_pins++] = (Pin){*key, 1};
+    Entry **p = find(c, key);
+    if (p && !(*p)->pinned) {
+        count_entry(c, *p, -1);
+        (*p)->pinned = 1;
+        count_entry(c, *p, +1);
+    }
+    return 0;
+}
+
+void eg_image_cache_unpin(EgImageCache *c, const EgImageKey *key) {
+    Pin *pin = find_pin(c, key);
+    if (!pin || --pin->count) return;
+    *pin = c->pins[--c->n_pins];
+    Entry **p = find(c, key);
+    if (!p) return;
+    /* an ordinary entry again, the most recently used: it goes when the cache needs room */
+    count_entry(c, *p, -1);
+    (*p)->pinned = 0;
+    (*p)->last_used = ++c->clock;
+    count_entry(c, *p, +1);
+    while (atomic_load(&c->stats.bytes) > c->max_bytes && evict_oldest(c)) {
+    }
 }

@@ -7,8 +7,10 @@
  * A cryptographic hash, because the cache is shared between clients: a collision would hand one
  * client's request another's image.
  *
- * Bounded by bytes; the least recently used entries go first. Used by one thread (the engine's);
- * the counters may be read from any. */
+ * Bounded by bytes; the least recently used entries go first. Pinned keys (an example set's
+ * images, engine/example_sets.h) are the exception: their entries are never evicted and are
+ * counted apart (pinned_bytes, outside max_bytes: example sets have their own budget). Used by
+ * one thread (the engine's); the counters may be read from any. */
 #ifndef EGRET_IMAGE_CACHE_H
 #define EGRET_IMAGE_CACHE_H
 
@@ -27,6 +29,7 @@ void eg_image_key(const void *bytes, size_t len, uint32_t image_size, EgImageKey
 
 typedef struct EgImageCacheStats {
     atomic_ullong hits, misses, entries, bytes;
+    atomic_ullong pinned_entries, pinned_bytes; /* not in entries and bytes */
 } EgImageCacheStats;
 
 typedef struct EgImageCache EgImageCache;
@@ -50,5 +53,11 @@ int eg_image_cache_contains(EgImageCache *c, const EgImageKey *key);
 const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key);
 /* Drops a reserved entry that could not be filled. */
 void eg_image_cache_drop(EgImageCache *c, const EgImageKey *key);
+
+/* Pins key (counted: each pin wants one unpin), whether or not its entry exists yet: the entry,
+ * now or once reserved, is kept until the last unpin, even when the cache is disabled; it then
+ * becomes an ordinary entry. -1 when out of host memory. */
+int eg_image_cache_pin(EgImageCache *c, const EgImageKey *key);
+void eg_image_cache_unpin(EgImageCache *c, const EgImageKey *key);
 
 #endif

@@ -11,12 +11,17 @@ typedef struct Kept {
     uint32_t n;
     size_t bytes;
     uint64_t last_used;
-    struct Kept *next;
+    struct Kept *next, *prev; /* prev: pinned entries only (unpinned from anywhere in the list) */
 } Kept;
+
+struct EgPrefixPin {
+    Kept k;
+};
 
 struct EgPrefixCache {
     size_t max_entries, max_bytes;
     Kept *kept;
+    Kept *pinned;
     uint64_t clock;
     EgPrefixCacheStats stats;
 };
@@ -46,6 +51,8 @@ void eg_prefix_cache_free(EgPrefixCache *c) {
         c->kept = k->next;
         kept_free(c, k);
     }
+    while (c->pinned)
+        eg_prefix_cache_unpin(c, (EgPrefixPin *)(void *)c->pinned);
     free(c);
 }
 
@@ -77,6 +84,26 @@ EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
             best = p;
             best_n = shared;
         }
+    }
+    /* a pinned entry only when it shares more: taking a kept sequence costs no copy */
+    const Kept *pinned = NULL;
+    for (const Kept *k = c->pinned; k; k = k->next) {
+        uint32_t shared = shared_prefix(k, ids, image_keys, n);
+        if (shared > best_n && shared <= capacity) {
+            pinned = k;
+            best_n = shared;
+        }
+    }
+    if (pinned) {
+        EgError err;
+        EgSequence *copy = eg_sequence_copy_prefix(pinned->seq, best_n, capacity, &err);
+        if (copy) {
+            atomic_fetch_add(&c->stats.hits, 1);
+            atomic_fetch_add(&c->stats.tokens_reused, best_n);
+            *n_shared = best_n;
+            return copy;
+        }
+        best = NULL; /* out of memory for the copy: computed afresh */
     }
     if (!best) {
         atomic_fetch_add(&c->stats.misses, 1);
@@ -154,4 +181,62 @@ void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
     c->kept = k;
     atomic_fetch_add(&c->stats.entries, 1);
     atomic_fetch_add(&c->stats.bytes, bytes);
+}
+
+EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgSequence *src, uint32_t n,
+                                 const int32_t *ids, const EgImageKey *const *image_keys,
+                                 size_t *bytes, EgError *err) {
+    EgPrefixPin *pin = calloc(1, sizeof *pin);
+    Kept *k = pin ? &pin->k : NULL;
+    if (k) {
+        k->ids = malloc((n + 1) * sizeof *k->ids);
+        k->keys = calloc(n + 1, sizeof *k->keys);
+        k->has_key = calloc(n + 1, 1);
+    }
+    if (!k || !k->ids || !k->keys || !k->has_key) {
+        eg_fail(err, "out of host memory");
+        goto fail;
+    }
+    k->seq = eg_sequence_copy_prefix(src, n, n, err);
+    if (!k->seq) goto fail;
+    memcpy(k->ids, ids, n * sizeof *ids);
+    for (uint32_t i = 0; i < n; i++)
+        if (image_keys[i]) {
+            k->keys[i] = *image_keys[i];
+            k->has_key[i] = 1;
+        }
+    k->n = n;
+    k->bytes = sequence_bytes(k->seq);
+    k->next = c->pinned;
+    if (c->pinned) c->pinned->prev = k;
+    c->pinned = k;
+    atomic_fetch_add(&c->stats.pinned_entries, 1);
+    atomic_fetch_add(&c->stats.pinned_bytes, k->bytes);
+    *bytes = k->bytes;
+    return pin;
+fail:
+    if (k) {
+        free(k->ids);
+        free(k->keys);
+        free(k->has_key);
+    }
+    free(pin);
+    return NULL;
+}
+
+void eg_prefix_cache_unpin(EgPrefixCache *c, EgPrefixPin *pin) {
+    if (!pin) return;
+    Kept *k = &pin->k;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        c->pinned = k->next;
+    if (k->next) k->next->prev = k->prev;
+    atomic_fetch_sub(&c->stats.pinned_entries, 1);
+    atomic_fetch_sub(&c->stats.pinned_bytes, k->bytes);
+    eg_sequence_free(k->seq);
+    free(k->ids);
+    free(k->keys);
+    free(k->has_key);
+    free(pin);
 }

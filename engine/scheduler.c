@@ -19,6 +19,7 @@ struct EgScheduler {
     size_t queued, running, preparing;
     size_t decodes_done; /* image work finished and not yet taken up by the engine's thread */
     int stopping;
+    int tidy; /* eg_scheduler_tidy asked for eg_engine_tidy */
     pthread_t worker;
     EgWorkPool *decoders;
 };
@@ -189,6 +190,13 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             continue;
         }
+        if (s->tidy) {
+            s->tidy = 0;
+            pthread_mutex_unlock(&s->mu);
+            eg_engine_tidy(s->engine);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         if (!s->head && n == 0 && stepped) {
             stepped = 0;
             pthread_mutex_unlock(&s->mu);
@@ -329,6 +337,13 @@ int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err) {
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+void eg_scheduler_tidy(EgScheduler *s) {
+    pthread_mutex_lock(&s->mu);
+    s->tidy = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running, size_t *preparing) {

@@ -68,6 +68,9 @@ uint32_t eg_scheduler_max_batch(const EgScheduler *s);
 /* Returns 0 when queued, -1 with err naming the limit when the queue is full (RESOURCE_EXHAUSTED)
  * or the scheduler is stopping. */
 int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err);
+/* Has the engine's thread run eg_engine_tidy soon (a deleted example set's device memory is
+ * released there). */
+void eg_scheduler_tidy(EgScheduler *s);
 /* Jobs waiting, jobs on the engine (preparing ones included), and jobs preparing. */
 void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running, size_t *preparing);
 /* Finishes the running jobs, ends the queued ones with EG_STATUS_CANCELLED and joins the worker. */

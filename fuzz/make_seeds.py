@@ -391,9 +391,42 @@ def config():
                              "resampler_head_dim": 4}}))
 
 
+# ---- example set files: "EGRETSET", version 1 (LE uint32), a CreateExampleSetRequest
+
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def field(number, payload):
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def example_set_seeds():
+    t = "fuzz_example_set"
+    header = b"EGRETSET" + struct.pack("<I", 1)
+    scene = open(os.path.join(ROOT, "examples", "scene-002.png"), "rb").read()
+    tiny = png(2, 2, 2, 8)
+    pair = lambda image, text: field(1, field(1, image) + field(2, text.encode()))
+    put(t, "one-pair.egset", header + pair(scene, "red."))
+    put(t, "two-pairs-template.egset",
+        header + pair(tiny, "a small red square.") + pair(tiny, "blue.") + field(2, b"model"))
+    put(t, "empty-set.egset", header)
+    put(t, "nul-text.egset", header + pair(tiny, "red\0."))
+    put(t, "bad-utf8.egset", header + pair(tiny, "") + field(1, field(2, b"caf\xc3")))
+    put(t, "version-2.egset", b"EGRETSET" + struct.pack("<I", 2) + pair(tiny, "red."))
+    put(t, "truncated.egset", (header + pair(tiny, "red."))[:-3])
+
+
 if __name__ == "__main__":
     images()
     tokenizer()
     tokenizer_json()
     safetensors_seeds()
     config()
+    example_set_seeds()

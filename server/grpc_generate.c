@@ -98,6 +98,9 @@ static grpc_status_code outcome(Call *c, const EgJobResult *r, char *msg, size_t
     case EG_STATUS_RESOURCE_EXHAUSTED:
         snprintf(msg, cap, "%s", r->err->msg);
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case EG_STATUS_NOT_FOUND:
+        snprintf(msg, cap, "%s", r->err->msg);
+        return GRPC_STATUS_NOT_FOUND;
     case EG_STATUS_INTERNAL:
         break;
     }

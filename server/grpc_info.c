@@ -47,6 +47,10 @@ void eg_model_info(Call *c) {
     limits.decode_workers = s->opt.decode_workers;
     limits.request_memory_bytes = s->opt.request_memory_bytes;
     limits.max_streams_per_connection = s->opt.max_streams_per_connection;
+    EgEngineStats es;
+    eg_engine_stats(s->engine, &es);
+    limits.example_sets_bytes = es.example_sets_budget;
+    limits.max_example_sets = (uint32_t)es.max_example_sets;
 
     size_t n_stop = eg_template_stop_count(e.prompt_template);
     char **stops = calloc(n_stop + 1, sizeof *stops);
@@ -129,6 +133,9 @@ void eg_server_stats(Call *c) {
     st.prefix_cache_tokens_reused = es.prefix_cache_tokens_reused;
     st.prefix_cache_entries = es.prefix_cache_entries;
     st.prefix_cache_bytes = es.prefix_cache_bytes;
+    st.example_sets = (uint32_t)es.example_sets;
+    st.example_set_bytes = es.example_set_bytes;
+    st.example_set_device_bytes = es.example_set_device_bytes;
     st.request_bytes_held = atomic_load(&s->request_bytes_held);
     st.request_bytes_budget = s->opt.request_memory_bytes;
     grpc_byte_buffer *bb = eg_grpc_pack(&st.base);

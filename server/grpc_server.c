@@ -1,7 +1,7 @@
 /* Server lifecycle: binding, the completion-queue loop, accepting and dispatching calls,
  * call reference counting, draining. Generation lives in grpc_generate.c, health in
- * grpc_health.c, model info and stats in grpc_info.c, accepting connections in
- * grpc_listener.c. */
+ * grpc_health.c, model info and stats in grpc_info.c, example sets in grpc_example_sets.c,
+ * accepting connections in grpc_listener.c. */
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <limits.h>
@@ -19,10 +19,13 @@ static const char *const METHOD_PATHS[M_UNKNOWN] = {
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "/egret.v1.Egret/CreateExampleSet", "/egret.v1.Egret/GetExampleSet",
+    "/egret.v1.Egret/ListExampleSets", "/egret.v1.Egret/DeleteExampleSet",
 };
 static const char *const METHOD_NAMES[M_COUNT] = {
     "Generate",     "GenerateStream", "GetModelInfo", "GetStats",
     "Health.Check", "Health.Watch",   "Reflection",   "Reflection(v1alpha)",
+    "CreateExampleSet", "GetExampleSet", "ListExampleSets", "DeleteExampleSet",
     "unknown",
 };
 
@@ -303,6 +306,8 @@ static void on_accept(EgServer *s, Call *c, int ok) {
         eg_model_info(c);
     else if (c->method == M_STATS)
         eg_server_stats(c);
+    else if (c->method >= M_CREATE_SET && c->method <= M_DELETE_SET)
+        eg_example_sets_call(c);
     else
         eg_generate_begin(c);
 }
@@ -611,6 +616,10 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     s->sched =
         eg_scheduler_start(engine, s->opt.max_queue, s->opt.max_batch, s->opt.decode_workers, err);
     if (!s->sched) goto fail;
+    if (eg_example_sets_load(s, err)) {
+        eg_scheduler_stop(s->sched);
+        goto fail;
+    }
     grpc_server_start(s->server);
     for (int m = 0; m < M_COUNT; m++)
         post_accept(s, (Method)m);

@@ -1,5 +1,6 @@
 /* Egret's gRPC server on the gRPC C core: egret.v1.Egret (Generate, GenerateStream,
- * GetModelInfo) and grpc.health.v1.Health (Check, Watch), see proto/.
+ * GetModelInfo, GetStats, the example set methods) and grpc.health.v1.Health (Check, Watch), see
+ * proto/.
  *
  * Threads: one thread runs the completion queue (eg_server_run): it accepts calls, answers the
  * cheap ones (health, model info, bad requests) at once and queues generation requests for the
@@ -46,6 +47,9 @@ typedef struct EgServerOptions {
     const char *api_key; /* when set, Egret calls need "authorization: Bearer KEY" or
                             "x-api-key: KEY" (health checks do not) */
     FILE *log;           /* one line per request; default stderr */
+    /* Where example sets are kept across restarts (server/example_set_store.h); NULL: only in
+     * memory. Registered again at start, before the first call is taken. */
+    const char *example_sets_dir;
 } EgServerOptions;
 
 typedef struct EgServer EgServer;

@@ -30,6 +30,10 @@ typedef enum Method {
     M_HEALTH_WATCH,
     M_REFLECT,         /* grpc.reflection.v1 */
     M_REFLECT_V1ALPHA, /* the same, under its older name */
+    M_CREATE_SET,      /* example sets: grpc_example_sets.c */
+    M_GET_SET,
+    M_LIST_SETS,
+    M_DELETE_SET,
     M_UNKNOWN, /* any other method: answered UNIMPLEMENTED */
     M_COUNT
 } Method;
@@ -166,6 +170,13 @@ void eg_health_end_watches(EgServer *s);
 void eg_reflection_begin(Call *c);
 void eg_reflection_on_recv(Call *c, int ok);
 void eg_reflection_on_send_done(Call *c);
+
+/* grpc_example_sets.c */
+void eg_example_sets_call(Call *c);
+/* Registers the sets in opt.example_sets_dir (creating it if needed), each with a warm-up. */
+int eg_example_sets_load(EgServer *s, EgError *err);
+/* Queues a one-token request that makes the set ready (images encoded, prefix kept). */
+void eg_example_set_warm_up(EgServer *s, const char *id);
 
 /* grpc_info.c */
 void eg_model_info(Call *c);

@@ -43,6 +43,7 @@ size_t eg_proto_request_held_bytes(const EgProtoRequest *r) {
         const Egret__V1__Example *x = m->examples[i];
         n += sizeof *x + unknown_bytes(&x->base) + x->image.len + strlen(x->text) + 1;
     }
+    n += strlen(m->example_set) + 1;
     n += (m->n_stop + 1) * (sizeof *m->stop + sizeof *r->stops);
     for (size_t i = 0; i < m->n_stop; i++)
         n += strlen(m->stop[i]) + 1;
@@ -81,6 +82,7 @@ static int convert(EgProtoRequest *r, uint32_t default_max_new_tokens, EgError *
     q->examples = r->examples;
     q->n_examples = m->n_examples;
     q->use_template = m->use_template;
+    q->example_set = m->example_set;
     eg_sampling_params_default(&q->gen.sampling);
     q->gen.sampling.temperature = m->temperature;
     q->gen.sampling.top_k = m->top_k;
@@ -262,6 +264,7 @@ int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgEr
     m.repetition_penalty = r->gen.sampling.repetition_penalty;
     m.use_template = r->use_template;
     m.ignore_eos = r->gen.ignore_eos;
+    if (r->example_set) m.example_set = (char *)r->example_set;
     *len = egret__v1__generate_request__get_packed_size(&m);
     if (!(*out = malloc(*len + 1))) goto done;
     egret__v1__generate_request__pack(&m, *out);
@@ -275,6 +278,89 @@ done:
     free(part_ptrs);
     free(ex);
     free(ex_ptrs);
+    return rc;
+}
+
+void eg_proto_example_set_free(EgProtoExampleSet *s) {
+    if (s->msg) egret__v1__create_example_set_request__free_unpacked(s->msg, NULL);
+    free(s->pairs);
+    memset(s, 0, sizeof *s);
+}
+
+EgStatus eg_proto_example_set_decode(const uint8_t *data, size_t len, EgProtoExampleSet *out,
+                                     EgError *err) {
+    memset(out, 0, sizeof *out);
+    size_t counts[9] = {0};
+    count_fields(data, len, counts);
+    if (counts[1] > EG_PROTO_MAX_PARTS) {
+        eg_fail(err, "the set has %zu examples; the limit is %d", counts[1], EG_PROTO_MAX_PARTS);
+        return EG_STATUS_RESOURCE_EXHAUSTED;
+    }
+    out->msg = egret__v1__create_example_set_request__unpack(NULL, len, data);
+    if (!out->msg) {
+        eg_fail(err, "not a valid egret.v1.CreateExampleSetRequest (%zu bytes)", len);
+        return EG_STATUS_INVALID_ARGUMENT;
+    }
+    const uint8_t *p = data, *end = data + len;
+    size_t n_examples = 0;
+    WireField f;
+    while (next_field(&p, end, &f) == 0) {
+        if (f.number == 1 && f.type == 2 && inner_string_has_nul(&f, 2)) {
+            eg_fail(err, "example %zu: text contains U+0000 (NUL), which is not allowed",
+                    n_examples);
+            eg_proto_example_set_free(out);
+            return EG_STATUS_INVALID_ARGUMENT;
+        }
+        n_examples += f.number == 1;
+    }
+    const Egret__V1__CreateExampleSetRequest *m = out->msg;
+    out->pairs = calloc(m->n_examples + 1, sizeof *out->pairs);
+    if (!out->pairs) {
+        eg_fail(err, "out of host memory");
+        eg_proto_example_set_free(out);
+        return EG_STATUS_INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < m->n_examples; i++) {
+        const Egret__V1__Example *x = m->examples[i];
+        out->pairs[i] = (EgRequestExample){x->image.data, x->image.len, x->text, strlen(x->text)};
+    }
+    out->n_pairs = m->n_examples;
+    out->template_name = m->template_;
+    return EG_STATUS_OK;
+}
+
+int eg_proto_example_set_encode(const EgRequestExample *pairs, size_t n, const char *template_name,
+                                uint8_t **out, size_t *len, EgError *err) {
+    Egret__V1__CreateExampleSetRequest m = EGRET__V1__CREATE_EXAMPLE_SET_REQUEST__INIT;
+    Egret__V1__Example *ex = calloc(n + 1, sizeof *ex);
+    Egret__V1__Example **ptrs = calloc(n + 1, sizeof *ptrs);
+    char **texts = calloc(n + 1, sizeof *texts);
+    int rc = -1;
+    *out = NULL;
+    if (!ex || !ptrs || !texts) goto done;
+    for (size_t i = 0; i < n; i++) {
+        egret__v1__example__init(&ex[i]);
+        ex[i].image.data = (uint8_t *)pairs[i].image;
+        ex[i].image.len = pairs[i].image_len;
+        if (!(texts[i] = strndup(pairs[i].text ? pairs[i].text : "", pairs[i].text_len)))
+            goto done;
+        ex[i].text = texts[i];
+        ptrs[i] = &ex[i];
+    }
+    m.n_examples = n;
+    m.examples = ptrs;
+    if (template_name) m.template_ = (char *)template_name;
+    *len = egret__v1__create_example_set_request__get_packed_size(&m);
+    if (!(*out = malloc(*len + 1))) goto done;
+    egret__v1__create_example_set_request__pack(&m, *out);
+    rc = 0;
+done:
+    if (rc) eg_fail(err, "out of host memory");
+    for (size_t i = 0; texts && i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(ex);
+    free(ptrs);
     return rc;
 }
 

@@ -42,6 +42,21 @@ size_t eg_proto_request_held_bytes(const EgProtoRequest *r);
  * parameters are sent as they are (top_p 1 and repetition_penalty 1 rather than 0). */
 int eg_proto_request_encode(const EgRequest *r, uint8_t **out, size_t *len, EgError *err);
 
+/* An egret.v1.CreateExampleSetRequest: the pairs (pointing into msg) and the template. Text
+ * holding U+0000 is refused (protobuf-c would cut it there); the rest is checked by the engine
+ * (eg_engine_example_set_create). Also the format example sets are persisted in. */
+typedef struct EgProtoExampleSet {
+    Egret__V1__CreateExampleSetRequest *msg;
+    EgRequestExample *pairs;
+    size_t n_pairs;
+    const char *template_name;
+} EgProtoExampleSet;
+EgStatus eg_proto_example_set_decode(const uint8_t *data, size_t len, EgProtoExampleSet *out,
+                                     EgError *err);
+void eg_proto_example_set_free(EgProtoExampleSet *s);
+int eg_proto_example_set_encode(const EgRequestExample *pairs, size_t n, const char *template_name,
+                                uint8_t **out, size_t *len, EgError *err);
+
 /* Why generation stopped, in the answer's egret.v1.FinishReason and back (UNSPECIFIED and
  * unknown values read as cancelled). */
 Egret__V1__FinishReason eg_finish_reason_to_proto(EgFinishReason r);

@@ -15,6 +15,7 @@ re-runs itself under /usr/bin/python3. ctest runs it as test_grpc_python.
 What it covers (tests/test_server.c covers the rest, in-process, with the C client):
   health Check and Watch; GetModelInfo; a zero-shot caption equal to examples/captions.tsv;
   streamed answers equal to the unary one; few-shot examples equal to the same prompt as parts;
+  examples/python/example_sets.py, and a request by example set id equal to the pairs inline;
   bad requests answered with the right status and the server serving on; client cancellation;
   SIGTERM with calls in flight (health NOT_SERVING, GOAWAY and no new connections, calls finish,
   new calls fail UNAVAILABLE, exit 0, one log line per request); TLS with an API key, from Python
@@ -443,6 +444,30 @@ class UnixServerTest(unittest.TestCase):
         c = [os.path.join(SHAPES, "c013_%d.png" % i) for i in range(3)]
         self.assertEqual(run("--example", c[0], "red.", "--example", c[1], "yellow.",
                              "--stream", c[2]), "white.")
+
+    def test_7b_example_sets(self):
+        """examples/python/example_sets.py: a set registered, then asked by id, gives the
+        few-shot answer; by id and inline give the same tokens."""
+        c = [os.path.join(SHAPES, "c013_%d.png" % i) for i in range(3)]
+        type(self).egret_calls += 2  # CreateExampleSet, Generate
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "examples/python/example_sets.py"),
+                            "--server", self.addr, "--example", c[0], "red.", "--example", c[1],
+                            "yellow.", c[2]], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, "example_sets.py: rc %d, stderr:\n%s" %
+                         (p.returncode, p.stderr))
+        self.assertEqual(p.stdout.strip(), c[2] + ": white.")
+        set_id = p.stderr.split()[2].rstrip(":")
+        imgs = [read(x) for x in c]
+        by_id = pb.GenerateRequest(max_new_tokens=16, example_set=set_id)
+        by_id.parts.add(image=imgs[2])
+        inline = pb.GenerateRequest(max_new_tokens=16)
+        inline.examples.add(image=imgs[0], text="red.")
+        inline.examples.add(image=imgs[1], text="yellow.")
+        inline.parts.add(image=imgs[2])
+        a, b = self.call(generate, self.channel, by_id), self.call(generate, self.channel, inline)
+        self.assertEqual(list(a.token_ids), list(b.token_ids))
+        self.assertLess(by_id.ByteSize(), inline.ByteSize() / 2)
 
     def test_8_client_killed(self):
         """A client process killed mid-stream (no cancel, the connection just drops): the

@@ -80,6 +80,8 @@ static void usage(FILE *f, Mode mode) {
     else
         fprintf(f, "%s"
                    "server:\n"
+                   "  --example-set ID           the pairs of a registered example set (egret\n"
+                   "                             examples create) in front of the query\n"
                    "  --server ADDR              host:port or unix:/path (default: "
                    "EGRET_SERVER, else 127.0.0.1:50051)\n"
                    "  --api-key-file FILE        the server's API key (default: EGRET_API_KEY)\n"
@@ -112,7 +114,8 @@ static void free_options(Options *o) {
 static int parse(int argc, char **argv, Options *o) {
     enum {
         O_IMAGE = 256, O_TEXT, O_EXAMPLE, O_PROMPT, O_TEMPLATE, O_MAX_NEW, O_TEMP, O_TOPK, O_TOPP,
-        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_DEVICE, O_SERVER, O_KEYFILE, O_CA,
+        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_DEVICE, O_SERVER, O_EXAMPLE_SET,
+        O_KEYFILE, O_CA,
         O_SNI, O_TIMEOUT, O_HELP
     };
     static const struct option longopts[] = {
@@ -133,6 +136,7 @@ static int parse(int argc, char **argv, Options *o) {
         {"fp32", no_argument, 0, O_FP32},
         {"device", required_argument, 0, O_DEVICE},
         {"server", required_argument, 0, O_SERVER},
+        {"example-set", required_argument, 0, O_EXAMPLE_SET},
         {"api-key-file", required_argument, 0, O_KEYFILE},
         {"tls-ca", required_argument, 0, O_CA},
         {"tls-server-name", required_argument, 0, O_SNI},
@@ -238,6 +242,9 @@ static int parse(int argc, char **argv, Options *o) {
             o->timeout_s = t;
             break;
         }
+        case O_EXAMPLE_SET:
+            o->req.example_set = optarg;
+            break;
         case O_HELP:
             return 1;
         default:

@@ -16,6 +16,7 @@ static void usage(FILE *f) {
                "  serve      serve a model over gRPC (egret.v1.Egret and grpc.health.v1.Health)\n"
                "  caption    ask a server for one caption per image\n"
                "  generate   send a server an interleaved or few-shot prompt, stream the answer\n"
+               "  examples   a server's example sets: create, list, get, delete\n"
                "  run        caption images or answer prompts in-process, without a server\n"
                "  bench      time the image stage, prefill and decode (JSON for bench/compare)\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
@@ -146,6 +147,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "generate") == 0) return cli_generate(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
     if (strcmp(argv[1], "draw") == 0) return cli_draw(argc - 1, argv + 1);
+    if (strcmp(argv[1], "examples") == 0) return cli_examples(argc - 1, argv + 1);
     if (strcmp(argv[1], "loadtest") == 0) return cli_loadtest(argc - 1, argv + 1);
     fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -66,6 +66,10 @@ static void usage(FILE *f) {
             "  --image-cache-mb N           images' cross-attention keys/values (default 256)\n"
             "  --prefix-cache-entries N     sequences kept for prompts that start alike (default 4)\n"
             "  --prefix-cache-mb N          their device memory (default 1024)\n"
+            "example sets (CreateExampleSet; kept apart, never evicted by other traffic):\n"
+            "  --example-sets-mb N          memory all sets may hold (default 512; 0: none)\n"
+            "  --max-example-sets N         sets held at once (default 64; 0: none)\n"
+            "  --example-sets-dir DIR       keep sets' pairs here and register them at start\n"
             "security:\n"
             "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
             "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
@@ -164,7 +168,7 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS, O_PRINT_SETTINGS
+        O_DECODERS, O_SETS_MB, O_MAX_SETS, O_SETS_DIR, O_PRINT_SETTINGS
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -197,6 +201,9 @@ int cli_serve(int argc, char **argv) {
         {"image-cache-mb", required_argument, 0, O_IMAGE_CACHE},
         {"prefix-cache-entries", required_argument, 0, O_PREFIX_ENTRIES},
         {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
+        {"example-sets-mb", required_argument, 0, O_SETS_MB},
+        {"max-example-sets", required_argument, 0, O_MAX_SETS},
+        {"example-sets-dir", required_argument, 0, O_SETS_DIR},
         {"help", no_argument, 0, O_HELP},
         {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
@@ -313,6 +320,17 @@ int cli_serve(int argc, char **argv) {
         case O_PREFIX_MB:
             bad = cli_parse_u32("prefix-cache-mb", optarg, &cache_value);
             eo.caches.prefix_cache_mb = cache_value ? (long)cache_value : -1;
+            break;
+        case O_SETS_MB:
+            bad = cli_parse_u32("example-sets-mb", optarg, &cache_value);
+            eo.caches.example_sets_mb = cache_value ? (long)cache_value : -1;
+            break;
+        case O_MAX_SETS:
+            bad = cli_parse_u32("max-example-sets", optarg, &cache_value);
+            eo.caches.max_example_sets = cache_value ? (long)cache_value : -1;
+            break;
+        case O_SETS_DIR:
+            so.example_sets_dir = optarg;
             break;
         case O_HELP:
             usage(stdout);

@@ -20,8 +20,7 @@ EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err) {
     uint32_t L = (uint32_t)m->cfg.num_hidden_layers;
     /* One block sized for the whole KV cache (with room for each buffer's alignment), so a
      * sequence holds what it needs and no more: kept sequences are counted by it. */
-    VkDeviceSize per_buffer = (VkDeviceSize)capacity * m->H * (m->ops.f16 ? 2 : 4);
-    eg_arena_init(&s->arena, &m->vk, EG_MEM_DEVICE, 2 * L * (per_buffer + (64u << 10)));
+    eg_arena_init(&s->arena, &m->vk, EG_MEM_DEVICE, eg_sequence_kv_bytes(m, capacity));
     eg_arena_init(&s->image_arena, &m->vk, EG_MEM_DEVICE, 1u << 20);
     s->k_cache = calloc(L, sizeof *s->k_cache);
     s->v_cache = calloc(L, sizeof *s->v_cache);
@@ -42,6 +41,40 @@ EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err) {
         eg_sequence_free(s);
         return NULL;
     }
+    return s;
+}
+
+uint64_t eg_sequence_kv_bytes(const EgModel *m, uint32_t capacity) {
+    uint64_t per_buffer = (uint64_t)capacity * m->H * (m->ops.f16 ? 2 : 4);
+    return 2 * (uint64_t)m->cfg.num_hidden_layers * (per_buffer + (64u << 10));
+}
+
+EgSequence *eg_sequence_copy_prefix(const EgSequence *src, uint32_t n, uint32_t capacity,
+                                    EgError *err) {
+    if (n > src->n_past || n > capacity) {
+        eg_fail(err, "cannot copy %u tokens of a sequence holding %u into %u", n, src->n_past,
+                capacity);
+        return NULL;
+    }
+    EgModel *m = src->m;
+    EgSequence *s = eg_sequence_new(m, capacity, err);
+    if (!s || n == 0) return s;
+    EgCmd cmd;
+    if (eg_cmd_begin(&m->vk, &cmd, err)) {
+        eg_sequence_free(s);
+        return NULL;
+    }
+    VkDeviceSize bytes = (VkDeviceSize)n * m->H * (m->ops.f16 ? 2 : 4);
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+        eg_cmd_copy(&cmd, &src->k_cache[i], 0, &s->k_cache[i], 0, bytes);
+        eg_cmd_copy(&cmd, &src->v_cache[i], 0, &s->v_cache[i], 0, bytes);
+    }
+    if (eg_cmd_submit_wait(&cmd, err)) {
+        eg_sequence_free(s);
+        return NULL;
+    }
+    s->n_past = n;
+    s->last_image = src->last_image;
     return s;
 }
 

@@ -24,6 +24,12 @@ typedef struct EgSequence {
 
 EgSequence *eg_sequence_new(EgModel *m, uint32_t capacity, EgError *err);
 void eg_sequence_free(EgSequence *s);
+/* The device memory the KV cache of a sequence of this capacity takes (its images apart). */
+uint64_t eg_sequence_kv_bytes(const EgModel *m, uint32_t capacity);
+/* A new sequence of `capacity` tokens whose KV cache holds a copy of src's first n tokens (no
+ * images set): a kept prefix lent to a request while the original stays kept. */
+EgSequence *eg_sequence_copy_prefix(const EgSequence *src, uint32_t n, uint32_t capacity,
+                                    EgError *err);
 
 /* Encodes n images (normalized pixels [n][C][S][S], S = the model's image_size) and stores the
  * cross-attention keys/values of every cross layer. Replaces images set before. */
