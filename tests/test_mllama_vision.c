@@ -249,6 +249,9 @@ static void test_refusals(void) {
         CHECK(eg_mllama_vision_run(m, &in, NULL, NULL, &err) != 0 &&
                   strstr(err.msg, "aspect_ratio_mask"),
               "a mask value of 2 accepted (%s)", err.msg);
+        in.n = 1u << 21; /* checked before any image is read */
+        CHECK(eg_mllama_vision_run(m, &in, NULL, NULL, &err) != 0 && err.kind == EG_ERROR_LIMIT,
+              "2M image slots accepted (%s)", err.msg);
         free(pix);
     }
     eg_mllama_model_free(m);

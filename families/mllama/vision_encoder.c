@@ -53,6 +53,14 @@ static int check_images(const Shape *s, const EgMllamaImages *in, EgError *err) 
     if (in->n == 0) return eg_fail(err, "no images to encode");
     if (!in->pixels || !in->aspect_ratio_ids || !in->aspect_ratio_mask)
         return eg_fail(err, "images without pixels, aspect_ratio_ids or aspect_ratio_mask");
+    /* element offsets reach the shaders as 32-bit values: the widest scratch row (q, k, v or
+     * the MLP) over every token, and the outputs, must stay below 2^32 elements */
+    uint64_t wide = 3ull * s->D > s->I ? 3ull * s->D : s->I;
+    uint64_t out_wide = s->Dout > s->H ? s->Dout : s->H;
+    if ((uint64_t)in->n * s->L * wide >= (1ull << 32) ||
+        (uint64_t)in->n * s->J * s->P * out_wide >= (1ull << 32))
+        return eg_fail_kind(err, EG_ERROR_LIMIT, "%u images are too many for one vision pass",
+                            in->n);
     for (uint32_t i = 0; i < in->n; i++) {
         int64_t id = in->aspect_ratio_ids[i];
         if (id < 0 || id >= s->R)
