@@ -64,10 +64,11 @@ static void check_close(const char *model, const char *what, int fp32, const flo
           what, rel_max, rel_l2, tol, finite ? "" : " (non-finite output)");
 }
 
-static void run_model(const char *name, int fp32) {
+/* The model in `dir` (NULL: tests/data/NAME) against NAME's golden outputs. */
+static void run_model(const char *name, const char *model_dir, int fp32) {
     char dir[512], gpath[600];
-    snprintf(dir, sizeof dir, "%s", test_data_path(name));
-    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", dir);
+    snprintf(dir, sizeof dir, "%s", model_dir ? model_dir : test_data_path(name));
+    snprintf(gpath, sizeof gpath, "%s/golden.safetensors", test_data_path(name));
     EgError err = {0};
     EgMllamaOptions opt = {.fp32 = fp32};
     EgMllamaModel *m = eg_mllama_model_load(dir, &opt, &err);
@@ -169,6 +170,39 @@ static void put_weights(const unsigned char *w, size_t len, const char *anchor, 
     free(bad);
 }
 
+/* The weights with every tensor renamed from the file names to the in-memory names of
+ * transformers 4.52+ (the header rewritten, the data unchanged). */
+static void put_renamed_weights(const unsigned char *w, size_t len) {
+    static const char *const from[] = {"vision_model.", "multi_modal_projector.",
+                                       "language_model.model.", "language_model.lm_head."};
+    static const char *const to[] = {"model.vision_model.", "model.multi_modal_projector.",
+                                     "model.language_model.", "lm_head."};
+    size_t header = (size_t)(w[0] | w[1] << 8 | w[2] << 16);
+    cJSON *root = cJSON_ParseWithLength((const char *)w + 8, header);
+    cJSON *out = cJSON_CreateObject();
+    for (cJSON *t = root ? root->child : NULL; t; t = t->next) {
+        char name[256];
+        snprintf(name, sizeof name, "%s", t->string);
+        for (int i = 0; i < 4; i++)
+            if (strncmp(t->string, from[i], strlen(from[i])) == 0)
+                snprintf(name, sizeof name, "%s%s", to[i], t->string + strlen(from[i]));
+        cJSON_AddItemToObject(out, name, cJSON_Duplicate(t, 1));
+    }
+    char *text = cJSON_PrintUnformatted(out);
+    size_t n = strlen(text), padded = (n + 7) / 8 * 8;
+    unsigned char *file = malloc(8 + padded + len - 8 - header);
+    for (int i = 0; i < 8; i++)
+        file[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(file + 8, text, n);
+    memset(file + 8 + n, ' ', padded - n);
+    memcpy(file + 8 + padded, w + 8 + header, len - 8 - header);
+    put_file("model.safetensors", file, 8 + padded + len - 8 - header);
+    free(file);
+    free(text);
+    cJSON_Delete(out);
+    cJSON_Delete(root);
+}
+
 static void test_refusals(void) {
     snprintf(tmp, sizeof tmp, "/tmp/egret-mllama-vision-%d", (int)getpid());
     mkdir(tmp, 0755);
@@ -225,7 +259,13 @@ static void test_refusals(void) {
     put_config(config, "text_config", "num_key_value_heads", "4");
     expect_load_fails("text config that does not match the weights", "k_proj");
 
+    /* the v4.52+ module paths (model.vision_model.*, ...) instead of the legacy names */
+    put_file("config.json", config, clen);
+    put_renamed_weights(w, wlen);
+    run_model("mllama/tiny-mllama-a", tmp, 1);
+
     /* the intact copy loads */
+    put_file("model.safetensors", w, wlen);
     put_file("config.json", config, clen);
     EgError err = {0};
     EgMllamaOptions opt = {.fp32 = 1};
@@ -271,7 +311,7 @@ int main(void) {
                                          "mllama/tiny-mllama-c"};
     for (int fp32 = 1; fp32 >= 0; fp32--)
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
-            run_model(models[i], fp32);
+            run_model(models[i], NULL, fp32);
     test_refusals();
     return test_finish();
 }
