@@ -348,9 +348,22 @@ def config():
                              "resampler_head_dim": 4}}))
 
 
+# ---- mllama config.json
+
+def mllama_config():
+    t = "fuzz_mllama_config"
+    for n in "abc":
+        copy(t, os.path.join("tests", "data", "mllama", "tiny-mllama-" + n, "config.json"),
+             "config_%s.json" % n)
+    copy(t, os.path.join("tests", "data", "mllama", "tiny-mllama-c", "config_full.json"),
+         "config_full_c.json")
+    put(t, "config_defaults.json", json.dumps({"model_type": "mllama"}))
+
+
 if __name__ == "__main__":
     images()
     tokenizer()
     tokenizer_json()
     safetensors_seeds()
     config()
+    mllama_config()
