@@ -23,7 +23,8 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     if (eg_mllama_config_load(path, &m->cfg, err)) goto fail;
     /* the folder is checked whole before anything reaches the device */
     tf = eg_tensors_open_dir(dir, err);
-    if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_text_check(&m->cfg, tf, &names, err))
+    if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_vision_check(m, tf, &names, err) ||
+        eg_mllama_text_check(&m->cfg, tf, &names, err))
         goto fail;
     EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
     if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;

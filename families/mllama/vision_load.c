@@ -13,6 +13,7 @@ typedef struct Loader {
     EgMllamaModel *m;
     const EgTensorFile *tf;
     EgError *err;
+    int check_only; /* names and shapes only: nothing is created or uploaded */
 } Loader;
 
 static void fmt_name(char *buf, size_t len, const char *fmt, va_list ap) {
@@ -29,6 +30,7 @@ static int load_buffer(Loader *L, EgBuffer *out, int ndim, const int64_t *shape,
     va_end(ap);
     const EgTensorView *t;
     if (eg_tensors_expect(L->tf, name, ndim, shape, &t, L->err)) return -1;
+    if (L->check_only) return 0;
     if (eg_tensor_buffer(&L->m->ops, &L->m->weights, (size_t)t->numel, out, L->err) ||
         eg_upload_view(&L->m->ops, &L->m->staging, out, 0, t, 0, t->numel, L->err))
         return eg_fail_prefix(L->err, "%s", name);
@@ -42,7 +44,8 @@ static int load_vector(Loader *L, EgBuffer *out, int64_t n, const char *prefix, 
 /* Tensors prefix + suffixes[i], each [rows_each, cols], stacked by rows into one matrix. */
 static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
                         const char *const *suffixes, const char *prefix) {
-    if (eg_matrix_create(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0, m, L->err))
+    if (!L->check_only &&
+        eg_matrix_create(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0, m, L->err))
         return eg_fail_prefix(L->err, "%s%s", prefix, suffixes[0]);
     for (int i = 0; i < n; i++) {
         char name[256];
@@ -50,8 +53,8 @@ static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t col
         int64_t shape[2] = {rows_each, cols};
         const EgTensorView *t;
         if (eg_tensors_expect(L->tf, name, 2, shape, &t, L->err) ||
-            eg_matrix_upload_view(&L->m->ops, &L->m->staging, m, rows_each * (uint32_t)i, t,
-                                  L->err))
+            (!L->check_only && eg_matrix_upload_view(&L->m->ops, &L->m->staging, m,
+                                                     rows_each * (uint32_t)i, t, L->err)))
             return -1;
     }
     return 0;
@@ -119,11 +122,13 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
                    eg_tensors_source(tf));
 }
 
-int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
-                          EgError *err) {
+/* Uploads the vision tower and projector into m->vision, or (check_only) only checks their
+ * tensors' names and shapes, which needs no device. */
+static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                          int check_only, EgError *err) {
     const EgMllamaVisionConfig *v = &m->cfg.vision;
     EgMllamaVision *w = &m->vision;
-    Loader L = {m, tf, err};
+    Loader L = {m, tf, err, check_only};
     const char *pre = names->vision;
     int64_t D = v->hidden_size, C = v->num_channels, p = v->patch_size;
     int64_t P = eg_mllama_vision_patches(v), J = v->max_num_tiles, R = v->n_aspect_ratios + 1;
@@ -131,10 +136,10 @@ int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
     snprintf(name, sizeof name, "%spatch_embedding.weight", pre);
     int64_t patch_shape[4] = {D, C, p, p};
     const EgTensorView *t;
-    if (eg_tensors_expect(tf, name, 4, patch_shape, &t, err) ||
-        eg_matrix_create(&m->ops, &m->weights, (uint32_t)D, (uint32_t)(C * p * p), 0, &w->patch,
-                         err) ||
-        eg_matrix_upload_view(&m->ops, &m->staging, &w->patch, 0, t, err))
+    if (eg_tensors_expect(tf, name, 4, patch_shape, &t, err)) return -1;
+    if (!check_only && (eg_matrix_create(&m->ops, &m->weights, (uint32_t)D, (uint32_t)(C * p * p),
+                                         0, &w->patch, err) ||
+                        eg_matrix_upload_view(&m->ops, &m->staging, &w->patch, 0, t, err)))
         return -1;
     int64_t pos_shape[2] = {P, D}, tile_shape[2] = {R, J * P * D}, pre_shape[2] = {R, J * D};
     if (load_vector(&L, &w->cls, D, pre, "class_embedding") ||
@@ -153,24 +158,37 @@ int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
         load_vector(&L, &w->ln_post_w, D, pre, "layernorm_post.weight") ||
         load_vector(&L, &w->ln_post_b, D, pre, "layernorm_post.bias"))
         return -1;
-    w->local = calloc((size_t)v->num_hidden_layers, sizeof *w->local);
-    w->global = calloc((size_t)v->num_global_layers + 1, sizeof *w->global);
-    if (!w->local || !w->global) return eg_fail(err, "out of host memory");
+    EgMllamaVisionLayer scratch = {0}; /* what a check fills in: nothing */
+    if (!check_only) {
+        w->local = calloc((size_t)v->num_hidden_layers, sizeof *w->local);
+        w->global = calloc((size_t)v->num_global_layers + 1, sizeof *w->global);
+        if (!w->local || !w->global) return eg_fail(err, "out of host memory");
+    }
     for (int l = 0; l < v->num_hidden_layers; l++) {
         char lp[128];
         snprintf(lp, sizeof lp, "%stransformer.layers.%d.", pre, l);
-        if (load_layer(&L, &w->local[l], lp, 0)) return -1;
+        if (load_layer(&L, check_only ? &scratch : &w->local[l], lp, 0)) return -1;
     }
     for (int l = 0; l < v->num_global_layers; l++) {
         char lp[128];
         snprintf(lp, sizeof lp, "%sglobal_transformer.layers.%d.", pre, l);
-        if (load_layer(&L, &w->global[l], lp, 1)) return -1;
+        if (load_layer(&L, check_only ? &scratch : &w->global[l], lp, 1)) return -1;
     }
     uint32_t H = (uint32_t)m->cfg.text.hidden_size, Dout = (uint32_t)v->vision_output_dim;
     return load_matrix(&L, &w->proj, H, Dout, names->projector, "weight") ||
                    load_vector(&L, &w->proj_b, H, names->projector, "bias")
                ? -1
                : 0;
+}
+
+int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                           EgError *err) {
+    return vision_tensors(m, tf, names, 1, err);
+}
+
+int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                          EgError *err) {
+    return vision_tensors(m, tf, names, 0, err);
 }
 
 static void release_layer(EgMllamaVisionLayer *x) {

@@ -18,6 +18,10 @@ typedef struct EgMllamaNames {
 /* Picks the layout from where the patch embedding is; error when it is in neither. */
 int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err);
 
+/* Checks the names and shapes of the vision tower's and the projector's tensors against m->cfg
+ * (no device needed; the gates of the embeddings are read into m->vision). */
+int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                           EgError *err);
 /* Uploads the vision tower and the projector into m->vision (m's ops, weights and staging set
  * up); every tensor is checked for name and shape first. */
 int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
