@@ -275,6 +275,49 @@ def tokenizer_json():
     plain["model"] = dict(tiny["model"], byte_fallback=False, fuse_unk=False, ignore_merges=True,
                           vocab={k: v for k, v in vocab.items() if not k.startswith("<0x")})
     put(t, "plain.json", json.dumps(plain, ensure_ascii=False, indent=1))
+    # byte-level BPE (Llama 3's shape): the pre-tokenizer regex, ByteLevel map and decoder
+    byte_chars = [chr(b) if 0x21 <= b <= 0x7E or 0xA1 <= b <= 0xAC or b >= 0xAE else None
+                  for b in range(256)]
+    extra = 0
+    for b in range(256):
+        if byte_chars[b] is None:
+            byte_chars[b] = chr(0x100 + extra)
+            extra += 1
+    bl_vocab = {c: i for i, c in enumerate(byte_chars)}
+    for i, s in enumerate(["Ġt", "he", "Ġthe", "ĠĠ", "ĊĊ"]):
+        bl_vocab[s] = 256 + i
+    llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    bytelevel = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [dict(id=i, content=c, special=True, normalized=False, single_word=False,
+                              lstrip=False, rstrip=False)
+                         for i, c in [(261, "<|begin_of_text|>"), (262, "<|image|>")]],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": llama3}, "behavior": "Isolated",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": False}]},
+        "post_processor": {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+             "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                      {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}},
+                      {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [261],
+                                                      "tokens": ["<|begin_of_text|>"]}}}]},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "fuse_unk": False,
+                  "byte_fallback": False, "ignore_merges": True, "vocab": bl_vocab,
+                  "merges": [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["Ġ", "Ġ"], ["Ċ", "Ċ"]]},
+    }
+    put(t, "bytelevel.json", json.dumps(bytelevel, ensure_ascii=False))
 
 
 # ---- safetensors

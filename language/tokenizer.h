@@ -1,22 +1,31 @@
-/* The text tokenizer: loads a HuggingFace `tokenizer.json` of the LLaMA / SentencePiece kind that
- * IDEFICS uses and reproduces HF `tokenizers` exactly (ids, decoded text).
+/* The text tokenizer: loads a HuggingFace `tokenizer.json` and reproduces HF `tokenizers` exactly
+ * (ids, decoded text). Two kinds, picked at load from the file's pre_tokenizer and decoder, behind
+ * this one interface: the LLaMA / SentencePiece kind IDEFICS uses (no pre-tokenizer, byte
+ * fallback), and the byte-level kind of Llama 3 / mllama (regex pre-tokenizer, ByteLevel).
  *
  * Supported (anything else fails at load with a message naming the feature):
  *  - model: BPE with `merges` ("a b" strings or ["a","b"] pairs; rank = position), `byte_fallback`
  *    (`<0xNN>` tokens), `fuse_unk`, `unk_token`, `ignore_merges`; `dropout` null or 0;
  *    no `continuing_subword_prefix` / `end_of_word_suffix`.
  *  - normalizer: null, Prepend, Replace (String pattern), or a Sequence of those.
- *  - pre_tokenizer: null only (Metaspace, ByteLevel, ... are rejected by name).
+ *  - pre_tokenizer: null, or Sequence[Split(Regex, Isolated, invert false), ByteLevel(
+ *    add_prefix_space false, use_regex false)] (Llama 3): the regex runs in PCRE2 (UTF + UCP, JIT)
+ *    with `\s`, `\p{L}`, `\p{N}` widened to what HF's Oniguruma matches; each piece's bytes are
+ *    spelt in GPT-2's byte characters ("Ġ" for space) and BPE'd on its own. Token strings
+ *    (eg_tokenizer_token / _find) are then in that spelling.
  *  - added_tokens: special or not, with lstrip / rstrip / single_word / normalized. They are split
  *    out of the raw input before normalization (normalized=true ones out of each normalized
  *    segment, matched against their normalized form); each text segment between them is
  *    normalized (so it gets its own Prepend "▁") and BPE'd on its own, as HF does. single_word
  *    uses Unicode \w like HF for ASCII, an approximation of it for other scripts.
- *  - post_processor: null or TemplateProcessing whose single template is `[<bos>] $A`. It is not
- *    interpreted: encode takes an `add_bos` flag; the template only names the BOS token.
+ *  - post_processor: null or TemplateProcessing whose single template is `[<bos>] $A`, alone or in
+ *    a Sequence with ByteLevel (which only trims offsets). It is not interpreted: encode takes an
+ *    `add_bos` flag; the template only names the BOS token.
  *  - decoder: Replace(String)* ByteFallback? [Fuse [Strip(c, start, stop=0)]]
  *    (a single decoder or a Sequence) - the LLaMA chain is Replace("▁"→" "), ByteFallback, Fuse,
- *    Strip(" ", 1, 0).
+ *    Strip(" ", 1, 0). Or ByteLevel alone (with the ByteLevel pre_tokenizer): tokens become the
+ *    bytes their characters stand for, and the joined bytes are read as UTF-8 with one U+FFFD
+ *    per maximal invalid subsequence (Rust's from_utf8_lossy, as HF).
  *  - truncation and padding must be null (they would change single-text output).
  *
  * Encoding is O(n log n) in the text length (heap-driven merges over a linked list of symbols).
@@ -97,7 +106,9 @@ int32_t eg_tokenizer_pad(const EgTokenizer *tok);
  * (everything encode produces, and what a model normally emits) the concatenation of all pieces
  * equals eg_tokenizer_decode of all ids. The one divergence: HF turns a WHOLE byte run into
  * U+FFFD per byte as soon as any byte of it is invalid; a stream cannot take back characters it
- * already emitted, so it emits completed characters and U+FFFD only for the bad bytes. */
+ * already emitted, so it emits completed characters and U+FFFD only for the bad bytes. With the
+ * ByteLevel decoder there is no divergence: HF's rule is itself byte by byte, so the pieces
+ * always concatenate to eg_tokenizer_decode, and a piece never holds half a character. */
 typedef struct EgDecodeStream EgDecodeStream;
 
 EgDecodeStream *eg_decode_stream_new(const EgTokenizer *tok, int skip_special);

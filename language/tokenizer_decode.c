@@ -1,6 +1,7 @@
-/* Ids -> text: HF's decoder chain Replace* -> ByteFallback -> Fuse -> Strip, with the per-token
- * part (Replace, byte recognition) precomputed at load. Two forms: a full decode identical to HF,
- * and a streaming decoder that emits each character as soon as its bytes are complete. */
+/* Ids -> text: HF's decoder chain Replace* -> ByteFallback -> Fuse -> Strip, or ByteLevel, with
+ * the per-token part (Replace, byte recognition, ByteLevel's byte map) precomputed at load. Two
+ * forms: a full decode identical to HF, and a streaming decoder that emits each character as
+ * soon as its bytes are complete (never half of one). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,12 @@ static int flush_run(EgBuf *out, const unsigned char *run, size_t n) {
     return 0;
 }
 
+static char *decode_byte_level(const EgTokenizer *tok, const int32_t *ids, size_t n,
+                               int skip_special, size_t *len_out, EgError *err);
+
 char *eg_tokenizer_decode_ex(const EgTokenizer *tok, const int32_t *ids, size_t n, int skip_special,
                              size_t *len_out, EgError *err) {
+    if (tok->dec_byte_level) return decode_byte_level(tok, ids, n, skip_special, len_out, err);
     EgBuf out = {0};
     unsigned char *run = malloc(n ? n : 1); /* bytes of the current byte-token run */
     size_t run_n = 0;
@@ -112,14 +117,17 @@ static int emit(EgDecodeStream *s, EgBuf *out, const char *text, size_t len) {
     return eg_buf_append(out, text, len);
 }
 
+/* An unfinished sequence that cannot go on: HF's ByteFallback makes each of its bytes a U+FFFD,
+ * ByteLevel's from_utf8_lossy the whole of it one U+FFFD. */
 static int emit_pending_as_replacement(EgDecodeStream *s, EgBuf *out) {
-    for (size_t i = 0; i < s->n_pending; i++)
+    size_t n = s->tok->dec_byte_level && s->n_pending ? 1 : s->n_pending;
+    for (size_t i = 0; i < n; i++)
         if (emit(s, out, REPLACEMENT, 3)) return -1;
     s->n_pending = 0;
     return 0;
 }
 
-/* One byte from a byte-fallback token. */
+/* One byte from a byte-fallback or ByteLevel token. */
 static int push_byte(EgDecodeStream *s, EgBuf *out, unsigned char b) {
     if (s->n_pending && !eg_utf8_continues(s->pending, s->n_pending, b)) {
         if (emit_pending_as_replacement(s, out)) return -1;
@@ -155,7 +163,10 @@ int eg_decode_stream_push_ex(EgDecodeStream *s, int32_t id, char **result, size_
     int rc = 0;
     *result = NULL;
     if (visible(tok, id, s->skip_special)) {
-        if (tok->dec_byte[id] >= 0) {
+        if (tok->dec_byte_level) {
+            for (uint32_t i = 0; i < tok->dec_len[id] && rc == 0; i++)
+                rc = push_byte(s, &out, (unsigned char)tok->dec_str[id][i]);
+        } else if (tok->dec_byte[id] >= 0) {
             rc = push_byte(s, &out, (unsigned char)tok->dec_byte[id]);
         } else {
             /* a text token ends the byte run: an unfinished sequence is invalid (HF: U+FFFD) */
@@ -178,4 +189,27 @@ int eg_decode_stream_flush_ex(EgDecodeStream *s, char **result, size_t *len_out,
 
 int eg_decode_stream_flush(EgDecodeStream *s, char **result, EgError *err) {
     return eg_decode_stream_flush_ex(s, result, NULL, err);
+}
+
+/* ByteLevel's full decode: HF joins the bytes of all tokens and applies from_utf8_lossy once; the
+ * streaming rule above is exactly that rule applied byte by byte, so one code path serves both. */
+static char *decode_byte_level(const EgTokenizer *tok, const int32_t *ids, size_t n,
+                               int skip_special, size_t *len_out, EgError *err) {
+    EgDecodeStream s = {.tok = tok, .skip_special = skip_special};
+    EgBuf out = {0};
+    int rc = eg_buf_reserve(&out, 0);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int32_t id = ids[i];
+        if (!visible(tok, id, skip_special)) continue;
+        for (uint32_t k = 0; k < tok->dec_len[id] && rc == 0; k++)
+            rc = push_byte(&s, &out, (unsigned char)tok->dec_str[id][k]);
+    }
+    if (rc == 0) rc = emit_pending_as_replacement(&s, &out);
+    if (rc) {
+        free(out.data);
+        eg_fail(err, "decode: out of memory");
+        return NULL;
+    }
+    if (len_out) *len_out = out.len;
+    return eg_buf_take(&out);
 }

@@ -2,7 +2,9 @@
  *   1. added tokens with normalized=false are split out of the raw text;
  *   2. each remaining segment is normalized on its own (so every segment gets the Prepend);
  *   3. added tokens with normalized=true are split out of each normalized segment;
- *   4. each remaining piece is one BPE "word" (there is no pre-tokenizer).
+ *   4. each remaining piece is one BPE "word" (SentencePiece kind), or, for byte-level BPE, is
+ *      split by the pre-tokenizer's regex and each of those pieces, spelt in ByteLevel
+ *      characters, is one word.
  * BPE merges run through a min-heap of candidate pairs over a doubly linked list of symbols, the
  * same algorithm (and tie-breaking: lowest rank, then leftmost) as HF's Word::merge_all, so a
  * 100 KB piece costs O(n log n), not O(n^2). */
@@ -345,6 +347,34 @@ static int bpe_word(const EgTokenizer *tok, const char *s, size_t len, IdVec *ou
     return rc;
 }
 
+/* ------------------------------------------------------------------ pre-tokenizer */
+
+typedef struct PieceCtx {
+    const EgTokenizer *tok;
+    const char *text;
+    EgBuf mapped; /* the piece in ByteLevel characters */
+    IdVec *ids;
+    EgError *err;
+} PieceCtx;
+
+static int byte_level_word(void *ctx, size_t start, size_t end) {
+    PieceCtx *c = ctx;
+    c->mapped.len = 0;
+    if (eg_byte_level_append(&c->mapped, c->text + start, end - start))
+        return eg_fail(c->err, "out of memory");
+    return bpe_word(c->tok, c->mapped.data, c->mapped.len, c->ids, c->err);
+}
+
+/* One text piece left between added tokens: BPE words as the pre-tokenizer cuts them. */
+static int encode_piece(const EgTokenizer *tok, const char *s, size_t len, IdVec *ids,
+                        EgError *err) {
+    if (!tok->pretok) return bpe_word(tok, s, len, ids, err);
+    PieceCtx c = {tok, s, {0}, ids, err};
+    int rc = eg_pretok_split(tok->pretok, s, len, byte_level_word, &c, err);
+    free(c.mapped.data);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ encode */
 
 static int encode(const EgTokenizer *tok, const char *text, size_t len, const uint8_t *plain,
@@ -388,7 +418,7 @@ static int encode(const EgTokenizer *tok, const char *text, size_t len, const ui
             if (p->id >= 0)
                 rc = idvec_push(&ids, p->id) ? eg_fail(err, "out of memory") : 0;
             else
-                rc = bpe_word(tok, norm.data + p->start, p->end - p->start, &ids, err);
+                rc = encode_piece(tok, norm.data + p->start, p->end - p->start, &ids, err);
         }
     }
     free(raw.v);

@@ -1,5 +1,6 @@
 /* Internal layout of EgTokenizer, shared by tokenizer_load.c (building it from JSON),
- * tokenizer_encode.c (normalize + added tokens + BPE) and tokenizer_decode.c. Not a public API. */
+ * tokenizer_encode.c (normalize + added tokens + pre-tokenizer + BPE), tokenizer_decode.c and
+ * tokenizer_bytelevel.c (the byte-level pre-tokenizer and byte map). Not a public API. */
 #ifndef EGRET_TOKENIZER_INTERNAL_H
 #define EGRET_TOKENIZER_INTERNAL_H
 
@@ -65,6 +66,24 @@ typedef struct EgReplace {
     size_t from_len, to_len;
 } EgReplace;
 
+/* ---- byte-level BPE (tokenizer_bytelevel.c): the Split pre-tokenizer's compiled regex */
+typedef struct EgPreTokenizer EgPreTokenizer;
+struct cJSON;
+
+/* Reads tokenizer.json's non-null pre_tokenizer into tok->pretok (refuses unsupported shapes). */
+int eg_pretok_load(EgTokenizer *tok, const struct cJSON *pre, const char *src, EgError *err);
+/* pattern: the regex as HF's Split holds it (Oniguruma syntax). */
+EgPreTokenizer *eg_pretok_new(const char *pattern, const char *src, EgError *err);
+void eg_pretok_free(EgPreTokenizer *p);
+/* Calls piece(ctx, start, end) for each piece of s[0..len) (valid UTF-8) in order: the pieces
+ * cover the text. Stops at the first non-zero return of piece and returns it. */
+int eg_pretok_split(const EgPreTokenizer *p, const char *s, size_t len,
+                    int (*piece)(void *ctx, size_t start, size_t end), void *ctx, EgError *err);
+/* ByteLevel: appends each byte of s as its GPT-2 byte character. 0 / -1 (out of memory). */
+int eg_byte_level_append(EgBuf *out, const char *s, size_t n);
+/* The byte a ByteLevel character stands for, -1 if cp is not one of the 256. */
+int eg_byte_level_from_cp(uint32_t cp);
+
 struct EgTokenizer {
     /* token table: id -> string (NULL for gaps), one allocation per string */
     int32_t n_ids;
@@ -85,11 +104,17 @@ struct EgTokenizer {
     EgNormStep *norm;
     size_t n_norm;
 
+    EgPreTokenizer *pretok; /* NULL: each text piece is one BPE word (SentencePiece kind) */
+
     EgAddedToken *added;
     size_t n_added;
     EgMatchSet raw_set, norm_set;
 
     /* decoder */
+    int dec_byte_level; /* ByteLevel decoder: every token is bytes (dec_str), and the joined
+                         * bytes become text as Rust's from_utf8_lossy does (one U+FFFD per
+                         * maximal invalid subsequence); no Replace, ByteFallback
+                         * or Strip then */
     EgReplace *repl; /* applied in order to every token before ByteFallback */
     size_t n_repl;
     int dec_byte_fallback;
@@ -97,7 +122,8 @@ struct EgTokenizer {
     size_t strip_char_len;
     int strip_start;
     /* per id, precomputed decoder output: byte value (0..255) for byte-fallback tokens, else -1
-     * and the token text after the Replace steps (ids without a token: -1 and NULL) */
+     * and the token text after the Replace steps (ids without a token: -1 and NULL); for
+     * ByteLevel the token's bytes (dec_byte -1) */
     int16_t *dec_byte;
     char **dec_str;
     uint32_t *dec_len;

@@ -340,6 +340,11 @@ static int load_decoder(EgTokenizer *tok, const cJSON *dec, const char *src, EgE
     if (is_null(dec)) return eg_fail(err, "%s: decoder null unsupported", src);
     const cJSON *list = NULL, *single = dec;
     const char *type = type_of(dec);
+    if (type && strcmp(type, "ByteLevel") == 0) {
+        /* its add_prefix_space / trim_offsets / use_regex options do not act on decoding */
+        tok->dec_byte_level = 1;
+        return 0;
+    }
     if (type && strcmp(type, "Sequence") == 0) {
         list = cJSON_GetObjectItemCaseSensitive(dec, "decoders");
         if (!cJSON_IsArray(list)) return eg_fail(err, "%s: Sequence decoder without list", src);
@@ -378,8 +383,8 @@ static int load_decoder(EgTokenizer *tok, const cJSON *dec, const char *src, EgE
             stage = 3;
         } else {
             return eg_fail(err,
-                           "%s: decoder type '%s' unsupported (only Replace, ByteFallback, "
-                           "Fuse, Strip)",
+                           "%s: decoder type '%s' unsupported (only ByteLevel alone, or Replace, "
+                           "ByteFallback, Fuse, Strip)",
                            src, t);
         }
     }
@@ -402,6 +407,31 @@ static int parse_byte_token(const char *s, size_t len) {
     return v;
 }
 
+/* What HF's ByteLevel decoder makes of one token: the byte each character stands for; a token
+ * with any other character (an added token such as "<|image|> " with a space) keeps its own
+ * UTF-8 bytes. 0 / -1 (out of memory). */
+static int byte_level_bytes(const char *s, size_t len, char **out, uint32_t *out_len) {
+    char *b = malloc(len + 1);
+    if (!b) return -1;
+    size_t n = 0, i = 0;
+    while (i < len) {
+        size_t cl = eg_utf8_seq_len((unsigned char)s[i]);
+        if (cl > len - i || eg_utf8_valid_prefix(s + i, cl) != cl) break;
+        int byte = eg_byte_level_from_cp(eg_utf8_decode(s + i, &cl));
+        if (byte < 0) break;
+        b[n++] = (char)byte;
+        i += cl;
+    }
+    if (i < len) { /* not all ByteLevel characters */
+        memcpy(b, s, len);
+        n = len;
+    }
+    b[n] = 0;
+    *out = b;
+    *out_len = (uint32_t)n;
+    return 0;
+}
+
 /* Precomputes, per id, what the decoder chain makes of it before Fuse. */
 static int precompute_decoded(EgTokenizer *tok, const char *src, EgError *err) {
     size_t n = (size_t)tok->n_ids;
@@ -415,6 +445,11 @@ static int precompute_decoded(EgTokenizer *tok, const char *src, EgError *err) {
     for (size_t id = 0; id < n && rc == 0; id++) {
         tok->dec_byte[id] = -1;
         if (!tok->tok_str[id]) continue;
+        if (tok->dec_byte_level) {
+            rc = byte_level_bytes(tok->tok_str[id], tok->tok_len[id], &tok->dec_str[id],
+                                  &tok->dec_len[id]);
+            continue;
+        }
         cur.len = 0;
         if (eg_buf_append(&cur, tok->tok_str[id], tok->tok_len[id])) rc = -1;
         for (size_t r = 0; r < tok->n_repl && rc == 0; r++) {
@@ -459,6 +494,24 @@ static int load_post_processor(const cJSON *pp, int32_t *bos_id, const EgTokeniz
     *bos_id = -1;
     if (is_null(pp)) return 0;
     const char *type = type_of(pp);
+    if (type && strcmp(type, "Sequence") == 0) {
+        /* Llama 3: [ByteLevel, TemplateProcessing]. A ByteLevel post-processor only trims
+         * offsets, which Egret does not report, so it is skipped; one template at most. */
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(pp, "processors"), *p, *tp = NULL;
+        if (!cJSON_IsArray(list))
+            return eg_fail(err, "%s: Sequence post_processor without processors", src);
+        cJSON_ArrayForEach(p, list) {
+            const char *t = type_of(p);
+            if (t && strcmp(t, "ByteLevel") == 0) continue;
+            if (tp || !t || strcmp(t, "TemplateProcessing") != 0)
+                return eg_fail(err,
+                               "%s: post_processor Sequence other than ByteLevel and one "
+                               "TemplateProcessing unsupported",
+                               src);
+            tp = p;
+        }
+        return tp ? load_post_processor(tp, bos_id, tok, src, err) : 0;
+    }
     if (!type || strcmp(type, "TemplateProcessing") != 0)
         return eg_fail(err, "%s: post_processor type '%s' unsupported (only TemplateProcessing)",
                        src, type ? type : "(none)");
@@ -511,13 +564,6 @@ static EgTokenizer *build(const cJSON *root, const cJSON *config, const char *sr
     }
     if (!is_null(cJSON_GetObjectItemCaseSensitive(root, "padding"))) {
         eg_fail(err, "%s: padding unsupported (must be null)", src);
-        return NULL;
-    }
-    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
-    if (!is_null(pre)) {
-        const char *t = type_of(pre);
-        eg_fail(err, "%s: pre_tokenizer type '%s' unsupported (must be null)", src,
-                t ? t : "(none)");
         return NULL;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -595,6 +641,8 @@ static EgTokenizer *build(const cJSON *root, const cJSON *config, const char *sr
     if (load_merges(tok, cJSON_GetObjectItemCaseSensitive(model, "merges"), src, err)) goto fail;
     if (load_normalizer(tok, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), src, err))
         goto fail;
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    if (!is_null(pre) && eg_pretok_load(tok, pre, src, err)) goto fail;
     if (load_added_tokens(tok, added, src, err)) goto fail;
     /* ids the file named but that ended up unused (an added token that already was in the model
      * vocab keeps the model's id) do not count towards the vocab size */
@@ -602,6 +650,17 @@ static EgTokenizer *build(const cJSON *root, const cJSON *config, const char *sr
         tok->n_ids--;
     if (build_patterns(tok, src, err)) goto fail;
     if (load_decoder(tok, cJSON_GetObjectItemCaseSensitive(root, "decoder"), src, err)) goto fail;
+    /* byte-level vocabularies are spelt in ByteLevel characters: the two go together */
+    if (!tok->pretok != !tok->dec_byte_level) {
+        eg_fail(err, "%s: a ByteLevel %s without the matching ByteLevel %s unsupported", src,
+                tok->pretok ? "pre_tokenizer" : "decoder",
+                tok->pretok ? "decoder" : "pre_tokenizer");
+        goto fail;
+    }
+    if (tok->pretok && tok->byte_fallback) {
+        eg_fail(err, "%s: byte_fallback with a ByteLevel pre_tokenizer unsupported", src);
+        goto fail;
+    }
     if (precompute_decoded(tok, src, err)) goto fail;
 
     int32_t template_bos;
@@ -707,6 +766,7 @@ void eg_tokenizer_free(EgTokenizer *tok) {
     eg_strmap_free(&tok->model_map);
     eg_strmap_free(&tok->added_map);
     eg_mergemap_free(&tok->merges);
+    eg_pretok_free(tok->pretok);
     free(tok->unk_token);
     for (size_t i = 0; i < tok->n_norm; i++) {
         free(tok->norm[i].a);

@@ -350,28 +350,32 @@ static void on_event(EgServer *s, const grpc_event *ev) {
     }
 }
 
-/* Draining happens in three phases. First the server keeps accepting calls but answers new
- * generation requests UNAVAILABLE itself, while the ones in flight finish (or, after the grace
- * period, are stopped and answered UNAVAILABLE). Only once they have all ended, and their last
- * messages had a moment to leave, does the core server shut down: shutting it down earlier
- * closes connections under calls whose final status is still on its way. Last, the connections
- * are closed: the core's shutdown only says GOAWAY and waits for every client to hang up, which
- * some clients take seconds to do, so once no call is left (or after DRAIN_FORCE_S, for a client
- * that does not read its last messages) the server cuts them itself. */
+/* Draining takes the replica out of its balancer at once and lets its calls finish. On the
+ * drain request the listening socket closes (new connections are refused, so a balancer or a
+ * client's round_robin moves on) and the core server shuts down, which sends GOAWAY on every
+ * connection: clients and proxies stop starting calls here and open none on it, while the calls
+ * in flight go on. A call a client sent before the GOAWAY reached it, arriving after the
+ * shutdown, is cancelled by the core (see docs/deploy.md on retries). Calls in flight get the
+ * grace period and are then stopped and answered UNAVAILABLE. Last, the connections are closed:
+ * after GOAWAY the core waits for every client to hang up, which some clients take seconds to
+ * do, so once no call is left and the last answers had a moment to leave (or after
+ * DRAIN_FORCE_S, for a client that does not read its last messages) the server cuts them. */
+static void shut_down_core(EgServer *s) {
+    s->shutdown_called = 1;
+    eg_listener_stop(s->listener);
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+}
+
 static void begin_drain(EgServer *s) {
     s->draining = 1;
     s->drain_deadline = eg_now_s() + s->opt.grace_s;
     eg_health_set(s, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
-    fprintf(s->opt.log, "egret: draining: %ld generation calls in flight, grace period %.1f s\n",
+    shut_down_core(s);
+    fprintf(s->opt.log,
+            "egret: draining: listener closed, GOAWAY sent; %ld generation calls in flight, "
+            "grace period %.1f s\n",
             atomic_load(&s->generate_calls), s->opt.grace_s);
     fflush(s->opt.log);
-}
-
-static void shut_down_core(EgServer *s) {
-    s->shutdown_called = 1;
-    s->shutdown_at = eg_now_s();
-    eg_listener_stop(s->listener);
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
 }
 
 /* How long the last answers get to leave before connections close, and how long calls that
@@ -391,16 +395,14 @@ static void drain_step(EgServer *s, int drains) {
     if (idle) eg_health_end_watches(s);
     if (idle && s->idle_since == 0) s->idle_since = now;
     if (!idle) s->idle_since = 0;
-    if (!s->shutdown_called && idle && now - s->idle_since >= DRAIN_FLUSH_S) shut_down_core(s);
     int cut = drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S;
-    if (s->shutdown_called) {
-        double since = now - s->shutdown_at;
+    if (idle) {
+        double since = now - s->idle_since;
         cut = cut || since >= DRAIN_FORCE_S ||
               (atomic_load(&s->live_calls) == 0 && since >= DRAIN_FLUSH_S);
     }
     if (!s->forced && cut) {
         s->forced = 1;
-        if (!s->shutdown_called) shut_down_core(s);
         grpc_server_cancel_all_calls(s->server); /* and closes every connection */
     }
 }
@@ -465,7 +467,7 @@ uint32_t eg_server_default_max_connections(uint64_t nofile) {
     return n > 4096 ? 4096 : (uint32_t)n;
 }
 
-static void apply_defaults(EgServerOptions *o) {
+void eg_server_apply_defaults(EgServerOptions *o) {
     if (!o->listen) o->listen = "127.0.0.1:50051";
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
@@ -531,7 +533,7 @@ EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError 
     grpc_init();
     s->engine = engine;
     s->opt = *opt;
-    apply_defaults(&s->opt);
+    eg_server_apply_defaults(&s->opt);
     EgEngineInfo info;
     eg_engine_describe(engine, &info);
     if (s->opt.default_max_new_tokens > info.limits.max_new_tokens)

@@ -6,9 +6,10 @@
  * engine's worker thread (engine/scheduler.h). The worker streams tokens back by starting send
  * batches on the calls itself; their completions come back to the queue thread.
  *
- * Draining (SIGTERM, or eg_server_drain): health turns NOT_SERVING, the server stops accepting
- * calls, calls in flight get `grace_s` seconds to finish and are then cancelled (UNAVAILABLE),
- * and eg_server_run returns once every call has ended. */
+ * Draining (SIGTERM, or eg_server_drain): health turns NOT_SERVING, the listening socket closes
+ * (new connections are refused) and every connection gets GOAWAY (no new calls on it), calls in
+ * flight get `grace_s` seconds to finish and are then cancelled (UNAVAILABLE), and
+ * eg_server_run returns once every call has ended. */
 #ifndef EGRET_GRPC_SERVER_H
 #define EGRET_GRPC_SERVER_H
 
@@ -53,6 +54,9 @@ typedef struct EgServer EgServer;
  * two descriptors (see grpc_listener.c), and a reserve is kept for the engine, model files and
  * logs (64 + an eighth of the limit); at most 4096. */
 uint32_t eg_server_default_max_connections(uint64_t nofile);
+
+/* Fills the options left 0 with their defaults (what eg_server_start serves with). */
+void eg_server_apply_defaults(EgServerOptions *o);
 
 /* Binds and starts listening; the engine must outlive the server. */
 EgServer *eg_server_start(EgEngine *engine, const EgServerOptions *opt, EgError *err);

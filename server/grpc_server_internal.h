@@ -123,7 +123,6 @@ struct EgServer {
     double idle_since;           /* draining: when the last generation call ended (0: busy) */
     int shutdown_called, forced; /* the core server told to shut down; calls cut */
     int shutdown_done;
-    double shutdown_at;          /* when the core server was told */
     int serving_status;          /* grpc.health.v1 ServingStatus */
     Call *watchers;
     int watches_ended;           /* drained: watch calls end after their last update */

@@ -1,4 +1,5 @@
 /* egret serve: loads a model and serves it over gRPC until SIGTERM / SIGINT (which drain). */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,8 +15,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: egret serve [options]\n"
             "Serves egret.v1.Egret and grpc.health.v1.Health until SIGTERM or SIGINT, which\n"
-            "drain: health turns NOT_SERVING, new calls are refused, calls in flight get the\n"
-            "grace period to finish and are then cancelled. A second signal cancels at once.\n"
+            "drain: health turns NOT_SERVING, the listening socket closes, connections get\n"
+            "GOAWAY (no new calls), calls in flight get the grace period to finish and are\n"
+            "then cancelled. A second signal cancels at once.\n"
             "  --model DIR                  checkpoint folder (default: the bundled demo model)\n"
             "  --listen ADDR                host:port or unix:/path (default 127.0.0.1:50051)\n"
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
@@ -47,6 +49,9 @@ static void usage(FILE *f) {
             "                               which keeps streaming meanwhile (default half the\n"
             "                               cores, 1 to 8: %u here)\n"
             "  --grace SECONDS              drain grace period (default 30)\n"
+            "  --print-settings             print what these options come to (listen address,\n"
+            "                               port, grace, model; defaults where not given) as\n"
+            "                               JSON and exit, for checking deployment files\n"
             "connections (durations in seconds; 0 turns idle and age limits off):\n"
             "  --max-connections N          live at once; more are closed as they come, and a\n"
             "                               connection that has not spoken yet makes room\n"
@@ -71,6 +76,51 @@ static void usage(FILE *f) {
             "are not tokens. Client strings in the log are escaped.\n",
             (unsigned long long)EG_IMAGE_DEFAULT_MAX_PIXELS, EG_IMAGE_DEFAULT_MAX_SIDE,
             EG_ENGINE_REQUEST_PIXELS_FACTOR, eg_scheduler_default_decode_workers());
+}
+
+/* What deployment files must agree with (tests/test_deploy_manifests.py reads it): the
+ * server's own defaults with the options given applied, rather than copies of the numbers. */
+static int print_settings_json(const char *model_dir, const EgServerOptions *given) {
+    EgServerOptions o = *given;
+    eg_server_apply_defaults(&o);
+    const char *colon = strrchr(o.listen, ':');
+    int port = colon && strncmp(o.listen, "unix", 4) != 0 ? atoi(colon + 1) : 0;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", model_dir);
+    cJSON_AddStringToObject(j, "listen", o.listen);
+    cJSON_AddNumberToObject(j, "port", port);
+    cJSON_AddNumberToObject(j, "grace_s", o.grace_s);
+    cJSON_AddNumberToObject(j, "handshake_timeout_s", o.handshake_timeout_s);
+    cJSON_AddNumberToObject(j, "max_connection_idle_s", o.max_connection_idle_s);
+    cJSON_AddNumberToObject(j, "max_connection_age_s", o.max_connection_age_s);
+    cJSON_AddNumberToObject(j, "max_connection_age_grace_s", o.max_connection_age_grace_s);
+    cJSON_AddStringToObject(j, "health_service", "grpc.health.v1.Health");
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) {
+        fprintf(stderr, "egret: out of host memory\n");
+        return 1;
+    }
+    puts(text);
+    cJSON_free(text);
+    return 0;
+}
+
+/* The address served, with the port bound when the one asked for was 0 (so that a test or a
+ * supervisor can start replicas on free ports and read back where each one is). */
+static void print_serving(const char *model_dir, const EgServerOptions *so, const EgServer *s,
+                          const char *api_key) {
+    const char *addr = so->listen ? so->listen : "127.0.0.1:50051";
+    const char *colon = strrchr(addr, ':');
+    int port = eg_server_port(s);
+    if (port > 0 && colon && strncmp(addr, "unix", 4) != 0)
+        fprintf(stderr, "egret: serving %s on %.*s:%d", model_dir, (int)(colon - addr), addr,
+                port);
+    else
+        fprintf(stderr, "egret: serving %s on %s", model_dir, addr);
+    fprintf(stderr, "%s%s\n", so->tls_cert_file ? " (TLS)" : "",
+            api_key ? " (API key required)" : "");
+    fflush(stderr);
 }
 
 static EgServer *volatile g_server;
@@ -114,7 +164,7 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS
+        O_DECODERS, O_PRINT_SETTINGS
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -148,6 +198,7 @@ int cli_serve(int argc, char **argv) {
         {"prefix-cache-entries", required_argument, 0, O_PREFIX_ENTRIES},
         {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
         {"help", no_argument, 0, O_HELP},
+        {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
     const char *model_dir = cli_default_model();
     EgEngineOptions eo = {0};
@@ -157,7 +208,7 @@ int cli_serve(int argc, char **argv) {
     char *api_key = NULL;
     uint32_t side = 0;
     float grace = 0;
-    int c, bad = 0;
+    int c, bad = 0, print_settings = 0;
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -267,6 +318,9 @@ int cli_serve(int argc, char **argv) {
             usage(stdout);
             free(api_key);
             return 0;
+        case O_PRINT_SETTINGS:
+            print_settings = 1;
+            break;
         default:
             bad = 1;
         }
@@ -276,6 +330,10 @@ int cli_serve(int argc, char **argv) {
         usage(stderr);
         free(api_key);
         return 2;
+    }
+    if (print_settings) {
+        free(api_key);
+        return print_settings_json(model_dir, &so);
     }
     if (!api_key && getenv("EGRET_API_KEY") && *getenv("EGRET_API_KEY"))
         api_key = strdup(getenv("EGRET_API_KEY"));
@@ -305,9 +363,7 @@ int cli_serve(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    fprintf(stderr, "egret: serving %s on %s%s%s\n", model_dir, so.listen ? so.listen : "127.0.0.1:50051",
-            so.tls_cert_file ? " (TLS)" : "", api_key ? " (API key required)" : "");
-    fflush(stderr);
+    print_serving(model_dir, &so, server, api_key);
     int rc = eg_server_run(server);
     g_server = NULL;
     eg_server_free(server);

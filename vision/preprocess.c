@@ -1,11 +1,12 @@
-/* Bicubic resize and normalization, a transcription of Pillow 9.4's libImaging/Resample.c for
- * 8-bit RGB images (precompute_coeffs, normalize_coeffs_8bpc, ImagingResampleHorizontal_8bpc /
- * Vertical_8bpc, ImagingResampleInner). The reference pixels were made by PIL, and matching them
- * needs the same arithmetic, not just the same filter: double-precision coefficients computed in
- * the same order, the same fixed-point quantization and rounding, and the uint8 intermediate
- * between the two passes. EG_RESAMPLE_TORCH reproduces torch's uint8 antialiased bicubic (what
- * HF transformers 5's default image processor runs), which is the same algorithm with int16
- * weights. */
+/* Bicubic and bilinear resize and normalization, a transcription of Pillow 9.4's
+ * libImaging/Resample.c (the same in Pillow 13 for these filters, except its pass order: see
+ * EG_RESAMPLE_PIL13) for 8-bit RGB images (precompute_coeffs, normalize_coeffs_8bpc,
+ * ImagingResampleHorizontal_8bpc / Vertical_8bpc, ImagingResampleInner). The reference pixels
+ * were made by PIL, and matching them needs the same arithmetic, not just the same filter:
+ * double-precision coefficients computed in the same order, the same fixed-point quantization and
+ * rounding, and the uint8 intermediate between the two passes. EG_RESAMPLE_TORCH reproduces
+ * torch's uint8 antialiased bicubic (what HF transformers 5's default image processor runs),
+ * which is the same algorithm with int16 weights. */
 #include "vision/preprocess.h"
 
 #include <math.h>
@@ -38,6 +39,16 @@ static double bicubic_filter(double x, EgResampleArith arith) {
     return 0.0;
 }
 
+/* Pillow's triangle filter (support 1); torch's antialiased bilinear uses the same one. */
+static double bilinear_filter(double x) {
+    if (x < 0.0) x = -x;
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+static double filter_at(double x, EgResampleFilter filter, EgResampleArith arith) {
+    return filter == EG_FILTER_BILINEAR ? bilinear_filter(x) : bicubic_filter(x, arith);
+}
+
 /* For each output pixel: the first input pixel used, how many, and ksize fixed-point weights. */
 typedef struct Coeffs {
     int ksize;
@@ -60,8 +71,9 @@ static int32_t quantize(double v, int bits) {
 /* Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box (0, in_size); torch's
  * _compute_indices_min_size_weights_aa + compute_index_ranges_int16_weights compute the same
  * doubles and differ only in the weights' precision. */
-static int coeffs_init(int in_size, int out_size, EgResampleArith arith, Coeffs *c) {
-    const double filter_support = 2.0;
+static int coeffs_init(int in_size, int out_size, EgResampleFilter filter, EgResampleArith arith,
+                       Coeffs *c) {
+    const double filter_support = filter == EG_FILTER_BILINEAR ? 1.0 : 2.0;
     /* Pillow takes the box as floats: (double)(in1 - in0) / outSize with in1 - in0 a float. */
     double scale = (double)(float)in_size / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale; /* widen the kernel when downscaling */
@@ -89,7 +101,7 @@ static int coeffs_init(int in_size, int out_size, EgResampleArith arith, Coeffs 
         xmax -= xmin;
         double *k = w + (size_t)xx * ksize;
         for (int x = 0; x < xmax; x++) {
-            k[x] = bicubic_filter((x + xmin - center + 0.5) * ss, arith);
+            k[x] = filter_at((x + xmin - center + 0.5) * ss, filter, arith);
             ww += k[x];
         }
         for (int x = 0; x < xmax; x++) {
@@ -188,7 +200,8 @@ static int resample_vertical(const uint8_t *src, int w, uint8_t *dst, int out_h,
 }
 
 static int resize(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst, uint32_t dst_w,
-                  uint32_t dst_h, EgResampleArith arith, const Stop *stop, EgError *err) {
+                  uint32_t dst_h, EgResampleFilter filter, EgResampleArith arith, const Stop *stop,
+                  EgError *err) {
     if (!src || !dst || src_w == 0 || src_h == 0 || dst_w == 0 || dst_h == 0)
         return eg_fail(err, "resize: empty image (%ux%u -> %ux%u)", (unsigned)src_w,
                        (unsigned)src_h, (unsigned)dst_w, (unsigned)dst_h);
@@ -206,15 +219,28 @@ static int resize(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *d
     Coeffs ch = {0}, cv = {0};
     uint8_t *tmp = NULL;
     int rc = -1;
-    if ((need_h && coeffs_init(in_w, out_w, arith, &ch) != 0) ||
-        (need_v && coeffs_init(in_h, out_h, arith, &cv) != 0)) {
+    if ((need_h && coeffs_init(in_w, out_w, filter, arith, &ch) != 0) ||
+        (need_v && coeffs_init(in_h, out_h, filter, arith, &cv) != 0)) {
         eg_fail(err, "resize: out of memory");
         goto done;
     }
+    /* Pillow 13: "if height is being scaled down more than twice the amount the width is, run
+     * the vertical pass first" (pixel counts, so negative when a side grows) */
+    int vertical_first = arith == EG_RESAMPLE_PIL13 && in_h - out_h > 0 &&
+                         (int64_t)in_h - out_h > ((int64_t)in_w - out_w) * 2;
     if (!need_v) {
         if (resample_horizontal(src, in_w, 0, in_h, dst, out_w, &ch, stop)) goto cancelled;
     } else if (!need_h) {
         if (resample_vertical(src, in_w, dst, out_h, &cv, stop)) goto cancelled;
+    } else if (vertical_first) {
+        tmp = malloc((size_t)in_w * out_h * 3);
+        if (!tmp) {
+            eg_fail(err, "resize: out of memory");
+            goto done;
+        }
+        if (resample_vertical(src, in_w, tmp, out_h, &cv, stop) ||
+            resample_horizontal(tmp, in_w, 0, out_h, dst, out_w, &ch, stop))
+            goto cancelled;
     } else {
         /* Only the input rows the vertical pass will read go through the horizontal pass; the
          * vertical bounds are then relative to the first of them. */
@@ -245,7 +271,14 @@ done:
 int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
                             uint32_t dst_w, uint32_t dst_h, EgResampleArith arith, EgError *err) {
     const Stop never = {NULL, NULL};
-    return resize(src, src_w, src_h, dst, dst_w, dst_h, arith, &never, err);
+    return resize(src, src_w, src_h, dst, dst_w, dst_h, EG_FILTER_BICUBIC, arith, &never, err);
+}
+
+int eg_image_resize(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
+                    uint32_t dst_w, uint32_t dst_h, EgResampleFilter filter, EgResampleArith arith,
+                    int (*stop_fn)(void *user), void *stop_user, EgError *err) {
+    const Stop stop = {stop_fn, stop_user};
+    return resize(src, src_w, src_h, dst, dst_w, dst_h, filter, arith, &stop, err);
 }
 
 void eg_preprocess_config_default(EgPreprocessConfig *cfg, int size) {
@@ -268,7 +301,7 @@ int eg_preprocess_image_cfg(const EgImage *img, const EgPreprocessConfig *cfg, f
     if (!resized) return eg_fail(err, "preprocess: out of memory for %dx%d", size, size);
     const Stop stop = {cfg->stop, cfg->stop_user};
     if (resize(img->rgb, img->width, img->height, resized, (uint32_t)size, (uint32_t)size,
-               cfg->arith, &stop, err) != 0) {
+               EG_FILTER_BICUBIC, cfg->arith, &stop, err) != 0) {
         free(resized);
         return eg_fail_prefix(err, "preprocess");
     }

@@ -32,13 +32,29 @@ typedef enum EgResampleArith {
      * torchvision's resize does): int16 weights with as many fractional bits as keep the largest
      * below 2^15. Reproduces processor_golden (HF IdeficsProcessor, transformers 5.17) exactly. */
     EG_RESAMPLE_TORCH = 1,
+    /* Pillow 13 (what HF MllamaImageProcessor resizes with in the reference environment):
+     * Pillow's arithmetic, but the vertical pass runs first when the height shrinks by more than
+     * twice as many pixels as the width (Resample.c's ImagingResampleInner in Pillow 13.0), so
+     * the uint8 intermediate, and with it about 10% of the output values, differ by one level. */
+    EG_RESAMPLE_PIL13 = 2,
 } EgResampleArith;
+
+/* PIL's resample filters that the families use (PIL numbers: BILINEAR 2, BICUBIC 3). */
+typedef enum EgResampleFilter {
+    EG_FILTER_BICUBIC = 0,  /* IDEFICS */
+    EG_FILTER_BILINEAR = 1, /* triangle filter, support 1 (widened when shrinking): mllama */
+} EgResampleFilter;
 
 /* Resizes packed 8-bit RGB src (src_w x src_h) to dst (dst_w x dst_h), bit for bit like the
  * reference named by arith. A pass whose size does not change is skipped, so an image already at
  * the target size is copied unchanged. */
 int eg_image_resize_bicubic(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
                             uint32_t dst_w, uint32_t dst_h, EgResampleArith arith, EgError *err);
+/* The same with any filter, polling stop_fn (NULL: never) between rows like
+ * EgPreprocessConfig.stop: when it returns non-zero the call fails with "resize: stopped". */
+int eg_image_resize(const uint8_t *src, uint32_t src_w, uint32_t src_h, uint8_t *dst,
+                    uint32_t dst_w, uint32_t dst_h, EgResampleFilter filter, EgResampleArith arith,
+                    int (*stop_fn)(void *user), void *stop_user, EgError *err);
 
 typedef struct EgPreprocessConfig {
     int size;         /* output side S (the vision encoder's image_size) */
