@@ -30,15 +30,21 @@ static float *read_f32(EgTensorFile *g, const char *name, size_t *n) {
     return out;
 }
 
-static int64_t *read_i64(EgTensorFile *g, const char *name, const EgTensorView **view) {
+/* An integer tensor (int64 in the golden files) as int32, as the preprocessing writes ids. */
+static int32_t *read_i32(EgTensorFile *g, const char *name, const EgTensorView **view) {
     const EgTensorView *t = eg_tensors_find(g, name);
     if (!t) return NULL;
-    int64_t *out = malloc((size_t)t->numel * sizeof *out);
+    int64_t *wide = malloc((size_t)t->numel * sizeof *wide);
+    int32_t *out = malloc((size_t)t->numel * sizeof *out);
     EgError err;
-    if (!out || eg_tensor_to_i64(t, out, &err)) {
+    if (!wide || !out || eg_tensor_to_i64(t, wide, &err)) {
+        free(wide);
         free(out);
         return NULL;
     }
+    for (int64_t k = 0; k < t->numel; k++)
+        out[k] = (int32_t)wide[k];
+    free(wide);
     if (view) *view = t;
     return out;
 }
@@ -78,8 +84,8 @@ static void run_model(const char *name, const char *model_dir, int fp32) {
     const EgTensorView *ids_view = NULL;
     size_t n_vis = 0, n_cross = 0;
     float *pixels = g ? read_f32(g, "pixel_values", NULL) : NULL;
-    int64_t *ids = g ? read_i64(g, "aspect_ratio_ids", &ids_view) : NULL;
-    int64_t *mask = g ? read_i64(g, "aspect_ratio_mask", NULL) : NULL;
+    int32_t *ids = g ? read_i32(g, "aspect_ratio_ids", &ids_view) : NULL;
+    int32_t *mask = g ? read_i32(g, "aspect_ratio_mask", NULL) : NULL;
     float *ref_vis = g ? read_f32(g, "vision_output", &n_vis) : NULL;
     float *ref_cross = g ? read_f32(g, "cross_attention_states", &n_cross) : NULL;
     CHECK(pixels && ids && mask && ref_vis && ref_cross, "%s: golden tensors missing", name);
@@ -275,7 +281,7 @@ static void test_refusals(void) {
     /* bad image inputs are refused, not run */
     if (m) {
         float *pix = calloc(4 * 3 * 28 * 28, sizeof *pix);
-        int64_t ids[1] = {9}, mask[4] = {1, 0, 0, 0};
+        int32_t ids[1] = {9}, mask[4] = {1, 0, 0, 0};
         EgMllamaImages in = {pix, ids, mask, 1};
         CHECK(eg_mllama_vision_run(m, &in, NULL, NULL, &err) != 0 &&
                   strstr(err.msg, "aspect_ratio_id"),

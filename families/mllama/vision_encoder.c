@@ -62,16 +62,14 @@ static int check_images(const Shape *s, const EgMllamaImages *in, EgError *err) 
         return eg_fail_kind(err, EG_ERROR_LIMIT, "%u images are too many for one vision pass",
                             in->n);
     for (uint32_t i = 0; i < in->n; i++) {
-        int64_t id = in->aspect_ratio_ids[i];
-        if (id < 0 || id >= s->R)
-            return eg_fail(err, "image %u: aspect_ratio_id %lld is outside 0..%u", i, (long long)id,
-                           s->R - 1);
+        int32_t id = in->aspect_ratio_ids[i];
+        if (id < 0 || (uint32_t)id >= s->R)
+            return eg_fail(err, "image %u: aspect_ratio_id %d is outside 0..%u", i, id, s->R - 1);
         uint32_t valid = 0;
         for (uint32_t t = 0; t < s->J; t++) {
-            int64_t v = in->aspect_ratio_mask[(size_t)i * s->J + t];
+            int32_t v = in->aspect_ratio_mask[(size_t)i * s->J + t];
             if (v != 0 && v != 1)
-                return eg_fail(err, "image %u: aspect_ratio_mask[%u] is %lld, not 0 or 1", i, t,
-                               (long long)v);
+                return eg_fail(err, "image %u: aspect_ratio_mask[%u] is %d, not 0 or 1", i, t, v);
             valid += (uint32_t)v;
         }
         /* HF sets tile 0 for every slot; with none, every query would be masked everywhere */
@@ -89,7 +87,7 @@ static int table(EgArena *host, size_t rows, EgBuffer *b, uint32_t **rowp, EgErr
 }
 
 /* slot[t]: where tile t's real tokens sit among the image's tiles (valid tiles first). */
-static uint32_t tile_slots(const Shape *s, const int64_t *mask, uint32_t *slot) {
+static uint32_t tile_slots(const Shape *s, const int32_t *mask, uint32_t *slot) {
     uint32_t next = 0, valid = 0;
     for (uint32_t t = 0; t < s->J; t++)
         if (mask[t]) slot[t] = next++;
@@ -110,7 +108,7 @@ static int build_tables(const Shape *s, const EgMllamaImages *in, EgArena *host,
         table(host, (size_t)s->n * s->J * s->P, &T->gather, &gat, err))
         return -1;
     for (uint32_t i = 0; i < s->n; i++) {
-        const int64_t *mask = in->aspect_ratio_mask + (size_t)i * s->J;
+        const int32_t *mask = in->aspect_ratio_mask + (size_t)i * s->J;
         uint32_t ar = (uint32_t)in->aspect_ratio_ids[i], slot[64];
         T->valid[i] = tile_slots(s, mask, slot);
         for (uint32_t t = 0; t < s->J; t++) {

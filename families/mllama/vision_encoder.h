@@ -13,9 +13,10 @@
 /* n image slots (B·N: every sample's images, padding images included), each of J =
  * max_num_tiles tiles, as the image processor packs them. */
 typedef struct EgMllamaImages {
-    const float *pixels;              /* [n][J][C][S][S], normalized */
-    const int64_t *aspect_ratio_ids;  /* [n]: 0 (padding image) .. len(supported_aspect_ratios) */
-    const int64_t *aspect_ratio_mask; /* [n][J]: 1 for the image's tiles (at least one), else 0 */
+    const float *pixels; /* [n][J][C][S][S], normalized */
+    /* as eg_mllama_preprocess_images (vision/tile_preprocess.h) writes them: */
+    const int32_t *aspect_ratio_ids;  /* [n]: 0 (padding image) .. len(supported_aspect_ratios) */
+    const int32_t *aspect_ratio_mask; /* [n][J]: 1 for the image's tiles (at least one), else 0 */
     uint32_t n;
 } EgMllamaImages;
 
