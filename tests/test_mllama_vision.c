@@ -265,6 +265,55 @@ static void test_refusals(void) {
     put_config(config, "text_config", "num_key_value_heads", "4");
     expect_load_fails("text config that does not match the weights", "k_proj");
 
+    /* preprocessor_config.json, checked against the vision config (a: 28-pixel tiles, 4 of
+     * them) */
+    put_file("config.json", config, clen);
+    static const char *const pre_ok =
+        "{\"image_processor_type\": \"MllamaImageProcessor\", \"do_convert_rgb\": true, "
+        "\"do_normalize\": true, \"do_pad\": true, \"do_rescale\": true, \"do_resize\": true, "
+        "\"image_mean\": [0.5, 0.25, 0.125], \"image_std\": [0.5, 0.5, 0.25], "
+        "\"max_image_tiles\": 4, \"resample\": 2, \"rescale_factor\": 0.00392156862745098, "
+        "\"size\": {\"height\": 28, \"width\": 28}}";
+    static const struct {
+        const char *what, *find, *repl, *needle;
+    } pre_bad[] = {
+        {"processor tiles of another size", "\"height\": 28, \"width\": 28",
+         "\"height\": 56, \"width\": 56", "image_size"},
+        {"a non-square processor size", "\"width\": 28", "\"width\": 42", "square"},
+        {"processor tile count unlike the encoder's", "\"max_image_tiles\": 4",
+         "\"max_image_tiles\": 2", "max_num_tiles"},
+        {"bicubic resampling", "\"resample\": 2", "\"resample\": 3", "resample"},
+        {"normalization off", "\"do_normalize\": true", "\"do_normalize\": false", "do_normalize"},
+        {"a zero standard deviation", "[0.5, 0.5, 0.25]", "[0.5, 0.0, 0.25]", "image_std"},
+        {"a string where a number goes", "0.00392156862745098", "\"1/255\"", "rescale_factor"},
+    };
+    for (size_t i = 0; i < sizeof pre_bad / sizeof pre_bad[0]; i++) {
+        char text[1024];
+        const char *at = strstr(pre_ok, pre_bad[i].find);
+        CHECK(at != NULL, "no '%s' in the processor config", pre_bad[i].find);
+        if (!at) continue;
+        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - pre_ok), pre_ok, pre_bad[i].repl,
+                 at + strlen(pre_bad[i].find));
+        put_file("preprocessor_config.json", text, strlen(text));
+        expect_load_fails(pre_bad[i].what, pre_bad[i].needle);
+    }
+    put_file("preprocessor_config.json", pre_ok, strlen(pre_ok));
+    {
+        EgError err = {0};
+        EgMllamaOptions opt = {.fp32 = 1};
+        EgMllamaModel *m = eg_mllama_model_load(tmp, &opt, &err);
+        CHECK(m != NULL, "a matching preprocessor_config.json refused: %s", err.msg);
+        if (m)
+            CHECK(m->preprocess.tile_size == 28 && m->preprocess.max_tiles == 4 &&
+                      m->preprocess.norm.mean[2] == 0.125f && m->preprocess.norm.std[2] == 0.25f &&
+                      m->preprocess.rescale_factor == 0.00392156862745098,
+                  "preprocessor_config.json read wrongly");
+        eg_mllama_model_free(m);
+    }
+    char pre_path[512];
+    snprintf(pre_path, sizeof pre_path, "%s/preprocessor_config.json", tmp);
+    unlink(pre_path);
+
     /* the v4.52+ module paths (model.vision_model.*, ...) instead of the legacy names */
     put_file("config.json", config, clen);
     put_renamed_weights(w, wlen);

@@ -14,6 +14,7 @@
 #include "families/mllama/vision_config.h"
 #include "runtime/ops.h"
 #include "runtime/vk_staging.h"
+#include "vision/tile_preprocess.h"
 
 #define EG_MLLAMA_MAX_CROSS 64 /* cross_attention_layers entries (90B: 20) */
 
@@ -37,6 +38,14 @@ typedef struct EgMllamaConfig {
 int eg_mllama_config_parse(const char *json, size_t len, const char *source_name,
                            EgMllamaConfig *cfg, EgError *err);
 int eg_mllama_config_load(const char *config_json_path, EgMllamaConfig *cfg, EgError *err);
+
+/* The folder's preprocessor_config.json (HF MllamaImageProcessor) as vision/tile_preprocess.c
+ * takes it, checked against cfg: its tile size and tile count must be the encoder's, and every
+ * aspect-ratio id it makes must have a table row. Without the file: cfg's tile size and count with
+ * 1/255 and CLIP's mean and std (what every published checkpoint's file says). Refuses what
+ * tile_preprocess.c does not implement (resample other than bilinear, rescale or normalize off). */
+int eg_mllama_preprocess_config_load(const char *dir, const EgMllamaConfig *cfg,
+                                     EgMllamaPreprocessConfig *out, EgError *err);
 
 /* One local or global vision encoder layer (pre-norm ViT block). */
 typedef struct EgMllamaVisionLayer {
@@ -70,6 +79,7 @@ typedef struct EgMllamaOptions {
 
 typedef struct EgMllamaModel {
     EgMllamaConfig cfg;
+    EgMllamaPreprocessConfig preprocess; /* preprocessor_config.json */
     char dir[1024];
     EgVk vk;
     EgOps ops;
@@ -78,8 +88,8 @@ typedef struct EgMllamaModel {
     EgMllamaVision vision;
 } EgMllamaModel;
 
-/* Loads config.json, checks every tensor of the folder (names, shapes) and uploads the vision
- * tower and the projector. */
+/* Loads config.json and preprocessor_config.json, checks every tensor of the folder (names,
+ * shapes) and uploads the vision tower and the projector. */
 EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err);
 void eg_mllama_model_free(EgMllamaModel *m);
 

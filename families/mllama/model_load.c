@@ -20,7 +20,9 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgTensorFile *tf = NULL;
     EgMllamaNames names;
-    if (eg_mllama_config_load(path, &m->cfg, err)) goto fail;
+    if (eg_mllama_config_load(path, &m->cfg, err) ||
+        eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err))
+        goto fail;
     /* the folder is checked whole before anything reaches the device */
     tf = eg_tensors_open_dir(dir, err);
     if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_vision_check(m, tf, &names, err) ||
