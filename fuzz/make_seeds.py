@@ -423,6 +423,18 @@ def example_set_seeds():
     put(t, "truncated.egset", (header + pair(tiny, "red."))[:-3])
 
 
+# ---- mllama config.json
+
+def mllama_config():
+    t = "fuzz_mllama_config"
+    for n in "abc":
+        copy(t, os.path.join("tests", "data", "mllama", "tiny-mllama-" + n, "config.json"),
+             "config_%s.json" % n)
+    copy(t, os.path.join("tests", "data", "mllama", "tiny-mllama-c", "config_full.json"),
+         "config_full_c.json")
+    put(t, "config_defaults.json", json.dumps({"model_type": "mllama"}))
+
+
 if __name__ == "__main__":
     images()
     tokenizer()
@@ -430,3 +442,4 @@ if __name__ == "__main__":
     safetensors_seeds()
     config()
     example_set_seeds()
+    mllama_config()

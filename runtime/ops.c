@@ -30,6 +30,11 @@ typedef struct {
     uint32_t images, n_patches, dim;
 } VitEmbedPush;
 
+typedef struct {
+    uint32_t rows, dim, o_off, o_row, o_elem, accum, s_off[4], s_row[4];
+    float coef[4];
+} RowsCombinePush;
+
 /* Flag bits of shaders/matmul_epilogue.glsl. */
 enum {
     MM_BIAS = 8,
@@ -280,6 +285,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
         {&ops->embed, "embed", 3, 1u << 2, sizeof(EmbedPush)},
         {&ops->patchify, "patchify", 2, 1u << 1, sizeof(PatchifyPush)},
         {&ops->vit_embed, "vit_embed", 4, 1u << 3, sizeof(VitEmbedPush)},
+        {&ops->rows_combine, "rows_combine", 6, 1u << 5, sizeof(RowsCombinePush)},
         /* The last two only in the naive mode. */
         {&ops->matmul_naive, "matmul_naive", 5, 1u << 4, sizeof(MatmulPush)},
         {&ops->matvec_naive, "matvec_naive", 5, 1u << 4, sizeof(MatmulPush)},
@@ -393,6 +399,7 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->embed,
                          &ops->patchify,
                          &ops->vit_embed,
+                         &ops->rows_combine,
                          &ops->matmul_naive,
                          &ops->matvec_naive,
                          &ops->attention_one[0],
@@ -668,4 +675,24 @@ void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, cons
     const EgBuffer *bufs[4] = {patches, cls, pos, out};
     /* one invocation per element, token and image (shaders/vit_embed.comp) */
     eg_cmd_dispatch(cmd, &ops->vit_embed, bufs, &push, eg_groups(dim, 64), n_patches + 1, images);
+}
+
+void eg_op_rows_combine(EgCmd *cmd, const EgOps *ops, const EgRowsCombine *a) {
+    RowsCombinePush push = {.rows = a->rows,
+                            .dim = a->dim,
+                            .o_off = a->o_off,
+                            .o_row = a->o_row ? a->o_row : a->dim,
+                            .o_elem = a->o_elem ? a->o_elem : 1,
+                            .accum = a->accum != 0};
+    const EgBuffer *bufs[6] = {a->idx, NULL, NULL, NULL, NULL, a->out};
+    for (int s = 0; s < 4; s++) {
+        bufs[1 + s] = or_dummy(ops, a->s[s].src);
+        push.s_off[s] = a->s[s].off;
+        push.s_row[s] = a->s[s].row ? a->s[s].row : a->dim;
+        push.coef[s] = a->s[s].coef;
+    }
+    /* one invocation per element and row (shaders/rows_combine.comp): rows over y and z */
+    uint32_t gy = a->rows < 65535 ? a->rows : 65535;
+    eg_cmd_dispatch(cmd, &ops->rows_combine, bufs, &push, eg_groups(a->dim, 64), gy,
+                    eg_groups(a->rows, 65535));
 }

@@ -51,7 +51,7 @@ typedef struct EgOps {
     uint32_t elem;  /* bytes per element: 4 or 2 */
     EgArena arena;  /* the dummy buffer */
     EgBuffer dummy; /* bound where an optional input is absent */
-    EgPipeline rope, embed, patchify, vit_embed;
+    EgPipeline rope, embed, patchify, vit_embed, rows_combine;
     /* [0]: 8-element loads where the device takes them (CPUs), else single ones; [1]: where [0]
      * has 8-element loads, single ones for dispatches whose rows are off a multiple of 8 */
     EgPipeline norm[2], attention[2];
@@ -234,5 +234,25 @@ void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const 
 void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, const EgBuffer *cls,
                      const EgBuffer *pos, const EgBuffer *out, uint32_t images, uint32_t n_patches,
                      uint32_t dim);
+
+/* Rows gathered from up to four sources, scaled and summed (shaders/rows_combine.comp):
+ * out[o_off + r·o_row + e·o_elem] = (accum ? itself : 0) + Σ_s coef·src[off + idx[r][s]·row + e]
+ * for r < rows, e < dim. idx is uint32 [rows][4]; EG_ROWS_NONE leaves a source out (a source
+ * with src NULL must have it in every row). o_row 0 defaults to dim, o_elem 0 to 1. */
+#define EG_ROWS_NONE 0xFFFFFFFFu
+typedef struct EgRowsSource {
+    const EgBuffer *src;
+    uint32_t off, row; /* row 0: dim */
+    float coef;
+} EgRowsSource;
+typedef struct EgRowsCombine {
+    const EgBuffer *out;
+    uint32_t o_off, o_row, o_elem;
+    int accum;
+    uint32_t rows, dim;
+    const EgBuffer *idx;
+    EgRowsSource s[4];
+} EgRowsCombine;
+void eg_op_rows_combine(EgCmd *cmd, const EgOps *ops, const EgRowsCombine *a);
 
 #endif

@@ -34,9 +34,19 @@ static EgOps *g_ops;    /* the precision under test */
 static EgStaging g_st;  /* host <-> device copies */
 static EgArena g_arena; /* buffers of the current case, freed by case_end */
 
-enum { OP_LINEAR, OP_NORM, OP_ATTENTION, OP_ROPE, OP_EMBED, OP_PATCHIFY, OP_VIT_EMBED, N_OPS };
+enum {
+    OP_LINEAR,
+    OP_NORM,
+    OP_ATTENTION,
+    OP_ROPE,
+    OP_EMBED,
+    OP_PATCHIFY,
+    OP_VIT_EMBED,
+    OP_ROWS_COMBINE,
+    N_OPS
+};
 static const char *const OP_NAMES[N_OPS] = {"linear", "norm",     "attention", "rope",
-                                            "embed",  "patchify", "vit_embed"};
+                                            "embed",  "patchify", "vit_embed", "rows_comb"};
 static int g_op;                   /* the op whose errors compare() records */
 static const char *g_variant = ""; /* the linear kernels' configuration, in test names */
 static struct {
@@ -1318,6 +1328,79 @@ static void test_vit(void) {
     }
 }
 
+/* ---- eg_op_rows_combine: gathered rows of four sources, scaled and summed, written strided
+ * (or added to what is there), against a double reference; unwritten elements must keep their
+ * values. */
+
+static void rows_combine_case(uint32_t rows, uint32_t dim, uint32_t o_elem, int accum) {
+    const uint32_t src_rows[4] = {7, 1, 13, 29}, src_off[4] = {0, 3, 5, 11};
+    const float coef[4] = {1.0f, -0.5f, 0.25f, 2.0f};
+    uint32_t o_off = 2, o_row = dim * o_elem + 3;
+    size_t n_out = (size_t)rows * o_row + o_off;
+    float *src[4];
+    EgBuffer bsrc[4];
+    for (int s = 0; s < 4; s++) {
+        size_t n = src_off[s] + (size_t)src_rows[s] * (dim + 1); /* rows of dim + 1: a stride */
+        src[s] = host_normal(n, 1.0f);
+        bsrc[s] = dev(n);
+        put(&bsrc[s], 0, src[s], n);
+    }
+    /* each source left out of about a third of the rows */
+    uint32_t *idx = malloc((size_t)rows * 4 * sizeof *idx);
+    for (size_t i = 0; i < (size_t)rows * 4; i++)
+        idx[i] = rand_below(3) == 0 ? EG_ROWS_NONE : rand_below(src_rows[i % 4]);
+    EgBuffer bidx = dev_bytes((size_t)rows * 4 * sizeof *idx), bout = dev(n_out);
+    put_raw(&bidx, idx, (size_t)rows * 4 * sizeof *idx);
+    float *before = host_normal(n_out, 1.0f);
+    put(&bout, 0, before, n_out);
+
+    EgRowsCombine a = {.out = &bout,
+                       .o_off = o_off,
+                       .o_row = o_row,
+                       .o_elem = o_elem,
+                       .accum = accum,
+                       .rows = rows,
+                       .dim = dim,
+                       .idx = &bidx};
+    for (int s = 0; s < 4; s++)
+        a.s[s] = (EgRowsSource){&bsrc[s], src_off[s], dim + 1, coef[s]};
+    EgCmd cmd;
+    begin(&cmd);
+    eg_op_rows_combine(&cmd, g_ops, &a);
+    submit(&cmd);
+    float *got = get(&bout, n_out);
+
+    double *ref = calloc(n_out, sizeof *ref);
+    unsigned char *written = calloc(n_out, 1);
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t e = 0; e < dim; e++) {
+            size_t o = o_off + (size_t)r * o_row + (size_t)e * o_elem;
+            double v = accum ? before[o] : 0.0;
+            for (int s = 0; s < 4; s++) {
+                uint32_t i = idx[(size_t)r * 4 + s];
+                if (i != EG_ROWS_NONE)
+                    v += coef[s] * src[s][src_off[s] + (size_t)i * (dim + 1) + e];
+            }
+            ref[o] = v;
+            written[o] = 1;
+        }
+    char name[160];
+    g_op = OP_ROWS_COMBINE;
+    name_of(name, sizeof name, "rows_combine rows=%u dim=%u o_elem=%u%s", rows, dim, o_elem,
+            accum ? " accum" : "");
+    check_output(name, got, ref, written, before, n_out, tol());
+    for (int s = 0; s < 4; s++)
+        free(src[s]);
+    free(idx), free(before), free(got), free(ref), free(written);
+    case_end();
+}
+
+static void test_rows_combine(void) {
+    rows_combine_case(53, 37, 1, 0);
+    rows_combine_case(29, 70, 3, 1);
+    rows_combine_case(65541, 2, 2, 0); /* rows past one dispatch dimension (65535) */
+}
+
 /* ---- Model-sized launches. A dispatch may not exceed maxComputeWorkGroupCount (65535 per
  * dimension on lavapipe and on many GPUs; the validation layer reports it). These sizes are
  * IDEFICS-9B's (hidden 4096, 32 heads of 128, context 2048; ViT-H/14: 1280 wide, 224 px). */
@@ -1430,6 +1513,7 @@ int main(void) {
         test_rope();
         test_embed();
         test_vit();
+        test_rows_combine();
         test_model_sized();
     }
 

@@ -1,0 +1,61 @@
+/* Loading an mllama checkpoint folder (families/mllama/model.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "families/mllama/vision_load.h"
+#include "runtime/clock.h"
+#include "runtime/vk_context.h"
+
+EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err) {
+    EgMllamaOptions defaults = {0};
+    if (!opt) opt = &defaults;
+    double t0 = eg_now_s();
+    EgMllamaModel *m = calloc(1, sizeof *m);
+    if (!m) {
+        eg_fail(err, "out of host memory");
+        return NULL;
+    }
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    EgTensorFile *tf = NULL;
+    EgMllamaNames names;
+    if (eg_mllama_config_load(path, &m->cfg, err) ||
+        eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err))
+        goto fail;
+    /* the folder is checked whole before anything reaches the device */
+    tf = eg_tensors_open_dir(dir, err);
+    if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_vision_check(m, tf, &names, err) ||
+        eg_mllama_text_check(&m->cfg, tf, &names, err))
+        goto fail;
+    EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
+    if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
+    if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err) ||
+        eg_mllama_vision_load(m, tf, &names, err))
+        goto fail;
+    eg_tensors_close(tf);
+    if (opt->progress)
+        fprintf(opt->progress,
+                "egret: loaded the mllama vision tower of %s (%.1f MiB as %s) in %.2f s\n", dir,
+                (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
+                eg_now_s() - t0);
+    return m;
+fail:
+    eg_fail_prefix(err, "loading model %s", dir);
+    eg_tensors_close(tf);
+    eg_mllama_model_free(m);
+    return NULL;
+}
+
+void eg_mllama_model_free(EgMllamaModel *m) {
+    if (!m) return;
+    eg_mllama_vision_release(m);
+    if (m->vk.device) {
+        eg_staging_destroy(&m->staging);
+        eg_arena_reset(&m->weights);
+        eg_ops_destroy(&m->ops);
+        eg_vk_destroy(&m->vk);
+    }
+    free(m);
+}

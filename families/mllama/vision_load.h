@@ -1,0 +1,35 @@
+/* Reading an mllama checkpoint's tensors: which of the two name layouts it uses, the vision
+ * tower and projector uploaded (families/mllama/model.h), the text tensors checked. */
+#ifndef EGRET_MLLAMA_VISION_LOAD_H
+#define EGRET_MLLAMA_VISION_LOAD_H
+
+#include "families/mllama/model.h"
+#include "runtime/safetensors.h"
+
+/* Tensor name prefixes. Files written by Meta's conversion and by HF's save_pretrained (v4 and
+ * v5) use the legacy names; v4.52+ module paths (model.vision_model.*, ...) are accepted too. */
+typedef struct EgMllamaNames {
+    const char *vision;    /* "vision_model." or "model.vision_model." */
+    const char *projector; /* "multi_modal_projector." or "model.multi_modal_projector." */
+    const char *text;      /* "language_model.model." or "model.language_model." */
+    const char *lm_head;   /* "language_model.lm_head." or "lm_head." */
+} EgMllamaNames;
+
+/* Picks the layout from where the patch embedding is; error when it is in neither. */
+int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err);
+
+/* Checks the names and shapes of the vision tower's and the projector's tensors against m->cfg
+ * (no device needed; the gates of the embeddings are read into m->vision). */
+int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                           EgError *err);
+/* Uploads the vision tower and the projector into m->vision (m's ops, weights and staging set
+ * up); every tensor is checked for name and shape first. */
+int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
+                          EgError *err);
+void eg_mllama_vision_release(EgMllamaModel *m);
+
+/* Checks that every text tensor the config implies is there with its shape (nothing uploaded). */
+int eg_mllama_text_check(const EgMllamaConfig *cfg, const EgTensorFile *tf,
+                         const EgMllamaNames *names, EgError *err);
+
+#endif
