@@ -587,16 +587,18 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
     uint32_t width = a->heads * a->head_dim;
+    uint32_t kv_heads = a->kv_heads ? a->kv_heads : a->heads;
+    uint32_t kv_width = kv_heads * a->head_dim;
     EgAttentionPush push = {.n_keys = a->n_keys,
                             .head_dim = a->head_dim,
                             .q_off = a->q_off,
                             .q_stride = a->q_stride ? a->q_stride : width,
                             .q_batch = a->q_batch,
                             .k_off = a->k_off,
-                            .k_stride = a->k_stride ? a->k_stride : width,
+                            .k_stride = a->k_stride ? a->k_stride : kv_width,
                             .k_batch = a->k_batch,
                             .v_off = a->v_off,
-                            .v_stride = a->v_stride ? a->v_stride : width,
+                            .v_stride = a->v_stride ? a->v_stride : kv_width,
                             .v_batch = a->v_batch,
                             .o_off = a->o_off,
                             .o_stride = a->o_stride ? a->o_stride : width,
@@ -604,7 +606,10 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .mode = (uint32_t)a->mode,
                             .q_pos0 = a->q_pos0,
                             .scale = a->scale,
-                            .n_queries = a->n_queries};
+                            .n_queries = a->n_queries,
+                            .kv_group = a->heads / kv_heads,
+                            .mask_block = a->mask_block,
+                            .mask_words = a->mask_words};
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |

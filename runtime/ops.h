@@ -187,9 +187,14 @@ typedef struct EgNorm {
 } EgNorm;
 void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a);
 
-/* Attention per (query, head, batch); see shaders/attention.comp. Strides 0 default to
- * heads·head_dim. */
-typedef enum EgAttnMode { EG_ATTN_FULL = 0, EG_ATTN_CAUSAL = 1, EG_ATTN_RANGES = 2 } EgAttnMode;
+/* Attention per (query, head, batch); see shaders/attention.glsl. Strides 0 default to
+ * heads·head_dim for q and o, kv_heads·head_dim for k and v. */
+typedef enum EgAttnMode {
+    EG_ATTN_FULL = 0,
+    EG_ATTN_CAUSAL = 1,
+    EG_ATTN_RANGES = 2,
+    EG_ATTN_BLOCK_MASK = 3
+} EgAttnMode;
 typedef struct EgAttention {
     const EgBuffer *q, *k, *v, *o;
     uint32_t q_off, q_stride, q_batch;
@@ -197,9 +202,16 @@ typedef struct EgAttention {
     uint32_t v_off, v_stride, v_batch;
     uint32_t o_off, o_stride, o_batch;
     uint32_t n_queries, n_keys, heads, head_dim, batches;
+    /* grouped-query attention: key/value heads (0: heads), heads a multiple of it; query head h
+     * reads key/value head h / (heads / kv_heads) */
+    uint32_t kv_heads;
     EgAttnMode mode;
     uint32_t q_pos0;        /* causal: absolute position of query 0 */
-    const EgBuffer *ranges; /* ranges mode: uint32 [n_queries][2] = lo, hi */
+    /* ranges mode: uint32 [n_queries][2] = lo, hi. Block-mask mode: uint32
+     * [n_queries][mask_words], bit b%32 of word b/32 set where the query sees keys
+     * [b·mask_block, (b+1)·mask_block) */
+    const EgBuffer *ranges;
+    uint32_t mask_block, mask_words;
     float scale;
 } EgAttention;
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a);

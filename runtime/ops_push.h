@@ -14,6 +14,8 @@ typedef struct EgAttentionPush {
     uint32_t n_queries; /* attention.glsl only */
     uint32_t entry0;    /* attention_batch.comp and attention_slots.comp only */
     uint32_t n_entries; /* attention_slots.comp only (runtime/ops_batch.c) */
+    uint32_t kv_group;  /* query heads per key/value head; 0 or 1: none */
+    uint32_t mask_block, mask_words; /* EG_ATTN_BLOCK_MASK only */
 } EgAttentionPush;
 
 #endif
