@@ -633,18 +633,56 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a) {
                 eg_groups(a->rows * a->heads * (a->head_dim / 2), 64));
 }
 
-void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta) {
-    uint32_t half = head_dim / 2;
-    for (uint32_t j = 0; j < half; j++) {
-        /* torch: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32. */
-        float exponent = (float)(2 * j) / (float)head_dim;
-        float inv_freq = 1.0f / powf(theta, exponent);
-        for (uint32_t pos = 0; pos < positions; pos++) {
-            float angle = (float)pos * inv_freq;
-            out[pos * half + j] = (float)cos((double)angle);
-            out[(size_t)positions * half + pos * half + j] = (float)sin((double)angle);
-        }
+/* torch: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32. */
+static float rope_base_freq(uint32_t j, uint32_t head_dim, float theta) {
+    float exponent = (float)(2 * j) / (float)head_dim;
+    return 1.0f / powf(theta, exponent);
+}
+
+/* Column j of the cos and sin tables: angle = pos·inv_freq rounded to float, as torch. */
+static void rope_table_column(float *out, uint32_t positions, uint32_t half, uint32_t j,
+                              float inv_freq) {
+    for (uint32_t pos = 0; pos < positions; pos++) {
+        float angle = (float)pos * inv_freq;
+        out[pos * half + j] = (float)cos((double)angle);
+        out[(size_t)positions * half + pos * half + j] = (float)sin((double)angle);
     }
+}
+
+void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta,
+                      const EgRopeLlama3 *llama3) {
+    uint32_t half = head_dim / 2;
+    for (uint32_t j = 0; j < half; j++)
+        inv_freq[j] = rope_base_freq(j, head_dim, theta);
+    if (!llama3) return;
+    /* torch computes each line below in float32 with the Python scalars rounded to float32;
+     * `2 * math.pi / inv_freq` is Tensor.__rdiv__: reciprocal, then the product. */
+    const float two_pi = (float)(2.0 * 3.14159265358979323846);
+    float factor = llama3->factor, low = llama3->low_freq_factor, high = llama3->high_freq_factor;
+    float old_len = llama3->original_max_position_embeddings;
+    float low_wavelen = old_len / low, high_wavelen = old_len / high;
+    for (uint32_t j = 0; j < half; j++) {
+        float f = inv_freq[j];
+        float wavelen = (1.0f / f) * two_pi;
+        if (wavelen > low_wavelen) {
+            f = f / factor;
+        } else if (!(wavelen < high_wavelen)) { /* the medium band: interpolated */
+            float smooth = ((1.0f / wavelen) * old_len - low) / (high - low);
+            f = (1.0f - smooth) * f / factor + smooth * f;
+        }
+        inv_freq[j] = f;
+    }
+}
+
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim,
+                         const float *inv_freq) {
+    for (uint32_t j = 0; j < head_dim / 2; j++)
+        rope_table_column(out, positions, head_dim / 2, j, inv_freq[j]);
+}
+
+void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta) {
+    for (uint32_t j = 0; j < head_dim / 2; j++)
+        rope_table_column(out, positions, head_dim / 2, j, rope_base_freq(j, head_dim, theta));
 }
 
 void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {

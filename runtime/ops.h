@@ -229,6 +229,22 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a);
  * does in float32 (inv_freq = 1/theta^(2j/hd), angle = pos·inv_freq rounded to float). */
 void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta);
 
+/* RoPE frequency scaling, HF rope_type "llama3" (Llama 3.1 and later): frequencies whose
+ * wavelength exceeds original_max_position_embeddings / low_freq_factor are divided by factor,
+ * those below original / high_freq_factor kept, the band between interpolated. */
+typedef struct EgRopeLlama3 {
+    float factor, low_freq_factor, high_freq_factor, original_max_position_embeddings;
+} EgRopeLlama3;
+
+/* The head_dim/2 inverse frequencies 1/theta^(2j/hd), then (llama3 non-NULL) scaled, each step
+ * a float32 operation in the order of HF's _compute_llama3_parameters, so the table matches
+ * HF's bit for bit where the libm agrees. */
+void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta, const EgRopeLlama3 *llama3);
+
+/* eg_rope_table from given inverse frequencies (eg_rope_inv_freq). */
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim,
+                         const float *inv_freq);
+
 /* out[t] = table row ids[t] − row0 for ids within [row0, row0 + n_rows). */
 typedef struct EgEmbed {
     const EgBuffer *ids; /* uint32 [tokens] */
