@@ -155,7 +155,7 @@ static int validate(const Ctx *c, EgMllamaTextConfig *cfg) {
                  {"num_key_value_heads", cfg->num_key_value_heads},
                  {"max_position_embeddings", cfg->max_position_embeddings}};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (sizes[i].value < 1 || (sizes[i].value > SIZE_LIMIT && i != 0 && i != 6))
+        if (sizes[i].value < 1 || (sizes[i].value > SIZE_LIMIT && i != 0))
             return eg_fail(c->err, "%s: key '%s%s' = %d is out of range", c->src, c->prefix,
                            sizes[i].key, sizes[i].value);
     if (cfg->vocab_size > (1 << 24))
@@ -184,12 +184,6 @@ static int validate(const Ctx *c, EgMllamaTextConfig *cfg) {
             return eg_fail(c->err, "%s: %scross_attention_layers must be increasing (%d after %d)",
                            c->src, c->prefix, l, cfg->cross_attention_layers[i - 1]);
     }
-    /* HF reads the cache length, the causal mask and the cross-mask rows from layer 0's cache */
-    if (cfg->n_cross > 0 && cfg->cross_attention_layers[0] == 0)
-        return eg_fail(c->err,
-                       "%s: %scross_attention_layers contains 0; layer 0 must be a self-attention "
-                       "layer",
-                       c->src, c->prefix);
     return 0;
 }
 
