@@ -270,6 +270,87 @@ static void run_model(const char *name, EgOps *ops, EgStaging *st, int fp32) {
     eg_mllama_text_free(&t);
 }
 
+/* ---- transformers 4.52+'s in-memory names ---- */
+
+/* The safetensors file at path with every "language_model.model." name renamed to
+ * "model.language_model." and "language_model.lm_head." to "lm_head." (malloc'd bytes). */
+static unsigned char *renamed_checkpoint(const char *path, size_t *len) {
+    size_t n = 0;
+    unsigned char *in = test_read_file(path, &n);
+    if (!in || n < 8) return free(in), NULL;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | in[i];
+    char *text = malloc(hlen + 1);
+    memcpy(text, in + 8, hlen);
+    text[hlen] = 0;
+    cJSON *h = cJSON_Parse(text), *renamed = cJSON_CreateObject();
+    free(text);
+    while (h && h->child) {
+        cJSON *e = cJSON_DetachItemViaPointer(h, h->child);
+        static const char *const from[] = {"language_model.model.", "language_model.lm_head."};
+        static const char *const to[] = {"model.language_model.", "lm_head."};
+        char name[256];
+        snprintf(name, sizeof name, "%s", e->string);
+        for (int k = 0; k < 2; k++)
+            if (strncmp(e->string, from[k], strlen(from[k])) == 0)
+                snprintf(name, sizeof name, "%s%s", to[k], e->string + strlen(from[k]));
+        cJSON_AddItemToObject(renamed, name, e);
+    }
+    cJSON_Delete(h);
+    h = renamed;
+    char *out_h = h ? cJSON_PrintUnformatted(h) : NULL;
+    cJSON_Delete(h);
+    if (!out_h) return free(in), NULL;
+    size_t olen = strlen(out_h), data = n - 8 - hlen;
+    unsigned char *out = malloc(8 + olen + data);
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)((uint64_t)olen >> (8 * i));
+    memcpy(out + 8, out_h, olen);
+    memcpy(out + 8 + olen, in + 8 + hlen, data);
+    free(out_h);
+    free(in);
+    *len = 8 + olen + data;
+    return out;
+}
+
+/* The same weights under the other naming load to the same logits. */
+static void test_v5_names(EgOps *ops, EgStaging *st) {
+    const char *dir = test_data_path("mllama/tiny-mllama-a");
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    EgMllamaTextConfig cfg;
+    EgError err = {0};
+    CHECK(eg_mllama_text_config_load(path, &cfg, &err) == 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t len = 0;
+    unsigned char *bytes = renamed_checkpoint(path, &len);
+    CHECK(bytes != NULL, "renaming %s", path);
+    if (!bytes) return;
+    EgTensorFile *tf[2] = {eg_tensors_open_file(path, &err),
+                           eg_tensors_open_memory(bytes, len, "renamed", &err)};
+    CHECK(tf[0] && tf[1] && eg_tensors_find(tf[1], "model.language_model.norm.weight") &&
+              eg_tensors_find(tf[1], "lm_head.weight"),
+          "renamed checkpoint: %s", err.msg);
+    static const int32_t ids[] = {500, 7, 33, 200};
+    float logits[2][512];
+    for (int k = 0; k < 2 && tf[0] && tf[1]; k++) {
+        EgMllamaText t;
+        int rc = eg_mllama_text_load(&t, &cfg, ops, st, tf[k], NULL, &err);
+        CHECK(rc == 0, "naming %d: %s", k, err.msg);
+        if (rc) continue;
+        EgMllamaTextSequence *s = eg_mllama_text_sequence_new(&t, 4, &err);
+        CHECK(s && eg_mllama_text_forward(s, ids, NULL, 4, logits[k], 0, &err) == 0, "%s", err.msg);
+        eg_mllama_text_sequence_free(s);
+        eg_mllama_text_free(&t);
+    }
+    CHECK(memcmp(logits[0], logits[1], sizeof logits[0]) == 0,
+          "the two namings give different logits");
+    eg_tensors_close(tf[0]);
+    eg_tensors_close(tf[1]);
+    free(bytes);
+}
+
 /* ---- refusals ---- */
 
 static void expect_config_error(const char *json, const char *needle) {
@@ -352,7 +433,7 @@ int main(void) {
         REQUIRE(eg_staging_init(&st, &g_vk, 4u << 20, &err) == 0, "%s", err.msg);
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
             run_model(models[i], &ops, &st, fp32);
-        if (fp32) test_missing_tensor(&ops, &st);
+        if (fp32) test_missing_tensor(&ops, &st), test_v5_names(&ops, &st);
         eg_staging_destroy(&st);
         eg_ops_destroy(&ops);
     }

@@ -131,8 +131,10 @@ static int load_weights(Loader *L) {
     snprintf(embed_name, sizeof embed_name, "%sembed_tokens.weight", L->model);
     const char *embed_ptr = embed_name;
     if (load_stacked(L, &t->embed, t->H, 1, &t->embed_rows, &embed_ptr)) return -1;
-    if (c->tie_word_embeddings) {
-        /* the embedding's first vocab rows (the chunks past them are never reached) */
+    /* transformers ties nothing for mllama (whatever tie_word_embeddings says, lm_head is read
+     * from the checkpoint); only a checkpoint without lm_head that asks for tying reuses the
+     * embedding's first vocab rows (the chunks past them are never reached) */
+    if (c->tie_word_embeddings && !eg_tensors_find(L->tf, L->lm_head)) {
         t->lm_head = t->embed;
         t->lm_head.rows = t->vocab;
         t->lm_head.n_chunks = (t->vocab + t->embed.chunk_rows - 1) / t->embed.chunk_rows;
