@@ -353,6 +353,52 @@ static void test_v5_names(EgOps *ops, EgStaging *st) {
 
 /* ---- refusals ---- */
 
+/* Bad inputs are answered with an error naming them, and leave the sequence usable. */
+static void test_bad_inputs(EgOps *ops, EgStaging *st) {
+    const char *dir = test_data_path("mllama/tiny-mllama-a");
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    EgMllamaTextConfig cfg;
+    EgError err = {0};
+    if (eg_mllama_text_config_load(path, &cfg, &err)) return;
+    EgTensorFile *tf = eg_tensors_open_dir(dir, &err);
+    EgMllamaText t;
+    int rc = tf ? eg_mllama_text_load(&t, &cfg, ops, st, tf, &(EgMllamaTextOptions){.max_tiles = 8},
+                                      &err)
+                : -1;
+    eg_tensors_close(tf);
+    CHECK(rc == 0, "%s", err.msg);
+    if (rc) return;
+    EgMllamaTextSequence *s = eg_mllama_text_sequence_new(&t, 4, &err);
+    CHECK(s != NULL, "%s", err.msg);
+    if (s) {
+        float *states = calloc((size_t)9 * 5 * t.H, sizeof *states);
+        int32_t ids[5] = {500, 7, 520, 8, 9};
+        uint8_t tiles[2] = {1, 2};
+        float logits[512];
+        rc = eg_mllama_text_set_cross_states(s, states, 9, 5, &err);
+        CHECK(rc != 0 && strstr(err.msg, "9 image tiles"), "9 tiles of 8: %s",
+              rc ? err.msg : "accepted");
+        rc = eg_mllama_text_forward(s, ids, NULL, 3, logits, 0, &err);
+        CHECK(rc != 0 && strstr(err.msg, "token id 520"), "id 520 of 520 rows: %s",
+              rc ? err.msg : "accepted");
+        rc = eg_mllama_text_forward(s, ids, NULL, 5, logits, 0, &err);
+        CHECK(rc != 0 && strstr(err.msg, "context of 4"), "5 tokens in 4: %s",
+              rc ? err.msg : "accepted");
+        CHECK(eg_mllama_text_set_cross_states(s, states, 2, 5, &err) == 0, "%s", err.msg);
+        rc = eg_mllama_text_forward(s, ids, tiles, 1, logits, 0, &err);
+        CHECK(rc != 0 && strstr(err.msg, "tile 1 is 2"), "mask value 2: %s",
+              rc ? err.msg : "accepted");
+        CHECK(s->n_past == 0, "a refused call advanced the sequence to %u", s->n_past);
+        tiles[1] = 1;
+        CHECK(eg_mllama_text_forward(s, ids, tiles, 1, logits, 0, &err) == 0 && s->n_past == 1,
+              "after the refusals: %s", err.msg);
+        free(states);
+    }
+    eg_mllama_text_sequence_free(s);
+    eg_mllama_text_free(&t);
+}
+
 static void expect_config_error(const char *json, const char *needle) {
     cJSON *root = cJSON_Parse(json);
     EgMllamaTextConfig cfg;
@@ -433,7 +479,11 @@ int main(void) {
         REQUIRE(eg_staging_init(&st, &g_vk, 4u << 20, &err) == 0, "%s", err.msg);
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
             run_model(models[i], &ops, &st, fp32);
-        if (fp32) test_missing_tensor(&ops, &st), test_v5_names(&ops, &st);
+        if (fp32) {
+            test_missing_tensor(&ops, &st);
+            test_v5_names(&ops, &st);
+            test_bad_inputs(&ops, &st);
+        }
         eg_staging_destroy(&st);
         eg_ops_destroy(&ops);
     }

@@ -826,7 +826,8 @@ static void attention_case(const AttnCase *c) {
         q[i] = rnd(q[i]);
 
     EgBuffer bq = dev(nqb), bk = dev(nkv), bv = c->packed_kv ? bk : dev(nkv), bo = dev(nob);
-    size_t ranges_bytes = (c->mode == EG_ATTN_BLOCK_MASK ? c->mask_words : 2) * nq * sizeof(uint32_t);
+    size_t ranges_bytes =
+        (c->mode == EG_ATTN_BLOCK_MASK ? c->mask_words : 2) * nq * sizeof(uint32_t);
     EgBuffer br = dev_bytes(ranges_bytes);
     put(&bq, 0, q, nqb);
     put(&bk, 0, k, nkv);
@@ -905,8 +906,8 @@ static void attention_case(const AttnCase *c) {
     name_of(name, sizeof name,
             "attention %s q=%u k=%u heads=%u/%u hd=%u batches=%u pos0=%u scale=%.3g%s%s |s|<=%.0f",
             modes[c->mode], nq, nk, H, KVH, hd, B, c->q_pos0, scale,
-            c->packed_kv ? " packed-kv" : "",
-            c->q_pad || c->o_pad || c->off ? " strided" : "", top_score);
+            c->packed_kv ? " packed-kv" : "", c->q_pad || c->o_pad || c->off ? " strided" : "",
+            top_score);
     check_output(name, got, ref, written, NULL, nob, tol());
     /* Queries that see no key: exactly zero. */
     for (uint32_t i = 0; i < nq; i++) {
@@ -1051,14 +1052,11 @@ static void test_attention(void) {
     /* Block masks (mllama's cross-attention to image tiles: blocks of 5 keys, 60 blocks in two
      * words; 300 keys in blocks of 7, the last one partial): disjoint blocks, one block, all,
      * none (exactly zero), the last partial block, bits past the keys. */
-    static uint32_t masks[10 * 2];
-    static const uint32_t mask_bits[10][2] = {
-        {0x5u, 0},          {0, 0x8000000u},  {0xFFFFFFFFu, 0x0FFFFFFFu},
-        {0, 0},             {0x80000001u, 1}, {0xF0F0F0F0u, 0x0F0F0F0Fu},
-        {0x2u, 0x08000000u}, {0x10000u, 0},   {0xFFFFFFFEu, 0},
-        {0, 0xFFFFFFFFu}};
-    for (int i = 0; i < 10; i++)
-        masks[2 * i] = mask_bits[i][0], masks[2 * i + 1] = mask_bits[i][1];
+    /* [10 queries][2 words] */
+    static const uint32_t masks[] = {0x5u,        0,           0,    0x8000000u,  0xFFFFFFFFu,
+                                     0x0FFFFFFFu, 0,           0,    0x80000001u, 1,
+                                     0xF0F0F0F0u, 0x0F0F0F0Fu, 0x2u, 0x08000000u, 0x10000u,
+                                     0,           0xFFFFFFFEu, 0,    0,           0xFFFFFFFFu};
     attention_case(&(AttnCase){.mode = EG_ATTN_BLOCK_MASK,
                                .nq = 10,
                                .nk = 300,
