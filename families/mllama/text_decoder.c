@@ -132,8 +132,7 @@ int eg_mllama_text_set_cross_states(EgMllamaTextSequence *s, const float *states
  * = 1: the token sees at least one tile), as runs [first, first + count). */
 typedef struct RowRuns {
     uint32_t n;
-    uint32_t first[64], count[64];
-    int all; /* every row counts: one run */
+    uint32_t *first, *count; /* EgMllamaText.row_runs: room for max_chunk runs each */
 } RowRuns;
 
 /* The products p[0 .. n) of a = RMSNorm(h[first .. first + rows)) · weight: the norm folded into
@@ -317,7 +316,9 @@ static int prepare_cross_rows(EgMllamaTextSequence *s, const uint8_t *tiles, uin
                               RowRuns *runs, EgError *err) {
     EgMllamaText *t = s->t;
     uint32_t *words = t->s.mask.mapped;
-    memset(runs, 0, sizeof *runs);
+    runs->n = 0;
+    runs->first = t->row_runs;
+    runs->count = t->row_runs + t->max_chunk;
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *row = tiles ? tiles + (size_t)i * s->n_tiles : s->last_tiles;
         uint32_t *w = words + (size_t)i * t->mask_words;
@@ -335,11 +336,6 @@ static int prepare_cross_rows(EgMllamaTextSequence *s, const uint8_t *tiles, uin
         if (any && runs->n > 0 && runs->first[runs->n - 1] + runs->count[runs->n - 1] == i) {
             runs->count[runs->n - 1]++;
         } else if (any) {
-            if (runs->n == sizeof runs->first / sizeof runs->first[0])
-                return eg_fail(err,
-                               "the cross-attention mask alternates between rows with and "
-                               "without images more than %u times in one chunk",
-                               runs->n);
             runs->first[runs->n] = i;
             runs->count[runs->n++] = 1;
         }

@@ -218,7 +218,8 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
     t->mlp_fused = eg_ops_fuses_swiglu(ops, t->I, t->H);
     eg_arena_init(&t->weights, ops->vk, EG_MEM_DEVICE, 64u << 20);
     t->inv_freq = malloc((t->head_dim / 2) * sizeof *t->inv_freq);
-    if (!t->inv_freq) {
+    t->row_runs = malloc(2 * (size_t)t->max_chunk * sizeof *t->row_runs);
+    if (!t->inv_freq || !t->row_runs) {
         eg_fail(err, "out of host memory");
         goto fail;
     }
@@ -257,6 +258,7 @@ void eg_mllama_text_free(EgMllamaText *t) {
     free(t->self);
     free(t->cross);
     free(t->inv_freq);
+    free(t->row_runs);
     eg_arena_reset(&t->s.host);
     eg_arena_reset(&t->scratch_arena);
     eg_arena_reset(&t->weights);

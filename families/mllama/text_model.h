@@ -60,6 +60,7 @@ typedef struct EgMllamaText {
     EgBuffer rope_table; /* cos/sin, eg_rope_table_freqs */
     uint32_t rope_positions;
 
+    uint32_t *row_runs; /* host [2][max_chunk]: the runs of rows a cross layer's MLP adds to */
     struct {
         EgBuffer h, a, q, attn, g, u;
         EgBuffer ids;    /* host-visible uint32 [max_chunk] */
