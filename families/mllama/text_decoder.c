@@ -189,7 +189,7 @@ static void record_down(EgCmd *cmd, EgMllamaText *t, const EgMatrix *down, const
                              .accum = 1});
 }
 
-/* Self-attention layer i for t tokens at positions n_past … n_past + n − 1. */
+/* Self-attention layer i for n tokens at positions n_past … n_past + n − 1. */
 static void record_self_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t i, uint32_t n) {
     EgMllamaText *t = s->t;
     const EgMllamaSelfLayer *x = &t->self[i];
@@ -233,7 +233,8 @@ static void record_self_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t i, u
     record_down(cmd, t, &x->down, NULL, 0, n);
 }
 
-/* Cross-attention layer j (its tiles' mask rows in s.mask). */
+/* Cross-attention layer j for n tokens (their tile masks already in s.mask; runs: the rows
+ * whose MLP branch counts). */
 static void record_cross_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t j, uint32_t n,
                                const RowRuns *runs) {
     EgMllamaText *t = s->t;
