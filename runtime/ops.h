@@ -206,9 +206,9 @@ typedef struct EgAttention {
      * reads key/value head h / (heads / kv_heads) */
     uint32_t kv_heads;
     EgAttnMode mode;
-    uint32_t q_pos0;        /* causal: absolute position of query 0 */
-    /* ranges mode: uint32 [n_queries][2] = lo, hi. Block-mask mode: uint32
-     * [n_queries][mask_words], bit b%32 of word b/32 set where the query sees keys
+    uint32_t q_pos0; /* causal: absolute position of query 0; block mask: query 0's mask row */
+    /* ranges mode: uint32 [n_queries][2] = lo, hi. Block-mask mode: uint32 rows of mask_words,
+     * query i's at row q_pos0 + i, bit b%32 of word b/32 set where it sees keys
      * [b·mask_block, (b+1)·mask_block) */
     const EgBuffer *ranges;
     uint32_t mask_block, mask_words;

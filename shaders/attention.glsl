@@ -8,7 +8,8 @@
 // its absolute position q_pos0 + q (mode 1), or the range [lo, hi) read from `ranges` (mode 2,
 // cross-attention to one image), or the blocks of mask_block keys whose bit is set in the
 // query's mask_words words of `ranges` (mode 3, block mask: mllama's cross-attention to the
-// tiles of several images; bit j%32 of word j/32 is block j); an empty range or mask writes
+// tiles of several images; bit j%32 of word j/32 is block j; query q's words are row q_pos0 + q
+// of `ranges`, so dispatches can share one mask buffer); an empty range or mask writes
 // zeros (IDEFICS' gate for tokens that see no image). The workgroup walks the union of its
 // queries' ranges; each query masks the keys outside its own. Rows hold all heads: element d of
 // head h of row r is at off + r·stride + h·head_dim + d; keys and values of query head h are

@@ -32,7 +32,7 @@ void ATTN_MAIN(uint b) {
         if (mode == 3u && qi < p.n_queries) {
             uint first = 0xFFFFFFFFu, last = 0u;
             for (uint w = 0u; w < p.mask_words; w++) {
-                uint bits = ranges[qi * p.mask_words + w];
+                uint bits = ranges[(p.q_pos0 + qi) * p.mask_words + w];
                 if (bits == 0u) continue;
                 if (first == 0xFFFFFFFFu) first = 32u * w + uint(findLSB(bits));
                 last = 32u * w + uint(findMSB(bits));
@@ -95,7 +95,7 @@ void ATTN_MAIN(uint b) {
 #if !ATTN_TABLE
                 if (mode == 3u && seen[i]) {
                     uint blk = (j0 + t) / p.mask_block;
-                    seen[i] = ((ranges[(q0 + i) * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
+                    seen[i] = ((ranges[(p.q_pos0 + q0 + i) * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
                 }
 #endif
                 s[i] = seen[i] ? s[i] * p.scale : NEG_HUGE;

@@ -63,7 +63,7 @@ void main() {
     if (p.mode == 3u) {
         uint first = 0xFFFFFFFFu, last = 0u;
         for (uint w = 0u; w < p.mask_words; w++) {
-            uint bits = ranges[qi * p.mask_words + w];
+            uint bits = ranges[(p.q_pos0 + qi) * p.mask_words + w];
             if (bits == 0u) continue;
             if (first == 0xFFFFFFFFu) first = 32u * w + uint(findLSB(bits));
             last = 32u * w + uint(findMSB(bits));
@@ -93,7 +93,7 @@ void main() {
         bool seen = j < hi;
         if (p.mode == 3u && seen) {
             uint blk = j / p.mask_block;
-            seen = ((ranges[qi * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
+            seen = ((ranges[(p.q_pos0 + qi) * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
         }
         float s = NEG_HUGE;
         if (seen) {

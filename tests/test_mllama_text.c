@@ -213,6 +213,85 @@ static void run_text_only(const char *name, int fp32, EgMllamaText *t, const Gol
     eg_mllama_text_sequence_free(s);
 }
 
+/* Prompt p of the golden (0, 1: the batch's samples, real tokens only; 2: the text-only one)
+ * into a new sequence, its last logits into last. */
+static EgMllamaTextSequence *prefill(EgMllamaText *t, const Golden *gd, uint32_t p, float *last) {
+    int32_t ids[64];
+    uint8_t tiles[64 * 64];
+    uint32_t n = 0, T = gd->T, NJ = gd->N * gd->J;
+    for (uint32_t i = 0; p < 2 && i < T && n < 64; i++) {
+        if (!gd->attn_mask[p * T + i]) continue;
+        ids[n] = (int32_t)gd->ids[p * T + i];
+        for (uint32_t k = 0; k < NJ; k++)
+            tiles[n * NJ + k] = (uint8_t)gd->xmask[((size_t)p * T + i) * NJ + k];
+        n++;
+    }
+    for (uint32_t i = 0; p == 2 && i < gd->t_len && i < 64; i++)
+        ids[n++] = (int32_t)gd->t_ids[i];
+    EgError err = {0};
+    EgMllamaTextSequence *s = eg_mllama_text_sequence_new(t, n + NEW_TOKENS, &err);
+    int rc = s ? 0 : -1;
+    if (rc == 0 && p < 2)
+        rc = eg_mllama_text_set_cross_states(s, gd->states + (size_t)p * NJ * gd->P * t->H, NJ,
+                                             gd->P, &err);
+    if (rc == 0) rc = eg_mllama_text_forward(s, ids, p < 2 ? tiles : NULL, n, last, 0, &err);
+    CHECK(rc == 0, "prefill %u: %s", p, err.msg);
+    if (rc) eg_mllama_text_sequence_free(s), s = NULL;
+    return s;
+}
+
+/* The three prompts decoded together, one batched step per token (sequences with images and
+ * one without in the same step): greedy ids as HF's, and each step's logits as those of a twin
+ * sequence decoding alone. */
+static void run_batch(const char *name, int fp32, EgMllamaText *t, const Golden *gd) {
+    uint32_t V = t->vocab;
+    EgMllamaTextSequence *seqs[3] = {0}, *twins[3] = {0};
+    float *logits = malloc((size_t)3 * V * sizeof *logits), *alone = malloc(V * sizeof *alone);
+    int ok = 1;
+    for (uint32_t p = 0; p < 3; p++) {
+        seqs[p] = prefill(t, gd, p, logits + (size_t)p * V);
+        twins[p] = prefill(t, gd, p, alone);
+        ok &= seqs[p] && twins[p];
+    }
+    int same = ok;
+    double worst = 0;
+    for (int step = 0; ok && step < NEW_TOKENS; step++) {
+        int32_t ids[3];
+        for (uint32_t p = 0; p < 3; p++) {
+            ids[p] = argmax(logits + (size_t)p * V, V);
+            const int64_t *want = p < 2 ? gd->generated + (size_t)p * NEW_TOKENS : gd->t_generated;
+            same &= ids[p] == (int32_t)want[step];
+        }
+        if (step + 1 == NEW_TOKENS) break;
+        EgError err = {0};
+        ok = eg_mllama_text_forward_batch(seqs, 3, ids, logits, &err) == 0;
+        CHECK(ok, "%s batched step %d: %s", name, step, err.msg);
+        for (uint32_t p = 0; ok && p < 3; p++) {
+            ok = eg_mllama_text_forward(twins[p], &ids[p], NULL, 1, alone, 0, &err) == 0;
+            CHECK(ok, "%s twin %u step %d: %s", name, p, step, err.msg);
+            double dmax = 0, rmax = 0;
+            for (uint32_t v = 0; ok && v < V; v++) {
+                double d = fabs((double)logits[(size_t)p * V + v] - alone[v]);
+                if (!(d <= dmax)) dmax = d;
+                if (fabs(alone[v]) > rmax) rmax = fabs(alone[v]);
+            }
+            if (dmax / rmax > worst || dmax != dmax) worst = dmax / rmax;
+        }
+    }
+    double tol = fp32 ? 1e-5 : 1e-2;
+    printf("  %s %s batched decode of 3: greedy ids %s HF's, logits within %.3g of decoding "
+           "alone\n",
+           fp32 ? "fp32" : "fp16", name, same ? "equal" : "differ from", worst);
+    if (fp32) CHECK(same, "%s fp32 batched greedy ids differ from HF's", name);
+    CHECK(worst <= tol, "%s batched logits %.3g from decoding alone (limit %.0e)", name, worst,
+          tol);
+    for (uint32_t p = 0; p < 3; p++) {
+        eg_mllama_text_sequence_free(seqs[p]);
+        eg_mllama_text_sequence_free(twins[p]);
+    }
+    free(logits), free(alone);
+}
+
 /* HF's llama3-scaled inverse frequencies, for this config and for 11B's. */
 static void check_rope(const char *name, const char *dir, const EgMllamaText *t) {
     char path[600];
@@ -265,6 +344,7 @@ static void run_model(const char *name, EgOps *ops, EgStaging *st, int fp32) {
         for (uint32_t b = 0; b < gd.B; b++)
             run_sample(name, fp32, &t, &gd, b);
         run_text_only(name, fp32, &t, &gd);
+        run_batch(name, fp32, &t, &gd);
     }
     golden_close(&gd);
     eg_mllama_text_free(&t);

@@ -763,7 +763,7 @@ typedef struct AttnCase {
 static int attn_sees(const AttnCase *c, uint32_t i, uint32_t j) {
     if (c->mode != EG_ATTN_BLOCK_MASK) return 1;
     uint32_t blk = j / c->mask_block;
-    return (c->ranges[i * c->mask_words + blk / 32] >> (blk % 32)) & 1u;
+    return (c->ranges[(c->q_pos0 + i) * c->mask_words + blk / 32] >> (blk % 32)) & 1u;
 }
 
 /* Keys [lo, hi) that query i may see (in block-mask mode: those of its blocks, see attn_sees). */
@@ -826,8 +826,9 @@ static void attention_case(const AttnCase *c) {
         q[i] = rnd(q[i]);
 
     EgBuffer bq = dev(nqb), bk = dev(nkv), bv = c->packed_kv ? bk : dev(nkv), bo = dev(nob);
-    size_t ranges_bytes =
-        (c->mode == EG_ATTN_BLOCK_MASK ? c->mask_words : 2) * nq * sizeof(uint32_t);
+    size_t ranges_bytes = c->mode == EG_ATTN_BLOCK_MASK
+                              ? (c->q_pos0 + nq) * c->mask_words * sizeof(uint32_t)
+                              : 2 * nq * sizeof(uint32_t);
     EgBuffer br = dev_bytes(ranges_bytes);
     put(&bq, 0, q, nqb);
     put(&bk, 0, k, nkv);
@@ -1064,6 +1065,18 @@ static void test_attention(void) {
                                .kv_heads = 2,
                                .hd = 16,
                                .batches = 2,
+                               .ranges = masks,
+                               .mask_block = 5,
+                               .mask_words = 2});
+    /* queries 0..6 read mask rows 3..9 (q_pos0: one mask buffer for several dispatches) */
+    attention_case(&(AttnCase){.mode = EG_ATTN_BLOCK_MASK,
+                               .nq = 7,
+                               .q_pos0 = 3,
+                               .nk = 300,
+                               .heads = 6,
+                               .kv_heads = 3,
+                               .hd = 24,
+                               .batches = 1,
                                .ranges = masks,
                                .mask_block = 5,
                                .mask_words = 2});

@@ -399,3 +399,186 @@ int eg_mllama_text_forward(EgMllamaTextSequence *s, const int32_t *ids, const ui
     }
     return 0;
 }
+
+/* ---- batched decode: one token for each of k sequences ----
+ *
+ * The products (where the weights are read) run once over the k rows; what is per sequence —
+ * RoPE at its own position, its new key and value into its own cache, attention over its own
+ * cache and its own images — is recorded per row. */
+
+static void record_self_layer_batch(EgCmd *cmd, EgMllamaTextSequence *const *seqs, uint32_t k,
+                                    uint32_t i) {
+    EgMllamaText *t = seqs[0]->t;
+    const EgMllamaSelfLayer *x = &t->self[i];
+    uint32_t W = t->qkv_width, kvw = t->kv_width;
+    VkDeviceSize elem = t->ops->elem;
+    record_normed_products(cmd, t, &x->in_norm, 0, k,
+                           &(EgLinear){.w = &x->qkv, .y = &t->s.u, .rows = k}, 1);
+    for (uint32_t b = 0; b < k; b++) {
+        EgMllamaTextSequence *s = seqs[b];
+        eg_op_rope(cmd, t->ops,
+                   &(EgRope){.x = &t->s.u,
+                             .x_off = b * W,
+                             .stride = W,
+                             .rows = 1,
+                             .heads = t->heads + t->kv_heads,
+                             .head_dim = t->head_dim,
+                             .pos0 = s->n_past,
+                             .table = &t->rope_table,
+                             .table_positions = t->rope_positions});
+        VkDeviceSize cache_off = (VkDeviceSize)s->n_past * kvw * elem;
+        eg_cmd_copy(cmd, &t->s.u, ((VkDeviceSize)b * W + t->H) * elem, &s->k_cache[i], cache_off,
+                    kvw * elem);
+        eg_cmd_copy(cmd, &t->s.u, ((VkDeviceSize)b * W + t->H + kvw) * elem, &s->v_cache[i],
+                    cache_off, kvw * elem);
+        eg_op_attention(cmd, t->ops,
+                        &(EgAttention){.q = &t->s.u,
+                                       .q_off = b * W,
+                                       .q_stride = W,
+                                       .k = &s->k_cache[i],
+                                       .v = &s->v_cache[i],
+                                       .o = &t->s.attn,
+                                       .o_off = b * t->H,
+                                       .n_queries = 1,
+                                       .n_keys = s->n_past + 1,
+                                       .heads = t->heads,
+                                       .kv_heads = t->kv_heads,
+                                       .head_dim = t->head_dim,
+                                       .mode = EG_ATTN_CAUSAL,
+                                       .q_pos0 = s->n_past,
+                                       .scale = 1.0f / sqrtf((float)t->head_dim)});
+    }
+    eg_op_linear(cmd, t->ops,
+                 &(EgLinear){.x = &t->s.attn, .w = &x->o, .y = &t->s.h, .rows = k, .accum = 1});
+    record_swiglu(cmd, t, &x->post_norm, &x->gate, &x->up, k);
+    record_down(cmd, t, &x->down, NULL, 0, k);
+}
+
+/* Cross layer j for k sequences, row b's mask at row b of s.mask. A sequence without images
+ * gets exactly zero from its attention (and so from o, which has no bias) and is left out of
+ * the MLP's runs: the layer leaves its row unchanged, as HF's skip does. */
+static void record_cross_layer_batch(EgCmd *cmd, EgMllamaTextSequence *const *seqs, uint32_t k,
+                                     uint32_t j, const RowRuns *runs) {
+    EgMllamaText *t = seqs[0]->t;
+    const EgMllamaCrossLayer *x = &t->cross[j];
+    uint32_t kvw = t->kv_width;
+    record_normed_products(cmd, t, &x->in_norm, 0, k,
+                           &(EgLinear){.w = &x->q, .y = &t->s.q, .rows = k}, 1);
+    eg_op_norm(cmd, t->ops,
+               &(EgNorm){.x = &t->s.q,
+                         .weight = &x->q_norm,
+                         .y = &t->s.q,
+                         .rows = k * t->heads,
+                         .dim = t->head_dim,
+                         .eps = t->cfg.rms_norm_eps,
+                         .rms = 1});
+    int any_without = 0;
+    for (uint32_t b = 0; b < k; b++)
+        any_without |= seqs[b]->n_tiles == 0;
+    if (any_without) eg_cmd_fill(cmd, &t->s.attn, 0);
+    for (uint32_t b = 0; b < k; b++) {
+        const EgMllamaTextSequence *s = seqs[b];
+        if (s->n_tiles == 0) continue;
+        eg_op_attention(cmd, t->ops,
+                        &(EgAttention){.q = &t->s.q,
+                                       .q_off = b * t->H,
+                                       .k = &s->cross_kv[j],
+                                       .k_stride = 2 * kvw,
+                                       .v = &s->cross_kv[j],
+                                       .v_off = kvw,
+                                       .v_stride = 2 * kvw,
+                                       .o = &t->s.attn,
+                                       .o_off = b * t->H,
+                                       .n_queries = 1,
+                                       .n_keys = s->n_tiles * s->tile_tokens,
+                                       .heads = t->heads,
+                                       .kv_heads = t->kv_heads,
+                                       .head_dim = t->head_dim,
+                                       .mode = EG_ATTN_BLOCK_MASK,
+                                       .q_pos0 = b, /* its mask row */
+                                       .ranges = &t->s.mask,
+                                       .mask_block = s->tile_tokens,
+                                       .mask_words = t->mask_words,
+                                       .scale = 1.0f / sqrtf((float)t->head_dim)});
+    }
+    eg_op_linear(cmd, t->ops,
+                 &(EgLinear){.x = &t->s.attn,
+                             .w = &x->o,
+                             .alpha = &x->attn_gate,
+                             .y = &t->s.h,
+                             .rows = k,
+                             .accum = 1});
+    if (runs->n == 0) return;
+    record_swiglu(cmd, t, &x->post_norm, &x->gate, &x->up, k);
+    for (uint32_t r = 0; r < runs->n; r++)
+        record_down(cmd, t, &x->down, &x->mlp_gate, runs->first[r], runs->count[r]);
+}
+
+/* Mask rows of a batched step: sequence b's last row at row b; runs over the rows whose MLP
+ * counts (a sequence with images whose last token sees a tile). */
+static void prepare_batch_rows(EgMllamaTextSequence *const *seqs, uint32_t k, RowRuns *runs) {
+    EgMllamaText *t = seqs[0]->t;
+    uint32_t *words = t->s.mask.mapped;
+    runs->n = 0;
+    runs->first = t->row_runs;
+    runs->count = t->row_runs + t->max_chunk;
+    for (uint32_t b = 0; b < k; b++) {
+        const EgMllamaTextSequence *s = seqs[b];
+        uint32_t *w = words + (size_t)b * t->mask_words;
+        memset(w, 0, t->mask_words * sizeof *w);
+        int any = 0;
+        for (uint32_t c = 0; c < s->n_tiles; c++)
+            if (s->last_tiles[c]) w[c / 32] |= 1u << (c % 32), any = 1;
+        if (!any) /* no tile seen: every tile (HF); none for a sequence without images */
+            for (uint32_t c = 0; c < s->n_tiles; c++)
+                w[c / 32] |= 1u << (c % 32);
+        if (!any) continue;
+        if (runs->n > 0 && runs->first[runs->n - 1] + runs->count[runs->n - 1] == b) {
+            runs->count[runs->n - 1]++;
+        } else {
+            runs->first[runs->n] = b;
+            runs->count[runs->n++] = 1;
+        }
+    }
+}
+
+int eg_mllama_text_forward_batch(EgMllamaTextSequence *const *seqs, uint32_t k, const int32_t *ids,
+                                 float *logits, EgError *err) {
+    if (k == 0) return eg_fail(err, "no sequences to advance");
+    EgMllamaText *t = seqs[0]->t;
+    if (k > t->max_chunk)
+        return eg_fail(err, "%u sequences in one step; at most %u", k, t->max_chunk);
+    uint32_t *id_slots = t->s.ids.mapped;
+    int any_images = 0;
+    for (uint32_t b = 0; b < k; b++) {
+        if (seqs[b]->t != t) return eg_fail(err, "sequences of different models in one step");
+        if (seqs[b]->n_past + 1 > seqs[b]->capacity)
+            return eg_fail(err, "sequence %u is full (%u tokens)", b, seqs[b]->capacity);
+        for (uint32_t c = 0; c < b; c++)
+            if (seqs[c] == seqs[b]) return eg_fail(err, "sequence %u appears twice", b);
+        if (ids[b] < 0 || (uint32_t)ids[b] >= t->embed_rows)
+            return eg_fail(err, "token id %d is outside the embedding (0..%u)", ids[b],
+                           t->embed_rows - 1);
+        id_slots[b] = (uint32_t)ids[b];
+        any_images |= seqs[b]->n_tiles > 0;
+    }
+    RowRuns runs = {0};
+    if (any_images) prepare_batch_rows(seqs, k, &runs);
+    EgCmd cmd;
+    if (eg_cmd_begin(t->ops->vk, &cmd, err)) return -1;
+    cmd.latency_bound = k <= EG_MATVEC_MAX_ROWS;
+    record_embedding(&cmd, t, k);
+    for (uint32_t i = 0; i < (uint32_t)t->cfg.num_hidden_layers; i++) {
+        int j = eg_mllama_cross_index(&t->cfg, (int)i);
+        if (j < 0)
+            record_self_layer_batch(&cmd, seqs, k, i);
+        else if (any_images)
+            record_cross_layer_batch(&cmd, seqs, k, (uint32_t)j, &runs);
+    }
+    record_logits(&cmd, t, 0, k);
+    if (eg_cmd_submit_wait(&cmd, err)) return -1;
+    read_logits(t, k, logits);
+    for (uint32_t b = 0; b < k; b++)
+        seqs[b]->n_past++;
+    return 0;
+}

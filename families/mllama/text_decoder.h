@@ -43,4 +43,12 @@ int eg_mllama_text_set_cross_states(EgMllamaTextSequence *s, const float *states
 int eg_mllama_text_forward(EgMllamaTextSequence *s, const int32_t *ids, const uint8_t *tiles,
                            uint32_t n, float *logits, int all_logits, EgError *err);
 
+/* Decoding several sequences at once: one token each (ids[b] for seqs[b], each repeating its
+ * last token's mask row), one command buffer, the weights read once for all of them. logits:
+ * k × vocab floats. Equal to k eg_mllama_text_forward calls up to rounding. At most the model's
+ * max_chunk sequences, all of model t, each once; sequences with and without images mix (those
+ * without skip the cross layers, as alone). */
+int eg_mllama_text_forward_batch(EgMllamaTextSequence *const *seqs, uint32_t k, const int32_t *ids,
+                                 float *logits, EgError *err);
+
 #endif
