@@ -589,6 +589,15 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
     uint32_t width = a->heads * a->head_dim;
     uint32_t kv_heads = a->kv_heads ? a->kv_heads : a->heads;
     uint32_t kv_width = kv_heads * a->head_dim;
+    if (a->heads % kv_heads ||
+        (a->mode == EG_ATTN_BLOCK_MASK && (!a->mask_block || !a->mask_words || !a->ranges))) {
+        /* a caller's bug: the shader would read the wrong heads or divide by zero */
+        fprintf(stderr,
+                "egret: eg_op_attention: %u heads over %u key/value heads, mode %d with mask "
+                "blocks of %u keys in %u words\n",
+                a->heads, kv_heads, (int)a->mode, a->mask_block, a->mask_words);
+        abort();
+    }
     EgAttentionPush push = {.n_keys = a->n_keys,
                             .head_dim = a->head_dim,
                             .q_off = a->q_off,
@@ -649,8 +658,7 @@ static void rope_table_column(float *out, uint32_t positions, uint32_t half, uin
     }
 }
 
-void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta,
-                      const EgRopeLlama3 *llama3) {
+void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta, const EgRopeLlama3 *llama3) {
     uint32_t half = head_dim / 2;
     for (uint32_t j = 0; j < half; j++)
         inv_freq[j] = rope_base_freq(j, head_dim, theta);
@@ -674,8 +682,7 @@ void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta,
     }
 }
 
-void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim,
-                         const float *inv_freq) {
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim, const float *inv_freq) {
     for (uint32_t j = 0; j < head_dim / 2; j++)
         rope_table_column(out, positions, head_dim / 2, j, inv_freq[j]);
 }

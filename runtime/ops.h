@@ -242,8 +242,7 @@ typedef struct EgRopeLlama3 {
 void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta, const EgRopeLlama3 *llama3);
 
 /* eg_rope_table from given inverse frequencies (eg_rope_inv_freq). */
-void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim,
-                         const float *inv_freq);
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim, const float *inv_freq);
 
 /* out[t] = table row ids[t] − row0 for ids within [row0, row0 + n_rows). */
 typedef struct EgEmbed {

@@ -7,7 +7,7 @@
 // key count fits. Keys a query may see: all (mode 0), causal up to its absolute position
 // q_pos0 + q (mode 1), or the range [lo, hi) read from `ranges` (mode 2, cross-attention to
 // one image), or the blocks of mask_block keys whose bit is set in the query's mask_words words
-// of `ranges` (mode 3); an empty range or mask writes zeros (IDEFICS' gate for tokens that see
+// of `ranges` (mode 3; query q's words are row q_pos0 + q); an empty range or mask writes zeros (IDEFICS' gate for tokens that see
 // no image). Query head h reads key/value head h / kv_group (grouped-query attention).
 // Rows hold all heads: element d of head h of row r is at off + r·stride + h·head_dim + d.
 layout(local_size_x = 128) in;
