@@ -594,16 +594,27 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
     uint32_t width = a->heads * a->head_dim;
+    uint32_t kv_heads = a->kv_heads ? a->kv_heads : a->heads;
+    uint32_t kv_width = kv_heads * a->head_dim;
+    if (a->heads % kv_heads ||
+        (a->mode == EG_ATTN_BLOCK_MASK && (!a->mask_block || !a->mask_words || !a->ranges))) {
+        /* a caller's bug: the shader would read the wrong heads or divide by zero */
+        fprintf(stderr,
+                "egret: eg_op_attention: %u heads over %u key/value heads, mode %d with mask "
+                "blocks of %u keys in %u words\n",
+                a->heads, kv_heads, (int)a->mode, a->mask_block, a->mask_words);
+        abort();
+    }
     EgAttentionPush push = {.n_keys = a->n_keys,
                             .head_dim = a->head_dim,
                             .q_off = a->q_off,
                             .q_stride = a->q_stride ? a->q_stride : width,
                             .q_batch = a->q_batch,
                             .k_off = a->k_off,
-                            .k_stride = a->k_stride ? a->k_stride : width,
+                            .k_stride = a->k_stride ? a->k_stride : kv_width,
                             .k_batch = a->k_batch,
                             .v_off = a->v_off,
-                            .v_stride = a->v_stride ? a->v_stride : width,
+                            .v_stride = a->v_stride ? a->v_stride : kv_width,
                             .v_batch = a->v_batch,
                             .o_off = a->o_off,
                             .o_stride = a->o_stride ? a->o_stride : width,
@@ -611,7 +622,10 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .mode = (uint32_t)a->mode,
                             .q_pos0 = a->q_pos0,
                             .scale = a->scale,
-                            .n_queries = a->n_queries};
+                            .n_queries = a->n_queries,
+                            .kv_group = a->heads / kv_heads,
+                            .mask_block = a->mask_block,
+                            .mask_words = a->mask_words};
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
@@ -635,18 +649,54 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a) {
                 eg_groups(a->rows * a->heads * (a->head_dim / 2), 64));
 }
 
-void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta) {
-    uint32_t half = head_dim / 2;
-    for (uint32_t j = 0; j < half; j++) {
-        /* torch: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32. */
-        float exponent = (float)(2 * j) / (float)head_dim;
-        float inv_freq = 1.0f / powf(theta, exponent);
-        for (uint32_t pos = 0; pos < positions; pos++) {
-            float angle = (float)pos * inv_freq;
-            out[pos * half + j] = (float)cos((double)angle);
-            out[(size_t)positions * half + pos * half + j] = (float)sin((double)angle);
-        }
+/* torch: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32. */
+static float rope_base_freq(uint32_t j, uint32_t head_dim, float theta) {
+    float exponent = (float)(2 * j) / (float)head_dim;
+    return 1.0f / powf(theta, exponent);
+}
+
+/* Column j of the cos and sin tables: angle = pos·inv_freq rounded to float, as torch. */
+static void rope_table_column(float *out, uint32_t positions, uint32_t half, uint32_t j,
+                              float inv_freq) {
+    for (uint32_t pos = 0; pos < positions; pos++) {
+        float angle = (float)pos * inv_freq;
+        out[pos * half + j] = (float)cos((double)angle);
+        out[(size_t)positions * half + pos * half + j] = (float)sin((double)angle);
     }
+}
+
+void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta, const EgRopeLlama3 *llama3) {
+    uint32_t half = head_dim / 2;
+    for (uint32_t j = 0; j < half; j++)
+        inv_freq[j] = rope_base_freq(j, head_dim, theta);
+    if (!llama3) return;
+    /* torch computes each line below in float32 with the Python scalars rounded to float32;
+     * `2 * math.pi / inv_freq` is Tensor.__rdiv__: reciprocal, then the product. */
+    const float two_pi = (float)(2.0 * 3.14159265358979323846);
+    float factor = llama3->factor, low = llama3->low_freq_factor, high = llama3->high_freq_factor;
+    float old_len = llama3->original_max_position_embeddings;
+    float low_wavelen = old_len / low, high_wavelen = old_len / high;
+    for (uint32_t j = 0; j < half; j++) {
+        float f = inv_freq[j];
+        float wavelen = (1.0f / f) * two_pi;
+        if (wavelen > low_wavelen) {
+            f = f / factor;
+        } else if (!(wavelen < high_wavelen)) { /* the medium band: interpolated */
+            float smooth = ((1.0f / wavelen) * old_len - low) / (high - low);
+            f = (1.0f - smooth) * f / factor + smooth * f;
+        }
+        inv_freq[j] = f;
+    }
+}
+
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim, const float *inv_freq) {
+    for (uint32_t j = 0; j < head_dim / 2; j++)
+        rope_table_column(out, positions, head_dim / 2, j, inv_freq[j]);
+}
+
+void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta) {
+    for (uint32_t j = 0; j < head_dim / 2; j++)
+        rope_table_column(out, positions, head_dim / 2, j, rope_base_freq(j, head_dim, theta));
 }
 
 void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {

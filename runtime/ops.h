@@ -187,9 +187,14 @@ typedef struct EgNorm {
 } EgNorm;
 void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a);
 
-/* Attention per (query, head, batch); see shaders/attention.comp. Strides 0 default to
- * heads·head_dim. */
-typedef enum EgAttnMode { EG_ATTN_FULL = 0, EG_ATTN_CAUSAL = 1, EG_ATTN_RANGES = 2 } EgAttnMode;
+/* Attention per (query, head, batch); see shaders/attention.glsl. Strides 0 default to
+ * heads·head_dim for q and o, kv_heads·head_dim for k and v. */
+typedef enum EgAttnMode {
+    EG_ATTN_FULL = 0,
+    EG_ATTN_CAUSAL = 1,
+    EG_ATTN_RANGES = 2,
+    EG_ATTN_BLOCK_MASK = 3
+} EgAttnMode;
 typedef struct EgAttention {
     const EgBuffer *q, *k, *v, *o;
     uint32_t q_off, q_stride, q_batch;
@@ -197,9 +202,16 @@ typedef struct EgAttention {
     uint32_t v_off, v_stride, v_batch;
     uint32_t o_off, o_stride, o_batch;
     uint32_t n_queries, n_keys, heads, head_dim, batches;
+    /* grouped-query attention: key/value heads (0: heads), heads a multiple of it; query head h
+     * reads key/value head h / (heads / kv_heads) */
+    uint32_t kv_heads;
     EgAttnMode mode;
-    uint32_t q_pos0;        /* causal: absolute position of query 0 */
-    const EgBuffer *ranges; /* ranges mode: uint32 [n_queries][2] = lo, hi */
+    uint32_t q_pos0; /* causal: absolute position of query 0; block mask: query 0's mask row */
+    /* ranges mode: uint32 [n_queries][2] = lo, hi. Block-mask mode: uint32 rows of mask_words,
+     * query i's at row q_pos0 + i, bit b%32 of word b/32 set where it sees keys
+     * [b·mask_block, (b+1)·mask_block) */
+    const EgBuffer *ranges;
+    uint32_t mask_block, mask_words;
     float scale;
 } EgAttention;
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a);
@@ -216,6 +228,21 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a);
 /* Host-side RoPE table: cos then sin, each [positions][head_dim/2], computed as the reference
  * does in float32 (inv_freq = 1/theta^(2j/hd), angle = pos·inv_freq rounded to float). */
 void eg_rope_table(float *out, uint32_t positions, uint32_t head_dim, float theta);
+
+/* RoPE frequency scaling, HF rope_type "llama3" (Llama 3.1 and later): frequencies whose
+ * wavelength exceeds original_max_position_embeddings / low_freq_factor are divided by factor,
+ * those below original / high_freq_factor kept, the band between interpolated. */
+typedef struct EgRopeLlama3 {
+    float factor, low_freq_factor, high_freq_factor, original_max_position_embeddings;
+} EgRopeLlama3;
+
+/* The head_dim/2 inverse frequencies 1/theta^(2j/hd), then (llama3 non-NULL) scaled, each step
+ * a float32 operation in the order of HF's _compute_llama3_parameters, so the table matches
+ * HF's bit for bit where the libm agrees. */
+void eg_rope_inv_freq(float *inv_freq, uint32_t head_dim, float theta, const EgRopeLlama3 *llama3);
+
+/* eg_rope_table from given inverse frequencies (eg_rope_inv_freq). */
+void eg_rope_table_freqs(float *out, uint32_t positions, uint32_t head_dim, const float *inv_freq);
 
 /* out[t] = table row ids[t] − row0 for ids within [row0, row0 + n_rows). */
 typedef struct EgEmbed {

@@ -6,10 +6,14 @@
 // streams over the keys in tiles of WG with an online softmax (running max and sum per query,
 // rescaled per tile), so any key count fits. Keys a query may see: all (mode 0), causal up to
 // its absolute position q_pos0 + q (mode 1), or the range [lo, hi) read from `ranges` (mode 2,
-// cross-attention to one image); an empty range writes zeros (IDEFICS' gate for tokens that
-// see no image). The workgroup walks the union of its queries' ranges; each query masks the keys
-// outside its own. Rows hold all heads: element d of head h of row r is at
-// off + r·stride + h·head_dim + d.
+// cross-attention to one image), or the blocks of mask_block keys whose bit is set in the
+// query's mask_words words of `ranges` (mode 3, block mask: mllama's cross-attention to the
+// tiles of several images; bit j%32 of word j/32 is block j; query q's words are row q_pos0 + q
+// of `ranges`, so dispatches can share one mask buffer); an empty range or mask writes
+// zeros (IDEFICS' gate for tokens that see no image). The workgroup walks the union of its
+// queries' ranges; each query masks the keys outside its own. Rows hold all heads: element d of
+// head h of row r is at off + r·stride + h·head_dim + d; keys and values of query head h are
+// those of head h / kv_group (grouped-query attention).
 //
 // Per tile, invocation t scores key j0 + t against every query of the workgroup (each key row
 // loaded once for QPW queries: what sharing queries saves), the tile's max and sum come from
@@ -97,6 +101,8 @@ layout(push_constant) uniform Push {
     uint n_queries;
     uint entry0; // ATTN_TABLE: this dispatch's first entry in the batch table
     uint n_entries; // ATTN_SLOTS: entries from entry0 in this dispatch (slots past them idle)
+    uint kv_group; // query heads per key/value head (grouped-query attention); 0 or 1: none
+    uint mask_block, mask_words; // mode 3: keys per mask bit, uint words of bits per query
 } p;
 
 // Queries, keys and values: from the bindings (as buffers, or with EG_TEXEL as texel views),

@@ -15,7 +15,8 @@ void ATTN_MAIN(uint b) {
     uint k_off = p.k_off, k_stride = p.k_stride, k_batch = p.k_batch;
     uint v_off = p.v_off, v_stride = p.v_stride, v_batch = p.v_batch;
 #endif
-    // Each query's keys [lo, hi) (empty past the last query) and their union.
+    // Each query's keys [lo, hi) (empty past the last query) and their union; in block-mask
+    // mode [lo, hi) spans the query's first to last visible block.
     uint lo[QPW], hi[QPW], qb[QPW];
     uint all_lo = n_keys, all_hi = 0u;
     for (uint i = 0; i < QPW; i++) {
@@ -28,6 +29,17 @@ void ATTN_MAIN(uint b) {
             lo[i] = ranges[2u * qi];
             hi[i] = min(ranges[2u * qi + 1u], n_keys);
         }
+        if (mode == 3u && qi < p.n_queries) {
+            uint first = 0xFFFFFFFFu, last = 0u;
+            for (uint w = 0u; w < p.mask_words; w++) {
+                uint bits = ranges[(p.q_pos0 + qi) * p.mask_words + w];
+                if (bits == 0u) continue;
+                if (first == 0xFFFFFFFFu) first = 32u * w + uint(findLSB(bits));
+                last = 32u * w + uint(findMSB(bits));
+            }
+            lo[i] = first == 0xFFFFFFFFu ? 0u : min(first * p.mask_block, n_keys);
+            hi[i] = first == 0xFFFFFFFFu ? 0u : min((last + 1u) * p.mask_block, n_keys);
+        }
 #endif
         if (hi[i] > lo[i]) {
             all_lo = min(all_lo, lo[i]);
@@ -35,8 +47,10 @@ void ATTN_MAIN(uint b) {
         }
         qb[i] = p.q_off + b * p.q_batch + min(qi, p.n_queries - 1u) * p.q_stride + head * hd;
     }
-    uint kb = k_off + b * k_batch + head * hd;
-    uint vb = v_off + b * v_batch + head * hd;
+    // Grouped-query attention: kv_group consecutive query heads share one key/value head.
+    uint kv_head = head / max(p.kv_group, 1u);
+    uint kb = k_off + b * k_batch + kv_head * hd;
+    uint vb = v_off + b * v_batch + kv_head * hd;
     uint ob = p.o_off + b * p.o_batch + head * hd;
     bool wide = WIDE == 2u || (WIDE == 1u && ((hd | p.q_off | p.q_stride | p.q_batch | k_off |
                                                k_stride | k_batch | v_off | v_stride | v_batch) &
@@ -78,6 +92,12 @@ void ATTN_MAIN(uint b) {
             float m[QPW];
             for (uint i = 0; i < QPW; i++) {
                 seen[i] = j0 + t >= lo[i] && j0 + t < hi[i];
+#if !ATTN_TABLE
+                if (mode == 3u && seen[i]) {
+                    uint blk = (j0 + t) / p.mask_block;
+                    seen[i] = ((ranges[(p.q_pos0 + q0 + i) * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
+                }
+#endif
                 s[i] = seen[i] ? s[i] * p.scale : NEG_HUGE;
                 m[i] = s[i];
             }

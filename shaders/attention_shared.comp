@@ -6,7 +6,9 @@
 // keys in tiles of 128 with an online softmax (running max and sum, rescaled per tile), so any
 // key count fits. Keys a query may see: all (mode 0), causal up to its absolute position
 // q_pos0 + q (mode 1), or the range [lo, hi) read from `ranges` (mode 2, cross-attention to
-// one image); an empty range writes zeros (IDEFICS' gate for tokens that see no image).
+// one image), or the blocks of mask_block keys whose bit is set in the query's mask_words words
+// of `ranges` (mode 3; query q's words are row q_pos0 + q); an empty range or mask writes zeros (IDEFICS' gate for tokens that see
+// no image). Query head h reads key/value head h / kv_group (grouped-query attention).
 // Rows hold all heads: element d of head h of row r is at off + r·stride + h·head_dim + d.
 layout(local_size_x = 128) in;
 
@@ -24,6 +26,9 @@ layout(push_constant) uniform Push {
     uint o_off, o_stride, o_batch;
     uint mode, q_pos0;
     float scale;
+    uint n_queries, entry0, n_entries;  // unused here (runtime/ops_push.h)
+    uint kv_group;                      // query heads per key/value head; 0 or 1: none
+    uint mask_block, mask_words;        // mode 3: keys per mask bit, words per query
 } p;
 
 #define NEG_HUGE -3.0e38
@@ -55,6 +60,17 @@ void main() {
         lo = ranges[2 * qi];
         hi = min(ranges[2 * qi + 1], p.n_keys);
     }
+    if (p.mode == 3u) {
+        uint first = 0xFFFFFFFFu, last = 0u;
+        for (uint w = 0u; w < p.mask_words; w++) {
+            uint bits = ranges[(p.q_pos0 + qi) * p.mask_words + w];
+            if (bits == 0u) continue;
+            if (first == 0xFFFFFFFFu) first = 32u * w + uint(findLSB(bits));
+            last = 32u * w + uint(findMSB(bits));
+        }
+        lo = first == 0xFFFFFFFFu ? 0u : min(first * p.mask_block, p.n_keys);
+        hi = first == 0xFFFFFFFFu ? 0u : min((last + 1u) * p.mask_block, p.n_keys);
+    }
     uint ob = p.o_off + b * p.o_batch + qi * p.o_stride + head * hd;
     if (hi <= lo) {
         for (uint d = t; d < hd; d += 128) o[ob + d] = ACT(0.0);
@@ -64,8 +80,9 @@ void main() {
     for (uint d = t; d < hd; d += 128) qs[d] = float(q[qb + d]);
     barrier();
 
-    uint kb = p.k_off + b * p.k_batch + head * hd;
-    uint vb = p.v_off + b * p.v_batch + head * hd;
+    uint kv_head = head / max(p.kv_group, 1u);
+    uint kb = p.k_off + b * p.k_batch + kv_head * hd;
+    uint vb = p.v_off + b * p.v_batch + kv_head * hd;
     // Finite stand-ins for -inf: drivers may assume shaders never see infinities.
     float run_max = NEG_HUGE, run_sum = 0.0;
     float acc[MAX_DIMS_PER_INVOCATION];
@@ -73,15 +90,20 @@ void main() {
 
     for (uint j0 = lo; j0 < hi; j0 += 128) {
         uint j = j0 + t;
+        bool seen = j < hi;
+        if (p.mode == 3u && seen) {
+            uint blk = j / p.mask_block;
+            seen = ((ranges[(p.q_pos0 + qi) * p.mask_words + blk / 32u] >> (blk % 32u)) & 1u) != 0u;
+        }
         float s = NEG_HUGE;
-        if (j < hi) {
+        if (seen) {
             s = 0.0;
             uint kr = kb + j * p.k_stride;
             for (uint d = 0; d < hd; d++) s += qs[d] * float(k[kr + d]);
             s *= p.scale;
         }
         float new_max = max(run_max, block_reduce(s, true));
-        float e = j < hi ? exp(s - new_max) : 0.0;
+        float e = seen ? exp(s - new_max) : 0.0;
         probs[t] = e;
         float tile_sum = block_reduce(e, false);  // its barriers also publish probs[]
         float correction = exp(run_max - new_max);

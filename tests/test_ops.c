@@ -764,10 +764,19 @@ typedef struct AttnCase {
     float peak;      /* > 0: q scaled so the largest |score| is this */
     int packed_kv;   /* K and V in one buffer, rows [K | V | pad] (perceiver-style) */
     uint32_t q_pad, o_pad, off;
-    const uint32_t *ranges; /* ranges mode: [nq][2] lo, hi */
+    const uint32_t *ranges; /* ranges mode: [nq][2] lo, hi; block-mask mode: [nq][mask_words] */
+    uint32_t kv_heads;      /* grouped-query attention (0: heads) */
+    uint32_t mask_block, mask_words;
 } AttnCase;
 
-/* Keys [lo, hi) that query i may see. */
+/* Whether query i sees key j (within [lo, hi) from attn_keys). */
+static int attn_sees(const AttnCase *c, uint32_t i, uint32_t j) {
+    if (c->mode != EG_ATTN_BLOCK_MASK) return 1;
+    uint32_t blk = j / c->mask_block;
+    return (c->ranges[(c->q_pos0 + i) * c->mask_words + blk / 32] >> (blk % 32)) & 1u;
+}
+
+/* Keys [lo, hi) that query i may see (in block-mask mode: those of its blocks, see attn_sees). */
 static void attn_keys(const AttnCase *c, const uint32_t *ranges, uint32_t i, uint32_t *lo,
                       uint32_t *hi) {
     *lo = 0;
@@ -777,17 +786,24 @@ static void attn_keys(const AttnCase *c, const uint32_t *ranges, uint32_t i, uin
         *lo = ranges[2 * i];
         *hi = ranges[2 * i + 1];
     }
+    if (c->mode == EG_ATTN_BLOCK_MASK) {
+        uint32_t seen = 0;
+        for (uint32_t j = 0; j < c->nk; j++)
+            seen += (uint32_t)attn_sees(c, i, j);
+        if (seen == 0) *hi = 0;
+    }
 }
 
 static void attention_case(const AttnCase *c) {
     const uint32_t *ranges = c->ranges;
     uint32_t nq = c->nq, nk = c->nk, H = c->heads, hd = c->hd, B = c->batches;
-    size_t width = (size_t)H * hd;
+    uint32_t KVH = c->kv_heads ? c->kv_heads : H, group = H / KVH;
+    size_t width = (size_t)H * hd, kv_width = (size_t)KVH * hd;
     size_t qs = width + c->q_pad, os = width + c->o_pad;
     size_t qb = nq * qs + (B > 1 ? 7 : 0), ob = nq * os + (B > 1 ? 3 : 0);
     size_t q_off = c->off, o_off = c->off ? c->off + 1 : 0;
-    size_t kvs = c->packed_kv ? 2 * width + 3 : width;
-    size_t k_off = c->packed_kv ? 5 : 0, v_off = c->packed_kv ? 5 + width : 0;
+    size_t kvs = c->packed_kv ? 2 * kv_width + 3 : kv_width;
+    size_t k_off = c->packed_kv ? 5 : 0, v_off = c->packed_kv ? 5 + kv_width : 0;
     size_t kvb = nk * kvs + (B > 1 ? 5 : 0);
     size_t nqb = q_off + (B - 1) * qb + (nq - 1) * qs + width + 2;
     size_t nob = o_off + (B - 1) * ob + (nq - 1) * os + width + 2;
@@ -800,8 +816,8 @@ static void attention_case(const AttnCase *c) {
     float *k = host_normal(nkv, 1.0f);
     float *v = c->packed_kv ? k : host_normal(nkv, 1.0f);
 #define QI(b, i, h) (q_off + (b)*qb + (i)*qs + (h)*hd)
-#define KI(b, j, h) (k_off + (b)*kvb + (j)*kvs + (h)*hd)
-#define VI(b, j, h) (v_off + (b)*kvb + (j)*kvs + (h)*hd)
+#define KI(b, j, h) (k_off + (b)*kvb + (j)*kvs + (h) / group * hd)
+#define VI(b, j, h) (v_off + (b)*kvb + (j)*kvs + (h) / group * hd)
     if (c->peak > 0) {
         double top = 0;
         for (uint32_t b = 0; b < B; b++)
@@ -820,11 +836,14 @@ static void attention_case(const AttnCase *c) {
         q[i] = rnd(q[i]);
 
     EgBuffer bq = dev(nqb), bk = dev(nkv), bv = c->packed_kv ? bk : dev(nkv), bo = dev(nob);
-    EgBuffer br = dev_bytes(2 * nq * sizeof(uint32_t));
+    size_t ranges_bytes = c->mode == EG_ATTN_BLOCK_MASK
+                              ? (c->q_pos0 + nq) * c->mask_words * sizeof(uint32_t)
+                              : 2 * nq * sizeof(uint32_t);
+    EgBuffer br = dev_bytes(ranges_bytes);
     put(&bq, 0, q, nqb);
     put(&bk, 0, k, nkv);
     if (!c->packed_kv) put(&bv, 0, v, nkv);
-    if (ranges) put_raw(&br, ranges, 2 * nq * sizeof(uint32_t));
+    if (ranges) put_raw(&br, ranges, ranges_bytes);
     EgCmd cmd;
     begin(&cmd);
     eg_cmd_fill(&cmd, &bo, POISON);
@@ -849,9 +868,12 @@ static void attention_case(const AttnCase *c) {
                      .heads = H,
                      .head_dim = hd,
                      .batches = B,
+                     .kv_heads = c->kv_heads,
                      .mode = c->mode,
                      .q_pos0 = c->q_pos0,
                      .ranges = ranges ? &br : NULL,
+                     .mask_block = c->mask_block,
+                     .mask_words = c->mask_words,
                      .scale = (float)scale};
     eg_op_attention(&cmd, g_ops, &a);
     submit(&cmd);
@@ -869,6 +891,8 @@ static void attention_case(const AttnCase *c) {
                 size_t o = o_off + b * ob + i * os + h * hd;
                 double mx = -INFINITY, sum = 0;
                 for (uint32_t j = lo; j < hi; j++) {
+                    p[j] = -INFINITY;
+                    if (!attn_sees(c, i, j)) continue;
                     double s = 0;
                     for (uint32_t d = 0; d < hd; d++)
                         s += (double)q[QI(b, i, h) + d] * k[KI(b, j, h) + d];
@@ -877,7 +901,7 @@ static void attention_case(const AttnCase *c) {
                     if (fabs(p[j]) > top_score) top_score = fabs(p[j]);
                 }
                 for (uint32_t j = lo; j < hi; j++)
-                    sum += (p[j] = exp(p[j] - mx));
+                    sum += (p[j] = exp(p[j] - mx)); /* exactly 0 for unseen keys */
                 for (uint32_t d = 0; d < hd; d++) {
                     double acc = 0;
                     for (uint32_t j = lo; j < hi; j++)
@@ -888,12 +912,13 @@ static void attention_case(const AttnCase *c) {
             }
         }
     }
-    static const char *const modes[] = {"full", "causal", "ranges"};
+    static const char *const modes[] = {"full", "causal", "ranges", "block-mask"};
     char name[160];
     name_of(name, sizeof name,
-            "attention %s q=%u k=%u heads=%u hd=%u batches=%u pos0=%u scale=%.3g%s%s |s|<=%.0f",
-            modes[c->mode], nq, nk, H, hd, B, c->q_pos0, scale, c->packed_kv ? " packed-kv" : "",
-            c->q_pad || c->o_pad || c->off ? " strided" : "", top_score);
+            "attention %s q=%u k=%u heads=%u/%u hd=%u batches=%u pos0=%u scale=%.3g%s%s |s|<=%.0f",
+            modes[c->mode], nq, nk, H, KVH, hd, B, c->q_pos0, scale,
+            c->packed_kv ? " packed-kv" : "", c->q_pad || c->o_pad || c->off ? " strided" : "",
+            top_score);
     check_output(name, got, ref, written, NULL, nob, tol());
     /* Queries that see no key: exactly zero. */
     for (uint32_t i = 0; i < nq; i++) {
@@ -1009,6 +1034,75 @@ static void test_attention(void) {
                                .batches = 1,
                                .peak = 50,
                                .ranges = ranges});
+    /* Grouped-query attention (Llama's self-attention: 4 and 3 query heads per key/value head,
+     * and one key/value head for all): causal prefill, decode, packed keys/values. */
+    attention_case(&(AttnCase){.mode = EG_ATTN_CAUSAL,
+                               .nq = 13,
+                               .nk = 13,
+                               .heads = 8,
+                               .kv_heads = 2,
+                               .hd = 16,
+                               .batches = 1});
+    attention_case(&(AttnCase){.mode = EG_ATTN_CAUSAL,
+                               .nq = 1,
+                               .nk = 131,
+                               .heads = 6,
+                               .kv_heads = 2,
+                               .hd = 24,
+                               .batches = 2,
+                               .q_pos0 = 130,
+                               .q_pad = 3});
+    attention_case(&(AttnCase){.mode = EG_ATTN_FULL,
+                               .nq = 5,
+                               .nk = 129,
+                               .heads = 3,
+                               .kv_heads = 1,
+                               .hd = 130,
+                               .batches = 1,
+                               .packed_kv = 1});
+    /* Block masks (mllama's cross-attention to image tiles: blocks of 5 keys, 60 blocks in two
+     * words; 300 keys in blocks of 7, the last one partial): disjoint blocks, one block, all,
+     * none (exactly zero), the last partial block, bits past the keys. */
+    /* [10 queries][2 words] */
+    static const uint32_t masks[] = {0x5u,        0,           0,    0x8000000u,  0xFFFFFFFFu,
+                                     0x0FFFFFFFu, 0,           0,    0x80000001u, 1,
+                                     0xF0F0F0F0u, 0x0F0F0F0Fu, 0x2u, 0x08000000u, 0x10000u,
+                                     0,           0xFFFFFFFEu, 0,    0,           0xFFFFFFFFu};
+    attention_case(&(AttnCase){.mode = EG_ATTN_BLOCK_MASK,
+                               .nq = 10,
+                               .nk = 300,
+                               .heads = 4,
+                               .kv_heads = 2,
+                               .hd = 16,
+                               .batches = 2,
+                               .ranges = masks,
+                               .mask_block = 5,
+                               .mask_words = 2});
+    /* queries 0..6 read mask rows 3..9 (q_pos0: one mask buffer for several dispatches) */
+    attention_case(&(AttnCase){.mode = EG_ATTN_BLOCK_MASK,
+                               .nq = 7,
+                               .q_pos0 = 3,
+                               .nk = 300,
+                               .heads = 6,
+                               .kv_heads = 3,
+                               .hd = 24,
+                               .batches = 1,
+                               .ranges = masks,
+                               .mask_block = 5,
+                               .mask_words = 2});
+    attention_case(&(AttnCase){.mode = EG_ATTN_BLOCK_MASK,
+                               .nq = 10,
+                               .nk = 300,
+                               .heads = 2,
+                               .kv_heads = 1,
+                               .hd = 40,
+                               .batches = 1,
+                               .packed_kv = 1,
+                               .o_pad = 5,
+                               .peak = 50,
+                               .ranges = masks,
+                               .mask_block = 7,
+                               .mask_words = 2});
 }
 
 /* Norm and attention kernel variants other devices get (runtime/ops.c row_params), forced

@@ -1,0 +1,253 @@
+/* mllama text_config reader. Defaults are those of transformers' MllamaTextConfig; both RoPE
+ * spellings are accepted: v5's "rope_parameters" (with rope_theta inside) and v4's top-level
+ * "rope_theta" + "rope_scaling" (whose type key may be "rope_type" or "type"). */
+#include "families/mllama/text_config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/buf.h"
+
+#define SIZE_LIMIT (1 << 20) /* far above any real width/depth; catches garbage and overflow */
+
+void eg_mllama_text_config_defaults(EgMllamaTextConfig *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->vocab_size = 128256;
+    cfg->hidden_size = 4096;
+    cfg->intermediate_size = 14336;
+    cfg->num_hidden_layers = 40;
+    cfg->num_attention_heads = 32;
+    cfg->num_key_value_heads = 8;
+    cfg->rms_norm_eps = 1e-5f;
+    /* v5 with no RoPE dict at all: plain RoPE at theta 500000 (mllama.md §1.4) */
+    cfg->rope_theta = 500000.0f;
+    cfg->max_position_embeddings = 131072;
+    static const int cross[] = {3, 8, 13, 18, 23, 28, 33, 38};
+    cfg->n_cross = 8;
+    memcpy(cfg->cross_attention_layers, cross, sizeof cross);
+    cfg->bos_token_id = 128000;
+    cfg->pad_token_id = 128004;
+    cfg->n_eos = 1;
+    cfg->eos_token_id[0] = 128001;
+}
+
+typedef struct Ctx {
+    const char *src;
+    const char *prefix; /* "text_config." or "text_config.rope_parameters." */
+    EgError *err;
+} Ctx;
+
+static const cJSON *item(const cJSON *obj, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return it && !cJSON_IsNull(it) ? it : NULL;
+}
+
+static int bad(const Ctx *c, const char *key, const char *want) {
+    return eg_fail(c->err, "%s: key '%s%s' must be %s", c->src, c->prefix, key, want);
+}
+
+static int get_int(const Ctx *c, const cJSON *obj, const char *key, int *out) {
+    const cJSON *it = item(obj, key);
+    if (!it) return 0;
+    double d = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!(d == floor(d)) || d < -2147483648.0 || d > 2147483647.0) return bad(c, key, "an integer");
+    *out = (int)d;
+    return 0;
+}
+
+static int get_float(const Ctx *c, const cJSON *obj, const char *key, float *out) {
+    const cJSON *it = item(obj, key);
+    if (!it) return 0;
+    if (!cJSON_IsNumber(it)) return bad(c, key, "a number");
+    *out = (float)it->valuedouble;
+    return 0;
+}
+
+static int get_bool(const Ctx *c, const cJSON *obj, const char *key, int *out) {
+    const cJSON *it = item(obj, key);
+    if (!it) return 0;
+    if (!cJSON_IsBool(it)) return bad(c, key, "true or false");
+    *out = cJSON_IsTrue(it);
+    return 0;
+}
+
+/* An integer list (or, for eos_token_id, a single integer) of at most max entries. */
+static int get_int_list(const Ctx *c, const cJSON *obj, const char *key, int *out, int max,
+                        int *n) {
+    const cJSON *it = item(obj, key);
+    if (!it) return 0;
+    if (cJSON_IsNumber(it)) {
+        *n = 1;
+        return get_int(c, obj, key, out);
+    }
+    if (!cJSON_IsArray(it)) return bad(c, key, "a list of integers");
+    int count = cJSON_GetArraySize(it);
+    if (count > max)
+        return eg_fail(c->err, "%s: key '%s%s' has %d entries; at most %d are supported", c->src,
+                       c->prefix, key, count, max);
+    int i = 0;
+    for (const cJSON *e = it->child; e; e = e->next, i++) {
+        double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+        if (!(d == floor(d)) || d < -2147483648.0 || d > 2147483647.0)
+            return bad(c, key, "a list of integers");
+        out[i] = (int)d;
+    }
+    *n = count;
+    return 0;
+}
+
+/* The RoPE dict: v5 "rope_parameters" or v4 "rope_scaling"; rope_theta may sit inside (v5) or
+ * beside it (v4). original_max_position_embeddings falls back to max_position_embeddings. */
+static int parse_rope(const Ctx *c, const cJSON *t, EgMllamaTextConfig *cfg) {
+    if (get_float(c, t, "rope_theta", &cfg->rope_theta)) return -1;
+    const char *key = item(t, "rope_parameters") ? "rope_parameters" : "rope_scaling";
+    const cJSON *r = item(t, key);
+    if (!r) return 0;
+    if (!cJSON_IsObject(r)) return bad(c, key, "an object");
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s%s.", c->prefix, key);
+    Ctx rc = {c->src, prefix, c->err};
+    const cJSON *type = item(r, "rope_type");
+    if (!type) type = item(r, "type");
+    if (type && !cJSON_IsString(type)) return bad(&rc, "rope_type", "a string");
+    const char *name = type ? type->valuestring : "default";
+    float orig = (float)cfg->max_position_embeddings;
+    EgRopeLlama3 *l = &cfg->llama3;
+    if (get_float(&rc, r, "rope_theta", &cfg->rope_theta)) return -1;
+    if (strcmp(name, "default") == 0) return 0;
+    if (strcmp(name, "llama3") != 0)
+        return eg_fail(c->err, "%s: key '%srope_type': unsupported '%s' (default or llama3)",
+                       c->src, prefix, name);
+    *l = (EgRopeLlama3){.original_max_position_embeddings = orig};
+    if (!item(r, "factor") || !item(r, "low_freq_factor") || !item(r, "high_freq_factor"))
+        return eg_fail(c->err,
+                       "%s: key '%s': llama3 RoPE needs factor, low_freq_factor and "
+                       "high_freq_factor",
+                       c->src, key);
+    if (get_float(&rc, r, "factor", &l->factor) ||
+        get_float(&rc, r, "low_freq_factor", &l->low_freq_factor) ||
+        get_float(&rc, r, "high_freq_factor", &l->high_freq_factor) ||
+        get_float(&rc, r, "original_max_position_embeddings", &l->original_max_position_embeddings))
+        return -1;
+    if (!(l->factor > 0) || !(l->low_freq_factor > 0) ||
+        !(l->high_freq_factor > l->low_freq_factor) || !(l->original_max_position_embeddings > 0))
+        return eg_fail(c->err,
+                       "%s: key '%s': llama3 RoPE needs factor > 0, 0 < low_freq_factor < "
+                       "high_freq_factor and original_max_position_embeddings > 0",
+                       c->src, key);
+    cfg->rope_llama3 = 1;
+    return 0;
+}
+
+static int validate(const Ctx *c, EgMllamaTextConfig *cfg) {
+    const struct {
+        const char *key;
+        int value;
+    } sizes[] = {{"vocab_size", cfg->vocab_size},
+                 {"hidden_size", cfg->hidden_size},
+                 {"intermediate_size", cfg->intermediate_size},
+                 {"num_hidden_layers", cfg->num_hidden_layers},
+                 {"num_attention_heads", cfg->num_attention_heads},
+                 {"num_key_value_heads", cfg->num_key_value_heads},
+                 {"max_position_embeddings", cfg->max_position_embeddings}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].value < 1 || (sizes[i].value > SIZE_LIMIT && i != 0))
+            return eg_fail(c->err, "%s: key '%s%s' = %d is out of range", c->src, c->prefix,
+                           sizes[i].key, sizes[i].value);
+    if (cfg->vocab_size > (1 << 24))
+        return eg_fail(c->err, "%s: key '%svocab_size' = %d is out of range", c->src, c->prefix,
+                       cfg->vocab_size);
+    if (cfg->hidden_size % cfg->num_attention_heads)
+        return eg_fail(c->err, "%s: %shidden_size %d is not a multiple of num_attention_heads %d",
+                       c->src, c->prefix, cfg->hidden_size, cfg->num_attention_heads);
+    int head_dim = cfg->hidden_size / cfg->num_attention_heads;
+    if (head_dim % 2 || head_dim > 512)
+        return eg_fail(c->err, "%s: %shead dimension %d must be even and at most 512", c->src,
+                       c->prefix, head_dim);
+    if (cfg->num_attention_heads % cfg->num_key_value_heads)
+        return eg_fail(c->err,
+                       "%s: %snum_attention_heads %d is not a multiple of num_key_value_heads %d",
+                       c->src, c->prefix, cfg->num_attention_heads, cfg->num_key_value_heads);
+    if (!(cfg->rms_norm_eps > 0) || !(cfg->rope_theta > 0))
+        return eg_fail(c->err, "%s: %srms_norm_eps and rope_theta must be positive", c->src,
+                       c->prefix);
+    for (int i = 0; i < cfg->n_cross; i++) {
+        int l = cfg->cross_attention_layers[i];
+        if (l < 0 || l >= cfg->num_hidden_layers)
+            return eg_fail(c->err, "%s: %scross_attention_layers[%d] = %d is outside the %d layers",
+                           c->src, c->prefix, i, l, cfg->num_hidden_layers);
+        if (i > 0 && l <= cfg->cross_attention_layers[i - 1])
+            return eg_fail(c->err, "%s: %scross_attention_layers must be increasing (%d after %d)",
+                           c->src, c->prefix, l, cfg->cross_attention_layers[i - 1]);
+    }
+    return 0;
+}
+
+int eg_mllama_text_config_parse(const struct cJSON *t, const char *src, EgMllamaTextConfig *cfg,
+                                EgError *err) {
+    eg_mllama_text_config_defaults(cfg);
+    Ctx c = {src, "text_config.", err};
+    if (!t) return validate(&c, cfg);
+    if (!cJSON_IsObject(t)) return eg_fail(err, "%s: key 'text_config' must be an object", src);
+    const char *act = NULL;
+    const cJSON *a = item(t, "hidden_act");
+    if (a && !cJSON_IsString(a)) return bad(&c, "hidden_act", "a string");
+    act = a ? a->valuestring : "silu";
+    if (strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0)
+        return eg_fail(err, "%s: key 'text_config.hidden_act': unsupported '%s' (silu)", src, act);
+    if (get_int(&c, t, "vocab_size", &cfg->vocab_size) ||
+        get_int(&c, t, "hidden_size", &cfg->hidden_size) ||
+        get_int(&c, t, "intermediate_size", &cfg->intermediate_size) ||
+        get_int(&c, t, "num_hidden_layers", &cfg->num_hidden_layers) ||
+        get_int(&c, t, "num_attention_heads", &cfg->num_attention_heads) ||
+        get_int(&c, t, "num_key_value_heads", &cfg->num_key_value_heads) ||
+        get_float(&c, t, "rms_norm_eps", &cfg->rms_norm_eps) ||
+        get_int(&c, t, "max_position_embeddings", &cfg->max_position_embeddings) ||
+        get_bool(&c, t, "tie_word_embeddings", &cfg->tie_word_embeddings) ||
+        get_int_list(&c, t, "cross_attention_layers", cfg->cross_attention_layers,
+                     EG_MLLAMA_MAX_CROSS_LAYERS, &cfg->n_cross) ||
+        get_int(&c, t, "bos_token_id", &cfg->bos_token_id) ||
+        get_int(&c, t, "pad_token_id", &cfg->pad_token_id) ||
+        get_int_list(&c, t, "eos_token_id", cfg->eos_token_id, EG_MLLAMA_MAX_EOS, &cfg->n_eos) ||
+        parse_rope(&c, t, cfg))
+        return -1;
+    return validate(&c, cfg);
+}
+
+int eg_mllama_text_config_load(const char *path, EgMllamaTextConfig *cfg, EgError *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return eg_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    EgBuf b = {0};
+    char chunk[16384];
+    size_t got;
+    int bad_read = 0;
+    while (!bad_read && (got = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        bad_read = b.len + got > (64u << 20) || eg_buf_append(&b, chunk, got) != 0;
+    bad_read = bad_read || ferror(fp);
+    fclose(fp);
+    if (bad_read) {
+        eg_buf_free(&b);
+        return eg_fail(err, "%s: cannot read (or too large)", path);
+    }
+    cJSON *root = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
+    eg_buf_free(&b);
+    if (!root) return eg_fail(err, "%s: not valid JSON", path);
+    int rc;
+    if (!cJSON_IsObject(root))
+        rc = eg_fail(err, "%s: not a JSON object", path);
+    else
+        rc = eg_mllama_text_config_parse(cJSON_GetObjectItemCaseSensitive(root, "text_config"),
+                                         path, cfg, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int eg_mllama_cross_index(const EgMllamaTextConfig *cfg, int layer) {
+    for (int i = 0; i < cfg->n_cross; i++)
+        if (cfg->cross_attention_layers[i] == layer) return i;
+    return -1;
+}
