@@ -1,7 +1,7 @@
 """Tiny random mllama (Llama 3.2 Vision) checkpoints + golden tensors, with HF transformers as the oracle.
 
 Run with the reference venv (never in CI):
-    /work/venv-ref/bin/python refgen/mllama/make_model_goldens.py [OUT_DIR]
+    ref/bin/python refgen/mllama/make_model_goldens.py [OUT_DIR]
 OUT_DIR defaults to tests/data/mllama. For each case it writes OUT_DIR/<name>/ with
 config.json (HF v5 format, as save_pretrained writes it), config_full.json (every field, defaults
 included), generation_config.json, model.safetensors (float32) and golden.safetensors; and

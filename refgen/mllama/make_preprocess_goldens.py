@@ -21,7 +21,7 @@ Writes tests/data/mllama/preprocess/: cases.json (what each case is) and goldens
   c{k}.num_tiles          I64 [B, N]   (0 for padding slots)
   c{k}.b{i}.i{j}.resized  U8  [H', W', 3]  HF's resized image before padding (S = 56 only)
 
-Run: /work/venv-ref/bin/python refgen/mllama/make_preprocess_goldens.py
+Run: ref/bin/python refgen/mllama/make_preprocess_goldens.py
 """
 import json
 import math

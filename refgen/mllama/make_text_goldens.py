@@ -1,7 +1,7 @@
 """RoPE goldens for the mllama text decoder: HF's llama3-scaled inverse frequencies.
 
 Run with the reference venv (never in CI):
-    /work/venv-ref/bin/python refgen/mllama/make_text_goldens.py [DATA_DIR]
+    ref/bin/python refgen/mllama/make_text_goldens.py [DATA_DIR]
 DATA_DIR defaults to tests/data/mllama. For each tiny-mllama-*/config.json there it writes
 tiny-mllama-*/text_golden.safetensors with
 

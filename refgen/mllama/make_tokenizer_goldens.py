@@ -10,7 +10,7 @@ on a generated multi-script corpus. Then records HF's answers for >= 2000 string
 Writes tests/data/mllama/tokenizer/: tokenizer.json, tokenizer_config.json (from
 PreTrainedTokenizerFast.save_pretrained), cases.txt, README.md. Deterministic (seeded).
 
-Run: /work/venv-ref/bin/python refgen/mllama/make_tokenizer_goldens.py [out_dir]
+Run: ref/bin/python refgen/mllama/make_tokenizer_goldens.py [out_dir]
 
 cases.txt, one record per block, lines tagged by their first letter:
   S <hex of the UTF-8 text>          a string case
