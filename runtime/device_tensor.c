@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "runtime/half.h"
+#include "runtime/quant.h"
 
 /* Elements converted per staging round trip. */
 #define CONVERT_CHUNK (1u << 20)
@@ -70,8 +71,15 @@ int eg_upload_view(const EgOps *ops, EgStaging *st, const EgBuffer *dst, size_t 
 
 int eg_matrix_create(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t cols,
                      uint32_t chunk_rows, EgMatrix *m, EgError *err) {
+    return eg_matrix_create_format(ops, arena, rows, cols, chunk_rows, EG_WEIGHTS_DENSE, m, err);
+}
+
+int eg_matrix_create_format(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t cols,
+                            uint32_t chunk_rows, EgWeightFormat format, EgMatrix *m, EgError *err) {
     memset(m, 0, sizeof *m);
-    uint32_t limit = eg_matrix_chunk_rows(ops, cols);
+    if (format != EG_WEIGHTS_DENSE && format != EG_WEIGHTS_Q8 && format != EG_WEIGHTS_Q4)
+        return eg_fail(err, "unknown weight format %d", (int)format);
+    uint32_t limit = eg_matrix_chunk_rows_format(ops, cols, format);
     if (limit == 0)
         return eg_fail(err, "a row of %u elements exceeds the device's maxStorageBufferRange",
                        cols);
@@ -79,13 +87,14 @@ int eg_matrix_create(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t c
     if (chunk_rows > rows) chunk_rows = rows;
     m->rows = rows;
     m->cols = cols;
+    m->format = format;
     m->chunk_rows = chunk_rows;
     m->n_chunks = (rows + chunk_rows - 1) / chunk_rows;
     m->chunks = calloc(m->n_chunks, sizeof *m->chunks);
     if (!m->chunks) return eg_fail(err, "out of host memory");
     for (uint32_t c = 0; c < m->n_chunks; c++) {
-        if (eg_tensor_buffer(ops, arena, (size_t)eg_matrix_chunk_len(m, c) * cols, &m->chunks[c],
-                             err)) {
+        VkDeviceSize bytes = eg_matrix_row_bytes(ops, cols, format) * eg_matrix_chunk_len(m, c);
+        if (eg_buffer_create(arena, bytes, &m->chunks[c], err)) {
             eg_matrix_release(m);
             return -1;
         }
@@ -98,14 +107,64 @@ void eg_matrix_release(EgMatrix *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* Quantizes rows × m->cols floats and uploads them as rows [row, row + rows) of chunk c. */
+static int upload_quantized(EgStaging *st, const EgMatrix *m, uint32_t c, uint32_t row,
+                            const float *src, uint32_t rows, EgError *err) {
+    size_t words = eg_quant_row_words(m->format, m->cols);
+    uint32_t *q = malloc((size_t)rows * words * 4 + 4);
+    if (!q) return eg_fail(err, "out of host memory");
+    int rc = eg_quantize_rows(m->format, src, rows, m->cols, q, err);
+    if (rc == 0)
+        rc = eg_upload(st, &m->chunks[c], (VkDeviceSize)row * words * 4, q,
+                       (VkDeviceSize)rows * words * 4, err);
+    free(q);
+    return rc;
+}
+
+/* Rows per quantization round trip: about CONVERT_CHUNK weights, at least one row. */
+static uint32_t quant_batch_rows(const EgMatrix *m) {
+    uint32_t r = CONVERT_CHUNK / (m->cols ? m->cols : 1);
+    return r ? r : 1;
+}
+
 int eg_matrix_upload_f32(const EgOps *ops, EgStaging *st, const EgMatrix *m, const float *src,
                          EgError *err) {
+    if (m->format != EG_WEIGHTS_DENSE) {
+        for (uint32_t c = 0; c < m->n_chunks; c++)
+            for (uint32_t r = 0, len = eg_matrix_chunk_len(m, c); r < len;) {
+                uint32_t k = len - r < quant_batch_rows(m) ? len - r : quant_batch_rows(m);
+                size_t first = ((size_t)c * m->chunk_rows + r) * m->cols;
+                if (upload_quantized(st, m, c, r, src + first, k, err)) return -1;
+                r += k;
+            }
+        return 0;
+    }
     for (uint32_t c = 0; c < m->n_chunks; c++) {
         size_t first = (size_t)c * m->chunk_rows * m->cols;
         size_t n = (size_t)m->cols * eg_matrix_chunk_len(m, c);
         if (eg_upload_f32(ops, st, &m->chunks[c], 0, src + first, n, err)) return -1;
     }
     return 0;
+}
+
+/* Rows [t_row, t_row + rows) of tensor t, converted to float, quantized and uploaded from row
+ * `row` of chunk c on, in batches of quant_batch_rows. */
+static int upload_view_quantized(EgStaging *st, const EgMatrix *m, uint32_t c, uint32_t row,
+                                 const EgTensorView *t, int64_t t_row, uint32_t rows,
+                                 EgError *err) {
+    uint32_t batch = quant_batch_rows(m);
+    float *tmp = malloc((size_t)(rows < batch ? rows : batch) * m->cols * sizeof *tmp + 4);
+    if (!tmp) return eg_fail(err, "out of host memory");
+    int rc = 0;
+    for (uint32_t r = 0; r < rows && rc == 0;) {
+        uint32_t k = rows - r < batch ? rows - r : batch;
+        rc = eg_tensor_range_to_f32(t, (t_row + r) * m->cols, (int64_t)k * m->cols, tmp, err);
+        if (rc == 0) rc = upload_quantized(st, m, c, row + r, tmp, k, err);
+        if (rc) eg_fail_prefix(err, "tensor '%s' in %s", t->name, t->file);
+        r += k;
+    }
+    free(tmp);
+    return rc;
 }
 
 int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, uint32_t row0,
@@ -119,6 +178,11 @@ int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, ui
         uint32_t c0 = c * m->chunk_rows, c1 = c0 + eg_matrix_chunk_len(m, c);
         uint32_t lo = row0 > c0 ? row0 : c0, hi = end < c1 ? end : c1;
         if (lo >= hi) continue;
+        if (m->format != EG_WEIGHTS_DENSE) {
+            if (upload_view_quantized(st, m, c, lo - c0, t, (int64_t)(lo - row0), hi - lo, err))
+                return -1;
+            continue;
+        }
         if (eg_upload_view(ops, st, &m->chunks[c], (size_t)(lo - c0) * m->cols, t,
                            (int64_t)(lo - row0) * m->cols, (int64_t)(hi - lo) * m->cols, err))
             return -1;

@@ -23,6 +23,11 @@ int eg_upload_view(const EgOps *ops, EgStaging *st, const EgBuffer *dst, size_t 
  * binding limit allows). Buffers belong to the arena; eg_matrix_release frees the chunk list. */
 int eg_matrix_create(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t cols,
                      uint32_t chunk_rows, EgMatrix *m, EgError *err);
+/* The same with rows in a weight format (runtime/quant.h; EG_WEIGHTS_DENSE: eg_matrix_create).
+ * The uploads below quantize quantized matrices on the host, on every core. */
+int eg_matrix_create_format(const EgOps *ops, EgArena *arena, uint32_t rows, uint32_t cols,
+                            uint32_t chunk_rows, EgWeightFormat format, EgMatrix *m,
+                            EgError *err);
 void eg_matrix_release(EgMatrix *m);
 int eg_matrix_upload_f32(const EgOps *ops, EgStaging *st, const EgMatrix *m, const float *src,
                          EgError *err);

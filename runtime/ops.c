@@ -382,6 +382,19 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
             eg_pipeline_batch_add(batch, &ops->matmul[i], "matmul", 5, 1u << 4, 0,
                                   sizeof(MatmulPush), spec, 6);
     }
+    /* shaders/linear_quant.glsl's: WG, TM, TN. CPUs: one subgroup of 8 rows of W each (as
+     * matmul_direct); GPUs: 64 invocations of 4. Not yet tuned: see docs/quantization.md. */
+    int cpu = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    ops->q_wg = cpu ? 8 : 64;
+    ops->q_tn = cpu ? 8 : 4;
+    ops->q_tm = 8;
+    static const char *const q_names[2] = {"matmul_q8", "matmul_q4"};
+    for (int f = 0; f < 2; f++)
+        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++) {
+            uint32_t spec[3] = {ops->q_wg, v < EG_MATVEC_VARIANTS ? 1u << v : ops->q_tm, ops->q_tn};
+            eg_pipeline_batch_add(batch, &ops->matmul_q[f][v], q_names[f], 5, 1u << 4, 0,
+                                  sizeof(MatmulPush), spec, 3);
+        }
     if (eg_pipeline_batch_build(vk, batch, err) == 0) return 0;
     eg_ops_destroy(ops);
     return -1;
@@ -415,14 +428,26 @@ void eg_ops_destroy(EgOps *ops) {
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_swiglu[v]);
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_act[v]);
     }
+    for (int f = 0; f < 2; f++)
+        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++)
+            eg_pipeline_destroy(ops->vk, &ops->matmul_q[f][v]);
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
 }
 
-uint32_t eg_matrix_chunk_rows(const EgOps *ops, uint32_t cols) {
-    VkDeviceSize row_bytes = (VkDeviceSize)cols * ops->elem;
-    VkDeviceSize rows = ops->vk->max_storage_range / row_bytes;
+uint64_t eg_matrix_row_bytes(const EgOps *ops, uint32_t cols, EgWeightFormat format) {
+    return format == EG_WEIGHTS_DENSE ? (uint64_t)cols * ops->elem
+                                      : 4 * (uint64_t)eg_quant_row_words(format, cols);
+}
+
+uint32_t eg_matrix_chunk_rows_format(const EgOps *ops, uint32_t cols, EgWeightFormat format) {
+    uint64_t row_bytes = eg_matrix_row_bytes(ops, cols, format);
+    VkDeviceSize rows = row_bytes ? ops->vk->max_storage_range / row_bytes : 0;
     return rows > UINT32_MAX ? UINT32_MAX : (uint32_t)rows;
+}
+
+uint32_t eg_matrix_chunk_rows(const EgOps *ops, uint32_t cols) {
+    return eg_matrix_chunk_rows_format(ops, cols, EG_WEIGHTS_DENSE);
 }
 
 /* Dispatches `groups` workgroups of a 1-D problem as a 2-D grid within the 65535-per-axis limit
@@ -451,13 +476,18 @@ typedef enum {
     LINEAR_MATVEC,     /* ops->matvec[v] */
     LINEAR_DIRECT_FEW, /* ops->matmul_direct_few[v] */
     LINEAR_DIRECT,     /* ops->matmul_direct */
-    LINEAR_TILED       /* ops->matmul[0 or 1] */
+    LINEAR_TILED,      /* ops->matmul[0 or 1] */
+    LINEAR_QUANT       /* ops->matmul_q[w->format - 1][v or EG_MATVEC_VARIANTS] */
 } LinearKernel;
 
 /* Few rows of x: the variant v compiled for the next power of two of rows, the matrix-vector
  * kernel's (or on CPU devices, for small weights, matmul_direct's); more: the matrix kernels. */
 static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatrix *w, int *v) {
     *v = 0;
+    if (w->format != EG_WEIGHTS_DENSE) {
+        *v = rows <= EG_MATVEC_MAX_ROWS ? eg_pow2_variant(rows) : EG_MATVEC_VARIANTS;
+        return LINEAR_QUANT;
+    }
     if (ops->naive) return rows <= 4 ? LINEAR_MATVEC_NAIVE : LINEAR_MATMUL_NAIVE;
     if (rows <= EG_MATVEC_MAX_ROWS) {
         *v = eg_pow2_variant(rows);
@@ -563,6 +593,11 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                                       : &ops->matmul_direct,
                             bufs, &push, eg_groups(n, ops->md_wg * md_cols),
                             eg_groups(a->rows, ops->md_tm), 1);
+            break;
+        case LINEAR_QUANT:
+            eg_cmd_dispatch(cmd, &ops->matmul_q[w->format - 1][v], bufs, &push,
+                            eg_groups(n, ops->q_wg * ops->q_tn),
+                            v < EG_MATVEC_VARIANTS ? 1 : eg_groups(a->rows, ops->q_tm), 1);
             break;
         case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),

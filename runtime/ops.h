@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "runtime/quant.h"
 #include "runtime/vk_cmd.h"
 
 /* Activation codes (shaders/common.glsl). */
@@ -86,6 +87,11 @@ typedef struct EgOps {
      * (runtime/ops_batch.c) follows them */
     uint32_t attention_one_spec[EG_ATTN_SPEC];
     int attention_batch_ok;
+    /* Quantized weights (EgMatrix.format; shaders/linear_quant.glsl): [format - 1][v] for 1,
+     * 2, 4, 8 rows of x, [format - 1][EG_MATVEC_VARIANTS] for more, q_tm at a time; q_wg
+     * invocations of q_tn rows of W each */
+    EgPipeline matmul_q[2][EG_MATVEC_VARIANTS + 1];
+    uint32_t q_wg, q_tm, q_tn;
 } EgOps;
 
 /* Builds the pipelines, with kernel parameters chosen from the device's properties. With
@@ -124,9 +130,11 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
 void eg_ops_destroy(EgOps *ops);
 
 /* A weight matrix [rows][cols] (PyTorch Linear layout: out × in), split by rows into chunks
- * that each fit in one storage-buffer binding (maxStorageBufferRange). */
+ * that each fit in one storage-buffer binding (maxStorageBufferRange). Its rows are in the
+ * ops' storage precision (EG_WEIGHTS_DENSE, the zero value) or quantized (runtime/quant.h). */
 typedef struct EgMatrix {
     uint32_t rows, cols;
+    EgWeightFormat format;
     uint32_t chunk_rows; /* rows per chunk (the last may have fewer) */
     uint32_t n_chunks;
     EgBuffer *chunks;
@@ -138,8 +146,11 @@ static inline uint32_t eg_matrix_chunk_len(const EgMatrix *m, uint32_t c) {
     return left < m->chunk_rows ? left : m->chunk_rows;
 }
 
-/* Rows per chunk for a matrix of `cols` columns on this device. */
+/* Rows per chunk for a matrix of `cols` columns on this device, dense or in a format. */
 uint32_t eg_matrix_chunk_rows(const EgOps *ops, uint32_t cols);
+uint32_t eg_matrix_chunk_rows_format(const EgOps *ops, uint32_t cols, EgWeightFormat format);
+/* Bytes of one row of `cols` weights, dense or in a format. */
+uint64_t eg_matrix_row_bytes(const EgOps *ops, uint32_t cols, EgWeightFormat format);
 
 /* y[m, n] = epilogue(sum_k x[m, k] · w[n, k]) for m < rows, n < w->rows; see
  * shaders/matmul_epilogue.glsl. */

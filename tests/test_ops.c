@@ -260,6 +260,7 @@ typedef struct LinCase {
     float w_scale;         /* 0: 2/sqrt(K) (pre-activations of order 2) */
     int rms;               /* x's rows RMS-normalized within the product (rms_weight) */
     int swiglu; /* W is [gate; up] (2N rows), y = silu(x·gate)·(x·up): where the kernel fuses it */
+    EgWeightFormat quant; /* W quantized: the reference multiplies the dequantized weights */
 } LinCase;
 
 #define RMS_EPS 1e-6f
@@ -301,7 +302,7 @@ static void linear_case(const LinCase *c) {
     uint32_t NW = c->swiglu ? 2 * N : N; /* rows of W */
     if (c->swiglu && !eg_ops_fuses_swiglu(g_ops, N, K)) return;
     if (c->rms) { /* only kernels that can fold the norm take it */
-        EgMatrix shape = {.rows = NW, .cols = K};
+        EgMatrix shape = {.rows = NW, .cols = K, .format = c->quant};
         if (!eg_linear_fuses_rms(g_ops, &(EgLinear){.w = &shape, .rows = M})) return;
     }
     size_t ldx = K + c->x_pad, ldy = N + c->y_pad;
@@ -313,6 +314,19 @@ static void linear_case(const LinCase *c) {
     float *alpha = host_uniform(n_alpha, -1.5f, 1.5f);
     float *y0 = c->mul || c->accum ? host_normal(ny, 1.0f) : NULL;
     float *g = host_uniform(K, 0.5f, 1.5f); /* the norm's weight */
+    /* The reference's weights: w, or for a quantized matrix the weights it stands for (the
+     * upload quantizes w as this does). */
+    float *wq = NULL;
+    if (c->quant) {
+        size_t words = eg_quant_row_words(c->quant, K);
+        uint32_t *q = malloc((size_t)NW * words * 4);
+        wq = malloc((size_t)NW * K * sizeof *wq + 4);
+        must(eg_quantize_rows(c->quant, w, NW, K, q, &err), &err, "eg_quantize_rows");
+        for (uint32_t n = 0; n < NW; n++)
+            eg_dequantize_row(c->quant, q + n * words, K, wq + (size_t)n * K);
+        free(q);
+    }
+    const float *wref = wq ? wq : w;
 
     EgBuffer bx = dev(nx), bb = dev(N), ba = dev(n_alpha), bg = dev(K);
     put(&bx, 0, x, nx);
@@ -320,8 +334,8 @@ static void linear_case(const LinCase *c) {
     put(&ba, 0, alpha, n_alpha);
     put(&bg, 0, g, K);
     EgMatrix wm;
-    must(eg_matrix_create(g_ops, &g_arena, NW, K, c->chunk_rows, &wm, &err), &err,
-         "eg_matrix_create");
+    must(eg_matrix_create_format(g_ops, &g_arena, NW, K, c->chunk_rows, c->quant, &wm, &err),
+         &err, "eg_matrix_create_format");
     must(eg_matrix_upload_f32(g_ops, &g_st, &wm, w, &err), &err, "eg_matrix_upload_f32");
     float *got = run_linear(c, &bx, &wm, &bb, &ba, &bg, y0, ny);
 
@@ -337,12 +351,12 @@ static void linear_case(const LinCase *c) {
             r = 1.0 / sqrt(ss / K + RMS_EPS);
         }
         for (uint32_t n = 0; n < N; n++) {
-            const float *wr = w + (size_t)n * K;
+            const float *wr = wref + (size_t)n * K;
             double v = 0, up = 0;
             for (uint32_t k = 0; k < K; k++)
                 v += (double)xr[k] * (c->rms ? g[k] * r : 1.0) * wr[k];
             if (c->swiglu) {
-                const float *ur = w + (size_t)(N + n) * K;
+                const float *ur = wref + (size_t)(N + n) * K;
                 for (uint32_t k = 0; k < K; k++)
                     up += (double)xr[k] * (c->rms ? g[k] * r : 1.0) * ur[k];
                 v = act_ref(v, EG_OP_ACT_SILU) * up;
@@ -359,8 +373,9 @@ static void linear_case(const LinCase *c) {
     }
     char name[240];
     name_of(
-        name, sizeof name, "linear%s %s%s%s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
-        g_variant, c->rms ? "rmsnorm+" : "", c->swiglu ? "swiglu " : "",
+        name, sizeof name, "linear%s%s %s%s%s M=%u N=%u K=%u act=%s%s%s%s%s x+%u/%zu y+%u/%zu%s%s",
+        g_variant, c->quant == EG_WEIGHTS_Q8 ? " q8" : c->quant == EG_WEIGHTS_Q4 ? " q4" : "",
+        c->rms ? "rmsnorm+" : "", c->swiglu ? "swiglu " : "",
         M <= (g_ops->naive ? 4 : EG_MATVEC_MAX_ROWS) ? "matvec" : "matmul", M, N, K,
         act_name(c->act), c->bias ? " bias" : "", c->mul ? " mul" : "", c->accum ? " accum" : "",
         c->alpha == 1   ? " alpha"
@@ -375,7 +390,8 @@ static void linear_case(const LinCase *c) {
         CHECK(wm.n_chunks == (N + c->chunk_rows - 1) / c->chunk_rows,
               "%s: %u chunks for chunk_rows %u", name, wm.n_chunks, c->chunk_rows);
         EgMatrix whole;
-        must(eg_matrix_create(g_ops, &g_arena, N, K, 0, &whole, &err), &err, "eg_matrix_create");
+        must(eg_matrix_create_format(g_ops, &g_arena, N, K, 0, c->quant, &whole, &err), &err,
+             "eg_matrix_create_format");
         must(eg_matrix_upload_f32(g_ops, &g_st, &whole, w, &err), &err, "eg_matrix_upload_f32");
         CHECK(whole.n_chunks == 1, "unchunked matrix has %u chunks", whole.n_chunks);
         float *got1 = run_linear(c, &bx, &whole, &bb, &ba, &bg, y0, ny);
@@ -388,7 +404,7 @@ static void linear_case(const LinCase *c) {
         eg_matrix_release(&whole);
     }
     eg_matrix_release(&wm);
-    free(x), free(w), free(bias), free(alpha), free(y0), free(g), free(got), free(ref),
+    free(x), free(w), free(wq), free(bias), free(alpha), free(y0), free(g), free(got), free(ref),
         free(written);
     case_end();
 }
@@ -444,6 +460,55 @@ static void test_linear(void) {
         for (int act = EG_OP_ACT_GELU; act <= EG_OP_ACT_GELU_TANH; act++)
             linear_case(&(LinCase){
                 .M = M, .N = N, .K = K, .act = (EgOpAct)act, .w_scale = 15.0f / sqrtf((float)K)});
+    }
+}
+
+/* Quantized weights (runtime/quant.h, shaders/linear_quant.glsl), against the reference of the
+ * dequantized weights: every width of x the decode pipelines are compiled for (1, 2, 4, 8) and
+ * between, more rows (9 to 37: the matrix pipeline's rows of 8 and not multiples of them), N
+ * off the workgroup's columns, K within one block, whole blocks (32, 64: q8's pairs full), a
+ * partial last block or pair, and x rows off 8-element alignment; then the epilogue, offsets,
+ * strides and chunks. */
+static void test_linear_quant(void) {
+    static const uint32_t Ms[] = {1, 2, 3, 5, 8, 9, 37}, Ns[] = {7, 70, 129},
+                          Ks[] = {1, 31, 32, 40, 53, 64, 300};
+    for (EgWeightFormat q = EG_WEIGHTS_Q8; q <= EG_WEIGHTS_Q4; q++) {
+        int i = 0;
+        for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
+            for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++)
+                for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++, i++)
+                    linear_case(&(LinCase){
+                        .M = Ms[a], .N = Ns[b], .K = Ks[k], .bias = i % 2, .quant = q});
+        static const uint32_t shapes[][3] = {{3, 70, 53}, {37, 129, 96}};
+        for (int s = 0; s < 2; s++) {
+            uint32_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            for (int act = EG_OP_ACT_NONE; act <= EG_OP_ACT_GELU_TANH; act++)
+                linear_case(&(LinCase){
+                    .M = M, .N = N, .K = K, .act = (EgOpAct)act, .bias = 1, .quant = q});
+            linear_case(
+                &(LinCase){.M = M, .N = N, .K = K, .act = EG_OP_ACT_SILU, .mul = 1, .quant = q});
+            linear_case(&(LinCase){
+                .M = M, .N = N, .K = K, .accum = 1, .bias = 1, .alpha = 1, .quant = q});
+            linear_case(&(LinCase){.M = M, .N = N, .K = K, .accum = 1, .alpha = 2, .quant = q});
+            /* x rows misaligned, and aligned inside a wider buffer (8-element loads) */
+            linear_case(&(LinCase){.M = M, .N = N, .K = K, .x_off = 11, .x_pad = 9, .quant = q});
+            linear_case(&(LinCase){.M = M, .N = N, .K = K, .x_off = 8, .x_pad = 16, .quant = q});
+            linear_case(&(LinCase){
+                .M = M, .N = N, .K = K, .y_off = 6, .y_pad = 13, .bias = 1, .quant = q});
+            linear_case(&(LinCase){.M = M,
+                                   .N = 70,
+                                   .K = K,
+                                   .chunk_rows = 13,
+                                   .bias = 1,
+                                   .act = EG_OP_ACT_QUICK_GELU,
+                                   .accum = 1,
+                                   .alpha = 2,
+                                   .y_off = 2,
+                                   .y_pad = 5,
+                                   .quant = q});
+            /* no kernel folds a norm or a SwiGLU into quantized products: these must skip */
+            linear_case(&(LinCase){.M = M, .N = N, .K = K, .rms = 1, .quant = q});
+        }
     }
 }
 
@@ -1599,6 +1664,7 @@ int main(void) {
     for (int p = 0; p < 2; p++) {
         g_ops = &ops[p];
         test_linear();
+        test_linear_quant();
         test_linear_edges(1);
         test_linear_variants(p);
         test_norm();

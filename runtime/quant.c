@@ -1,0 +1,184 @@
+#include "runtime/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "runtime/half.h"
+#include "runtime/parallel.h"
+
+const char *eg_weight_format_name(EgWeightFormat f) {
+    switch (f) {
+    case EG_WEIGHTS_Q8:
+        return "q8";
+    case EG_WEIGHTS_Q4:
+        return "q4";
+    default:
+        return "dense";
+    }
+}
+
+int eg_weight_format_parse(const char *s, EgWeightFormat *out, EgError *err) {
+    if (!strcmp(s, "q8"))
+        *out = EG_WEIGHTS_Q8;
+    else if (!strcmp(s, "q4"))
+        *out = EG_WEIGHTS_Q4;
+    else if (!strcmp(s, "none") || !strcmp(s, "fp16"))
+        *out = EG_WEIGHTS_DENSE;
+    else
+        return eg_fail(err, "unknown quantization '%s' (known: q8, q4, none)", s);
+    return 0;
+}
+
+/* Words of q8's pair of blocks and q4's block. */
+enum { Q8_PAIR_WORDS = 17, Q4_BLOCK_WORDS = 5 };
+
+static uint32_t blocks_of(uint32_t cols) {
+    return (cols + EG_QUANT_BLOCK - 1) / EG_QUANT_BLOCK;
+}
+
+size_t eg_quant_row_words(EgWeightFormat f, uint32_t cols) {
+    uint32_t blocks = blocks_of(cols);
+    if (f == EG_WEIGHTS_Q8) return (size_t)(blocks + 1) / 2 * Q8_PAIR_WORDS;
+    if (f == EG_WEIGHTS_Q4) return (size_t)blocks * Q4_BLOCK_WORDS;
+    return 0;
+}
+
+/* One block of n (≤ 32) weights: its fp16 scale in *d, its values in q (q[i] for i ≥ n: 0).
+ * The values are rounded against the fp16 scale the kernels will read, not the exact one. */
+static int q8_block(const float *w, uint32_t n, uint16_t *d, int8_t *q) {
+    float amax = 0;
+    for (uint32_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(w[i]));
+    *d = eg_f32_to_f16(amax / 127.0f);
+    float dr = eg_f16_to_f32(*d);
+    if (!isfinite(dr)) return -1;
+    memset(q, 0, EG_QUANT_BLOCK);
+    for (uint32_t i = 0; i < n && dr > 0; i++) {
+        float v = roundf(w[i] / dr);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return 0;
+}
+
+static int q4_block(const float *w, uint32_t n, uint16_t *d, uint16_t *m, uint8_t *q) {
+    float lo = w[0], hi = w[0];
+    for (uint32_t i = 1; i < n; i++) {
+        lo = fminf(lo, w[i]);
+        hi = fmaxf(hi, w[i]);
+    }
+    *m = eg_f32_to_f16(lo);
+    *d = eg_f32_to_f16((hi - lo) / 15.0f);
+    float mr = eg_f16_to_f32(*m), dr = eg_f16_to_f32(*d);
+    if (!isfinite(mr) || !isfinite(dr)) return -1;
+    memset(q, 0, EG_QUANT_BLOCK);
+    for (uint32_t i = 0; i < n && dr > 0; i++) {
+        float v = roundf((w[i] - mr) / dr);
+        q[i] = (uint8_t)(v > 15 ? 15 : v < 0 ? 0 : v);
+    }
+    return 0;
+}
+
+/* Quantizes one row; on failure the column of the offending block's first weight in *bad. */
+static int quantize_row(EgWeightFormat f, const float *w, uint32_t cols, uint32_t *out,
+                        uint32_t *bad) {
+    uint32_t blocks = blocks_of(cols);
+    memset(out, 0, eg_quant_row_words(f, cols) * 4);
+    for (uint32_t b = 0; b < blocks; b++) {
+        uint32_t k0 = b * EG_QUANT_BLOCK;
+        uint32_t n = cols - k0 < EG_QUANT_BLOCK ? cols - k0 : EG_QUANT_BLOCK;
+        for (uint32_t i = 0; i < n; i++)
+            if (!isfinite(w[k0 + i])) {
+                *bad = k0 + i;
+                return -1;
+            }
+        *bad = k0;
+        if (f == EG_WEIGHTS_Q8) {
+            uint16_t d;
+            int8_t q[EG_QUANT_BLOCK];
+            if (q8_block(w + k0, n, &d, q)) return -1;
+            uint32_t *pair = out + (size_t)(b / 2) * Q8_PAIR_WORDS;
+            pair[0] |= (uint32_t)d << (16 * (b % 2));
+            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++) {
+                uint32_t j = (b % 2) * EG_QUANT_BLOCK + i; /* weight of the pair */
+                pair[1 + j / 4] |= (uint32_t)(uint8_t)q[i] << (8 * (j % 4));
+            }
+        } else {
+            uint16_t d, m;
+            uint8_t q[EG_QUANT_BLOCK];
+            if (q4_block(w + k0, n, &d, &m, q)) return -1;
+            uint32_t *blk = out + (size_t)b * Q4_BLOCK_WORDS;
+            blk[0] = d | (uint32_t)m << 16;
+            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
+                blk[1 + i / 8] |= (uint32_t)q[i] << (4 * (i % 8));
+        }
+    }
+    return 0;
+}
+
+void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, float *out) {
+    for (uint32_t k = 0; k < cols; k++) {
+        uint32_t b = k / EG_QUANT_BLOCK, i = k % EG_QUANT_BLOCK;
+        if (f == EG_WEIGHTS_Q8) {
+            const uint32_t *pair = row + (size_t)(b / 2) * Q8_PAIR_WORDS;
+            uint32_t j = (b % 2) * EG_QUANT_BLOCK + i;
+            float d = eg_f16_to_f32((uint16_t)(pair[0] >> (16 * (b % 2))));
+            int8_t q = (int8_t)(uint8_t)(pair[1 + j / 4] >> (8 * (j % 4)));
+            out[k] = d * (float)q;
+        } else {
+            const uint32_t *blk = row + (size_t)b * Q4_BLOCK_WORDS;
+            float d = eg_f16_to_f32((uint16_t)blk[0]), m = eg_f16_to_f32((uint16_t)(blk[0] >> 16));
+            uint32_t q = (blk[1 + i / 8] >> (4 * (i % 8))) & 15u;
+            out[k] = d * (float)q + m;
+        }
+    }
+}
+
+/* A contiguous range of rows for one thread; the first failing row and column, if any. */
+typedef struct {
+    EgWeightFormat f;
+    const float *src;
+    uint32_t *dst;
+    uint32_t cols, row0, row1;
+    int failed;
+    uint32_t bad_row, bad_col;
+} QuantPart;
+
+static void *quantize_part(void *arg) {
+    QuantPart *p = arg;
+    size_t words = eg_quant_row_words(p->f, p->cols);
+    for (uint32_t r = p->row0; r < p->row1 && !p->failed; r++)
+        if (quantize_row(p->f, p->src + (size_t)r * p->cols, p->cols, p->dst + r * words,
+                         &p->bad_col)) {
+            p->failed = 1;
+            p->bad_row = r;
+        }
+    return NULL;
+}
+
+int eg_quantize_rows(EgWeightFormat f, const float *src, uint32_t rows, uint32_t cols,
+                     uint32_t *dst, EgError *err) {
+    if (f != EG_WEIGHTS_Q8 && f != EG_WEIGHTS_Q4)
+        return eg_fail(err, "eg_quantize_rows: format %d is not a quantized one", (int)f);
+    /* parts of at least 64 rows: a thread per few rows costs more than it saves */
+    int n = eg_online_cores(EG_PARALLEL_MAX);
+    if ((uint32_t)n > (rows + 63) / 64) n = (int)((rows + 63) / 64);
+    if (n < 1) n = 1;
+    QuantPart parts[EG_PARALLEL_MAX];
+    for (int i = 0; i < n; i++)
+        parts[i] =
+            (QuantPart){.f = f,
+                        .src = src,
+                        .dst = dst,
+                        .cols = cols,
+                        .row0 = (uint32_t)((uint64_t)rows * (uint64_t)i / (uint64_t)n),
+                        .row1 = (uint32_t)((uint64_t)rows * (uint64_t)(i + 1) / (uint64_t)n)};
+    eg_parallel_run(quantize_part, parts, sizeof parts[0], n);
+    for (int i = 0; i < n; i++)
+        if (parts[i].failed) {
+            const float *w = src + (size_t)parts[i].bad_row * cols + parts[i].bad_col;
+            return eg_fail(err, "%s quantization: weight [%u][%u] = %g: %s",
+                           eg_weight_format_name(f), parts[i].bad_row, parts[i].bad_col, (double)*w,
+                           isfinite(*w) ? "its block's scale overflows fp16" : "not finite");
+        }
+    return 0;
+}

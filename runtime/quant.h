@@ -1,0 +1,47 @@
+/* Quantized weight formats (docs/quantization.md): rows of a weight matrix stored as blocks of
+ * 32 weights with fp16 scales, read and dequantized in registers by the linear kernels
+ * (shaders/linear_quant.glsl). Quantizing happens on the host, on every core, while loading.
+ *
+ * Both formats lay out each row on its own, as 32-bit words, starting on a word boundary:
+ *   q8 (llama.cpp's Q8_0 values, 8.5 bits a weight): blocks in pairs of 17 words, word 0 the
+ *      two blocks' fp16 scales d (low half: the even block), words 1..16 their 64 int8 values q
+ *      (weight i of the pair in byte i % 4 of word 1 + i / 4); w = d·q.
+ *   q4 (as llama.cpp's Q4_1, 5 bits a weight): blocks of 5 words, word 0 the fp16 scale d (low
+ *      half) and minimum m (high half), words 1..4 the 32 4-bit values q (weight i in bits
+ *      4·(i % 8) of word 1 + i / 8); w = d·q + m.
+ * A row of K weights has whole blocks (pairs for q8); the weights past K are stored as zero and
+ * the kernels never read them as weights. */
+#ifndef EGRET_QUANT_H
+#define EGRET_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/error.h"
+
+typedef enum EgWeightFormat {
+    EG_WEIGHTS_DENSE = 0, /* the ops' storage precision: fp32 or fp16 */
+    EG_WEIGHTS_Q8 = 1,
+    EG_WEIGHTS_Q4 = 2
+} EgWeightFormat;
+
+#define EG_QUANT_BLOCK 32 /* weights per scale */
+
+/* "dense", "q8", "q4". */
+const char *eg_weight_format_name(EgWeightFormat f);
+/* Parses "q8", "q4" (and "none" / "fp16" as EG_WEIGHTS_DENSE); -1 with a message naming the
+ * accepted values otherwise. */
+int eg_weight_format_parse(const char *s, EgWeightFormat *out, EgError *err);
+
+/* 32-bit words of one quantized row of `cols` weights (q8, q4 only). */
+size_t eg_quant_row_words(EgWeightFormat f, uint32_t cols);
+
+/* Quantizes rows × cols float weights (row-major) into rows · eg_quant_row_words words, the
+ * rows shared among the cores. Refuses (naming the row and column) a weight that is NaN or
+ * infinite, or a block whose scale overflows fp16. */
+int eg_quantize_rows(EgWeightFormat f, const float *src, uint32_t rows, uint32_t cols,
+                     uint32_t *dst, EgError *err);
+/* The weights a quantized row stands for, as the kernels compute them (float). */
+void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, float *out);
+
+#endif
