@@ -1,7 +1,9 @@
 /* The bundled demo model (models/shapes-idefics, bf16 weights) on the 30 held-out few-shot cases
  * of tests/data/shapes-cases: from each case's HF prompt_ids and its 64x64 PNGs, greedy decoding
  * of 24 tokens (no stop, end-of-sequence ignored) must equal HF's greedy_ids for all 30 cases in
- * fp32 mode and for at least 28 in fp16 mode; in fp32 the decoded text must equal greedy_text. */
+ * fp32 mode and for at least 28 in fp16 mode; in fp32 the decoded text must equal greedy_text.
+ * With the projections quantized (q8, q4: docs/quantization.md) the answer line (the text up to
+ * its first newline) must equal greedy_text's in at least 29 and 27 cases. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +42,20 @@ static float *load_case_images(const cJSON *parts, uint32_t size, uint32_t *n_im
     return pixels;
 }
 
-static int run_cases(const cJSON *cases, int fp32) {
+/* Whether a and b agree up to the first newline (or their ends): the answer of a case, the
+ * template's "Output: {text}\n" line. */
+static int same_answer(const char *a, const char *b) {
+    size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+    return la == lb && memcmp(a, b, la) == 0;
+}
+
+/* Runs every case; returns how many equal HF's greedy ids, and in *answers how many HF's
+ * answer line. */
+static int run_cases(const cJSON *cases, int fp32, EgWeightFormat quant, int *answers) {
     EgError err = {0};
-    EgModelOptions opt = {.fp32 = fp32};
+    EgModelOptions opt = {.fp32 = fp32, .quant = quant};
+    const char *mode = quant ? eg_weight_format_name(quant) : fp32 ? "fp32" : "fp16";
+    *answers = 0;
     EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &opt, &err);
     CHECK(m != NULL, "load: %s", err.msg);
     EgTokenizer *tok = eg_tokenizer_load(test_model_path("shapes-idefics/tokenizer.json"), &err);
@@ -77,12 +90,12 @@ static int run_cases(const cJSON *cases, int fp32) {
             for (int k = 0; same && k < n_greedy; k++)
                 same = r.ids[k] == cJSON_GetArrayItem(greedy, k)->valueint;
             matches += same;
-            if (!same) printf("  %s case %d (%s): greedy ids differ\n", fp32 ? "fp32" : "fp16",
-                              index, cJSON_GetObjectItem(c, "task")->valuestring);
-            if (fp32) {
-                const char *want = cJSON_GetObjectItem(c, "greedy_text")->valuestring;
+            if (!same) printf("  %s case %d (%s): greedy ids differ\n", mode, index,
+                              cJSON_GetObjectItem(c, "task")->valuestring);
+            const char *want = cJSON_GetObjectItem(c, "greedy_text")->valuestring;
+            if (fp32)
                 CHECK(strcmp(r.text, want) == 0, "case %d text '%s' != '%s'", index, r.text, want);
-            }
+            *answers += same_answer(r.text, want);
             eg_generate_result_free(&r);
         } else {
             CHECK(0, "case %d: %s", index, err.msg);
@@ -92,7 +105,8 @@ static int run_cases(const cJSON *cases, int fp32) {
         free(pixels);
         index++;
     }
-    printf("%s: %d of %d cases equal HF's greedy ids\n", fp32 ? "fp32" : "fp16", matches, index);
+    printf("%s: %d of %d cases equal HF's greedy ids, %d its answer line\n", mode, matches, index,
+           *answers);
     eg_tokenizer_free(tok);
     eg_model_free(m);
     return matches;
@@ -104,10 +118,17 @@ int main(void) {
     REQUIRE(json != NULL, "cannot read cases.json");
     cJSON *cases = cJSON_ParseWithLength(json, len);
     REQUIRE(cases && cJSON_GetArraySize(cases) == 30, "cases.json should hold 30 cases");
-    int exact = run_cases(cases, 1);
+    int answers;
+    int exact = run_cases(cases, 1, EG_WEIGHTS_DENSE, &answers);
     CHECK(exact == 30, "fp32: %d of 30 cases match (all must)", exact);
-    int fast = run_cases(cases, 0);
+    int fast = run_cases(cases, 0, EG_WEIGHTS_DENSE, &answers);
     CHECK(fast >= 28, "fp16: %d of 30 cases match (at least 28 must)", fast);
+    /* Quantized projections (fp16 otherwise), issue 19's targets: q8's answer line as HF's (as
+     * fp32's) in at least 29 cases, q4's in at least 27. */
+    run_cases(cases, 0, EG_WEIGHTS_Q8, &answers);
+    CHECK(answers >= 29, "q8: %d of 30 answers equal HF's (at least 29 must)", answers);
+    run_cases(cases, 0, EG_WEIGHTS_Q4, &answers);
+    CHECK(answers >= 27, "q4: %d of 30 answers equal HF's (at least 27 must)", answers);
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
     cJSON_Delete(cases);

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/quant.h"
+
 int cli_devices(int argc, char **argv);
 int cli_forward(int argc, char **argv);
 int cli_run(int argc, char **argv);
@@ -26,6 +28,8 @@ int cli_parse_u32(const char *opt, const char *s, uint32_t *out);
 int cli_parse_u64_in(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 int cli_parse_u64(const char *opt, const char *s, uint64_t *out);
 int cli_parse_float(const char *opt, const char *s, float *out);
+/* --quant's value: q8, q4 or none (runtime/quant.h); else -1 with a message. */
+int cli_parse_quant(const char *s, EgWeightFormat *out);
 /* A secret (API key) from a file, without trailing newlines; NULL if unreadable or empty. */
 char *cli_read_secret(const char *path);
 /* Reads a whole file; NULL on failure (message on stderr). */

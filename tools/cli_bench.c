@@ -192,6 +192,7 @@ static void usage(FILE *f) {
                "  --random-weights DIR   a folder with only a config.json (e.g. idefics-9b's):\n"
                "                         its shapes with generated weights, no download\n"
                "  --fp32                 fp32 weights and activations (default fp16)\n"
+               "  --quant q8|q4          quantize the projections' weights while loading\n"
                "  --device INDEX|NAME    Vulkan device\n"
                "  --prompt-tokens T      default 64\n"
                "  --new-tokens N         default 64\n"
@@ -209,6 +210,7 @@ int cli_bench(int argc, char **argv) {
         O_MODEL = 256,
         O_RANDOM,
         O_FP32,
+        O_QUANT,
         O_DEVICE,
         O_T,
         O_NEW,
@@ -222,6 +224,7 @@ int cli_bench(int argc, char **argv) {
     static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
                                              {"random-weights", required_argument, 0, O_RANDOM},
                                              {"fp32", no_argument, 0, O_FP32},
+                                             {"quant", required_argument, 0, O_QUANT},
                                              {"device", required_argument, 0, O_DEVICE},
                                              {"prompt-tokens", required_argument, 0, O_T},
                                              {"new-tokens", required_argument, 0, O_NEW},
@@ -249,6 +252,9 @@ int cli_bench(int argc, char **argv) {
             break;
         case O_FP32:
             mo.fp32 = 1;
+            break;
+        case O_QUANT:
+            bad = cli_parse_quant(optarg, &mo.quant);
             break;
         case O_DEVICE:
             mo.device = optarg;

@@ -75,6 +75,7 @@ static void usage(FILE *f, Mode mode) {
                    "model:\n"
                    "  --model DIR                checkpoint folder (default: the demo model)\n"
                    "  --fp32                     fp32 weights and activations (default fp16)\n"
+                   "  --quant q8|q4              quantize the projections' weights while loading\n"
                    "  --device INDEX|NAME        Vulkan device (default: EGRET_DEVICE, else "
                    "the best)\n");
     else
@@ -114,7 +115,7 @@ static void free_options(Options *o) {
 static int parse(int argc, char **argv, Options *o) {
     enum {
         O_IMAGE = 256, O_TEXT, O_EXAMPLE, O_PROMPT, O_TEMPLATE, O_MAX_NEW, O_TEMP, O_TOPK, O_TOPP,
-        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_DEVICE, O_SERVER, O_EXAMPLE_SET,
+        O_SEED, O_REP, O_STOP, O_STREAM, O_MODEL, O_FP32, O_QUANT, O_DEVICE, O_SERVER, O_EXAMPLE_SET,
         O_KEYFILE, O_CA,
         O_SNI, O_TIMEOUT, O_HELP
     };
@@ -134,6 +135,7 @@ static int parse(int argc, char **argv, Options *o) {
         {"stream", no_argument, 0, O_STREAM},
         {"model", required_argument, 0, O_MODEL},
         {"fp32", no_argument, 0, O_FP32},
+        {"quant", required_argument, 0, O_QUANT},
         {"device", required_argument, 0, O_DEVICE},
         {"server", required_argument, 0, O_SERVER},
         {"example-set", required_argument, 0, O_EXAMPLE_SET},
@@ -219,6 +221,9 @@ static int parse(int argc, char **argv, Options *o) {
             break;
         case O_FP32:
             o->engine.model.fp32 = 1;
+            break;
+        case O_QUANT:
+            bad = cli_parse_quant(optarg, &o->engine.model.quant);
             break;
         case O_DEVICE:
             o->engine.model.device = optarg;

@@ -118,6 +118,13 @@ int cli_parse_u32(const char *opt, const char *s, uint32_t *out) {
     return 0;
 }
 
+int cli_parse_quant(const char *s, EgWeightFormat *out) {
+    EgError err = {0};
+    if (eg_weight_format_parse(s, out, &err) == 0) return 0;
+    fprintf(stderr, "egret: --quant: %s\n", err.msg);
+    return -1;
+}
+
 int cli_parse_u64(const char *opt, const char *s, uint64_t *out) {
     return cli_parse_u64_in(opt, s, 0, UINT64_MAX, out);
 }

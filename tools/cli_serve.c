@@ -22,6 +22,7 @@ static void usage(FILE *f) {
             "  --listen ADDR                host:port or unix:/path (default 127.0.0.1:50051)\n"
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
+            "  --quant q8|q4                quantize the projections' weights while loading\n"
             "limits (over a limit: RESOURCE_EXHAUSTED naming it):\n"
             "  --max-request-bytes N        largest request message, inflated when the client\n"
             "                               compressed it (default 64 MiB)\n"
@@ -164,7 +165,7 @@ static void on_signal(int sig) {
 
 int cli_serve(int argc, char **argv) {
     enum {
-        O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
+        O_MODEL = 256, O_LISTEN, O_DEVICE, O_FP32, O_QUANT, O_REQ_BYTES, O_IMAGES, O_PIXELS, O_SIDE,
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
@@ -175,6 +176,7 @@ int cli_serve(int argc, char **argv) {
         {"listen", required_argument, 0, O_LISTEN},
         {"device", required_argument, 0, O_DEVICE},
         {"fp32", no_argument, 0, O_FP32},
+        {"quant", required_argument, 0, O_QUANT},
         {"max-request-bytes", required_argument, 0, O_REQ_BYTES},
         {"max-images", required_argument, 0, O_IMAGES},
         {"max-image-pixels", required_argument, 0, O_PIXELS},
@@ -230,6 +232,9 @@ int cli_serve(int argc, char **argv) {
             break;
         case O_FP32:
             eo.model.fp32 = 1;
+            break;
+        case O_QUANT:
+            bad = cli_parse_quant(optarg, &eo.model.quant);
             break;
         case O_REQ_BYTES:
             bad = cli_parse_u32("max-request-bytes", optarg, &so.max_request_bytes);

@@ -13,6 +13,7 @@ typedef struct Loader {
     EgTensorFile *tf;
     EgError *err;
     int n_tensors;
+    EgWeightFormat quant; /* the projections' (load_matrix, load_stacked) */
 } Loader;
 
 static const char *fmt_name(char *buf, size_t len, const char *fmt, va_list ap) {
@@ -62,13 +63,14 @@ static int load_matrix(Loader *L, EgMatrix *m, uint32_t rows, uint32_t cols, con
     va_start(ap, fmt);
     fmt_name(name, sizeof name, fmt, ap);
     va_end(ap);
-    if (eg_matrix_create(&L->m->ops, &L->m->weights, rows, cols, 0, m, L->err))
+    if (eg_matrix_create_format(&L->m->ops, &L->m->weights, rows, cols, 0, L->quant, m, L->err))
         return eg_fail_prefix(L->err, "%s", name);
     return upload_rows(L, m, 0, rows, name);
 }
 
 /* Tensors names[i] of rows[i] × cols each (rows[i] 0: absent), stacked by rows into one matrix:
- * one product (or lookup) instead of one per tensor. */
+ * one product (or lookup) instead of one per tensor. Never quantized: the embedding table and
+ * the LM head. */
 static int load_concat(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32_t *rows,
                        const char *const *names) {
     uint32_t total = 0;
@@ -84,7 +86,8 @@ static int load_concat(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint3
 /* Several [rows_each, cols] tensors named prefix + suffixes[i], stacked by rows. */
 static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
                         const char *const *suffixes, const char *prefix) {
-    if (eg_matrix_create(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0, m, L->err))
+    if (eg_matrix_create_format(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0,
+                                L->quant, m, L->err))
         return eg_fail_prefix(L->err, "%s", prefix);
     for (int i = 0; i < n; i++) {
         char name[256];
@@ -219,7 +222,8 @@ static int load_text(Loader *L) {
     static const char *const embed_names[2] = {"model.embed_tokens.weight",
                                                "model.embed_tokens.additional_embedding.weight"};
     static const char *const head_names[2] = {"lm_head.weight", "lm_head.additional_fc.weight"};
-    m->mlp_fused = eg_ops_fuses_swiglu(&m->ops, I, H);
+    /* no kernel of quantized weights fuses the SwiGLU */
+    m->mlp_fused = L->quant == EG_WEIGHTS_DENSE && eg_ops_fuses_swiglu(&m->ops, I, H);
     if (load_concat(L, &m->embed, H, 2, rows, embed_names)) return -1;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
@@ -340,7 +344,7 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     m->max_images = opt->max_images ? opt->max_images : 16;
 
     EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
-    Loader L = {.m = m, .err = err};
+    Loader L = {.m = m, .err = err, .quant = opt->quant};
     if (eg_vk_create(&m->vk, &vo, err)) goto fail;
     /* attention.comp keeps one query head in shared memory: at most 512 dims. */
     uint32_t vit_hd = m->E / (uint32_t)c->vision.num_attention_heads;
@@ -360,12 +364,15 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
     L.tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
     if (!L.tf) goto fail;
+    const char *as = opt->fp32 ? "fp32" : "fp16";
+    const char *projections = opt->quant ? eg_weight_format_name(opt->quant) : as;
     if (opt->progress && opt->random_weights)
-        fprintf(opt->progress, "egret: generating random weights for %s/config.json as %s\n", dir,
-                opt->fp32 ? "fp32" : "fp16");
+        fprintf(opt->progress,
+                "egret: generating random weights for %s/config.json as %s, projections %s\n", dir,
+                as, projections);
     else if (opt->progress)
-        fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s)\n", dir,
-                eg_tensors_count(L.tf), c->dtype[0] ? c->dtype : "?", opt->fp32 ? "fp32" : "fp16");
+        fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s, projections %s)\n",
+                dir, eg_tensors_count(L.tf), c->dtype[0] ? c->dtype : "?", as, projections);
     if (load_vision(&L) || (c->use_resampler && load_perceiver(&L)) || load_text(&L) ||
         eg_model_ensure_rope(
             m, (uint32_t)(c->max_position_embeddings > 0 ? c->max_position_embeddings : 2048),
