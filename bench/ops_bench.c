@@ -11,6 +11,7 @@
  *             [--mm-direct 1|-1] [--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1]
  *             [--norm-rows N] [--attn-queries N]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
+ *             [--quant q8|q4]
  *
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
  * (--mv-rpg, --mv-load64, ...) are measured against the defaults, sample by sample.
@@ -62,6 +63,9 @@ typedef struct {
 
 static EgVk vk;
 static EgStaging st;
+/* --quant: "new" multiplies the weights quantized (docs/quantization.md), "old" the default
+ * kernels with them dense; the new error is then mostly the quantization's */
+static EgWeightFormat quant;
 
 static double fastest(const double *v, int n) {
     double m = INFINITY;
@@ -93,11 +97,12 @@ static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int sample
     size_t nx = (size_t)s.M * s.K, nw = (size_t)s.N * s.K, ny = (size_t)s.M * s.N;
     float *hx = malloc(nx * sizeof *hx), *hw = malloc(nw * sizeof *hw);
     EgBuffer x, y_old, y_new;
-    EgMatrix w;
+    EgMatrix w, wq;
     if (eg_tensor_buffer(fast, &arena, nx, &x, &err) ||
         eg_tensor_buffer(fast, &arena, ny, &y_old, &err) ||
         eg_tensor_buffer(fast, &arena, ny, &y_new, &err) ||
-        eg_matrix_create(fast, &arena, s.N, s.K, 0, &w, &err))
+        eg_matrix_create(fast, &arena, s.N, s.K, 0, &w, &err) ||
+        eg_matrix_create_format(fast, &arena, s.N, s.K, 0, quant, &wq, &err))
         die("allocation", &err);
     /* Values as stored (rounded to half in fp16), so the reference sees what the kernels do. */
     float scale = 1.0f / sqrtf((float)s.K);
@@ -108,11 +113,14 @@ static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int sample
         hw[i] = fast->f16 ? eg_f16_to_f32(eg_f32_to_f16(v)) : v;
     }
     if (eg_upload_f32(fast, &st, &x, 0, hx, nx, &err)) die("upload x", &err);
-    if (eg_matrix_upload_f32(fast, &st, &w, hw, &err)) die("upload w", &err);
+    if (eg_matrix_upload_f32(fast, &st, &w, hw, &err) ||
+        eg_matrix_upload_f32(fast, &st, &wq, hw, &err))
+        die("upload w", &err);
 
     EgLinear a_old = {.x = &x, .w = &w, .y = &y_old, .rows = s.M};
     EgLinear a_new = a_old;
     a_new.y = &y_new;
+    a_new.w = &wq;
     /* Sanity check of both kernels' outputs (poisoned first, so an unwritten one shows as NaN):
      * against a double-precision reference for small products, else against each other. */
     EgCmd cmd;
@@ -156,7 +164,9 @@ static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int sample
     }
     double mo = fastest(to, samples), mn = fastest(tn, samples);
     double cpu_o = fastest(co, samples), cpu_n = fastest(cn, samples);
-    double bytes = (double)(nw + nx + ny) * fast->elem, flops = 2.0 * s.M * s.N * s.K;
+    double bytes = (double)(nx + ny) * fast->elem +
+                   (double)s.N * (double)eg_matrix_row_bytes(fast, s.K, quant);
+    double flops = 2.0 * s.M * s.N * s.K;
     char check[48];
     if (with_ref)
         snprintf(check, sizeof check, "%.1e %.1e", eo, en);
@@ -169,6 +179,7 @@ static void bench_shape(const EgOps *old, const EgOps *fast, Shape s, int sample
     fflush(stdout);
     free(to), free(tn), free(co), free(cn), free(yo), free(yn), free(hx), free(hw);
     eg_matrix_release(&w);
+    eg_matrix_release(&wq);
     eg_arena_reset(&arena);
 }
 
@@ -284,6 +295,7 @@ int main(int argc, char **argv) {
     int rows = 0, vs_default = 0;
     EgOpsConfig cfg = {.naive = -1};
     EgTile t;
+    EgError err = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--quick")) {
@@ -329,6 +341,9 @@ int main(int argc, char **argv) {
             if (strcmp(a, "--mm-large")) cfg.mm_small = t;
             if (strcmp(a, "--mm-small")) cfg.mm_large = t;
             i++;
+        } else if (!strcmp(a, "--quant") && eg_weight_format_parse(v, &quant, &err) == 0) {
+            vs_default = 1;
+            i++;
         } else {
             fprintf(stderr,
                     "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
@@ -336,11 +351,10 @@ int main(int argc, char **argv) {
                     "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
                     "[--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1] [--norm-rows N] "
                     "[--attn-queries N] "
-                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]\n");
+                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN] [--quant q8|q4]\n");
             return 2;
         }
     }
-    EgError err = {0};
     if (eg_vk_create(&vk, &(EgVkOptions){.verbose = 1}, &err)) die("eg_vk_create", &err);
     if (eg_staging_init(&st, &vk, 16u << 20, &err)) die("eg_staging_init", &err);
     printf("device: %s, subgroup size %u%s\n", vk.props.deviceName, vk.subgroup_size,

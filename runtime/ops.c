@@ -388,12 +388,16 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     ops->q_wg = cpu ? 8 : 64;
     ops->q_tn = cpu ? 8 : 4;
     ops->q_tm = 8;
-    static const char *const q_names[2] = {"matmul_q8", "matmul_q4"};
+    /* With texel views (CPU devices) x and W are read through them, as matmul_direct_texel
+     * (EgOpsConfig.md_texel chooses for both). */
+    static const char *const q_names[2][2] = {{"matmul_q8", "matmul_q4"},
+                                              {"matmul_q8_texel", "matmul_q4_texel"}};
+    int q_texel = lp.md_texel && vk->texel_views;
     for (int f = 0; f < 2; f++)
         for (int v = 0; v <= EG_MATVEC_VARIANTS; v++) {
             uint32_t spec[3] = {ops->q_wg, v < EG_MATVEC_VARIANTS ? 1u << v : ops->q_tm, ops->q_tn};
-            eg_pipeline_batch_add(batch, &ops->matmul_q[f][v], q_names[f], 5, 1u << 4, 0,
-                                  sizeof(MatmulPush), spec, 3);
+            eg_pipeline_batch_add(batch, &ops->matmul_q[f][v], q_names[q_texel][f], 5, 1u << 4,
+                                  q_texel ? 3u : 0u, sizeof(MatmulPush), spec, 3);
         }
     if (eg_pipeline_batch_build(vk, batch, err) == 0) return 0;
     eg_ops_destroy(ops);

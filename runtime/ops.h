@@ -114,8 +114,9 @@ typedef struct EgOpsConfig {
     uint32_t md_wg, md_tm, md_tn; /* matmul_direct: invocations, rows of x and of W each */
     int md_few; /* few rows of x by matmul_direct: 1 any weights, -1 never, 0 auto (CPUs: small
                    weights) */
-    int md_texel;              /* matmul_direct reads x and W through texel views: 1 yes (needs
-                                  vk->texel_views), -1 no, 0 auto (where the buffers have them) */
+    int md_texel;              /* matmul_direct and the quantized kernels read x and W through
+                                  texel views: 1 yes (needs vk->texel_views), -1 no, 0 auto (where
+                                  the buffers have them) */
     uint32_t norm_wg;          /* norm invocations per workgroup */
     uint32_t norm_rows;        /* norm rows per workgroup (> 1: one subgroup per row) */
     int norm_wide; /* norm: 1 8 elements per load where aligned, -1 not, 0 auto (CPUs) */

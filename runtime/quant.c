@@ -29,18 +29,29 @@ int eg_weight_format_parse(const char *s, EgWeightFormat *out, EgError *err) {
     return 0;
 }
 
-/* Words of q8's pair of blocks and q4's block. */
-enum { Q8_PAIR_WORDS = 17, Q4_BLOCK_WORDS = 5 };
+/* A group: blocks per group, and the 16-byte vectors of one block's values. */
+static uint32_t group_blocks(EgWeightFormat f) {
+    return f == EG_WEIGHTS_Q8 ? 8 : 4;
+}
+static uint32_t block_vectors(EgWeightFormat f) {
+    return f == EG_WEIGHTS_Q8 ? 2 : 1;
+}
 
 static uint32_t blocks_of(uint32_t cols) {
     return (cols + EG_QUANT_BLOCK - 1) / EG_QUANT_BLOCK;
 }
 
+/* Word of the row where block b's group starts; its header is the group's first vector, its
+ * values follow block by block (a partial last group is a prefix of a whole one). */
+static size_t group_word(EgWeightFormat f, uint32_t b) {
+    uint32_t g = group_blocks(f);
+    return (size_t)(b / g) * 4 * (1 + g * block_vectors(f));
+}
+
 size_t eg_quant_row_words(EgWeightFormat f, uint32_t cols) {
-    uint32_t blocks = blocks_of(cols);
-    if (f == EG_WEIGHTS_Q8) return (size_t)(blocks + 1) / 2 * Q8_PAIR_WORDS;
-    if (f == EG_WEIGHTS_Q4) return (size_t)blocks * Q4_BLOCK_WORDS;
-    return 0;
+    if (f != EG_WEIGHTS_Q8 && f != EG_WEIGHTS_Q4) return 0;
+    uint32_t blocks = blocks_of(cols), g = group_blocks(f), rest = blocks % g;
+    return group_word(f, blocks - rest) + (rest ? 4 * (1 + (size_t)rest * block_vectors(f)) : 0);
 }
 
 /* One block of n (≤ 32) weights: its fp16 scale in *d, its values in q (q[i] for i ≥ n: 0).
@@ -92,24 +103,22 @@ static int quantize_row(EgWeightFormat f, const float *w, uint32_t cols, uint32_
                 return -1;
             }
         *bad = k0;
+        uint32_t *group = out + group_word(f, b), j = b % group_blocks(f);
+        uint32_t *values = group + 4 + 4 * j * block_vectors(f);
         if (f == EG_WEIGHTS_Q8) {
             uint16_t d;
             int8_t q[EG_QUANT_BLOCK];
             if (q8_block(w + k0, n, &d, q)) return -1;
-            uint32_t *pair = out + (size_t)(b / 2) * Q8_PAIR_WORDS;
-            pair[0] |= (uint32_t)d << (16 * (b % 2));
-            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++) {
-                uint32_t j = (b % 2) * EG_QUANT_BLOCK + i; /* weight of the pair */
-                pair[1 + j / 4] |= (uint32_t)(uint8_t)q[i] << (8 * (j % 4));
-            }
+            group[j / 2] |= (uint32_t)d << (16 * (j % 2));
+            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
+                values[i / 4] |= (uint32_t)(uint8_t)q[i] << (8 * (i % 4));
         } else {
             uint16_t d, m;
             uint8_t q[EG_QUANT_BLOCK];
             if (q4_block(w + k0, n, &d, &m, q)) return -1;
-            uint32_t *blk = out + (size_t)b * Q4_BLOCK_WORDS;
-            blk[0] = d | (uint32_t)m << 16;
+            group[j] = d | (uint32_t)m << 16;
             for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
-                blk[1 + i / 8] |= (uint32_t)q[i] << (4 * (i % 8));
+                values[i / 8] |= (uint32_t)q[i] << (4 * (i % 8));
         }
     }
     return 0;
@@ -117,17 +126,17 @@ static int quantize_row(EgWeightFormat f, const float *w, uint32_t cols, uint32_
 
 void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, float *out) {
     for (uint32_t k = 0; k < cols; k++) {
-        uint32_t b = k / EG_QUANT_BLOCK, i = k % EG_QUANT_BLOCK;
+        uint32_t b = k / EG_QUANT_BLOCK, i = k % EG_QUANT_BLOCK, j = b % group_blocks(f);
+        const uint32_t *group = row + group_word(f, b);
+        const uint32_t *values = group + 4 + 4 * j * block_vectors(f);
         if (f == EG_WEIGHTS_Q8) {
-            const uint32_t *pair = row + (size_t)(b / 2) * Q8_PAIR_WORDS;
-            uint32_t j = (b % 2) * EG_QUANT_BLOCK + i;
-            float d = eg_f16_to_f32((uint16_t)(pair[0] >> (16 * (b % 2))));
-            int8_t q = (int8_t)(uint8_t)(pair[1 + j / 4] >> (8 * (j % 4)));
+            float d = eg_f16_to_f32((uint16_t)(group[j / 2] >> (16 * (j % 2))));
+            int8_t q = (int8_t)(uint8_t)(values[i / 4] >> (8 * (i % 4)));
             out[k] = d * (float)q;
         } else {
-            const uint32_t *blk = row + (size_t)b * Q4_BLOCK_WORDS;
-            float d = eg_f16_to_f32((uint16_t)blk[0]), m = eg_f16_to_f32((uint16_t)(blk[0] >> 16));
-            uint32_t q = (blk[1 + i / 8] >> (4 * (i % 8))) & 15u;
+            float d = eg_f16_to_f32((uint16_t)group[j]),
+                  m = eg_f16_to_f32((uint16_t)(group[j] >> 16));
+            uint32_t q = (values[i / 8] >> (4 * (i % 8))) & 15u;
             out[k] = d * (float)q + m;
         }
     }

@@ -2,15 +2,18 @@
  * 32 weights with fp16 scales, read and dequantized in registers by the linear kernels
  * (shaders/linear_quant.glsl). Quantizing happens on the host, on every core, while loading.
  *
- * Both formats lay out each row on its own, as 32-bit words, starting on a word boundary:
- *   q8 (llama.cpp's Q8_0 values, 8.5 bits a weight): blocks in pairs of 17 words, word 0 the
- *      two blocks' fp16 scales d (low half: the even block), words 1..16 their 64 int8 values q
- *      (weight i of the pair in byte i % 4 of word 1 + i / 4); w = d·q.
- *   q4 (as llama.cpp's Q4_1, 5 bits a weight): blocks of 5 words, word 0 the fp16 scale d (low
- *      half) and minimum m (high half), words 1..4 the 32 4-bit values q (weight i in bits
- *      4·(i % 8) of word 1 + i / 8); w = d·q + m.
- * A row of K weights has whole blocks (pairs for q8); the weights past K are stored as zero and
- * the kernels never read them as weights. */
+ * Both formats lay out each row on its own as 16-byte vectors (uvec4: one texel of an rgba32ui
+ * view), in groups of blocks that start with a header vector of the group's fp16 scales, each
+ * block's values following in one (q4) or two (q8) vectors:
+ *   q8 (llama.cpp's Q8_0 values, 8.5 bits a weight): groups of 8 blocks, 17 vectors; header
+ *      word j holds blocks 2j (low half) and 2j+1 (high half)'s scales d; a block's 32 int8 values
+ *      q, weight i in byte i % 4 of its word i / 4; w = d·q.
+ *   q4 (as llama.cpp's Q4_1, 5 bits a weight): groups of 4 blocks, 5 vectors; header word j holds
+ *      block j's scale d (low half) and minimum m (high half); a block's 32 4-bit values q, weight
+ *      i in bits 4·(i % 8) of its word i / 8; w = d·q + m.
+ * A row of K weights has ceil(K / 32) blocks; a partial last group is the prefix of a whole one
+ * (header and the blocks it has). The weights past K are stored as zero and the kernels never
+ * read them as weights. */
 #ifndef EGRET_QUANT_H
 #define EGRET_QUANT_H
 
@@ -33,7 +36,7 @@ const char *eg_weight_format_name(EgWeightFormat f);
  * accepted values otherwise. */
 int eg_weight_format_parse(const char *s, EgWeightFormat *out, EgError *err);
 
-/* 32-bit words of one quantized row of `cols` weights (q8, q4 only). */
+/* 32-bit words of one quantized row of `cols` weights (q8, q4 only; a multiple of 4). */
 size_t eg_quant_row_words(EgWeightFormat f, uint32_t cols);
 
 /* Quantizes rows × cols float weights (row-major) into rows · eg_quant_row_words words, the

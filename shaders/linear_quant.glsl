@@ -20,42 +20,64 @@ layout(constant_id = 2) const uint TN = 4; // rows of W per invocation
 #define EG_LOAD64 0
 #include "vector_loads.glsl"
 
-// W as 32-bit words (binding 1, as matmul_epilogue.glsl's w[] is bound).
-layout(std430, binding = 1) readonly buffer WQ { uint wq[]; };
+// W as 16-byte vectors: its texel view (EG_TEXEL: CPU devices, one gather per load on lavapipe)
+// or the storage buffer (binding 1, as matmul_epilogue.glsl's w[] is bound).
+#if EG_TEXEL
+uvec4 wv(uint i) { return imageLoad(w_texels, int(i)); }
+#else
+layout(std430, binding = 1) readonly buffer WQ { uvec4 wq4[]; };
+uvec4 wv(uint i) { return wq4[i]; }
+#endif
 
 #if Q_FORMAT == 1
-// q8: pairs of blocks of 17 words: the two fp16 scales, then 64 int8 values.
-uint row_words(uint K) { return (K + 63u) / 64u * 17u; }
-// Block b of the row starting at word `row`: its scale (and 0 as its minimum).
-vec2 block_scale(uint row, uint b) {
-    vec2 d = unpackHalf2x16(wq[row + b / 2u * 17u]);
-    return vec2((b & 1u) != 0u ? d.y : d.x, 0.0);
+// q8: groups of 8 blocks: a header vector of 8 fp16 scales, then two vectors of int8 per block.
+#define GROUP 8u
+#define BLOCK_VECS 2u
+#else
+// q4: groups of 4 blocks: a header vector of 4 (fp16 scale, fp16 minimum), then one vector of
+// 32 4-bit values per block.
+#define GROUP 4u
+#define BLOCK_VECS 1u
+#endif
+#define GROUP_VECS (1u + GROUP * BLOCK_VECS)
+
+// Vectors of a row of K weights (a partial last group: its header and its blocks).
+uint row_vecs(uint K) {
+    uint blocks = (K + 31u) / 32u, rest = blocks % GROUP;
+    return blocks / GROUP * GROUP_VECS + (rest != 0u ? 1u + rest * BLOCK_VECS : 0u);
 }
-// The word of block b holding its values 4j..4j+3 (q8) or 8j..8j+7 (q4).
-uint value_word(uint row, uint b, uint j) { return row + b / 2u * 17u + 1u + (b & 1u) * 8u + j; }
-// Weights 8s..8s+7 of block b, dequantized with its scale sm.
-void dequant8(uint row, uint b, uint s, vec2 sm, out vec4 a, out vec4 c) {
-    uint u0 = wq[value_word(row, b, 2u * s)], u1 = wq[value_word(row, b, 2u * s + 1u)];
-    // sign-extend each byte: shift it to the top, then arithmetically back down
+// Block b of the row starting at vector `row`: its scale and minimum (q8: 0), and the vector of
+// its values v (q8: v and v + 1).
+vec2 block_scale(uint row, uint b) {
+    uvec4 h = wv(row + b / GROUP * GROUP_VECS);
+    uint j = b % GROUP;
+#if Q_FORMAT == 1
+    vec2 d = unpackHalf2x16(h[j / 2u]);
+    return vec2((j & 1u) != 0u ? d.y : d.x, 0.0);
+#else
+    return unpackHalf2x16(h[j]);
+#endif
+}
+uint block_values(uint row, uint b) { return row + b / GROUP * GROUP_VECS + 1u + (b % GROUP) * BLOCK_VECS; }
+
+#if Q_FORMAT == 1
+// 8 weights from two words of int8 (sign-extended: shifted to the top, arithmetically down).
+void dequant8(uint u0, uint u1, vec2 sm, out vec4 a, out vec4 c) {
     a = sm.x * vec4(ivec4(uvec4(u0) << uvec4(24, 16, 8, 0)) >> 24);
     c = sm.x * vec4(ivec4(uvec4(u1) << uvec4(24, 16, 8, 0)) >> 24);
 }
 float dequant1(uint row, uint b, uint i, vec2 sm) {
-    uint u = wq[value_word(row, b, i / 4u)];
+    uint u = wv(block_values(row, b) + i / 16u)[(i / 4u) % 4u];
     return sm.x * float(int(u << (24u - 8u * (i % 4u))) >> 24);
 }
 #else
-// q4: blocks of 5 words: fp16 scale and minimum, then 32 4-bit values.
-uint row_words(uint K) { return (K + 31u) / 32u * 5u; }
-vec2 block_scale(uint row, uint b) { return unpackHalf2x16(wq[row + b * 5u]); }
-uint value_word(uint row, uint b, uint j) { return row + b * 5u + 1u + j; }
-void dequant8(uint row, uint b, uint s, vec2 sm, out vec4 a, out vec4 c) {
-    uint u = wq[value_word(row, b, s)];
+// 8 weights from one word of 4-bit values.
+void dequant8(uint u, vec2 sm, out vec4 a, out vec4 c) {
     a = sm.x * vec4((uvec4(u) >> uvec4(0, 4, 8, 12)) & 15u) + sm.y;
     c = sm.x * vec4((uvec4(u) >> uvec4(16, 20, 24, 28)) & 15u) + sm.y;
 }
 float dequant1(uint row, uint b, uint i, vec2 sm) {
-    uint u = wq[value_word(row, b, i / 8u)];
+    uint u = wv(block_values(row, b))[i / 8u];
     return sm.x * float((u >> (4u * (i % 8u))) & 15u) + sm.y;
 }
 #endif
@@ -74,10 +96,10 @@ void main() {
     uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
     uint m0 = gl_WorkGroupID.y * TM;
     if (n0 >= p.N || m0 >= p.M) return;
-    uint words = row_words(p.K);
+    uint vecs = row_vecs(p.K);
     uint xrow[TM], wrow[TN];
     for (uint i = 0; i < TM; i++) xrow[i] = p.x_off + min(m0 + i, p.M - 1u) * p.ldx;
-    for (uint j = 0; j < TN; j++) wrow[j] = min(n0 + j, p.N - 1u) * words;
+    for (uint j = 0; j < TN; j++) wrow[j] = min(n0 + j, p.N - 1u) * vecs;
     float acc[TM][TN];
     for (uint i = 0; i < TM; i++)
         for (uint j = 0; j < TN; j++) acc[i][j] = 0.0;
@@ -85,13 +107,29 @@ void main() {
     uint full = p.K / 32u; // whole blocks
     for (uint b = 0; b < full; b++) {
         vec2 sm[TN];
-        for (uint j = 0; j < TN; j++) sm[j] = block_scale(wrow[j], b);
+        uvec4 va[TN];
+#if Q_FORMAT == 1
+        uvec4 vb[TN];
+#endif
+        for (uint j = 0; j < TN; j++) {
+            sm[j] = block_scale(wrow[j], b);
+            uint v = block_values(wrow[j], b);
+            va[j] = wv(v);
+#if Q_FORMAT == 1
+            vb[j] = wv(v + 1u);
+#endif
+        }
         for (uint s = 0; s < 4u; s++) {
             vec4 xa[TM], xb[TM];
             for (uint i = 0; i < TM; i++) load_x8_at(xrow[i] + 32u * b + 8u * s, aligned, xa[i], xb[i]);
             for (uint j = 0; j < TN; j++) {
                 vec4 wa, wb;
-                dequant8(wrow[j], b, s, sm[j], wa, wb);
+#if Q_FORMAT == 1
+                uvec4 v = s < 2u ? va[j] : vb[j];
+                dequant8(v[(2u * s) % 4u], v[(2u * s + 1u) % 4u], sm[j], wa, wb);
+#else
+                dequant8(va[j][s], sm[j], wa, wb);
+#endif
                 for (uint i = 0; i < TM; i++) acc[i][j] += dot(xa[i], wa) + dot(xb[i], wb);
             }
         }
@@ -108,9 +146,14 @@ void main() {
             }
         }
     }
+    // Copied out with constant indices: the loop below indexes with a variable, and a variable
+    // index into acc itself would keep it in memory for the whole kernel.
+    float out_v[TM * TN];
+    for (uint i = 0; i < TM; i++)
+        for (uint j = 0; j < TN; j++) out_v[i * TN + j] = acc[i][j];
     // One call site of the epilogue, in a loop that is not unrolled (see matmul.comp).
     [[dont_unroll]] for (uint e = 0; e < TM * TN; e++) {
         uint m = m0 + e / TN, n = n0 + e % TN;
-        if (m < p.M && n < p.N) store_output(m, n, acc[e / TN][e % TN]);
+        if (m < p.M && n < p.N) store_output(m, n, out_v[e]);
     }
 }

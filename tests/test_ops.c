@@ -468,19 +468,21 @@ static void test_linear(void) {
  * between, more rows (9 to 37: the matrix pipeline's rows of 8 and not multiples of them), N
  * off the workgroup's columns, K within one block, whole blocks (32, 64: q8's pairs full), a
  * partial last block or pair, and x rows off 8-element alignment; then the epilogue, offsets,
- * strides and chunks. */
-static void test_linear_quant(void) {
+ * strides and chunks. K = 300 has a partial group of blocks (q8: 10 blocks, a group of 8 and
+ * one of 2; q4: 2 groups of 4 and one of 2). `all`: every size (else every other width of x and
+ * one N, and the epilogue at one shape: for the other load variant). */
+static void test_linear_quant(int all) {
     static const uint32_t Ms[] = {1, 2, 3, 5, 8, 9, 37}, Ns[] = {7, 70, 129},
                           Ks[] = {1, 31, 32, 40, 53, 64, 300};
     for (EgWeightFormat q = EG_WEIGHTS_Q8; q <= EG_WEIGHTS_Q4; q++) {
         int i = 0;
-        for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
-            for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++)
+        for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a += all ? 1 : 2)
+            for (size_t b = all ? 0 : 2; b < sizeof Ns / sizeof Ns[0]; b++)
                 for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++, i++)
                     linear_case(&(LinCase){
                         .M = Ms[a], .N = Ns[b], .K = Ks[k], .bias = i % 2, .quant = q});
         static const uint32_t shapes[][3] = {{3, 70, 53}, {37, 129, 96}};
-        for (int s = 0; s < 2; s++) {
+        for (int s = all ? 0 : 1; s < 2; s++) {
             uint32_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
             for (int act = EG_OP_ACT_NONE; act <= EG_OP_ACT_GELU_TANH; act++)
                 linear_case(&(LinCase){
@@ -1664,7 +1666,20 @@ int main(void) {
     for (int p = 0; p < 2; p++) {
         g_ops = &ops[p];
         test_linear();
-        test_linear_quant();
+        test_linear_quant(1);
+        if (g_vk.texel_views) { /* the quantized kernels' storage-buffer loads (GPUs') too */
+            EgOps sb;
+            EgError err = {0};
+            must(eg_ops_init_config(&sb, &g_vk, p, &(EgOpsConfig){.naive = -1, .md_texel = -1},
+                                    &err),
+                 &err, "eg_ops_init_config (storage-buffer loads)");
+            g_ops = &sb;
+            g_variant = " [storage-buffer loads]";
+            test_linear_quant(0);
+            g_variant = "";
+            g_ops = &ops[p];
+            eg_ops_destroy(&sb);
+        }
         test_linear_edges(1);
         test_linear_variants(p);
         test_norm();

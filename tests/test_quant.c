@@ -33,10 +33,11 @@ static void test_names(void) {
 }
 
 static void test_sizes(void) {
-    /* q8: 17 words per pair of blocks (64 weights); q4: 5 words per block of 32 */
+    /* q8: a header vector (4 words) and 8 words a block, 68 per whole group of 8 blocks; q4: a
+     * header vector and 4 words a block, 20 per group of 4 */
     static const uint32_t cols[] = {1, 32, 33, 64, 65, 128, 160, 4096};
-    static const size_t q8[] = {17, 17, 17, 17, 34, 34, 51, 1088};
-    static const size_t q4[] = {5, 5, 10, 10, 15, 20, 25, 640};
+    static const size_t q8[] = {12, 12, 20, 20, 28, 36, 44, 1088};
+    static const size_t q4[] = {8, 8, 12, 12, 16, 20, 28, 640};
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
         CHECK(eg_quant_row_words(EG_WEIGHTS_Q8, cols[i]) == q8[i], "q8 words of %u: %zu", cols[i],
               eg_quant_row_words(EG_WEIGHTS_Q8, cols[i]));
@@ -53,26 +54,29 @@ static void test_layout(void) {
         w[i] = (float)(i - 16) * 0.25f; /* -4 .. 3.75 */
     for (int i = 32; i < 40; i++)
         w[i] = 1.0f;
-    uint32_t q[17];
+    uint32_t q[20]; /* a header vector, 8 words for each of the 2 blocks */
     MUST(eg_quantize_rows(EG_WEIGHTS_Q8, w, 1, 40, q, &err) == 0, "q8: %s", err.msg);
-    CHECK((q[0] & 0xFFFFu) == eg_f32_to_f16(4.0f / 127.0f), "q8 block 0 scale %04x",
-          q[0] & 0xFFFFu);
-    CHECK(q[0] >> 16 == eg_f32_to_f16(1.0f / 127.0f), "q8 block 1 scale %04x", q[0] >> 16);
-    CHECK((q[1] & 0xFFu) == 0x81u, "q8 weight 0 (-4 = -127 steps) in byte 0 of word 1: %08x", q[1]);
+    CHECK(q[0] == (eg_f32_to_f16(4.0f / 127.0f) | (uint32_t)eg_f32_to_f16(1.0f / 127.0f) << 16),
+          "q8 header word 0: blocks 0 and 1's scales: %08x", q[0]);
+    CHECK(q[1] == 0 && q[2] == 0 && q[3] == 0, "q8 header words of absent blocks: %08x %08x %08x",
+          q[1], q[2], q[3]);
+    CHECK((q[4] & 0xFFu) == 0x81u, "q8 weight 0 (-4 = -127 steps) in byte 0 of word 4: %08x", q[4]);
     /* weights 16..19 = 0, 0.25, 0.5, 0.75 are 0, 8, 16, 24 steps of 4/127 */
-    CHECK(q[5] == 0x18100800u, "q8 weights 16..19 in word 5: %08x", q[5]);
-    CHECK((q[9] & 0xFFu) == 127u && (q[10] >> 24) == 127u, "q8 block 1 in words 9..: %08x %08x",
-          q[9], q[10]);
-    for (int j = 11; j < 17; j++)
+    CHECK(q[8] == 0x18100800u, "q8 weights 16..19 in word 8: %08x", q[8]);
+    CHECK(q[12] == 0x7f7f7f7fu && q[13] == 0x7f7f7f7fu, "q8 block 1 in words 12, 13: %08x %08x",
+          q[12], q[13]);
+    for (int j = 14; j < 20; j++)
         CHECK(q[j] == 0, "q8 padding word %d: %08x", j, q[j]);
 
-    uint32_t r[10];
+    uint32_t r[12]; /* a header vector, 4 words for each of the 2 blocks */
     MUST(eg_quantize_rows(EG_WEIGHTS_Q4, w, 1, 40, r, &err) == 0, "q4: %s", err.msg);
     CHECK((r[0] & 0xFFFFu) == eg_f32_to_f16(7.75f / 15.0f) && r[0] >> 16 == eg_f32_to_f16(-4.0f),
           "q4 block 0 scale and minimum: %08x", r[0]);
-    CHECK((r[1] & 0xFu) == 0 && (r[4] >> 28) == 15u, "q4 weights 0 and 31: %08x %08x", r[1], r[4]);
-    CHECK(r[5] == ((uint32_t)eg_f32_to_f16(1.0f) << 16), "q4 constant block: d 0, m 1: %08x", r[5]);
-    for (int j = 6; j < 10; j++)
+    CHECK(r[1] == ((uint32_t)eg_f32_to_f16(1.0f) << 16), "q4 constant block 1: d 0, m 1: %08x",
+          r[1]);
+    CHECK(r[2] == 0 && r[3] == 0, "q4 header words of absent blocks: %08x %08x", r[2], r[3]);
+    CHECK((r[4] & 0xFu) == 0 && (r[7] >> 28) == 15u, "q4 weights 0 and 31: %08x %08x", r[4], r[7]);
+    for (int j = 8; j < 12; j++)
         CHECK(r[j] == 0, "q4 values of a constant block, word %d: %08x", j, r[j]);
     float back[40];
     eg_dequantize_row(EG_WEIGHTS_Q4, r, 40, back);
