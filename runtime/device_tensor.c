@@ -160,7 +160,10 @@ static int upload_view_quantized(EgStaging *st, const EgMatrix *m, uint32_t c, u
         uint32_t k = rows - r < batch ? rows - r : batch;
         rc = eg_tensor_range_to_f32(t, (t_row + r) * m->cols, (int64_t)k * m->cols, tmp, err);
         if (rc == 0) rc = upload_quantized(st, m, c, row + r, tmp, k, err);
-        if (rc) eg_fail_prefix(err, "tensor '%s' in %s", t->name, t->file);
+        /* eg_quantize_rows names the row within this batch */
+        if (rc)
+            eg_fail_prefix(err, "tensor '%s' in %s, from its row %lld", t->name, t->file,
+                           (long long)(t_row + r));
         r += k;
     }
     free(tmp);
