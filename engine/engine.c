@@ -117,6 +117,7 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
         .prefix_cache_tokens_reused = atomic_load(&pc->tokens_reused),
         .prefix_cache_entries = atomic_load(&pc->entries),
         .prefix_cache_bytes = atomic_load(&pc->bytes),
+        .pipelines_first_used = atomic_load(&e->model->vk.pipelines_first_used),
     };
 }
 

@@ -85,6 +85,9 @@ typedef struct EgEngineStats {
     uint64_t image_cache_hits, image_cache_misses, image_cache_entries, image_cache_bytes;
     uint64_t prefix_cache_hits, prefix_cache_misses, prefix_cache_tokens_reused,
         prefix_cache_entries, prefix_cache_bytes;
+    /* pipelines dispatched for the first time (a compile on CPU drivers); constant once the
+     * server is warm (tools/serve_warmup.h) */
+    uint64_t pipelines_first_used;
 } EgEngineStats;
 void eg_engine_stats(const EgEngine *e, EgEngineStats *out);
 

@@ -48,6 +48,10 @@ typedef struct EgVk {
     _Atomic unsigned long long device_bytes;
     _Atomic unsigned long long device_bytes_peak; /* the most device_bytes has been */
     unsigned long long device_bytes_limit;
+    /* Pipelines dispatched for the first time since the device was created. CPU drivers
+     * (lavapipe) compile a shader at its first dispatch, not at vkCreateComputePipelines, so a
+     * count that still grows while serving means a request paid a compile (tools/serve_warmup.c). */
+    _Atomic unsigned long long pipelines_first_used;
     VkDebugUtilsMessengerEXT messenger;
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
     VkCommandPool pool;

@@ -471,7 +471,7 @@ void eg_server_apply_defaults(EgServerOptions *o) {
     if (!o->listen) o->listen = "127.0.0.1:50051";
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
-    if (!o->max_batch) o->max_batch = 8;
+    if (!o->max_batch) o->max_batch = EG_SERVER_DEFAULT_MAX_BATCH;
     if (!o->request_memory_bytes) o->request_memory_bytes = 8ull * o->max_request_bytes;
     if (!o->max_streams_per_connection) o->max_streams_per_connection = 100;
     if (!o->decode_workers) o->decode_workers = eg_scheduler_default_decode_workers();

@@ -10,6 +10,7 @@
 #include "engine/scheduler.h"
 #include "server/grpc_server.h"
 #include "tools/cli.h"
+#include "tools/serve_warmup.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -22,6 +23,10 @@ static void usage(FILE *f) {
             "  --listen ADDR                host:port or unix:/path (default 127.0.0.1:50051)\n"
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
+            "start:\n"
+            "  --no-warmup                  say SERVING without running every kind of request\n"
+            "                               once first (the first requests then pay the\n"
+            "                               driver's shader compiles)\n"
             "limits (over a limit: RESOURCE_EXHAUSTED naming it):\n"
             "  --max-request-bytes N        largest request message, inflated when the client\n"
             "                               compressed it (default 64 MiB)\n"
@@ -153,6 +158,15 @@ static int parse_seconds(const char *name, const char *arg, int zero_is_off, dou
     return 0;
 }
 
+static int run_warmup(EgEngine *engine, uint32_t max_batch, EgError *err) {
+    EgWarmupReport r;
+    if (eg_serve_warmup(engine, max_batch ? max_batch : EG_SERVER_DEFAULT_MAX_BATCH, &r, err))
+        return -1;
+    fprintf(stderr, "egret: warm-up: %u requests, %llu pipelines run for the first time, %.2f s\n",
+            r.requests, (unsigned long long)r.pipelines, r.seconds);
+    return 0;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     if (g_server) eg_server_drain(g_server);
@@ -164,7 +178,7 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS, O_PRINT_SETTINGS
+        O_DECODERS, O_PRINT_SETTINGS, O_NO_WARMUP
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -197,6 +211,7 @@ int cli_serve(int argc, char **argv) {
         {"image-cache-mb", required_argument, 0, O_IMAGE_CACHE},
         {"prefix-cache-entries", required_argument, 0, O_PREFIX_ENTRIES},
         {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
+        {"no-warmup", no_argument, 0, O_NO_WARMUP},
         {"help", no_argument, 0, O_HELP},
         {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
@@ -208,7 +223,7 @@ int cli_serve(int argc, char **argv) {
     char *api_key = NULL;
     uint32_t side = 0;
     float grace = 0;
-    int c, bad = 0, print_settings = 0;
+    int c, bad = 0, print_settings = 0, warmup = 1;
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -314,6 +329,9 @@ int cli_serve(int argc, char **argv) {
             bad = cli_parse_u32("prefix-cache-mb", optarg, &cache_value);
             eo.caches.prefix_cache_mb = cache_value ? (long)cache_value : -1;
             break;
+        case O_NO_WARMUP:
+            warmup = 0;
+            break;
         case O_HELP:
             usage(stdout);
             free(api_key);
@@ -345,6 +363,13 @@ int cli_serve(int argc, char **argv) {
     EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
     if (!engine) {
         fprintf(stderr, "egret: %s\n", err.msg);
+        free(api_key);
+        return 1;
+    }
+    /* before the server binds: nothing answers, health included, until requests run warm */
+    if (warmup && run_warmup(engine, so.max_batch, &err)) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        eg_engine_close(engine);
         free(api_key);
         return 1;
     }
