@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "engine/scheduler.h"
+#include "runtime/vk_pipeline_cache.h"
 #include "server/grpc_server.h"
 #include "tools/cli.h"
 #include "tools/serve_warmup.h"
@@ -24,6 +25,9 @@ static void usage(FILE *f) {
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
             "start:\n"
+            "  --pipeline-cache DIR|off     keep the driver's compiled pipelines in DIR, per\n"
+            "                               device, driver and Egret build (default\n"
+            "                               $XDG_CACHE_HOME/egret, else ~/.cache/egret)\n"
             "  --no-warmup                  say SERVING without running every kind of request\n"
             "                               once first (the first requests then pay the\n"
             "                               driver's shader compiles)\n"
@@ -178,7 +182,7 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS, O_PRINT_SETTINGS, O_NO_WARMUP
+        O_DECODERS, O_PRINT_SETTINGS, O_NO_WARMUP, O_PIPELINE_CACHE
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -212,6 +216,7 @@ int cli_serve(int argc, char **argv) {
         {"prefix-cache-entries", required_argument, 0, O_PREFIX_ENTRIES},
         {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
         {"no-warmup", no_argument, 0, O_NO_WARMUP},
+        {"pipeline-cache", required_argument, 0, O_PIPELINE_CACHE},
         {"help", no_argument, 0, O_HELP},
         {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
@@ -224,6 +229,7 @@ int cli_serve(int argc, char **argv) {
     uint32_t side = 0;
     float grace = 0;
     int c, bad = 0, print_settings = 0, warmup = 1;
+    const char *pipeline_cache = eg_pipeline_cache_default_dir();
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -329,6 +335,9 @@ int cli_serve(int argc, char **argv) {
             bad = cli_parse_u32("prefix-cache-mb", optarg, &cache_value);
             eo.caches.prefix_cache_mb = cache_value ? (long)cache_value : -1;
             break;
+        case O_PIPELINE_CACHE:
+            pipeline_cache = strcmp(optarg, "off") == 0 ? NULL : optarg;
+            break;
         case O_NO_WARMUP:
             warmup = 0;
             break;
@@ -360,6 +369,7 @@ int cli_serve(int argc, char **argv) {
     raise_descriptor_limit();
     EgError err = {0};
     eo.model.progress = stderr;
+    eo.model.pipeline_cache_dir = pipeline_cache;
     EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
     if (!engine) {
         fprintf(stderr, "egret: %s\n", err.msg);
