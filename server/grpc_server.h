@@ -49,6 +49,7 @@ typedef struct EgServerOptions {
     const char *api_key; /* when set, Egret calls need "authorization: Bearer KEY" or
                             "x-api-key: KEY" (health checks do not) */
     FILE *log;           /* one line per request; default stderr */
+    int log_json;        /* 1: each line is one JSON object (same fields), for log shippers */
 } EgServerOptions;
 
 typedef struct EgServer EgServer;

@@ -10,6 +10,7 @@
 #include "engine/scheduler.h"
 #include "runtime/vk_pipeline_cache.h"
 #include "server/grpc_server.h"
+#include "server/metrics_http.h"
 #include "tools/cli.h"
 #include "tools/serve_warmup.h"
 
@@ -75,6 +76,11 @@ static void usage(FILE *f) {
             "  --image-cache-mb N           images' cross-attention keys/values (default 256)\n"
             "  --prefix-cache-entries N     sequences kept for prompts that start alike (default 4)\n"
             "  --prefix-cache-mb N          their device memory (default 1024)\n"
+            "operations:\n"
+            "  --metrics-listen ADDR        serve Prometheus metrics at http://ADDR/metrics\n"
+            "                               (host:port; default off; docs/metrics.md)\n"
+            "  --log-format text|json       the request log on stderr: one line per request,\n"
+            "                               as text (default) or one JSON object\n"
             "security:\n"
             "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
             "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
@@ -182,7 +188,7 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS, O_PRINT_SETTINGS, O_NO_WARMUP, O_PIPELINE_CACHE
+        O_DECODERS, O_PRINT_SETTINGS, O_NO_WARMUP, O_PIPELINE_CACHE, O_METRICS, O_LOG_FORMAT
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -217,6 +223,8 @@ int cli_serve(int argc, char **argv) {
         {"prefix-cache-mb", required_argument, 0, O_PREFIX_MB},
         {"no-warmup", no_argument, 0, O_NO_WARMUP},
         {"pipeline-cache", required_argument, 0, O_PIPELINE_CACHE},
+        {"metrics-listen", required_argument, 0, O_METRICS},
+        {"log-format", required_argument, 0, O_LOG_FORMAT},
         {"help", no_argument, 0, O_HELP},
         {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
@@ -230,6 +238,7 @@ int cli_serve(int argc, char **argv) {
     float grace = 0;
     int c, bad = 0, print_settings = 0, warmup = 1;
     const char *pipeline_cache = eg_pipeline_cache_default_dir();
+    const char *metrics_listen = NULL;
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -338,6 +347,17 @@ int cli_serve(int argc, char **argv) {
         case O_PIPELINE_CACHE:
             pipeline_cache = strcmp(optarg, "off") == 0 ? NULL : optarg;
             break;
+        case O_METRICS:
+            metrics_listen = optarg;
+            break;
+        case O_LOG_FORMAT:
+            if (strcmp(optarg, "json") == 0 || strcmp(optarg, "text") == 0) {
+                so.log_json = strcmp(optarg, "json") == 0;
+            } else {
+                fprintf(stderr, "egret: --log-format wants text or json, got '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
         case O_NO_WARMUP:
             warmup = 0;
             break;
@@ -390,6 +410,21 @@ int cli_serve(int argc, char **argv) {
         free(api_key);
         return 1;
     }
+    EgMetricsHttp *metrics = NULL;
+    if (metrics_listen) {
+        metrics = eg_metrics_http_start(server, metrics_listen, &err);
+        if (!metrics) {
+            fprintf(stderr, "egret: %s\n", err.msg);
+            eg_server_drain(server); /* started: it ends through its own loop */
+            eg_server_run(server);
+            eg_server_free(server);
+            eg_engine_close(engine);
+            free(api_key);
+            return 1;
+        }
+        fprintf(stderr, "egret: metrics on %s (port %d) at /metrics\n", metrics_listen,
+                eg_metrics_http_port(metrics));
+    }
     g_server = server;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -401,6 +436,7 @@ int cli_serve(int argc, char **argv) {
     print_serving(model_dir, &so, server, api_key);
     int rc = eg_server_run(server);
     g_server = NULL;
+    eg_metrics_http_stop(metrics);
     eg_server_free(server);
     eg_engine_close(engine);
     free(api_key);
