@@ -43,8 +43,11 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
                       : c->prefix_cache_entries ? (size_t)c->prefix_cache_entries
                                                 : 4;
     size_t prefix_mb = c->prefix_cache_mb < 0 ? 0 : c->prefix_cache_mb ? (size_t)c->prefix_cache_mb : 1024;
-    e->image_cache = eg_image_cache_new(e->model, image_mb << 20);
-    e->prefix_cache = eg_prefix_cache_new(prefix_n, prefix_mb << 20);
+    e->image_cache_max_bytes = image_mb << 20;
+    e->prefix_cache_max_entries = prefix_n;
+    e->prefix_cache_max_bytes = prefix_mb << 20;
+    e->image_cache = eg_image_cache_new(e->model, e->image_cache_max_bytes);
+    e->prefix_cache = eg_prefix_cache_new(prefix_n, e->prefix_cache_max_bytes);
     e->step_logits = malloc((size_t)eg_sequence_max_batch(e->model) * e->model->vocab *
                             sizeof *e->step_logits);
     if (!e->image_cache || !e->prefix_cache || !e->step_logits) {
@@ -53,6 +56,16 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
         return NULL;
     }
     return e;
+}
+
+int eg_engine_forget(EgEngine *e, EgError *err) {
+    eg_prefix_cache_free(e->prefix_cache);
+    eg_image_cache_free(e->image_cache);
+    e->image_cache = eg_image_cache_new(e->model, e->image_cache_max_bytes);
+    e->prefix_cache = eg_prefix_cache_new(e->prefix_cache_max_entries, e->prefix_cache_max_bytes);
+    atomic_store(&e->images_decoded, 0);
+    if (!e->image_cache || !e->prefix_cache) return eg_fail(err, "out of host memory");
+    return 0;
 }
 
 void eg_engine_close(EgEngine *e) {

@@ -77,6 +77,12 @@ void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
  * them, and for tests. Not while requests are being checked on another thread. */
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
 
+/* Empties the image and prefix caches and zeroes the counters of work done (images decoded,
+ * cache hits and misses), keeping the pipelines warm: after a warm-up, whose requests are not
+ * traffic. Only while no job exists and no other thread reads the stats. -1 when out of
+ * memory (the engine must then be closed). */
+int eg_engine_forget(EgEngine *e, EgError *err);
+
 /* Counters, read at any time from any thread (GetStats). */
 typedef struct EgEngineStats {
     uint64_t device_memory_bytes;

@@ -27,6 +27,8 @@ static const char *const METHOD_NAMES[M_COUNT] = {
     "unknown",
 };
 
+const char *eg_server_method_name(Method m) { return m < M_COUNT ? METHOD_NAMES[m] : "?"; }
+
 static int is_generation(Method m) { return m == M_GENERATE || m == M_STREAM; }
 /* Client-streaming methods: messages are received with RECV_MESSAGE, not with the call. */
 static int is_client_streaming(Method m) { return m == M_REFLECT || m == M_REFLECT_V1ALPHA; }

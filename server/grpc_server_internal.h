@@ -15,8 +15,8 @@
 #include "server/grpc_bytes.h"
 #include "server/grpc_inflate.h"
 #include "server/grpc_listener.h"
-#include "server/metrics.h"
 #include "server/grpc_server.h"
+#include "server/metrics.h"
 #include "server/proto_request.h"
 
 /* The largest health or reflection request, inflated: they are a service name or a symbol. */
@@ -133,6 +133,9 @@ struct EgServer {
     Tag t_shutdown;
     pthread_mutex_t log_mu;
 };
+
+/* The method's short name, as the log and the metrics show it ("Generate", "Health.Check"). */
+const char *eg_server_method_name(Method m);
 
 /* Reference counting (see Call). */
 void eg_call_unref(Call *c);

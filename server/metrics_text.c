@@ -16,11 +16,6 @@
 #define EGRET_BUILD_VERSION "unknown"
 #endif
 
-static const char *const METHOD_LABELS[EG_METRICS_METHODS] = {
-    "Generate",     "GenerateStream", "GetModelInfo",        "GetStats", "Health.Check",
-    "Health.Watch", "Reflection",     "Reflection(v1alpha)", "unknown",
-};
-
 typedef struct Out {
     EgBuf *b;
     int failed;
@@ -132,8 +127,8 @@ int eg_server_metrics_text(EgServer *s, EgBuf *out) {
         for (int k = 0; k < EG_METRICS_CODES; k++) {
             unsigned long long v = atomic_load_explicit(&m->requests[i][k], memory_order_relaxed);
             if (v)
-                put(&o, "egret_requests_total{method=\"%s\",code=\"%s\"} %llu\n", METHOD_LABELS[i],
-                    eg_grpc_status_name((grpc_status_code)k), v);
+                put(&o, "egret_requests_total{method=\"%s\",code=\"%s\"} %llu\n",
+                    eg_server_method_name((Method)i), eg_grpc_status_name((grpc_status_code)k), v);
         }
     header(&o, "egret_generation_requests_total", "counter",
            "Generation calls by outcome, as GetStats counts them (ok; cancelled: cancelled, "

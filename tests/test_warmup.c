@@ -132,6 +132,19 @@ int main(void) {
            (unsigned long long)wr.pipelines, wr.seconds);
     CHECK(wr.pipelines == warm - before && warm > before, "report %llu, counted %llu",
           (unsigned long long)wr.pipelines, (unsigned long long)(warm - before));
+    /* the warm-up is not traffic: its images and prompts are neither cached nor counted */
+    EgEngineStats st;
+    eg_engine_stats(engine, &st);
+    CHECK(st.images_decoded == 0 && st.image_cache_hits == 0 && st.image_cache_misses == 0 &&
+              st.image_cache_entries == 0 && st.image_cache_bytes == 0 &&
+              st.prefix_cache_hits == 0 && st.prefix_cache_misses == 0 &&
+              st.prefix_cache_entries == 0 && st.prefix_cache_bytes == 0,
+          "after the warm-up: %llu images decoded, image cache %llu/%llu/%llu entries, prefix "
+          "cache %llu/%llu/%llu entries",
+          (unsigned long long)st.images_decoded, (unsigned long long)st.image_cache_hits,
+          (unsigned long long)st.image_cache_misses, (unsigned long long)st.image_cache_entries,
+          (unsigned long long)st.prefix_cache_hits, (unsigned long long)st.prefix_cache_misses,
+          (unsigned long long)st.prefix_cache_entries);
 
     TestServer ts;
     EgServerOptions so = {.max_batch = MAX_BATCH};

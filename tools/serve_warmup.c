@@ -173,6 +173,8 @@ int eg_serve_warmup(EgEngine *e, uint32_t max_batch, EgWarmupReport *report, EgE
         w.words_len = 2 * (size_t)n_words - 1;
         rc = warm_up(&w, max_batch);
     }
+    /* what the warm-up cached and counted is not traffic */
+    if (rc == 0) rc = eg_engine_forget(e, err);
     for (uint32_t i = 0; i < w.n_png; i++)
         free(w.png[i]);
     free(w.png);

@@ -22,7 +22,8 @@ typedef struct EgWarmupReport {
     double seconds;
 } EgWarmupReport;
 
-/* Runs the warm-up requests on the engine (nothing else may use it meanwhile). max_batch: the
+/* Runs the warm-up requests on the engine (nothing else may use it meanwhile), then empties its
+ * caches and zeroes their counters (eg_engine_forget): the warm-up is not traffic. max_batch: the
  * most requests the server will decode together (its --max-batch). Returns 0, or -1 with err
  * naming what failed (a device error: the server should not start). */
 int eg_serve_warmup(EgEngine *e, uint32_t max_batch, EgWarmupReport *report, EgError *err);
