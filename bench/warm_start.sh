@@ -25,7 +25,7 @@ run() { # $1: label, $2: mesa cache dir, $3: pipeline cache dir
   MESA_SHADER_CACHE_DIR="$2" "$EGRET" serve --listen "unix:$sock" --pipeline-cache "$3" \
     "${EXTRA[@]}" 2>"$log" &
   local pid=$!
-  until grep -q "^egret: serving" "$log"; do
+  until grep -qs "^egret: serving" "$log"; do
     kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
     sleep 0.02
   done
