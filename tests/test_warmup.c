@@ -166,6 +166,13 @@ int main(void) {
           "compile each on lavapipe): the warm-up misses a shape of request",
           (unsigned long long)(served - warm));
     free(test_server_stop(&ts));
+
+    /* a server with tight limits still warms up: shapes no request could take are skipped,
+     * not fatal */
+    EgEngineLimits tight = {.context_length = 12, .max_images = 2};
+    eg_engine_set_limits(engine, &tight);
+    CHECK(eg_serve_warmup(engine, MAX_BATCH, &wr, &err) == 0, "warm-up with tight limits: %s",
+          err.msg);
     for (int i = 0; i < POOL; i++)
         free(g_pool[i].bytes);
     eg_engine_close(engine);

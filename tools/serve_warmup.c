@@ -70,14 +70,16 @@ static int run_batch(Warm *w, const Shape *shapes, uint32_t n) {
                              .gen = {.max_new_tokens = s->new_tokens, .ignore_eos = 1}};
         eg_sampling_params_default(&req[b].gen.sampling);
         EgRequestStats stats;
-        EgStatus st = eg_engine_begin(w->e, &req[b], NULL, NULL, &jobs[b], &stats, w->err);
-        if (st != EG_STATUS_OK) {
+        EgStatus st = eg_engine_begin(w->e, &req[b], NULL, NULL, &jobs[started], &stats, w->err);
+        if (st == EG_STATUS_INTERNAL) {
             eg_fail_prefix(w->err, "warm-up request %u", w->requests);
             rc = -1;
-            break;
+        } else if (st == EG_STATUS_OK) {
+            started++;
+            w->requests++;
         }
-        started++;
-        w->requests++;
+        /* else over a limit this server was given (images, context, memory): no request
+         * of this shape can reach the engine, so there is nothing to warm up */
     }
     for (int all_done = 0; rc == 0 && !all_done;) {
         if (eg_engine_step(w->e, jobs, started, w->err)) {
@@ -93,7 +95,7 @@ static int run_batch(Warm *w, const Shape *shapes, uint32_t n) {
         EgGenerateResult out = {0};
         EgError job_err = {0};
         EgStatus st = eg_engine_end(jobs[b], &out, &job_err);
-        if (rc == 0 && st != EG_STATUS_OK) {
+        if (rc == 0 && st == EG_STATUS_INTERNAL) {
             *w->err = job_err;
             eg_fail_prefix(w->err, "warm-up");
             rc = -1;
