@@ -97,6 +97,12 @@ static int resolve(const char *addr, struct sockaddr_storage *out, socklen_t *ou
     return 0;
 }
 
+int eg_metrics_http_check_addr(const char *addr, EgError *err) {
+    struct sockaddr_storage sa;
+    socklen_t sa_len = 0;
+    return resolve(addr, &sa, &sa_len, err);
+}
+
 EgMetricsHttp *eg_metrics_http_start(EgServer *s, const char *addr, EgError *err) {
     struct sockaddr_storage sa;
     socklen_t sa_len = 0;

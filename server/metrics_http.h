@@ -16,6 +16,9 @@ typedef struct EgMetricsHttp EgMetricsHttp;
  * until eg_metrics_http_stop, which must come before eg_server_free. NULL with err naming the
  * address when it cannot bind. */
 EgMetricsHttp *eg_metrics_http_start(EgServer *s, const char *addr, EgError *err);
+/* Whether addr is an address eg_metrics_http_start can bind (syntax and name resolution; the
+ * port may still be taken): 0, or -1 with err. For checking options before a long start. */
+int eg_metrics_http_check_addr(const char *addr, EgError *err);
 /* The TCP port bound. */
 int eg_metrics_http_port(const EgMetricsHttp *h);
 void eg_metrics_http_stop(EgMetricsHttp *h);

@@ -347,9 +347,15 @@ int cli_serve(int argc, char **argv) {
         case O_PIPELINE_CACHE:
             pipeline_cache = strcmp(optarg, "off") == 0 ? NULL : optarg;
             break;
-        case O_METRICS:
+        case O_METRICS: {
+            EgError addr_err = {0};
             metrics_listen = optarg;
+            if (eg_metrics_http_check_addr(optarg, &addr_err)) {
+                fprintf(stderr, "egret: %s\n", addr_err.msg);
+                bad = 1;
+            }
             break;
+        }
         case O_LOG_FORMAT:
             if (strcmp(optarg, "json") == 0 || strcmp(optarg, "text") == 0) {
                 so.log_json = strcmp(optarg, "json") == 0;
