@@ -18,8 +18,8 @@
 extern const double eg_metrics_seconds_bounds[EG_METRICS_SECONDS_BUCKETS];
 extern const double eg_metrics_tokens_bounds[EG_METRICS_TOKENS_BUCKETS];
 
-/* A histogram's counts per bucket (not cumulative; [n_bounds] is +Inf) and its sum (a double's
- * bits, added with compare-and-swap). */
+/* A histogram's counts per bucket (not cumulative; [n_bounds] is +Inf; sized for the longest
+ * bounds list) and its sum (a double's bits, added with compare-and-swap). */
 typedef struct EgHistogram {
     _Atomic unsigned long long bucket[EG_METRICS_SECONDS_BUCKETS + 1];
     _Atomic unsigned long long sum_bits;
@@ -36,8 +36,9 @@ void eg_histogram_observe(EgHistogram *h, const double *bounds, int n_bounds, do
 double eg_histogram_sum(const EgHistogram *h);
 
 /* One finished call: method index (Method), its status, and for generation calls (generation
- * 0 or 1, else -1) what it took. ok_tokens: it answered OK (latency to first token, queue wait
- * and tokens are observed for those; total latency for every generation call). */
+ * 0 for Generate, 1 for GenerateStream, else -1) what it took: the total latency of every
+ * generation call is observed; queue wait, prompt and generated tokens only for calls answered
+ * OK, and time to first token only for those with a token. */
 void eg_metrics_observe(EgMetrics *m, int method, grpc_status_code code, int generation,
                         double total_s, double ttft_s, double queue_s, uint32_t prompt_tokens,
                         uint32_t generated_tokens);
