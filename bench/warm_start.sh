@@ -9,6 +9,7 @@
 #   bench/warm_start.sh [build/egret] [extra egret serve options, e.g. --no-warmup]
 #
 # Runs: mesa-cold+pc-cold, mesa-warm+pc-warm, mesa-cold+pc-warm. Timing only: no pass/fail.
+# Needs bc (Debian package bc).
 set -euo pipefail
 EGRET=${1:-build/egret}
 shift || true
