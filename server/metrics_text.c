@@ -218,6 +218,15 @@ int eg_server_metrics_text(EgServer *s, EgBuf *out) {
            (double)es.prefix_cache_entries);
     scalar(&o, "egret_prefix_cache_bytes", "gauge", "Device memory the prefix cache holds.",
            (double)es.prefix_cache_bytes);
+    scalar(&o, "egret_example_sets", "gauge", "Example sets registered (CreateExampleSet).",
+           (double)es.example_sets);
+    scalar(&o, "egret_example_sets_limit", "gauge", "Example sets that may be registered at once.",
+           (double)es.max_example_sets);
+    scalar(&o, "egret_example_set_bytes", "gauge",
+           "Memory the registered example sets are charged (their budget's unit).",
+           (double)es.example_set_bytes);
+    scalar(&o, "egret_example_set_budget_bytes", "gauge",
+           "The example sets' memory budget (example_sets_mb).", (double)es.example_sets_budget);
     scalar(&o, "egret_device_memory_bytes", "gauge",
            "Device memory held (on CPU devices, part of the resident memory).",
            (double)es.device_memory_bytes);

@@ -339,6 +339,26 @@ class JsonLog(unittest.TestCase):
                 self.fail("a text request line in JSON mode: " + l)
 
 
+class SetGauges(unittest.TestCase):
+    """Runs after the classes that count cache hits (unittest orders classes by name): a set's
+    pinned image would change their figures."""
+
+    def test_example_sets_are_gauged(self):
+        r = subprocess.run([EGRET, "examples", "create", "--server", SERVER.sock,
+                            "--example", os.path.join(ROOT, "examples/scene-002.png"),
+                            "a small red diamond in the center."],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120,
+                           preexec_fn=die_with_parent)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = scrape(SERVER.port)
+        self.assertEqual(sample(text, "egret_example_sets"), 1)
+        self.assertGreater(sample(text, "egret_example_set_bytes"), 0)
+        self.assertGreater(sample(text, "egret_example_set_budget_bytes"),
+                           sample(text, "egret_example_set_bytes"))
+        self.assertEqual(sample(text, "egret_requests_total",
+                                'method="CreateExampleSet",code="OK"'), 1)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     if "--egret" in args:
