@@ -277,8 +277,9 @@ void test_check_close(const char *what, int fp32, const float *out, const float 
     const char *precision = fp32 ? "fp32" : "fp16";
     printf("  %s %s: max-relative error %.3g, L2-relative %.3g (limit %.0e)\n", precision, what,
            rel_max, rel_l2, tol);
-    CHECK(finite && rel_max <= tol && rel_l2 <= tol, "%s %s: relative error max %.3g / L2 %.3g > %.0e%s",
-          precision, what, rel_max, rel_l2, tol, finite ? "" : " (non-finite output)");
+    CHECK(finite && rel_max <= tol && rel_l2 <= tol,
+          "%s %s: relative error max %.3g / L2 %.3g > %.0e%s", precision, what, rel_max, rel_l2,
+          tol, finite ? "" : " (non-finite output)");
 }
 
 int32_t test_argmax(const float *v, size_t n) {
