@@ -43,8 +43,11 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
                       : c->prefix_cache_entries ? (size_t)c->prefix_cache_entries
                                                 : 4;
     size_t prefix_mb = c->prefix_cache_mb < 0 ? 0 : c->prefix_cache_mb ? (size_t)c->prefix_cache_mb : 1024;
-    e->image_cache = eg_image_cache_new(e->model, image_mb << 20);
-    e->prefix_cache = eg_prefix_cache_new(prefix_n, prefix_mb << 20);
+    e->image_cache_max_bytes = image_mb << 20;
+    e->prefix_cache_max_entries = prefix_n;
+    e->prefix_cache_max_bytes = prefix_mb << 20;
+    e->image_cache = eg_image_cache_new(e->model, e->image_cache_max_bytes);
+    e->prefix_cache = eg_prefix_cache_new(prefix_n, e->prefix_cache_max_bytes);
     uint64_t sets_mb = c->example_sets_mb < 0  ? 0
                        : c->example_sets_mb ? (uint64_t)c->example_sets_mb
                                             : 512;
@@ -64,6 +67,21 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
         return NULL;
     }
     return e;
+}
+
+int eg_engine_forget(EgEngine *e, EgError *err) {
+    uint64_t sets = 0, set_bytes = 0, budget = 0, max_sets = 0;
+    eg_example_sets_counts(e->example_sets, &sets, &set_bytes, &budget, &max_sets);
+    if (sets) /* their images and prefixes are pinned in the caches this drops */
+        return eg_fail(err, "cannot empty the caches: %llu example sets are registered",
+                       (unsigned long long)sets);
+    eg_prefix_cache_free(e->prefix_cache);
+    eg_image_cache_free(e->image_cache);
+    e->image_cache = eg_image_cache_new(e->model, e->image_cache_max_bytes);
+    e->prefix_cache = eg_prefix_cache_new(e->prefix_cache_max_entries, e->prefix_cache_max_bytes);
+    atomic_store(&e->images_decoded, 0);
+    if (!e->image_cache || !e->prefix_cache) return eg_fail(err, "out of host memory");
+    return 0;
 }
 
 void eg_engine_close(EgEngine *e) {
@@ -135,6 +153,7 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
         .prefix_cache_entries = atomic_load(&pc->entries),
         .prefix_cache_bytes = atomic_load(&pc->bytes),
         .example_set_device_bytes = atomic_load(&ic->pinned_bytes) + atomic_load(&pc->pinned_bytes),
+        .pipelines_first_used = atomic_load(&e->model->vk.pipelines_first_used),
     };
     eg_example_sets_counts(e->example_sets, &out->example_sets, &out->example_set_bytes,
                            &out->example_sets_budget, &out->max_example_sets);

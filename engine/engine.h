@@ -82,6 +82,13 @@ void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
  * them, and for tests. Not while requests are being checked on another thread. */
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
 
+/* Empties the image and prefix caches and zeroes the counters of work done (images decoded,
+ * cache hits and misses), keeping the pipelines warm: after a warm-up, whose requests are not
+ * traffic. Only while no job exists, no example set is registered (refused: their pins live
+ * in these caches) and no other thread reads the stats. -1 on failure; when out of memory the
+ * engine must then be closed. */
+int eg_engine_forget(EgEngine *e, EgError *err);
+
 /* Counters, read at any time from any thread (GetStats). */
 typedef struct EgEngineStats {
     uint64_t device_memory_bytes;
@@ -92,6 +99,9 @@ typedef struct EgEngineStats {
         prefix_cache_entries, prefix_cache_bytes;
     uint64_t example_sets, example_set_bytes, example_sets_budget, max_example_sets;
     uint64_t example_set_device_bytes; /* pinned in the image and prefix caches */
+    /* pipelines dispatched for the first time (a compile on CPU drivers); constant once the
+     * server is warm (tools/serve_warmup.h) */
+    uint64_t pipelines_first_used;
 } EgEngineStats;
 void eg_engine_stats(const EgEngine *e, EgEngineStats *out);
 

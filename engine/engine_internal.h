@@ -20,6 +20,7 @@ struct EgEngine {
     EgImageCache *image_cache;
     EgPrefixCache *prefix_cache;
     EgExampleSets *example_sets;
+    size_t image_cache_max_bytes, prefix_cache_max_entries, prefix_cache_max_bytes;
     float *step_logits; /* eg_engine_step's batched logits: [max batch][vocab], made once */
     uint32_t prefill_chunk;
     atomic_ullong images_decoded; /* images decoded and normalized (cache misses), any thread */

@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #ifdef __GLIBC__
@@ -22,6 +23,8 @@ struct EgScheduler {
     int tidy; /* eg_scheduler_tidy asked for eg_engine_tidy */
     pthread_t worker;
     EgWorkPool *decoders;
+    /* engine steps by the number of jobs they advanced (batch occupancy, for metrics) */
+    _Atomic unsigned long long steps_by_batch[EG_BATCH_MAX + 1];
 };
 
 /* A job on the engine. */
@@ -253,6 +256,7 @@ static void *worker_main(void *arg) {
         if (k) {
             EgError err = {0};
             stepped = 1;
+            atomic_fetch_add_explicit(&s->steps_by_batch[k], 1, memory_order_relaxed);
             if (eg_engine_step(s->engine, jobs, k, &err))
                 for (uint32_t i = 0; i < k; i++) /* the step could not run: end them all */
                     eg_engine_cancel(jobs[i]);
@@ -269,6 +273,11 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+void eg_scheduler_steps_by_batch(EgScheduler *s, uint64_t out[EG_BATCH_MAX + 1]) {
+    for (int i = 0; i <= EG_BATCH_MAX; i++)
+        out[i] = atomic_load_explicit(&s->steps_by_batch[i], memory_order_relaxed);
 }
 
 uint32_t eg_scheduler_default_decode_workers(void) {

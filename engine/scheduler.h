@@ -73,6 +73,8 @@ int eg_scheduler_submit(EgScheduler *s, EgJob *job, EgError *err);
 void eg_scheduler_tidy(EgScheduler *s);
 /* Jobs waiting, jobs on the engine (preparing ones included), and jobs preparing. */
 void eg_scheduler_counts(EgScheduler *s, size_t *queued, size_t *running, size_t *preparing);
+/* out[k]: engine steps that advanced k jobs together (k >= 1; out[0] stays 0). Lock-free. */
+void eg_scheduler_steps_by_batch(EgScheduler *s, uint64_t out[EG_BATCH_MAX + 1]);
 /* Finishes the running jobs, ends the queued ones with EG_STATUS_CANCELLED and joins the worker. */
 void eg_scheduler_stop(EgScheduler *s);
 

@@ -1,5 +1,6 @@
 #include "runtime/vk_cmd.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err) {
@@ -99,7 +100,14 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
                                      (uint32_t)p->n_bindings, w);
     if (p->push_size)
         vkCmdPushConstants(cmd->cb, p->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p->push_size, push);
-    if (gx && gy && gz) vkCmdDispatch(cmd->cb, gx, gy, gz);
+    if (gx && gy && gz) {
+        vkCmdDispatch(cmd->cb, gx, gy, gz);
+        /* the flag is the pipeline's own bookkeeping, not part of what callers pass as const */
+        atomic_int *dispatched = (atomic_int *)&p->dispatched;
+        if (!atomic_load_explicit(dispatched, memory_order_relaxed) &&
+            !atomic_exchange(dispatched, 1))
+            atomic_fetch_add(&cmd->vk->pipelines_first_used, 1);
+    }
     eg_profile_stamp(cmd->cb, &cmd->profile, p->name);
     cmd->n_dispatches++;
 }

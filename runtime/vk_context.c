@@ -1,5 +1,6 @@
 #include "runtime/vk_context.h"
 #include "runtime/env.h"
+#include "runtime/vk_pipeline_cache.h"
 #include "runtime/vk_profile.h"
 
 #include <ctype.h>
@@ -329,6 +330,12 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
     if (opt->verbose)
         fprintf(stderr, "egret: Vulkan device: %s (%s)%s\n", vk->props.deviceName,
                 type_name(vk->props.deviceType), vk->validation ? ", validation on" : "");
+    if (opt->pipeline_cache_dir) {
+        long loaded = eg_pipeline_cache_load(vk, opt->pipeline_cache_dir, stderr);
+        if (opt->verbose && vk->pipeline_cache_path)
+            fprintf(stderr, "egret: pipeline cache %s: %s\n", vk->pipeline_cache_path,
+                    loaded > 0 ? "loaded" : "new");
+    }
     return 0;
 }
 
@@ -339,6 +346,7 @@ void eg_vk_destroy(EgVk *vk) {
         vkDeviceWaitIdle(vk->device);
         if (vk->fence) vkDestroyFence(vk->device, vk->fence, NULL);
         if (vk->pool) vkDestroyCommandPool(vk->device, vk->pool, NULL);
+        if (vk->pipeline_cache) vkDestroyPipelineCache(vk->device, vk->pipeline_cache, NULL);
         vkDestroyDevice(vk->device, NULL);
     }
     if (vk->messenger) {
@@ -348,6 +356,7 @@ void eg_vk_destroy(EgVk *vk) {
         if (destroy) destroy(vk->instance, vk->messenger, NULL);
     }
     if (vk->instance) destroy_instance(vk->instance);
+    free(vk->pipeline_cache_path);
     memset(vk, 0, sizeof *vk);
 }
 

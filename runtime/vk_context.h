@@ -19,6 +19,8 @@ typedef struct EgVkOptions {
     const char *device; /* index or name substring; NULL: EGRET_DEVICE or automatic */
     int validation;     /* 1: request the validation layer (also EGRET_VALIDATION=1) */
     int verbose;        /* 1: print the chosen device to stderr */
+    /* folder of the on-disk pipeline cache (runtime/vk_pipeline_cache.h); NULL: none */
+    const char *pipeline_cache_dir;
 } EgVkOptions;
 
 typedef struct EgVk {
@@ -48,6 +50,16 @@ typedef struct EgVk {
     _Atomic unsigned long long device_bytes;
     _Atomic unsigned long long device_bytes_peak; /* the most device_bytes has been */
     unsigned long long device_bytes_limit;
+    /* Pipelines dispatched for the first time since the device was created. CPU drivers
+     * (lavapipe) compile a shader at its first dispatch, not at vkCreateComputePipelines, so a
+     * count that still grows while serving means a request paid a compile (tools/serve_warmup.c). */
+    _Atomic unsigned long long pipelines_first_used;
+    /* The driver's pipeline cache every pipeline is built through (VK_NULL_HANDLE: none), the
+     * file it is kept in, and the SHA-256 of the data last read or written there. */
+    VkPipelineCache pipeline_cache;
+    char *pipeline_cache_path;
+    unsigned char pipeline_cache_loaded_sum[32];
+    int pipeline_cache_loaded_sum_ok;
     VkDebugUtilsMessengerEXT messenger;
     PFN_vkCmdPushDescriptorSetKHR cmd_push_descriptor_set;
     VkCommandPool pool;

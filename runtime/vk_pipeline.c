@@ -83,7 +83,7 @@ static int build_one(EgVk *vk, int f16, const EgPipelineRequest *r, EgError *err
                   .pSpecializationInfo = n_spec ? &si : NULL},
         .layout = out->layout};
     VkResult vr =
-        vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &out->pipeline);
+        vkCreateComputePipelines(vk->device, vk->pipeline_cache, 1, &ci, NULL, &out->pipeline);
     vkDestroyShaderModule(vk->device, module, NULL);
     if (vr != VK_SUCCESS) {
         eg_pipeline_destroy(vk, out);

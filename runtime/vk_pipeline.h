@@ -6,6 +6,8 @@
 #ifndef EGRET_VK_PIPELINE_H
 #define EGRET_VK_PIPELINE_H
 
+#include <stdatomic.h>
+
 #include "runtime/vk_context.h"
 
 /* the most bindings a shader has: attention_slots.comp (19; push descriptors allow 32) */
@@ -20,6 +22,9 @@ typedef struct EgPipeline {
     uint32_t texel_mask; /* bit i: binding i is the buffer's texel view (read-only) */
     uint32_t push_size;
     const char *name;
+    /* Set by its first dispatch (eg_cmd_dispatch), which is when lavapipe JIT-compiles the
+     * shader: the warm-up's proof that no request pays a compile (EgVk.pipelines_first_used). */
+    atomic_int dispatched;
 } EgPipeline;
 
 #define EG_MAX_SPEC 16           /* specialization constants per pipeline */

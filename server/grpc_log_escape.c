@@ -15,10 +15,16 @@ static int hidden_cp(unsigned cp) {
 }
 
 /* The escaped form of the character at s[i] (at most 12 bytes into piece); sets *used to the
- * input bytes it covers. */
-static size_t escape_one(const char *s, size_t len, size_t i, char piece[16], size_t *used) {
+ * input bytes it covers. json: quotes, backslashes and C0 controls are left as they are, for a
+ * JSON writer to escape in JSON's own way. */
+static size_t escape_one(const char *s, size_t len, size_t i, char piece[16], size_t *used,
+                         int json) {
     unsigned char c = (unsigned char)s[i];
     *used = 1;
+    if (json && (c < 0x20 || c == '"' || c == '\\')) {
+        piece[0] = (char)c;
+        return 1;
+    }
     switch (c) {
     case '"':
         return (size_t)snprintf(piece, 16, "\\\"");
@@ -48,14 +54,14 @@ static size_t escape_one(const char *s, size_t len, size_t i, char piece[16], si
     return n;
 }
 
-char *eg_log_escape(char *out, size_t cap, const char *s, size_t len) {
+static char *escape(char *out, size_t cap, const char *s, size_t len, int json) {
     static const char more[] = "...";
     size_t o = 0;
     if (!s) len = 0;
     for (size_t i = 0; i < len;) {
         char piece[16];
         size_t used;
-        size_t n = escape_one(s, len, i, piece, &used);
+        size_t n = escape_one(s, len, i, piece, &used, json);
         /* room for this piece, and for "..." too unless it is the last one */
         size_t need = n + (i + used < len ? sizeof more - 1 : 0);
         if (o + need >= cap) {
@@ -71,6 +77,14 @@ char *eg_log_escape(char *out, size_t cap, const char *s, size_t len) {
     return out;
 }
 
+char *eg_log_escape(char *out, size_t cap, const char *s, size_t len) {
+    return escape(out, cap, s, len, 0);
+}
+
 char *eg_log_escape_str(char *out, size_t cap, const char *s) {
-    return eg_log_escape(out, cap, s, s ? strlen(s) : 0);
+    return escape(out, cap, s, s ? strlen(s) : 0, 0);
+}
+
+char *eg_log_escape_json_str(char *out, size_t cap, const char *s) {
+    return escape(out, cap, s, s ? strlen(s) : 0, 1);
 }

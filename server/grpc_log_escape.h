@@ -20,4 +20,10 @@ char *eg_log_escape(char *out, size_t cap, const char *s, size_t len);
 /* The same for a NUL-terminated string (NULL gives ""). */
 char *eg_log_escape_str(char *out, size_t cap, const char *s);
 
+/* The same for a string value a JSON writer escapes next (--log-format json): '"', '\' and C0
+ * controls are kept for it, so the value reads as the client sent it; what JSON cannot hold
+ * (bytes that are not UTF-8) and what would hide text (C1 controls, separators, bidirectional
+ * overrides) is escaped as above, and the value is cut the same way. */
+char *eg_log_escape_json_str(char *out, size_t cap, const char *s);
+
 #endif

@@ -12,6 +12,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "server/grpc_log_escape.h"
 #include "server/grpc_server_internal.h"
+#include "server/request_log.h"
 
 static const char *const METHOD_PATHS[M_UNKNOWN] = {
     "/egret.v1.Egret/Generate",     "/egret.v1.Egret/GenerateStream",
@@ -28,6 +29,8 @@ static const char *const METHOD_NAMES[M_COUNT] = {
     "CreateExampleSet", "GetExampleSet", "ListExampleSets", "DeleteExampleSet",
     "unknown",
 };
+
+const char *eg_server_method_name(Method m) { return m < M_COUNT ? METHOD_NAMES[m] : "?"; }
 
 static int is_generation(Method m) { return m == M_GENERATE || m == M_STREAM; }
 /* Client-streaming methods: messages are received with RECV_MESSAGE, not with the call. */
@@ -177,29 +180,34 @@ static void count_outcome(EgServer *s, const Call *c, grpc_status_code code) {
 
 void eg_server_log(EgServer *s, const Call *c, grpc_status_code code, const char *msg) {
     count_outcome(s, c, code);
+    const Egret__V1__Usage *u = &c->usage;
+    eg_metrics_observe(&s->metrics, (int)c->method, code,
+                       is_generation(c->method) ? c->method == M_STREAM : -1, u->total_s,
+                       u->time_to_first_token_s, u->queue_s, u->prompt_tokens,
+                       u->generated_tokens);
     /* Peers and messages may carry what a client chose (a method path, its input quoted back):
-     * escaped, so that no client can write a line of its own. */
+     * the log writer escapes them, so that no client can write a line of its own. */
     char *peer_raw = grpc_call_get_peer(c->call);
     char named[64]; /* connections from Egret's listener: gRPC knows them as "fd:N" */
     const char *shown = eg_listener_peer(s->listener, peer_raw, named, sizeof named) == 0 ? named
                         : peer_raw                                                      ? peer_raw
                                                                                         : "?";
-    char peer[EG_LOG_FIELD_MAX], error[EG_LOG_FIELD_MAX];
-    eg_log_escape_str(peer, sizeof peer, shown);
-    gpr_free(peer_raw);
-    eg_log_escape_str(error, sizeof error, code != GRPC_STATUS_OK ? msg : NULL);
-    const Egret__V1__Usage *u = &c->usage;
+    EgRequestLogLine line = {.id = c->id,
+                             .method = METHOD_NAMES[c->method],
+                             .peer = shown,
+                             .status = eg_grpc_status_name(code),
+                             .images = u->images,
+                             .prompt_tokens = u->prompt_tokens,
+                             .generated = u->generated_tokens,
+                             .ttft_s = u->time_to_first_token_s,
+                             .total_s = u->total_s,
+                             .queue_s = u->queue_s,
+                             .error = code != GRPC_STATUS_OK ? msg : NULL};
     pthread_mutex_lock(&s->log_mu);
-    fprintf(s->opt.log,
-            "egret: request %llu %s peer=%s status=%s images=%u prompt_tokens=%u generated=%u "
-            "ttft=%.3fs total=%.3fs queue=%.3fs",
-            (unsigned long long)c->id, METHOD_NAMES[c->method], peer, eg_grpc_status_name(code),
-            u->images, u->prompt_tokens, u->generated_tokens, u->time_to_first_token_s, u->total_s,
-            u->queue_s);
-    if (*error) fprintf(s->opt.log, " error=\"%s\"", error);
-    fputc('\n', s->opt.log);
+    eg_request_log_write(s->opt.log, s->opt.log_json, &line);
     fflush(s->opt.log);
     pthread_mutex_unlock(&s->log_mu);
+    gpr_free(peer_raw);
 }
 
 /* ---- accepting ---- */
@@ -476,7 +484,7 @@ void eg_server_apply_defaults(EgServerOptions *o) {
     if (!o->listen) o->listen = "127.0.0.1:50051";
     if (!o->max_request_bytes) o->max_request_bytes = 64u << 20;
     if (!o->max_queue) o->max_queue = 64;
-    if (!o->max_batch) o->max_batch = 8;
+    if (!o->max_batch) o->max_batch = EG_SERVER_DEFAULT_MAX_BATCH;
     if (!o->request_memory_bytes) o->request_memory_bytes = 8ull * o->max_request_bytes;
     if (!o->max_streams_per_connection) o->max_streams_per_connection = 100;
     if (!o->decode_workers) o->decode_workers = eg_scheduler_default_decode_workers();

@@ -19,12 +19,15 @@
 
 #include "engine/engine.h"
 
+#define EG_SERVER_DEFAULT_MAX_BATCH 8
+
 typedef struct EgServerOptions {
     const char *listen;              /* "host:port" or "unix:/path"; default 127.0.0.1:50051 */
     const char *model_name;          /* reported by GetModelInfo; default the folder's name */
     uint32_t max_request_bytes;      /* largest request message; default 64 MiB */
     uint32_t max_queue;              /* requests waiting for the engine; default 64 */
-    uint32_t max_batch;              /* requests decoding together; default 8 */
+    uint32_t max_batch;              /* requests decoding together; default
+                                        EG_SERVER_DEFAULT_MAX_BATCH */
     /* What requests may hold in memory: decoded requests queued or on the engine (past it,
      * RESOURCE_EXHAUSTED), and, through gRPC's resource quota, the transport's buffers (partial
      * messages still arriving). Default 8 x max_request_bytes (512 MiB). */
@@ -50,6 +53,7 @@ typedef struct EgServerOptions {
     /* Where example sets are kept across restarts (server/example_set_store.h); NULL: only in
      * memory. Registered again at start, before the first call is taken. */
     const char *example_sets_dir;
+    int log_json;        /* 1: each line is one JSON object (same fields), for log shippers */
 } EgServerOptions;
 
 typedef struct EgServer EgServer;

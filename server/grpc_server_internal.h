@@ -16,6 +16,7 @@
 #include "server/grpc_inflate.h"
 #include "server/grpc_listener.h"
 #include "server/grpc_server.h"
+#include "server/metrics.h"
 #include "server/proto_request.h"
 
 /* The largest health or reflection request, inflated: they are a service name or a symbol. */
@@ -37,6 +38,7 @@ typedef enum Method {
     M_UNKNOWN, /* any other method: answered UNIMPLEMENTED */
     M_COUNT
 } Method;
+_Static_assert(M_COUNT == EG_METRICS_METHODS, "server/metrics.h counts every method");
 
 typedef enum TagKind {
     TAG_ACCEPT,
@@ -119,6 +121,7 @@ struct EgServer {
     atomic_long live_calls;      /* calls accepted and not yet freed */
     /* generation requests by outcome (GetStats), counted when their log line is written */
     atomic_ullong n_total, n_ok, n_cancelled, n_rejected, n_failed, n_tokens;
+    EgMetrics metrics; /* by method and status code, latencies, tokens (server/metrics.h) */
     atomic_ullong request_bytes_held; /* by decoded requests, within opt.request_memory_bytes */
     grpc_resource_quota *quota;       /* the transport's memory, sized to the same budget */
     double started_at;
@@ -134,6 +137,9 @@ struct EgServer {
     Tag t_shutdown;
     pthread_mutex_t log_mu;
 };
+
+/* The method's short name, as the log and the metrics show it ("Generate", "Health.Check"). */
+const char *eg_server_method_name(Method m);
 
 /* Reference counting (see Call). */
 void eg_call_unref(Call *c);

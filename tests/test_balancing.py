@@ -155,9 +155,10 @@ class Replica:
         self.log_path = os.path.join(TMP, "%s.%d.log" % (self.name, self.starts))
         self.logs.append(self.log_path)
         self.log_file = open(self.log_path, "wb")
+        # no warm-up: restarts stay quick under the 90 s wait (test_warmup covers the warm-up)
         self.proc = subprocess.Popen(
-            [self.egret, "serve", "--model", MODEL, "--listen", "127.0.0.1:%d" % self.port,
-             "--grace", str(GRACE)], cwd=ROOT, stdin=subprocess.DEVNULL,
+            [self.egret, "serve", "--no-warmup", "--model", MODEL, "--listen",
+             "127.0.0.1:%d" % self.port, "--grace", str(GRACE)], cwd=ROOT, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=self.log_file, preexec_fn=die_with_parent)
 
     def log_text(self):

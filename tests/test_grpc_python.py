@@ -207,7 +207,8 @@ class Server:
     def __init__(self, name, args):
         self.stderr_path = os.path.join(TMP, name + ".stderr")
         self.stderr_file = open(self.stderr_path, "wb")
-        self.cmd = [EGRET, "serve"] + args
+        # no warm-up: its effect is tested by test_warmup and test_metrics.py
+        self.cmd = [EGRET, "serve", "--no-warmup"] + args
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.stderr_file,
                                      preexec_fn=die_with_parent)

@@ -23,57 +23,6 @@
 
 static EgVk g_vk;
 
-static float *read_f32(EgTensorFile *g, const char *name, const EgTensorView **view) {
-    const EgTensorView *t = eg_tensors_find(g, name);
-    if (!t) return NULL;
-    float *out = malloc((size_t)t->numel * sizeof *out);
-    EgError err;
-    if (eg_tensor_to_f32(t, out, &err)) {
-        free(out);
-        return NULL;
-    }
-    if (view) *view = t;
-    return out;
-}
-
-static int64_t *read_i64(EgTensorFile *g, const char *name, const EgTensorView **view) {
-    const EgTensorView *t = eg_tensors_find(g, name);
-    if (!t) return NULL;
-    int64_t *out = malloc((size_t)t->numel * sizeof *out);
-    EgError err;
-    if (eg_tensor_to_i64(t, out, &err)) {
-        free(out);
-        return NULL;
-    }
-    if (view) *view = t;
-    return out;
-}
-
-/* max|a − b| / max|b| and ||a − b|| / ||b||, both within the precision's limit. */
-static void check_close(const char *what, int fp32, const float *out, const float *ref, size_t n) {
-    double dmax = 0, rmax = 0, num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)out[i] - ref[i]);
-        if (!(d <= dmax)) dmax = d; /* NaN propagates */
-        if (fabs(ref[i]) > rmax) rmax = fabs(ref[i]);
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    double rel_max = dmax / (rmax > 0 ? rmax : 1), rel_l2 = sqrt(num / (den > 0 ? den : 1));
-    double tol = fp32 ? 1e-4 : 1e-2;
-    printf("  %s %s: max-relative %.3g, L2-relative %.3g (limit %.0e)\n", fp32 ? "fp32" : "fp16",
-           what, rel_max, rel_l2, tol);
-    CHECK(rel_max <= tol && rel_l2 <= tol, "%s %s: relative error %.3g / %.3g > %.0e",
-          fp32 ? "fp32" : "fp16", what, rel_max, rel_l2, tol);
-}
-
-static int argmax(const float *v, uint32_t n) {
-    int best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[best]) best = (int)i;
-    return best;
-}
-
 /* Greedy continuation of a sequence whose prompt's last logits are `last`: NEW_TOKENS ids,
  * each step one token through the KV cache (its mask row repeated), compared with want. */
 static void check_greedy(const char *what, int fp32, EgMllamaTextSequence *s, const float *last,
@@ -84,7 +33,7 @@ static void check_greedy(const char *what, int fp32, EgMllamaTextSequence *s, co
     int same = 1;
     char got_text[256] = "", want_text[256] = "";
     for (int k = 0; k < NEW_TOKENS; k++) {
-        int32_t id = argmax(logits, V);
+        int32_t id = test_argmax(logits, V);
         same &= id == (int32_t)want[k];
         size_t gl = strlen(got_text), wl = strlen(want_text);
         snprintf(got_text + gl, sizeof got_text - gl, " %d", id);
@@ -116,15 +65,15 @@ static int golden_open(Golden *gd, const char *dir) {
     CHECK(gd->g != NULL, "%s", err.msg);
     if (!gd->g) return -1;
     const EgTensorView *v_ids, *v_x, *v_s, *v_t;
-    gd->ids = read_i64(gd->g, "input_ids", &v_ids);
-    gd->attn_mask = read_i64(gd->g, "attention_mask", NULL);
-    gd->xmask = read_i64(gd->g, "cross_attention_mask", &v_x);
-    gd->generated = read_i64(gd->g, "generated_ids", NULL);
-    gd->states = read_f32(gd->g, "cross_attention_states", &v_s);
-    gd->logits = read_f32(gd->g, "logits", NULL);
-    gd->t_ids = read_i64(gd->g, "textonly_input_ids", &v_t);
-    gd->t_logits = read_f32(gd->g, "textonly_logits", NULL);
-    gd->t_generated = read_i64(gd->g, "textonly_generated_ids", NULL);
+    gd->ids = test_tensor_i64(gd->g, "input_ids", NULL, &v_ids);
+    gd->attn_mask = test_tensor_i64(gd->g, "attention_mask", NULL, NULL);
+    gd->xmask = test_tensor_i64(gd->g, "cross_attention_mask", NULL, &v_x);
+    gd->generated = test_tensor_i64(gd->g, "generated_ids", NULL, NULL);
+    gd->states = test_tensor_f32(gd->g, "cross_attention_states", NULL, &v_s);
+    gd->logits = test_tensor_f32(gd->g, "logits", NULL, NULL);
+    gd->t_ids = test_tensor_i64(gd->g, "textonly_input_ids", NULL, &v_t);
+    gd->t_logits = test_tensor_f32(gd->g, "textonly_logits", NULL, NULL);
+    gd->t_generated = test_tensor_i64(gd->g, "textonly_generated_ids", NULL, NULL);
     int ok = gd->ids && gd->attn_mask && gd->xmask && gd->generated && gd->states && gd->logits &&
              gd->t_ids && gd->t_logits && gd->t_generated;
     CHECK(ok, "%s: a golden tensor is missing", path);
@@ -176,7 +125,7 @@ static void run_sample(const char *name, int fp32, EgMllamaText *t, const Golden
     if (rc == 0) {
         char label[128];
         snprintf(label, sizeof label, "%s logits", what);
-        check_close(label, fp32, got, ref, (size_t)n * V);
+        test_check_close(label, fp32, got, ref, (size_t)n * V);
         check_greedy(what, fp32, s, got + (size_t)(n - 1) * V,
                      gd->generated + (size_t)b * NEW_TOKENS);
         /* the images' keys and values were computed once, when set: the prefill (in chunks)
@@ -205,7 +154,7 @@ static void run_text_only(const char *name, int fp32, EgMllamaText *t, const Gol
     if (rc == 0) {
         char label[128];
         snprintf(label, sizeof label, "%s logits", what);
-        check_close(label, fp32, got, gd->t_logits, (size_t)n * V);
+        test_check_close(label, fp32, got, gd->t_logits, (size_t)n * V);
         check_greedy(what, fp32, s, got + (size_t)(n - 1) * V, gd->t_generated);
         CHECK(s->cross_kv_computed == 0, "%s: cross keys/values computed without images", what);
     }
@@ -258,7 +207,7 @@ static void run_batch(const char *name, int fp32, EgMllamaText *t, const Golden 
     for (int step = 0; ok && step < NEW_TOKENS; step++) {
         int32_t ids[3];
         for (uint32_t p = 0; p < 3; p++) {
-            ids[p] = argmax(logits + (size_t)p * V, V);
+            ids[p] = test_argmax(logits + (size_t)p * V, V);
             const int64_t *want = p < 2 ? gd->generated + (size_t)p * NEW_TOKENS : gd->t_generated;
             same &= ids[p] == (int32_t)want[step];
         }
@@ -301,13 +250,13 @@ static void check_rope(const char *name, const char *dir, const EgMllamaText *t)
     CHECK(g != NULL, "%s", err.msg);
     if (!g) return;
     const EgTensorView *v;
-    float *want = read_f32(g, "rope_inv_freq", &v);
+    float *want = test_tensor_f32(g, "rope_inv_freq", NULL, &v);
     CHECK(want && v->numel == t->head_dim / 2, "%s: rope_inv_freq", path);
     for (uint32_t j = 0; want && j < t->head_dim / 2; j++)
         CHECK(fabsf(t->inv_freq[j] - want[j]) <= 1.2e-7f * want[j],
               "%s inv_freq[%u] = %.9g, HF %.9g", name, j, t->inv_freq[j], want[j]);
     free(want);
-    want = read_f32(g, "rope_inv_freq_11b", &v);
+    want = test_tensor_f32(g, "rope_inv_freq_11b", NULL, &v);
     CHECK(want && v->numel == 64, "%s: rope_inv_freq_11b", path);
     float got[64];
     eg_rope_inv_freq(got, 128, 500000.0f, &(EgRopeLlama3){8.0f, 1.0f, 4.0f, 8192.0f});

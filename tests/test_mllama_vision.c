@@ -17,57 +17,22 @@
 #include "runtime/safetensors.h"
 #include "test_util.h"
 
-static float *read_f32(EgTensorFile *g, const char *name, size_t *n) {
-    const EgTensorView *t = eg_tensors_find(g, name);
-    if (!t) return NULL;
-    float *out = malloc((size_t)t->numel * sizeof *out);
-    EgError err;
-    if (!out || eg_tensor_to_f32(t, out, &err)) {
-        free(out);
-        return NULL;
-    }
-    if (n) *n = (size_t)t->numel;
-    return out;
-}
-
 /* An integer tensor (int64 in the golden files) as int32, as the preprocessing writes ids. */
 static int32_t *read_i32(EgTensorFile *g, const char *name, const EgTensorView **view) {
-    const EgTensorView *t = eg_tensors_find(g, name);
-    if (!t) return NULL;
-    int64_t *wide = malloc((size_t)t->numel * sizeof *wide);
-    int32_t *out = malloc((size_t)t->numel * sizeof *out);
-    EgError err;
-    if (!wide || !out || eg_tensor_to_i64(t, wide, &err)) {
-        free(wide);
-        free(out);
-        return NULL;
-    }
-    for (int64_t k = 0; k < t->numel; k++)
+    size_t n = 0;
+    int64_t *wide = test_tensor_i64(g, name, &n, view);
+    int32_t *out = wide ? malloc(n * sizeof *out) : NULL;
+    for (size_t k = 0; out && k < n; k++)
         out[k] = (int32_t)wide[k];
     free(wide);
-    if (view) *view = t;
     return out;
 }
 
-static void check_close(const char *model, const char *what, int fp32, const float *out,
-                        const float *ref, size_t n) {
-    double max_diff = 0, max_ref = 0, num = 0, den = 0;
-    int finite = 1;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)out[i] - ref[i]);
-        finite &= isfinite(out[i]) != 0;
-        max_diff = d > max_diff ? d : max_diff;
-        max_ref = fabs(ref[i]) > max_ref ? fabs(ref[i]) : max_ref;
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    double rel_max = max_diff / (max_ref > 0 ? max_ref : 1), rel_l2 = sqrt(num / (den ? den : 1));
-    double tol = fp32 ? 1e-4 : 1e-2;
-    printf("  %s %s %s: max-relative error %.3g, L2 %.3g (limit %.0e)\n", model,
-           fp32 ? "fp32" : "fp16", what, rel_max, rel_l2, tol);
-    CHECK(finite && rel_max <= tol && rel_l2 <= tol,
-          "%s %s %s: relative error max %.3g / L2 %.3g > %.0e%s", model, fp32 ? "fp32" : "fp16",
-          what, rel_max, rel_l2, tol, finite ? "" : " (non-finite output)");
+static void check_golden(const char *model, const char *tensor, int fp32, const float *out,
+                         const float *ref, size_t n) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", model, tensor);
+    test_check_close(what, fp32, out, ref, n);
 }
 
 /* The model in `dir` (NULL: tests/data/NAME) against NAME's golden outputs. */
@@ -83,11 +48,11 @@ static void run_model(const char *name, const char *model_dir, int fp32) {
     CHECK(g != NULL, "%s", err.msg);
     const EgTensorView *ids_view = NULL;
     size_t n_vis = 0, n_cross = 0;
-    float *pixels = g ? read_f32(g, "pixel_values", NULL) : NULL;
+    float *pixels = g ? test_tensor_f32(g, "pixel_values", NULL, NULL) : NULL;
     int32_t *ids = g ? read_i32(g, "aspect_ratio_ids", &ids_view) : NULL;
     int32_t *mask = g ? read_i32(g, "aspect_ratio_mask", NULL) : NULL;
-    float *ref_vis = g ? read_f32(g, "vision_output", &n_vis) : NULL;
-    float *ref_cross = g ? read_f32(g, "cross_attention_states", &n_cross) : NULL;
+    float *ref_vis = g ? test_tensor_f32(g, "vision_output", &n_vis, NULL) : NULL;
+    float *ref_cross = g ? test_tensor_f32(g, "cross_attention_states", &n_cross, NULL) : NULL;
     CHECK(pixels && ids && mask && ref_vis && ref_cross, "%s: golden tensors missing", name);
     if (m && pixels && ids && mask && ref_vis && ref_cross) {
         uint32_t n = (uint32_t)ids_view->numel; /* [B, N]: every image slot */
@@ -101,8 +66,8 @@ static void run_model(const char *name, const char *model_dir, int fp32) {
         int rc = eg_mllama_vision_run(m, &in, vis, cross, &err);
         CHECK(rc == 0, "%s: vision run: %s", name, err.msg);
         if (rc == 0) {
-            check_close(name, "vision_output", fp32, vis, ref_vis, n_vis);
-            check_close(name, "cross_attention_states", fp32, cross, ref_cross, n_cross);
+            check_golden(name, "vision_output", fp32, vis, ref_vis, n_vis);
+            check_golden(name, "cross_attention_states", fp32, cross, ref_cross, n_cross);
         }
         free(vis);
         free(cross);

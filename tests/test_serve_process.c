@@ -66,8 +66,9 @@ typedef struct Proc {
 static int spawn(Proc *p, rlim_t nofile, const char *const *args) {
     snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", free_port());
     snprintf(p->log, sizeof p->log, "/tmp/egret-test-%d-serve-%s.log", (int)getpid(), p->addr + 10);
-    const char *argv[32] = {egret_bin, "serve", "--listen", p->addr};
-    int n = 4;
+    /* no warm-up: these tests are about processes and signals (test_warmup covers it) */
+    const char *argv[32] = {egret_bin, "serve", "--no-warmup", "--listen", p->addr};
+    int n = 5;
     for (; args && *args && n < 31; args++)
         argv[n++] = *args;
     argv[n] = NULL;

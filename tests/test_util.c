@@ -230,3 +230,61 @@ EgRequest test_greedy_request(uint32_t max_new_tokens) {
 EgRequestPart test_text_part(const char *t) {
     return (EgRequestPart){.text = t, .text_len = strlen(t)};
 }
+
+/* ---- Goldens */
+
+float *test_tensor_f32(EgTensorFile *g, const char *name, size_t *n, const EgTensorView **view) {
+    const EgTensorView *t = eg_tensors_find(g, name);
+    if (!t) return NULL;
+    float *out = malloc((size_t)t->numel * sizeof *out);
+    EgError err;
+    if (!out || eg_tensor_to_f32(t, out, &err)) {
+        free(out);
+        return NULL;
+    }
+    if (n) *n = (size_t)t->numel;
+    if (view) *view = t;
+    return out;
+}
+
+int64_t *test_tensor_i64(EgTensorFile *g, const char *name, size_t *n, const EgTensorView **view) {
+    const EgTensorView *t = eg_tensors_find(g, name);
+    if (!t) return NULL;
+    int64_t *out = malloc((size_t)t->numel * sizeof *out);
+    EgError err;
+    if (!out || eg_tensor_to_i64(t, out, &err)) {
+        free(out);
+        return NULL;
+    }
+    if (n) *n = (size_t)t->numel;
+    if (view) *view = t;
+    return out;
+}
+
+void test_check_close(const char *what, int fp32, const float *out, const float *ref, size_t n) {
+    double dmax = 0, rmax = 0, num = 0, den = 0;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)out[i] - ref[i]);
+        finite &= isfinite(out[i]) != 0;
+        if (d > dmax) dmax = d;
+        if (fabs(ref[i]) > rmax) rmax = fabs(ref[i]);
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    double rel_max = dmax / (rmax > 0 ? rmax : 1), rel_l2 = sqrt(num / (den > 0 ? den : 1));
+    double tol = fp32 ? 1e-4 : 1e-2;
+    const char *precision = fp32 ? "fp32" : "fp16";
+    printf("  %s %s: max-relative error %.3g, L2-relative %.3g (limit %.0e)\n", precision, what,
+           rel_max, rel_l2, tol);
+    CHECK(finite && rel_max <= tol && rel_l2 <= tol,
+          "%s %s: relative error max %.3g / L2 %.3g > %.0e%s", precision, what, rel_max, rel_l2,
+          tol, finite ? "" : " (non-finite output)");
+}
+
+int32_t test_argmax(const float *v, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return (int32_t)best;
+}

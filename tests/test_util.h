@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "egret/v1/egret.pb-c.h"
+#include "runtime/safetensors.h"
 #include "server/grpc_server.h"
 #include "tools/grpc_client.h"
 
@@ -70,6 +71,20 @@ void test_rng_init(void);
 uint64_t test_rng_u64(void);
 float test_rng_uniform(float lo, float hi);
 float test_rng_normal(void);
+
+/* ---- Goldens (the golden.safetensors files under tests/data) */
+
+/* A tensor of a golden file as float32 / int64 (malloc'd; NULL when absent or unreadable).
+ * n, when given, gets its element count; view its header (shape). */
+float *test_tensor_f32(EgTensorFile *g, const char *name, size_t *n, const EgTensorView **view);
+int64_t *test_tensor_i64(EgTensorFile *g, const char *name, size_t *n, const EgTensorView **view);
+
+/* out against the reference: max|out − ref| / max|ref| and ||out − ref|| / ||ref||, each within
+ * 1e-4 (fp32) or 1e-2 (fp16); a NaN or infinity in out fails. Prints both figures under `what`. */
+void test_check_close(const char *what, int fp32, const float *out, const float *ref, size_t n);
+
+/* The first index of the largest value: HF's greedy choice. */
+int32_t test_argmax(const float *v, size_t n);
 
 /* An in-process gRPC server on a unix socket, run on its own thread, logging to a temporary
  * file. test_server_start returns 0 (or -1 after a failed CHECK); test_server_stop drains it,

@@ -8,8 +8,11 @@
 #include <sys/resource.h>
 
 #include "engine/scheduler.h"
+#include "runtime/vk_pipeline_cache.h"
 #include "server/grpc_server.h"
+#include "server/metrics_http.h"
 #include "tools/cli.h"
+#include "tools/serve_warmup.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -23,6 +26,13 @@ static void usage(FILE *f) {
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
             "  --quant q8|q4                quantize the projections' weights while loading\n"
+            "start:\n"
+            "  --pipeline-cache DIR|off     keep the driver's compiled pipelines in DIR, per\n"
+            "                               device, driver and Egret build (default\n"
+            "                               $XDG_CACHE_HOME/egret, else ~/.cache/egret)\n"
+            "  --no-warmup                  say SERVING without running every kind of request\n"
+            "                               once first (the first requests then pay the\n"
+            "                               driver's shader compiles)\n"
             "limits (over a limit: RESOURCE_EXHAUSTED naming it):\n"
             "  --max-request-bytes N        largest request message, inflated when the client\n"
             "                               compressed it (default 64 MiB)\n"
@@ -71,6 +81,11 @@ static void usage(FILE *f) {
             "  --example-sets-mb N          memory all sets may hold (default 512; 0: none)\n"
             "  --max-example-sets N         sets held at once (default 64; 0: none)\n"
             "  --example-sets-dir DIR       keep sets' pairs here and register them at start\n"
+            "operations:\n"
+            "  --metrics-listen ADDR        serve Prometheus metrics at http://ADDR/metrics\n"
+            "                               (host:port; default off; docs/metrics.md)\n"
+            "  --log-format text|json       the request log on stderr: one line per request,\n"
+            "                               as text (default) or one JSON object\n"
             "security:\n"
             "  --tls-cert FILE --tls-key FILE   serve TLS with this PEM certificate chain and key\n"
             "  --api-key-file FILE          require this key (default: EGRET_API_KEY) in\n"
@@ -158,6 +173,15 @@ static int parse_seconds(const char *name, const char *arg, int zero_is_off, dou
     return 0;
 }
 
+static int run_warmup(EgEngine *engine, uint32_t max_batch, EgError *err) {
+    EgWarmupReport r;
+    if (eg_serve_warmup(engine, max_batch ? max_batch : EG_SERVER_DEFAULT_MAX_BATCH, &r, err))
+        return -1;
+    fprintf(stderr, "egret: warm-up: %u requests, %llu pipelines run for the first time, %.2f s\n",
+            r.requests, (unsigned long long)r.pipelines, r.seconds);
+    return 0;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     if (g_server) eg_server_drain(g_server);
@@ -169,7 +193,8 @@ int cli_serve(int argc, char **argv) {
         O_CONTEXT, O_MAX_NEW, O_DEFAULT_NEW, O_QUEUE, O_GRACE, O_CERT, O_KEY, O_KEYFILE, O_HELP,
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
-        O_DECODERS, O_SETS_MB, O_MAX_SETS, O_SETS_DIR, O_PRINT_SETTINGS
+        O_DECODERS, O_SETS_MB, O_MAX_SETS, O_SETS_DIR, O_PRINT_SETTINGS, O_NO_WARMUP,
+        O_PIPELINE_CACHE, O_METRICS, O_LOG_FORMAT
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -206,6 +231,10 @@ int cli_serve(int argc, char **argv) {
         {"example-sets-mb", required_argument, 0, O_SETS_MB},
         {"max-example-sets", required_argument, 0, O_MAX_SETS},
         {"example-sets-dir", required_argument, 0, O_SETS_DIR},
+        {"no-warmup", no_argument, 0, O_NO_WARMUP},
+        {"pipeline-cache", required_argument, 0, O_PIPELINE_CACHE},
+        {"metrics-listen", required_argument, 0, O_METRICS},
+        {"log-format", required_argument, 0, O_LOG_FORMAT},
         {"help", no_argument, 0, O_HELP},
         {"print-settings", no_argument, 0, O_PRINT_SETTINGS},
         {0, 0, 0, 0}};
@@ -217,7 +246,9 @@ int cli_serve(int argc, char **argv) {
     char *api_key = NULL;
     uint32_t side = 0;
     float grace = 0;
-    int c, bad = 0, print_settings = 0;
+    int c, bad = 0, print_settings = 0, warmup = 1;
+    const char *pipeline_cache = eg_pipeline_cache_default_dir();
+    const char *metrics_listen = NULL;
     optind = 1;
     while (!bad && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -337,6 +368,29 @@ int cli_serve(int argc, char **argv) {
         case O_SETS_DIR:
             so.example_sets_dir = optarg;
             break;
+        case O_PIPELINE_CACHE:
+            pipeline_cache = strcmp(optarg, "off") == 0 ? NULL : optarg;
+            break;
+        case O_METRICS: {
+            EgError addr_err = {0};
+            metrics_listen = optarg;
+            if (eg_metrics_http_check_addr(optarg, &addr_err)) {
+                fprintf(stderr, "egret: %s\n", addr_err.msg);
+                bad = 1;
+            }
+            break;
+        }
+        case O_LOG_FORMAT:
+            if (strcmp(optarg, "json") == 0 || strcmp(optarg, "text") == 0) {
+                so.log_json = strcmp(optarg, "json") == 0;
+            } else {
+                fprintf(stderr, "egret: --log-format wants text or json, got '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_NO_WARMUP:
+            warmup = 0;
+            break;
         case O_HELP:
             usage(stdout);
             free(api_key);
@@ -365,9 +419,17 @@ int cli_serve(int argc, char **argv) {
     raise_descriptor_limit();
     EgError err = {0};
     eo.model.progress = stderr;
+    eo.model.pipeline_cache_dir = pipeline_cache;
     EgEngine *engine = eg_engine_open(model_dir, &eo, &err);
     if (!engine) {
         fprintf(stderr, "egret: %s\n", err.msg);
+        free(api_key);
+        return 1;
+    }
+    /* before the server binds: nothing answers, health included, until requests run warm */
+    if (warmup && run_warmup(engine, so.max_batch, &err)) {
+        fprintf(stderr, "egret: %s\n", err.msg);
+        eg_engine_close(engine);
         free(api_key);
         return 1;
     }
@@ -377,6 +439,21 @@ int cli_serve(int argc, char **argv) {
         eg_engine_close(engine);
         free(api_key);
         return 1;
+    }
+    EgMetricsHttp *metrics = NULL;
+    if (metrics_listen) {
+        metrics = eg_metrics_http_start(server, metrics_listen, &err);
+        if (!metrics) {
+            fprintf(stderr, "egret: %s\n", err.msg);
+            eg_server_drain(server); /* started: it ends through its own loop */
+            eg_server_run(server);
+            eg_server_free(server);
+            eg_engine_close(engine);
+            free(api_key);
+            return 1;
+        }
+        fprintf(stderr, "egret: metrics on %s (port %d) at /metrics\n", metrics_listen,
+                eg_metrics_http_port(metrics));
     }
     g_server = server;
     struct sigaction sa;
@@ -389,6 +466,7 @@ int cli_serve(int argc, char **argv) {
     print_serving(model_dir, &so, server, api_key);
     int rc = eg_server_run(server);
     g_server = NULL;
+    eg_metrics_http_stop(metrics);
     eg_server_free(server);
     eg_engine_close(engine);
     free(api_key);

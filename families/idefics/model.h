@@ -64,6 +64,9 @@ typedef struct EgModelOptions {
     FILE *progress;      /* where to print what is loaded and how long it took; NULL: quiet */
     int random_weights;  /* 1: only config.json is read; weights are generated (benchmarks of a
                             model's shapes without its files, runtime/safetensors.h) */
+    const char *pipeline_cache_dir; /* the driver's pipeline cache on disk, read before the
+                                       pipelines are built and written after
+                                       (runtime/vk_pipeline_cache.h); NULL: none */
     /* the projections' weights quantized while loading (docs/quantization.md); embeddings,
      * the LM head, the patch embedding, norms, biases and gates stay in fp32/fp16 */
     EgWeightFormat quant;

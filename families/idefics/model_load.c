@@ -7,6 +7,7 @@
 #include "runtime/clock.h"
 #include "runtime/device_tensor.h"
 #include "runtime/safetensors.h"
+#include "runtime/vk_pipeline_cache.h"
 
 typedef struct Loader {
     EgModel *m;
@@ -343,7 +344,9 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     m->max_chunk = opt->max_chunk ? opt->max_chunk : 256;
     m->max_images = opt->max_images ? opt->max_images : 16;
 
-    EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
+    EgVkOptions vo = {.device = opt->device,
+                      .verbose = opt->progress != NULL,
+                      .pipeline_cache_dir = opt->pipeline_cache_dir};
     Loader L = {.m = m, .err = err, .quant = opt->quant};
     if (eg_vk_create(&m->vk, &vo, err)) goto fail;
     /* attention.comp keeps one query head in shared memory: at most 512 dims. */
@@ -359,6 +362,8 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err) ||
         eg_batch_ops_init(&m->batch_ops, &m->ops, err))
         goto fail;
+    /* every pipeline is built: what the driver compiled is kept for the next start */
+    if (m->vk.pipeline_cache_path) eg_pipeline_cache_save(&m->vk, stderr);
     /* weights of 32 MiB or more get blocks of their own (eg_buffer_create), the rest share */
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
