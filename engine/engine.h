@@ -149,7 +149,7 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
  *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse);
  *                      on OK *job is ready (it is eg_engine_admit, eg_engine_decode and
  *                      eg_engine_start below, in a row)
- *   eg_engine_step     advances up to eg_sequence_max_batch jobs: first feeds prompts (at
+ *   eg_engine_step     advances up to EgFamilyInfo.max_batch jobs: first feeds prompts (at
  *                      most prefill_chunk tokens in all, in the order given), then moves every
  *                      job whose prompt is in by one token, in one batched forward; tokens
  *                      reach each job's callback; finished jobs are skipped. Returns -1 only

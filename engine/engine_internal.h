@@ -13,7 +13,7 @@
 #include "language/prompt.h"
 
 struct EgEngine {
-    EgModel *model;
+    EgFamilyModel *model;
     EgTokenizer *tok;
     EgTemplate *tmpl;
     EgEngineLimits limits;
@@ -65,7 +65,7 @@ struct EgEngineJob {
     EgPrompt prompt;
     EgImageKey *keys;
     const EgImageKey **token_keys;
-    EgSequence *seq;
+    EgFamilySeq *seq;
     EgGeneration *g; /* NULL until eg_engine_start */
     EgTokenCallback cb;
     void *user;

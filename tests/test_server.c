@@ -899,7 +899,7 @@ static void test_faults(void) {
 
     /* The debug ceiling EGRET_DEVICE_MEMORY_LIMIT sets, just above what is held now; the
      * request brings an image no cache has seen, so it must allocate to encode it. */
-    EgVk *vk = &engine->model->vk;
+    EgVk *vk = engine->model->info.vk;
     vk->device_bytes_limit = atomic_load(&vk->device_bytes) + (1u << 20);
     size_t fresh_len = 0;
     unsigned char *fresh = fresh_png(test_rng_u64(), &fresh_len);
