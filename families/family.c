@@ -6,10 +6,11 @@
 #include "runtime/json_get.h"
 
 extern const EgFamily eg_family_idefics;
+extern const EgFamily eg_family_mllama;
 
 /* Every family Egret serves. The first is also the one a folder naming no known architecture
  * goes to, so that its loader's messages say what is wrong with the folder. */
-static const EgFamily *const families[] = {&eg_family_idefics};
+static const EgFamily *const families[] = {&eg_family_idefics, &eg_family_mllama};
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
 const EgFamily *eg_family_find(const char *architecture) {
