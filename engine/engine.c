@@ -27,7 +27,10 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
                 : EG_ENGINE_REQUEST_PIXELS_FACTOR * e->limits.image.max_pixels;
     char path[1200];
     snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    e->model = eg_family_open(model_dir, &opt->model, err);
+    /* the model's per-sequence scratch is sized for the request limit's image count */
+    EgModelOptions mo = opt->model;
+    if (!mo.max_images) mo.max_images = e->limits.max_images;
+    e->model = eg_family_open(model_dir, &mo, err);
     if (e->model) e->tok = eg_tokenizer_load(path, err);
     if (e->tok) e->tmpl = eg_template_for_model(model_dir, err);
     if (!e->tmpl) {
@@ -36,6 +39,9 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     }
     if (!e->limits.context_length)
         e->limits.context_length = e->model->info.max_position_embeddings;
+    /* a sequence's scratch is sized for the family's image count: the limit cannot pass it */
+    if (e->limits.max_images > e->model->info.max_images)
+        e->limits.max_images = e->model->info.max_images;
     e->prefill_chunk = opt->prefill_chunk ? opt->prefill_chunk : 256;
     const EgEngineCaches *c = &opt->caches;
     size_t image_mb = c->image_cache_mb < 0 ? 0 : c->image_cache_mb ? (size_t)c->image_cache_mb : 256;
@@ -129,7 +135,9 @@ void eg_engine_tidy(EgEngine *e) {
 }
 
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *l) {
-    if (l->max_images) e->limits.max_images = l->max_images;
+    if (l->max_images)
+        e->limits.max_images =
+            l->max_images < e->model->info.max_images ? l->max_images : e->model->info.max_images;
     if (l->context_length) e->limits.context_length = l->context_length;
     if (l->max_new_tokens) e->limits.max_new_tokens = l->max_new_tokens;
     if (l->image.max_pixels) e->limits.image = l->image;

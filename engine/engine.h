@@ -78,8 +78,9 @@ typedef struct EgEngineInfo {
 } EgEngineInfo;
 void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
 
-/* Replaces the limits (zero fields keep the current ones): for a server whose operator changes
- * them, and for tests. Not while requests are being checked on another thread. */
+/* Replaces the limits (zero fields keep the current ones; max_images stays within what the model
+ * was opened for): for a server whose operator changes them, and for tests. Not while requests
+ * are being checked on another thread. */
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
 
 /* Empties the image and prefix caches and zeroes the counters of work done (images decoded,

@@ -98,6 +98,10 @@ struct EgGeneration {
     float *logits;    /* the logits of the last token fed */
     int32_t *context; /* prompt + generated ids */
     size_t n_context, n_prompt;
+    /* what the repetition penalty sees: the context without input-only ids past the logits
+     * (mllama's <|image|> is the embedding row after the vocabulary: it has no logit) */
+    int32_t *seen;
+    size_t n_seen;
     int32_t *image_of_token; /* the prompt's (NULL: text only) */
     size_t n_prefilled;      /* prompt tokens in the KV cache (eg_generation_prefill) */
     uint32_t step;
@@ -114,6 +118,7 @@ void eg_generation_free(EgGeneration *g) {
     if (!g) return;
     eg_buf_free(&g->text.b);
     free(g->context);
+    free(g->seen);
     free(g->image_of_token);
     free(g->logits);
     eg_decode_stream_free(g->ds);
@@ -156,14 +161,17 @@ EgGeneration *eg_generation_begin(EgFamilySeq *seq, const EgTokenizer *tok,
     g->ds = eg_decode_stream_new(tok, 1);
     g->logits = malloc(m->info.vocab * sizeof *g->logits);
     g->context = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->context);
+    g->seen = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->seen);
     g->image_of_token = image_of_token ? malloc(n_prompt * sizeof *g->image_of_token) : NULL;
-    if (!g->sampler || !g->ds || !g->logits || !g->context ||
+    if (!g->sampler || !g->ds || !g->logits || !g->context || !g->seen ||
         (image_of_token && !g->image_of_token)) {
         eg_fail(err, "out of host memory");
         eg_generation_free(g);
         return NULL;
     }
     memcpy(g->context, prompt_ids, n_prompt * sizeof *g->context);
+    for (uint32_t t = 0; t < n_prompt; t++)
+        if (prompt_ids[t] < (int32_t)m->info.vocab) g->seen[g->n_seen++] = prompt_ids[t];
     if (image_of_token)
         memcpy(g->image_of_token, image_of_token, n_prompt * sizeof *g->image_of_token);
     g->n_context = g->n_prompt = n_prompt;
@@ -213,10 +221,11 @@ int eg_generation_advance(EgGeneration *g, EgError *err) {
     if (g->n_prefilled < g->n_prompt) return eg_fail(err, "the prompt is not prefilled yet");
     const EgGenerateParams *params = g->params;
     TextState *text = &g->text;
-    int32_t id = eg_sampler_next(g->sampler, g->logits, g->context, g->n_context, err);
+    int32_t id = eg_sampler_next(g->sampler, g->logits, g->seen, g->n_seen, err);
     if (id < 0) return -1;
     if (g->step++ == 0) g->prefill_s = eg_now_s() - g->t0;
     g->context[g->n_context++] = id;
+    g->seen[g->n_seen++] = id;
     if (eg_family_is_eos(g->m, id) && !params->ignore_eos) {
         g->finish = EG_FINISH_EOS;
         return g->finished = 1;
