@@ -69,6 +69,11 @@ int eg_family_prompt(EgFamilyModel *m, const EgTokenizer *tok, const EgPromptPar
     return m->family->prompt(m->impl, tok, parts, n_parts, out, err);
 }
 
+void eg_family_image_index(EgFamilyModel *m, const int32_t *ids, size_t n, int n_images,
+                           int32_t *out) {
+    m->family->image_index(m->impl, ids, n, n_images, out);
+}
+
 int eg_family_preprocess(EgFamilyModel *m, const EgImage *img, float *out, int (*stop)(void *user),
                          void *stop_user, EgError *err) {
     return m->family->preprocess(m->impl, img, out, stop, stop_user, err);

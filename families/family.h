@@ -54,6 +54,8 @@ typedef struct EgFamily {
      * -> ids and per-token image index. */
     int (*prompt)(void *model, const EgTokenizer *tok, const EgPromptPart *parts, size_t n_parts,
                   EgPrompt *out, EgError *err);
+    /* The same rule's per-token image index for ids made elsewhere (tools): out[n]. */
+    void (*image_index)(void *model, const int32_t *ids, size_t n, int n_images, int32_t *out);
     /* One decoded image -> info.image_floats floats at out. stop (may be NULL) is polled during
      * the long parts; when it fires the call fails. */
     int (*preprocess)(void *model, const EgImage *img, float *out, int (*stop)(void *user),
@@ -107,6 +109,8 @@ void eg_family_close(EgFamilyModel *m);
 
 int eg_family_prompt(EgFamilyModel *m, const EgTokenizer *tok, const EgPromptPart *parts,
                      size_t n_parts, EgPrompt *out, EgError *err);
+void eg_family_image_index(EgFamilyModel *m, const int32_t *ids, size_t n, int n_images,
+                           int32_t *out);
 int eg_family_preprocess(EgFamilyModel *m, const EgImage *img, float *out, int (*stop)(void *user),
                          void *stop_user, EgError *err);
 int eg_family_is_eos(const EgFamilyModel *m, int32_t id);

@@ -1,12 +1,12 @@
-/* egret forward: runs a model on raw inputs (token ids, per-token image indices, normalized
- * pixels) and prints logits or greedy-generated ids. For checking the engine by hand. */
+/* egret forward: runs a model of any family on raw inputs (token ids, per-token image indices,
+ * preprocessed pixels) through the family interface (families/family.h) and prints logits or
+ * greedy-generated ids. For checking the engine by hand. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "families/idefics/sequence.h"
-#include "language/prompt.h"
+#include "families/family.h"
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
@@ -15,8 +15,10 @@ static void usage(FILE *f) {
             "  --model DIR        checkpoint folder (default: the bundled demo model)\n"
             "  --ids LIST         prompt token ids\n"
             "  --image-of LIST    per token, the image it attends to (-1: none); default: the\n"
-            "                     most recent <image> token (id vocab_size + 1) at or before it\n"
-            "  --pixels FILE      float32 little-endian normalized pixels [N][3][S][S]\n"
+            "                     processor's rule (the most recent image token at or before it)\n"
+            "  --pixels FILE      float32 little-endian preprocessed images, in the family's\n"
+            "                     layout: IDEFICS [N][3][S][S]; mllama per image [J][3][S][S]\n"
+            "                     tiles, then its aspect-ratio id and its tile count\n"
             "  --images N         number of images in FILE\n"
             "  --generate N       greedy-decode N tokens and print their ids\n"
             "  --all-logits       print the argmax and top logit at every position\n"
@@ -95,7 +97,7 @@ int cli_forward(int argc, char **argv) {
     if (n <= 0) return 2;
     EgError err = {0};
     EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr};
-    EgModel *m = eg_model_load(model_dir, &opt, &err);
+    EgFamilyModel *m = eg_family_open(model_dir, &opt, &err);
     if (!m) {
         fprintf(stderr, "egret: %s\n", err.msg);
         free(ids);
@@ -103,7 +105,8 @@ int cli_forward(int argc, char **argv) {
     }
     int rc = 1;
     float *pixels = NULL, *logits = NULL;
-    EgSequence *s = NULL;
+    EgFamilySeq *s = NULL;
+    uint32_t vocab = m->info.vocab;
     img = malloc((size_t)n * sizeof *img);
     if (img_s) {
         int32_t *given;
@@ -116,16 +119,12 @@ int cli_forward(int argc, char **argv) {
         memcpy(img, given, (size_t)n * sizeof *img);
         free(given);
     } else {
-        /* IDEFICS checkpoints put <image> right after <fake_token_around_image>, the first
-         * additional token. */
-        eg_prompt_image_index(ids, (size_t)n, m->cfg.vocab_size + 1, m->cfg.eos_token_id,
-                              (int)n_images, img);
+        eg_family_image_index(m, ids, (size_t)n, (int)n_images, img);
     }
     if (pix_path) {
         size_t len;
         pixels = cli_read_file(pix_path, &len);
-        size_t want = (size_t)n_images * 3 * m->cfg.vision.image_size * m->cfg.vision.image_size *
-                      sizeof(float);
+        size_t want = (size_t)n_images * m->info.image_floats * sizeof(float);
         if (!pixels) goto done;
         if (len != want) {
             fprintf(stderr, "egret: %s has %zu bytes, %ld images need %zu\n", pix_path, len,
@@ -133,24 +132,24 @@ int cli_forward(int argc, char **argv) {
             goto done;
         }
     }
-    s = eg_sequence_new(m, (uint32_t)(n + n_generate + 1), &err);
-    logits = malloc((size_t)n * m->vocab * sizeof *logits);
-    if (!s || !logits || eg_sequence_set_images(s, pixels, (uint32_t)n_images, &err) ||
-        eg_sequence_forward(s, ids, img, (uint32_t)n, logits, all_logits, &err)) {
+    s = eg_fseq_new(m, (uint32_t)(n + n_generate + 1), &err);
+    logits = malloc((size_t)n * vocab * sizeof *logits);
+    if (!s || !logits || eg_fseq_set_images(s, pixels, (uint32_t)n_images, &err) ||
+        eg_fseq_forward(s, ids, img, (uint32_t)n, logits, all_logits, &err)) {
         fprintf(stderr, "egret: %s\n", err.msg);
         goto done;
     }
     for (long t = 0; t < (all_logits ? n : 1); t++) {
-        const float *row = logits + (size_t)t * m->vocab;
-        int32_t best = argmax(row, m->vocab);
+        const float *row = logits + (size_t)t * vocab;
+        int32_t best = argmax(row, vocab);
         printf("position %ld: argmax %d (logit %.6f)\n", all_logits ? t : n - 1, best, row[best]);
     }
     if (n_generate > 0) {
         printf("generated:");
         for (long k = 0; k < n_generate; k++) {
-            int32_t best = argmax(logits, m->vocab);
+            int32_t best = argmax(logits, vocab);
             printf(" %d", best);
-            if (k + 1 < n_generate && eg_sequence_forward(s, &best, NULL, 1, logits, 0, &err)) {
+            if (k + 1 < n_generate && eg_fseq_forward(s, &best, NULL, 1, logits, 0, &err)) {
                 fprintf(stderr, "\negret: %s\n", err.msg);
                 goto done;
             }
@@ -159,11 +158,11 @@ int cli_forward(int argc, char **argv) {
     }
     rc = 0;
 done:
-    eg_sequence_free(s);
+    eg_fseq_free(s);
     free(logits);
     free(pixels);
     free(img);
     free(ids);
-    eg_model_free(m);
+    eg_family_close(m);
     return rc;
 }

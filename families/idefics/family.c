@@ -43,6 +43,13 @@ static int prompt(void *model, const EgTokenizer *tok, const EgPromptPart *parts
     return eg_prompt_build(tok, parts, n_parts, &po, out, err);
 }
 
+/* IDEFICS checkpoints put <image> right after <fake_token_around_image>, the first additional
+ * token. */
+static void image_index(void *model, const int32_t *ids, size_t n, int n_images, int32_t *out) {
+    EgModel *m = model;
+    eg_prompt_image_index(ids, n, m->cfg.vocab_size + 1, m->cfg.eos_token_id, n_images, out);
+}
+
 static int preprocess(void *model, const EgImage *img, float *out, int (*stop)(void *user),
                       void *stop_user, EgError *err) {
     EgModel *m = model;
@@ -102,6 +109,7 @@ const EgFamily eg_family_idefics = {
     .load = load,
     .free = model_free,
     .prompt = prompt,
+    .image_index = image_index,
     .preprocess = preprocess,
     .seq_new = seq_new,
     .seq_free = seq_free,

@@ -142,6 +142,10 @@ static int prompt(void *model, const EgTokenizer *tok, const EgPromptPart *parts
     return eg_mllama_prompt_build(tok, parts, n_parts, out, err);
 }
 
+static void image_index(void *model, const int32_t *ids, size_t n, int n_images, int32_t *out) {
+    eg_mllama_image_index(ids, n, ((Served *)model)->image_token, n_images, out);
+}
+
 static int preprocess(void *model, const EgImage *img, float *out, int (*stop)(void *user),
                       void *stop_user, EgError *err) {
     Served *sv = model;
@@ -379,6 +383,7 @@ const EgFamily eg_family_mllama = {
     .load = load,
     .free = model_free,
     .prompt = prompt,
+    .image_index = image_index,
     .preprocess = preprocess,
     .seq_new = seq_new,
     .seq_free = seq_free,

@@ -97,6 +97,15 @@ int eg_mllama_prompt_build(const EgTokenizer *tok, const EgPromptPart *parts, si
     return 0;
 }
 
+void eg_mllama_image_index(const int32_t *ids, size_t n, int32_t image_token, int n_images,
+                           int32_t *out) {
+    int seen = 0;
+    for (size_t t = 0; t < n; t++) {
+        seen += ids[t] == image_token;
+        out[t] = seen > n_images ? -1 : seen - 1;
+    }
+}
+
 void eg_mllama_image_run_step(EgMllamaImageRun *r, int32_t id, int32_t image, int32_t image_token) {
     if (id == image_token) {
         if (!r->prev_is_image || r->first < 0) r->first = image;

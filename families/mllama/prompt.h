@@ -20,6 +20,11 @@
 int eg_mllama_prompt_build(const EgTokenizer *tok, const EgPromptPart *parts, size_t n_parts,
                            EgPrompt *out, EgError *err);
 
+/* image_index for any ids: out[t] = the count of image_token ids at or before t, minus one; -1
+ * from the (n_images + 1)-th on (an image token with no image). */
+void eg_mllama_image_index(const int32_t *ids, size_t n, int32_t image_token, int n_images,
+                           int32_t *out);
+
 /* Running state of the cross-attention rule (§7.2) along a sequence: token t sees the images of
  * the run of consecutive "<|image|>" tokens that holds its most recent one. */
 typedef struct EgMllamaImageRun {
