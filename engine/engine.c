@@ -32,7 +32,7 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
     if (!mo.max_images) mo.max_images = e->limits.max_images;
     e->model = eg_family_open(model_dir, &mo, err);
     if (e->model) e->tok = eg_tokenizer_load(path, err);
-    if (e->tok) e->tmpl = eg_template_for_model(model_dir, err);
+    if (e->tok) e->tmpl = eg_template_choose(model_dir, e->model->info.family, opt->template_path, err);
     if (!e->tmpl) {
         eg_engine_close(e);
         return NULL;

@@ -53,6 +53,9 @@ typedef struct EgEngineOptions {
     /* Prompt tokens fed per eg_engine_step (chunked prefill): a long prompt is split so that
      * the requests already decoding keep getting tokens. 0: the default, 256. */
     uint32_t prefill_chunk;
+    /* A template file (--template) over the folder's egret_template.json and the built-ins
+     * (language/template.h eg_template_choose). NULL: none. */
+    const char *template_path;
 } EgEngineOptions;
 
 /* A loaded model with its tokenizer, template, limits and caches. Opaque: callers see it through

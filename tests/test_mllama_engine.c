@@ -122,6 +122,9 @@ int main(void) {
     CHECK(info.vocab_size == 4256 && info.image_size == 32, "vocab %u, image size %u",
           info.vocab_size, info.image_size);
 
+    /* a base folder (no chat template, no egret_template.json): the built-in base template */
+    CHECK(strcmp(eg_template_name(info.prompt_template), "mllama") == 0, "template %s",
+          eg_template_name(info.prompt_template));
     EgTokenizer *tok = eg_tokenizer_load(test_data_path(FOLDER "/tokenizer.json"), &err);
     REQUIRE(tok != NULL, "tokenizer: %s", err.msg);
     for (int round = 0; round < 2; round++) {
@@ -136,6 +139,22 @@ int main(void) {
           (unsigned long long)stats.image_cache_hits);
     CHECK(stats.prefix_cache_hits >= 1, "%llu prefix cache hits in the second round",
           (unsigned long long)stats.prefix_cache_hits);
+
+    /* zero-shot captioning with the template: image, then "Caption:" and the query text */
+    {
+        Case q;
+        case_load(cJSON_GetObjectItem(cJSON_GetArrayItem(cases, 0), "parts"), &q);
+        EgRequest treq = {.parts = q.parts, .n_parts = 2, .use_template = 1};
+        treq.gen.max_new_tokens = 4;
+        eg_sampling_params_default(&treq.gen.sampling);
+        EgGenerateResult tr;
+        EgRequestStats ts = {0};
+        EgStatus tst = eg_engine_generate(e, &treq, NULL, NULL, &tr, &ts, &err);
+        CHECK(tst == EG_STATUS_OK && ts.images == 1 && ts.prompt_tokens > 4, "template: %s",
+              err.msg);
+        if (tst == EG_STATUS_OK) eg_generate_result_free(&tr);
+        case_free(&q);
+    }
 
     /* three images where the engine allows two */
     Case c;

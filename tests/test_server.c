@@ -263,6 +263,10 @@ static void test_health_info_auth(void) {
                 CHECK(info->n_template_stop == 1 && strcmp(info->template_stop[0], "\n") == 0 &&
                           strstr(info->prompt_template, "Output: {text}"),
                       "template %s", info->prompt_template);
+                /* the demo folder ships its template file */
+                CHECK(strncmp(info->prompt_template_name, "file:", 5) == 0 &&
+                          strstr(info->prompt_template_name, "shapes-idefics/egret_template.json"),
+                      "template name %s", info->prompt_template_name);
                 CHECK(info->limits && info->limits->max_queue == 3 &&
                           info->limits->max_images == described.limits.max_images &&
                           info->limits->context_length == described.limits.context_length &&
