@@ -8,6 +8,7 @@
  *    1e-4 (max|a−b| / max|b|), then greedy decoding equal to HF's generated_ids, in fp32; again
  *    with the images' entries taken from copies kept as the image cache keeps them; and the
  *    text-only prompt decoded in one batch with the image prompt (forward_batch) giving HF's ids;
+ *    a copy of a prompt's first tokens (copy_prefix), continued, gives the same logits;
  *  - the processor's prompt rules (families/mllama/prompt.h) with the Llama 3 test tokenizer. */
 #include <math.h>
 #include <stdlib.h>
@@ -227,6 +228,24 @@ static void run_checkpoint(const char *name) {
     if (rc == 0) {
         double e = rel_error(logits, gd.logits + (size_t)(gd.T - n) * gd.V, (size_t)n * gd.V);
         CHECK(e <= 1e-4, "%s: logits relative error %.3g > 1e-4", name, e);
+        /* a copy of the first n − 3 tokens (what the prefix cache lends), its images from the
+         * kept entries, continued with the last 3: the same last logits */
+        uint32_t keep = n - 3;
+        EgFamilySeq *c = eg_fseq_copy_prefix(s, keep, cap, &err);
+        float *last = malloc(gd.V * sizeof *last);
+        const EgBuffer *kept_entries[8] = {0};
+        for (uint32_t i = 0; i < n_images; i++)
+            kept_entries[i] = &kept[i];
+        int crc = !c || !last ||
+                  eg_fseq_set_images_cached(c, n_images, kept_entries, NULL, NULL, &err) ||
+                  eg_fseq_forward(c, ids + keep, image + keep, 3, last, 0, &err);
+        CHECK(crc == 0, "%s: copy: %s", name, err.msg);
+        if (crc == 0) {
+            double ec = rel_error(last, logits + (size_t)(n - 1) * gd.V, gd.V);
+            CHECK(ec <= 1e-5, "%s: continued copy's logits differ (%.3g)", name, ec);
+        }
+        free(last);
+        eg_fseq_free(c);
         memmove(logits, logits + (size_t)(n - 1) * gd.V, gd.V * sizeof *logits);
         CHECK(greedy(s, logits, gd.V, got, NEW_TOKENS, &err) == 0, "%s: %s", name, err.msg);
         CHECK(same_ids(got, gd.generated, NEW_TOKENS), "%s: greedy ids differ from HF's", name);
