@@ -22,8 +22,31 @@ static void usage(FILE *f) {
             "  --images N         number of images in FILE\n"
             "  --generate N       greedy-decode N tokens and print their ids\n"
             "  --all-logits       print the argmax and top logit at every position\n"
+            "  --logits-out FILE  write every position's logits to FILE as safetensors (one\n"
+            "                     float32 tensor \"logits\" [tokens][vocab]), to compare with\n"
+            "                     any reference from outside\n"
             "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n"
             "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
+}
+
+/* A safetensors file holding one float32 tensor "logits" [rows][cols] (little-endian hosts, as
+ * every target is): the 8-byte header length, the JSON header padded to 8 bytes, the data. */
+static int write_logits(const char *path, const float *logits, size_t rows, size_t cols) {
+    char header[256];
+    size_t bytes = rows * cols * sizeof *logits;
+    int len = snprintf(header, sizeof header,
+                       "{\"logits\":{\"dtype\":\"F32\",\"shape\":[%zu,%zu],"
+                       "\"data_offsets\":[0,%zu]}}",
+                       rows, cols, bytes);
+    while (len % 8)
+        header[len++] = ' ';
+    uint64_t n = (uint64_t)len;
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(&n, 8, 1, f) == 1 && fwrite(header, 1, (size_t)len, f) == (size_t)len &&
+             fwrite(logits, 1, bytes, f) == bytes;
+    if (f && fclose(f)) ok = 0;
+    if (!ok) fprintf(stderr, "egret: cannot write %s\n", path);
+    return ok ? 0 : -1;
 }
 
 /* Greedy choice: the highest logit, the lowest id on ties. */
@@ -35,20 +58,16 @@ static int32_t argmax(const float *logits, uint32_t n) {
 }
 
 int cli_forward(int argc, char **argv) {
-    static struct option longopts[] = {{"model", required_argument, 0, 'm'},
-                                       {"ids", required_argument, 0, 'i'},
-                                       {"image-of", required_argument, 0, 'o'},
-                                       {"pixels", required_argument, 0, 'p'},
-                                       {"images", required_argument, 0, 'n'},
-                                       {"generate", required_argument, 0, 'g'},
-                                       {"all-logits", no_argument, 0, 'a'},
-                                       {"fp32", no_argument, 0, 'f'},
-                                       {"device", required_argument, 0, 'D'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},    {"ids", required_argument, 0, 'i'},
+        {"image-of", required_argument, 0, 'o'}, {"pixels", required_argument, 0, 'p'},
+        {"images", required_argument, 0, 'n'},   {"generate", required_argument, 0, 'g'},
+        {"all-logits", no_argument, 0, 'a'},     {"logits-out", required_argument, 0, 'L'},
+        {"fp32", no_argument, 0, 'f'},           {"device", required_argument, 0, 'D'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     const char *model_dir = cli_default_model(), *ids_s = NULL, *img_s = NULL, *pix_path = NULL;
     long n_images = 0, n_generate = 0;
-    const char *device = NULL;
+    const char *device = NULL, *logits_out = NULL;
     int all_logits = 0, fp32 = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -73,6 +92,9 @@ int cli_forward(int argc, char **argv) {
             break;
         case 'a':
             all_logits = 1;
+            break;
+        case 'L':
+            logits_out = optarg;
             break;
         case 'f':
             fp32 = 1;
@@ -135,10 +157,13 @@ int cli_forward(int argc, char **argv) {
     s = eg_fseq_new(m, (uint32_t)(n + n_generate + 1), &err);
     logits = malloc((size_t)n * vocab * sizeof *logits);
     if (!s || !logits || eg_fseq_set_images(s, pixels, (uint32_t)n_images, &err) ||
-        eg_fseq_forward(s, ids, img, (uint32_t)n, logits, all_logits, &err)) {
+        eg_fseq_forward(s, ids, img, (uint32_t)n, logits, all_logits || logits_out, &err)) {
         fprintf(stderr, "egret: %s\n", err.msg);
         goto done;
     }
+    if (logits_out && write_logits(logits_out, logits, (size_t)n, vocab)) goto done;
+    if (logits_out && !all_logits) /* the rows below read the last position's */
+        memmove(logits, logits + (size_t)(n - 1) * vocab, vocab * sizeof *logits);
     for (long t = 0; t < (all_logits ? n : 1); t++) {
         const float *row = logits + (size_t)t * vocab;
         int32_t best = argmax(row, vocab);
