@@ -264,11 +264,11 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
 }
 
 const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
-                                              size_t n_extra) {
+                                              const EgImageKey *unimaged, size_t n_extra) {
     const EgImageKey **tk = calloc(prompt->n_tokens + n_extra + 1, sizeof *tk);
     for (size_t t = 0; tk && t < prompt->n_tokens + n_extra; t++) {
         int32_t img = prompt->image_index[t < prompt->n_tokens ? t : prompt->n_tokens - 1];
-        tk[t] = img >= 0 ? &keys[img] : NULL;
+        tk[t] = img >= 0 ? &keys[img] : unimaged;
     }
     return tk;
 }

@@ -47,7 +47,15 @@ static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *p
     uint32_t n_prompt = (uint32_t)j->prompt.n_tokens, n_images = j->a.n_images;
     /* capacities in steps of 64 tokens, so kept sequences fit later requests of similar size */
     uint32_t capacity = (n_prompt + j->gen.max_new_tokens + 63) / 64 * 64;
-    j->token_keys = eg_engine_token_image_keys(&j->prompt, j->keys, j->gen.max_new_tokens);
+    /* keys[n_images] (the spare slot): all the images' keys hashed together, for the tokens
+     * before the first image where the family says they read every image */
+    const EgImageKey *unimaged = NULL;
+    if (e->model->info.text_before_image_sees_images && n_images) {
+        eg_image_key(j->keys, n_images * sizeof *j->keys, UINT32_MAX, &j->keys[n_images]);
+        unimaged = &j->keys[n_images];
+    }
+    j->token_keys =
+        eg_engine_token_image_keys(&j->prompt, j->keys, unimaged, j->gen.max_new_tokens);
     const EgBuffer **store = calloc(n_images + 1, sizeof *store);
     if (!j->token_keys || !store) {
         free(store);

@@ -38,6 +38,10 @@ typedef struct EgFamilyInfo {
     uint32_t max_position_embeddings;
     uint32_t max_batch;  /* sequences one forward_batch may advance */
     uint32_t max_images; /* images one sequence may attend to (its scratch is sized for them) */
+    /* 1: a token before the sequence's first image still reads all its images (mllama: HF adds
+     * such a row's unmasked cross-attention), so its state depends on every image: the prefix
+     * cache must not share it between requests with other images */
+    int text_before_image_sees_images;
     int32_t eos[EG_FAMILY_MAX_EOS]; /* ids that end generation */
     uint32_t n_eos;
     EgVk *vk;   /* the device, for the caches' buffers */

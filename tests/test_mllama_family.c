@@ -228,6 +228,23 @@ static void run_checkpoint(const char *name) {
     if (rc == 0) {
         double e = rel_error(logits, gd.logits + (size_t)(gd.T - n) * gd.V, (size_t)n * gd.V);
         CHECK(e <= 1e-4, "%s: logits relative error %.3g > 1e-4", name, e);
+        /* the first token (before any image) reads the images all the same (HF's unmasked
+         * rows): with only the last image set its logits differ. This is why the engine's prefix
+         * cache keys such tokens by all the request's images
+         * (EgFamilyInfo.text_before_image_sees_images). */
+        EgFamilySeq *o = eg_fseq_new(m, cap, &err);
+        float *first = malloc(gd.V * sizeof *first);
+        const EgBuffer *one[1] = {&kept[n_images - 1]};
+        int orc = !o || !first || eg_fseq_set_images_cached(o, 1, one, NULL, NULL, &err) ||
+                  eg_fseq_forward(o, ids, image, 1, first, 0, &err);
+        CHECK(orc == 0, "%s: one image: %s", name, err.msg);
+        if (orc == 0 && n_images > 1) {
+            double eo = rel_error(first, logits, gd.V);
+            CHECK(eo > 1e-3, "%s: the first token's logits do not depend on the images (%.3g)",
+                  name, eo);
+        }
+        free(first);
+        eg_fseq_free(o);
         /* a copy of the first n − 3 tokens (what the prefix cache lends), its images from the
          * kept entries, continued with the last 3: the same last logits */
         uint32_t keep = n - 3;

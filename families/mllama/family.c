@@ -128,6 +128,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         .max_batch =
             sv->text.max_chunk < EG_FAMILY_MAX_BATCH ? sv->text.max_chunk : EG_FAMILY_MAX_BATCH,
         .max_images = sv->max_images,
+        .text_before_image_sees_images = 1,
         .n_eos = sv->n_eos,
         .vk = &sv->m->vk,
         .ops = &sv->m->ops,
