@@ -27,15 +27,21 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
                 : EG_ENGINE_REQUEST_PIXELS_FACTOR * e->limits.image.max_pixels;
     char path[1200];
     snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    e->model = eg_model_load(model_dir, &opt->model, err);
+    /* the model's per-sequence scratch is sized for the request limit's image count */
+    EgModelOptions mo = opt->model;
+    if (!mo.max_images) mo.max_images = e->limits.max_images;
+    e->model = eg_family_open(model_dir, &mo, err);
     if (e->model) e->tok = eg_tokenizer_load(path, err);
-    if (e->tok) e->tmpl = eg_template_for_model(model_dir, err);
+    if (e->tok) e->tmpl = eg_template_choose(model_dir, e->model->info.family, opt->template_path, err);
     if (!e->tmpl) {
         eg_engine_close(e);
         return NULL;
     }
     if (!e->limits.context_length)
-        e->limits.context_length = (uint32_t)e->model->cfg.max_position_embeddings;
+        e->limits.context_length = e->model->info.max_position_embeddings;
+    /* a sequence's scratch is sized for the family's image count: the limit cannot pass it */
+    if (e->limits.max_images > e->model->info.max_images)
+        e->limits.max_images = e->model->info.max_images;
     e->prefill_chunk = opt->prefill_chunk ? opt->prefill_chunk : 256;
     const EgEngineCaches *c = &opt->caches;
     size_t image_mb = c->image_cache_mb < 0 ? 0 : c->image_cache_mb ? (size_t)c->image_cache_mb : 256;
@@ -59,7 +65,7 @@ EgEngine *eg_engine_open(const char *model_dir, const EgEngineOptions *opt, EgEr
         eg_engine_close(e);
         return NULL;
     }
-    e->step_logits = malloc((size_t)eg_sequence_max_batch(e->model) * e->model->vocab *
+    e->step_logits = malloc((size_t)e->model->info.max_batch * e->model->info.vocab *
                             sizeof *e->step_logits);
     if (!e->image_cache || !e->prefix_cache || !e->step_logits) {
         eg_fail(err, "out of host memory");
@@ -93,7 +99,7 @@ void eg_engine_close(EgEngine *e) {
     free(e->step_logits);
     eg_template_free(e->tmpl);
     eg_tokenizer_free(e->tok);
-    eg_model_free(e->model);
+    eg_family_close(e->model);
     free(e);
 }
 
@@ -109,17 +115,17 @@ EgStatus eg_engine_status(const EgError *err, EgStatus plain) {
 }
 
 void eg_engine_describe(const EgEngine *e, EgEngineInfo *out) {
-    const EgModelConfig *cfg = &e->model->cfg;
+    const EgFamilyInfo *info = &e->model->info;
     *out = (EgEngineInfo){
-        .model_dir = e->model->dir,
-        .architecture = cfg->architecture,
-        .image_size = (uint32_t)cfg->vision.image_size,
-        .vocab_size = (uint32_t)(cfg->vocab_size + cfg->additional_vocab_size),
-        .device = e->model->vk.props.deviceName,
-        .precision = e->model->ops.f16 ? "fp16" : "fp32",
+        .model_dir = info->dir,
+        .architecture = info->architecture,
+        .image_size = info->image_size,
+        .vocab_size = info->vocab,
+        .device = info->vk->props.deviceName,
+        .precision = info->ops->f16 ? "fp16" : "fp32",
         .limits = e->limits,
         .prefill_chunk = e->prefill_chunk,
-        .max_batch = eg_sequence_max_batch(e->model),
+        .max_batch = info->max_batch,
         .prompt_template = e->tmpl,
     };
 }
@@ -129,7 +135,9 @@ void eg_engine_tidy(EgEngine *e) {
 }
 
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *l) {
-    if (l->max_images) e->limits.max_images = l->max_images;
+    if (l->max_images)
+        e->limits.max_images =
+            l->max_images < e->model->info.max_images ? l->max_images : e->model->info.max_images;
     if (l->context_length) e->limits.context_length = l->context_length;
     if (l->max_new_tokens) e->limits.max_new_tokens = l->max_new_tokens;
     if (l->image.max_pixels) e->limits.image = l->image;
@@ -140,8 +148,8 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
     const EgImageCacheStats *ic = eg_image_cache_stats(e->image_cache);
     const EgPrefixCacheStats *pc = eg_prefix_cache_stats(e->prefix_cache);
     *out = (EgEngineStats){
-        .device_memory_bytes = atomic_load(&e->model->vk.device_bytes),
-        .device_memory_is_host = e->model->vk.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU,
+        .device_memory_bytes = atomic_load(&e->model->info.vk->device_bytes),
+        .device_memory_is_host = e->model->info.vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU,
         .images_decoded = atomic_load(&e->images_decoded),
         .image_cache_hits = atomic_load(&ic->hits),
         .image_cache_misses = atomic_load(&ic->misses),
@@ -153,7 +161,7 @@ void eg_engine_stats(const EgEngine *e, EgEngineStats *out) {
         .prefix_cache_entries = atomic_load(&pc->entries),
         .prefix_cache_bytes = atomic_load(&pc->bytes),
         .example_set_device_bytes = atomic_load(&ic->pinned_bytes) + atomic_load(&pc->pinned_bytes),
-        .pipelines_first_used = atomic_load(&e->model->vk.pipelines_first_used),
+        .pipelines_first_used = atomic_load(&e->model->info.vk->pipelines_first_used),
     };
     eg_example_sets_counts(e->example_sets, &out->example_sets, &out->example_set_bytes,
                            &out->example_sets_budget, &out->max_example_sets);
@@ -256,11 +264,11 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
 }
 
 const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
-                                              size_t n_extra) {
+                                              const EgImageKey *unimaged, size_t n_extra) {
     const EgImageKey **tk = calloc(prompt->n_tokens + n_extra + 1, sizeof *tk);
     for (size_t t = 0; tk && t < prompt->n_tokens + n_extra; t++) {
         int32_t img = prompt->image_index[t < prompt->n_tokens ? t : prompt->n_tokens - 1];
-        tk[t] = img >= 0 ? &keys[img] : NULL;
+        tk[t] = img >= 0 ? &keys[img] : unimaged;
     }
     return tk;
 }

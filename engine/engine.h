@@ -53,6 +53,9 @@ typedef struct EgEngineOptions {
     /* Prompt tokens fed per eg_engine_step (chunked prefill): a long prompt is split so that
      * the requests already decoding keep getting tokens. 0: the default, 256. */
     uint32_t prefill_chunk;
+    /* A template file (--template) over the folder's egret_template.json and the built-ins
+     * (language/template.h eg_template_choose). NULL: none. */
+    const char *template_path;
 } EgEngineOptions;
 
 /* A loaded model with its tokenizer, template, limits and caches. Opaque: callers see it through
@@ -78,8 +81,9 @@ typedef struct EgEngineInfo {
 } EgEngineInfo;
 void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
 
-/* Replaces the limits (zero fields keep the current ones): for a server whose operator changes
- * them, and for tests. Not while requests are being checked on another thread. */
+/* Replaces the limits (zero fields keep the current ones; max_images stays within what the model
+ * was opened for): for a server whose operator changes them, and for tests. Not while requests
+ * are being checked on another thread. */
 void eg_engine_set_limits(EgEngine *e, const EgEngineLimits *limits);
 
 /* Empties the image and prefix caches and zeroes the counters of work done (images decoded,
@@ -149,7 +153,7 @@ EgStatus eg_engine_generate(EgEngine *e, const EgRequest *req, EgTokenCallback c
  *   eg_engine_begin    checks and prepares a request (images, prompt, prefix reuse);
  *                      on OK *job is ready (it is eg_engine_admit, eg_engine_decode and
  *                      eg_engine_start below, in a row)
- *   eg_engine_step     advances up to eg_sequence_max_batch jobs: first feeds prompts (at
+ *   eg_engine_step     advances up to EgFamilyInfo.max_batch jobs: first feeds prompts (at
  *                      most prefill_chunk tokens in all, in the order given), then moves every
  *                      job whose prompt is in by one token, in one batched forward; tokens
  *                      reach each job's callback; finished jobs are skipped. Returns -1 only

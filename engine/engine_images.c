@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "engine/engine_internal.h"
-#include "vision/preprocess.h"
+#include "vision/image_decode.h"
 
 EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err) {
     uint64_t total = 0;
@@ -51,13 +51,14 @@ static int poll_stop(void *arg) {
     return s->fired;
 }
 
-/* Decodes and normalizes image i into its pixel slot: 0, or -1 with j->err set. */
-static int load(EgEngineJob *j, uint32_t i, const EgPreprocessConfig *cfg) {
+/* Decodes and preprocesses image i into its pixel slot: 0, or -1 with j->err set. */
+static int load(EgEngineJob *j, uint32_t i, Stop *s) {
     EgEngine *e = j->e;
-    size_t per = 3 * (size_t)cfg->size * (size_t)cfg->size;
+    size_t per = e->model->info.image_floats;
     EgImage img = {0};
     int rc = eg_image_decode(j->a.images[i], j->a.image_lens[i], &e->limits.image, &img, &j->err);
-    if (rc == 0) rc = eg_preprocess_image_cfg(&img, cfg, j->pixels + i * per, &j->err);
+    if (rc == 0)
+        rc = eg_family_preprocess(e->model, &img, j->pixels + i * per, poll_stop, s, &j->err);
     eg_image_free(&img);
     return rc;
 }
@@ -65,8 +66,8 @@ static int load(EgEngineJob *j, uint32_t i, const EgPreprocessConfig *cfg) {
 void eg_engine_decode(EgEngineJob *j, int (*stop)(void *user), void *stop_user) {
     EgEngine *e = j->e;
     if (j->failed || j->g) return;
-    uint32_t size = (uint32_t)e->model->cfg.vision.image_size, n = j->a.n_images;
-    size_t per = 3 * (size_t)size * size;
+    uint32_t n = j->a.n_images;
+    size_t per = e->model->info.image_floats;
     if (!j->pixels) j->pixels = malloc((n ? n : 1) * per * sizeof *j->pixels);
     if (!j->pixels) {
         eg_fail(&j->err, "out of host memory");
@@ -74,16 +75,12 @@ void eg_engine_decode(EgEngineJob *j, int (*stop)(void *user), void *stop_user) 
         return;
     }
     Stop s = {stop, stop_user, 0};
-    EgPreprocessConfig cfg;
-    eg_preprocess_config_default(&cfg, (int)size);
-    cfg.stop = poll_stop;
-    cfg.stop_user = &s;
     uint32_t decoded = 0, todo = 0;
     for (uint32_t i = 0; i < n; i++)
         todo += j->image_state[i] == IMAGE_MISSING;
     for (uint32_t i = 0; i < n; i++) {
         if (j->image_state[i] != IMAGE_MISSING) continue;
-        int rc = poll_stop(&s) ? -1 : load(j, i, &cfg);
+        int rc = poll_stop(&s) ? -1 : load(j, i, &s);
         if (rc && s.fired) {
             eg_fail(&j->err, "stopped while decoding images (%u of %u decoded)", decoded, todo);
             eg_engine_job_fail(j, EG_STATUS_CANCELLED);

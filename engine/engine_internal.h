@@ -13,7 +13,7 @@
 #include "language/prompt.h"
 
 struct EgEngine {
-    EgModel *model;
+    EgFamilyModel *model;
     EgTokenizer *tok;
     EgTemplate *tmpl;
     EgEngineLimits limits;
@@ -50,10 +50,12 @@ EgStatus eg_engine_assemble(EgEngine *e, const EgRequest *req, Assembled *a, EgE
 /* Reads every image's header: per-image limits and format errors name the image; the sizes
  * declared in all must fit limits.max_request_pixels. Nothing is decoded. */
 EgStatus eg_engine_check_images(EgEngine *e, const Assembled *a, EgError *err);
-/* Per token, the key of the image it attends to (NULL: none): the prompt's tokens, then n_extra
- * generated ones, which attend to the image the prompt's last token saw. */
+/* Per token, the key of the image it attends to: the prompt's tokens, then n_extra generated
+ * ones, which attend to the image the prompt's last token saw. A token before any image gets
+ * `unimaged` (NULL: none; a key standing for all the request's images where the family says
+ * such tokens read them all). */
 const EgImageKey **eg_engine_token_image_keys(const EgPrompt *prompt, const EgImageKey *keys,
-                                              size_t n_extra);
+                                              const EgImageKey *unimaged, size_t n_extra);
 
 /* Where each of a job's images stands before the job starts. */
 enum { IMAGE_MISSING = 0, IMAGE_CACHED = 1, IMAGE_DECODED = 2 };
@@ -65,7 +67,7 @@ struct EgEngineJob {
     EgPrompt prompt;
     EgImageKey *keys;
     const EgImageKey **token_keys;
-    EgSequence *seq;
+    EgFamilySeq *seq;
     EgGeneration *g; /* NULL until eg_engine_start */
     EgTokenCallback cb;
     void *user;

@@ -27,7 +27,7 @@ static void job_free(EgEngineJob *j) {
     free_images(j);
     eg_example_set_release(j->e->example_sets, j->set, j->e->image_cache, j->e->prefix_cache);
     eg_generation_free(j->g);
-    eg_sequence_free(j->seq);
+    eg_fseq_free(j->seq);
     free(j->stops);
     eg_prompt_free(&j->prompt);
     free(j->keys);
@@ -47,7 +47,15 @@ static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *p
     uint32_t n_prompt = (uint32_t)j->prompt.n_tokens, n_images = j->a.n_images;
     /* capacities in steps of 64 tokens, so kept sequences fit later requests of similar size */
     uint32_t capacity = (n_prompt + j->gen.max_new_tokens + 63) / 64 * 64;
-    j->token_keys = eg_engine_token_image_keys(&j->prompt, j->keys, j->gen.max_new_tokens);
+    /* keys[n_images] (the spare slot): all the images' keys hashed together, for the tokens
+     * before the first image where the family says they read every image */
+    const EgImageKey *unimaged = NULL;
+    if (e->model->info.text_before_image_sees_images && n_images) {
+        eg_image_key(j->keys, n_images * sizeof *j->keys, UINT32_MAX, &j->keys[n_images]);
+        unimaged = &j->keys[n_images];
+    }
+    j->token_keys =
+        eg_engine_token_image_keys(&j->prompt, j->keys, unimaged, j->gen.max_new_tokens);
     const EgBuffer **store = calloc(n_images + 1, sizeof *store);
     if (!j->token_keys || !store) {
         free(store);
@@ -57,10 +65,10 @@ static int prepare(EgEngineJob *j, const EgBuffer *const *cached, const float *p
     j->seq = eg_prefix_cache_take(e->prefix_cache, j->prompt.ids, j->token_keys, n_prompt,
                                   capacity, MIN_SHARED_TOKENS, &n_shared);
     if (j->set) eg_example_set_note_start(j->set, j->set_warmup, n_shared, set_images_cached);
-    if (!j->seq) j->seq = eg_sequence_new(e->model, capacity, err);
+    if (!j->seq) j->seq = eg_fseq_new(e->model, capacity, err);
     for (uint32_t i = 0; j->seq && i < n_images; i++)
         store[i] = cached[i] ? NULL : eg_image_cache_reserve(e->image_cache, &j->keys[i]);
-    int rc = !j->seq || eg_sequence_set_images_cached(j->seq, n_images, cached, pixels, store, err);
+    int rc = !j->seq || eg_fseq_set_images_cached(j->seq, n_images, cached, pixels, store, err);
     for (uint32_t i = 0; rc && i < n_images; i++)
         if (store[i]) eg_image_cache_drop(e->image_cache, &j->keys[i]);
     free(store);
@@ -144,15 +152,14 @@ EgStatus eg_engine_admit(EgEngine *e, const EgRequest *req, EgTokenCallback cb, 
         if (!j->keys || !j->image_state) st = NO_MEMORY(err);
     }
     for (uint32_t i = 0; st == EG_STATUS_OK && i < a->n_images; i++) {
-        eg_image_key(a->images[i], a->image_lens[i], (uint32_t)e->model->cfg.vision.image_size,
+        eg_image_key(a->images[i], a->image_lens[i], e->model->info.image_size,
                      &j->keys[i]);
         j->image_state[i] =
             eg_image_cache_contains(e->image_cache, &j->keys[i]) ? IMAGE_CACHED : IMAGE_MISSING;
     }
     if (st == EG_STATUS_OK) st = eg_engine_check_images(e, a, err);
     if (st == EG_STATUS_OK) {
-        EgPromptOptions po = eg_prompt_default_options();
-        if (eg_prompt_build(e->tok, a->list.parts, a->list.n, &po, &j->prompt, err))
+        if (eg_family_prompt(e->model, e->tok, a->list.parts, a->list.n, &j->prompt, err))
             st = EG_STATUS_INVALID_ARGUMENT;
     }
     if (st == EG_STATUS_OK &&
@@ -191,8 +198,8 @@ int eg_engine_job_needs_pixels(const EgEngineJob *j) {
 void eg_engine_start(EgEngineJob *j) {
     if (j->failed || j->g) return;
     EgEngine *e = j->e;
-    uint32_t n = j->a.n_images, size = (uint32_t)e->model->cfg.vision.image_size;
-    size_t per = 3 * (size_t)size * size;
+    uint32_t n = j->a.n_images;
+    size_t per = e->model->info.image_floats;
     /* The cache is asked again: entries come and go while a job's images are decoded. An image
      * cached meanwhile is taken from the cache; one evicted meanwhile must be decoded after all. */
     for (uint32_t i = 0; i < n; i++)
@@ -263,10 +270,10 @@ void eg_engine_cancel(EgEngineJob *j) {
 }
 
 int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *err) {
-    EgEngineJob *want[EG_SEQUENCE_MAX_BATCH];
-    EgSequence *seqs[EG_SEQUENCE_MAX_BATCH];
-    int32_t ids[EG_SEQUENCE_MAX_BATCH];
-    uint32_t n = 0, max = eg_sequence_max_batch(e->model);
+    EgEngineJob *want[EG_FAMILY_MAX_BATCH];
+    EgFamilySeq *seqs[EG_FAMILY_MAX_BATCH];
+    int32_t ids[EG_FAMILY_MAX_BATCH];
+    uint32_t n = 0, max = e->model->info.max_batch;
     if (k > max) return eg_fail(err, "%u jobs in one step; at most %u", k, max);
     /* Prompts first, at most prefill_chunk tokens in all per step (chunked prefill): a long
      * prompt takes several steps, and the jobs already decoding get a token in each of them. */
@@ -298,7 +305,7 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     }
     if (n == 0) return 0;
     if (n == 1) { /* alone, the single-sequence path (the same result, one fewer copy) */
-        if (eg_sequence_forward(seqs[0], &ids[0], NULL, 1, eg_generation_logits(want[0]->g), 0,
+        if (eg_fseq_forward(seqs[0], &ids[0], NULL, 1, eg_generation_logits(want[0]->g), 0,
                                 &want[0]->err)) {
             eg_engine_job_fail(want[0], eg_engine_status(&want[0]->err, EG_STATUS_INTERNAL));
         }
@@ -306,14 +313,14 @@ int eg_engine_step(EgEngine *e, EgEngineJob *const *jobs, uint32_t k, EgError *e
     }
     float *logits = e->step_logits;
     EgError ferr = {0};
-    int rc = eg_sequence_forward_batch(seqs, n, ids, logits, &ferr);
+    int rc = eg_fseq_forward_batch(seqs, n, ids, logits, &ferr);
     for (uint32_t b = 0; b < n; b++) {
         if (rc) {
             eg_engine_job_fail(want[b], eg_engine_status(&ferr, EG_STATUS_INTERNAL));
             want[b]->err = ferr;
         } else {
-            memcpy(eg_generation_logits(want[b]->g), logits + (size_t)b * e->model->vocab,
-                   e->model->vocab * sizeof *logits);
+            memcpy(eg_generation_logits(want[b]->g), logits + (size_t)b * e->model->info.vocab,
+                   e->model->info.vocab * sizeof *logits);
         }
     }
     return 0;

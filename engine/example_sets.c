@@ -222,8 +222,7 @@ static EgStatus check_pairs(EgEngine *e, const EgRequestExample *pairs, size_t n
     EgStatus st = eg_engine_assemble(e, &req, &a, err);
     if (st == EG_STATUS_OK) st = eg_engine_check_images(e, &a, err);
     if (st == EG_STATUS_OK) {
-        EgPromptOptions po = eg_prompt_default_options();
-        if (eg_prompt_build(e->tok, a.list.parts, a.list.n, &po, &prompt, err))
+        if (eg_family_prompt(e->model, e->tok, a.list.parts, a.list.n, &prompt, err))
             st = EG_STATUS_INVALID_ARGUMENT;
     }
     if (st == EG_STATUS_OK) {
@@ -300,8 +299,8 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
     uint64_t charge = sizeof(EgExampleSet) + n * (sizeof(EgRequestExample) + sizeof(EgImageKey));
     for (size_t i = 0; i < n; i++)
         charge += pairs[i].image_len + pairs[i].text_len + 1;
-    charge += n * (uint64_t)eg_image_cache_entry_elems(e->model) * (e->model->ops.f16 ? 2 : 4);
-    charge += eg_sequence_kv_bytes(e->model, prefix_tokens) + prefix_tokens * sizeof(int32_t);
+    charge += n * (uint64_t)e->model->info.image_cache_elems * (e->model->info.ops->f16 ? 2 : 4);
+    charge += eg_fseq_kv_bytes(e->model, prefix_tokens) + prefix_tokens * sizeof(int32_t);
 
     /* Made whole before the lock (copying and hashing megabytes of images there would stall
      * the engine's lookups); a client that loses a race to create the same set throws its
@@ -320,7 +319,7 @@ EgStatus eg_engine_example_set_create(EgEngine *e, const EgRequestExample *pairs
     snprintf(made->template_name, sizeof made->template_name, "%s", template_name);
     made->n = n;
     for (size_t i = 0; i < n; i++)
-        eg_image_key(pairs[i].image, pairs[i].image_len, (uint32_t)e->model->cfg.vision.image_size,
+        eg_image_key(pairs[i].image, pairs[i].image_len, e->model->info.image_size,
                      &made->keys[i]);
     made->prefix_tokens = prefix_tokens;
     made->prefix_ids = prefix_ids;
@@ -458,11 +457,11 @@ void eg_example_set_note_start(EgExampleSet *s, int warmup, uint32_t n_shared, i
     if (images_cached && n_shared >= s->prefix_tokens) atomic_fetch_add(&s->hits, 1);
 }
 
-void eg_example_set_keep_prefix(EgExampleSet *s, EgPrefixCache *pc, const EgSequence *seq,
+void eg_example_set_keep_prefix(EgExampleSet *s, EgPrefixCache *pc, const EgFamilySeq *seq,
                                 const int32_t *ids, const EgImageKey *const *image_keys) {
     /* the request's prompt must start with the set's own prefix: a template may put query text
      * before the query image, and that text is no part of the set */
-    if (s->prefix || seq->n_past < s->prefix_tokens ||
+    if (s->prefix || eg_fseq_n_past(seq) < s->prefix_tokens ||
         memcmp(ids, s->prefix_ids, s->prefix_tokens * sizeof *ids) != 0)
         return;
     size_t bytes = 0;

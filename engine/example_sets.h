@@ -34,7 +34,7 @@ int eg_example_set_attach(EgExampleSet *s, EgImageCache *ic);
 void eg_example_set_note_start(EgExampleSet *s, int warmup, uint32_t n_shared, int images_cached);
 /* Engine's thread, when a request using the set ended well: pins its prefix (the first
  * prefix_tokens tokens of seq, whose ids and image keys are given) unless already pinned. */
-void eg_example_set_keep_prefix(EgExampleSet *s, EgPrefixCache *pc, const EgSequence *seq,
+void eg_example_set_keep_prefix(EgExampleSet *s, EgPrefixCache *pc, const EgFamilySeq *seq,
                                 const int32_t *ids, const EgImageKey *const *image_keys);
 /* Engine's thread: frees the deleted sets no request holds. */
 void eg_example_sets_tidy(EgExampleSets *r, EgImageCache *ic, EgPrefixCache *pc);

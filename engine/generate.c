@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "families/idefics/sequence.h"
 #include "runtime/buf.h"
 #include "runtime/clock.h"
 
@@ -66,16 +65,16 @@ static size_t longest_stop(const EgGenerateParams *p) {
     return n;
 }
 
-int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
+int eg_generate(EgFamilyModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 const int32_t *image_of_token, uint32_t n_prompt, const float *pixels,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err) {
     memset(out, 0, sizeof *out);
     double t0 = eg_now_s();
     uint32_t max_new = params->max_new_tokens;
-    EgSequence *seq = eg_sequence_new(m, n_prompt + (max_new ? max_new : 1), err);
-    if (!seq || eg_sequence_set_images(seq, pixels, n_images, err)) {
-        eg_sequence_free(seq);
+    EgFamilySeq *seq = eg_fseq_new(m, n_prompt + (max_new ? max_new : 1), err);
+    if (!seq || eg_fseq_set_images(seq, pixels, n_images, err)) {
+        eg_fseq_free(seq);
         return -1;
     }
     double images_s = eg_now_s() - t0;
@@ -85,12 +84,12 @@ int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
         out->prefill_s += images_s;
         out->total_s += images_s;
     }
-    eg_sequence_free(seq);
+    eg_fseq_free(seq);
     return rc;
 }
 
 struct EgGeneration {
-    EgSequence *seq;
+    EgFamilySeq *seq;
     const EgGenerateParams *params;
     EgTokenCallback cb;
     void *user;
@@ -99,10 +98,14 @@ struct EgGeneration {
     float *logits;    /* the logits of the last token fed */
     int32_t *context; /* prompt + generated ids */
     size_t n_context, n_prompt;
+    /* what the repetition penalty sees: the context without input-only ids past the logits
+     * (mllama's <|image|> is the embedding row after the vocabulary: it has no logit) */
+    int32_t *seen;
+    size_t n_seen;
     int32_t *image_of_token; /* the prompt's (NULL: text only) */
     size_t n_prefilled;      /* prompt tokens in the KV cache (eg_generation_prefill) */
     uint32_t step;
-    int32_t eos;
+    const EgFamilyModel *m; /* which ids end the generation */
     size_t stop_len;
     TextState text;
     int finished;
@@ -115,6 +118,7 @@ void eg_generation_free(EgGeneration *g) {
     if (!g) return;
     eg_buf_free(&g->text.b);
     free(g->context);
+    free(g->seen);
     free(g->image_of_token);
     free(g->logits);
     eg_decode_stream_free(g->ds);
@@ -122,12 +126,12 @@ void eg_generation_free(EgGeneration *g) {
     free(g);
 }
 
-EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
+EgGeneration *eg_generation_begin(EgFamilySeq *seq, const EgTokenizer *tok,
                                   const int32_t *prompt_ids, const int32_t *image_of_token,
                                   uint32_t n_prompt, uint32_t n_cached,
                                   const EgGenerateParams *params, EgTokenCallback cb, void *user,
                                   EgError *err) {
-    EgModel *m = seq->m;
+    const EgFamilyModel *m = seq->m;
     if (eg_sampling_params_validate(&params->sampling, err)) return NULL;
     for (size_t i = 0; i < params->n_stop; i++)
         if (!params->stop[i] || !params->stop[i][0]) {
@@ -139,7 +143,7 @@ EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
         return NULL;
     }
     if (n_cached >= n_prompt) n_cached = n_prompt - 1; /* the last token yields the logits */
-    if (n_cached > seq->n_past) {
+    if (n_cached > eg_fseq_n_past(seq)) {
         eg_fail(err, "the sequence holds fewer cached tokens");
         return NULL;
     }
@@ -153,26 +157,29 @@ EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
     g->params = params;
     g->cb = cb;
     g->user = user;
-    g->sampler = eg_sampler_new(&params->sampling, (int)m->vocab);
+    g->sampler = eg_sampler_new(&params->sampling, (int)m->info.vocab);
     g->ds = eg_decode_stream_new(tok, 1);
-    g->logits = malloc(m->vocab * sizeof *g->logits);
+    g->logits = malloc(m->info.vocab * sizeof *g->logits);
     g->context = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->context);
+    g->seen = malloc((n_prompt + params->max_new_tokens + 1) * sizeof *g->seen);
     g->image_of_token = image_of_token ? malloc(n_prompt * sizeof *g->image_of_token) : NULL;
-    if (!g->sampler || !g->ds || !g->logits || !g->context ||
+    if (!g->sampler || !g->ds || !g->logits || !g->context || !g->seen ||
         (image_of_token && !g->image_of_token)) {
         eg_fail(err, "out of host memory");
         eg_generation_free(g);
         return NULL;
     }
     memcpy(g->context, prompt_ids, n_prompt * sizeof *g->context);
+    for (uint32_t t = 0; t < n_prompt; t++)
+        if (prompt_ids[t] < (int32_t)m->info.vocab) g->seen[g->n_seen++] = prompt_ids[t];
     if (image_of_token)
         memcpy(g->image_of_token, image_of_token, n_prompt * sizeof *g->image_of_token);
     g->n_context = g->n_prompt = n_prompt;
-    g->eos = (int32_t)m->cfg.eos_token_id;
+    g->m = m;
     g->stop_len = longest_stop(params);
     g->finish = EG_FINISH_LENGTH;
     g->finished = params->max_new_tokens == 0;
-    seq->n_past = n_cached; /* what follows the shared prefix is recomputed */
+    eg_fseq_rewind(seq, n_cached); /* what follows the shared prefix is recomputed */
     g->n_prefilled = n_cached;
     return g;
 }
@@ -184,7 +191,7 @@ int eg_generation_prefill(EgGeneration *g, uint32_t max_tokens, EgError *err) {
     size_t at = g->n_prefilled;
     /* Only the last chunk's logits are used; the earlier ones' are computed and overwritten
      * (one row of the LM head per chunk). */
-    if (eg_sequence_forward(g->seq, g->context + at,
+    if (eg_fseq_forward(g->seq, g->context + at,
                             g->image_of_token ? g->image_of_token + at : NULL, n, g->logits, 0,
                             err))
         return -1;
@@ -196,7 +203,7 @@ uint32_t eg_generation_prefill_left(const EgGeneration *g) {
     return (uint32_t)(g->n_prompt - g->n_prefilled);
 }
 
-EgSequence *eg_generation_sequence(const EgGeneration *g) {
+EgFamilySeq *eg_generation_sequence(const EgGeneration *g) {
     return g->seq;
 }
 int eg_generation_finished(const EgGeneration *g) {
@@ -214,11 +221,12 @@ int eg_generation_advance(EgGeneration *g, EgError *err) {
     if (g->n_prefilled < g->n_prompt) return eg_fail(err, "the prompt is not prefilled yet");
     const EgGenerateParams *params = g->params;
     TextState *text = &g->text;
-    int32_t id = eg_sampler_next(g->sampler, g->logits, g->context, g->n_context, err);
+    int32_t id = eg_sampler_next(g->sampler, g->logits, g->seen, g->n_seen, err);
     if (id < 0) return -1;
     if (g->step++ == 0) g->prefill_s = eg_now_s() - g->t0;
     g->context[g->n_context++] = id;
-    if (id == g->eos && !params->ignore_eos) {
+    g->seen[g->n_seen++] = id;
+    if (eg_family_is_eos(g->m, id) && !params->ignore_eos) {
         g->finish = EG_FINISH_EOS;
         return g->finished = 1;
     }
@@ -282,7 +290,7 @@ int eg_generation_end(EgGeneration *g, EgGenerateResult *out, EgError *err) {
     return 0;
 }
 
-int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
+int eg_generate_on(EgFamilySeq *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
                    const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
                    const EgGenerateParams *params, EgTokenCallback cb, void *user,
                    EgGenerateResult *out, EgError *err) {
@@ -293,7 +301,7 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
     int rc = eg_generation_prefill(g, 0, err) < 0 ? -1 : 0;
     while (rc == 0 && (rc = eg_generation_advance(g, err)) == 0) {
         int32_t next = eg_generation_next_input(g);
-        if (eg_sequence_forward(seq, &next, NULL, 1, g->logits, 0, err)) {
+        if (eg_fseq_forward(seq, &next, NULL, 1, g->logits, 0, err)) {
             rc = -1;
             break;
         }

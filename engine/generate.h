@@ -10,8 +10,7 @@
 #ifndef EGRET_GENERATE_H
 #define EGRET_GENERATE_H
 
-#include "families/idefics/model.h"
-#include "families/idefics/sequence.h"
+#include "families/family.h"
 #include "language/sampling.h"
 #include "language/tokenizer.h"
 
@@ -48,25 +47,25 @@ typedef struct EgGenerateResult {
 
 void eg_generate_result_free(EgGenerateResult *r);
 
-/* prompt_ids / image_of_token: n_prompt entries (see families/idefics/sequence.h); pixels: n_images
- * normalized images [n][C][S][S]. On error nothing is allocated in *out. */
-int eg_generate(EgModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
+/* prompt_ids / image_of_token: n_prompt entries (see families/family.h); pixels: n_images
+ * preprocessed images (eg_family_preprocess). On error nothing is allocated in *out. */
+int eg_generate(EgFamilyModel *m, const EgTokenizer *tok, const int32_t *prompt_ids,
                 const int32_t *image_of_token, uint32_t n_prompt, const float *pixels,
                 uint32_t n_images, const EgGenerateParams *params, EgTokenCallback cb, void *user,
                 EgGenerateResult *out, EgError *err);
 
-/* Generation on a prepared sequence (families/idefics/sequence.h) whose images are set and whose KV
+/* Generation on a prepared sequence (families/family.h) whose images are set and whose KV
  * cache already holds the first n_cached prompt tokens (a shared prefix kept from an earlier
  * request; 0 for none). Only the rest of the prompt is computed. The sequence's capacity must
  * cover n_prompt + max_new_tokens; afterwards it holds the prompt and the generated tokens (all
  * but the last one, which was sampled and never fed back). Times exclude the image stage. */
-int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
+int eg_generate_on(EgFamilySeq *seq, const EgTokenizer *tok, const int32_t *prompt_ids,
                    const int32_t *image_of_token, uint32_t n_prompt, uint32_t n_cached,
                    const EgGenerateParams *params, EgTokenCallback cb, void *user,
                    EgGenerateResult *out, EgError *err);
 
 /* The same loop one step at a time, so that a scheduler can advance several generations
- * together (one batched forward per step, families/idefics/sequence.h eg_sequence_forward_batch):
+ * together (one batched forward per step, families/family.h eg_fseq_forward_batch):
  *
  *   g = eg_generation_begin(...)              validates and prepares; computes nothing yet
  *   while (eg_generation_prefill(g, C) == 0)  the prompt, C tokens at a time (0: all at once);
@@ -77,7 +76,7 @@ int eg_generate_on(EgSequence *seq, const EgTokenizer *tok, const int32_t *promp
  *
  * advance returns 0 when another token is wanted, 1 when finished, -1 on error. */
 typedef struct EgGeneration EgGeneration;
-EgGeneration *eg_generation_begin(EgSequence *seq, const EgTokenizer *tok,
+EgGeneration *eg_generation_begin(EgFamilySeq *seq, const EgTokenizer *tok,
                                   const int32_t *prompt_ids, const int32_t *image_of_token,
                                   uint32_t n_prompt, uint32_t n_cached,
                                   const EgGenerateParams *params, EgTokenCallback cb, void *user,
@@ -92,7 +91,7 @@ uint32_t eg_generation_prefill_left(const EgGeneration *g);
 int eg_generation_advance(EgGeneration *g, EgError *err);
 int32_t eg_generation_next_input(const EgGeneration *g);
 float *eg_generation_logits(EgGeneration *g);
-EgSequence *eg_generation_sequence(const EgGeneration *g);
+EgFamilySeq *eg_generation_sequence(const EgGeneration *g);
 int eg_generation_finished(const EgGeneration *g);
 /* Stops a generation from outside (its caller went away): it ends as cancelled. */
 void eg_generation_cancel(EgGeneration *g);

@@ -22,7 +22,7 @@ typedef struct Pin {
 } Pin;
 
 struct EgImageCache {
-    EgModel *m;
+    EgFamilyModel *m;
     size_t max_bytes, entry_bytes;
     Entry *entries;
     Pin *pins;
@@ -43,17 +43,12 @@ void eg_image_key(const void *bytes, size_t len, uint32_t image_size, EgImageKey
     EVP_MD_CTX_free(ctx);
 }
 
-size_t eg_image_cache_entry_elems(const EgModel *m) {
-    size_t n_cross = (size_t)(m->cfg.num_hidden_layers / m->cfg.cross_layer_interval);
-    return n_cross * m->image_tokens * 2 * m->H;
-}
-
-EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes) {
+EgImageCache *eg_image_cache_new(EgFamilyModel *m, size_t max_bytes) {
     EgImageCache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->m = m;
     c->max_bytes = max_bytes;
-    c->entry_bytes = eg_image_cache_entry_elems(m) * (m->ops.f16 ? 2 : 4);
+    c->entry_bytes = m->info.image_cache_elems * (m->info.ops->f16 ? 2 : 4);
     return c;
 }
 
@@ -142,9 +137,9 @@ const EgBuffer *eg_image_cache_reserve(EgImageCache *c, const EgImageKey *key) {
     e->key = *key;
     e->pinned = pinned;
     e->last_used = ++c->clock;
-    eg_arena_init(&e->arena, &c->m->vk, EG_MEM_DEVICE, c->entry_bytes);
+    eg_arena_init(&e->arena, c->m->info.vk, EG_MEM_DEVICE, c->entry_bytes);
     EgError err;
-    if (eg_tensor_buffer(&c->m->ops, &e->arena, eg_image_cache_entry_elems(c->m), &e->kv, &err)) {
+    if (eg_tensor_buffer(c->m->info.ops, &e->arena, c->m->info.image_cache_elems, &e->kv, &err)) {
         eg_arena_reset(&e->arena);
         free(e);
         return NULL;

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "families/idefics/model.h"
+#include "families/family.h"
 
 typedef struct EgImageKey {
     uint8_t digest[32];
@@ -35,12 +35,9 @@ typedef struct EgImageCacheStats {
 typedef struct EgImageCache EgImageCache;
 
 /* max_bytes 0 disables the cache (lookups miss, inserts do nothing). */
-EgImageCache *eg_image_cache_new(EgModel *m, size_t max_bytes);
+EgImageCache *eg_image_cache_new(EgFamilyModel *m, size_t max_bytes);
 void eg_image_cache_free(EgImageCache *c);
 const EgImageCacheStats *eg_image_cache_stats(const EgImageCache *c);
-
-/* One image's keys/values for every cross layer: [cross layer][S][2H] elements. */
-size_t eg_image_cache_entry_elems(const EgModel *m);
 
 /* The cached buffer for key, or NULL. Counts a hit or a miss. */
 const EgBuffer *eg_image_cache_lookup(EgImageCache *c, const EgImageKey *key);

@@ -4,7 +4,7 @@
 #include <string.h>
 
 typedef struct Kept {
-    EgSequence *seq;
+    EgFamilySeq *seq;
     int32_t *ids;
     EgImageKey *keys; /* per token; has_key says whether the token attends to an image */
     uint8_t *has_key;
@@ -37,7 +37,7 @@ EgPrefixCache *eg_prefix_cache_new(size_t max_entries, size_t max_bytes) {
 static void kept_free(EgPrefixCache *c, Kept *k) {
     atomic_fetch_sub(&c->stats.entries, 1);
     atomic_fetch_sub(&c->stats.bytes, k->bytes);
-    eg_sequence_free(k->seq);
+    eg_fseq_free(k->seq);
     free(k->ids);
     free(k->keys);
     free(k->has_key);
@@ -71,14 +71,14 @@ static uint32_t shared_prefix(const Kept *k, const int32_t *ids,
     return i;
 }
 
-EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
+EgFamilySeq *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
                                  const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
                                  uint32_t min_shared, uint32_t *n_shared) {
     *n_shared = 0;
     Kept **best = NULL;
     uint32_t best_n = min_shared ? min_shared - 1 : 0;
     for (Kept **p = &c->kept; *p; p = &(*p)->next) {
-        if ((*p)->seq->capacity < capacity) continue;
+        if (eg_fseq_capacity((*p)->seq) < capacity) continue;
         uint32_t shared = shared_prefix(*p, ids, image_keys, n);
         if (shared > best_n) {
             best = p;
@@ -96,7 +96,7 @@ EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
     }
     if (pinned) {
         EgError err;
-        EgSequence *copy = eg_sequence_copy_prefix(pinned->seq, best_n, capacity, &err);
+        EgFamilySeq *copy = eg_fseq_copy_prefix(pinned->seq, best_n, capacity, &err);
         if (copy) {
             atomic_fetch_add(&c->stats.hits, 1);
             atomic_fetch_add(&c->stats.tokens_reused, best_n);
@@ -111,7 +111,7 @@ EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
     }
     Kept *k = *best;
     *best = k->next;
-    EgSequence *seq = k->seq;
+    EgFamilySeq *seq = k->seq;
     k->seq = NULL;
     atomic_fetch_add(&c->stats.hits, 1);
     atomic_fetch_add(&c->stats.tokens_reused, best_n);
@@ -125,19 +125,19 @@ EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
     return seq;
 }
 
-static size_t sequence_bytes(const EgSequence *s) {
-    return (size_t)(eg_arena_block_bytes(&s->arena) + eg_arena_block_bytes(&s->image_arena));
+static size_t sequence_bytes(const EgFamilySeq *s) {
+    return (size_t)eg_fseq_device_bytes(s);
 }
 
-void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
+void eg_prefix_cache_put(EgPrefixCache *c, EgFamilySeq *seq, const int32_t *ids,
                          const EgImageKey *const *image_keys) {
     size_t bytes = sequence_bytes(seq);
-    if (!c->max_entries || bytes > c->max_bytes || seq->n_past == 0) {
-        eg_sequence_free(seq);
+    if (!c->max_entries || bytes > c->max_bytes || eg_fseq_n_past(seq) == 0) {
+        eg_fseq_free(seq);
         return;
     }
     Kept *k = calloc(1, sizeof *k);
-    uint32_t n = seq->n_past;
+    uint32_t n = eg_fseq_n_past(seq);
     if (k) {
         k->ids = malloc(n * sizeof *k->ids);
         k->keys = calloc(n, sizeof *k->keys);
@@ -150,7 +150,7 @@ void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
             free(k->has_key);
         }
         free(k);
-        eg_sequence_free(seq);
+        eg_fseq_free(seq);
         return;
     }
     memcpy(k->ids, ids, n * sizeof *ids);
@@ -183,7 +183,7 @@ void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
     atomic_fetch_add(&c->stats.bytes, bytes);
 }
 
-EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgSequence *src, uint32_t n,
+EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgFamilySeq *src, uint32_t n,
                                  const int32_t *ids, const EgImageKey *const *image_keys,
                                  size_t *bytes, EgError *err) {
     EgPrefixPin *pin = calloc(1, sizeof *pin);
@@ -197,7 +197,7 @@ EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgSequence *src, uint32
         eg_fail(err, "out of host memory");
         goto fail;
     }
-    k->seq = eg_sequence_copy_prefix(src, n, n, err);
+    k->seq = eg_fseq_copy_prefix(src, n, n, err);
     if (!k->seq) goto fail;
     memcpy(k->ids, ids, n * sizeof *ids);
     for (uint32_t i = 0; i < n; i++)
@@ -234,7 +234,7 @@ void eg_prefix_cache_unpin(EgPrefixCache *c, EgPrefixPin *pin) {
     if (k->next) k->next->prev = k->prev;
     atomic_fetch_sub(&c->stats.pinned_entries, 1);
     atomic_fetch_sub(&c->stats.pinned_bytes, k->bytes);
-    eg_sequence_free(k->seq);
+    eg_fseq_free(k->seq);
     free(k->ids);
     free(k->keys);
     free(k->has_key);

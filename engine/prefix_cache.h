@@ -16,7 +16,7 @@
 #include <stdatomic.h>
 
 #include "engine/image_cache.h"
-#include "families/idefics/sequence.h"
+#include "families/family.h"
 
 typedef struct EgPrefixCacheStats {
     atomic_ullong hits, misses, tokens_reused, entries, bytes;
@@ -36,19 +36,19 @@ const EgPrefixCacheStats *eg_prefix_cache_stats(const EgPrefixCache *c);
  * `capacity`; *n_shared gets the length of that prefix. NULL (a miss) when none shares at least
  * min_shared tokens. A pinned entry that shares the most is not taken out: the caller gets a
  * new sequence of `capacity` holding a copy of the shared tokens. */
-EgSequence *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
+EgFamilySeq *eg_prefix_cache_take(EgPrefixCache *c, const int32_t *ids,
                                  const EgImageKey *const *image_keys, uint32_t n, uint32_t capacity,
                                  uint32_t min_shared, uint32_t *n_shared);
 
 /* Keeps seq (the cache owns it from now on, and frees it when it cannot keep it) with the ids
- * and image keys of the first seq->n_past tokens of its KV cache. */
-void eg_prefix_cache_put(EgPrefixCache *c, EgSequence *seq, const int32_t *ids,
+ * and image keys of the first eg_fseq_n_past(seq) tokens of its KV cache. */
+void eg_prefix_cache_put(EgPrefixCache *c, EgFamilySeq *seq, const int32_t *ids,
                          const EgImageKey *const *image_keys);
 
 /* Pins a copy of src's first n tokens (ids and image keys as for put) until unpinned; the
  * bytes it holds in *bytes. NULL with err on failure (out of device memory:
  * EG_ERROR_DEVICE_MEMORY). */
-EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgSequence *src, uint32_t n,
+EgPrefixPin *eg_prefix_cache_pin(EgPrefixCache *c, const EgFamilySeq *src, uint32_t n,
                                  const int32_t *ids, const EgImageKey *const *image_keys,
                                  size_t *bytes, EgError *err);
 void eg_prefix_cache_unpin(EgPrefixCache *c, EgPrefixPin *pin);

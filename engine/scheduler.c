@@ -175,7 +175,7 @@ static void wait_locked(EgScheduler *s, long ms) {
  * per step (continuous batching: jobs join and leave between steps). */
 static void *worker_main(void *arg) {
     EgScheduler *s = arg;
-    Active active[EG_SEQUENCE_MAX_BATCH];
+    Active active[EG_FAMILY_MAX_BATCH];
     uint32_t n = 0, n_preparing = 0;
     int stepped = 0; /* the engine ran since it was last idle */
     pthread_mutex_lock(&s->mu);
@@ -229,7 +229,7 @@ static void *worker_main(void *arg) {
             n += (uint32_t)admit(s, job, stopping, &active[n]);
             pthread_mutex_lock(&s->mu);
         }
-        Active *ready[EG_SEQUENCE_MAX_BATCH];
+        Active *ready[EG_FAMILY_MAX_BATCH];
         uint32_t n_ready = 0;
         for (uint32_t i = 0; i < n && s->decodes_done; i++)
             if (active[i].preparing && active[i].job->decoded) {
@@ -241,7 +241,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&s->mu);
         for (uint32_t i = 0; i < n_ready; i++)
             start(s, ready[i]);
-        EgEngineJob *jobs[EG_SEQUENCE_MAX_BATCH];
+        EgEngineJob *jobs[EG_FAMILY_MAX_BATCH];
         uint32_t k = 0;
         n_preparing = 0;
         for (uint32_t i = 0; i < n; i++) {

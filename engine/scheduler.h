@@ -58,7 +58,7 @@ struct EgJob {
 };
 
 /* max_batch: jobs on the engine together, preparing or decoding (capped by the engine's
- * eg_sequence_max_batch). decode_workers: threads preparing images; 0 takes the default,
+ * EgFamilyInfo.max_batch). decode_workers: threads preparing images; 0 takes the default,
  * eg_scheduler_default_decode_workers. */
 EgScheduler *eg_scheduler_start(EgEngine *engine, uint32_t max_queue, uint32_t max_batch,
                                 uint32_t decode_workers, EgError *err);

@@ -23,6 +23,7 @@ typedef struct StrList {
 
 struct EgTemplate {
     StrList prefix, example, query, stop;
+    char name[512]; /* a built-in's name, or the file it was read from */
 };
 
 static void strlist_free(StrList *l) {
@@ -176,12 +177,92 @@ EgTemplate *eg_template_load(const char *path, EgError *err) {
     }
     EgTemplate *t = eg_template_parse(data, len, path, err);
     free(data);
+    if (t) snprintf(t->name, sizeof t->name, "file:%s", path);
     return t;
 }
 
+/* The built-in templates. Text elements are markup (special-token strings in them are tokens).
+ * IDEFICS instruct: HF's "User:<image>...<end_of_utterance>\nAssistant:" turns; the processor
+ * inserts <end_of_utterance> between two text parts itself (language/prompt.h), so each example
+ * ends with the next turn's "\nUser:". Llama 3.2 Vision Instruct: its chat format (one user turn
+ * per image with the query text, the answer in the assistant turn; ../shared/docs/mllama.md
+ * §7.3), ending at <|eot_id|>, which the model's end-of-sequence ids hold. */
+static const struct {
+    const char *name, *json;
+} BUILTIN[] = {
+    {"idefics", DEFAULT_TEMPLATE},
+    {"idefics-instruct", "{\"prefix\": [\"User:\"],"
+                         " \"example\": [\"<image>\", \"Assistant: {text}\", \"\\nUser:\"],"
+                         " \"query\": [\"<image>\", \"Assistant: {text}\"],"
+                         " \"stop\": [\"\\nUser:\"]}"},
+    {"mllama", "{\"example\": [\"<image>\", \"Caption: {text}\\n\"],"
+               " \"query\": [\"<image>\", \"Caption: {text}\"], \"stop\": [\"\\n\"]}"},
+    {"mllama-instruct",
+     "{\"prefix\": [\"<|begin_of_text|>\"],"
+     " \"example\": [\"<|start_header_id|>user<|end_header_id|>\\n\\n\", \"<image>\","
+     " \"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n{text}<|eot_id|>\"],"
+     " \"query\": [\"<|start_header_id|>user<|end_header_id|>\\n\\n\", \"<image>\","
+     " \"{text}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n\"]}"},
+};
+
+EgTemplate *eg_template_builtin(const char *name, EgError *err) {
+    for (size_t i = 0; i < sizeof BUILTIN / sizeof BUILTIN[0]; i++) {
+        if (strcmp(BUILTIN[i].name, name) != 0) continue;
+        EgTemplate *t = eg_template_parse(BUILTIN[i].json, strlen(BUILTIN[i].json), name, err);
+        if (t) snprintf(t->name, sizeof t->name, "%s", name);
+        return t;
+    }
+    eg_fail(err, "no built-in template named \"%s\"", name);
+    return NULL;
+}
+
+const char *eg_template_name(const EgTemplate *t) {
+    return t->name;
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Whether the folder's tokenizer carries a chat template: what tells an Instruct checkpoint
+ * from its base model when both share an architecture. */
+static int has_chat_template(const char *model_dir) {
+    if (file_exists(model_dir, "chat_template.json") || file_exists(model_dir, "chat_template.jinja"))
+        return 1;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
+    char *data = NULL;
+    size_t len = 0;
+    if (read_whole(path, &data, &len)) return 0;
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    free(data);
+    const cJSON *chat = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
+    int has = (cJSON_IsString(chat) && chat->valuestring[0]) ||
+              (cJSON_IsArray(chat) && cJSON_GetArraySize(chat) > 0);
+    cJSON_Delete(root);
+    return has;
+}
+
+EgTemplate *eg_template_choose(const char *model_dir, const char *family, const char *override,
+                               EgError *err) {
+    if (override && override[0]) return eg_template_load(override, err);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/egret_template.json", model_dir);
+    FILE *f = fopen(path, "rb");
+    int missing = !f && errno == ENOENT;
+    if (f) fclose(f);
+    if (!missing) return eg_template_load(path, err);
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", family, has_chat_template(model_dir) ? "-instruct" : "");
+    return eg_template_builtin(name, err);
+}
+
 EgTemplate *eg_template_default(EgError *err) {
-    return eg_template_parse(DEFAULT_TEMPLATE, sizeof DEFAULT_TEMPLATE - 1, "default template",
-                             err);
+    return eg_template_builtin("idefics", err);
 }
 
 EgTemplate *eg_template_for_model(const char *model_dir, EgError *err) {

@@ -39,6 +39,17 @@ EgTemplate *eg_template_load(const char *path, EgError *err);
  * default template. */
 EgTemplate *eg_template_for_model(const char *model_dir, EgError *err);
 EgTemplate *eg_template_default(EgError *err);
+/* A built-in template by name: "idefics" (the default above), "idefics-instruct", "mllama"
+ * (base: captioning and few-shot pairs), "mllama-instruct" (the Llama 3 chat format). */
+EgTemplate *eg_template_builtin(const char *name, EgError *err);
+/* The template a model folder gets: the file `override` when non-NULL and non-empty (--template),
+ * else the folder's egret_template.json, else the built-in for `family` ("idefics", "mllama"),
+ * its "-instruct" one when the folder's tokenizer carries a chat template (tokenizer_config.json
+ * "chat_template", chat_template.json or chat_template.jinja). */
+EgTemplate *eg_template_choose(const char *model_dir, const char *family, const char *override,
+                               EgError *err);
+/* Which template this is: a built-in's name, or "file:PATH". */
+const char *eg_template_name(const EgTemplate *t);
 void eg_template_free(EgTemplate *t);
 
 /* The template in its file format (compact JSON, malloc'd; NULL when out of memory): what

@@ -98,6 +98,9 @@ int32_t eg_tokenizer_bos(const EgTokenizer *tok);
 int32_t eg_tokenizer_eos(const EgTokenizer *tok);
 int32_t eg_tokenizer_unk(const EgTokenizer *tok);
 int32_t eg_tokenizer_pad(const EgTokenizer *tok);
+/* The id tokenizer.json's post-processor (TemplateProcessing) puts before every encoded text, as
+ * HF's add_special_tokens=True does: Llama 3's <|begin_of_text|>. -1 when it adds nothing. */
+int32_t eg_tokenizer_template_bos(const EgTokenizer *tok);
 
 /* Incremental (streaming) decoder, one per generated sequence; not thread-safe itself.
  * Feed one id at a time; each push yields the text that id completed: a byte-fallback token that

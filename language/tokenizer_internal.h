@@ -129,6 +129,7 @@ struct EgTokenizer {
     uint32_t *dec_len;
 
     int32_t bos, eos, unk, pad;
+    int32_t template_bos; /* what the post-processor puts first, -1 for nothing */
 };
 
 /* Map helpers (tokenizer_util.c). */

@@ -667,6 +667,7 @@ static EgTokenizer *build(const cJSON *root, const cJSON *config, const char *sr
     if (load_post_processor(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), &template_bos,
                             tok, src, err))
         goto fail;
+    tok->template_bos = template_bos;
     tok->bos = first_found(template_bos, first_found(config_token(tok, config, "bos_token"),
                                                      eg_tokenizer_find(tok, "<s>")));
     tok->eos = first_found(config_token(tok, config, "eos_token"), eg_tokenizer_find(tok, "</s>"));
@@ -819,4 +820,8 @@ int32_t eg_tokenizer_unk(const EgTokenizer *tok) {
 }
 int32_t eg_tokenizer_pad(const EgTokenizer *tok) {
     return tok->pad;
+}
+
+int32_t eg_tokenizer_template_bos(const EgTokenizer *tok) {
+    return tok->template_bos;
 }

@@ -69,6 +69,7 @@ void eg_model_info(Call *c) {
     info.image_size = e.image_size;
     info.vocab_size = e.vocab_size;
     info.prompt_template = tmpl;
+    info.prompt_template_name = (char *)eg_template_name(e.prompt_template);
     info.n_template_stop = n_stop;
     info.template_stop = stops;
     info.limits = &limits;

@@ -263,6 +263,10 @@ static void test_health_info_auth(void) {
                 CHECK(info->n_template_stop == 1 && strcmp(info->template_stop[0], "\n") == 0 &&
                           strstr(info->prompt_template, "Output: {text}"),
                       "template %s", info->prompt_template);
+                /* the demo folder ships its template file */
+                CHECK(strncmp(info->prompt_template_name, "file:", 5) == 0 &&
+                          strstr(info->prompt_template_name, "shapes-idefics/egret_template.json"),
+                      "template name %s", info->prompt_template_name);
                 CHECK(info->limits && info->limits->max_queue == 3 &&
                           info->limits->max_images == described.limits.max_images &&
                           info->limits->context_length == described.limits.context_length &&
@@ -899,7 +903,7 @@ static void test_faults(void) {
 
     /* The debug ceiling EGRET_DEVICE_MEMORY_LIMIT sets, just above what is held now; the
      * request brings an image no cache has seen, so it must allocate to encode it. */
-    EgVk *vk = &engine->model->vk;
+    EgVk *vk = engine->model->info.vk;
     vk->device_bytes_limit = atomic_load(&vk->device_bytes) + (1u << 20);
     size_t fresh_len = 0;
     unsigned char *fresh = fresh_png(test_rng_u64(), &fresh_len);

@@ -58,12 +58,12 @@ static int run_cases(const cJSON *cases, int fp32, EgWeightFormat quant, int *an
     const char *mode = quant ? eg_weight_format_name(quant) : fp32 ? "fp32" : "fp16";
     *answers = 0;
     double t0 = eg_now_s();
-    EgModel *m = eg_model_load(test_model_path("shapes-idefics"), &opt, &err);
+    EgFamilyModel *m = eg_family_open(test_model_path("shapes-idefics"), &opt, &err);
     CHECK(m != NULL, "load: %s", err.msg);
     EgTokenizer *tok = eg_tokenizer_load(test_model_path("shapes-idefics/tokenizer.json"), &err);
     CHECK(tok != NULL, "tokenizer: %s", err.msg);
     if (!m || !tok) {
-        eg_model_free(m);
+        eg_family_close(m);
         eg_tokenizer_free(tok);
         return 0;
     }
@@ -78,8 +78,8 @@ static int run_cases(const cJSON *cases, int fp32, EgWeightFormat quant, int *an
         for (int t = 0; t < n; t++) ids[t] = cJSON_GetArrayItem(prompt, t)->valueint;
         uint32_t n_images;
         float *pixels = load_case_images(cJSON_GetObjectItem(c, "parts"),
-                                         (uint32_t)m->cfg.vision.image_size, &n_images);
-        eg_prompt_image_index(ids, (size_t)n, image_token, m->cfg.eos_token_id, (int)n_images,
+                                         m->info.image_size, &n_images);
+        eg_prompt_image_index(ids, (size_t)n, image_token, m->info.eos[0], (int)n_images,
                               img);
         CHECK(img[n - 1] == (int32_t)n_images - 1, "case %d: the query should see the last image",
               index);
@@ -117,7 +117,7 @@ static int run_cases(const cJSON *cases, int fp32, EgWeightFormat quant, int *an
         printf("%s: %d of %d cases equal HF's greedy ids, %d its answer line (%.1f s)\n", mode,
                matches, index, *answers, eg_now_s() - t0);
     eg_tokenizer_free(tok);
-    eg_model_free(m);
+    eg_family_close(m);
     return matches;
 }
 

@@ -1,12 +1,12 @@
-/* egret forward: runs a model on raw inputs (token ids, per-token image indices, normalized
- * pixels) and prints logits or greedy-generated ids. For checking the engine by hand. */
+/* egret forward: runs a model of any family on raw inputs (token ids, per-token image indices,
+ * preprocessed pixels) through the family interface (families/family.h) and prints logits or
+ * greedy-generated ids. For checking the engine by hand. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "families/idefics/sequence.h"
-#include "language/prompt.h"
+#include "families/family.h"
 #include "tools/cli.h"
 
 static void usage(FILE *f) {
@@ -15,13 +15,38 @@ static void usage(FILE *f) {
             "  --model DIR        checkpoint folder (default: the bundled demo model)\n"
             "  --ids LIST         prompt token ids\n"
             "  --image-of LIST    per token, the image it attends to (-1: none); default: the\n"
-            "                     most recent <image> token (id vocab_size + 1) at or before it\n"
-            "  --pixels FILE      float32 little-endian normalized pixels [N][3][S][S]\n"
+            "                     processor's rule (the most recent image token at or before it)\n"
+            "  --pixels FILE      float32 little-endian preprocessed images, in the family's\n"
+            "                     layout: IDEFICS [N][3][S][S]; mllama per image [J][3][S][S]\n"
+            "                     tiles, then its aspect-ratio id and its tile count\n"
             "  --images N         number of images in FILE\n"
             "  --generate N       greedy-decode N tokens and print their ids\n"
             "  --all-logits       print the argmax and top logit at every position\n"
+            "  --logits-out FILE  write every position's logits to FILE as safetensors (one\n"
+            "                     float32 tensor \"logits\" [tokens][vocab]), to compare with\n"
+            "                     any reference from outside\n"
             "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n"
             "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
+}
+
+/* A safetensors file holding one float32 tensor "logits" [rows][cols] (little-endian hosts, as
+ * every target is): the 8-byte header length, the JSON header padded to 8 bytes, the data. */
+static int write_logits(const char *path, const float *logits, size_t rows, size_t cols) {
+    char header[256];
+    size_t bytes = rows * cols * sizeof *logits;
+    int len = snprintf(header, sizeof header,
+                       "{\"logits\":{\"dtype\":\"F32\",\"shape\":[%zu,%zu],"
+                       "\"data_offsets\":[0,%zu]}}",
+                       rows, cols, bytes);
+    while (len % 8)
+        header[len++] = ' ';
+    uint64_t n = (uint64_t)len;
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(&n, 8, 1, f) == 1 && fwrite(header, 1, (size_t)len, f) == (size_t)len &&
+             fwrite(logits, 1, bytes, f) == bytes;
+    if (f && fclose(f)) ok = 0;
+    if (!ok) fprintf(stderr, "egret: cannot write %s\n", path);
+    return ok ? 0 : -1;
 }
 
 /* Greedy choice: the highest logit, the lowest id on ties. */
@@ -33,20 +58,16 @@ static int32_t argmax(const float *logits, uint32_t n) {
 }
 
 int cli_forward(int argc, char **argv) {
-    static struct option longopts[] = {{"model", required_argument, 0, 'm'},
-                                       {"ids", required_argument, 0, 'i'},
-                                       {"image-of", required_argument, 0, 'o'},
-                                       {"pixels", required_argument, 0, 'p'},
-                                       {"images", required_argument, 0, 'n'},
-                                       {"generate", required_argument, 0, 'g'},
-                                       {"all-logits", no_argument, 0, 'a'},
-                                       {"fp32", no_argument, 0, 'f'},
-                                       {"device", required_argument, 0, 'D'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},    {"ids", required_argument, 0, 'i'},
+        {"image-of", required_argument, 0, 'o'}, {"pixels", required_argument, 0, 'p'},
+        {"images", required_argument, 0, 'n'},   {"generate", required_argument, 0, 'g'},
+        {"all-logits", no_argument, 0, 'a'},     {"logits-out", required_argument, 0, 'L'},
+        {"fp32", no_argument, 0, 'f'},           {"device", required_argument, 0, 'D'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     const char *model_dir = cli_default_model(), *ids_s = NULL, *img_s = NULL, *pix_path = NULL;
     long n_images = 0, n_generate = 0;
-    const char *device = NULL;
+    const char *device = NULL, *logits_out = NULL;
     int all_logits = 0, fp32 = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -72,6 +93,9 @@ int cli_forward(int argc, char **argv) {
         case 'a':
             all_logits = 1;
             break;
+        case 'L':
+            logits_out = optarg;
+            break;
         case 'f':
             fp32 = 1;
             break;
@@ -95,7 +119,7 @@ int cli_forward(int argc, char **argv) {
     if (n <= 0) return 2;
     EgError err = {0};
     EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr};
-    EgModel *m = eg_model_load(model_dir, &opt, &err);
+    EgFamilyModel *m = eg_family_open(model_dir, &opt, &err);
     if (!m) {
         fprintf(stderr, "egret: %s\n", err.msg);
         free(ids);
@@ -103,7 +127,8 @@ int cli_forward(int argc, char **argv) {
     }
     int rc = 1;
     float *pixels = NULL, *logits = NULL;
-    EgSequence *s = NULL;
+    EgFamilySeq *s = NULL;
+    uint32_t vocab = m->info.vocab;
     img = malloc((size_t)n * sizeof *img);
     if (img_s) {
         int32_t *given;
@@ -116,16 +141,12 @@ int cli_forward(int argc, char **argv) {
         memcpy(img, given, (size_t)n * sizeof *img);
         free(given);
     } else {
-        /* IDEFICS checkpoints put <image> right after <fake_token_around_image>, the first
-         * additional token. */
-        eg_prompt_image_index(ids, (size_t)n, m->cfg.vocab_size + 1, m->cfg.eos_token_id,
-                              (int)n_images, img);
+        eg_family_image_index(m, ids, (size_t)n, (int)n_images, img);
     }
     if (pix_path) {
         size_t len;
         pixels = cli_read_file(pix_path, &len);
-        size_t want = (size_t)n_images * 3 * m->cfg.vision.image_size * m->cfg.vision.image_size *
-                      sizeof(float);
+        size_t want = (size_t)n_images * m->info.image_floats * sizeof(float);
         if (!pixels) goto done;
         if (len != want) {
             fprintf(stderr, "egret: %s has %zu bytes, %ld images need %zu\n", pix_path, len,
@@ -133,24 +154,27 @@ int cli_forward(int argc, char **argv) {
             goto done;
         }
     }
-    s = eg_sequence_new(m, (uint32_t)(n + n_generate + 1), &err);
-    logits = malloc((size_t)n * m->vocab * sizeof *logits);
-    if (!s || !logits || eg_sequence_set_images(s, pixels, (uint32_t)n_images, &err) ||
-        eg_sequence_forward(s, ids, img, (uint32_t)n, logits, all_logits, &err)) {
+    s = eg_fseq_new(m, (uint32_t)(n + n_generate + 1), &err);
+    logits = malloc((size_t)n * vocab * sizeof *logits);
+    if (!s || !logits || eg_fseq_set_images(s, pixels, (uint32_t)n_images, &err) ||
+        eg_fseq_forward(s, ids, img, (uint32_t)n, logits, all_logits || logits_out, &err)) {
         fprintf(stderr, "egret: %s\n", err.msg);
         goto done;
     }
+    if (logits_out && write_logits(logits_out, logits, (size_t)n, vocab)) goto done;
+    if (logits_out && !all_logits) /* the rows below read the last position's */
+        memmove(logits, logits + (size_t)(n - 1) * vocab, vocab * sizeof *logits);
     for (long t = 0; t < (all_logits ? n : 1); t++) {
-        const float *row = logits + (size_t)t * m->vocab;
-        int32_t best = argmax(row, m->vocab);
+        const float *row = logits + (size_t)t * vocab;
+        int32_t best = argmax(row, vocab);
         printf("position %ld: argmax %d (logit %.6f)\n", all_logits ? t : n - 1, best, row[best]);
     }
     if (n_generate > 0) {
         printf("generated:");
         for (long k = 0; k < n_generate; k++) {
-            int32_t best = argmax(logits, m->vocab);
+            int32_t best = argmax(logits, vocab);
             printf(" %d", best);
-            if (k + 1 < n_generate && eg_sequence_forward(s, &best, NULL, 1, logits, 0, &err)) {
+            if (k + 1 < n_generate && eg_fseq_forward(s, &best, NULL, 1, logits, 0, &err)) {
                 fprintf(stderr, "\negret: %s\n", err.msg);
                 goto done;
             }
@@ -159,11 +183,11 @@ int cli_forward(int argc, char **argv) {
     }
     rc = 0;
 done:
-    eg_sequence_free(s);
+    eg_fseq_free(s);
     free(logits);
     free(pixels);
     free(img);
     free(ids);
-    eg_model_free(m);
+    eg_family_close(m);
     return rc;
 }

@@ -26,6 +26,9 @@ static void usage(FILE *f) {
             "  --device INDEX|NAME          Vulkan device (default: EGRET_DEVICE, else the best)\n"
             "  --fp32                       fp32 weights and activations (default fp16)\n"
             "  --quant q8|q4                quantize the projections' weights while loading\n"
+            "  --template FILE              the prompt template (docs/prompt-templates.md);\n"
+            "                               default: the folder's egret_template.json, else\n"
+            "                               the built-in one for its family, base or instruct\n"
             "start:\n"
             "  --pipeline-cache DIR|off     keep the driver's compiled pipelines in DIR, per\n"
             "                               device, driver and Egret build (default\n"
@@ -194,7 +197,7 @@ int cli_serve(int argc, char **argv) {
         O_IMAGE_CACHE, O_PREFIX_ENTRIES, O_PREFIX_MB, O_BATCH, O_CHUNK, O_MAX_CONN,
         O_HANDSHAKE, O_IDLE, O_AGE, O_AGE_GRACE, O_REQ_MEMORY, O_STREAMS, O_REQ_PIXELS,
         O_DECODERS, O_SETS_MB, O_MAX_SETS, O_SETS_DIR, O_PRINT_SETTINGS, O_NO_WARMUP,
-        O_PIPELINE_CACHE, O_METRICS, O_LOG_FORMAT
+        O_PIPELINE_CACHE, O_METRICS, O_LOG_FORMAT, O_TEMPLATE
     };
     static const struct option longopts[] = {
         {"model", required_argument, 0, O_MODEL},
@@ -202,6 +205,7 @@ int cli_serve(int argc, char **argv) {
         {"device", required_argument, 0, O_DEVICE},
         {"fp32", no_argument, 0, O_FP32},
         {"quant", required_argument, 0, O_QUANT},
+        {"template", required_argument, 0, O_TEMPLATE},
         {"max-request-bytes", required_argument, 0, O_REQ_BYTES},
         {"max-images", required_argument, 0, O_IMAGES},
         {"max-image-pixels", required_argument, 0, O_PIXELS},
@@ -266,6 +270,9 @@ int cli_serve(int argc, char **argv) {
             break;
         case O_QUANT:
             bad = cli_parse_quant(optarg, &eo.model.quant);
+            break;
+        case O_TEMPLATE:
+            eo.template_path = optarg;
             break;
         case O_REQ_BYTES:
             bad = cli_parse_u32("max-request-bytes", optarg, &so.max_request_bytes);
