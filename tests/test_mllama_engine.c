@@ -7,7 +7,7 @@
  * ids HF's; the prompt builder alone must give the processor's ids. Every prompt runs twice, the
  * second time with its images from the image cache and its prefix from the prefix cache, and must
  * give the same ids. The engine describes the model as mllama and refuses more images than it
- * allows. */
+ * allows. An example set answers by id as the same pair sent inline does. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +101,57 @@ static void run_case(EgEngine *e, const EgTokenizer *tok, const cJSON *golden, i
         eg_generate_result_free(&r);
     }
     case_free(&c);
+}
+
+/* An example set on mllama: by id, the answer is token for token the inline one's (greedy),
+ * the second use a hit; both as a raw prompt and through the template. */
+static void check_example_set(EgEngine *e) {
+    size_t wide_len = 0, tall_len = 0;
+    unsigned char *wide = test_read_file(test_data_path(FOLDER "/wide.png"), &wide_len);
+    unsigned char *tall = test_read_file(test_data_path(FOLDER "/tall.png"), &tall_len);
+    if (!wide || !tall) {
+        CHECK(0, "cannot read the folder's PNGs");
+        free(wide), free(tall);
+        return;
+    }
+    const char *text = "a wide picture.";
+    EgRequestExample pair = {wide, wide_len, text, strlen(text)};
+    EgExampleSetInfo info = {0};
+    int created = 0;
+    EgError err = {0};
+    EgStatus st = eg_engine_example_set_create(e, &pair, 1, NULL, NULL, &info, &created, &err);
+    CHECK(st == EG_STATUS_OK && created, "create: %s", err.msg);
+    EgRequestPart query = {.is_image = 1, .image = tall, .image_len = tall_len};
+    for (int use_template = 0; st == EG_STATUS_OK && use_template < 2; use_template++) {
+        EgGenerateResult by_id = {0}, inline_r = {0};
+        for (int round = 0; round < 2; round++) {
+            EgRequest req = {.parts = &query, .n_parts = 1, .use_template = use_template};
+            req.gen.max_new_tokens = 8;
+            eg_sampling_params_default(&req.gen.sampling);
+            if (round == 0) {
+                req.example_set = info.id;
+            } else {
+                req.examples = &pair;
+                req.n_examples = 1;
+            }
+            EgGenerateResult *out = round ? &inline_r : &by_id;
+            EgStatus gs = eg_engine_generate(e, &req, NULL, NULL, out, NULL, &err);
+            CHECK(gs == EG_STATUS_OK, "template %d round %d: %s", use_template, round, err.msg);
+        }
+        CHECK(by_id.n_ids == 8 && by_id.n_ids == inline_r.n_ids &&
+                  memcmp(by_id.ids, inline_r.ids, by_id.n_ids * sizeof *by_id.ids) == 0,
+              "template %d: by id and inline answers differ ('%s' / '%s')", use_template,
+              by_id.text ? by_id.text : "", inline_r.text ? inline_r.text : "");
+        eg_generate_result_free(&by_id);
+        eg_generate_result_free(&inline_r);
+    }
+    EgExampleSetInfo after = {0};
+    if (st == EG_STATUS_OK)
+        CHECK(eg_engine_example_set_get(e, info.id, &after, NULL, NULL, &err) == EG_STATUS_OK &&
+                  after.uses == 2,
+              "uses %llu: %s", (unsigned long long)after.uses, err.msg);
+    free(wide);
+    free(tall);
 }
 
 int main(void) {
@@ -200,6 +251,7 @@ int main(void) {
     if (st == EG_STATUS_OK) eg_generate_result_free(&r);
     case_free(&c);
 
+    check_example_set(e);
     eg_engine_close(e);
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
