@@ -233,54 +233,76 @@ static void record_self_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t i, u
     record_down(cmd, t, &x->down, NULL, 0, n);
 }
 
-/* Cross-attention layer j for n tokens (their tile masks already in s.mask; runs: the rows
- * whose MLP branch counts). */
-static void record_cross_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t j, uint32_t n,
-                               const RowRuns *runs) {
-    EgMllamaText *t = s->t;
-    const EgMllamaCrossLayer *x = &t->cross[j];
-    uint32_t kvw = t->kv_width;
-    record_normed_products(cmd, t, &x->in_norm, 0, n,
-                           &(EgLinear){.w = &x->q, .y = &t->s.q, .rows = n}, 1);
-    eg_op_norm(cmd, t->ops, /* q_norm over each head */
+/* A cross-attention layer's queries for rows tokens: q(in_norm(h)), then q_norm over each head. */
+static void record_cross_queries(EgCmd *cmd, EgMllamaText *t, const EgMllamaCrossLayer *x,
+                                 uint32_t rows) {
+    record_normed_products(cmd, t, &x->in_norm, 0, rows,
+                           &(EgLinear){.w = &x->q, .y = &t->s.q, .rows = rows}, 1);
+    eg_op_norm(cmd, t->ops,
                &(EgNorm){.x = &t->s.q,
                          .weight = &x->q_norm,
                          .y = &t->s.q,
-                         .rows = n * t->heads,
+                         .rows = rows * t->heads,
                          .dim = t->head_dim,
                          .eps = t->cfg.rms_norm_eps,
                          .rms = 1});
+}
+
+/* Sequence s's n queries, from row `row` of s.q (and of s.mask) on, over its cached cross keys
+ * and values of layer j, into the same rows of s.attn. */
+static void record_cross_attention(EgCmd *cmd, const EgMllamaTextSequence *s, uint32_t j,
+                                   uint32_t row, uint32_t n) {
+    EgMllamaText *t = s->t;
+    uint32_t kvw = t->kv_width;
     eg_op_attention(cmd, t->ops,
                     &(EgAttention){.q = &t->s.q,
+                                   .q_off = row * t->H,
                                    .k = &s->cross_kv[j],
                                    .k_stride = 2 * kvw,
                                    .v = &s->cross_kv[j],
                                    .v_off = kvw,
                                    .v_stride = 2 * kvw,
                                    .o = &t->s.attn,
+                                   .o_off = row * t->H,
                                    .n_queries = n,
                                    .n_keys = s->n_tiles * s->tile_tokens,
                                    .heads = t->heads,
                                    .kv_heads = t->kv_heads,
                                    .head_dim = t->head_dim,
                                    .mode = EG_ATTN_BLOCK_MASK,
+                                   .q_pos0 = row, /* its first mask row */
                                    .ranges = &t->s.mask,
                                    .mask_block = s->tile_tokens,
                                    .mask_words = t->mask_words,
                                    .scale = 1.0f / sqrtf((float)t->head_dim)});
-    /* h += tanh(attn_gate) · o(attn): every row, the unmasked ones included (HF) */
+}
+
+/* The layer's output for rows tokens: h += tanh(attn_gate) · o(attn) on every row, the unmasked
+ * ones included (HF), then h += tanh(mlp_gate) · R ⊙ MLP only on the rows that see a tile
+ * (runs). */
+static void record_cross_output(EgCmd *cmd, EgMllamaText *t, const EgMllamaCrossLayer *x,
+                                uint32_t rows, const RowRuns *runs) {
     eg_op_linear(cmd, t->ops,
                  &(EgLinear){.x = &t->s.attn,
                              .w = &x->o,
                              .alpha = &x->attn_gate,
                              .y = &t->s.h,
-                             .rows = n,
+                             .rows = rows,
                              .accum = 1});
-    /* h += tanh(mlp_gate) · R ⊙ MLP: only the rows that see a tile */
     if (runs->n == 0) return;
-    record_swiglu(cmd, t, &x->post_norm, &x->gate, &x->up, n);
+    record_swiglu(cmd, t, &x->post_norm, &x->gate, &x->up, rows);
     for (uint32_t r = 0; r < runs->n; r++)
         record_down(cmd, t, &x->down, &x->mlp_gate, runs->first[r], runs->count[r]);
+}
+
+/* Cross-attention layer j for n tokens (their tile masks already in s.mask; runs: the rows
+ * whose MLP branch counts). */
+static void record_cross_layer(EgCmd *cmd, EgMllamaTextSequence *s, uint32_t j, uint32_t n,
+                               const RowRuns *runs) {
+    const EgMllamaCrossLayer *x = &s->t->cross[j];
+    record_cross_queries(cmd, s->t, x, n);
+    record_cross_attention(cmd, s, j, 0, n);
+    record_cross_output(cmd, s->t, x, n, runs);
 }
 
 static void record_embedding(EgCmd *cmd, EgMllamaText *t, uint32_t n) {
@@ -461,57 +483,14 @@ static void record_cross_layer_batch(EgCmd *cmd, EgMllamaTextSequence *const *se
                                      uint32_t j, const RowRuns *runs) {
     EgMllamaText *t = seqs[0]->t;
     const EgMllamaCrossLayer *x = &t->cross[j];
-    uint32_t kvw = t->kv_width;
-    record_normed_products(cmd, t, &x->in_norm, 0, k,
-                           &(EgLinear){.w = &x->q, .y = &t->s.q, .rows = k}, 1);
-    eg_op_norm(cmd, t->ops,
-               &(EgNorm){.x = &t->s.q,
-                         .weight = &x->q_norm,
-                         .y = &t->s.q,
-                         .rows = k * t->heads,
-                         .dim = t->head_dim,
-                         .eps = t->cfg.rms_norm_eps,
-                         .rms = 1});
+    record_cross_queries(cmd, t, x, k);
     int any_without = 0;
     for (uint32_t b = 0; b < k; b++)
         any_without |= seqs[b]->n_tiles == 0;
     if (any_without) eg_cmd_fill(cmd, &t->s.attn, 0);
-    for (uint32_t b = 0; b < k; b++) {
-        const EgMllamaTextSequence *s = seqs[b];
-        if (s->n_tiles == 0) continue;
-        eg_op_attention(cmd, t->ops,
-                        &(EgAttention){.q = &t->s.q,
-                                       .q_off = b * t->H,
-                                       .k = &s->cross_kv[j],
-                                       .k_stride = 2 * kvw,
-                                       .v = &s->cross_kv[j],
-                                       .v_off = kvw,
-                                       .v_stride = 2 * kvw,
-                                       .o = &t->s.attn,
-                                       .o_off = b * t->H,
-                                       .n_queries = 1,
-                                       .n_keys = s->n_tiles * s->tile_tokens,
-                                       .heads = t->heads,
-                                       .kv_heads = t->kv_heads,
-                                       .head_dim = t->head_dim,
-                                       .mode = EG_ATTN_BLOCK_MASK,
-                                       .q_pos0 = b, /* its mask row */
-                                       .ranges = &t->s.mask,
-                                       .mask_block = s->tile_tokens,
-                                       .mask_words = t->mask_words,
-                                       .scale = 1.0f / sqrtf((float)t->head_dim)});
-    }
-    eg_op_linear(cmd, t->ops,
-                 &(EgLinear){.x = &t->s.attn,
-                             .w = &x->o,
-                             .alpha = &x->attn_gate,
-                             .y = &t->s.h,
-                             .rows = k,
-                             .accum = 1});
-    if (runs->n == 0) return;
-    record_swiglu(cmd, t, &x->post_norm, &x->gate, &x->up, k);
-    for (uint32_t r = 0; r < runs->n; r++)
-        record_down(cmd, t, &x->down, &x->mlp_gate, runs->first[r], runs->count[r]);
+    for (uint32_t b = 0; b < k; b++)
+        if (seqs[b]->n_tiles) record_cross_attention(cmd, seqs[b], j, b, 1);
+    record_cross_output(cmd, t, x, k, runs);
 }
 
 /* Mask rows of a batched step: sequence b's last row at row b; runs over the rows whose MLP
