@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine/engine_internal.h"
+#include "fuzz/fuzz_engine.h"
 #include "language/template.h"
 #include "language/tokenizer.h"
 #include "server/example_set_store.h"
@@ -20,27 +21,6 @@
 static void fail(const char *what) {
     fprintf(stderr, "fuzz_example_set: %s\n", what);
     abort();
-}
-
-static EgEngine *engine(void) {
-    static EgEngine e;
-    static int ready;
-    if (!ready) {
-        EgError err;
-        const char *dir = EGRET_SOURCE_DIR "/models/shapes-idefics";
-        e.tok = eg_tokenizer_load(EGRET_SOURCE_DIR "/models/shapes-idefics/tokenizer.json", &err);
-        e.tmpl = e.tok ? eg_template_for_model(dir, &err) : NULL;
-        if (!e.tmpl) {
-            fprintf(stderr, "fuzz_example_set: %s\n", err.msg);
-            abort();
-        }
-        e.limits.max_images = 16;
-        e.limits.context_length = 2048;
-        e.limits.max_new_tokens = 1024;
-        eg_image_limits_default(&e.limits.image);
-        ready = 1;
-    }
-    return &e;
 }
 
 static int same_pairs(const EgProtoExampleSet *a, const EgProtoExampleSet *b) {
@@ -56,7 +36,7 @@ static int same_pairs(const EgProtoExampleSet *a, const EgProtoExampleSet *b) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    EgEngine *e = engine();
+    EgEngine *e = fuzz_engine("fuzz_example_set");
     const uint8_t *msg;
     size_t len;
     EgError err = {0};

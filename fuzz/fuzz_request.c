@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/engine_internal.h"
+#include "fuzz/fuzz_engine.h"
 #include "language/template.h"
 #include "language/tokenizer.h"
 #include "server/proto_request.h"
@@ -22,29 +23,8 @@ static void fail(const char *what) {
     abort();
 }
 
-static EgEngine *engine(void) {
-    static EgEngine e;
-    static int ready;
-    if (!ready) {
-        EgError err;
-        const char *dir = EGRET_SOURCE_DIR "/models/shapes-idefics";
-        e.tok = eg_tokenizer_load(EGRET_SOURCE_DIR "/models/shapes-idefics/tokenizer.json", &err);
-        e.tmpl = e.tok ? eg_template_for_model(dir, &err) : NULL;
-        if (!e.tmpl) {
-            fprintf(stderr, "fuzz_request: %s\n", err.msg);
-            abort();
-        }
-        e.limits.max_images = 16;
-        e.limits.context_length = 2048;
-        e.limits.max_new_tokens = 1024;
-        eg_image_limits_default(&e.limits.image);
-        ready = 1;
-    }
-    return &e;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    EgEngine *e = engine();
+    EgEngine *e = fuzz_engine("fuzz_request");
     EgProtoRequest r;
     EgError err = {0};
     EgStatus st = eg_proto_request_decode(data, size, 128, &r, &err);
