@@ -1,5 +1,4 @@
 /* Loading an IDEFICS checkpoint folder onto the device (see families/idefics/model.h). */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,114 +7,21 @@
 #include "runtime/device_tensor.h"
 #include "runtime/safetensors.h"
 #include "runtime/vk_pipeline_cache.h"
+#include "runtime/weight_loader.h"
 
-typedef struct Loader {
-    EgModel *m;
-    EgTensorFile *tf;
-    EgError *err;
-    int n_tensors;
-    EgWeightFormat quant; /* the projections' (load_matrix, load_stacked) */
-} Loader;
-
-static const char *fmt_name(char *buf, size_t len, const char *fmt, va_list ap) {
-    vsnprintf(buf, len, fmt, ap);
-    return buf;
-}
-
-/* A tensor of exactly `shape`, uploaded into a fresh buffer. */
-static int load_buffer(Loader *L, EgBuffer *out, int ndim, const int64_t *shape, const char *fmt,
-                       ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    fmt_name(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const EgTensorView *t;
-    if (eg_tensors_expect(L->tf, name, ndim, shape, &t, L->err)) return -1;
-    L->n_tensors++;
-    if (eg_tensor_buffer(&L->m->ops, &L->m->weights, (size_t)t->numel, out, L->err) ||
-        eg_upload_view(&L->m->ops, &L->m->staging, out, 0, t, 0, t->numel, L->err))
-        return eg_fail_prefix(L->err, "%s", name);
-    return 0;
-}
-
-static int load_vector(Loader *L, EgBuffer *out, int64_t n, const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    fmt_name(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return load_buffer(L, out, 1, &n, "%s", name);
-}
-
-/* Uploads the [rows_each, cols] tensor `name` into rows [row0, row0 + rows_each) of m. */
-static int upload_rows(Loader *L, EgMatrix *m, uint32_t row0, uint32_t rows_each,
-                       const char *name) {
-    int64_t shape[2] = {rows_each, m->cols};
-    const EgTensorView *t;
-    if (eg_tensors_expect(L->tf, name, 2, shape, &t, L->err)) return -1;
-    L->n_tensors++;
-    return eg_matrix_upload_view(&L->m->ops, &L->m->staging, m, row0, t, L->err);
-}
-
-static int load_matrix(Loader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt, ...) {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    fmt_name(name, sizeof name, fmt, ap);
-    va_end(ap);
-    if (eg_matrix_create_format(&L->m->ops, &L->m->weights, rows, cols, 0, L->quant, m, L->err))
-        return eg_fail_prefix(L->err, "%s", name);
-    return upload_rows(L, m, 0, rows, name);
-}
-
-/* Tensors names[i] of rows[i] × cols each (rows[i] 0: absent), stacked by rows into one matrix:
- * one product (or lookup) instead of one per tensor. Never quantized: the embedding table and
- * the LM head. */
-static int load_concat(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32_t *rows,
-                       const char *const *names) {
-    uint32_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += rows[i];
-    if (eg_matrix_create(&L->m->ops, &L->m->weights, total, cols, 0, m, L->err))
-        return eg_fail_prefix(L->err, "%s", names[0]);
-    for (int i = 0, row0 = 0; i < n; row0 += (int)rows[i++])
-        if (rows[i] && upload_rows(L, m, (uint32_t)row0, rows[i], names[i])) return -1;
-    return 0;
-}
-
-/* Several [rows_each, cols] tensors named prefix + suffixes[i], stacked by rows. */
-static int load_stacked(Loader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
-                        const char *const *suffixes, const char *prefix) {
-    if (eg_matrix_create_format(&L->m->ops, &L->m->weights, rows_each * (uint32_t)n, cols, 0,
-                                L->quant, m, L->err))
-        return eg_fail_prefix(L->err, "%s", prefix);
-    for (int i = 0; i < n; i++) {
-        char name[256];
-        snprintf(name, sizeof name, "%s%s", prefix, suffixes[i]);
-        if (upload_rows(L, m, rows_each * (uint32_t)i, rows_each, name)) return -1;
-    }
-    return 0;
-}
-
-static int load_vision(Loader *L) {
-    EgModel *m = L->m;
+static int load_vision(EgModel *m, EgWeightLoader *L) {
     const EgVisionConfig *v = &m->cfg.vision;
     uint32_t E = (uint32_t)v->embed_dim, C = (uint32_t)v->num_channels, p = (uint32_t)v->patch_size;
     int64_t patch_shape[4] = {E, C, p, p};
-    const EgTensorView *t;
-    const char *patch_name = "model.vision_model.embeddings.patch_embedding.weight";
-    if (eg_tensors_expect(L->tf, patch_name, 4, patch_shape, &t, L->err)) return -1;
-    L->n_tensors++;
-    if (eg_matrix_create(&m->ops, &m->weights, E, C * p * p, 0, &m->patch, L->err) ||
-        eg_matrix_upload_view(&m->ops, &m->staging, &m->patch, 0, t, L->err))
+    if (eg_load_matrix_shaped(L, &m->patch, E, C * p * p, 4, patch_shape,
+                              "model.vision_model.embeddings.patch_embedding.weight"))
         return -1;
     int64_t pos_shape[2] = {m->vit_tokens, E};
-    if (load_vector(L, &m->cls, E, "model.vision_model.embeddings.class_embedding") ||
-        load_buffer(L, &m->pos, 2, pos_shape,
-                    "model.vision_model.embeddings.position_embedding.weight") ||
-        load_vector(L, &m->pre_ln_w, E, "model.vision_model.pre_layrnorm.weight") ||
-        load_vector(L, &m->pre_ln_b, E, "model.vision_model.pre_layrnorm.bias"))
+    if (eg_load_vector(L, &m->cls, E, "model.vision_model.embeddings.class_embedding") ||
+        eg_load_buffer(L, &m->pos, 2, pos_shape,
+                       "model.vision_model.embeddings.position_embedding.weight") ||
+        eg_load_vector(L, &m->pre_ln_w, E, "model.vision_model.pre_layrnorm.weight") ||
+        eg_load_vector(L, &m->pre_ln_b, E, "model.vision_model.pre_layrnorm.bias"))
         return -1;
     m->vit = calloc((size_t)v->num_hidden_layers, sizeof *m->vit);
     if (!m->vit) return eg_fail(L->err, "out of host memory");
@@ -128,40 +34,31 @@ static int load_vision(Loader *L) {
                                             "self_attn.v_proj.weight"};
         static const char *const qkv_b[] = {"self_attn.q_proj.bias", "self_attn.k_proj.bias",
                                             "self_attn.v_proj.bias"};
-        if (load_stacked(L, &x->qkv, E, E, 3, qkv_w, pre)) return -1;
-        if (eg_tensor_buffer(&m->ops, &m->weights, 3 * (size_t)E, &x->qkv_b, L->err)) return -1;
-        for (int i = 0; i < 3; i++) {
-            char name[256];
-            snprintf(name, sizeof name, "%s%s", pre, qkv_b[i]);
-            int64_t n = E;
-            if (eg_tensors_expect(L->tf, name, 1, &n, &t, L->err) ||
-                eg_upload_view(&m->ops, &m->staging, &x->qkv_b, (size_t)i * E, t, 0, E, L->err))
-                return -1;
-            L->n_tensors++;
-        }
-        if (load_matrix(L, &x->out, E, E, "%sself_attn.out_proj.weight", pre) ||
-            load_vector(L, &x->out_b, E, "%sself_attn.out_proj.bias", pre) ||
-            load_vector(L, &x->ln1_w, E, "%slayer_norm1.weight", pre) ||
-            load_vector(L, &x->ln1_b, E, "%slayer_norm1.bias", pre) ||
-            load_vector(L, &x->ln2_w, E, "%slayer_norm2.weight", pre) ||
-            load_vector(L, &x->ln2_b, E, "%slayer_norm2.bias", pre) ||
-            load_matrix(L, &x->fc1, I, E, "%smlp.fc1.weight", pre) ||
-            load_vector(L, &x->fc1_b, I, "%smlp.fc1.bias", pre) ||
-            load_matrix(L, &x->fc2, E, I, "%smlp.fc2.weight", pre) ||
-            load_vector(L, &x->fc2_b, E, "%smlp.fc2.bias", pre))
+        if (eg_load_stacked(L, &x->qkv, E, E, 3, qkv_w, pre) ||
+            eg_load_vectors(L, &x->qkv_b, E, 3, qkv_b, pre))
+            return -1;
+        if (eg_load_matrix(L, &x->out, E, E, "%sself_attn.out_proj.weight", pre) ||
+            eg_load_vector(L, &x->out_b, E, "%sself_attn.out_proj.bias", pre) ||
+            eg_load_vector(L, &x->ln1_w, E, "%slayer_norm1.weight", pre) ||
+            eg_load_vector(L, &x->ln1_b, E, "%slayer_norm1.bias", pre) ||
+            eg_load_vector(L, &x->ln2_w, E, "%slayer_norm2.weight", pre) ||
+            eg_load_vector(L, &x->ln2_b, E, "%slayer_norm2.bias", pre) ||
+            eg_load_matrix(L, &x->fc1, I, E, "%smlp.fc1.weight", pre) ||
+            eg_load_vector(L, &x->fc1_b, I, "%smlp.fc1.bias", pre) ||
+            eg_load_matrix(L, &x->fc2, E, I, "%smlp.fc2.weight", pre) ||
+            eg_load_vector(L, &x->fc2_b, E, "%smlp.fc2.bias", pre))
             return -1;
     }
     return 0;
 }
 
-static int load_perceiver(Loader *L) {
-    EgModel *m = L->m;
+static int load_perceiver(EgModel *m, EgWeightLoader *L) {
     const EgPerceiverConfig *pc = &m->cfg.perceiver;
     uint32_t E = m->E, inner = (uint32_t)(pc->n_heads * pc->head_dim), dh = (uint32_t)pc->head_dim;
     int64_t lat_shape[2] = {pc->n_latents, E};
-    if (load_buffer(L, &m->latents, 2, lat_shape, "model.perceiver_resampler.latents") ||
-        load_vector(L, &m->perceiver_ln_w, E, "model.perceiver_resampler.layer_norm.weight") ||
-        load_vector(L, &m->perceiver_ln_b, E, "model.perceiver_resampler.layer_norm.bias"))
+    if (eg_load_buffer(L, &m->latents, 2, lat_shape, "model.perceiver_resampler.latents") ||
+        eg_load_vector(L, &m->perceiver_ln_w, E, "model.perceiver_resampler.layer_norm.weight") ||
+        eg_load_vector(L, &m->perceiver_ln_b, E, "model.perceiver_resampler.layer_norm.bias"))
         return -1;
     m->perceiver = calloc((size_t)pc->depth, sizeof *m->perceiver);
     if (!m->perceiver) return eg_fail(L->err, "out of host memory");
@@ -170,50 +67,52 @@ static int load_perceiver(Loader *L) {
         char pre[128];
         snprintf(pre, sizeof pre, "model.perceiver_resampler.blocks.%d.", d);
         static const char *const kv[] = {"0.k_proj.weight", "0.v_proj.weight"};
-        if (load_vector(L, &b->ctx_ln_w, E, "%s0.context_layer_norm.weight", pre) ||
-            load_vector(L, &b->ctx_ln_b, E, "%s0.context_layer_norm.bias", pre) ||
-            load_vector(L, &b->lat_ln_w, E, "%s0.latents_layer_norm.weight", pre) ||
-            load_vector(L, &b->lat_ln_b, E, "%s0.latents_layer_norm.bias", pre) ||
-            load_matrix(L, &b->q, inner, E, "%s0.q_proj.weight", pre) ||
-            load_stacked(L, &b->kv, inner, E, 2, kv, pre) ||
-            load_matrix(L, &b->out, E, inner, "%s0.output_proj.weight", pre) ||
-            load_vector(L, &b->mlp_ln_w, E, "%s1.ln.weight", pre) ||
-            load_vector(L, &b->mlp_ln_b, E, "%s1.ln.bias", pre) ||
-            load_matrix(L, &b->fc, 4 * E, E, "%s1.fc.weight", pre) ||
-            load_matrix(L, &b->c_proj, E, 4 * E, "%s1.c_proj.weight", pre))
+        if (eg_load_vector(L, &b->ctx_ln_w, E, "%s0.context_layer_norm.weight", pre) ||
+            eg_load_vector(L, &b->ctx_ln_b, E, "%s0.context_layer_norm.bias", pre) ||
+            eg_load_vector(L, &b->lat_ln_w, E, "%s0.latents_layer_norm.weight", pre) ||
+            eg_load_vector(L, &b->lat_ln_b, E, "%s0.latents_layer_norm.bias", pre) ||
+            eg_load_matrix(L, &b->q, inner, E, "%s0.q_proj.weight", pre) ||
+            eg_load_stacked(L, &b->kv, inner, E, 2, kv, pre) ||
+            eg_load_matrix(L, &b->out, E, inner, "%s0.output_proj.weight", pre) ||
+            eg_load_vector(L, &b->mlp_ln_w, E, "%s1.ln.weight", pre) ||
+            eg_load_vector(L, &b->mlp_ln_b, E, "%s1.ln.bias", pre) ||
+            eg_load_matrix(L, &b->fc, 4 * E, E, "%s1.fc.weight", pre) ||
+            eg_load_matrix(L, &b->c_proj, E, 4 * E, "%s1.c_proj.weight", pre))
             return -1;
-        if (pc->qk_layer_norms && (load_vector(L, &b->q_ln_w, dh, "%s0.q_layer_norm.weight", pre) ||
-                                   load_vector(L, &b->q_ln_b, dh, "%s0.q_layer_norm.bias", pre) ||
-                                   load_vector(L, &b->k_ln_w, dh, "%s0.k_layer_norm.weight", pre) ||
-                                   load_vector(L, &b->k_ln_b, dh, "%s0.k_layer_norm.bias", pre)))
+        if (pc->qk_layer_norms &&
+            (eg_load_vector(L, &b->q_ln_w, dh, "%s0.q_layer_norm.weight", pre) ||
+             eg_load_vector(L, &b->q_ln_b, dh, "%s0.q_layer_norm.bias", pre) ||
+             eg_load_vector(L, &b->k_ln_w, dh, "%s0.k_layer_norm.weight", pre) ||
+             eg_load_vector(L, &b->k_ln_b, dh, "%s0.k_layer_norm.bias", pre)))
             return -1;
     }
     return 0;
 }
 
-static int load_alpha(Loader *L, EgBuffer *out, const char *pre, const char *what) {
-    if (L->m->cfg.alpha_vector) {
-        int64_t shape[3] = {1, 1, L->m->H};
-        return load_buffer(L, out, 3, shape, "%s%s", pre, what);
+static int load_alpha(const EgModel *m, EgWeightLoader *L, EgBuffer *out, const char *pre,
+                      const char *what) {
+    if (m->cfg.alpha_vector) {
+        int64_t shape[3] = {1, 1, m->H};
+        return eg_load_buffer(L, out, 3, shape, "%s%s", pre, what);
     }
     int64_t one = 1;
-    return load_buffer(L, out, 1, &one, "%s%s", pre, what);
+    return eg_load_buffer(L, out, 1, &one, "%s%s", pre, what);
 }
 
 /* A SwiGLU MLP's weights under prefix pre: gate and up stacked in gate where the device fuses
  * the SwiGLU (m->mlp_fused), else apart. */
-static int load_mlp(Loader *L, EgMatrix *gate, EgMatrix *up, EgMatrix *down, const char *pre) {
-    uint32_t H = L->m->H, I = L->m->I;
+static int load_mlp(const EgModel *m, EgWeightLoader *L, EgMatrix *gate, EgMatrix *up,
+                    EgMatrix *down, const char *pre) {
+    uint32_t H = m->H, I = m->I;
     static const char *const gate_up[] = {"mlp.gate_proj.weight", "mlp.up_proj.weight"};
-    if (L->m->mlp_fused ? load_stacked(L, gate, I, H, 2, gate_up, pre)
-                        : load_matrix(L, gate, I, H, "%s%s", pre, gate_up[0]) ||
-                              load_matrix(L, up, I, H, "%s%s", pre, gate_up[1]))
+    if (m->mlp_fused ? eg_load_stacked(L, gate, I, H, 2, gate_up, pre)
+                     : eg_load_matrix(L, gate, I, H, "%s%s", pre, gate_up[0]) ||
+                           eg_load_matrix(L, up, I, H, "%s%s", pre, gate_up[1]))
         return -1;
-    return load_matrix(L, down, H, I, "%smlp.down_proj.weight", pre);
+    return eg_load_matrix(L, down, H, I, "%smlp.down_proj.weight", pre);
 }
 
-static int load_text(Loader *L) {
-    EgModel *m = L->m;
+static int load_text(EgModel *m, EgWeightLoader *L) {
     const EgModelConfig *c = &m->cfg;
     uint32_t H = m->H, I = m->I, V = (uint32_t)c->vocab_size,
              A = (uint32_t)c->additional_vocab_size;
@@ -225,14 +124,14 @@ static int load_text(Loader *L) {
     static const char *const head_names[2] = {"lm_head.weight", "lm_head.additional_fc.weight"};
     /* no kernel of quantized weights fuses the SwiGLU */
     m->mlp_fused = L->quant == EG_WEIGHTS_DENSE && eg_ops_fuses_swiglu(&m->ops, I, H);
-    if (load_concat(L, &m->embed, H, 2, rows, embed_names)) return -1;
+    if (eg_load_rows(L, &m->embed, EG_WEIGHTS_DENSE, H, 2, rows, embed_names)) return -1;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
         m->lm_head_tied = 1;
-    } else if (load_concat(L, &m->lm_head, H, 2, rows, head_names)) {
+    } else if (eg_load_rows(L, &m->lm_head, EG_WEIGHTS_DENSE, H, 2, rows, head_names)) {
         return -1;
     }
-    if (load_vector(L, &m->final_norm, H, "model.norm.weight")) return -1;
+    if (eg_load_vector(L, &m->final_norm, H, "model.norm.weight")) return -1;
     int L_layers = c->num_hidden_layers, n_cross = L_layers / c->cross_layer_interval;
     m->layers = calloc((size_t)L_layers, sizeof *m->layers);
     m->cross = calloc((size_t)n_cross, sizeof *m->cross);
@@ -243,11 +142,11 @@ static int load_text(Loader *L) {
         snprintf(pre, sizeof pre, "model.layers.%d.", i);
         snprintf(self_attn, sizeof self_attn, "%sself_attn.", pre);
         static const char *const qkv_names[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight"};
-        if (load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
-            load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
-            load_stacked(L, &x->qkv, H, H, 3, qkv_names, self_attn) ||
-            load_matrix(L, &x->o, H, H, "%sself_attn.o_proj.weight", pre) ||
-            load_mlp(L, &x->gate, &x->up, &x->down, pre))
+        if (eg_load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
+            eg_load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
+            eg_load_stacked(L, &x->qkv, H, H, 3, qkv_names, self_attn) ||
+            eg_load_matrix(L, &x->o, H, H, "%sself_attn.o_proj.weight", pre) ||
+            load_mlp(m, L, &x->gate, &x->up, &x->down, pre))
             return -1;
     }
     for (int j = 0; j < n_cross; j++) {
@@ -255,18 +154,18 @@ static int load_text(Loader *L) {
         char pre[96];
         snprintf(pre, sizeof pre, "model.gated_cross_attn_layers.%d.", j);
         static const char *const kv[] = {"cross_attn.k_proj.weight", "cross_attn.v_proj.weight"};
-        if (load_alpha(L, &x->alpha_attn, pre, "alpha_cross_attn") ||
-            load_alpha(L, &x->alpha_dense, pre, "alpha_dense") ||
-            load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
-            load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
-            load_matrix(L, &x->q, H, H, "%scross_attn.q_proj.weight", pre) ||
-            load_stacked(L, &x->kv, H, m->E, 2, kv, pre) ||
-            load_matrix(L, &x->o, H, H, "%scross_attn.o_proj.weight", pre) ||
-            load_mlp(L, &x->gate, &x->up, &x->down, pre))
+        if (load_alpha(m, L, &x->alpha_attn, pre, "alpha_cross_attn") ||
+            load_alpha(m, L, &x->alpha_dense, pre, "alpha_dense") ||
+            eg_load_vector(L, &x->in_norm, H, "%sinput_layernorm.weight", pre) ||
+            eg_load_vector(L, &x->post_norm, H, "%spost_attention_layernorm.weight", pre) ||
+            eg_load_matrix(L, &x->q, H, H, "%scross_attn.q_proj.weight", pre) ||
+            eg_load_stacked(L, &x->kv, H, m->E, 2, kv, pre) ||
+            eg_load_matrix(L, &x->o, H, H, "%scross_attn.o_proj.weight", pre) ||
+            load_mlp(m, L, &x->gate, &x->up, &x->down, pre))
             return -1;
         if (c->qk_layer_norms &&
-            (load_vector(L, &x->q_norm, m->head_dim, "%scross_attn.q_layer_norm.weight", pre) ||
-             load_vector(L, &x->k_norm, m->head_dim, "%scross_attn.k_layer_norm.weight", pre)))
+            (eg_load_vector(L, &x->q_norm, m->head_dim, "%scross_attn.q_layer_norm.weight", pre) ||
+             eg_load_vector(L, &x->k_norm, m->head_dim, "%scross_attn.k_layer_norm.weight", pre)))
             return -1;
     }
     return 0;
@@ -347,7 +246,12 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     EgVkOptions vo = {.device = opt->device,
                       .verbose = opt->progress != NULL,
                       .pipeline_cache_dir = opt->pipeline_cache_dir};
-    Loader L = {.m = m, .err = err, .quant = opt->quant};
+    EgTensorFile *tf = NULL;
+    EgWeightLoader L = {.ops = &m->ops,
+                        .arena = &m->weights,
+                        .staging = &m->staging,
+                        .err = err,
+                        .quant = opt->quant};
     if (eg_vk_create(&m->vk, &vo, err)) goto fail;
     /* attention.comp keeps one query head in shared memory: at most 512 dims. */
     uint32_t vit_hd = m->E / (uint32_t)c->vision.num_attention_heads;
@@ -367,8 +271,9 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     /* weights of 32 MiB or more get blocks of their own (eg_buffer_create), the rest share */
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
-    L.tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
-    if (!L.tf) goto fail;
+    tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
+    if (!tf) goto fail;
+    L.tf = tf;
     const char *as = opt->fp32 ? "fp32" : "fp16";
     const char *projections = opt->quant ? eg_weight_format_name(opt->quant) : as;
     if (opt->progress && opt->random_weights)
@@ -377,22 +282,21 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
                 as, projections);
     else if (opt->progress)
         fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s, projections %s)\n",
-                dir, eg_tensors_count(L.tf), c->dtype[0] ? c->dtype : "?", as, projections);
-    if (load_vision(&L) || (c->use_resampler && load_perceiver(&L)) || load_text(&L) ||
+                dir, eg_tensors_count(tf), c->dtype[0] ? c->dtype : "?", as, projections);
+    if (load_vision(m, &L) || (c->use_resampler && load_perceiver(m, &L)) || load_text(m, &L) ||
         eg_model_ensure_rope(
             m, (uint32_t)(c->max_position_embeddings > 0 ? c->max_position_embeddings : 2048),
             err) ||
         create_scratch(m, err))
         goto fail;
-    eg_tensors_close(L.tf);
+    eg_tensors_close(tf);
     if (opt->progress)
         fprintf(opt->progress, "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s\n", L.n_tensors,
-                (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName,
-                eg_now_s() - t0);
+                (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName, eg_now_s() - t0);
     return m;
 fail:
     eg_fail_prefix(err, "loading model %s", dir);
-    eg_tensors_close(L.tf);
+    eg_tensors_close(tf);
     eg_model_free(m);
     return NULL;
 }

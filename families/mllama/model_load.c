@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "families/mllama/text_model.h"
 #include "families/mllama/vision_load.h"
 #include "runtime/clock.h"
 #include "runtime/vk_context.h"
@@ -20,13 +21,15 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgTensorFile *tf = NULL;
     EgMllamaNames names;
+    EgMllamaTextConfig text_cfg;
     if (eg_mllama_config_load(path, &m->cfg, err) ||
+        eg_mllama_text_config_load(path, &text_cfg, err) ||
         eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err))
         goto fail;
     /* the folder is checked whole before anything reaches the device */
     tf = eg_tensors_open_dir(dir, err);
     if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_vision_check(m, tf, &names, err) ||
-        eg_mllama_text_check(&m->cfg, tf, &names, err))
+        eg_mllama_text_check(&text_cfg, tf, err))
         goto fail;
     EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
     if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;

@@ -1,60 +1,23 @@
 /* Loading the mllama text decoder's weights (see families/mllama/text_model.h). */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "families/mllama/text_model.h"
-#include "runtime/device_tensor.h"
+#include "runtime/weight_loader.h"
 
 typedef struct Loader {
+    EgWeightLoader w;
     EgMllamaText *t;
-    EgTensorFile *tf;
-    EgError *err;
     const char
         *model; /* prefix of the decoder: "language_model.model." or "model.language_model." */
     const char *lm_head; /* "language_model.lm_head.weight" or "lm_head.weight" */
 } Loader;
 
-/* A tensor of exactly `shape` (ndim dims) named model prefix + fmt, into a fresh buffer. */
-static int load_buffer(Loader *L, EgBuffer *out, int ndim, const int64_t *shape, const char *fmt,
-                       ...) {
-    char rest[200], name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rest, sizeof rest, fmt, ap);
-    va_end(ap);
-    snprintf(name, sizeof name, "%s%s", L->model, rest);
-    const EgTensorView *v;
-    if (eg_tensors_expect(L->tf, name, ndim, shape, &v, L->err)) return -1;
-    if (eg_tensor_buffer(L->t->ops, &L->t->weights, (size_t)v->numel, out, L->err) ||
-        eg_upload_view(L->t->ops, L->t->staging, out, 0, v, 0, v->numel, L->err))
-        return eg_fail_prefix(L->err, "%s", name);
-    return 0;
-}
-
 static int load_vector(Loader *L, EgBuffer *out, int64_t n, const char *pre, const char *what) {
-    return load_buffer(L, out, 1, &n, "%s%s", pre, what);
+    return eg_load_vector(&L->w, out, n, "%s%s%s", L->model, pre, what);
 }
 
-/* Full tensor names (names[i] has rows[i] rows of cols), stacked by rows into one matrix. */
-static int load_stacked(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32_t *rows,
-                        const char *const *names) {
-    uint32_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += rows[i];
-    if (eg_matrix_create(L->t->ops, &L->t->weights, total, cols, 0, m, L->err))
-        return eg_fail_prefix(L->err, "%s", names[0]);
-    for (int i = 0, row0 = 0; i < n; row0 += (int)rows[i++]) {
-        int64_t shape[2] = {rows[i], cols};
-        const EgTensorView *v;
-        if (eg_tensors_expect(L->tf, names[i], 2, shape, &v, L->err) ||
-            eg_matrix_upload_view(L->t->ops, L->t->staging, m, (uint32_t)row0, v, L->err))
-            return -1;
-    }
-    return 0;
-}
-
-/* Tensors prefix + suffixes[i] under the decoder's prefix, stacked. */
+/* Tensors model prefix + pre + suffixes[i] (rows[i] rows of cols each), stacked by rows. */
 static int load_named(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32_t *rows,
                       const char *pre, const char *const *suffixes) {
     char names[4][256];
@@ -63,7 +26,7 @@ static int load_named(Loader *L, EgMatrix *m, uint32_t cols, int n, const uint32
         snprintf(names[i], sizeof names[i], "%s%s%s", L->model, pre, suffixes[i]);
         ptrs[i] = names[i];
     }
-    return load_stacked(L, m, cols, n, rows, ptrs);
+    return eg_load_rows(&L->w, m, L->w.quant, cols, n, rows, ptrs);
 }
 
 static int load_matrix(Loader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *pre,
@@ -116,8 +79,8 @@ static int load_cross_layer(Loader *L, EgMllamaCrossLayer *x, const char *pre) {
 static void pick_names(Loader *L) {
     L->model = "language_model.model.";
     L->lm_head = "language_model.lm_head.weight";
-    if (!eg_tensors_find(L->tf, "language_model.model.embed_tokens.weight") &&
-        eg_tensors_find(L->tf, "model.language_model.embed_tokens.weight")) {
+    if (!eg_tensors_find(L->w.tf, "language_model.model.embed_tokens.weight") &&
+        eg_tensors_find(L->w.tf, "model.language_model.embed_tokens.weight")) {
         L->model = "model.language_model.";
         L->lm_head = "lm_head.weight";
     }
@@ -130,23 +93,24 @@ static int load_weights(Loader *L) {
     char embed_name[256];
     snprintf(embed_name, sizeof embed_name, "%sembed_tokens.weight", L->model);
     const char *embed_ptr = embed_name;
-    if (load_stacked(L, &t->embed, t->H, 1, &t->embed_rows, &embed_ptr)) return -1;
+    if (eg_load_rows(&L->w, &t->embed, EG_WEIGHTS_DENSE, t->H, 1, &t->embed_rows, &embed_ptr))
+        return -1;
     /* transformers ties nothing for mllama (whatever tie_word_embeddings says, lm_head is read
      * from the checkpoint); only a checkpoint without lm_head that asks for tying reuses the
      * embedding's first vocab rows (the chunks past them are never reached) */
-    if (c->tie_word_embeddings && !eg_tensors_find(L->tf, L->lm_head)) {
+    if (c->tie_word_embeddings && !eg_tensors_find(L->w.tf, L->lm_head)) {
         t->lm_head = t->embed;
         t->lm_head.rows = t->vocab;
         t->lm_head.n_chunks = (t->vocab + t->embed.chunk_rows - 1) / t->embed.chunk_rows;
         t->lm_head_tied = 1;
-    } else if (load_stacked(L, &t->lm_head, t->H, 1, &t->vocab, &L->lm_head)) {
+    } else if (eg_load_rows(&L->w, &t->lm_head, EG_WEIGHTS_DENSE, t->H, 1, &t->vocab,
+                            &L->lm_head)) {
         return -1;
     }
-    int64_t h = t->H;
-    if (load_buffer(L, &t->final_norm, 1, &h, "norm.weight")) return -1;
+    if (load_vector(L, &t->final_norm, t->H, "", "norm.weight")) return -1;
     t->self = calloc((size_t)c->num_hidden_layers, sizeof *t->self);
     t->cross = calloc((size_t)(c->n_cross ? c->n_cross : 1), sizeof *t->cross);
-    if (!t->self || !t->cross) return eg_fail(L->err, "out of host memory");
+    if (!t->self || !t->cross) return eg_fail(L->w.err, "out of host memory");
     for (int i = 0; i < c->num_hidden_layers; i++) {
         char pre[64];
         snprintf(pre, sizeof pre, "layers.%d.", i);
@@ -196,13 +160,11 @@ int eg_mllama_text_ensure_rope(EgMllamaText *t, uint32_t positions, EgError *err
     return rc;
 }
 
-int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *ops,
-                        EgStaging *staging, EgTensorFile *tf, const EgMllamaTextOptions *opt,
-                        EgError *err) {
+/* The sizes load_weights and the forward pass use, from the config and the options. */
+static void set_dims(EgMllamaText *t, const EgMllamaTextConfig *cfg,
+                     const EgMllamaTextOptions *opt) {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
-    t->ops = ops;
-    t->staging = staging;
     t->H = (uint32_t)cfg->hidden_size;
     t->I = (uint32_t)cfg->intermediate_size;
     t->heads = (uint32_t)cfg->num_attention_heads;
@@ -215,6 +177,24 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
     t->max_chunk = opt && opt->max_chunk ? opt->max_chunk : 256;
     t->max_tiles = opt && opt->max_tiles ? opt->max_tiles : 64;
     t->mask_words = (t->max_tiles + 31) / 32;
+}
+
+int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf, EgError *err) {
+    EgMllamaText t;
+    set_dims(&t, cfg, NULL);
+    Loader L = {.w = {.tf = tf, .err = err, .check_only = 1}, .t = &t};
+    int rc = load_weights(&L);
+    free(t.self);
+    free(t.cross);
+    return rc ? eg_fail_prefix(err, "checking the mllama text model's tensors") : 0;
+}
+
+int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *ops,
+                        EgStaging *staging, EgTensorFile *tf, const EgMllamaTextOptions *opt,
+                        EgError *err) {
+    set_dims(t, cfg, opt);
+    t->ops = ops;
+    t->staging = staging;
     t->mlp_fused = eg_ops_fuses_swiglu(ops, t->I, t->H);
     eg_arena_init(&t->weights, ops->vk, EG_MEM_DEVICE, 64u << 20);
     t->inv_freq = malloc((t->head_dim / 2) * sizeof *t->inv_freq);
@@ -225,7 +205,8 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
     }
     eg_rope_inv_freq(t->inv_freq, t->head_dim, cfg->rope_theta,
                      cfg->rope_llama3 ? &cfg->llama3 : NULL);
-    Loader L = {.t = t, .tf = tf, .err = err};
+    Loader L = {.w = {.ops = ops, .arena = &t->weights, .staging = staging, .tf = tf, .err = err},
+                .t = t};
     if (load_weights(&L) || eg_mllama_text_ensure_rope(t, 2048, err) || create_scratch(t, err))
         goto fail;
     return 0;

@@ -1,5 +1,5 @@
 /* Reading an mllama checkpoint's tensors: which of the two name layouts it uses, the vision
- * tower and projector uploaded (families/mllama/model.h), the text tensors checked. */
+ * tower and projector uploaded (families/mllama/model.h). */
 #ifndef EGRET_MLLAMA_VISION_LOAD_H
 #define EGRET_MLLAMA_VISION_LOAD_H
 
@@ -27,9 +27,5 @@ int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMll
 int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
                           EgError *err);
 void eg_mllama_vision_release(EgMllamaModel *m);
-
-/* Checks that every text tensor the config implies is there with its shape (nothing uploaded). */
-int eg_mllama_text_check(const EgMllamaConfig *cfg, const EgTensorFile *tf,
-                         const EgMllamaNames *names, EgError *err);
 
 #endif

@@ -1,0 +1,140 @@
+#include "runtime/weight_loader.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+enum { NAME_MAX_LEN = 256 };
+
+static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int64_t *shape,
+                        const EgTensorView **t) {
+    if (eg_tensors_expect(L->tf, name, ndim, shape, t, L->err)) return -1;
+    L->n_tensors++;
+    return 0;
+}
+
+int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
+                   const char *fmt, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return expect_named(L, name, ndim, shape, t);
+}
+
+static int buffer_named(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
+                        const char *name) {
+    const EgTensorView *t;
+    if (expect_named(L, name, ndim, shape, &t)) return -1;
+    if (L->check_only) return 0;
+    if (eg_tensor_buffer(L->ops, L->arena, (size_t)t->numel, out, L->err) ||
+        eg_upload_view(L->ops, L->staging, out, 0, t, 0, t->numel, L->err))
+        return eg_fail_prefix(L->err, "%s", name);
+    return 0;
+}
+
+int eg_load_buffer(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
+                   const char *fmt, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return buffer_named(L, out, ndim, shape, name);
+}
+
+int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return buffer_named(L, out, 1, &n, name);
+}
+
+int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
+                    const char *const *suffixes, const char *prefix) {
+    if (!L->check_only && eg_tensor_buffer(L->ops, L->arena, (size_t)(n_each * n), out, L->err))
+        return eg_fail_prefix(L->err, "%s%s", prefix, suffixes[0]);
+    for (int i = 0; i < n; i++) {
+        const EgTensorView *t;
+        if (eg_load_expect(L, &t, 1, &n_each, "%s%s", prefix, suffixes[i])) return -1;
+        if (!L->check_only &&
+            eg_upload_view(L->ops, L->staging, out, (size_t)(i * n_each), t, 0, n_each, L->err))
+            return eg_fail_prefix(L->err, "%s%s", prefix, suffixes[i]);
+    }
+    return 0;
+}
+
+int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t one = 1;
+    const EgTensorView *t;
+    return expect_named(L, name, 1, &one, &t) || eg_tensor_to_f32(t, out, L->err) ? -1 : 0;
+}
+
+int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t cols, int n,
+                 const uint32_t *rows, const char *const *names) {
+    uint32_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += rows[i];
+    if (!L->check_only &&
+        eg_matrix_create_format(L->ops, L->arena, total, cols, 0, format, m, L->err))
+        return eg_fail_prefix(L->err, "%s", names[0]);
+    for (int i = 0, row0 = 0; i < n; row0 += (int)rows[i++]) {
+        if (!rows[i]) continue;
+        int64_t shape[2] = {rows[i], cols};
+        const EgTensorView *t;
+        if (expect_named(L, names[i], 2, shape, &t) ||
+            (!L->check_only &&
+             eg_matrix_upload_view(L->ops, L->staging, m, (uint32_t)row0, t, L->err)))
+            return -1;
+    }
+    return 0;
+}
+
+int eg_load_stacked(EgWeightLoader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
+                    const char *const *suffixes, const char *prefix) {
+    enum { MAX_STACKED = 4 };
+    char names[MAX_STACKED][NAME_MAX_LEN];
+    const char *ptrs[MAX_STACKED];
+    uint32_t rows[MAX_STACKED];
+    if (n > MAX_STACKED) return eg_fail(L->err, "%s: %d tensors stacked", prefix, n);
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "%s%s", prefix, suffixes[i]);
+        ptrs[i] = names[i];
+        rows[i] = rows_each;
+    }
+    return eg_load_rows(L, m, L->quant, cols, n, rows, ptrs);
+}
+
+int eg_load_matrix(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt,
+                   ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const char *one = name;
+    return eg_load_rows(L, m, L->quant, cols, 1, &rows, &one);
+}
+
+int eg_load_matrix_shaped(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, int ndim,
+                          const int64_t *shape, const char *fmt, ...) {
+    char name[NAME_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const EgTensorView *t;
+    if (expect_named(L, name, ndim, shape, &t)) return -1;
+    if (L->check_only) return 0;
+    if (eg_matrix_create(L->ops, L->arena, rows, cols, 0, m, L->err) ||
+        eg_matrix_upload_view(L->ops, L->staging, m, 0, t, L->err))
+        return eg_fail_prefix(L->err, "%s", name);
+    return 0;
+}

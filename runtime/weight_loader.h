@@ -1,0 +1,54 @@
+/* Reading a checkpoint's tensors onto the device by name and expected shape. Every model
+ * family's loader goes through these, so each tensor's name and shape are checked the same way,
+ * an error names the tensor, and the projections are quantized (or not) in one place. */
+#ifndef EGRET_WEIGHT_LOADER_H
+#define EGRET_WEIGHT_LOADER_H
+
+#include "runtime/device_tensor.h"
+
+typedef struct EgWeightLoader {
+    const EgOps *ops;
+    EgArena *arena; /* the weights' arena */
+    EgStaging *staging;
+    const EgTensorFile *tf;
+    EgError *err;
+    EgWeightFormat quant; /* the projections' format (eg_load_matrix, eg_load_stacked) */
+    int check_only;       /* names and shapes only: nothing is created or uploaded (no device) */
+    int n_tensors;        /* tensors read so far */
+} EgWeightLoader;
+
+/* The tensor `name` (printf-style), which must have exactly `shape`; counted as read. */
+int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A tensor of exactly `shape`, uploaded whole into a fresh buffer in the storage precision. */
+int eg_load_buffer(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Vectors prefix + suffixes[i] of n_each elements, one after another in one buffer (biases of
+ * projections that are stacked into one matrix). */
+int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
+                    const char *const *suffixes, const char *prefix);
+/* A [1] tensor read on the host. */
+int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A projection [rows, cols], in L->quant. */
+int eg_load_matrix(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
+/* Projections prefix + suffixes[i], each [rows_each, cols], stacked by rows into one matrix in
+ * L->quant: one product instead of one per tensor (q, k and v; gate and up). */
+int eg_load_stacked(EgWeightLoader *L, EgMatrix *m, uint32_t rows_each, uint32_t cols, int n,
+                    const char *const *suffixes, const char *prefix);
+/* Tensors names[i] of rows[i] × cols (rows[i] 0: none), stacked by rows into one matrix in
+ * `format`: tables whose rows are looked up or whose products must stay exact (embeddings, the
+ * LM head) are loaded with EG_WEIGHTS_DENSE. */
+int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t cols, int n,
+                 const uint32_t *rows, const char *const *names);
+/* A tensor of `shape` (e.g. a convolution's [out, channels, p, p]) used as a dense rows × cols
+ * matrix, rows × cols being its element count. */
+int eg_load_matrix_shaped(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, int ndim,
+                          const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+#endif
