@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "families/idefics/model.h" /* EgModelOptions: the options every family takes */
+#include "families/model_options.h"
 #include "language/prompt.h"
 #include "runtime/ops.h"
 #include "vision/image_decode.h"

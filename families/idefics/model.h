@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "families/idefics/model_config.h"
+#include "families/model_options.h"
 #include "runtime/ops.h"
 #include "runtime/ops_batch.h"
 #include "runtime/vk_staging.h"
@@ -55,22 +56,6 @@ typedef struct EgCrossLayer {
     EgMatrix o;
     EgMatrix gate, up, down; /* as in EgDecoderLayer */
 } EgCrossLayer;
-
-typedef struct EgModelOptions {
-    int fp32;            /* 1: fp32 weights and activations (exact mode); 0: fp16 (fast) */
-    uint32_t max_chunk;  /* tokens per forward call (longer prompts run in chunks); 0: 256 */
-    uint32_t max_images; /* images per request the scratch is sized for; 0: 16 */
-    const char *device;  /* Vulkan device choice, see runtime/vk_context.h */
-    FILE *progress;      /* where to print what is loaded and how long it took; NULL: quiet */
-    int random_weights;  /* 1: only config.json is read; weights are generated (benchmarks of a
-                            model's shapes without its files, runtime/safetensors.h) */
-    const char *pipeline_cache_dir; /* the driver's pipeline cache on disk, read before the
-                                       pipelines are built and written after
-                                       (runtime/vk_pipeline_cache.h); NULL: none */
-    /* the projections' weights quantized while loading (docs/quantization.md); embeddings,
-     * the LM head, the patch embedding, norms, biases and gates stay in fp32/fp16 */
-    EgWeightFormat quant;
-} EgModelOptions;
 
 typedef struct EgModel {
     EgModelConfig cfg;
