@@ -5,6 +5,16 @@
 
 enum { NAME_MAX_LEN = 256 };
 
+/* Declares char name[] holding the variadic function's printf-style tensor name. */
+#define FORMAT_NAME(name, fmt)                                                                     \
+    char name[NAME_MAX_LEN];                                                                       \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        vsnprintf(name, sizeof name, fmt, ap_);                                                    \
+        va_end(ap_);                                                                               \
+    } while (0)
+
 static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int64_t *shape,
                         const EgTensorView **t) {
     if (eg_tensors_expect(L->tf, name, ndim, shape, t, L->err)) return -1;
@@ -14,11 +24,7 @@ static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int
 
 int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return expect_named(L, name, ndim, shape, t);
 }
 
@@ -35,20 +41,12 @@ static int buffer_named(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_
 
 int eg_load_buffer(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return buffer_named(L, out, ndim, shape, name);
 }
 
 int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return buffer_named(L, out, 1, &n, name);
 }
 
@@ -67,11 +65,7 @@ int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
 }
 
 int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     int64_t one = 1;
     const EgTensorView *t;
     return expect_named(L, name, 1, &one, &t) || eg_tensor_to_f32(t, out, L->err) ? -1 : 0;
@@ -114,22 +108,14 @@ int eg_load_stacked(EgWeightLoader *L, EgMatrix *m, uint32_t rows_each, uint32_t
 
 int eg_load_matrix(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt,
                    ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     const char *one = name;
     return eg_load_rows(L, m, L->quant, cols, 1, &rows, &one);
 }
 
 int eg_load_matrix_shaped(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, int ndim,
                           const int64_t *shape, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     const EgTensorView *t;
     if (expect_named(L, name, ndim, shape, &t)) return -1;
     if (L->check_only) return 0;
