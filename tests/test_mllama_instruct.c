@@ -3,16 +3,16 @@
  * chat template and eos_token <|eot_id|>, generation_config.json with eos [<|end_of_text|>,
  * <|eom_id|>, <|eot_id|>]); instruct_golden.json holds, per conversation, HF's
  * processor.apply_chat_template(add_generation_prompt=True) ids and model.generate's greedy ids,
- * which end with <|eot_id|> (refgen/mllama/make_instruct_goldens.py fits that token's lm_head row
- * so the stop comes a few tokens in).
+ * which end with <|eot_id|> (one case: <|eom_id|>) a few tokens in
+ * (refgen/mllama/make_instruct_goldens.py fits those tokens' lm_head rows so the stop is real).
  *
  * Checked: the folder gets the built-in mllama-instruct template by itself; each case, sent as a
  * use_template request (few-shot examples + query image and text), gives HF's prompt ids exactly
  * (the template's parts through the family's prompt rules, and the engine's prompt token count);
- * greedy generation gives HF's ids, stops at <|eot_id|> with finish reason end-of-sequence, and
- * neither the ids nor the text hold it; with end of sequence ignored <|eot_id|> is the token
- * generated at that step. The same through the gRPC service (unary and streamed), whose
- * GetModelInfo names the template. */
+ * greedy generation gives HF's ids, stops at <|eot_id|> (<|eom_id|>) with finish reason
+ * end-of-sequence, and neither the ids nor the text hold it; with end of sequence ignored the stop
+ * token is the one generated at that step. The same through the gRPC service (unary and streamed),
+ * whose GetModelInfo names the template. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +35,8 @@ typedef struct Case {
     EgRequestPart query[2];
     unsigned char *images[MAX_EXAMPLES + 1];
     size_t n_examples, n_query, n_images;
-    const cJSON *input_ids, *generated_ids; /* HF's; generated_ids end with <|eot_id|> */
+    const cJSON *input_ids, *generated_ids; /* HF's; generated_ids end with the stop token */
+    int32_t stop_id;                        /* <|eot_id|> or <|eom_id|> */
     const char *text;                       /* HF's decode without special tokens */
 } Case;
 
@@ -54,6 +55,7 @@ static void case_load(const cJSON *g, Case *c) {
     c->input_ids = cJSON_GetObjectItem(g, "input_ids");
     c->generated_ids = cJSON_GetObjectItem(g, "generated_ids");
     c->text = cJSON_GetObjectItem(g, "text")->valuestring;
+    c->stop_id = cJSON_GetObjectItem(g, "stop_id")->valueint;
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItem(g, "examples")) {
         if (c->n_examples == MAX_EXAMPLES) break;
@@ -126,13 +128,13 @@ static void check_prompt(const EgTemplate *t, const EgTokenizer *tok, const Case
     eg_part_list_free(&list);
 }
 
-/* Through the engine: stops at <|eot_id|> as HF does. */
-static void check_engine(EgEngine *e, const Case *c, int32_t eot) {
+/* Through the engine: stops where HF does, on an end-of-turn id of the Instruct eos list. */
+static void check_engine(EgEngine *e, const Case *c, int32_t eot, int32_t eom) {
     size_t n_gen = (size_t)cJSON_GetArraySize(c->generated_ids);
-    int ends_eot =
-        n_gen >= 2 && cJSON_GetArrayItem(c->generated_ids, (int)n_gen - 1)->valueint == eot;
-    CHECK(ends_eot, "%s: the golden should end with <|eot_id|>", c->name);
-    if (!ends_eot) return;
+    int ends_stop = n_gen >= 2 && (c->stop_id == eot || c->stop_id == eom) &&
+                    cJSON_GetArrayItem(c->generated_ids, (int)n_gen - 1)->valueint == c->stop_id;
+    CHECK(ends_stop, "%s: the golden should end with <|eot_id|> or <|eom_id|>", c->name);
+    if (!ends_stop) return;
     EgRequest req = case_request(c, 16);
     EgGenerateResult r;
     EgRequestStats stats = {0};
@@ -145,21 +147,22 @@ static void check_engine(EgEngine *e, const Case *c, int32_t eot) {
           "%s: %u prompt tokens and %u images, HF's prompt has %d tokens", c->name,
           stats.prompt_tokens, stats.images, cJSON_GetArraySize(c->input_ids));
     CHECK(ids_equal(c->generated_ids, n_gen - 1, r.ids, r.n_ids, 0),
-          "%s: %zu greedy ids differ from HF's %zu before <|eot_id|> (first %d)", c->name, r.n_ids,
+          "%s: %zu greedy ids differ from HF's %zu before the stop (first %d)", c->name, r.n_ids,
           n_gen - 1, r.n_ids ? r.ids[0] : -1);
     CHECK(r.finish == EG_FINISH_EOS, "%s: finish %d, want end of sequence", c->name, (int)r.finish);
-    CHECK(strcmp(r.text, c->text) == 0 && !strstr(r.text, "<|eot_id|>"), "%s: text '%s', HF's '%s'",
-          c->name, r.text, c->text);
+    CHECK(strcmp(r.text, c->text) == 0 && !strstr(r.text, "<|eot_id|>") &&
+              !strstr(r.text, "<|eom_id|>"),
+          "%s: text '%s', HF's '%s'", c->name, r.text, c->text);
     eg_generate_result_free(&r);
 
-    /* End of sequence ignored: the token at the stop step is <|eot_id|> itself. */
+    /* End of sequence ignored: the token at the stop step is the stop token itself. */
     req = case_request(c, (uint32_t)n_gen);
     req.gen.ignore_eos = 1;
     st = eg_engine_generate(e, &req, NULL, NULL, &r, NULL, &err);
     CHECK(st == EG_STATUS_OK, "%s (eos ignored): %s", c->name, err.msg);
     if (st != EG_STATUS_OK) return;
     CHECK(ids_equal(c->generated_ids, n_gen, r.ids, r.n_ids, 0) && r.finish == EG_FINISH_LENGTH,
-          "%s: with eos ignored, %zu ids (finish %d) differ from HF's %zu ending in <|eot_id|>",
+          "%s: with eos ignored, %zu ids (finish %d) differ from HF's %zu ending in the stop token",
           c->name, r.n_ids, (int)r.finish, n_gen);
     eg_generate_result_free(&r);
 }
@@ -202,7 +205,7 @@ static void check_service(EgEngine *e, Case *cases, size_t n_cases) {
                 CHECK(ids_equal(c->generated_ids, n_gen - 1, a.ids, a.n_ids, 1) &&
                           a.generated_tokens == n_gen - 1,
                       "%s (stream %d): %zu ids (%u generated) differ from HF's %zu before "
-                      "<|eot_id|>",
+                      "the stop",
                       c->name, stream, a.n_ids, a.generated_tokens, n_gen - 1);
                 CHECK(a.finish_reason == EGRET__V1__FINISH_REASON__FINISH_REASON_END_OF_SEQUENCE,
                       "%s (stream %d): finish reason %d", c->name, stream, a.finish_reason);
@@ -224,8 +227,9 @@ int main(void) {
     cJSON *golden = cJSON_ParseWithLength(json, len);
     const cJSON *cases_json = cJSON_GetObjectItem(golden, "cases");
     size_t n_cases = (size_t)cJSON_GetArraySize(cases_json);
-    REQUIRE(n_cases >= 3, "instruct_golden.json should hold at least 3 cases");
+    REQUIRE(n_cases >= 4, "instruct_golden.json should hold at least 4 cases");
     int32_t eot = cJSON_GetObjectItem(golden, "eot_id")->valueint;
+    int32_t eom = cJSON_GetObjectItem(golden, "eom_id")->valueint;
 
     EgError err = {0};
     EgEngineOptions opt = {.model = {.fp32 = 1}, .limits = {.max_images = 4}};
@@ -240,13 +244,15 @@ int main(void) {
     REQUIRE(tok != NULL, "tokenizer: %s", err.msg);
     CHECK(eg_tokenizer_find(tok, "<|eot_id|>") == eot, "<|eot_id|> is %d in the tokenizer",
           eg_tokenizer_find(tok, "<|eot_id|>"));
+    CHECK(eg_tokenizer_find(tok, "<|eom_id|>") == eom, "<|eom_id|> is %d in the tokenizer",
+          eg_tokenizer_find(tok, "<|eom_id|>"));
 
     Case *cases = calloc(n_cases, sizeof *cases);
     REQUIRE(cases != NULL, "out of memory");
     for (size_t i = 0; i < n_cases; i++) {
         case_load(cJSON_GetArrayItem(cases_json, (int)i), &cases[i]);
         check_prompt(info.prompt_template, tok, &cases[i]);
-        check_engine(e, &cases[i], eot);
+        check_engine(e, &cases[i], eot, eom);
     }
     check_service(e, cases, n_cases);
 

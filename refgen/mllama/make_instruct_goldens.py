@@ -16,11 +16,12 @@ the Swift Jinja tests (maiqingqiang/Jinja Tests/JinjaTests/ChatTemplateTests.swi
 (../shared/docs/mllama.md §7.3).
 
 How the stop is made real: random weights would emit <|eot_id|> only by chance. The lm_head row of
-<|eot_id|> does not change any hidden state, so the greedy tokens before the stop are fixed by the
-other weights; the script records, per case, the final hidden state at each greedy step (EOS off)
-and solves for that one row so that <|eot_id|> is below the best other logit by >= MARGIN at every
-step before the chosen stop step and above it by >= MARGIN at the stop step. Then HF generate with
-the eos list is run for real and must end with <|eot_id|> at that step.
+a token changes no hidden state, so the greedy tokens before it wins are fixed by the other
+weights. The script records, per case, the final hidden state at each greedy step (EOS off) and
+solves for the rows of <|eot_id|> and <|eom_id|>: the case's stop token >= MARGIN above the best
+other logit at the chosen stop step, both rows >= MARGIN below it everywhere else. Then HF
+generate with the eos list is run for real and must end with the stop token at that step. One
+case stops on <|eom_id|>, the other end-of-turn id the Instruct eos list holds.
 
 Run with the reference venv (never in CI):
     /work/venv-ref/bin/python refgen/mllama/make_instruct_goldens.py [OUT_DIR]
@@ -50,14 +51,15 @@ OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "tests" / "data" / "mll
 TOKENIZER = REPO / "tests" / "data" / "mllama" / "tokenizer"
 TEMPLATE = HERE / "llama32_vision_instruct_chat_template.jinja"
 TILE = 32
-MAX_NEW = 16  # generation budget: every case must stop on <|eot_id|> well before it
-MARGIN = 0.5  # logit margin for the eot row: decisions far from ties in fp32 and fp16
+MAX_NEW = 16  # generation budget: every case must stop well before it
+MARGIN = 0.5  # logit margin for the fitted rows: decisions far from ties in fp32 and fp16
 
 IMAGES = [("wide.png", (1, 3)), ("tall.png", (2, 1)), ("square.png", (1, 1))]
 
 # Each case: the Egret request (examples = few-shot (image, answer) pairs, query = one image and
 # optional text, as `use_template` takes them), the HF conversation that Egret's built-in
-# mllama-instruct template should equal, and the greedy step at which <|eot_id|> is made to win.
+# mllama-instruct template should equal, and the greedy step at which <|eot_id|> (or the case's
+# "stop" token) is made to win.
 CASES = [
     dict(name="single turn: image and question",
          examples=[], query_image="wide.png", query_text="Describe this image in two sentences",
@@ -67,6 +69,8 @@ CASES = [
     dict(name="few-shot examples as user/assistant turns",
          examples=[("wide.png", "A wide picture."), ("tall.png", "A tall one.")],
          query_image="square.png", query_text="And this one?", stop_at=4),
+    dict(name="stop on <|eom_id|>, the other end-of-turn id",
+         examples=[], query_image="square.png", query_text="Look it up.", stop_at=2, stop="<|eom_id|>"),
 ]
 
 
@@ -134,9 +138,10 @@ def greedy_states(model, inputs, steps):
     return hs, logits, toks
 
 
-def fit_eot_row(model, eot, constraints):
-    """constraints: (h, best_other_logit, want_win). Solve for lm_head[eot] with hinge loss."""
-    w = model.lm_head.weight[eot].detach().clone().requires_grad_(True)
+def fit_stop_row(model, row, constraints):
+    """constraints: (h, best_logit_of_the_unfitted_tokens, want_win). Solves for lm_head[row] with
+    a hinge loss: >= MARGIN above where it must win, >= MARGIN below everywhere else."""
+    w = model.lm_head.weight[row].detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=0.05)
     for _ in range(20000):
         loss = 0
@@ -151,9 +156,9 @@ def fit_eot_row(model, eot, constraints):
         opt.zero_grad()
         (loss + 1e-4 * w.square().sum()).backward()
         opt.step()
-    assert worst >= MARGIN, "no <|eot_id|> row satisfies the stop steps: change stop_at or the seed"
+    assert worst >= MARGIN, "no lm_head row satisfies the stop steps: change stop_at or the seed"
     with torch.no_grad():
-        model.lm_head.weight[eot] = w.detach()
+        model.lm_head.weight[row] = w.detach()
     return worst
 
 
@@ -167,7 +172,8 @@ def main():
     bos = tok.convert_tokens_to_ids("<|begin_of_text|>")
     img_id = tok.convert_tokens_to_ids("<|image|>")
     eos = [tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
-    eot = eos[2]
+    eot, eom = eos[2], eos[1]
+    fitted = [eot, eom]  # the rows made to win at the stop steps
     assert tok.eos_token == "<|eot_id|>" and img_id == len(tok) - 1
 
     rng = np.random.default_rng(11)
@@ -193,7 +199,7 @@ def main():
         assert "incompatible with system messages" in str(e), e
 
     # the first seed whose greedy steps before each stop are clear (top-2 margin > 1e-3) and plain
-    # tokens (no special token, no eos), so the stop is the fitted <|eot_id|>'s and nothing else
+    # tokens (no special token, no eos), so the stop is the fitted row's and nothing else
     for seed in range(3031, 3131, 2):
         model = build_model(tok, bos, eos, img_id, seed)
         renders, constraints = [], []
@@ -204,12 +210,15 @@ def main():
             text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
             hs, logits, toks = greedy_states(model, inputs, case["stop_at"] + 1)
             n = case["stop_at"]
+            stop = tok.convert_tokens_to_ids(case.get("stop", "<|eot_id|>"))
             for k in range(n + 1):
-                other = torch.cat([logits[k][:eot], logits[k][eot + 1:]])
+                other = logits[k].clone()
+                other[fitted] = -float("inf")
                 top2 = other.topk(2).values
                 if k < n and ((top2[0] - top2[1]).item() <= 1e-3 or toks[k] in eos or toks[k] >= bos):
                     break
-                constraints.append((hs[k], top2[0].item(), k == n))
+                for row in fitted:
+                    constraints.append((row, hs[k], top2[0].item(), k == n and row == stop))
             else:
                 renders.append((case, msgs, inputs, text))
                 continue
@@ -220,8 +229,9 @@ def main():
     assert len(renders) == len(CASES), "no seed works: change stop_at"
     print("seed", seed)
 
-    worst = fit_eot_row(model, eot, constraints)
-    print("eot row fitted: worst margin %.3f" % worst)
+    for row in fitted:
+        worst = fit_stop_row(model, row, [c[1:] for c in constraints if c[0] == row])
+        print("lm_head row %d fitted: worst margin %.3f" % (row, worst))
     model.generation_config.bos_token_id = bos
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|finetune_right_pad_id|>")
@@ -238,7 +248,8 @@ def main():
             gen = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, temperature=None, top_p=None,
                                  eos_token_id=eos)[0, inputs["input_ids"].shape[1]:].tolist()
         hs, logits, toks = greedy_states(model, inputs, case["stop_at"] + 1)
-        assert gen == toks and gen[-1] == eot and len(gen) == case["stop_at"] + 1, (case["name"], gen, toks)
+        stop = tok.convert_tokens_to_ids(case.get("stop", "<|eot_id|>"))
+        assert gen == toks and gen[-1] == stop and len(gen) == case["stop_at"] + 1, (case["name"], gen, toks)
         # the processor on the rendered text with add_special_tokens=False gives the same ids
         assert tok(text, add_special_tokens=False)["input_ids"] == inputs["input_ids"][0].tolist()
         cases.append(dict(
@@ -250,6 +261,7 @@ def main():
             rendered=text,
             input_ids=inputs["input_ids"][0].tolist(),
             generated_ids=gen,
+            stop_id=stop,
             text=tok.decode(gen, skip_special_tokens=True),
             text_before_stop=tok.decode(gen[:-1], skip_special_tokens=False)))
         print(case["name"], inputs["input_ids"][0].tolist(), "->", gen, repr(cases[-1]["text"]))
@@ -258,7 +270,7 @@ def main():
                        "float32, do_sample=False, eos_token_id [<|end_of_text|>, <|eom_id|>, <|eot_id|>])",
                   chat_template_source="refgen/mllama/llama32_vision_instruct_chat_template.jinja",
                   transformers=transformers.__version__, torch=torch.__version__, pillow=PIL.__version__,
-                  eos_token_ids=eos, eot_id=eot, max_new_tokens=MAX_NEW, cases=cases)
+                  eos_token_ids=eos, eot_id=eot, eom_id=eom, max_new_tokens=MAX_NEW, cases=cases)
     (OUT / "instruct_golden.json").write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
 
 
