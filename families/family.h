@@ -20,6 +20,7 @@
 #include "families/model_options.h"
 #include "language/prompt.h"
 #include "runtime/ops.h"
+#include "runtime/weight_loader.h"
 #include "vision/image_decode.h"
 
 #define EG_FAMILY_MAX_EOS 4
@@ -44,6 +45,7 @@ typedef struct EgFamilyInfo {
     int text_before_image_sees_images;
     int32_t eos[EG_FAMILY_MAX_EOS]; /* ids that end generation */
     uint32_t n_eos;
+    const EgWeightReport *weights; /* the weights' format and device bytes by group */
     EgVk *vk;   /* the device, for the caches' buffers */
     EgOps *ops; /* the precision the caches' buffers take */
 } EgFamilyInfo;

@@ -14,6 +14,7 @@
 #include "runtime/ops.h"
 #include "runtime/ops_batch.h"
 #include "runtime/vk_staging.h"
+#include "runtime/weight_loader.h"
 
 /* Sequences one batched decode step can advance (families/idefics/sequence.h). */
 #define EG_BATCH_MAX 16
@@ -64,6 +65,7 @@ typedef struct EgModel {
     EgOps ops;
     EgBatchOps batch_ops; /* batched decode through device addresses, where available */
     EgArena weights;
+    EgWeightReport weight_report; /* the weights' format and device bytes by group */
     EgArena scratch_arena;
     EgStaging staging;
     uint32_t max_chunk, max_images;
