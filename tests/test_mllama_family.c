@@ -9,10 +9,14 @@
  *    with the images' entries taken from copies kept as the image cache keeps them; and the
  *    text-only prompt decoded in one batch with the image prompt (forward_batch) giving HF's ids;
  *    a copy of a prompt's first tokens (copy_prefix), continued, gives the same logits;
+ *  - the same first samples in fp16 (the default): logits within 1e-2, HF's greedy ids;
+ *  - a pipeline cache folder is written at the first open and read back at the next;
  *  - the processor's prompt rules (families/mllama/prompt.h) with the Llama 3 test tokenizer. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "families/family.h"
 #include "families/mllama/prompt.h"
@@ -156,6 +160,80 @@ static int same_ids(const int32_t *a, const int64_t *b, int n) {
     for (int i = 0; i < n; i++)
         if (a[i] != b[i]) return 0;
     return 1;
+}
+
+/* fp16 (the default precision): the first sample's logits at every position within 1e-2 of
+ * HF's fp32 ones (test_check_close), and the greedy ids HF's. */
+static void run_checkpoint_fp16(const char *name) {
+    Golden gd;
+    char rel[256];
+    snprintf(rel, sizeof rel, "mllama/%s", name);
+    if (!golden_load(name, &gd)) {
+        CHECK(0, "%s: cannot read the golden tensors", name);
+        golden_free(&gd);
+        return;
+    }
+    EgError err = {0};
+    EgModelOptions opt = {.fp32 = 0};
+    EgFamilyModel *m = eg_family_open(test_data_path(rel), &opt, &err);
+    CHECK(m != NULL, "%s fp16: %s", name, err.msg);
+    if (!m) {
+        golden_free(&gd);
+        return;
+    }
+    CHECK(m->info.ops->f16, "%s: opened in fp32, not fp16", name);
+    int32_t ids[256], image[256], got[NEW_TOKENS];
+    uint32_t n = sample_tokens(&gd, 0, 512, ids, image), n_images;
+    float *pixels = family_images(&gd, 0, m->info.image_floats, &n_images);
+    float *logits = malloc((size_t)n * gd.V * sizeof *logits);
+    EgFamilySeq *s = eg_fseq_new(m, n + NEW_TOKENS, &err);
+    int rc = !s || !logits || eg_fseq_set_images_cached(s, n_images, NULL, pixels, NULL, &err) ||
+             eg_fseq_forward(s, ids, image, n, logits, 1, &err);
+    CHECK(rc == 0, "%s fp16: %s", name, err.msg);
+    if (rc == 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%s logits", name);
+        test_check_close(what, 0, logits, gd.logits + (size_t)(gd.T - n) * gd.V, (size_t)n * gd.V);
+        memmove(logits, logits + (size_t)(n - 1) * gd.V, gd.V * sizeof *logits);
+        CHECK(greedy(s, logits, gd.V, got, NEW_TOKENS, &err) == 0, "%s: %s", name, err.msg);
+        CHECK(same_ids(got, gd.generated, NEW_TOKENS), "%s fp16: greedy ids differ from HF's",
+              name);
+    }
+    eg_fseq_free(s);
+    free(pixels);
+    free(logits);
+    eg_family_close(m);
+    golden_free(&gd);
+}
+
+/* Opened with a pipeline cache folder, the family writes the device's cache file once its
+ * pipelines are built; the next open reads it back and, its pipelines all found there, leaves
+ * the file as it is (a save rewrites it through a new file renamed over the old: a new inode). */
+static void check_pipeline_cache(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/egret-test-mllama-pipelines-%ld", (long)getpid());
+    EgError err = {0};
+    EgModelOptions opt = {.fp32 = 1, .pipeline_cache_dir = dir};
+    char path[4200] = "";
+    struct stat first = {0}, st;
+    for (int start = 0; start < 2; start++) {
+        EgFamilyModel *m = eg_family_open(test_data_path("mllama/tiny-mllama-a"), &opt, &err);
+        CHECK(m != NULL, "start %d with a pipeline cache: %s", start, err.msg);
+        if (!m) break;
+        const char *at = m->info.vk->pipeline_cache_path;
+        if (start == 0) {
+            CHECK(at && strncmp(at, dir, strlen(dir)) == 0, "the cache file is not in %s: %s", dir,
+                  at ? at : "(none)");
+            if (at) snprintf(path, sizeof path, "%s", at);
+            CHECK(stat(path, &first) == 0 && first.st_size > 0, "no cache written at %s", path);
+        } else {
+            CHECK(stat(path, &st) == 0 && st.st_ino == first.st_ino && st.st_size == first.st_size,
+                  "the second start rewrote %s rather than reusing it", path);
+        }
+        eg_family_close(m);
+    }
+    if (path[0]) unlink(path);
+    rmdir(dir);
 }
 
 static void run_checkpoint(const char *name) {
@@ -356,6 +434,10 @@ int main(void) {
     run_checkpoint("tiny-mllama-a");
     run_checkpoint("tiny-mllama-b");
     run_checkpoint("tiny-mllama-c");
+    run_checkpoint_fp16("tiny-mllama-a");
+    run_checkpoint_fp16("tiny-mllama-b");
+    run_checkpoint_fp16("tiny-mllama-c");
+    check_pipeline_cache();
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
     return test_finish();

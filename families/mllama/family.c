@@ -81,17 +81,16 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         eg_fail(err, "%s: random weights are not implemented for mllama yet", dir);
         return NULL;
     }
-    if (opt->quant != EG_WEIGHTS_DENSE) { /* refused rather than loaded silently unquantized */
-        eg_fail(err, "%s: --quant %s is not implemented for mllama yet", dir,
-                eg_weight_format_name(opt->quant));
-        return NULL;
-    }
     Served *sv = calloc(1, sizeof *sv);
     if (!sv) {
         eg_fail(err, "out of host memory");
         return NULL;
     }
-    EgMllamaOptions mo = {.fp32 = opt->fp32, .device = opt->device, .progress = opt->progress};
+    EgMllamaOptions mo = {.fp32 = opt->fp32,
+                          .device = opt->device,
+                          .progress = opt->progress,
+                          .quant = opt->quant,
+                          .pipeline_cache_dir = opt->pipeline_cache_dir};
     sv->m = eg_mllama_model_load(dir, &mo, err);
     if (!sv->m) {
         model_free(sv);
@@ -108,7 +107,10 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgMllamaTextConfig tcfg;
     EgTensorFile *tf = NULL;
-    EgMllamaTextOptions to = {.max_chunk = opt->max_chunk, .max_tiles = sv->max_images * sv->J};
+    EgMllamaTextOptions to = {.max_chunk = opt->max_chunk,
+                              .max_tiles = sv->max_images * sv->J,
+                              .quant = opt->quant,
+                              .report = &sv->m->weight_report};
     if (eg_mllama_text_config_load(path, &tcfg, err) || !(tf = eg_tensors_open_dir(dir, err)) ||
         eg_mllama_text_load(&sv->text, &tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
         eg_tensors_close(tf);
@@ -135,6 +137,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         .max_images = sv->max_images,
         .text_before_image_sees_images = 1,
         .n_eos = sv->n_eos,
+        .weights = &sv->m->weight_report,
         .vk = &sv->m->vk,
         .ops = &sv->m->ops,
     };

@@ -14,6 +14,7 @@
 #include "families/mllama/vision_config.h"
 #include "runtime/ops.h"
 #include "runtime/vk_staging.h"
+#include "runtime/weight_loader.h"
 #include "vision/tile_preprocess.h"
 
 #define EG_MLLAMA_MAX_CROSS 64 /* cross_attention_layers entries (90B: 20) */
@@ -75,6 +76,10 @@ typedef struct EgMllamaOptions {
     int fp32;           /* 1: fp32 weights and activations (exact mode); 0: fp16 (fast) */
     const char *device; /* Vulkan device choice, see runtime/vk_context.h */
     FILE *progress;     /* where to print what is loaded; NULL: quiet */
+    /* the projections' format (docs/quantization.md); the patch embedding, position tables,
+     * norms, biases and gates stay in the storage precision */
+    EgWeightFormat quant;
+    const char *pipeline_cache_dir; /* runtime/vk_pipeline_cache.h; NULL: none */
 } EgMllamaOptions;
 
 typedef struct EgMllamaModel {
@@ -86,6 +91,10 @@ typedef struct EgMllamaModel {
     EgArena weights;
     EgStaging staging;
     EgMllamaVision vision;
+    EgWeightFormat quant; /* the projections' format, vision and text */
+    /* the weights' bytes and formats by group: the vision tower's here at load, the text
+     * decoder's added by its load (EgMllamaTextOptions.report) */
+    EgWeightReport weight_report;
 } EgMllamaModel;
 
 /* Loads config.json and preprocessor_config.json, checks every tensor of the folder (names,

@@ -6,6 +6,7 @@
 #include "families/mllama/vision_load.h"
 #include "runtime/clock.h"
 #include "runtime/vk_context.h"
+#include "runtime/vk_pipeline_cache.h"
 
 EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err) {
     EgMllamaOptions defaults = {0};
@@ -31,8 +32,13 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     if (!tf || eg_mllama_names(tf, &names, err) || eg_mllama_vision_check(m, tf, &names, err) ||
         eg_mllama_text_check(&text_cfg, tf, err))
         goto fail;
-    EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
+    m->quant = opt->quant;
+    EgVkOptions vo = {.device = opt->device,
+                      .verbose = opt->progress != NULL,
+                      .pipeline_cache_dir = opt->pipeline_cache_dir};
     if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    /* every pipeline is built: what the driver compiled is kept for the next start */
+    if (m->vk.pipeline_cache_path) eg_pipeline_cache_save(&m->vk, stderr);
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err) ||
         eg_mllama_vision_load(m, tf, &names, err))
@@ -40,8 +46,10 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     eg_tensors_close(tf);
     if (opt->progress)
         fprintf(opt->progress,
-                "egret: loaded the mllama vision tower of %s (%.1f MiB as %s) in %.2f s\n", dir,
-                (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
+                "egret: loaded the mllama vision tower of %s (%.1f MiB as %s, projections %s) "
+                "in %.2f s\n",
+                dir, (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
+                opt->quant ? eg_weight_format_name(opt->quant) : (opt->fp32 ? "fp32" : "fp16"),
                 eg_now_s() - t0);
     return m;
 fail:

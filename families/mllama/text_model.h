@@ -14,6 +14,7 @@
 #include "runtime/ops.h"
 #include "runtime/safetensors.h"
 #include "runtime/vk_staging.h"
+#include "runtime/weight_loader.h"
 
 typedef struct EgMllamaSelfLayer {
     EgBuffer in_norm, post_norm;
@@ -37,6 +38,10 @@ typedef struct EgMllamaCrossLayer {
 typedef struct EgMllamaTextOptions {
     uint32_t max_chunk; /* tokens per forward call (longer inputs run in chunks); 0: 256 */
     uint32_t max_tiles; /* image tiles (images × max_num_tiles) a sequence may attend to; 0: 64 */
+    /* the projections' format (docs/quantization.md); the embeddings, the LM head, norms and
+     * gates stay in the storage precision */
+    EgWeightFormat quant;
+    EgWeightReport *report; /* where the weights' bytes are added by group; NULL: nowhere */
 } EgMllamaTextOptions;
 
 typedef struct EgMllamaText {
