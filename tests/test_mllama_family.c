@@ -9,8 +9,8 @@
  *    with the images' entries taken from copies kept as the image cache keeps them; and the
  *    text-only prompt decoded in one batch with the image prompt (forward_batch) giving HF's ids;
  *    a copy of a prompt's first tokens (copy_prefix), continued, gives the same logits;
- *  - the same first samples in fp16 (the default): logits within 1e-2, HF's greedy ids;
- *  - a pipeline cache folder is written at the first open and read back at the next;
+ *  - the same first samples in fp16 (the default): logits within 1e-2, HF's greedy ids; these
+ *    opens share a pipeline cache folder, written at the first and reused at the others;
  *  - the processor's prompt rules (families/mllama/prompt.h) with the Llama 3 test tokenizer. */
 #include <math.h>
 #include <stdlib.h>
@@ -162,6 +162,33 @@ static int same_ids(const int32_t *a, const int64_t *b, int n) {
     return 1;
 }
 
+/* The fp16 runs open their models with a pipeline cache folder: the first open writes the
+ * device's cache file once its pipelines are built; the next ones read it back and, their
+ * pipelines all found there, leave the file as it is (a save rewrites it through a new file
+ * renamed over the old: a new inode). */
+static struct {
+    char dir[128];
+    char path[4200];
+    struct stat first;
+    int opens;
+} g_cache;
+
+static void check_pipeline_cache(const EgVk *vk) {
+    const char *at = vk->pipeline_cache_path;
+    struct stat st;
+    if (g_cache.opens++ == 0) {
+        CHECK(at && strncmp(at, g_cache.dir, strlen(g_cache.dir)) == 0,
+              "the cache file is not in %s: %s", g_cache.dir, at ? at : "(none)");
+        if (at) snprintf(g_cache.path, sizeof g_cache.path, "%s", at);
+        CHECK(stat(g_cache.path, &g_cache.first) == 0 && g_cache.first.st_size > 0,
+              "no cache written at %s", g_cache.path);
+    } else {
+        CHECK(stat(g_cache.path, &st) == 0 && st.st_ino == g_cache.first.st_ino &&
+                  st.st_size == g_cache.first.st_size,
+              "open %d rewrote %s rather than reusing it", g_cache.opens, g_cache.path);
+    }
+}
+
 /* fp16 (the default precision): the first sample's logits at every position within 1e-2 of
  * HF's fp32 ones (test_check_close), and the greedy ids HF's. */
 static void run_checkpoint_fp16(const char *name) {
@@ -174,7 +201,7 @@ static void run_checkpoint_fp16(const char *name) {
         return;
     }
     EgError err = {0};
-    EgModelOptions opt = {.fp32 = 0};
+    EgModelOptions opt = {.fp32 = 0, .pipeline_cache_dir = g_cache.dir};
     EgFamilyModel *m = eg_family_open(test_data_path(rel), &opt, &err);
     CHECK(m != NULL, "%s fp16: %s", name, err.msg);
     if (!m) {
@@ -182,6 +209,7 @@ static void run_checkpoint_fp16(const char *name) {
         return;
     }
     CHECK(m->info.ops->f16, "%s: opened in fp32, not fp16", name);
+    check_pipeline_cache(m->info.vk);
     int32_t ids[256], image[256], got[NEW_TOKENS];
     uint32_t n = sample_tokens(&gd, 0, 512, ids, image), n_images;
     float *pixels = family_images(&gd, 0, m->info.image_floats, &n_images);
@@ -204,36 +232,6 @@ static void run_checkpoint_fp16(const char *name) {
     free(logits);
     eg_family_close(m);
     golden_free(&gd);
-}
-
-/* Opened with a pipeline cache folder, the family writes the device's cache file once its
- * pipelines are built; the next open reads it back and, its pipelines all found there, leaves
- * the file as it is (a save rewrites it through a new file renamed over the old: a new inode). */
-static void check_pipeline_cache(void) {
-    char dir[128];
-    snprintf(dir, sizeof dir, "/tmp/egret-test-mllama-pipelines-%ld", (long)getpid());
-    EgError err = {0};
-    EgModelOptions opt = {.fp32 = 1, .pipeline_cache_dir = dir};
-    char path[4200] = "";
-    struct stat first = {0}, st;
-    for (int start = 0; start < 2; start++) {
-        EgFamilyModel *m = eg_family_open(test_data_path("mllama/tiny-mllama-a"), &opt, &err);
-        CHECK(m != NULL, "start %d with a pipeline cache: %s", start, err.msg);
-        if (!m) break;
-        const char *at = m->info.vk->pipeline_cache_path;
-        if (start == 0) {
-            CHECK(at && strncmp(at, dir, strlen(dir)) == 0, "the cache file is not in %s: %s", dir,
-                  at ? at : "(none)");
-            if (at) snprintf(path, sizeof path, "%s", at);
-            CHECK(stat(path, &first) == 0 && first.st_size > 0, "no cache written at %s", path);
-        } else {
-            CHECK(stat(path, &st) == 0 && st.st_ino == first.st_ino && st.st_size == first.st_size,
-                  "the second start rewrote %s rather than reusing it", path);
-        }
-        eg_family_close(m);
-    }
-    if (path[0]) unlink(path);
-    rmdir(dir);
 }
 
 static void run_checkpoint(const char *name) {
@@ -434,10 +432,13 @@ int main(void) {
     run_checkpoint("tiny-mllama-a");
     run_checkpoint("tiny-mllama-b");
     run_checkpoint("tiny-mllama-c");
+    snprintf(g_cache.dir, sizeof g_cache.dir, "/tmp/egret-test-mllama-pipelines-%ld",
+             (long)getpid());
     run_checkpoint_fp16("tiny-mllama-a");
     run_checkpoint_fp16("tiny-mllama-b");
     run_checkpoint_fp16("tiny-mllama-c");
-    check_pipeline_cache();
+    if (g_cache.path[0]) unlink(g_cache.path);
+    rmdir(g_cache.dir);
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
     return test_finish();
