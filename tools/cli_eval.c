@@ -10,10 +10,12 @@
  *     and answers identical to fp32's.
  * A table on stdout, or one JSON object with --json. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/generate.h"
 #include "runtime/clock.h"
@@ -357,6 +359,11 @@ int cli_eval(int argc, char **argv) {
     if (parse_formats(formats, fmts, &n_rows)) return 2;
     const char *cases_path = strcmp(cases_arg, "shapes") == 0 ? EGRET_SHAPES_CASES : cases_arg;
 
+    /* before a model that may take minutes to load */
+    if (access(cases_path, R_OK)) {
+        fprintf(stderr, "egret: --cases %s: %s\n", cases_path, strerror(errno));
+        return 1;
+    }
     EgError err = {0};
     char tok_path[1200];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dir);
