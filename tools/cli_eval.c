@@ -390,8 +390,11 @@ int cli_eval(int argc, char **argv) {
     eg_family_close(m); /* one model on the device at a time */
     m = NULL;
     judge(&cases, &ref, &ref);
-    fprintf(stderr, "egret: fp32: %d of %d answers right (%.1f s)\n", ref.right, ref.judged,
-            ref.load_s + ref.run_s);
+    if (ref.judged)
+        fprintf(stderr, "egret: fp32: %d of %d answers right (%.1f s)\n", ref.right, ref.judged,
+                ref.load_s + ref.run_s);
+    else
+        fprintf(stderr, "egret: fp32: %zu cases (%.1f s)\n", cases.n, ref.load_s + ref.run_s);
     for (int r = 0; r < n_rows; r++) {
         rows[r].format = fmts[r];
         if (run_row(dir, device, tok, &cases, NULL, &rows[r], ref_logits, NULL, &err)) goto done;

@@ -214,14 +214,17 @@ static int load_golden(const char *path, EgFamilyModel *m, EgEvalCases *out, EgE
     if (!rc) {
         B = ids_v->shape[0], T = ids_v->shape[1], N = img_v->shape[2];
         /* IDEFICS' layout: [B][N][3][S][S], one preprocessed image per slot */
-        if (!pix_v || pix_v->ndim != 5 || pix_v->shape[0] != B || pix_v->shape[1] != N ||
-            (size_t)(pix_v->numel / (B * N)) != m->info.image_floats || mask_v->shape[0] != B ||
-            mask_v->shape[1] != T || img_v->shape[0] != B || img_v->shape[1] != T ||
-            gen_v->shape[0] != B || text_v->shape[0] != 1 || text_v->shape[1] < 1)
-            rc = eg_fail(err,
-                         "%s: the tensors' shapes are not a golden of this model (pixel_values "
-                         "[B][N][3][S][S] of %zu floats an image, masks [B][T](/[N]))",
-                         path, m->info.image_floats);
+        if (B < 1 || T < 1 || N < 1 || !pix_v || pix_v->ndim != 5 || pix_v->shape[0] != B ||
+            pix_v->shape[1] != N || (size_t)(pix_v->numel / (B * N)) != m->info.image_floats ||
+            mask_v->shape[0] != B || mask_v->shape[1] != T || img_v->shape[0] != B ||
+            img_v->shape[1] != T || gen_v->shape[0] != B || gen_v->shape[1] < 1 ||
+            gen_v->shape[1] > 4096 || text_v->shape[0] != 1 || text_v->shape[1] < 1)
+            rc =
+                eg_fail(err,
+                        "%s: the tensors' shapes are not a golden of this model (pixel_values "
+                        "[B][N][3][S][S] of %zu floats an image, masks [B][T](/[N]), generated_ids "
+                        "[B][1..4096])",
+                        path, m->info.image_floats);
     }
     if (!rc) {
         pix = malloc((size_t)pix_v->numel * sizeof *pix);
