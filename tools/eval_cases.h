@@ -6,7 +6,7 @@
  *    them the family builds the prompt from the parts, raw, without a template),
  *    "expected_answer" (the true answer line), "task" (a label), "max_new_tokens" (else the
  *    length of "greedy_ids", else 24). Their answer is the greedy text up to its first newline;
- *  - a golden file of the tiny IDEFICS models (tests/data/tiny-idefics-* /golden.safetensors):
+ *  - a golden file of the tiny IDEFICS models (tests/data/tiny-idefics-X/golden.safetensors):
  *    each row of input_ids without its left padding (attention_mask), its images from
  *    pixel_values (already preprocessed) and image_attention_mask, plus textonly_input_ids. Their
  *    answer is the greedy continuation of generated_ids' length, compared by ids.
