@@ -520,6 +520,19 @@ int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k) {
            weights <= ops->md_few_max_weights && 2 * n <= eg_matrix_chunk_rows(ops, k);
 }
 
+/* The device-memory traffic of one chunk of w_rows rows of a product (eg_cmd_work): x once,
+ * the chunk's weights, its outputs written (and read first with mul or accum), the bias or the
+ * fused norm's weight. */
+static uint64_t linear_bytes(const EgOps *ops, const EgLinear *a, uint32_t w_rows) {
+    uint64_t e = ops->elem, rows = a->rows, k = a->w->cols;
+    uint64_t n = a->swiglu ? w_rows / 2 : w_rows;
+    uint64_t bytes = rows * k * e + w_rows * eg_matrix_row_bytes(ops, a->w->cols, a->w->format);
+    bytes += rows * n * e * (a->mul || a->accum ? 2 : 1);
+    if (a->bias) bytes += n * e;
+    if (a->rms_weight) bytes += k * e;
+    return bytes;
+}
+
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     const EgMatrix *w = a->w;
     if (a->rows == 0) return;
@@ -569,6 +582,8 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .n_off = n0,
                            .flags = flags,
                            .eps = a->rms_eps};
+        eg_cmd_work(cmd, linear_bytes(ops, a, eg_matrix_chunk_len(w, c)),
+                    2 * (uint64_t)a->rows * eg_matrix_chunk_len(w, c) * w->cols);
         const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
                                    or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
                                    or_dummy(ops, a->alpha), a->y};
@@ -624,11 +639,48 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
                      .y_batch = a->y_batch ? a->y_batch : a->rows * ys,
                      .eps = a->eps,
                      .rms = a->rms ? 1u : 0u};
+    /* x read and y written once, the weight (and bias) once; per element RMSNorm squares and
+     * adds, scales and weighs (4 operations), LayerNorm also subtracts the mean and adds the
+     * bias (7) */
+    uint64_t elements = (uint64_t)a->rows * (a->batches ? a->batches : 1) * a->dim;
+    eg_cmd_work(cmd, (2 * elements + (a->bias ? 2u : 1u) * (uint64_t)a->dim) * ops->elem,
+                elements * (a->rms ? 4u : 7u));
     const EgBuffer *bufs[4] = {a->x, a->weight, or_dummy(ops, a->bias), a->y};
     uint32_t rows = push.dim | push.x_off | push.x_stride | push.x_batch | push.y_off |
                     push.y_stride | push.y_batch;
     eg_cmd_dispatch(cmd, &ops->norm[load_variant(ops->norm, rows)], bufs, &push,
                     eg_groups(a->rows, ops->norm_rows), a->batches ? a->batches : 1, 1);
+}
+
+/* Keys query i sees (causal: up to its position; ranges and block masks live on the device,
+ * so those count every key: an upper bound). */
+static uint64_t attention_keys_seen(const EgAttention *a, uint32_t i) {
+    if (a->mode != EG_ATTN_CAUSAL) return a->n_keys;
+    uint64_t hi = (uint64_t)a->q_pos0 + i + 1;
+    return hi < a->n_keys ? hi : a->n_keys;
+}
+
+uint64_t eg_attention_flops(const EgAttention *a) {
+    /* per query, head and key seen: the score (hd multiply-adds) and p·v (hd more); the
+     * softmax's few operations per score are left out */
+    uint64_t keys = 0;
+    if (a->mode == EG_ATTN_CAUSAL) {
+        for (uint32_t i = 0; i < a->n_queries; i++)
+            keys += attention_keys_seen(a, i);
+    } else {
+        keys = (uint64_t)a->n_queries * a->n_keys;
+    }
+    return keys * 4u * a->head_dim * a->heads * (a->batches ? a->batches : 1);
+}
+
+uint64_t eg_attention_bytes(const EgOps *ops, const EgAttention *a) {
+    /* q read and o written once; of k and v the keys the last query sees, once per key/value
+     * head (what a kernel that keeps them on chip reads) */
+    uint64_t kv_heads = a->kv_heads ? a->kv_heads : a->heads;
+    uint64_t keys = a->n_queries ? attention_keys_seen(a, a->n_queries - 1) : 0;
+    uint64_t per_batch = 2 * (uint64_t)a->n_queries * a->heads * a->head_dim +
+                         2 * keys * kv_heads * a->head_dim;
+    return per_batch * (a->batches ? a->batches : 1) * ops->elem;
 }
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
@@ -665,6 +717,7 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .kv_group = a->heads / kv_heads,
                             .mask_block = a->mask_block,
                             .mask_words = a->mask_words};
+    eg_cmd_work(cmd, eg_attention_bytes(ops, a), eg_attention_flops(a));
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
@@ -683,6 +736,10 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a) {
                      .stride = a->stride ? a->stride : a->heads * a->head_dim,
                      .pos0 = a->pos0,
                      .sin_off = a->table_positions * (a->head_dim / 2)};
+    /* each pair read and written, its cos and sin (float) read; a rotation is 6 operations */
+    uint64_t pairs = (uint64_t)a->rows * a->heads * (a->head_dim / 2);
+    eg_cmd_work(cmd, pairs * 4 * ops->elem + (uint64_t)a->rows * a->head_dim * sizeof(float),
+                pairs * 6);
     const EgBuffer *bufs[2] = {a->x, a->table};
     dispatch_1d(cmd, &ops->rope, bufs, &push,
                 eg_groups(a->rows * a->heads * (a->head_dim / 2), 64));
@@ -744,6 +801,10 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
                       .row0 = a->row0,
                       .n_rows = a->n_rows,
                       .out_off = a->out_off};
+    /* the ids, and each token's row read and written */
+    eg_cmd_work(cmd,
+                (uint64_t)a->tokens * sizeof(uint32_t) + 2 * (uint64_t)a->tokens * a->dim * ops->elem,
+                0);
     const EgBuffer *bufs[3] = {a->ids, a->table, a->out};
     dispatch_1d(cmd, &ops->embed, bufs, &push, eg_groups(a->tokens * a->dim, 64));
 }
@@ -751,6 +812,8 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
 void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const EgBuffer *patches,
                     uint32_t images, uint32_t channels, uint32_t size, uint32_t patch_size) {
     PatchifyPush push = {images, channels, size, patch_size};
+    /* every pixel read and written once */
+    eg_cmd_work(cmd, 2 * (uint64_t)images * channels * size * size * ops->elem, 0);
     const EgBuffer *bufs[2] = {pixels, patches};
     /* one invocation per row of a patch, channel and image (shaders/patchify.comp) */
     eg_cmd_dispatch(cmd, &ops->patchify, bufs, &push, eg_groups(size * (size / patch_size), 64),
@@ -761,6 +824,13 @@ void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, cons
                      const EgBuffer *pos, const EgBuffer *out, uint32_t images, uint32_t n_patches,
                      uint32_t dim) {
     VitEmbedPush push = {images, n_patches, dim};
+    /* patches and the position embeddings read, the output written; one add per element */
+    uint64_t out_elements = (uint64_t)images * (n_patches + 1) * dim;
+    eg_cmd_work(cmd,
+                ((uint64_t)images * n_patches * dim + (uint64_t)(n_patches + 2) * dim +
+                 out_elements) *
+                    ops->elem,
+                out_elements);
     const EgBuffer *bufs[4] = {patches, cls, pos, out};
     /* one invocation per element, token and image (shaders/vit_embed.comp) */
     eg_cmd_dispatch(cmd, &ops->vit_embed, bufs, &push, eg_groups(dim, 64), n_patches + 1, images);
@@ -780,6 +850,16 @@ void eg_op_rows_combine(EgCmd *cmd, const EgOps *ops, const EgRowsCombine *a) {
         push.s_row[s] = a->s[s].row ? a->s[s].row : a->dim;
         push.coef[s] = a->s[s].coef;
     }
+    /* the index rows, each present source's row, the output (read too with accum); a
+     * multiply-add per source and element */
+    int sources = 0;
+    for (int s = 0; s < 4; s++)
+        sources += a->s[s].src != NULL;
+    uint64_t elements = (uint64_t)a->rows * a->dim;
+    eg_cmd_work(cmd,
+                (uint64_t)a->rows * 4 * sizeof(uint32_t) +
+                    elements * ops->elem * (uint64_t)(sources + (a->accum ? 2 : 1)),
+                elements * 2 * (uint64_t)sources);
     /* one invocation per element and row (shaders/rows_combine.comp): rows over y and z */
     uint32_t gy = a->rows < 65535 ? a->rows : 65535;
     eg_cmd_dispatch(cmd, &ops->rows_combine, bufs, &push, eg_groups(a->dim, 64), gy,

@@ -227,6 +227,11 @@ typedef struct EgAttention {
     float scale;
 } EgAttention;
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a);
+/* What eg_op_attention declares for the profile (eg_cmd_work): floating-point operations
+ * (4·head_dim per query, head and key seen) and bytes (q and o once, the keys and values the last
+ * query sees once per key/value head). Ranges and block masks count every key. */
+uint64_t eg_attention_flops(const EgAttention *a);
+uint64_t eg_attention_bytes(const EgOps *ops, const EgAttention *a);
 
 /* In-place RoPE on rows [heads][head_dim] at positions pos0 + row; table from eg_rope_table. */
 typedef struct EgRope {
