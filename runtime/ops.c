@@ -207,7 +207,51 @@ typedef struct {
     uint32_t norm_wg, norm_rows, norm_wide;
     uint32_t attn_wg, attn_qpw, attn_dpl, attn_wide;
     int attn_texel; /* subgroup attention reads q, k and v through texel views */
+    int flash;      /* EgOps.attn_flash */
+    uint32_t flash_wg, flash_lanes, flash_dims, flash_keys;
 } RowParams;
+
+/* Flash attention's parameters (attention_flash.comp). GPUs: 128 invocations, 4 per query (32
+ * queries per workgroup sharing each key tile), 32 dimensions each (heads up to 128: LLaMA's,
+ * the ViT's 80), tiles of 32 keys (2·32·128 floats: 32 KiB of shared memory). Not tuned on a GPU
+ * yet (scripts/device-check.sh measures it). CPUs (only where asked for: their subgroup kernel
+ * is tuned for them): 32 invocations, 8 per query, 16 dimensions each, 16 keys. Where asked for
+ * explicitly a shape that does not fit fails; the automatic choice just leaves it off. */
+static int flash_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgError *err) {
+    const VkPhysicalDeviceLimits *lim = &vk->props.limits;
+    int cpu = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const char *env = getenv("EGRET_ATTN_FLASH");
+    int want = cfg->attn_flash ? cfg->attn_flash
+               : env && *env   ? (eg_env_flag("EGRET_ATTN_FLASH") ? 1 : -1)
+                               : 0;
+    rp->flash = want > 0 ? 2 : want < 0 || cpu ? 0 : 1;
+    rp->flash_wg = cfg->flash_wg ? cfg->flash_wg : cpu ? 32 : 128;
+    rp->flash_lanes = cfg->flash_lanes ? cfg->flash_lanes : cpu ? 8 : 4;
+    rp->flash_dims = cfg->flash_dims ? cfg->flash_dims : cpu ? 16 : 32;
+    rp->flash_keys = cfg->flash_keys ? cfg->flash_keys : cpu ? 16 : 32;
+    if (!rp->flash) return 0;
+    uint64_t shared = 2ull * rp->flash_keys * rp->flash_lanes * rp->flash_dims * 4 + 8;
+    const char *why = !vk->subgroup_shuffle ? "no subgroup shuffle"
+                      : !is_pow2(rp->flash_lanes) || rp->flash_lanes > vk->subgroup_size ||
+                              rp->flash_wg % rp->flash_lanes
+                          ? "lanes per query not a power of two within a subgroup dividing the "
+                            "workgroup"
+                      : rp->flash_wg > lim->maxComputeWorkGroupInvocations ||
+                              rp->flash_wg > lim->maxComputeWorkGroupSize[0]
+                          ? "workgroup too large"
+                      : shared > lim->maxComputeSharedMemorySize ? "key tiles exceed shared memory"
+                      : !rp->flash_dims || !rp->flash_keys ? "no dimensions or keys"
+                                                           : NULL;
+    if (!why) return 0;
+    if (want > 0)
+        return eg_fail(err,
+                       "flash attention: %u invocations, %u per query, %u dimensions each, %u "
+                       "keys per tile do not fit %s: %s",
+                       rp->flash_wg, rp->flash_lanes, rp->flash_dims, rp->flash_keys,
+                       vk->props.deviceName, why);
+    rp->flash = 0;
+    return 0;
+}
 
 static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgError *err) {
     const VkPhysicalDeviceLimits *lim = &vk->props.limits;
@@ -246,7 +290,7 @@ static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgE
     if (rp->attn_texel && !vk->texel_views)
         return eg_fail(err, "attention: texel loads need texel views, which %s lacks",
                        vk->props.deviceName);
-    return 0;
+    return flash_params(vk, cfg, rp, err);
 }
 
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
@@ -338,6 +382,14 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     uint32_t one_spec[EG_ATTN_SPEC] = {rp.attn_wg, 1, rp.attn_dpl, rp.attn_wide ? 1 : 0,
                                        multi_subgroup};
     memcpy(ops->attention_one_spec, one_spec, sizeof one_spec);
+    ops->attn_flash = rp.flash;
+    if (rp.flash) {
+        uint32_t spec[4] = {rp.flash_wg, rp.flash_lanes, rp.flash_dims, rp.flash_keys};
+        ops->flash_queries = rp.flash_wg / rp.flash_lanes;
+        ops->flash_max_dim = rp.flash_lanes * rp.flash_dims;
+        eg_pipeline_batch_add(batch, &ops->attention_flash, "attention_flash", 5, 1u << 3, 0,
+                              sizeof(EgAttentionPush), spec, 4);
+    }
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
@@ -420,6 +472,7 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->matmul_naive,
                          &ops->matvec_naive,
                          &ops->attention_one[0],
+                         &ops->attention_flash,
                          &ops->attention_one[1],
                          &ops->matmul_direct,
                          &ops->matmul_direct_swiglu,
@@ -719,6 +772,13 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .mask_words = a->mask_words};
     eg_cmd_work(cmd, eg_attention_bytes(ops, a), eg_attention_flops(a));
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
+    if (ops->attn_flash && a->head_dim <= ops->flash_max_dim &&
+        (ops->attn_flash == 2 || a->n_queries >= EG_FLASH_MIN_QUERIES)) {
+        eg_cmd_dispatch(cmd, &ops->attention_flash, bufs, &push,
+                        eg_groups(a->n_queries, ops->flash_queries), a->heads,
+                        a->batches ? a->batches : 1);
+        return;
+    }
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
                     push.k_stride | push.k_batch | push.v_off | push.v_stride | push.v_batch;

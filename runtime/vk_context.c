@@ -318,6 +318,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
                               (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     vk->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
+    vk->subgroup_shuffle = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     /* A view must span any buffer (at most maxStorageBufferRange bytes) in 16-byte texels. */
     VkFormatProperties rgba32ui;
     vkGetPhysicalDeviceFormatProperties(vk->phys, VK_FORMAT_R32G32B32A32_UINT, &rgba32ui);

@@ -36,6 +36,7 @@ typedef struct EgVk {
     uint32_t subgroup_size;
     int subgroup_arithmetic; /* subgroupAdd & co. in compute shaders (the matvec reductions) */
     int subgroup_ballot;     /* subgroupBroadcast in compute shaders (attention.comp) */
+    int subgroup_shuffle;    /* subgroupShuffleXor in compute shaders (attention_flash.comp) */
     int validation;  /* the validation layer is active */
     int has_float16; /* shaderFloat16: required by the fp16 (fast) shader variants */
     int has_device_address; /* bufferDeviceAddress: EgBuffer.addr is set (batched attention) */
