@@ -293,6 +293,41 @@ static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgE
     return flash_params(vk, cfg, rp, err);
 }
 
+/* The cooperative-matrix matmul (shaders/coopmat/): 4 subgroups of RM×RN = 2×2 matrix tiles
+ * each, K in slices of 2 tiles; with 16×16×16 tiles a 64×64 block and 24 KiB of shared memory.
+ * Not tuned on a GPU yet (scripts/device-check.sh measures it). */
+static int coopmat_params(EgOps *ops, const EgVk *vk, const EgOpsConfig *cfg,
+                          EgPipelineBatch *batch, EgError *err) {
+    if (cfg->coopmat < 0 || ops->naive) return 0;
+    const EgCoopmat *cm = &vk->coopmat;
+    const char *name = cm->kind == EG_COOPMAT_KHR  ? "matmul_coopmat_khr"
+                       : cm->kind == EG_COOPMAT_NV ? "matmul_coopmat_nv"
+                                                   : NULL;
+    const char *why = !ops->f16              ? "fp32 storage (tensor cores take fp16)"
+                      : !name                ? cm->why
+                      : !eg_shader_available(name, 1) ? "its shader is not built (CMake EGRET_GLSLANG or EGRET_COOPMAT_NV)"
+                                                      : NULL;
+    uint32_t wg = 4 * vk->subgroup_size, rm = 2, rn = 2, ks = 2;
+    uint32_t bm = 2 * rm * cm->shape.m, bn = 2 * rn * cm->shape.n, bk = ks * cm->shape.k;
+    uint64_t shared = (uint64_t)(bm + bn) * bk * 2 + (uint64_t)bm * bn * 4;
+    if (!why && (shared > vk->props.limits.maxComputeSharedMemorySize ||
+                 wg > vk->props.limits.maxComputeWorkGroupInvocations))
+        why = "its block does not fit the workgroup limits";
+    if (why) {
+        if (cfg->coopmat > 0)
+            return eg_fail(err, "cooperative-matrix matmul unavailable on %s: %s",
+                           vk->props.deviceName, why);
+        return 0;
+    }
+    uint32_t spec[7] = {wg, cm->shape.m, cm->shape.n, cm->shape.k, rm, rn, ks};
+    ops->coopmat = 1;
+    ops->coopmat_bm = bm;
+    ops->coopmat_bn = bn;
+    eg_pipeline_batch_add(batch, &ops->matmul_coopmat, name, 5, 1u << 4, 0, sizeof(MatmulPush),
+                          spec, 7);
+    return 0;
+}
+
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
@@ -382,6 +417,10 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     uint32_t one_spec[EG_ATTN_SPEC] = {rp.attn_wg, 1, rp.attn_dpl, rp.attn_wide ? 1 : 0,
                                        multi_subgroup};
     memcpy(ops->attention_one_spec, one_spec, sizeof one_spec);
+    if (coopmat_params(ops, vk, cfg, batch, err)) {
+        eg_ops_destroy(ops);
+        return -1;
+    }
     ops->attn_flash = rp.flash;
     if (rp.flash) {
         uint32_t spec[4] = {rp.flash_wg, rp.flash_lanes, rp.flash_dims, rp.flash_keys};
@@ -473,6 +512,7 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->matvec_naive,
                          &ops->attention_one[0],
                          &ops->attention_flash,
+                         &ops->matmul_coopmat,
                          &ops->attention_one[1],
                          &ops->matmul_direct,
                          &ops->matmul_direct_swiglu,
@@ -534,6 +574,7 @@ typedef enum {
     LINEAR_DIRECT_FEW, /* ops->matmul_direct_few[v] */
     LINEAR_DIRECT,     /* ops->matmul_direct */
     LINEAR_TILED,      /* ops->matmul[0 or 1] */
+    LINEAR_COOPMAT,    /* ops->matmul_coopmat */
     LINEAR_QUANT       /* ops->matmul_q[w->format - 1][v or EG_MATVEC_VARIANTS] */
 } LinearKernel;
 
@@ -551,6 +592,7 @@ static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatri
         return (uint64_t)w->rows * w->cols <= ops->md_few_max_weights ? LINEAR_DIRECT_FEW
                                                                       : LINEAR_MATVEC;
     }
+    if (ops->coopmat) return LINEAR_COOPMAT;
     return ops->mm_direct ? LINEAR_DIRECT : LINEAR_TILED;
 }
 
@@ -670,6 +712,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
             eg_cmd_dispatch(cmd, &ops->matmul_q[w->format - 1][v], bufs, &push,
                             eg_groups(n, ops->q_wg * ops->q_tn),
                             v < EG_MATVEC_VARIANTS ? 1 : eg_groups(a->rows, ops->q_tm), 1);
+            break;
+        case LINEAR_COOPMAT:
+            eg_cmd_dispatch(cmd, &ops->matmul_coopmat, bufs, &push, eg_groups(n, ops->coopmat_bn),
+                            eg_groups(a->rows, ops->coopmat_bm), 1);
             break;
         case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),

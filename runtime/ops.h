@@ -98,6 +98,12 @@ typedef struct EgOps {
     int attn_flash;
     EgPipeline attention_flash;
     uint32_t flash_queries, flash_max_dim;
+    /* fp16 products of more than EG_MATVEC_MAX_ROWS rows on tensor cores
+     * (shaders/coopmat/matmul_coopmat.glsl, where vk->coopmat has a shape and the shader was
+     * built), in blocks of coopmat_bm × coopmat_bn outputs */
+    int coopmat;
+    EgPipeline matmul_coopmat;
+    uint32_t coopmat_bm, coopmat_bn;
 } EgOps;
 
 /* The fewest queries a dispatch needs for attention_flash.comp by default: decode's one query
@@ -142,6 +148,9 @@ typedef struct EgOpsConfig {
      * within a subgroup), dimensions per invocation and keys per tile */
     int attn_flash;
     uint32_t flash_wg, flash_lanes, flash_dims, flash_keys;
+    /* cooperative-matrix matmul (fp16 only): 1 required (init fails naming why where it cannot
+     * run), -1 never, 0 where available */
+    int coopmat;
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 void eg_ops_destroy(EgOps *ops);
