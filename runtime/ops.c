@@ -303,10 +303,11 @@ static int coopmat_params(EgOps *ops, const EgVk *vk, const EgOpsConfig *cfg,
     const char *name = cm->kind == EG_COOPMAT_KHR  ? "matmul_coopmat_khr"
                        : cm->kind == EG_COOPMAT_NV ? "matmul_coopmat_nv"
                                                    : NULL;
-    const char *why = !ops->f16              ? "fp32 storage (tensor cores take fp16)"
-                      : !name                ? cm->why
-                      : !eg_shader_available(name, 1) ? "its shader is not built (CMake EGRET_GLSLANG or EGRET_COOPMAT_NV)"
-                                                      : NULL;
+    const char *why = !ops->f16 ? "fp32 storage (tensor cores take fp16)"
+                      : !name     ? cm->why
+                      : !eg_shader_available(name, 1)
+                          ? "its shader is not built (CMake EGRET_GLSLANG or EGRET_COOPMAT_NV)"
+                          : NULL;
     uint32_t wg = 4 * vk->subgroup_size, rm = 2, rn = 2, ks = 2;
     uint32_t bm = 2 * rm * cm->shape.m, bn = 2 * rn * cm->shape.n, bk = ks * cm->shape.k;
     uint64_t shared = (uint64_t)(bm + bn) * bk * 2 + (uint64_t)bm * bn * 4;
@@ -908,9 +909,8 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
                       .n_rows = a->n_rows,
                       .out_off = a->out_off};
     /* the ids, and each token's row read and written */
-    eg_cmd_work(cmd,
-                (uint64_t)a->tokens * sizeof(uint32_t) + 2 * (uint64_t)a->tokens * a->dim * ops->elem,
-                0);
+    uint64_t row_elements = (uint64_t)a->tokens * a->dim;
+    eg_cmd_work(cmd, (uint64_t)a->tokens * sizeof(uint32_t) + 2 * row_elements * ops->elem, 0);
     const EgBuffer *bufs[3] = {a->ids, a->table, a->out};
     dispatch_1d(cmd, &ops->embed, bufs, &push, eg_groups(a->tokens * a->dim, 64));
 }
