@@ -207,7 +207,51 @@ typedef struct {
     uint32_t norm_wg, norm_rows, norm_wide;
     uint32_t attn_wg, attn_qpw, attn_dpl, attn_wide;
     int attn_texel; /* subgroup attention reads q, k and v through texel views */
+    int flash;      /* EgOps.attn_flash */
+    uint32_t flash_wg, flash_lanes, flash_dims, flash_keys;
 } RowParams;
+
+/* Flash attention's parameters (attention_flash.comp). GPUs: 128 invocations, 4 per query (32
+ * queries per workgroup sharing each key tile), 32 dimensions each (heads up to 128: LLaMA's,
+ * the ViT's 80), tiles of 32 keys (2·32·128 floats: 32 KiB of shared memory). Not tuned on a GPU
+ * yet (scripts/device-check.sh measures it). CPUs (only where asked for: their subgroup kernel
+ * is tuned for them): 32 invocations, 8 per query, 16 dimensions each, 16 keys. Where asked for
+ * explicitly a shape that does not fit fails; the automatic choice just leaves it off. */
+static int flash_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgError *err) {
+    const VkPhysicalDeviceLimits *lim = &vk->props.limits;
+    int cpu = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    const char *env = getenv("EGRET_ATTN_FLASH");
+    int want = cfg->attn_flash ? cfg->attn_flash
+               : env && *env   ? (eg_env_flag("EGRET_ATTN_FLASH") ? 1 : -1)
+                               : 0;
+    rp->flash = want > 0 ? 2 : want < 0 || cpu ? 0 : 1;
+    rp->flash_wg = cfg->flash_wg ? cfg->flash_wg : cpu ? 32 : 128;
+    rp->flash_lanes = cfg->flash_lanes ? cfg->flash_lanes : cpu ? 8 : 4;
+    rp->flash_dims = cfg->flash_dims ? cfg->flash_dims : cpu ? 16 : 32;
+    rp->flash_keys = cfg->flash_keys ? cfg->flash_keys : cpu ? 16 : 32;
+    if (!rp->flash) return 0;
+    uint64_t shared = 2ull * rp->flash_keys * rp->flash_lanes * rp->flash_dims * 4 + 8;
+    const char *why = !vk->subgroup_shuffle ? "no subgroup shuffle"
+                      : !is_pow2(rp->flash_lanes) || rp->flash_lanes > vk->subgroup_size ||
+                              rp->flash_wg % rp->flash_lanes
+                          ? "lanes per query not a power of two within a subgroup dividing the "
+                            "workgroup"
+                      : rp->flash_wg > lim->maxComputeWorkGroupInvocations ||
+                              rp->flash_wg > lim->maxComputeWorkGroupSize[0]
+                          ? "workgroup too large"
+                      : shared > lim->maxComputeSharedMemorySize ? "key tiles exceed shared memory"
+                      : !rp->flash_dims || !rp->flash_keys ? "no dimensions or keys"
+                                                           : NULL;
+    if (!why) return 0;
+    if (want > 0)
+        return eg_fail(err,
+                       "flash attention: %u invocations, %u per query, %u dimensions each, %u "
+                       "keys per tile do not fit %s: %s",
+                       rp->flash_wg, rp->flash_lanes, rp->flash_dims, rp->flash_keys,
+                       vk->props.deviceName, why);
+    rp->flash = 0;
+    return 0;
+}
 
 static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgError *err) {
     const VkPhysicalDeviceLimits *lim = &vk->props.limits;
@@ -246,6 +290,42 @@ static int row_params(const EgVk *vk, const EgOpsConfig *cfg, RowParams *rp, EgE
     if (rp->attn_texel && !vk->texel_views)
         return eg_fail(err, "attention: texel loads need texel views, which %s lacks",
                        vk->props.deviceName);
+    return flash_params(vk, cfg, rp, err);
+}
+
+/* The cooperative-matrix matmul (shaders/coopmat/): 4 subgroups of RM×RN = 2×2 matrix tiles
+ * each, K in slices of 2 tiles; with 16×16×16 tiles a 64×64 block and 24 KiB of shared memory.
+ * Not tuned on a GPU yet (scripts/device-check.sh measures it). */
+static int coopmat_params(EgOps *ops, const EgVk *vk, const EgOpsConfig *cfg,
+                          EgPipelineBatch *batch, EgError *err) {
+    if (cfg->coopmat < 0 || ops->naive) return 0;
+    const EgCoopmat *cm = &vk->coopmat;
+    const char *name = cm->kind == EG_COOPMAT_KHR  ? "matmul_coopmat_khr"
+                       : cm->kind == EG_COOPMAT_NV ? "matmul_coopmat_nv"
+                                                   : NULL;
+    const char *why = !ops->f16 ? "fp32 storage (tensor cores take fp16)"
+                      : !name     ? cm->why
+                      : !eg_shader_available(name, 1)
+                          ? "its shader is not built (CMake EGRET_GLSLANG or EGRET_COOPMAT_NV)"
+                          : NULL;
+    uint32_t wg = 4 * vk->subgroup_size, rm = 2, rn = 2, ks = 2;
+    uint32_t bm = 2 * rm * cm->shape.m, bn = 2 * rn * cm->shape.n, bk = ks * cm->shape.k;
+    uint64_t shared = (uint64_t)(bm + bn) * bk * 2 + (uint64_t)bm * bn * 4;
+    if (!why && (shared > vk->props.limits.maxComputeSharedMemorySize ||
+                 wg > vk->props.limits.maxComputeWorkGroupInvocations))
+        why = "its block does not fit the workgroup limits";
+    if (why) {
+        if (cfg->coopmat > 0)
+            return eg_fail(err, "cooperative-matrix matmul unavailable on %s: %s",
+                           vk->props.deviceName, why);
+        return 0;
+    }
+    uint32_t spec[7] = {wg, cm->shape.m, cm->shape.n, cm->shape.k, rm, rn, ks};
+    ops->coopmat = 1;
+    ops->coopmat_bm = bm;
+    ops->coopmat_bn = bn;
+    eg_pipeline_batch_add(batch, &ops->matmul_coopmat, name, 5, 1u << 4, 0, sizeof(MatmulPush),
+                          spec, 7);
     return 0;
 }
 
@@ -338,6 +418,18 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
     uint32_t one_spec[EG_ATTN_SPEC] = {rp.attn_wg, 1, rp.attn_dpl, rp.attn_wide ? 1 : 0,
                                        multi_subgroup};
     memcpy(ops->attention_one_spec, one_spec, sizeof one_spec);
+    if (coopmat_params(ops, vk, cfg, batch, err)) {
+        eg_ops_destroy(ops);
+        return -1;
+    }
+    ops->attn_flash = rp.flash;
+    if (rp.flash) {
+        uint32_t spec[4] = {rp.flash_wg, rp.flash_lanes, rp.flash_dims, rp.flash_keys};
+        ops->flash_queries = rp.flash_wg / rp.flash_lanes;
+        ops->flash_max_dim = rp.flash_lanes * rp.flash_dims;
+        eg_pipeline_batch_add(batch, &ops->attention_flash, "attention_flash", 5, 1u << 3, 0,
+                              sizeof(EgAttentionPush), spec, 4);
+    }
     /* shaders/matvec.glsl's specialization constants: WG, LANES, RPG, COLS, ROWS_WG. */
     ops->matvec_rows_wg = lp.mv_rpg * (lp.mv_wg / lp.mv_lanes);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
@@ -420,6 +512,8 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->matmul_naive,
                          &ops->matvec_naive,
                          &ops->attention_one[0],
+                         &ops->attention_flash,
+                         &ops->matmul_coopmat,
                          &ops->attention_one[1],
                          &ops->matmul_direct,
                          &ops->matmul_direct_swiglu,
@@ -481,6 +575,7 @@ typedef enum {
     LINEAR_DIRECT_FEW, /* ops->matmul_direct_few[v] */
     LINEAR_DIRECT,     /* ops->matmul_direct */
     LINEAR_TILED,      /* ops->matmul[0 or 1] */
+    LINEAR_COOPMAT,    /* ops->matmul_coopmat */
     LINEAR_QUANT       /* ops->matmul_q[w->format - 1][v or EG_MATVEC_VARIANTS] */
 } LinearKernel;
 
@@ -498,6 +593,7 @@ static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatri
         return (uint64_t)w->rows * w->cols <= ops->md_few_max_weights ? LINEAR_DIRECT_FEW
                                                                       : LINEAR_MATVEC;
     }
+    if (ops->coopmat) return LINEAR_COOPMAT;
     return ops->mm_direct ? LINEAR_DIRECT : LINEAR_TILED;
 }
 
@@ -518,6 +614,19 @@ int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k) {
     uint64_t weights = 2 * (uint64_t)n * k;
     return !ops->naive && ops->matmul_direct_swiglu.pipeline &&
            weights <= ops->md_few_max_weights && 2 * n <= eg_matrix_chunk_rows(ops, k);
+}
+
+/* The device-memory traffic of one chunk of w_rows rows of a product (eg_cmd_work): x once,
+ * the chunk's weights, its outputs written (and read first with mul or accum), the bias or the
+ * fused norm's weight. */
+static uint64_t linear_bytes(const EgOps *ops, const EgLinear *a, uint32_t w_rows) {
+    uint64_t e = ops->elem, rows = a->rows, k = a->w->cols;
+    uint64_t n = a->swiglu ? w_rows / 2 : w_rows;
+    uint64_t bytes = rows * k * e + w_rows * eg_matrix_row_bytes(ops, a->w->cols, a->w->format);
+    bytes += rows * n * e * (a->mul || a->accum ? 2 : 1);
+    if (a->bias) bytes += n * e;
+    if (a->rms_weight) bytes += k * e;
+    return bytes;
 }
 
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
@@ -569,6 +678,8 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                            .n_off = n0,
                            .flags = flags,
                            .eps = a->rms_eps};
+        eg_cmd_work(cmd, linear_bytes(ops, a, eg_matrix_chunk_len(w, c)),
+                    2 * (uint64_t)a->rows * eg_matrix_chunk_len(w, c) * w->cols);
         const EgBuffer *bufs[5] = {a->x, &w->chunks[c],
                                    or_dummy(ops, a->rms_weight ? a->rms_weight : a->bias),
                                    or_dummy(ops, a->alpha), a->y};
@@ -603,6 +714,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                             eg_groups(n, ops->q_wg * ops->q_tn),
                             v < EG_MATVEC_VARIANTS ? 1 : eg_groups(a->rows, ops->q_tm), 1);
             break;
+        case LINEAR_COOPMAT:
+            eg_cmd_dispatch(cmd, &ops->matmul_coopmat, bufs, &push, eg_groups(n, ops->coopmat_bn),
+                            eg_groups(a->rows, ops->coopmat_bm), 1);
+            break;
         case LINEAR_TILED:
             eg_cmd_dispatch(cmd, &ops->matmul[mm], bufs, &push, eg_groups(n, tile->bn),
                             eg_groups(a->rows, tile->bm), 1);
@@ -624,11 +739,48 @@ void eg_op_norm(EgCmd *cmd, const EgOps *ops, const EgNorm *a) {
                      .y_batch = a->y_batch ? a->y_batch : a->rows * ys,
                      .eps = a->eps,
                      .rms = a->rms ? 1u : 0u};
+    /* x read and y written once, the weight (and bias) once; per element RMSNorm squares and
+     * adds, scales and weighs (4 operations), LayerNorm also subtracts the mean and adds the
+     * bias (7) */
+    uint64_t elements = (uint64_t)a->rows * (a->batches ? a->batches : 1) * a->dim;
+    eg_cmd_work(cmd, (2 * elements + (a->bias ? 2u : 1u) * (uint64_t)a->dim) * ops->elem,
+                elements * (a->rms ? 4u : 7u));
     const EgBuffer *bufs[4] = {a->x, a->weight, or_dummy(ops, a->bias), a->y};
     uint32_t rows = push.dim | push.x_off | push.x_stride | push.x_batch | push.y_off |
                     push.y_stride | push.y_batch;
     eg_cmd_dispatch(cmd, &ops->norm[load_variant(ops->norm, rows)], bufs, &push,
                     eg_groups(a->rows, ops->norm_rows), a->batches ? a->batches : 1, 1);
+}
+
+/* Keys query i sees (causal: up to its position; ranges and block masks live on the device,
+ * so those count every key: an upper bound). */
+static uint64_t attention_keys_seen(const EgAttention *a, uint32_t i) {
+    if (a->mode != EG_ATTN_CAUSAL) return a->n_keys;
+    uint64_t hi = (uint64_t)a->q_pos0 + i + 1;
+    return hi < a->n_keys ? hi : a->n_keys;
+}
+
+uint64_t eg_attention_flops(const EgAttention *a) {
+    /* per query, head and key seen: the score (hd multiply-adds) and p·v (hd more); the
+     * softmax's few operations per score are left out */
+    uint64_t keys = 0;
+    if (a->mode == EG_ATTN_CAUSAL) {
+        for (uint32_t i = 0; i < a->n_queries; i++)
+            keys += attention_keys_seen(a, i);
+    } else {
+        keys = (uint64_t)a->n_queries * a->n_keys;
+    }
+    return keys * 4u * a->head_dim * a->heads * (a->batches ? a->batches : 1);
+}
+
+uint64_t eg_attention_bytes(const EgOps *ops, const EgAttention *a) {
+    /* q read and o written once; of k and v the keys the last query sees, once per key/value
+     * head (what a kernel that keeps them on chip reads) */
+    uint64_t kv_heads = a->kv_heads ? a->kv_heads : a->heads;
+    uint64_t keys = a->n_queries ? attention_keys_seen(a, a->n_queries - 1) : 0;
+    uint64_t per_batch = 2 * (uint64_t)a->n_queries * a->heads * a->head_dim +
+                         2 * keys * kv_heads * a->head_dim;
+    return per_batch * (a->batches ? a->batches : 1) * ops->elem;
 }
 
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
@@ -665,7 +817,15 @@ void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a) {
                             .kv_group = a->heads / kv_heads,
                             .mask_block = a->mask_block,
                             .mask_words = a->mask_words};
+    eg_cmd_work(cmd, eg_attention_bytes(ops, a), eg_attention_flops(a));
     const EgBuffer *bufs[5] = {a->q, a->k, a->v, a->o, or_dummy(ops, a->ranges)};
+    if (ops->attn_flash && a->head_dim <= ops->flash_max_dim &&
+        (ops->attn_flash == 2 || a->n_queries >= EG_FLASH_MIN_QUERIES)) {
+        eg_cmd_dispatch(cmd, &ops->attention_flash, bufs, &push,
+                        eg_groups(a->n_queries, ops->flash_queries), a->heads,
+                        a->batches ? a->batches : 1);
+        return;
+    }
     int many = ops->attn_queries == 1 || a->n_queries >= ops->attn_queries;
     uint32_t rows = push.head_dim | push.q_off | push.q_stride | push.q_batch | push.k_off |
                     push.k_stride | push.k_batch | push.v_off | push.v_stride | push.v_batch;
@@ -683,6 +843,10 @@ void eg_op_rope(EgCmd *cmd, const EgOps *ops, const EgRope *a) {
                      .stride = a->stride ? a->stride : a->heads * a->head_dim,
                      .pos0 = a->pos0,
                      .sin_off = a->table_positions * (a->head_dim / 2)};
+    /* each pair read and written, its cos and sin (float) read; a rotation is 6 operations */
+    uint64_t pairs = (uint64_t)a->rows * a->heads * (a->head_dim / 2);
+    eg_cmd_work(cmd, pairs * 4 * ops->elem + (uint64_t)a->rows * a->head_dim * sizeof(float),
+                pairs * 6);
     const EgBuffer *bufs[2] = {a->x, a->table};
     dispatch_1d(cmd, &ops->rope, bufs, &push,
                 eg_groups(a->rows * a->heads * (a->head_dim / 2), 64));
@@ -744,6 +908,9 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
                       .row0 = a->row0,
                       .n_rows = a->n_rows,
                       .out_off = a->out_off};
+    /* the ids, and each token's row read and written */
+    uint64_t row_elements = (uint64_t)a->tokens * a->dim;
+    eg_cmd_work(cmd, (uint64_t)a->tokens * sizeof(uint32_t) + 2 * row_elements * ops->elem, 0);
     const EgBuffer *bufs[3] = {a->ids, a->table, a->out};
     dispatch_1d(cmd, &ops->embed, bufs, &push, eg_groups(a->tokens * a->dim, 64));
 }
@@ -751,6 +918,8 @@ void eg_op_embed(EgCmd *cmd, const EgOps *ops, const EgEmbed *a) {
 void eg_op_patchify(EgCmd *cmd, const EgOps *ops, const EgBuffer *pixels, const EgBuffer *patches,
                     uint32_t images, uint32_t channels, uint32_t size, uint32_t patch_size) {
     PatchifyPush push = {images, channels, size, patch_size};
+    /* every pixel read and written once */
+    eg_cmd_work(cmd, 2 * (uint64_t)images * channels * size * size * ops->elem, 0);
     const EgBuffer *bufs[2] = {pixels, patches};
     /* one invocation per row of a patch, channel and image (shaders/patchify.comp) */
     eg_cmd_dispatch(cmd, &ops->patchify, bufs, &push, eg_groups(size * (size / patch_size), 64),
@@ -761,6 +930,13 @@ void eg_op_vit_embed(EgCmd *cmd, const EgOps *ops, const EgBuffer *patches, cons
                      const EgBuffer *pos, const EgBuffer *out, uint32_t images, uint32_t n_patches,
                      uint32_t dim) {
     VitEmbedPush push = {images, n_patches, dim};
+    /* patches and the position embeddings read, the output written; one add per element */
+    uint64_t out_elements = (uint64_t)images * (n_patches + 1) * dim;
+    eg_cmd_work(cmd,
+                ((uint64_t)images * n_patches * dim + (uint64_t)(n_patches + 2) * dim +
+                 out_elements) *
+                    ops->elem,
+                out_elements);
     const EgBuffer *bufs[4] = {patches, cls, pos, out};
     /* one invocation per element, token and image (shaders/vit_embed.comp) */
     eg_cmd_dispatch(cmd, &ops->vit_embed, bufs, &push, eg_groups(dim, 64), n_patches + 1, images);
@@ -780,6 +956,16 @@ void eg_op_rows_combine(EgCmd *cmd, const EgOps *ops, const EgRowsCombine *a) {
         push.s_row[s] = a->s[s].row ? a->s[s].row : a->dim;
         push.coef[s] = a->s[s].coef;
     }
+    /* the index rows, each present source's row, the output (read too with accum); a
+     * multiply-add per source and element */
+    int sources = 0;
+    for (int s = 0; s < 4; s++)
+        sources += a->s[s].src != NULL;
+    uint64_t elements = (uint64_t)a->rows * a->dim;
+    eg_cmd_work(cmd,
+                (uint64_t)a->rows * 4 * sizeof(uint32_t) +
+                    elements * ops->elem * (uint64_t)(sources + (a->accum ? 2 : 1)),
+                elements * 2 * (uint64_t)sources);
     /* one invocation per element and row (shaders/rows_combine.comp): rows over y and z */
     uint32_t gy = a->rows < 65535 ? a->rows : 65535;
     eg_cmd_dispatch(cmd, &ops->rows_combine, bufs, &push, eg_groups(a->dim, 64), gy,

@@ -92,7 +92,23 @@ typedef struct EgOps {
      * invocations of q_tn rows of W each */
     EgPipeline matmul_q[2][EG_MATVEC_VARIANTS + 1];
     uint32_t q_wg, q_tm, q_tn;
+    /* shaders/attention_flash.comp (K/V tiles in shared memory, shared by flash_queries
+     * queries) for dispatches of heads up to flash_max_dim: 0 never, 1 those of at least
+     * EG_FLASH_MIN_QUERIES queries, 2 every one (tests, EGRET_ATTN_FLASH=1) */
+    int attn_flash;
+    EgPipeline attention_flash;
+    uint32_t flash_queries, flash_max_dim;
+    /* fp16 products of more than EG_MATVEC_MAX_ROWS rows on tensor cores
+     * (shaders/coopmat/matmul_coopmat.glsl, where vk->coopmat has a shape and the shader was
+     * built), in blocks of coopmat_bm × coopmat_bn outputs */
+    int coopmat;
+    EgPipeline matmul_coopmat;
+    uint32_t coopmat_bm, coopmat_bn;
 } EgOps;
+
+/* The fewest queries a dispatch needs for attention_flash.comp by default: decode's one query
+ * per sequence gains nothing from shared key tiles. */
+#define EG_FLASH_MIN_QUERIES 8
 
 /* Builds the pipelines, with kernel parameters chosen from the device's properties. With
  * EGRET_OPS_NAIVE=1 in the environment the linear op uses the original simple kernels. */
@@ -126,6 +142,15 @@ typedef struct EgOpsConfig {
     int attn_wide;             /* subgroup attention: 1 8-element loads, -1 not, 0 automatic */
     int attn_texel;            /* subgroup attention reads q, k, v through texel views: 1 yes (needs
                                   vk->texel_views), -1 no, 0 auto (where the buffers have them) */
+    /* flash attention (attention_flash.comp): 1 every dispatch it can take, -1 none, 0 auto
+     * (EGRET_ATTN_FLASH=1 every dispatch, =0 none; unset: GPUs, dispatches of at least
+     * EG_FLASH_MIN_QUERIES queries); its invocations per workgroup, per query (a power of two
+     * within a subgroup), dimensions per invocation and keys per tile */
+    int attn_flash;
+    uint32_t flash_wg, flash_lanes, flash_dims, flash_keys;
+    /* cooperative-matrix matmul (fp16 only): 1 required (init fails naming why where it cannot
+     * run), -1 never, 0 where available */
+    int coopmat;
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 void eg_ops_destroy(EgOps *ops);
@@ -227,6 +252,11 @@ typedef struct EgAttention {
     float scale;
 } EgAttention;
 void eg_op_attention(EgCmd *cmd, const EgOps *ops, const EgAttention *a);
+/* What eg_op_attention declares for the profile (eg_cmd_work): floating-point operations
+ * (4·head_dim per query, head and key seen) and bytes (q and o once, the keys and values the last
+ * query sees once per key/value head). Ranges and block masks count every key. */
+uint64_t eg_attention_flops(const EgAttention *a);
+uint64_t eg_attention_bytes(const EgOps *ops, const EgAttention *a);
 
 /* In-place RoPE on rows [heads][head_dim] at positions pos0 + row; table from eg_rope_table. */
 typedef struct EgRope {

@@ -108,7 +108,10 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
             !atomic_exchange(dispatched, 1))
             atomic_fetch_add(&cmd->vk->pipelines_first_used, 1);
     }
-    eg_profile_stamp(cmd->cb, &cmd->profile, p->name);
+    eg_profile_stamp(cmd->cb, &cmd->profile, p->name, cmd->next_bytes, cmd->next_flops);
+    cmd->work_bytes += cmd->next_bytes;
+    cmd->work_flops += cmd->next_flops;
+    cmd->next_bytes = cmd->next_flops = 0;
     cmd->n_dispatches++;
 }
 
@@ -117,7 +120,8 @@ void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const
     track(cmd, &src->buf, 1, &dst->buf, 1);
     VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
     vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, 1, &region);
-    eg_profile_stamp(cmd->cb, &cmd->profile, "copy");
+    eg_profile_stamp(cmd->cb, &cmd->profile, "copy", 2 * size, 0);
+    cmd->work_bytes += 2 * size;
 }
 
 void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
@@ -132,14 +136,16 @@ void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
                                         .size = row_bytes};
         track(cmd, &src->buf, 1, &dst->buf, 1);
         vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, n, regions);
-        eg_profile_stamp(cmd->cb, &cmd->profile, "copy");
+        eg_profile_stamp(cmd->cb, &cmd->profile, "copy", 2 * n * row_bytes, 0);
+        cmd->work_bytes += 2 * n * row_bytes;
     }
 }
 
 void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
     track(cmd, NULL, 0, &dst->buf, 1);
     vkCmdFillBuffer(cmd->cb, dst->buf, 0, VK_WHOLE_SIZE, pattern);
-    eg_profile_stamp(cmd->cb, &cmd->profile, "fill");
+    eg_profile_stamp(cmd->cb, &cmd->profile, "fill", dst->size, 0);
+    cmd->work_bytes += dst->size;
 }
 
 int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {

@@ -25,9 +25,21 @@ typedef struct EgCmd {
      * spins through it (runtime/core_warmer.h). Not for large work: there the spinner made
      * the image stage at batch 1 take 1.6x longer in some runs. */
     int latency_bound;
+    /* What the next dispatch moves and computes (eg_cmd_work), and the totals of every dispatch
+     * recorded so far: the profile divides them by the device time (GB/s, GFLOP/s) */
+    uint64_t next_bytes, next_flops;
+    uint64_t work_bytes, work_flops;
 } EgCmd;
 
 int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err);
+/* Declares the bytes the next dispatch reads and writes in device memory (each tensor counted
+ * once: the traffic an ideal kernel would have, so a kernel that re-reads shows as low GB/s) and
+ * its floating-point operations (a multiply-add is 2). Ops call it just before eg_cmd_dispatch;
+ * copies and fills count their own bytes. */
+static inline void eg_cmd_work(EgCmd *cmd, uint64_t bytes, uint64_t flops) {
+    cmd->next_bytes = bytes;
+    cmd->next_flops = flops;
+}
 /* bufs[i] is bound at binding i (whole buffer). push must be pipeline->push_size bytes. */
 void eg_cmd_dispatch(EgCmd *cmd, const EgPipeline *p, const EgBuffer *const *bufs, const void *push,
                      uint32_t gx, uint32_t gy, uint32_t gz);

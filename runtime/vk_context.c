@@ -269,12 +269,24 @@ static int create_device(EgVk *vk, EgError *err) {
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f11,
                                     .features = {.shaderInt64 = have.features.shaderInt64}};
-    const char *exts[] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+    const char *exts[2] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+    uint32_t n_exts = 1;
+    const char *off = getenv("EGRET_COOPMAT");
+    if (off && strcmp(off, "0") == 0) {
+        snprintf(vk->coopmat.why, sizeof vk->coopmat.why, "off (EGRET_COOPMAT=0)");
+    } else {
+        void *coopmat_feature;
+        const char *ext = eg_coopmat_probe(vk->instance, vk->phys, &vk->coopmat, &coopmat_feature);
+        if (ext) {
+            exts[n_exts++] = ext;
+            f12.pNext = coopmat_feature;
+        }
+    }
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &f2,
                              .queueCreateInfoCount = 1,
                              .pQueueCreateInfos = &qi,
-                             .enabledExtensionCount = 1,
+                             .enabledExtensionCount = n_exts,
                              .ppEnabledExtensionNames = exts};
     VkResult r = vkCreateDevice(vk->phys, &ci, NULL, &vk->device);
     if (r != VK_SUCCESS) return eg_fail(err, "vkCreateDevice failed (%s)", eg_vk_result_name(r));
@@ -318,6 +330,8 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
                               (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     vk->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
+    vk->subgroup_shuffle = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     /* A view must span any buffer (at most maxStorageBufferRange bytes) in 16-byte texels. */
     VkFormatProperties rgba32ui;
     vkGetPhysicalDeviceFormatProperties(vk->phys, VK_FORMAT_R32G32B32A32_UINT, &rgba32ui);
@@ -376,6 +390,10 @@ int eg_vk_list_devices(EgError *err) {
                device_usable(devs[i], &family)
                    ? ""
                    : " [unusable: lacks 16-bit storage or push descriptors]");
+        EgCoopmat cm;
+        void *feature;
+        eg_coopmat_probe(vk.instance, devs[i], &cm, &feature);
+        printf("   cooperative matrices: %s\n", cm.why);
     }
     destroy_instance(vk.instance);
     return 0;

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <vulkan/vulkan.h>
 
+#include "runtime/coopmat.h"
 #include "runtime/core_warmer.h"
 #include "runtime/error.h"
 
@@ -36,10 +37,14 @@ typedef struct EgVk {
     uint32_t subgroup_size;
     int subgroup_arithmetic; /* subgroupAdd & co. in compute shaders (the matvec reductions) */
     int subgroup_ballot;     /* subgroupBroadcast in compute shaders (attention.comp) */
+    int subgroup_shuffle;    /* subgroupShuffleXor in compute shaders (attention_flash.comp) */
     int validation;  /* the validation layer is active */
     int has_float16; /* shaderFloat16: required by the fp16 (fast) shader variants */
     int has_device_address; /* bufferDeviceAddress: EgBuffer.addr is set (batched attention) */
     int has_int64;          /* shaderInt64: 64-bit loads in matvec64.comp (runtime/ops.c) */
+    /* Cooperative matrices (runtime/coopmat.h), enabled at device creation where offered;
+     * EGRET_COOPMAT=0 leaves them off (and their extension disabled) */
+    EgCoopmat coopmat;
     /* Every buffer also has an rgba32ui storage texel view (EgBuffer.texels), which the
      * *_texel shader variants read through: CPU devices only, where an imageLoad is a
      * vectorized gather while a storage-buffer load is a loop over the lanes (runtime/ops.c). */

@@ -14,6 +14,10 @@ static const EgShaderBlob *find_blob(const char *name, int f16) {
     return NULL;
 }
 
+int eg_shader_available(const char *name, int f16) {
+    return find_blob(name, f16) != NULL;
+}
+
 /* Builds one request's pipeline (err: why not). */
 static int build_one(EgVk *vk, int f16, const EgPipelineRequest *r, EgError *err) {
     EgPipeline *out = r->out;

@@ -66,4 +66,8 @@ void eg_pipeline_batch_add(EgPipelineBatch *b, EgPipeline *out, const char *name
 int eg_pipeline_batch_build(EgVk *vk, EgPipelineBatch *b, EgError *err);
 void eg_pipeline_destroy(EgVk *vk, EgPipeline *p);
 
+/* Whether the shader `name` was compiled into this binary for that storage precision (the
+ * optional cooperative-matrix ones are only with their CMake options). */
+int eg_shader_available(const char *name, int f16);
+
 #endif

@@ -1081,6 +1081,33 @@ static void test_attention(void) {
         .mode = EG_ATTN_CAUSAL, .nq = 64, .nk = 64, .heads = 4, .hd = 64, .batches = 1});
     attention_case(&(AttnCase){
         .mode = EG_ATTN_FULL, .nq = 6, .nk = 37, .heads = 2, .hd = 5, .batches = 1, .off = 1});
+    /* Many queries (what flash attention takes): a ViT-H-like 257 queries of 80 dims, a
+     * 100-token causal prefill of 128-dim heads over one key/value head, and 70 queries of
+     * cross-attention ranges; none a multiple of any query or key tile. */
+    attention_case(&(AttnCase){
+        .mode = EG_ATTN_FULL, .nq = 257, .nk = 257, .heads = 2, .hd = 80, .batches = 1});
+    attention_case(&(AttnCase){.mode = EG_ATTN_CAUSAL,
+                               .nq = 100,
+                               .nk = 100,
+                               .heads = 2,
+                               .kv_heads = 1,
+                               .hd = 128,
+                               .batches = 1,
+                               .q_pad = 3});
+    {
+        uint32_t many[140];
+        for (uint32_t i = 0; i < 70; i++) {
+            many[2 * i] = i % 5 == 0 ? 40 : 17 * (i % 3);
+            many[2 * i + 1] = i % 5 == 0 ? 40 : 17 * (i % 3) + 45 + i % 50;
+        }
+        attention_case(&(AttnCase){.mode = EG_ATTN_RANGES,
+                                   .nq = 70,
+                                   .nk = 131,
+                                   .heads = 3,
+                                   .hd = 40,
+                                   .batches = 2,
+                                   .ranges = many});
+    }
     /* Large scores (up to +-50): the softmax must subtract the running max. */
     attention_case(&(AttnCase){
         .mode = EG_ATTN_FULL, .nq = 4, .nk = 300, .heads = 3, .hd = 80, .batches = 1, .peak = 50});
@@ -1204,6 +1231,42 @@ static const struct {
 
 static void test_norm(void);
 static void test_attention(void);
+
+/* Flash attention (attention_flash.comp) for every attention case it can take (heads up to
+ * lanes·dimensions; larger ones run attention.comp): the automatic CPU shape (8 lanes per query,
+ * 16-key tiles), the GPU's lanes and dimensions (4 of 32, with tiles of 24 keys to fit a CPU
+ * device's shared memory), and one invocation per query (no shuffles). */
+static const struct {
+    const char *name;
+    EgOpsConfig cfg;
+} FLASH_VARIANTS[] = {
+    {"flash attention", {.attn_flash = 1}},
+    {"flash attention 96 = 24 queries x 4 lanes x 32 dims, 24-key tiles",
+     {.attn_flash = 1, .flash_wg = 96, .flash_lanes = 4, .flash_dims = 32, .flash_keys = 24}},
+    {"flash attention 16 queries x 1 lane x 64 dims, 8-key tiles",
+     {.attn_flash = 1, .flash_wg = 16, .flash_lanes = 1, .flash_dims = 64, .flash_keys = 8}},
+};
+
+static void test_flash_variants(int f16) {
+    for (size_t v = 0; v < sizeof FLASH_VARIANTS / sizeof FLASH_VARIANTS[0]; v++) {
+        EgOps ops;
+        EgError err = {0};
+        EgOpsConfig cfg = FLASH_VARIANTS[v].cfg;
+        cfg.naive = -1;
+        if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
+            printf("  attention [%s]: skipped on this device: %s\n", FLASH_VARIANTS[v].name,
+                   err.msg);
+            continue;
+        }
+        printf("  attention [%s]\n", FLASH_VARIANTS[v].name);
+        CHECK(ops.attn_flash == 2, "[%s] flash attention not in use", FLASH_VARIANTS[v].name);
+        EgOps *saved = g_ops;
+        g_ops = &ops;
+        test_attention();
+        g_ops = saved;
+        eg_ops_destroy(&ops);
+    }
+}
 
 static void test_row_variants(int f16) {
     for (size_t v = 0; v < sizeof ROW_VARIANTS / sizeof ROW_VARIANTS[0]; v++) {
@@ -1685,6 +1748,7 @@ int main(void) {
         test_norm();
         test_attention();
         test_row_variants(p);
+        test_flash_variants(p);
         test_rope();
         test_embed();
         test_vit();
