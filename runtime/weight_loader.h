@@ -6,6 +6,13 @@
 
 #include "runtime/device_tensor.h"
 
+/* Called for every tensor a loader reads, with the format it goes into on the device
+ * (EG_WEIGHTS_DENSE: the storage precision); the view is valid during the call only. Nonzero
+ * stops the loading (the visitor sets err). With check_only, this enumerates a checkpoint's
+ * tensors without a device (`egret quantize`). */
+typedef int (*EgTensorVisitor)(void *ctx, const EgTensorView *t, EgWeightFormat format,
+                               EgError *err);
+
 typedef struct EgWeightLoader {
     const EgOps *ops;
     EgArena *arena; /* the weights' arena */
@@ -15,9 +22,19 @@ typedef struct EgWeightLoader {
     EgWeightFormat quant; /* the projections' format (eg_load_matrix, eg_load_stacked) */
     int check_only;       /* names and shapes only: nothing is created or uploaded (no device) */
     int n_tensors;        /* tensors read so far */
+    EgTensorVisitor visit; /* may be NULL */
+    void *visit_ctx;
 } EgWeightLoader;
 
-/* The tensor `name` (printf-style), which must have exactly `shape`; counted as read. */
+/* The projections' format for a checkpoint: a folder of pre-quantized tensors (egret quantize)
+ * loads in its own format, which `requested` (--quant) may repeat but not contradict; any other
+ * folder in `requested`. Refuses a folder whose tensors mix q8 and q4. */
+int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgWeightFormat *out,
+                           EgError *err);
+
+/* The tensor `name` (printf-style), which must have exactly `shape`; counted as read. Every
+ * tensor read is checked here: a pre-quantized one must be going into a matrix of its format
+ * (never into a dense buffer) and have finite scales. */
 int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* A tensor of exactly `shape`, uploaded whole into a fresh buffer in the storage precision. */
