@@ -76,6 +76,14 @@ static void model_free(void *model) {
     free(sv);
 }
 
+static int visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                         void *ctx, EgError *err) {
+    if (opt->quant != EG_WEIGHTS_DENSE) /* as load: refused rather than done unquantized */
+        return eg_fail(err, "%s: --quant %s is not implemented for mllama yet", dir,
+                       eg_weight_format_name(opt->quant));
+    return eg_mllama_visit_tensors(dir, visit, ctx, err);
+}
+
 static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info, EgError *err) {
     if (opt->random_weights) {
         eg_fail(err, "%s: random weights are not implemented for mllama yet", dir);
@@ -388,6 +396,7 @@ const EgFamily eg_family_mllama = {
     .architectures = architectures,
     .load = load,
     .free = model_free,
+    .visit_tensors = visit_tensors,
     .prompt = prompt,
     .image_index = image_index,
     .preprocess = preprocess,

@@ -14,6 +14,7 @@
 #include "families/mllama/vision_config.h"
 #include "runtime/ops.h"
 #include "runtime/vk_staging.h"
+#include "runtime/weight_loader.h"
 #include "vision/tile_preprocess.h"
 
 #define EG_MLLAMA_MAX_CROSS 64 /* cross_attention_layers entries (90B: 20) */
@@ -92,5 +93,9 @@ typedef struct EgMllamaModel {
  * shapes) and uploads the vision tower and the projector. */
 EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err);
 void eg_mllama_model_free(EgMllamaModel *m);
+/* Every tensor eg_mllama_model_load and the text loader read from dir, checked without a device
+ * and passed to visit with the format it goes into. */
+int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx,
+                            EgError *err);
 
 #endif
