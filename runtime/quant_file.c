@@ -51,10 +51,11 @@ static int mark_one(const cJSON *e, const char *path, EgTensorView *views, int n
     int64_t row_bytes = 4 * (int64_t)eg_quant_row_words(f, (uint32_t)cols);
     if (t->dtype != EG_DT_U8 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != row_bytes)
         return eg_fail(err,
-                       "%s: tensor '%s': %s [%lld, %lld] must be stored as U8 [%lld, %lld] (%lld "
-                       "bytes a row), not %s of %lld bytes",
+                       "%s: tensor '%s': %s [%lld, %lld] must be stored as U8 [%lld, %lld], not "
+                       "%s [%lld, %lld%s] (%zu bytes)",
                        path, name, fmt, rows, cols, rows, (long long)row_bytes,
-                       (long long)row_bytes, eg_dtype_name(t->dtype), (long long)t->nbytes);
+                       eg_dtype_name(t->dtype), (long long)t->shape[0], (long long)t->shape[1],
+                       t->ndim > 2 ? ", ..." : "", t->nbytes);
     t->quant = f;
     t->quant_cols = cols;
     return 0;
