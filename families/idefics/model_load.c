@@ -335,16 +335,21 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     else if (opt->progress)
         fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s, projections %s)\n",
                 dir, eg_tensors_count(tf), c->dtype[0] ? c->dtype : "?", as, projections);
-    if (load_tensors(m, &L) ||
-        eg_model_ensure_rope(
+    double t_weights = eg_now_s();
+    if (load_tensors(m, &L)) goto fail;
+    t_weights = eg_now_s() - t_weights;
+    if (eg_model_ensure_rope(
             m, (uint32_t)(c->max_position_embeddings > 0 ? c->max_position_embeddings : 2048),
             err) ||
         create_scratch(m, err))
         goto fail;
     eg_tensors_close(tf);
     if (opt->progress)
-        fprintf(opt->progress, "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s\n", L.n_tensors,
-                (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName, eg_now_s() - t0);
+        fprintf(opt->progress,
+                "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s, of which the weights %.2f "
+                "s\n",
+                L.n_tensors, (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName,
+                eg_now_s() - t0, t_weights);
     return m;
 fail:
     eg_fail_prefix(err, "loading model %s", dir);
