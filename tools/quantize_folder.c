@@ -411,5 +411,5 @@ int eg_quantize_folder(const char *src, const char *out, const EgQuantizeOptions
         free(plan.names[i]);
     free(plan.names);
     free(tmp);
-    return rc ? eg_fail_prefix(err, "egret quantize %s", src) : 0;
+    return rc ? eg_fail_prefix(err, "quantizing %s", src) : 0;
 }
