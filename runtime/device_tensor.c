@@ -186,10 +186,9 @@ static int upload_prequantized(EgStaging *st, const EgMatrix *m, uint32_t row0,
     for (uint32_t c = 0; c < m->n_chunks; c++) {
         uint32_t c0 = c * m->chunk_rows, c1 = c0 + eg_matrix_chunk_len(m, c);
         uint32_t lo = row0 > c0 ? row0 : c0, hi = end < c1 ? end : c1;
-        if (lo < hi &&
-            eg_upload(st, &m->chunks[c], (VkDeviceSize)(lo - c0) * row_bytes,
-                      (const unsigned char *)t->data + (size_t)(lo - row0) * row_bytes,
-                      (VkDeviceSize)(hi - lo) * row_bytes, err))
+        if (lo < hi && eg_upload(st, &m->chunks[c], (VkDeviceSize)(lo - c0) * row_bytes,
+                                 (const unsigned char *)t->data + (size_t)(lo - row0) * row_bytes,
+                                 (VkDeviceSize)(hi - lo) * row_bytes, err))
             return -1;
     }
     return 0;

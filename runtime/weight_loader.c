@@ -114,7 +114,9 @@ int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
     va_end(ap);
     int64_t one = 1;
     const EgTensorView *t;
-    return expect_named(L, name, 1, &one, EG_WEIGHTS_DENSE, &t) || eg_tensor_to_f32(t, out, L->err) ? -1 : 0;
+    return expect_named(L, name, 1, &one, EG_WEIGHTS_DENSE, &t) || eg_tensor_to_f32(t, out, L->err)
+               ? -1
+               : 0;
 }
 
 int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t cols, int n,

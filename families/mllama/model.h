@@ -95,7 +95,6 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
 void eg_mllama_model_free(EgMllamaModel *m);
 /* Every tensor eg_mllama_model_load and the text loader read from dir, checked without a device
  * and passed to visit with the format it goes into. */
-int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx,
-                            EgError *err);
+int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx, EgError *err);
 
 #endif

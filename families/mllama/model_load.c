@@ -33,8 +33,7 @@ static int check_folder(EgMllamaModel *m, const char *dir, EgMllamaTextConfig *t
                : 0;
 }
 
-int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx,
-                            EgError *err) {
+int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx, EgError *err) {
     EgMllamaModel *m = calloc(1, sizeof *m);
     if (!m) return eg_fail(err, "out of host memory");
     EgMllamaTextConfig text_cfg;
@@ -58,8 +57,7 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     EgMllamaNames names;
     EgMllamaTextConfig text_cfg;
     /* the folder is checked whole before anything reaches the device */
-    if (check_folder(m, dir, &text_cfg, &tf, NULL, NULL, err) ||
-        eg_mllama_names(tf, &names, err))
+    if (check_folder(m, dir, &text_cfg, &tf, NULL, NULL, err) || eg_mllama_names(tf, &names, err))
         goto fail;
     EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
     if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;

@@ -13,8 +13,8 @@
 #include "families/mllama/text_config.h"
 #include "runtime/ops.h"
 #include "runtime/safetensors.h"
-#include "runtime/weight_loader.h"
 #include "runtime/vk_staging.h"
+#include "runtime/weight_loader.h"
 
 typedef struct EgMllamaSelfLayer {
     EgBuffer in_norm, post_norm;
