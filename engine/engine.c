@@ -127,6 +127,7 @@ void eg_engine_describe(const EgEngine *e, EgEngineInfo *out) {
         .prefill_chunk = e->prefill_chunk,
         .max_batch = info->max_batch,
         .prompt_template = e->tmpl,
+        .weights = info->weights,
     };
 }
 

@@ -8,6 +8,7 @@
 #include "engine/generate.h"
 #include "families/idefics/model.h"
 #include "language/template.h"
+#include "runtime/weight_loader.h"
 #include "vision/image_decode.h"
 
 typedef enum EgStatus {
@@ -78,6 +79,7 @@ typedef struct EgEngineInfo {
     uint32_t prefill_chunk;
     uint32_t max_batch;        /* the most sequences one eg_engine_step advances */
     const EgTemplate *prompt_template;
+    const EgWeightReport *weights; /* the weights' format and device bytes by group */
 } EgEngineInfo;
 void eg_engine_describe(const EgEngine *e, EgEngineInfo *out);
 

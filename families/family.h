@@ -45,6 +45,7 @@ typedef struct EgFamilyInfo {
     int text_before_image_sees_images;
     int32_t eos[EG_FAMILY_MAX_EOS]; /* ids that end generation */
     uint32_t n_eos;
+    const EgWeightReport *weights; /* the weights' format and device bytes by group */
     EgVk *vk;   /* the device, for the caches' buffers */
     EgOps *ops; /* the precision the caches' buffers take */
 } EgFamilyInfo;

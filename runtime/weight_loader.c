@@ -7,6 +7,60 @@
 
 enum { NAME_MAX_LEN = 256 };
 
+/* Declares char name[] holding the variadic function's printf-style tensor name. */
+#define FORMAT_NAME(name, fmt)                                                                     \
+    char name[NAME_MAX_LEN];                                                                       \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        vsnprintf(name, sizeof name, fmt, ap_);                                                    \
+        va_end(ap_);                                                                               \
+    } while (0)
+
+const char *eg_weight_group_name(EgWeightGroup g) {
+    static const char *const names[EG_WEIGHT_GROUP_COUNT] = {
+        "vision projections", "text projections", "embeddings", "lm_head", "norms/biases/gates"};
+    return g >= 0 && g < EG_WEIGHT_GROUP_COUNT ? names[g] : "?";
+}
+
+void eg_weight_group_format(const EgWeightReport *r, EgWeightGroup g, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int f = EG_WEIGHTS_DENSE; f <= EG_WEIGHTS_Q4 && len < cap; f++) {
+        if (!(r->group[g].formats >> f & 1)) continue;
+        const char *name = f == EG_WEIGHTS_DENSE ? (r->fp32 ? "fp32" : "fp16")
+                                                 : eg_weight_format_name((EgWeightFormat)f);
+        int n = snprintf(out + len, cap - len, "%s%s", len ? "+" : "", name);
+        len += n > 0 ? (size_t)n : 0;
+    }
+}
+
+uint64_t eg_weight_report_bytes(const EgWeightReport *r) {
+    uint64_t total = 0;
+    for (int g = 0; g < EG_WEIGHT_GROUP_COUNT; g++)
+        total += r->group[g].bytes;
+    return total;
+}
+
+/* Adds what the arena grew by since `before` (the allocation's real size, rounding included)
+ * and `tensors` tensors in format f to group g. */
+static void count(EgWeightLoader *L, EgWeightGroup g, EgWeightFormat f, VkDeviceSize before,
+                  int tensors) {
+    if (!L->report || L->check_only) return;
+    L->report->group[g].bytes += L->arena->bytes_used - before;
+    L->report->group[g].tensors += (uint32_t)tensors;
+    L->report->group[g].formats |= 1u << f;
+    L->report->fp32 = L->ops->elem == 4;
+}
+
+static EgWeightGroup buffer_group(const EgWeightLoader *L) {
+    return L->group == EG_WEIGHT_GROUP_EMBEDDINGS ? L->group : EG_WEIGHT_GROUP_OTHER;
+}
+
+static VkDeviceSize arena_bytes(const EgWeightLoader *L) {
+    return L->check_only ? 0 : L->arena->bytes_used;
+}
+
 /* The tensor `name` of `shape`, which goes into the device as `format`. */
 static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int64_t *shape,
                         EgWeightFormat format, const EgTensorView **t) {
@@ -54,11 +108,7 @@ int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgW
 
 int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, t);
 }
 
@@ -67,33 +117,28 @@ static int buffer_named(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_
     const EgTensorView *t;
     if (expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, &t)) return -1;
     if (L->check_only) return 0;
+    VkDeviceSize before = arena_bytes(L);
     if (eg_tensor_buffer(L->ops, L->arena, (size_t)t->numel, out, L->err) ||
         eg_upload_view(L->ops, L->staging, out, 0, t, 0, t->numel, L->err))
         return eg_fail_prefix(L->err, "%s", name);
+    count(L, buffer_group(L), EG_WEIGHTS_DENSE, before, 1);
     return 0;
 }
 
 int eg_load_buffer(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return buffer_named(L, out, ndim, shape, name);
 }
 
 int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     return buffer_named(L, out, 1, &n, name);
 }
 
 int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
                     const char *const *suffixes, const char *prefix) {
+    VkDeviceSize before = arena_bytes(L);
     if (!L->check_only && eg_tensor_buffer(L->ops, L->arena, (size_t)(n_each * n), out, L->err))
         return eg_fail_prefix(L->err, "%s%s", prefix, suffixes[0]);
     for (int i = 0; i < n; i++) {
@@ -103,15 +148,12 @@ int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
             eg_upload_view(L->ops, L->staging, out, (size_t)(i * n_each), t, 0, n_each, L->err))
             return eg_fail_prefix(L->err, "%s%s", prefix, suffixes[i]);
     }
+    count(L, buffer_group(L), EG_WEIGHTS_DENSE, before, n);
     return 0;
 }
 
 int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     int64_t one = 1;
     const EgTensorView *t;
     return expect_named(L, name, 1, &one, EG_WEIGHTS_DENSE, &t) || eg_tensor_to_f32(t, out, L->err)
@@ -124,6 +166,7 @@ int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t
     uint32_t total = 0;
     for (int i = 0; i < n; i++)
         total += rows[i];
+    VkDeviceSize before = arena_bytes(L);
     if (!L->check_only &&
         eg_matrix_create_format(L->ops, L->arena, total, cols, 0, format, m, L->err))
         return eg_fail_prefix(L->err, "%s", names[0]);
@@ -136,6 +179,10 @@ int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t
              eg_matrix_upload_view(L->ops, L->staging, m, (uint32_t)row0, t, L->err)))
             return -1;
     }
+    int tensors = 0;
+    for (int i = 0; i < n; i++)
+        tensors += rows[i] != 0;
+    count(L, L->group, format, before, tensors);
     return 0;
 }
 
@@ -156,27 +203,21 @@ int eg_load_stacked(EgWeightLoader *L, EgMatrix *m, uint32_t rows_each, uint32_t
 
 int eg_load_matrix(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, const char *fmt,
                    ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     const char *one = name;
     return eg_load_rows(L, m, L->quant, cols, 1, &rows, &one);
 }
 
 int eg_load_matrix_shaped(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_t cols, int ndim,
                           const int64_t *shape, const char *fmt, ...) {
-    char name[NAME_MAX_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    FORMAT_NAME(name, fmt);
     const EgTensorView *t;
     if (expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, &t)) return -1;
     if (L->check_only) return 0;
+    VkDeviceSize before = arena_bytes(L);
     if (eg_matrix_create(L->ops, L->arena, rows, cols, 0, m, L->err) ||
         eg_matrix_upload_view(L->ops, L->staging, m, 0, t, L->err))
         return eg_fail_prefix(L->err, "%s", name);
+    count(L, L->group, EG_WEIGHTS_DENSE, before, 1);
     return 0;
 }

@@ -6,6 +6,32 @@
 
 #include "runtime/device_tensor.h"
 
+/* The groups a model's weights are reported in (GetModelInfo, egret bench --json), each with its
+ * format and the device bytes its tensors took where they were allocated. */
+typedef enum EgWeightGroup {
+    EG_WEIGHT_GROUP_VISION,     /* the vision side's projections (encoder, resampler, projector) */
+    EG_WEIGHT_GROUP_TEXT,       /* the text decoder's projections */
+    EG_WEIGHT_GROUP_EMBEDDINGS, /* token, patch, class and position embeddings, latents */
+    EG_WEIGHT_GROUP_LM_HEAD,    /* absent when tied to the token embeddings */
+    EG_WEIGHT_GROUP_OTHER,      /* norms, biases, gates: the small tensors */
+    EG_WEIGHT_GROUP_COUNT
+} EgWeightGroup;
+
+typedef struct EgWeightReport {
+    struct {
+        uint64_t bytes;   /* device bytes allocated for the group's tensors */
+        uint32_t tensors; /* checkpoint tensors read into them */
+        uint32_t formats; /* bit f: some of them are in EgWeightFormat f */
+    } group[EG_WEIGHT_GROUP_COUNT];
+    int fp32; /* the storage precision of the dense tensors: fp32, else fp16 */
+} EgWeightReport;
+
+/* "vision projections", "text projections", "embeddings", "lm_head", "norms/biases/gates". */
+const char *eg_weight_group_name(EgWeightGroup g);
+/* The group's format: "fp16", "fp32", "q8", "q4", or several joined by '+' when mixed. */
+void eg_weight_group_format(const EgWeightReport *r, EgWeightGroup g, char *out, size_t cap);
+uint64_t eg_weight_report_bytes(const EgWeightReport *r);
+
 /* Called for every tensor a loader reads, with the format it goes into on the device
  * (EG_WEIGHTS_DENSE: the storage precision); the view is valid during the call only. Nonzero
  * stops the loading (the visitor sets err). With check_only, this enumerates a checkpoint's
@@ -22,6 +48,11 @@ typedef struct EgWeightLoader {
     EgWeightFormat quant; /* the projections' format (eg_load_matrix, eg_load_stacked) */
     int check_only;       /* names and shapes only: nothing is created or uploaded (no device) */
     int n_tensors;        /* tensors read so far */
+    /* Where what is allocated is counted (NULL: nowhere). Matrices count in `group`, which the
+     * caller sets for each part of the model; buffers and vectors count as
+     * EG_WEIGHT_GROUP_OTHER unless group is EG_WEIGHT_GROUP_EMBEDDINGS (position tables). */
+    EgWeightReport *report;
+    EgWeightGroup group;
     EgTensorVisitor visit; /* may be NULL */
     void *visit_ctx;
 } EgWeightLoader;

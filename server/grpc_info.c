@@ -75,6 +75,23 @@ void eg_model_info(Call *c) {
     info.limits = &limits;
     info.device = (char *)e.device;
     info.precision = (char *)e.precision;
+    Egret__V1__WeightGroup groups[EG_WEIGHT_GROUP_COUNT];
+    Egret__V1__WeightGroup *group_ptrs[EG_WEIGHT_GROUP_COUNT];
+    char formats[EG_WEIGHT_GROUP_COUNT][32];
+    for (int g = 0; e.weights && g < EG_WEIGHT_GROUP_COUNT; g++) {
+        EgWeightGroup wg = (EgWeightGroup)g;
+        if (!e.weights->group[wg].tensors) continue;
+        Egret__V1__WeightGroup *out = &groups[info.n_weight_groups];
+        egret__v1__weight_group__init(out);
+        eg_weight_group_format(e.weights, wg, formats[info.n_weight_groups], sizeof formats[0]);
+        out->name = (char *)eg_weight_group_name(wg);
+        out->format = formats[info.n_weight_groups];
+        out->bytes = e.weights->group[wg].bytes;
+        out->tensors = e.weights->group[wg].tensors;
+        group_ptrs[info.n_weight_groups++] = out;
+    }
+    info.weight_groups = group_ptrs;
+    info.weight_bytes = e.weights ? eg_weight_report_bytes(e.weights) : 0;
     grpc_byte_buffer *bb = eg_grpc_pack(&info.base);
     free(stops);
     free(tmpl);

@@ -9,10 +9,14 @@
  *    with the images' entries taken from copies kept as the image cache keeps them; and the
  *    text-only prompt decoded in one batch with the image prompt (forward_batch) giving HF's ids;
  *    a copy of a prompt's first tokens (copy_prefix), continued, gives the same logits;
+ *  - the same first samples in fp16 (the default): logits within 1e-2, HF's greedy ids; these
+ *    opens share a pipeline cache folder, written at the first and reused at the others;
  *  - the processor's prompt rules (families/mllama/prompt.h) with the Llama 3 test tokenizer. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "families/family.h"
 #include "families/mllama/prompt.h"
@@ -156,6 +160,78 @@ static int same_ids(const int32_t *a, const int64_t *b, int n) {
     for (int i = 0; i < n; i++)
         if (a[i] != b[i]) return 0;
     return 1;
+}
+
+/* The fp16 runs open their models with a pipeline cache folder: the first open writes the
+ * device's cache file once its pipelines are built; the next ones read it back and, their
+ * pipelines all found there, leave the file as it is (a save rewrites it through a new file
+ * renamed over the old: a new inode). */
+static struct {
+    char dir[128];
+    char path[4200];
+    struct stat first;
+    int opens;
+} g_cache;
+
+static void check_pipeline_cache(const EgVk *vk) {
+    const char *at = vk->pipeline_cache_path;
+    struct stat st;
+    if (g_cache.opens++ == 0) {
+        CHECK(at && strncmp(at, g_cache.dir, strlen(g_cache.dir)) == 0,
+              "the cache file is not in %s: %s", g_cache.dir, at ? at : "(none)");
+        if (at) snprintf(g_cache.path, sizeof g_cache.path, "%s", at);
+        CHECK(stat(g_cache.path, &g_cache.first) == 0 && g_cache.first.st_size > 0,
+              "no cache written at %s", g_cache.path);
+    } else {
+        CHECK(stat(g_cache.path, &st) == 0 && st.st_ino == g_cache.first.st_ino &&
+                  st.st_size == g_cache.first.st_size,
+              "open %d rewrote %s rather than reusing it", g_cache.opens, g_cache.path);
+    }
+}
+
+/* fp16 (the default precision): the first sample's logits at every position within 1e-2 of
+ * HF's fp32 ones (test_check_close), and the greedy ids HF's. */
+static void run_checkpoint_fp16(const char *name) {
+    Golden gd;
+    char rel[256];
+    snprintf(rel, sizeof rel, "mllama/%s", name);
+    if (!golden_load(name, &gd)) {
+        CHECK(0, "%s: cannot read the golden tensors", name);
+        golden_free(&gd);
+        return;
+    }
+    EgError err = {0};
+    EgModelOptions opt = {.fp32 = 0, .pipeline_cache_dir = g_cache.dir};
+    EgFamilyModel *m = eg_family_open(test_data_path(rel), &opt, &err);
+    CHECK(m != NULL, "%s fp16: %s", name, err.msg);
+    if (!m) {
+        golden_free(&gd);
+        return;
+    }
+    CHECK(m->info.ops->f16, "%s: opened in fp32, not fp16", name);
+    check_pipeline_cache(m->info.vk);
+    int32_t ids[256], image[256], got[NEW_TOKENS];
+    uint32_t n = sample_tokens(&gd, 0, 512, ids, image), n_images;
+    float *pixels = family_images(&gd, 0, m->info.image_floats, &n_images);
+    float *logits = malloc((size_t)n * gd.V * sizeof *logits);
+    EgFamilySeq *s = eg_fseq_new(m, n + NEW_TOKENS, &err);
+    int rc = !s || !logits || eg_fseq_set_images_cached(s, n_images, NULL, pixels, NULL, &err) ||
+             eg_fseq_forward(s, ids, image, n, logits, 1, &err);
+    CHECK(rc == 0, "%s fp16: %s", name, err.msg);
+    if (rc == 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%s logits", name);
+        test_check_close(what, 0, logits, gd.logits + (size_t)(gd.T - n) * gd.V, (size_t)n * gd.V);
+        memmove(logits, logits + (size_t)(n - 1) * gd.V, gd.V * sizeof *logits);
+        CHECK(greedy(s, logits, gd.V, got, NEW_TOKENS, &err) == 0, "%s: %s", name, err.msg);
+        CHECK(same_ids(got, gd.generated, NEW_TOKENS), "%s fp16: greedy ids differ from HF's",
+              name);
+    }
+    eg_fseq_free(s);
+    free(pixels);
+    free(logits);
+    eg_family_close(m);
+    golden_free(&gd);
 }
 
 static void run_checkpoint(const char *name) {
@@ -356,6 +432,13 @@ int main(void) {
     run_checkpoint("tiny-mllama-a");
     run_checkpoint("tiny-mllama-b");
     run_checkpoint("tiny-mllama-c");
+    snprintf(g_cache.dir, sizeof g_cache.dir, "/tmp/egret-test-mllama-pipelines-%ld",
+             (long)getpid());
+    run_checkpoint_fp16("tiny-mllama-a");
+    run_checkpoint_fp16("tiny-mllama-b");
+    run_checkpoint_fp16("tiny-mllama-c");
+    if (g_cache.path[0]) unlink(g_cache.path);
+    rmdir(g_cache.dir);
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
     return test_finish();

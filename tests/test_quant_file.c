@@ -1,11 +1,11 @@
 /* Quantized checkpoint folders (egret quantize, docs/quantization.md): tiny-idefics-a written as
  * q4 and q8 loads without quantizing and gives logits bit-identical to quantizing while loading
- * (the same bytes reach the device), through one file and through shards with an index; the
- * tensor visitor enumerates what the loaders read without a device; a failed quantize leaves no
- * folder; and a damaged folder is refused naming the file and the tensor, before any device is
- * opened: an unknown format, a newer format version, a truncated file, a tensor whose bytes do
- * not match its rows and columns, a scale that is NaN or infinite, a --quant other than the
- * folder's. */
+ * (the same bytes reach the device), through one file and through shards with an index, and so
+ * does tiny-mllama-a as q4; the tensor visitor enumerates what the loaders read without a
+ * device; a failed quantize leaves no folder; and a damaged folder is refused naming the file
+ * and the tensor, before any device is opened: an unknown format, a newer format version, a
+ * truncated file, a tensor whose bytes do not match its rows and columns, a scale that is NaN or
+ * infinite, a --quant other than the folder's. */
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -169,6 +169,71 @@ static void test_same_as_on_load(EgWeightFormat f, uint64_t shard_bytes, const c
     eg_tensors_close(tf);
 }
 
+/* Golden sample 0 of tiny-mllama-a (images and text) through the family interface, loaded from
+ * dir with quant (fp32 activations): every position's logits, or NULL (err says why). */
+static float *mllama_logits(const char *dir, EgWeightFormat quant, size_t *n_out, EgError *err) {
+    EgModelOptions opt = {.fp32 = 1, .quant = quant};
+    EgFamilyModel *m = eg_family_open(dir, &opt, err);
+    if (!m) return NULL;
+    EgTensorFile *g =
+        eg_tensors_open_file(test_data_path("mllama/tiny-mllama-a/golden.safetensors"), err);
+    MUST(g, "mllama golden: %s", err->msg);
+    const EgTensorView *ids_v, *px_v;
+    int64_t *ids = test_tensor_i64(g, "input_ids", NULL, &ids_v);
+    int64_t *mask = test_tensor_i64(g, "attention_mask", NULL, NULL);
+    int64_t *ratio = test_tensor_i64(g, "aspect_ratio_ids", NULL, NULL);
+    int64_t *tiles = test_tensor_i64(g, "num_tiles", NULL, NULL);
+    float *pix = test_tensor_f32(g, "pixel_values", NULL, &px_v);
+    uint32_t T = (uint32_t)ids_v->shape[1], N = (uint32_t)px_v->shape[1], n = 0, n_images = 0;
+    size_t px = (size_t)px_v->shape[2] * 3 * px_v->shape[4] * px_v->shape[4];
+    size_t per = m->info.image_floats, V = m->info.vocab;
+    MUST(per == px + 2 && T <= 256, "mllama image layout %zu floats, %zu expected", per, px + 2);
+    int32_t tok[256], img[256];
+    for (uint32_t t = 0; t < T; t++)
+        if (mask[t]) tok[n++] = (int32_t)ids[t];
+    float *images = calloc(N * per, sizeof *images);
+    for (uint32_t i = 0; i < N; i++) {
+        if (ratio[i] == 0) continue; /* a padding image */
+        float *dst = images + n_images++ * per;
+        memcpy(dst, pix + i * px, px * sizeof *dst);
+        dst[px] = (float)ratio[i];
+        dst[px + 1] = (float)tiles[i];
+    }
+    eg_family_image_index(m, tok, n, (int)n_images, img);
+    float *out = malloc((size_t)n * V * sizeof *out);
+    EgFamilySeq *s = eg_fseq_new(m, n, err);
+    int rc = s && eg_fseq_set_images(s, images, n_images, err) == 0 &&
+                     eg_fseq_forward(s, tok, img, n, out, 1, err) == 0
+                 ? 0
+                 : -1;
+    eg_fseq_free(s);
+    eg_tensors_close(g);
+    free(ids), free(mask), free(ratio), free(tiles), free(pix), free(images);
+    eg_family_close(m);
+    if (rc) {
+        free(out);
+        return NULL;
+    }
+    *n_out = (size_t)n * V;
+    return out;
+}
+
+/* The same for mllama: its q4 folder's logits are --quant q4's, bit for bit. */
+static void test_mllama_same_as_on_load(void) {
+    EgError err = {0};
+    const char *src = test_data_path("mllama/tiny-mllama-a"), *out = tmp_path("mllama-q4");
+    EgQuantizeOptions qo = {.format = EG_WEIGHTS_Q4};
+    MUST(eg_quantize_folder(src, out, &qo, &err) == 0, "quantize tiny-mllama-a: %s", err.msg);
+    size_t n_ref = 0, n = 0;
+    float *ref = mllama_logits(src, EG_WEIGHTS_Q4, &n_ref, &err);
+    MUST(ref, "tiny-mllama-a --quant q4: %s", err.msg);
+    float *got = mllama_logits(out, EG_WEIGHTS_DENSE, &n, &err);
+    MUST(got, "loading tiny-mllama-a's q4 folder: %s", err.msg);
+    CHECK(n == n_ref && n > 0 && !memcmp(got, ref, n * sizeof *got),
+          "mllama: the q4 folder's logits equal quantize-on-load's bit for bit");
+    free(got), free(ref);
+}
+
 typedef struct {
     int dense, quantized, other_format;
     EgWeightFormat want;
@@ -210,21 +275,13 @@ static void test_visitor(void) {
               strstr(err.msg, "visitor stops at"),
           "a visitor's error stops the walk: %s", err.msg);
 
-    /* mllama: every tensor dense (its loader does not quantize yet, and says so) */
-    char dir[600];
-    snprintf(dir, sizeof dir, "%s/mllama/tiny-mllama-a", test_data_path(""));
-    EgModelOptions dense = {.device = NO_DEVICE};
+    /* mllama: its vision and text loaders' tensors, the projections q4 */
     Count m = {.want = EG_WEIGHTS_Q4};
-    CHECK(eg_family_visit_tensors(dir, &dense, count_visit, &m, &fam, &err) == 0 && m.dense > 0 &&
-              m.quantized == 0 && !strcmp(fam, "mllama"),
-          "visit tiny-mllama-a: %d dense: %s", m.dense, err.msg);
-    CHECK(eg_family_visit_tensors(dir, &opt, count_visit, &m, NULL, &err) != 0 &&
-              strstr(err.msg, "not implemented for mllama"),
-          "mllama q4 refused: %s", err.msg);
-    EgQuantizeOptions qo = {.format = EG_WEIGHTS_Q4};
-    CHECK(eg_quantize_folder(dir, tmp_path("mllama-q4"), &qo, &err) != 0 &&
-              access(tmp_path("mllama-q4"), F_OK) != 0,
-          "egret quantize of mllama refused, no folder left: %s", err.msg);
+    CHECK(eg_family_visit_tensors(test_data_path("mllama/tiny-mllama-a"), &opt, count_visit, &m,
+                                  &fam, &err) == 0 &&
+              m.dense > 0 && m.quantized > 0 && m.other_format == 0 && !strcmp(fam, "mllama"),
+          "visit tiny-mllama-a: %d q4, %d dense: %s", m.quantized, m.dense, err.msg);
+    printf("tiny-mllama-a: %d tensors quantized, %d dense\n", m.quantized, m.dense);
 }
 
 /* The bytes of the q4 folder's model.safetensors, and where tensor `name`'s data starts. */
@@ -371,6 +428,7 @@ int main(void) {
     test_visitor();
     test_same_as_on_load(EG_WEIGHTS_Q4, 0, "tiny-q4");
     test_same_as_on_load(EG_WEIGHTS_Q8, 64 << 10, "tiny-q8-shards"); /* several files */
+    test_mllama_same_as_on_load();
     test_refusals();
     test_atomic();
     remove_tree(work);

@@ -275,6 +275,21 @@ static void test_health_info_auth(void) {
                       "limits");
                 CHECK(*info->device && (strcmp(info->precision, "fp32") == 0), "device %s %s",
                       info->device, info->precision);
+                /* the weights by group as the engine counted them, all five dense fp32 */
+                uint64_t sum = 0;
+                for (size_t g = 0; g < info->n_weight_groups; g++) {
+                    const Egret__V1__WeightGroup *wg = info->weight_groups[g];
+                    sum += wg->bytes;
+                    CHECK(!strcmp(wg->format, "fp32") && wg->bytes > 0 && wg->tensors > 0,
+                          "weight group %s: %s, %llu bytes, %u tensors", wg->name, wg->format,
+                          (unsigned long long)wg->bytes, wg->tensors);
+                }
+                CHECK(info->n_weight_groups == 5 && sum == info->weight_bytes &&
+                          info->weight_bytes == eg_weight_report_bytes(described.weights) &&
+                          !strcmp(info->weight_groups[0]->name, "vision projections"),
+                      "%zu weight groups, %llu bytes (engine: %llu)", info->n_weight_groups,
+                      (unsigned long long)info->weight_bytes,
+                      (unsigned long long)eg_weight_report_bytes(described.weights));
                 egret__v1__model_info__free_unpacked(info, NULL);
             }
         }

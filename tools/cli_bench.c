@@ -138,6 +138,23 @@ static double work_ttft(Bench *b, uint32_t batch, EgError *err) {
 }
 
 /* Runs work warmup + reps times; prints a JSON object of the runs' median and minimum. */
+/* "weights": each group's format and bytes (as GetModelInfo's weight_groups) and the total. */
+static void print_weights(FILE *json, const EgWeightReport *r) {
+    fprintf(json, " \"weights\": {\"total_bytes\": %llu, \"groups\": [",
+            (unsigned long long)eg_weight_report_bytes(r));
+    for (int g = 0, n = 0; g < EG_WEIGHT_GROUP_COUNT; g++) {
+        if (!r->group[g].tensors) continue;
+        char format[32];
+        eg_weight_group_format(r, (EgWeightGroup)g, format, sizeof format);
+        fprintf(json,
+                "%s\n   {\"name\": \"%s\", \"format\": \"%s\", \"bytes\": %llu, "
+                "\"tensors\": %u}",
+                n++ ? "," : "", eg_weight_group_name((EgWeightGroup)g), format,
+                (unsigned long long)r->group[g].bytes, r->group[g].tensors);
+    }
+    fprintf(json, "]}");
+}
+
 static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t batch,
                    double units, const char *unit_key, EgError *err) {
     double *runs = calloc(b->reps, sizeof *runs);
@@ -356,8 +373,10 @@ int cli_bench(int argc, char **argv) {
         }
         fprintf(json, "}");
     }
-    fprintf(json, "},\n \"peak_device_bytes\": %llu}\n",
+    fprintf(json, "},\n \"peak_device_bytes\": %llu,\n",
             (unsigned long long)atomic_load(&m->vk.device_bytes_peak));
+    print_weights(json, &m->weight_report);
+    fprintf(json, "}\n");
     fprintf(stderr, "\n");
     if (rc) fprintf(stderr, "egret: %s\n", err.msg);
     if (!json_out) { /* a readable summary of the same figures */

@@ -26,6 +26,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         .max_images = m->max_images,
         .eos = {(int32_t)cfg->eos_token_id},
         .n_eos = 1,
+        .weights = &m->weight_report,
         .vk = &m->vk,
         .ops = &m->ops,
     };

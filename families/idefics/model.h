@@ -65,6 +65,7 @@ typedef struct EgModel {
     EgOps ops;
     EgBatchOps batch_ops; /* batched decode through device addresses, where available */
     EgArena weights;
+    EgWeightReport weight_report; /* the weights' format and device bytes by group */
     EgArena scratch_arena;
     EgStaging staging;
     uint32_t max_chunk, max_images;

@@ -13,14 +13,17 @@ static int load_vision(EgModel *m, EgWeightLoader *L) {
     const EgVisionConfig *v = &m->cfg.vision;
     uint32_t E = (uint32_t)v->embed_dim, C = (uint32_t)v->num_channels, p = (uint32_t)v->patch_size;
     int64_t patch_shape[4] = {E, C, p, p};
+    L->group = EG_WEIGHT_GROUP_EMBEDDINGS; /* the patch, class and position embeddings */
     if (eg_load_matrix_shaped(L, &m->patch, E, C * p * p, 4, patch_shape,
                               "model.vision_model.embeddings.patch_embedding.weight"))
         return -1;
     int64_t pos_shape[2] = {m->vit_tokens, E};
     if (eg_load_vector(L, &m->cls, E, "model.vision_model.embeddings.class_embedding") ||
         eg_load_buffer(L, &m->pos, 2, pos_shape,
-                       "model.vision_model.embeddings.position_embedding.weight") ||
-        eg_load_vector(L, &m->pre_ln_w, E, "model.vision_model.pre_layrnorm.weight") ||
+                       "model.vision_model.embeddings.position_embedding.weight"))
+        return -1;
+    L->group = EG_WEIGHT_GROUP_VISION;
+    if (eg_load_vector(L, &m->pre_ln_w, E, "model.vision_model.pre_layrnorm.weight") ||
         eg_load_vector(L, &m->pre_ln_b, E, "model.vision_model.pre_layrnorm.bias"))
         return -1;
     m->vit = calloc((size_t)v->num_hidden_layers, sizeof *m->vit);
@@ -56,8 +59,11 @@ static int load_perceiver(EgModel *m, EgWeightLoader *L) {
     const EgPerceiverConfig *pc = &m->cfg.perceiver;
     uint32_t E = m->E, inner = (uint32_t)(pc->n_heads * pc->head_dim), dh = (uint32_t)pc->head_dim;
     int64_t lat_shape[2] = {pc->n_latents, E};
-    if (eg_load_buffer(L, &m->latents, 2, lat_shape, "model.perceiver_resampler.latents") ||
-        eg_load_vector(L, &m->perceiver_ln_w, E, "model.perceiver_resampler.layer_norm.weight") ||
+    L->group = EG_WEIGHT_GROUP_EMBEDDINGS; /* the latents: learned inputs */
+    if (eg_load_buffer(L, &m->latents, 2, lat_shape, "model.perceiver_resampler.latents"))
+        return -1;
+    L->group = EG_WEIGHT_GROUP_VISION;
+    if (eg_load_vector(L, &m->perceiver_ln_w, E, "model.perceiver_resampler.layer_norm.weight") ||
         eg_load_vector(L, &m->perceiver_ln_b, E, "model.perceiver_resampler.layer_norm.bias"))
         return -1;
     m->perceiver = calloc((size_t)pc->depth, sizeof *m->perceiver);
@@ -125,13 +131,16 @@ static int load_text(EgModel *m, EgWeightLoader *L) {
     /* no kernel of quantized weights fuses the SwiGLU */
     m->mlp_fused =
         !L->check_only && L->quant == EG_WEIGHTS_DENSE && eg_ops_fuses_swiglu(&m->ops, I, H);
+    L->group = EG_WEIGHT_GROUP_EMBEDDINGS;
     if (eg_load_rows(L, &m->embed, EG_WEIGHTS_DENSE, H, 2, rows, embed_names)) return -1;
+    L->group = EG_WEIGHT_GROUP_LM_HEAD;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
         m->lm_head_tied = 1;
     } else if (eg_load_rows(L, &m->lm_head, EG_WEIGHTS_DENSE, H, 2, rows, head_names)) {
         return -1;
     }
+    L->group = EG_WEIGHT_GROUP_TEXT;
     if (eg_load_vector(L, &m->final_norm, H, "model.norm.weight")) return -1;
     int L_layers = c->num_hidden_layers, n_cross = L_layers / c->cross_layer_interval;
     m->layers = calloc((size_t)L_layers, sizeof *m->layers);
@@ -301,7 +310,8 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
                         .arena = &m->weights,
                         .staging = &m->staging,
                         .err = err,
-                        .quant = opt->quant};
+                        .quant = opt->quant,
+                        .report = &m->weight_report};
     tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
     if (!tf || eg_weight_loader_quant(tf, opt->quant, &L.quant, err) ||
         check_tensors(m, tf, L.quant, NULL, NULL, err))

@@ -78,10 +78,7 @@ static void model_free(void *model) {
 
 static int visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
                          void *ctx, EgError *err) {
-    if (opt->quant != EG_WEIGHTS_DENSE) /* as load: refused rather than done unquantized */
-        return eg_fail(err, "%s: --quant %s is not implemented for mllama yet", dir,
-                       eg_weight_format_name(opt->quant));
-    return eg_mllama_visit_tensors(dir, visit, ctx, err);
+    return eg_mllama_visit_tensors(dir, opt->quant, visit, ctx, err);
 }
 
 static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info, EgError *err) {
@@ -89,17 +86,16 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         eg_fail(err, "%s: random weights are not implemented for mllama yet", dir);
         return NULL;
     }
-    if (opt->quant != EG_WEIGHTS_DENSE) { /* refused rather than loaded silently unquantized */
-        eg_fail(err, "%s: --quant %s is not implemented for mllama yet", dir,
-                eg_weight_format_name(opt->quant));
-        return NULL;
-    }
     Served *sv = calloc(1, sizeof *sv);
     if (!sv) {
         eg_fail(err, "out of host memory");
         return NULL;
     }
-    EgMllamaOptions mo = {.fp32 = opt->fp32, .device = opt->device, .progress = opt->progress};
+    EgMllamaOptions mo = {.fp32 = opt->fp32,
+                          .device = opt->device,
+                          .progress = opt->progress,
+                          .quant = opt->quant,
+                          .pipeline_cache_dir = opt->pipeline_cache_dir};
     sv->m = eg_mllama_model_load(dir, &mo, err);
     if (!sv->m) {
         model_free(sv);
@@ -116,7 +112,10 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgMllamaTextConfig tcfg;
     EgTensorFile *tf = NULL;
-    EgMllamaTextOptions to = {.max_chunk = opt->max_chunk, .max_tiles = sv->max_images * sv->J};
+    EgMllamaTextOptions to = {.max_chunk = opt->max_chunk,
+                              .max_tiles = sv->max_images * sv->J,
+                              .quant = sv->m->quant, /* --quant, or the folder's own */
+                              .report = &sv->m->weight_report};
     if (eg_mllama_text_config_load(path, &tcfg, err) || !(tf = eg_tensors_open_dir(dir, err)) ||
         eg_mllama_text_load(&sv->text, &tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
         eg_tensors_close(tf);
@@ -143,6 +142,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         .max_images = sv->max_images,
         .text_before_image_sees_images = 1,
         .n_eos = sv->n_eos,
+        .weights = &sv->m->weight_report,
         .vk = &sv->m->vk,
         .ops = &sv->m->ops,
     };

@@ -76,6 +76,10 @@ typedef struct EgMllamaOptions {
     int fp32;           /* 1: fp32 weights and activations (exact mode); 0: fp16 (fast) */
     const char *device; /* Vulkan device choice, see runtime/vk_context.h */
     FILE *progress;     /* where to print what is loaded; NULL: quiet */
+    /* the projections' format (docs/quantization.md); the patch embedding, position tables,
+     * norms, biases and gates stay in the storage precision */
+    EgWeightFormat quant;
+    const char *pipeline_cache_dir; /* runtime/vk_pipeline_cache.h; NULL: none */
 } EgMllamaOptions;
 
 typedef struct EgMllamaModel {
@@ -87,14 +91,20 @@ typedef struct EgMllamaModel {
     EgArena weights;
     EgStaging staging;
     EgMllamaVision vision;
+    EgWeightFormat quant; /* the projections' format, vision and text */
+    /* the weights' bytes and formats by group: the vision tower's here at load, the text
+     * decoder's added by its load (EgMllamaTextOptions.report) */
+    EgWeightReport weight_report;
 } EgMllamaModel;
 
 /* Loads config.json and preprocessor_config.json, checks every tensor of the folder (names,
  * shapes) and uploads the vision tower and the projector. */
 EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err);
 void eg_mllama_model_free(EgMllamaModel *m);
-/* Every tensor eg_mllama_model_load and the text loader read from dir, checked without a device
- * and passed to visit with the format it goes into. */
-int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx, EgError *err);
+/* Every tensor eg_mllama_model_load and the text loader read from dir with the projections in
+ * `quant` (or the folder's pre-quantized format), checked without a device and passed to visit
+ * with the format it goes into. */
+int eg_mllama_visit_tensors(const char *dir, EgWeightFormat quant, EgTensorVisitor visit,
+                            void *visit_ctx, EgError *err);
 
 #endif

@@ -6,39 +6,37 @@
 #include "families/mllama/vision_load.h"
 #include "runtime/clock.h"
 #include "runtime/vk_context.h"
+#include "runtime/vk_pipeline_cache.h"
 #include "runtime/weight_loader.h"
 
 /* config.json and every tensor checked (and visited) without a device; *tf stays open. The
- * projections load in fp16/fp32 only for now: a pre-quantized folder is refused here. */
-static int check_folder(EgMllamaModel *m, const char *dir, EgMllamaTextConfig *text_cfg,
-                        EgTensorFile **tf, EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+ * projections' format is resolved here (m->quant): --quant, or a pre-quantized folder's own. */
+static int check_folder(EgMllamaModel *m, const char *dir, EgWeightFormat requested,
+                        EgMllamaTextConfig *text_cfg, EgTensorFile **tf, EgTensorVisitor visit,
+                        void *visit_ctx, EgError *err) {
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[1200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgMllamaNames names;
-    EgWeightFormat quant;
-    if (eg_mllama_config_load(path, &m->cfg, err) ||
-        eg_mllama_text_config_load(path, text_cfg, err) ||
-        eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err) ||
-        !(*tf = eg_tensors_open_dir(dir, err)) ||
-        eg_weight_loader_quant(*tf, EG_WEIGHTS_DENSE, &quant, err))
-        return -1;
-    if (quant != EG_WEIGHTS_DENSE)
-        return eg_fail(err, "%s: quantized weights (%s) are not implemented for mllama yet", dir,
-                       eg_weight_format_name(quant));
-    return eg_mllama_names(*tf, &names, err) ||
+    return eg_mllama_config_load(path, &m->cfg, err) ||
+                   eg_mllama_text_config_load(path, text_cfg, err) ||
+                   eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err) ||
+                   !(*tf = eg_tensors_open_dir(dir, err)) ||
+                   eg_weight_loader_quant(*tf, requested, &m->quant, err) ||
+                   eg_mllama_names(*tf, &names, err) ||
                    eg_mllama_vision_check(m, *tf, &names, visit, visit_ctx, err) ||
-                   eg_mllama_text_check(text_cfg, *tf, visit, visit_ctx, err)
+                   eg_mllama_text_check(text_cfg, *tf, m->quant, visit, visit_ctx, err)
                ? -1
                : 0;
 }
 
-int eg_mllama_visit_tensors(const char *dir, EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+int eg_mllama_visit_tensors(const char *dir, EgWeightFormat quant, EgTensorVisitor visit,
+                            void *visit_ctx, EgError *err) {
     EgMllamaModel *m = calloc(1, sizeof *m);
     if (!m) return eg_fail(err, "out of host memory");
     EgMllamaTextConfig text_cfg;
     EgTensorFile *tf = NULL;
-    int rc = check_folder(m, dir, &text_cfg, &tf, visit, visit_ctx, err);
+    int rc = check_folder(m, dir, quant, &text_cfg, &tf, visit, visit_ctx, err);
     eg_tensors_close(tf);
     eg_mllama_model_free(m);
     return rc ? eg_fail_prefix(err, "reading model %s", dir) : 0;
@@ -57,10 +55,15 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     EgMllamaNames names;
     EgMllamaTextConfig text_cfg;
     /* the folder is checked whole before anything reaches the device */
-    if (check_folder(m, dir, &text_cfg, &tf, NULL, NULL, err) || eg_mllama_names(tf, &names, err))
+    if (check_folder(m, dir, opt->quant, &text_cfg, &tf, NULL, NULL, err) ||
+        eg_mllama_names(tf, &names, err))
         goto fail;
-    EgVkOptions vo = {.device = opt->device, .verbose = opt->progress != NULL};
+    EgVkOptions vo = {.device = opt->device,
+                      .verbose = opt->progress != NULL,
+                      .pipeline_cache_dir = opt->pipeline_cache_dir};
     if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    /* every pipeline is built: what the driver compiled is kept for the next start */
+    if (m->vk.pipeline_cache_path) eg_pipeline_cache_save(&m->vk, stderr);
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err) ||
         eg_mllama_vision_load(m, tf, &names, err))
@@ -68,8 +71,10 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     eg_tensors_close(tf);
     if (opt->progress)
         fprintf(opt->progress,
-                "egret: loaded the mllama vision tower of %s (%.1f MiB as %s) in %.2f s\n", dir,
-                (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
+                "egret: loaded the mllama vision tower of %s (%.1f MiB as %s, projections %s) "
+                "in %.2f s\n",
+                dir, (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
+                opt->quant ? eg_weight_format_name(opt->quant) : (opt->fp32 ? "fp32" : "fp16"),
                 eg_now_s() - t0);
     return m;
 fail:

@@ -93,8 +93,12 @@ static int load_weights(Loader *L) {
     char embed_name[256];
     snprintf(embed_name, sizeof embed_name, "%sembed_tokens.weight", L->model);
     const char *embed_ptr = embed_name;
+    /* the embedding table is read by row lookups and the LM head makes the logits, the most
+     * sensitive product: both stay dense (docs/quantization.md) */
+    L->w.group = EG_WEIGHT_GROUP_EMBEDDINGS;
     if (eg_load_rows(&L->w, &t->embed, EG_WEIGHTS_DENSE, t->H, 1, &t->embed_rows, &embed_ptr))
         return -1;
+    L->w.group = EG_WEIGHT_GROUP_LM_HEAD;
     /* transformers ties nothing for mllama (whatever tie_word_embeddings says, lm_head is read
      * from the checkpoint); only a checkpoint without lm_head that asks for tying reuses the
      * embedding's first vocab rows (the chunks past them are never reached) */
@@ -107,6 +111,7 @@ static int load_weights(Loader *L) {
                             &L->lm_head)) {
         return -1;
     }
+    L->w.group = EG_WEIGHT_GROUP_TEXT;
     if (load_vector(L, &t->final_norm, t->H, "", "norm.weight")) return -1;
     t->self = calloc((size_t)c->num_hidden_layers, sizeof *t->self);
     t->cross = calloc((size_t)(c->n_cross ? c->n_cross : 1), sizeof *t->cross);
@@ -180,12 +185,17 @@ static void set_dims(EgMllamaText *t, const EgMllamaTextConfig *cfg,
 }
 
 int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf,
-                         EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+                         EgWeightFormat quant, EgTensorVisitor visit, void *visit_ctx,
+                         EgError *err) {
     EgMllamaText t;
     set_dims(&t, cfg, NULL);
-    Loader L = {
-        .w = {.tf = tf, .err = err, .check_only = 1, .visit = visit, .visit_ctx = visit_ctx},
-        .t = &t};
+    Loader L = {.w = {.tf = tf,
+                      .err = err,
+                      .quant = quant,
+                      .check_only = 1,
+                      .visit = visit,
+                      .visit_ctx = visit_ctx},
+                .t = &t};
     int rc = load_weights(&L);
     free(t.self);
     free(t.cross);
@@ -198,7 +208,8 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
     set_dims(t, cfg, opt);
     t->ops = ops;
     t->staging = staging;
-    t->mlp_fused = eg_ops_fuses_swiglu(ops, t->I, t->H);
+    /* no kernel of quantized weights fuses the SwiGLU */
+    t->mlp_fused = (!opt || opt->quant == EG_WEIGHTS_DENSE) && eg_ops_fuses_swiglu(ops, t->I, t->H);
     eg_arena_init(&t->weights, ops->vk, EG_MEM_DEVICE, 64u << 20);
     t->inv_freq = malloc((t->head_dim / 2) * sizeof *t->inv_freq);
     t->row_runs = malloc(2 * (size_t)t->max_chunk * sizeof *t->row_runs);
@@ -208,7 +219,13 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
     }
     eg_rope_inv_freq(t->inv_freq, t->head_dim, cfg->rope_theta,
                      cfg->rope_llama3 ? &cfg->llama3 : NULL);
-    Loader L = {.w = {.ops = ops, .arena = &t->weights, .staging = staging, .tf = tf, .err = err},
+    Loader L = {.w = {.ops = ops,
+                      .arena = &t->weights,
+                      .staging = staging,
+                      .tf = tf,
+                      .err = err,
+                      .quant = opt ? opt->quant : EG_WEIGHTS_DENSE,
+                      .report = opt ? opt->report : NULL},
                 .t = t};
     if (load_weights(&L) || eg_mllama_text_ensure_rope(t, 2048, err) || create_scratch(t, err))
         goto fail;

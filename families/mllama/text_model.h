@@ -38,6 +38,10 @@ typedef struct EgMllamaCrossLayer {
 typedef struct EgMllamaTextOptions {
     uint32_t max_chunk; /* tokens per forward call (longer inputs run in chunks); 0: 256 */
     uint32_t max_tiles; /* image tiles (images × max_num_tiles) a sequence may attend to; 0: 64 */
+    /* the projections' format (docs/quantization.md); the embeddings, the LM head, norms and
+     * gates stay in the storage precision */
+    EgWeightFormat quant;
+    EgWeightReport *report; /* where the weights' bytes are added by group; NULL: nowhere */
 } EgMllamaTextOptions;
 
 typedef struct EgMllamaText {
@@ -81,10 +85,11 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
                         EgError *err);
 void eg_mllama_text_free(EgMllamaText *t);
 /* Checks that every tensor eg_mllama_text_load reads is in tf with its shape; nothing is
- * created or uploaded, so a folder is checked whole before anything reaches the device. Each
- * tensor is passed to visit (may be NULL). */
+ * created or uploaded, so a folder is checked whole before anything reaches the device. The
+ * projections are checked as `quant`; each tensor is passed to visit (may be NULL). */
 int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf,
-                         EgTensorVisitor visit, void *visit_ctx, EgError *err);
+                         EgWeightFormat quant, EgTensorVisitor visit, void *visit_ctx,
+                         EgError *err);
 
 /* Makes the RoPE table cover `positions` positions (rebuilt larger on demand). */
 int eg_mllama_text_ensure_rope(EgMllamaText *t, uint32_t positions, EgError *err);

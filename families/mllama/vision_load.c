@@ -70,13 +70,17 @@ static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
                         .staging = &m->staging,
                         .tf = tf,
                         .err = err,
+                        .quant = m->quant,
                         .check_only = check_only,
+                        .report = &m->weight_report,
+                        .group = EG_WEIGHT_GROUP_EMBEDDINGS,
                         .visit = visit,
                         .visit_ctx = visit_ctx};
     const char *pre = names->vision;
     int64_t D = v->hidden_size, C = v->num_channels, p = v->patch_size;
     int64_t P = eg_mllama_vision_patches(v), J = v->max_num_tiles, R = v->n_aspect_ratios + 1;
     int64_t patch_shape[4] = {D, C, p, p};
+    /* the patch convolution and the class and position embeddings stay dense */
     if (eg_load_matrix_shaped(&L, &w->patch, (uint32_t)D, (uint32_t)(C * p * p), 4, patch_shape,
                               "%spatch_embedding.weight", pre))
         return -1;
@@ -91,8 +95,10 @@ static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
                        "%spost_tile_positional_embedding.embedding.weight", pre) ||
         read_gate(&L, &w->pos_gate, pre, "gated_positional_embedding.gate") ||
         read_gate(&L, &w->pre_tile_gate, pre, "pre_tile_positional_embedding.gate") ||
-        read_gate(&L, &w->post_tile_gate, pre, "post_tile_positional_embedding.gate") ||
-        eg_load_vector(&L, &w->ln_pre_w, D, "%slayernorm_pre.weight", pre) ||
+        read_gate(&L, &w->post_tile_gate, pre, "post_tile_positional_embedding.gate"))
+        return -1;
+    L.group = EG_WEIGHT_GROUP_VISION; /* the layers' and the projector's projections */
+    if (eg_load_vector(&L, &w->ln_pre_w, D, "%slayernorm_pre.weight", pre) ||
         eg_load_vector(&L, &w->ln_pre_b, D, "%slayernorm_pre.bias", pre) ||
         eg_load_vector(&L, &w->ln_post_w, D, "%slayernorm_post.weight", pre) ||
         eg_load_vector(&L, &w->ln_post_b, D, "%slayernorm_post.bias", pre))
