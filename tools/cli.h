@@ -18,6 +18,7 @@ int cli_draw(int argc, char **argv);
 int cli_loadtest(int argc, char **argv);
 int cli_examples(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
+int cli_eval(int argc, char **argv);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count or -1 (message on stderr). */
 long cli_parse_int_list(const char *s, int32_t **out);

@@ -26,6 +26,7 @@ static void usage(FILE *f) {
             "                     float32 tensor \"logits\" [tokens][vocab]), to compare with\n"
             "                     any reference from outside\n"
             "  --fp32             fp32 weights and activations (default: fp16 fast mode)\n"
+            "  --quant q8|q4      the projections quantized while loading (docs/quantization.md)\n"
             "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
 }
 
@@ -64,11 +65,13 @@ int cli_forward(int argc, char **argv) {
         {"images", required_argument, 0, 'n'},   {"generate", required_argument, 0, 'g'},
         {"all-logits", no_argument, 0, 'a'},     {"logits-out", required_argument, 0, 'L'},
         {"fp32", no_argument, 0, 'f'},           {"device", required_argument, 0, 'D'},
+        {"quant", required_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     const char *model_dir = cli_default_model(), *ids_s = NULL, *img_s = NULL, *pix_path = NULL;
     long n_images = 0, n_generate = 0;
     const char *device = NULL, *logits_out = NULL;
     int all_logits = 0, fp32 = 0, c;
+    EgWeightFormat quant = EG_WEIGHTS_DENSE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -102,6 +105,9 @@ int cli_forward(int argc, char **argv) {
         case 'D':
             device = optarg;
             break;
+        case 'q':
+            if (cli_parse_quant(optarg, &quant)) return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -118,7 +124,7 @@ int cli_forward(int argc, char **argv) {
     long n = cli_parse_int_list(ids_s, &ids);
     if (n <= 0) return 2;
     EgError err = {0};
-    EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr};
+    EgModelOptions opt = {.fp32 = fp32, .device = device, .progress = stderr, .quant = quant};
     EgFamilyModel *m = eg_family_open(model_dir, &opt, &err);
     if (!m) {
         fprintf(stderr, "egret: %s\n", err.msg);

@@ -19,6 +19,7 @@ static void usage(FILE *f) {
                "  examples   a server's example sets: create, list, get, delete\n"
                "  run        caption images or answer prompts in-process, without a server\n"
                "  bench      time the image stage, prefill and decode (JSON for bench/compare)\n"
+               "  eval       accuracy of fp16/q8/q4 against fp32: KL, top-1, answers right\n"
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
                "  draw       draw shapes-world scenes (PNG) with their true captions and answers\n"
                "  loadtest   load-test a running server: concurrent mixed requests, checked outcomes\n"
@@ -153,6 +154,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "bench") == 0) return cli_bench(argc - 1, argv + 1);
     if (strcmp(argv[1], "caption") == 0) return cli_caption(argc - 1, argv + 1);
     if (strcmp(argv[1], "generate") == 0) return cli_generate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "eval") == 0) return cli_eval(argc - 1, argv + 1);
     if (strcmp(argv[1], "forward") == 0) return cli_forward(argc - 1, argv + 1);
     if (strcmp(argv[1], "draw") == 0) return cli_draw(argc - 1, argv + 1);
     if (strcmp(argv[1], "examples") == 0) return cli_examples(argc - 1, argv + 1);
