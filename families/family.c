@@ -58,6 +58,14 @@ EgFamilyModel *eg_family_open(const char *dir, const EgModelOptions *opt, EgErro
     return m;
 }
 
+int eg_family_visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                            void *ctx, const char **family, EgError *err) {
+    const EgFamily *f = family_of_folder(dir);
+    if (!f) f = families[0];
+    if (family) *family = f->name;
+    return f->visit_tensors(dir, opt, visit, ctx, err);
+}
+
 void eg_family_close(EgFamilyModel *m) {
     if (!m) return;
     m->family->free(m->impl);

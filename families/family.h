@@ -55,6 +55,10 @@ typedef struct EgFamily {
     const char *const *architectures; /* NULL-terminated: the config.json classes it serves */
     void *(*load)(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info, EgError *err);
     void (*free)(void *model);
+    /* Every tensor load would read from dir, with the format it would go into (opt->quant and
+     * the folder's own), checked as load checks them but without a device (egret quantize). */
+    int (*visit_tensors)(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                         void *ctx, EgError *err);
 
     /* HF's processor rules: the parts (text and image placeholders, images numbered in order)
      * -> ids and per-token image index. */
@@ -112,6 +116,10 @@ const EgFamily *eg_family_find(const char *architecture);
  * the architecture when no family serves it. */
 EgFamilyModel *eg_family_open(const char *dir, const EgModelOptions *opt, EgError *err);
 void eg_family_close(EgFamilyModel *m);
+/* The folder's family's visit_tensors (picked as eg_family_open picks it); *family (may be NULL)
+ * its name. */
+int eg_family_visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                            void *ctx, const char **family, EgError *err);
 
 int eg_family_prompt(EgFamilyModel *m, const EgTokenizer *tok, const EgPromptPart *parts,
                      size_t n_parts, EgPrompt *out, EgError *err);

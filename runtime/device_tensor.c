@@ -170,8 +170,33 @@ static int upload_view_quantized(EgStaging *st, const EgMatrix *m, uint32_t c, u
     return rc;
 }
 
+/* A pre-quantized tensor (runtime/quant_file.h) into rows [row0, ..) of a matrix of its
+ * format: its rows are the device layout already, copied as they are. */
+static int upload_prequantized(EgStaging *st, const EgMatrix *m, uint32_t row0,
+                               const EgTensorView *t, EgError *err) {
+    if (t->quant != m->format || t->quant_cols != m->cols || row0 + t->shape[0] > m->rows)
+        return eg_fail(err,
+                       "tensor '%s' in %s (%s, %lld x %lld) does not fit rows %u.. of a %s %u x %u "
+                       "matrix",
+                       t->name, t->file, eg_weight_format_name(t->quant), (long long)t->shape[0],
+                       (long long)t->quant_cols, row0, eg_weight_format_name(m->format), m->rows,
+                       m->cols);
+    size_t row_bytes = (size_t)t->shape[1];
+    uint32_t end = row0 + (uint32_t)t->shape[0];
+    for (uint32_t c = 0; c < m->n_chunks; c++) {
+        uint32_t c0 = c * m->chunk_rows, c1 = c0 + eg_matrix_chunk_len(m, c);
+        uint32_t lo = row0 > c0 ? row0 : c0, hi = end < c1 ? end : c1;
+        if (lo < hi && eg_upload(st, &m->chunks[c], (VkDeviceSize)(lo - c0) * row_bytes,
+                                 (const unsigned char *)t->data + (size_t)(lo - row0) * row_bytes,
+                                 (VkDeviceSize)(hi - lo) * row_bytes, err))
+            return -1;
+    }
+    return 0;
+}
+
 int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, uint32_t row0,
                           const EgTensorView *t, EgError *err) {
+    if (t->quant != EG_WEIGHTS_DENSE) return upload_prequantized(st, m, row0, t, err);
     if (t->numel % m->cols != 0 || row0 + t->numel / m->cols > m->rows)
         return eg_fail(
             err, "tensor '%s' in %s (%lld elements) does not fit rows %u.. of a %u x %u matrix",

@@ -32,7 +32,8 @@ void eg_matrix_release(EgMatrix *m);
 int eg_matrix_upload_f32(const EgOps *ops, EgStaging *st, const EgMatrix *m, const float *src,
                          EgError *err);
 /* Uploads a tensor of r × m->cols elements into rows [row0, row0 + r) (fused projections are
- * several tensors stacked by rows). */
+ * several tensors stacked by rows). A pre-quantized tensor (EgTensorView.quant) must be in the
+ * matrix's format, and its rows are copied as they are. */
 int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, uint32_t row0,
                           const EgTensorView *t, EgError *err);
 

@@ -3,8 +3,15 @@
 #include <pthread.h>
 #include <unistd.h>
 
+static int thread_limit; /* 0: none */
+
+void eg_parallel_limit(int n) {
+    thread_limit = n > 0 ? n : 0;
+}
+
 int eg_online_cores(int max) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (thread_limit && cores > thread_limit) cores = thread_limit;
     return cores < 1 ? 1 : cores > max ? max : (int)cores;
 }
 

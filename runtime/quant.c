@@ -142,6 +142,20 @@ void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, flo
     }
 }
 
+long eg_quant_row_bad_scale(EgWeightFormat f, const void *row, uint32_t cols) {
+    const unsigned char *bytes = row;
+    for (uint32_t b = 0; b < blocks_of(cols); b++) {
+        uint32_t j = b % group_blocks(f), word;
+        /* q8: two blocks' scales a header word; q4: a block's scale and minimum */
+        memcpy(&word, bytes + 4 * (group_word(f, b) + (f == EG_WEIGHTS_Q8 ? j / 2 : j)), 4);
+        uint16_t d = (uint16_t)(f == EG_WEIGHTS_Q8 ? word >> (16 * (j % 2)) : word);
+        if (!isfinite(eg_f16_to_f32(d)) ||
+            (f == EG_WEIGHTS_Q4 && !isfinite(eg_f16_to_f32((uint16_t)(word >> 16)))))
+            return (long)b;
+    }
+    return -1;
+}
+
 /* A contiguous range of rows for one thread; the first failing row and column, if any. */
 typedef struct {
     EgWeightFormat f;

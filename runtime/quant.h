@@ -46,5 +46,8 @@ int eg_quantize_rows(EgWeightFormat f, const float *src, uint32_t rows, uint32_t
                      uint32_t *dst, EgError *err);
 /* The weights a quantized row stands for, as the kernels compute them (float). */
 void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, float *out);
+/* The first block of a quantized row (bytes at any alignment) whose scale, or q4 minimum, is NaN
+ * or infinite; -1 when all are finite. */
+long eg_quant_row_bad_scale(EgWeightFormat f, const void *row, uint32_t cols);
 
 #endif

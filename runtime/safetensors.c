@@ -17,6 +17,7 @@
 #include "half.h"
 #include "runtime/hash.h"
 #include "runtime/parallel.h"
+#include "runtime/quant_file.h"
 
 /* The data is little-endian and converted with plain memcpy. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -298,8 +299,12 @@ static int parse_shard(EgTensorFile *f, Shard *sh, EgError *err) {
     const unsigned char *data = base + 8 + hlen;
     const size_t data_len = sh->size - 8 - (size_t)hlen;
     const int first = f->count;
+    const cJSON *meta = NULL;
     for (const cJSON *e = root->child; e; e = e->next) {
-        if (strcmp(e->string, "__metadata__") == 0) continue;
+        if (strcmp(e->string, "__metadata__") == 0) {
+            meta = e;
+            continue;
+        }
         EgTensorView v = {0};
         if (parse_entry(e, path, data, data_len, &v, err) != 0) {
             cJSON_Delete(root);
@@ -313,7 +318,10 @@ static int parse_shard(EgTensorFile *f, Shard *sh, EgError *err) {
             return eg_fail(err, "%s: out of memory", path);
         }
     }
+    /* pre-quantized tensors (egret quantize) are marked and checked with the rest of the header */
+    int marked = eg_quant_file_mark(meta, path, f->tensors + first, f->count - first, err);
     cJSON_Delete(root);
+    if (marked) return -1;
     if (f->count == first) return 0; /* metadata only (f->tensors may still be NULL) */
     /* Data order makes tensors_at stable and exposes overlaps between neighbours. */
     EgTensorView *t = f->tensors + first;
@@ -668,15 +676,18 @@ int eg_tensors_expect(const EgTensorFile *f, const char *name, int ndim, const i
     }
     const EgTensorView *t = eg_tensors_find(f, name);
     if (!t) return eg_fail(err, "tensor '%s' not found in %s", name, f ? f->source : "(null)");
+    int64_t logical[2] = {t->shape[0], t->quant_cols};
+    const int64_t *has = t->quant != EG_WEIGHTS_DENSE ? logical : t->shape;
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
-        ok = t->shape[i] == shape[i];
+        ok = has[i] == shape[i];
     if (!ok) {
         char want[160], got[160];
         format_shape(want, sizeof want, ndim < 0 ? 0 : ndim > 8 ? 8 : ndim, shape);
-        format_shape(got, sizeof got, t->ndim, t->shape);
-        return eg_fail(err, "tensor '%s' in %s has shape %s, expected %s", name, t->file, got,
-                       want);
+        format_shape(got, sizeof got, t->ndim, has);
+        return eg_fail(err, "tensor '%s' in %s has shape %s%s%s, expected %s", name, t->file, got,
+                       t->quant != EG_WEIGHTS_DENSE ? " quantized as " : "",
+                       t->quant != EG_WEIGHTS_DENSE ? eg_weight_format_name(t->quant) : "", want);
     }
     if (out) *out = t;
     return 0;

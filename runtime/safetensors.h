@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "runtime/quant.h"
 
 typedef enum EgDType {
     EG_DT_F32,
@@ -39,6 +40,11 @@ typedef struct EgTensorView {
     const void *data; /* points into the mmap */
     size_t nbytes;
     const char *file; /* path of the file that holds it (for error messages) */
+    /* EG_WEIGHTS_DENSE: the elements as stored. q8/q4: a pre-quantized matrix of shape[0] rows
+     * of quant_cols weights, stored as U8 [rows, row bytes] (runtime/quant_file.h); its logical
+     * shape [rows, quant_cols] is what eg_tensors_expect compares. */
+    EgWeightFormat quant;
+    int64_t quant_cols;
     /* Generated tensors (eg_tensors_random) have no data: element i is
      * center + spread · u(seed, i), u uniform in [-1, 1). */
     int generated;
@@ -76,8 +82,9 @@ const EgTensorView *eg_tensors_find(const EgTensorFile *f, const char *name);
 /* Folder (open_dir) or file (open_file) this was opened from. */
 const char *eg_tensors_source(const EgTensorFile *f);
 
-/* Finds `name` and checks its shape (ndim dims); on failure the message names the tensor, the
- * file (or the folder when missing), and expected vs actual shape. *out may be NULL. */
+/* Finds `name` and checks its shape (ndim dims; a pre-quantized tensor's logical shape); on
+ * failure the message names the tensor, the file (or the folder when missing), and expected vs
+ * actual shape. *out may be NULL. */
 int eg_tensors_expect(const EgTensorFile *f, const char *name, int ndim, const int64_t *shape,
                       const EgTensorView **out, EgError *err);
 

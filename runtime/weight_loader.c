@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "runtime/quant_file.h"
+
 enum { NAME_MAX_LEN = 256 };
 
 /* Declares char name[] holding the variadic function's printf-style tensor name. */
@@ -59,23 +61,61 @@ static VkDeviceSize arena_bytes(const EgWeightLoader *L) {
     return L->check_only ? 0 : L->arena->bytes_used;
 }
 
+/* The tensor `name` of `shape`, which goes into the device as `format`. */
 static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int64_t *shape,
-                        const EgTensorView **t) {
+                        EgWeightFormat format, const EgTensorView **t) {
     if (eg_tensors_expect(L->tf, name, ndim, shape, t, L->err)) return -1;
+    const EgTensorView *v = *t;
+    if (v->quant != EG_WEIGHTS_DENSE && v->quant != format) {
+        if (format == EG_WEIGHTS_DENSE)
+            return eg_fail(L->err,
+                           "tensor '%s' in %s is stored quantized (%s), but this model keeps it "
+                           "in fp16/fp32 (docs/quantization.md)",
+                           name, v->file, eg_weight_format_name(v->quant));
+        return eg_fail(L->err, "tensor '%s' in %s is stored as %s, the model loads %s", name,
+                       v->file, eg_weight_format_name(v->quant), eg_weight_format_name(format));
+    }
+    if (eg_quant_file_check_scales(v, L->err)) return -1;
+    if (L->visit && L->visit(L->visit_ctx, v, format, L->err)) return -1;
     L->n_tensors++;
+    return 0;
+}
+
+int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgWeightFormat *out,
+                           EgError *err) {
+    const EgTensorView *first = NULL;
+    for (int i = 0; i < eg_tensors_count(tf); i++) {
+        const EgTensorView *t = eg_tensors_at(tf, i);
+        if (t->quant == EG_WEIGHTS_DENSE) continue;
+        if (first && t->quant != first->quant)
+            return eg_fail(err, "%s: tensors quantized in two formats ('%s' %s, '%s' %s)",
+                           eg_tensors_source(tf), first->name, eg_weight_format_name(first->quant),
+                           t->name, eg_weight_format_name(t->quant));
+        if (!first) first = t;
+    }
+    *out = requested;
+    if (!first) return 0;
+    /* requantizing would compound two roundings, dequantizing would not restore the weights */
+    if (requested != EG_WEIGHTS_DENSE && requested != first->quant)
+        return eg_fail(err,
+                       "%s holds weights quantized as %s; --quant %s asks for another format "
+                       "(leave --quant out, or quantize the original checkpoint as %s)",
+                       eg_tensors_source(tf), eg_weight_format_name(first->quant),
+                       eg_weight_format_name(requested), eg_weight_format_name(requested));
+    *out = first->quant;
     return 0;
 }
 
 int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
                    const char *fmt, ...) {
     FORMAT_NAME(name, fmt);
-    return expect_named(L, name, ndim, shape, t);
+    return expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, t);
 }
 
 static int buffer_named(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *shape,
                         const char *name) {
     const EgTensorView *t;
-    if (expect_named(L, name, ndim, shape, &t)) return -1;
+    if (expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, &t)) return -1;
     if (L->check_only) return 0;
     VkDeviceSize before = arena_bytes(L);
     if (eg_tensor_buffer(L->ops, L->arena, (size_t)t->numel, out, L->err) ||
@@ -116,7 +156,9 @@ int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
     FORMAT_NAME(name, fmt);
     int64_t one = 1;
     const EgTensorView *t;
-    return expect_named(L, name, 1, &one, &t) || eg_tensor_to_f32(t, out, L->err) ? -1 : 0;
+    return expect_named(L, name, 1, &one, EG_WEIGHTS_DENSE, &t) || eg_tensor_to_f32(t, out, L->err)
+               ? -1
+               : 0;
 }
 
 int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t cols, int n,
@@ -132,7 +174,7 @@ int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t
         if (!rows[i]) continue;
         int64_t shape[2] = {rows[i], cols};
         const EgTensorView *t;
-        if (expect_named(L, names[i], 2, shape, &t) ||
+        if (expect_named(L, names[i], 2, shape, format, &t) ||
             (!L->check_only &&
              eg_matrix_upload_view(L->ops, L->staging, m, (uint32_t)row0, t, L->err)))
             return -1;
@@ -170,7 +212,7 @@ int eg_load_matrix_shaped(EgWeightLoader *L, EgMatrix *m, uint32_t rows, uint32_
                           const int64_t *shape, const char *fmt, ...) {
     FORMAT_NAME(name, fmt);
     const EgTensorView *t;
-    if (expect_named(L, name, ndim, shape, &t)) return -1;
+    if (expect_named(L, name, ndim, shape, EG_WEIGHTS_DENSE, &t)) return -1;
     if (L->check_only) return 0;
     VkDeviceSize before = arena_bytes(L);
     if (eg_matrix_create(L->ops, L->arena, rows, cols, 0, m, L->err) ||

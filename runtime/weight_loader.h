@@ -32,6 +32,13 @@ const char *eg_weight_group_name(EgWeightGroup g);
 void eg_weight_group_format(const EgWeightReport *r, EgWeightGroup g, char *out, size_t cap);
 uint64_t eg_weight_report_bytes(const EgWeightReport *r);
 
+/* Called for every tensor a loader reads, with the format it goes into on the device
+ * (EG_WEIGHTS_DENSE: the storage precision); the view is valid during the call only. Nonzero
+ * stops the loading (the visitor sets err). With check_only, this enumerates a checkpoint's
+ * tensors without a device (`egret quantize`). */
+typedef int (*EgTensorVisitor)(void *ctx, const EgTensorView *t, EgWeightFormat format,
+                               EgError *err);
+
 typedef struct EgWeightLoader {
     const EgOps *ops;
     EgArena *arena; /* the weights' arena */
@@ -46,9 +53,19 @@ typedef struct EgWeightLoader {
      * EG_WEIGHT_GROUP_OTHER unless group is EG_WEIGHT_GROUP_EMBEDDINGS (position tables). */
     EgWeightReport *report;
     EgWeightGroup group;
+    EgTensorVisitor visit; /* may be NULL */
+    void *visit_ctx;
 } EgWeightLoader;
 
-/* The tensor `name` (printf-style), which must have exactly `shape`; counted as read. */
+/* The projections' format for a checkpoint: a folder of pre-quantized tensors (egret quantize)
+ * loads in its own format, which `requested` (--quant) may repeat but not contradict; any other
+ * folder in `requested`. Refuses a folder whose tensors mix q8 and q4. */
+int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgWeightFormat *out,
+                           EgError *err);
+
+/* The tensor `name` (printf-style), which must have exactly `shape`; counted as read. Every
+ * tensor read is checked here: a pre-quantized one must be going into a matrix of its format
+ * (never into a dense buffer) and have finite scales. */
 int eg_load_expect(EgWeightLoader *L, const EgTensorView **t, int ndim, const int64_t *shape,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* A tensor of exactly `shape`, uploaded whole into a fresh buffer in the storage precision. */

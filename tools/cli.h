@@ -17,6 +17,7 @@ int cli_generate(int argc, char **argv);
 int cli_draw(int argc, char **argv);
 int cli_loadtest(int argc, char **argv);
 int cli_examples(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 
 /* Parses "1,2,3" into a malloc'd array; returns the count or -1 (message on stderr). */

@@ -23,6 +23,7 @@ static void usage(FILE *f) {
                "  forward    run a model on raw token ids and normalized pixels (developer tool)\n"
                "  draw       draw shapes-world scenes (PNG) with their true captions and answers\n"
                "  loadtest   load-test a running server: concurrent mixed requests, checked outcomes\n"
+               "  quantize   write a checkpoint folder with its projections stored as q8 or q4\n"
                "\nRun `egret COMMAND --help` for a command's options.\n");
 }
 
@@ -158,6 +159,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "draw") == 0) return cli_draw(argc - 1, argv + 1);
     if (strcmp(argv[1], "examples") == 0) return cli_examples(argc - 1, argv + 1);
     if (strcmp(argv[1], "loadtest") == 0) return cli_loadtest(argc - 1, argv + 1);
+    if (strcmp(argv[1], "quantize") == 0) return cli_quantize(argc - 1, argv + 1);
     fprintf(stderr, "egret: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

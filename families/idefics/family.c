@@ -33,6 +33,11 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     return m;
 }
 
+static int visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                         void *ctx, EgError *err) {
+    return eg_model_visit_tensors(dir, opt, visit, ctx, err);
+}
+
 static void model_free(void *m) {
     eg_model_free(m);
 }
@@ -109,6 +114,7 @@ const EgFamily eg_family_idefics = {
     .architectures = architectures,
     .load = load,
     .free = model_free,
+    .visit_tensors = visit_tensors,
     .prompt = prompt,
     .image_index = image_index,
     .preprocess = preprocess,

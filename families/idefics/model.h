@@ -108,6 +108,11 @@ typedef struct EgModel {
 
 EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err);
 void eg_model_free(EgModel *m);
+/* Every tensor eg_model_load would read from dir, with the format it would go into (opt->quant
+ * and the folder's own, as eg_model_load resolves them), checked and passed to visit without a
+ * device. */
+int eg_model_visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                           void *ctx, EgError *err);
 
 /* Makes the RoPE table cover `positions` positions (rebuilt larger on demand). */
 int eg_model_ensure_rope(EgModel *m, uint32_t positions, EgError *err);

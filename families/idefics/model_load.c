@@ -129,7 +129,8 @@ static int load_text(EgModel *m, EgWeightLoader *L) {
                                                "model.embed_tokens.additional_embedding.weight"};
     static const char *const head_names[2] = {"lm_head.weight", "lm_head.additional_fc.weight"};
     /* no kernel of quantized weights fuses the SwiGLU */
-    m->mlp_fused = L->quant == EG_WEIGHTS_DENSE && eg_ops_fuses_swiglu(&m->ops, I, H);
+    m->mlp_fused =
+        !L->check_only && L->quant == EG_WEIGHTS_DENSE && eg_ops_fuses_swiglu(&m->ops, I, H);
     L->group = EG_WEIGHT_GROUP_EMBEDDINGS;
     if (eg_load_rows(L, &m->embed, EG_WEIGHTS_DENSE, H, 2, rows, embed_names)) return -1;
     L->group = EG_WEIGHT_GROUP_LM_HEAD;
@@ -178,6 +179,65 @@ static int load_text(EgModel *m, EgWeightLoader *L) {
             return -1;
     }
     return 0;
+}
+
+/* Every tensor of the model through L, in the same order for a check and a load. */
+static int load_tensors(EgModel *m, EgWeightLoader *L) {
+    return load_vision(m, L) || (m->cfg.use_resampler && load_perceiver(m, L)) || load_text(m, L)
+               ? -1
+               : 0;
+}
+
+/* The names, shapes and (pre-quantized) scales of every tensor, without a device: the folder is
+ * checked whole before anything reaches one. The layer tables a check fills are dropped. */
+static int check_tensors(EgModel *m, const EgTensorFile *tf, EgWeightFormat quant,
+                         EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+    EgWeightLoader L = {.tf = tf,
+                        .err = err,
+                        .quant = quant,
+                        .check_only = 1,
+                        .visit = visit,
+                        .visit_ctx = visit_ctx};
+    int rc = load_tensors(m, &L);
+    free(m->vit), free(m->perceiver), free(m->layers), free(m->cross);
+    m->vit = NULL, m->perceiver = NULL, m->layers = NULL, m->cross = NULL;
+    return rc;
+}
+
+/* What eg_model_load and eg_model_visit_tensors read before the weights: config.json and the
+ * sizes it gives. */
+static int read_config(EgModel *m, const char *dir, EgError *err) {
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (eg_model_config_load(path, &m->cfg, err)) return -1;
+    const EgModelConfig *c = &m->cfg;
+    m->H = (uint32_t)c->hidden_size;
+    m->I = (uint32_t)c->intermediate_size;
+    m->heads = (uint32_t)c->num_attention_heads;
+    m->head_dim = m->H / m->heads;
+    m->vocab = (uint32_t)(c->vocab_size + c->additional_vocab_size);
+    m->E = (uint32_t)c->vision.embed_dim;
+    uint32_t grid = (uint32_t)(c->vision.image_size / c->vision.patch_size);
+    m->vit_tokens = grid * grid + 1;
+    m->image_tokens = c->use_resampler ? (uint32_t)c->perceiver.n_latents : m->vit_tokens;
+    return 0;
+}
+
+int eg_model_visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                           void *ctx, EgError *err) {
+    EgModel *m = calloc(1, sizeof *m);
+    if (!m) return eg_fail(err, "out of host memory");
+    EgTensorFile *tf = NULL;
+    EgWeightFormat quant;
+    int rc = read_config(m, dir, err) || !(tf = eg_tensors_open_dir(dir, err)) ||
+                     eg_weight_loader_quant(tf, opt->quant, &quant, err) ||
+                     check_tensors(m, tf, quant, visit, ctx, err)
+                 ? -1
+                 : 0;
+    eg_tensors_close(tf);
+    free(m);
+    return rc ? eg_fail_prefix(err, "reading model %s", dir) : 0;
 }
 
 static int create_scratch(EgModel *m, EgError *err) {
@@ -232,23 +292,13 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
         eg_fail(err, "out of host memory");
         return NULL;
     }
-    snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[1200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    if (eg_model_config_load(path, &m->cfg, err)) {
+    if (read_config(m, dir, err)) {
         free(m);
         return NULL;
     }
     const EgModelConfig *c = &m->cfg;
-    m->H = (uint32_t)c->hidden_size;
-    m->I = (uint32_t)c->intermediate_size;
-    m->heads = (uint32_t)c->num_attention_heads;
-    m->head_dim = m->H / m->heads;
-    m->vocab = (uint32_t)(c->vocab_size + c->additional_vocab_size);
-    m->E = (uint32_t)c->vision.embed_dim;
-    uint32_t grid = (uint32_t)(c->vision.image_size / c->vision.patch_size);
-    m->vit_tokens = grid * grid + 1;
-    m->image_tokens = c->use_resampler ? (uint32_t)c->perceiver.n_latents : m->vit_tokens;
     m->max_chunk = opt->max_chunk ? opt->max_chunk : 256;
     m->max_images = opt->max_images ? opt->max_images : 16;
 
@@ -262,6 +312,11 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
                         .err = err,
                         .quant = opt->quant,
                         .report = &m->weight_report};
+    tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
+    if (!tf || eg_weight_loader_quant(tf, opt->quant, &L.quant, err) ||
+        check_tensors(m, tf, L.quant, NULL, NULL, err))
+        goto fail;
+    L.tf = tf;
     if (eg_vk_create(&m->vk, &vo, err)) goto fail;
     /* attention.comp keeps one query head in shared memory: at most 512 dims. */
     uint32_t vit_hd = m->E / (uint32_t)c->vision.num_attention_heads;
@@ -281,11 +336,8 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     /* weights of 32 MiB or more get blocks of their own (eg_buffer_create), the rest share */
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
     if (eg_staging_init(&m->staging, &m->vk, 16u << 20, err)) goto fail;
-    tf = opt->random_weights ? eg_tensors_random(0x5EED, err) : eg_tensors_open_dir(dir, err);
-    if (!tf) goto fail;
-    L.tf = tf;
     const char *as = opt->fp32 ? "fp32" : "fp16";
-    const char *projections = opt->quant ? eg_weight_format_name(opt->quant) : as;
+    const char *projections = L.quant ? eg_weight_format_name(L.quant) : as;
     if (opt->progress && opt->random_weights)
         fprintf(opt->progress,
                 "egret: generating random weights for %s/config.json as %s, projections %s\n", dir,
@@ -293,16 +345,21 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
     else if (opt->progress)
         fprintf(opt->progress, "egret: loading %s (%d tensors, %s weights as %s, projections %s)\n",
                 dir, eg_tensors_count(tf), c->dtype[0] ? c->dtype : "?", as, projections);
-    if (load_vision(m, &L) || (c->use_resampler && load_perceiver(m, &L)) || load_text(m, &L) ||
-        eg_model_ensure_rope(
+    double t_weights = eg_now_s();
+    if (load_tensors(m, &L)) goto fail;
+    t_weights = eg_now_s() - t_weights;
+    if (eg_model_ensure_rope(
             m, (uint32_t)(c->max_position_embeddings > 0 ? c->max_position_embeddings : 2048),
             err) ||
         create_scratch(m, err))
         goto fail;
     eg_tensors_close(tf);
     if (opt->progress)
-        fprintf(opt->progress, "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s\n", L.n_tensors,
-                (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName, eg_now_s() - t0);
+        fprintf(opt->progress,
+                "egret: loaded %d tensors (%.1f MiB on %s) in %.2f s, of which the weights %.2f "
+                "s\n",
+                L.n_tensors, (double)m->weights.bytes_used / (1 << 20), m->vk.props.deviceName,
+                eg_now_s() - t0, t_weights);
     return m;
 fail:
     eg_fail_prefix(err, "loading model %s", dir);

@@ -76,6 +76,11 @@ static void model_free(void *model) {
     free(sv);
 }
 
+static int visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVisitor visit,
+                         void *ctx, EgError *err) {
+    return eg_mllama_visit_tensors(dir, opt->quant, visit, ctx, err);
+}
+
 static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info, EgError *err) {
     if (opt->random_weights) {
         eg_fail(err, "%s: random weights are not implemented for mllama yet", dir);
@@ -109,7 +114,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     EgTensorFile *tf = NULL;
     EgMllamaTextOptions to = {.max_chunk = opt->max_chunk,
                               .max_tiles = sv->max_images * sv->J,
-                              .quant = opt->quant,
+                              .quant = sv->m->quant, /* --quant, or the folder's own */
                               .report = &sv->m->weight_report};
     if (eg_mllama_text_config_load(path, &tcfg, err) || !(tf = eg_tensors_open_dir(dir, err)) ||
         eg_mllama_text_load(&sv->text, &tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
@@ -391,6 +396,7 @@ const EgFamily eg_family_mllama = {
     .architectures = architectures,
     .load = load,
     .free = model_free,
+    .visit_tensors = visit_tensors,
     .prompt = prompt,
     .image_index = image_index,
     .preprocess = preprocess,

@@ -101,5 +101,10 @@ typedef struct EgMllamaModel {
  * shapes) and uploads the vision tower and the projector. */
 EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt, EgError *err);
 void eg_mllama_model_free(EgMllamaModel *m);
+/* Every tensor eg_mllama_model_load and the text loader read from dir with the projections in
+ * `quant` (or the folder's pre-quantized format), checked without a device and passed to visit
+ * with the format it goes into. */
+int eg_mllama_visit_tensors(const char *dir, EgWeightFormat quant, EgTensorVisitor visit,
+                            void *visit_ctx, EgError *err);
 
 #endif

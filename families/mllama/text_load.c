@@ -184,10 +184,18 @@ static void set_dims(EgMllamaText *t, const EgMllamaTextConfig *cfg,
     t->mask_words = (t->max_tiles + 31) / 32;
 }
 
-int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf, EgError *err) {
+int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf,
+                         EgWeightFormat quant, EgTensorVisitor visit, void *visit_ctx,
+                         EgError *err) {
     EgMllamaText t;
     set_dims(&t, cfg, NULL);
-    Loader L = {.w = {.tf = tf, .err = err, .check_only = 1}, .t = &t};
+    Loader L = {.w = {.tf = tf,
+                      .err = err,
+                      .quant = quant,
+                      .check_only = 1,
+                      .visit = visit,
+                      .visit_ctx = visit_ctx},
+                .t = &t};
     int rc = load_weights(&L);
     free(t.self);
     free(t.cross);

@@ -85,8 +85,11 @@ int eg_mllama_text_load(EgMllamaText *t, const EgMllamaTextConfig *cfg, EgOps *o
                         EgError *err);
 void eg_mllama_text_free(EgMllamaText *t);
 /* Checks that every tensor eg_mllama_text_load reads is in tf with its shape; nothing is
- * created or uploaded, so a folder is checked whole before anything reaches the device. */
-int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf, EgError *err);
+ * created or uploaded, so a folder is checked whole before anything reaches the device. The
+ * projections are checked as `quant`; each tensor is passed to visit (may be NULL). */
+int eg_mllama_text_check(const EgMllamaTextConfig *cfg, const EgTensorFile *tf,
+                         EgWeightFormat quant, EgTensorVisitor visit, void *visit_ctx,
+                         EgError *err);
 
 /* Makes the RoPE table cover `positions` positions (rebuilt larger on demand). */
 int eg_mllama_text_ensure_rope(EgMllamaText *t, uint32_t positions, EgError *err);

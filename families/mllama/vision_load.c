@@ -62,7 +62,7 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
 /* Uploads the vision tower and projector into m->vision, or (check_only) only checks their
  * tensors' names and shapes, which needs no device. */
 static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
-                          int check_only, EgError *err) {
+                          int check_only, EgTensorVisitor visit, void *visit_ctx, EgError *err) {
     const EgMllamaVisionConfig *v = &m->cfg.vision;
     EgMllamaVision *w = &m->vision;
     EgWeightLoader L = {.ops = &m->ops,
@@ -73,7 +73,9 @@ static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
                         .quant = m->quant,
                         .check_only = check_only,
                         .report = &m->weight_report,
-                        .group = EG_WEIGHT_GROUP_EMBEDDINGS};
+                        .group = EG_WEIGHT_GROUP_EMBEDDINGS,
+                        .visit = visit,
+                        .visit_ctx = visit_ctx};
     const char *pre = names->vision;
     int64_t D = v->hidden_size, C = v->num_channels, p = v->patch_size;
     int64_t P = eg_mllama_vision_patches(v), J = v->max_num_tiles, R = v->n_aspect_ratios + 1;
@@ -125,13 +127,13 @@ static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
 }
 
 int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
-                           EgError *err) {
-    return vision_tensors(m, tf, names, 1, err);
+                           EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+    return vision_tensors(m, tf, names, 1, visit, visit_ctx, err);
 }
 
 int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
                           EgError *err) {
-    return vision_tensors(m, tf, names, 0, err);
+    return vision_tensors(m, tf, names, 0, NULL, NULL, err);
 }
 
 static void release_layer(EgMllamaVisionLayer *x) {

@@ -5,6 +5,7 @@
 
 #include "families/mllama/model.h"
 #include "runtime/safetensors.h"
+#include "runtime/weight_loader.h"
 
 /* Tensor name prefixes. Files written by Meta's conversion and by HF's save_pretrained (v4 and
  * v5) use the legacy names; v4.52+ module paths (model.vision_model.*, ...) are accepted too. */
@@ -19,9 +20,10 @@ typedef struct EgMllamaNames {
 int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err);
 
 /* Checks the names and shapes of the vision tower's and the projector's tensors against m->cfg
- * (no device needed; the gates of the embeddings are read into m->vision). */
+ * (no device needed; the gates of the embeddings are read into m->vision), passing each to visit
+ * (may be NULL). */
 int eg_mllama_vision_check(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
-                           EgError *err);
+                           EgTensorVisitor visit, void *visit_ctx, EgError *err);
 /* Uploads the vision tower and the projector into m->vision (m's ops, weights and staging set
  * up); every tensor is checked for name and shape first. */
 int eg_mllama_vision_load(EgMllamaModel *m, const EgTensorFile *tf, const EgMllamaNames *names,
