@@ -52,6 +52,7 @@ int eg_download_f32(const EgOps *ops, EgStaging *st, const EgBuffer *src, size_t
 
 int eg_upload_view(const EgOps *ops, EgStaging *st, const EgBuffer *dst, size_t dst_off,
                    const EgTensorView *t, int64_t first, int64_t n, EgError *err) {
+    if (st->arena.vk->plan_only) return 0; /* a dry run: generating or converting is wasted */
     size_t cap = (size_t)(n < CONVERT_CHUNK ? n : CONVERT_CHUNK);
     void *tmp = malloc(cap * ops->elem + 4);
     if (!tmp) return eg_fail(err, "out of host memory");
@@ -129,6 +130,7 @@ static uint32_t quant_batch_rows(const EgMatrix *m) {
 
 int eg_matrix_upload_f32(const EgOps *ops, EgStaging *st, const EgMatrix *m, const float *src,
                          EgError *err) {
+    if (st->arena.vk->plan_only) return 0;
     if (m->format != EG_WEIGHTS_DENSE) {
         for (uint32_t c = 0; c < m->n_chunks; c++)
             for (uint32_t r = 0, len = eg_matrix_chunk_len(m, c); r < len;) {
@@ -201,6 +203,7 @@ int eg_matrix_upload_view(const EgOps *ops, EgStaging *st, const EgMatrix *m, ui
         return eg_fail(
             err, "tensor '%s' in %s (%lld elements) does not fit rows %u.. of a %u x %u matrix",
             t->name, t->file, (long long)t->numel, row0, m->rows, m->cols);
+    if (st->arena.vk->plan_only) return 0;
     uint32_t end = row0 + (uint32_t)(t->numel / m->cols);
     for (uint32_t c = 0; c < m->n_chunks; c++) {
         uint32_t c0 = c * m->chunk_rows, c1 = c0 + eg_matrix_chunk_len(m, c);

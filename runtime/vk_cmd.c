@@ -6,6 +6,7 @@
 int eg_cmd_begin(EgVk *vk, EgCmd *cmd, EgError *err) {
     memset(cmd, 0, sizeof *cmd);
     cmd->vk = vk;
+    if (vk->plan_only) return 0; /* nothing is recorded: cb stays VK_NULL_HANDLE */
     VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                       .commandPool = vk->pool,
                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
@@ -66,6 +67,7 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
                                const void *push, uint32_t gx, uint32_t gy, uint32_t gz,
                                const EgBuffer *const *addr_reads, int n_addr_reads,
                                const EgBuffer *const *addr_writes, int n_addr_writes) {
+    if (!cmd->cb) return; /* the device's plan_only dry run */
     /* the tracked sets hold EG_CMD_MAX_TRACKED: bindings plus at most the rest by address */
     enum { MAX_ADDRESSED = EG_CMD_MAX_TRACKED - EG_MAX_BINDINGS };
     VkBuffer reads[EG_CMD_MAX_TRACKED], writes[EG_CMD_MAX_TRACKED];
@@ -117,6 +119,7 @@ void eg_cmd_dispatch_addressed(EgCmd *cmd, const EgPipeline *p, const EgBuffer *
 
 void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const EgBuffer *dst,
                  VkDeviceSize dst_offset, VkDeviceSize size) {
+    if (!cmd->cb) return;
     track(cmd, &src->buf, 1, &dst->buf, 1);
     VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
     vkCmdCopyBuffer(cmd->cb, src->buf, dst->buf, 1, &region);
@@ -127,6 +130,7 @@ void eg_cmd_copy(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset, const
 void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
                       VkDeviceSize src_stride, const EgBuffer *dst, VkDeviceSize dst_offset,
                       VkDeviceSize dst_stride, VkDeviceSize row_bytes, uint32_t rows) {
+    if (!cmd->cb) return;
     VkBufferCopy regions[64];
     for (uint32_t r0 = 0; r0 < rows; r0 += 64) {
         uint32_t n = rows - r0 < 64 ? rows - r0 : 64;
@@ -142,6 +146,7 @@ void eg_cmd_copy_rows(EgCmd *cmd, const EgBuffer *src, VkDeviceSize src_offset,
 }
 
 void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
+    if (!cmd->cb) return;
     track(cmd, NULL, 0, &dst->buf, 1);
     vkCmdFillBuffer(cmd->cb, dst->buf, 0, VK_WHOLE_SIZE, pattern);
     eg_profile_stamp(cmd->cb, &cmd->profile, "fill", dst->size, 0);
@@ -150,6 +155,7 @@ void eg_cmd_fill(EgCmd *cmd, const EgBuffer *dst, uint32_t pattern) {
 
 int eg_cmd_submit_wait(EgCmd *cmd, EgError *err) {
     EgVk *vk = cmd->vk;
+    if (!cmd->cb) return 0;
     vkEndCommandBuffer(cmd->cb);
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                        .commandBufferCount = 1,

@@ -318,6 +318,7 @@ int eg_vk_create(EgVk *vk, const EgVkOptions *opt, EgError *err) {
     vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem_props);
     const char *limit = getenv("EGRET_DEVICE_MEMORY_LIMIT");
     vk->device_bytes_limit = limit && *limit ? strtoull(limit, NULL, 10) : 0;
+    vk->plan_only = eg_env_flag("EGRET_DEVICE_PLAN");
     vk->max_storage_range = vk->props.limits.maxStorageBufferRange;
     vk->storage_align = vk->props.limits.minStorageBufferOffsetAlignment;
     VkPhysicalDeviceSubgroupProperties sg = {

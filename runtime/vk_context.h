@@ -55,6 +55,12 @@ typedef struct EgVk {
     _Atomic unsigned long long device_bytes;
     _Atomic unsigned long long device_bytes_peak; /* the most device_bytes has been */
     unsigned long long device_bytes_limit;
+    /* EGRET_DEVICE_PLAN=1: a dry run that sizes a model without holding it. Device-local
+     * memory is counted in device_bytes (and its peak) exactly as it would be allocated, from
+     * the same buffers and the driver's own size and alignment requirements, but nothing is
+     * allocated, no command is recorded or run, and downloads read zeros (egret bench --plan).
+     * Host-visible (staging) memory is real. */
+    int plan_only;
     /* Pipelines dispatched for the first time since the device was created. CPU drivers
      * (lavapipe) compile a shader at its first dispatch, not at vkCreateComputePipelines, so a
      * count that still grows while serving means a request paid a compile (tools/serve_warmup.c). */

@@ -57,7 +57,8 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
                 (unsigned long long)(size >> 20), limit >> 20);
         return NULL;
     }
-    VkResult r = vkAllocateMemory(a->vk->device, &ai, NULL, &b->memory);
+    int counted_only = a->vk->plan_only && a->kind == EG_MEM_DEVICE;
+    VkResult r = counted_only ? VK_SUCCESS : vkAllocateMemory(a->vk->device, &ai, NULL, &b->memory);
     if (r != VK_SUCCESS) {
         free(b);
         int exhausted = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY;
@@ -167,6 +168,17 @@ int eg_buffer_create(EgArena *a, VkDeviceSize size, EgBuffer *out, EgError *err)
         offset = 0;
     }
     VkBufferView view = VK_NULL_HANDLE;
+    if (!b->memory) { /* plan_only: sized and counted, never bound (nothing reads it) */
+        if (remember_buffer(a, buf, VK_NULL_HANDLE)) {
+            vkDestroyBuffer(a->vk->device, buf, NULL);
+            return eg_fail(err, "out of host memory");
+        }
+        b->used = offset + req.size;
+        a->bytes_used += size;
+        out->buf = buf;
+        out->size = size;
+        return 0;
+    }
     const char *failed = vkBindBufferMemory(a->vk->device, buf, b->memory, offset) != VK_SUCCESS
                              ? "binding buffer memory failed"
                          : create_texel_view(a->vk, buf, size, &view) != VK_SUCCESS

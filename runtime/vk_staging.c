@@ -26,6 +26,7 @@ static int copy_and_wait(EgVk *vk, const EgBuffer *src, VkDeviceSize src_offset,
 int eg_upload(EgStaging *s, const EgBuffer *dst, VkDeviceSize dst_offset, const void *src,
               VkDeviceSize size, EgError *err) {
     if (dst_offset + size > dst->size) return eg_fail(err, "upload past the end of a buffer");
+    if (s->arena.vk->plan_only) return 0; /* the dry run moves no data */
     for (VkDeviceSize done = 0; done < size;) {
         VkDeviceSize n = size - done < s->buf.size ? size - done : s->buf.size;
         memcpy(s->buf.mapped, (const char *)src + done, n);
@@ -38,6 +39,10 @@ int eg_upload(EgStaging *s, const EgBuffer *dst, VkDeviceSize dst_offset, const 
 int eg_download(EgStaging *s, const EgBuffer *src, VkDeviceSize src_offset, void *dst,
                 VkDeviceSize size, EgError *err) {
     if (src_offset + size > src->size) return eg_fail(err, "download past the end of a buffer");
+    if (s->arena.vk->plan_only) { /* nothing ran: reads as zeros, not stale staging bytes */
+        memset(dst, 0, size);
+        return 0;
+    }
     for (VkDeviceSize done = 0; done < size;) {
         VkDeviceSize n = size - done < s->buf.size ? size - done : s->buf.size;
         if (copy_and_wait(s->arena.vk, src, src_offset + done, &s->buf, 0, n, err)) return -1;
