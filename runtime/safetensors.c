@@ -595,6 +595,10 @@ EgTensorFile *eg_tensors_random(uint64_t seed, EgError *err) {
     return f;
 }
 
+int eg_tensors_is_random(const EgTensorFile *f) {
+    return f && f->random;
+}
+
 /* A generated view of `name` with `shape`, in the random checkpoint's ring. */
 static const EgTensorView *random_view(const EgTensorFile *cf, const char *name, int ndim,
                                        const int64_t *shape) {

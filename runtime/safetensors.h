@@ -72,6 +72,9 @@ void eg_tensors_close(EgTensorFile *f); /* NULL is fine */
  * values elsewhere (so activations stay finite through any depth). The view returned by
  * eg_tensors_expect stays valid only until a few more are asked for. */
 EgTensorFile *eg_tensors_random(uint64_t seed, EgError *err);
+/* Whether f came from eg_tensors_random (it then finds nothing: names are asked for, not
+ * listed). */
+int eg_tensors_is_random(const EgTensorFile *f);
 
 int eg_tensors_count(const EgTensorFile *f);
 /* Tensors in a stable order (shard by shard, data-offset order inside a shard); NULL if out of

@@ -80,6 +80,7 @@ typedef struct EgMllamaOptions {
      * norms, biases and gates stay in the storage precision */
     EgWeightFormat quant;
     const char *pipeline_cache_dir; /* runtime/vk_pipeline_cache.h; NULL: none */
+    int random_weights; /* 1: only config.json is read, weights are generated (benchmarks) */
 } EgMllamaOptions;
 
 typedef struct EgMllamaModel {

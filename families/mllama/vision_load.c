@@ -45,6 +45,10 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
         {"model.vision_model.", "model.multi_modal_projector.", "model.language_model.",
          "lm_head."},
     };
+    if (eg_tensors_is_random(tf)) { /* generated weights answer to any name: the legacy ones */
+        *names = layouts[0];
+        return 0;
+    }
     for (int i = 0; i < 2; i++) {
         char name[128];
         snprintf(name, sizeof name, "%spatch_embedding.weight", layouts[i].vision);
@@ -57,6 +61,10 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
                    "%s: no vision_model.patch_embedding.weight (nor model.vision_model.*): not an "
                    "mllama checkpoint, or its vision tower is missing",
                    eg_tensors_source(tf));
+}
+
+EgTensorFile *eg_mllama_random_weights(EgError *err) {
+    return eg_tensors_random(0x5EED, err);
 }
 
 /* Uploads the vision tower and projector into m->vision, or (check_only) only checks their

@@ -16,6 +16,10 @@ typedef struct EgMllamaNames {
     const char *lm_head;   /* "language_model.lm_head." or "lm_head." */
 } EgMllamaNames;
 
+/* Generated weights of any mllama config's shapes (runtime/safetensors.h), for benchmarks: the
+ * vision tower and the text model read the same seed. */
+EgTensorFile *eg_mllama_random_weights(EgError *err);
+
 /* Picks the layout from where the patch embedding is; error when it is in neither. */
 int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err);
 
