@@ -93,6 +93,14 @@ int eg_family_is_eos(const EgFamilyModel *m, int32_t id) {
     return 0;
 }
 
+void eg_family_bench_inputs(EgFamilyModel *m, int32_t *ids, uint32_t n, float *image) {
+    m->family->bench_inputs(m->impl, ids, n, image);
+}
+
+int eg_family_encode(EgFamilyModel *m, const float *images, uint32_t n, EgError *err) {
+    return m->family->encode(m->impl, images, n, err);
+}
+
 EgFamilySeq *eg_fseq_new(EgFamilyModel *m, uint32_t capacity, EgError *err) {
     EgFamilySeq *s = calloc(1, sizeof *s);
     if (!s) {

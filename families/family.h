@@ -95,6 +95,16 @@ typedef struct EgFamily {
     /* One token for each of k sequences (k <= info.max_batch) in one pass: k × vocab logits. */
     int (*forward_batch)(void *const *seqs, uint32_t k, const int32_t *ids, float *logits,
                          EgError *err);
+
+    /* For benchmarks (egret bench), a request without a tokenizer or a picture: ids[n] holds
+     * random text ids and image random normalized pixels (info.image_floats); this puts BOS
+     * and one image's placeholder tokens at the front of ids as the processor would, and fills
+     * the image layout's other fields so that the image uses every tile it can. */
+    void (*bench_inputs)(void *model, int32_t *ids, uint32_t n, float *image);
+    /* The image stage alone (the vision encoder and what maps it to the text's width) on n
+     * preprocessed images, its output discarded: what set_images costs before the
+     * cross-attention keys and values. */
+    int (*encode)(void *model, const float *images, uint32_t n, EgError *err);
 } EgFamily;
 
 /* A loaded model of some family. */
@@ -128,6 +138,8 @@ void eg_family_image_index(EgFamilyModel *m, const int32_t *ids, size_t n, int n
 int eg_family_preprocess(EgFamilyModel *m, const EgImage *img, float *out, int (*stop)(void *user),
                          void *stop_user, EgError *err);
 int eg_family_is_eos(const EgFamilyModel *m, int32_t id);
+void eg_family_bench_inputs(EgFamilyModel *m, int32_t *ids, uint32_t n, float *image);
+int eg_family_encode(EgFamilyModel *m, const float *images, uint32_t n, EgError *err);
 
 EgFamilySeq *eg_fseq_new(EgFamilyModel *m, uint32_t capacity, EgError *err);
 void eg_fseq_free(EgFamilySeq *s);

@@ -1,30 +1,40 @@
-/* egret bench: how fast a model runs on this device, in the terms of bench/torch_ref.py (same
- * prompt, same definitions, same JSON layout) so bench/compare can put the two side by side.
+/* egret bench: how fast a model of any family runs on this device, in the terms of
+ * bench/torch_ref.py (same prompt, same definitions, same JSON layout) so bench/compare can put
+ * the two side by side.
  *
- *   encode               ViT + perceiver for b images (images/s)
- *   prefill              a T-token prompt ([BOS, fake, <image>, fake, text...]) into a fresh KV
- *                        cache, image keys/values already computed (tokens/s)
+ *   encode               the image stage for b images (IDEFICS: ViT + perceiver; mllama: the
+ *                        tiled vision encoder + projector) (images/s)
+ *   prefill              a T-token prompt (IDEFICS: [BOS, fake, <image>, fake, text...]; mllama:
+ *                        [BOS, <|image|>, text...]) into a fresh KV cache, the image's
+ *                        cross-attention states already set (tokens/s)
  *   prefill_with_encode  the same including the image stage
  *   decode               NEW greedy tokens after the prefill: NEW-1 steps with the KV cache
  *   ttft                 batch 1: image stage + prefill + the first token
  * Batch b > 1: prefill runs the b prompts one after another (the scheduler admits requests one
  * at a time), decode advances the b sequences together, one batched forward per step (as the
- * scheduler does). Every figure is the median of --reps runs after --warmup runs. */
+ * scheduler does). Every figure is the median of --reps runs after --warmup runs.
+ *
+ * --plan runs the same sections once on a device that allocates nothing and runs nothing
+ * (EGRET_DEVICE_PLAN, runtime/vk_context.h): peak_device_bytes is then what the run would
+ * allocate, computed from the very buffers the loader and the sequences create, for models
+ * larger than this machine. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "families/idefics/image_encoder.h"
-#include "families/idefics/sequence.h"
+#include "families/family.h"
 #include "runtime/clock.h"
 #include "runtime/vk_profile.h"
 #include "tools/cli.h"
 
 typedef struct Bench {
-    EgModel *m;
+    EgFamilyModel *m;
+    uint32_t vocab, max_batch;
+    size_t image_floats;
     uint32_t T, NEW, warmup, reps;
+    int plan;       /* --plan: a dry run, nothing timed */
     uint32_t cache; /* --cache-tokens: each sequence's KV cache capacity (0: what it needs) */
     int32_t *ids, *img_of;
     float *pixels; /* up to 16 images */
@@ -50,8 +60,8 @@ static int32_t argmax(const float *x, uint32_t n) {
 }
 
 /* A new sequence with room for `need` tokens, or --cache-tokens if that is more. */
-static EgSequence *new_sequence(const Bench *b, uint32_t need, EgError *err) {
-    return eg_sequence_new(b->m, b->cache > need ? b->cache : need, err);
+static EgFamilySeq *new_sequence(const Bench *b, uint32_t need, EgError *err) {
+    return eg_fseq_new(b->m, b->cache > need ? b->cache : need, err);
 }
 
 /* One timed unit of work; returns seconds, or -1 on failure (message in err). */
@@ -59,66 +69,66 @@ typedef double (*Work)(Bench *b, uint32_t batch, EgError *err);
 
 static double work_encode(Bench *b, uint32_t batch, EgError *err) {
     double t = eg_now_s();
-    if (eg_image_encoder_run(b->m, b->pixels, batch, NULL, NULL, err)) return -1;
+    if (eg_family_encode(b->m, b->pixels, batch, err)) return -1;
     return eg_now_s() - t;
 }
 
 /* Prefills `batch` sequences (images set first, untimed unless with_encode); returns the time,
  * leaving the sequences in seqs for decode. */
-static double prefill(Bench *b, uint32_t batch, int with_encode, EgSequence **seqs, EgError *err) {
+static double prefill(Bench *b, uint32_t batch, int with_encode, EgFamilySeq **seqs, EgError *err) {
     double total = 0;
-    size_t per = 3 * (size_t)b->m->cfg.vision.image_size * b->m->cfg.vision.image_size;
+    size_t per = b->image_floats;
     for (uint32_t i = 0; i < batch; i++) {
         seqs[i] = new_sequence(b, b->T + b->NEW, err);
         if (!seqs[i]) return -1;
         double t = eg_now_s();
-        if (eg_sequence_set_images(seqs[i], b->pixels + (i % 16) * per, 1, err)) return -1;
+        if (eg_fseq_set_images(seqs[i], b->pixels + (i % 16) * per, 1, err)) return -1;
         if (!with_encode) t = eg_now_s();
-        if (eg_sequence_forward(seqs[i], b->ids, b->img_of, b->T, b->logits, 0, err)) return -1;
+        if (eg_fseq_forward(seqs[i], b->ids, b->img_of, b->T, b->logits, 0, err)) return -1;
         total += eg_now_s() - t;
     }
     return total;
 }
 
-static void free_seqs(EgSequence **seqs, uint32_t n) {
+static void free_seqs(EgFamilySeq **seqs, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
-        eg_sequence_free(seqs[i]);
+        eg_fseq_free(seqs[i]);
         seqs[i] = NULL;
     }
 }
 
 static double work_prefill(Bench *b, uint32_t batch, EgError *err) {
-    EgSequence *seqs[16] = {0};
+    EgFamilySeq *seqs[16] = {0};
     double t = prefill(b, batch, 0, seqs, err);
     free_seqs(seqs, batch);
     return t;
 }
 
 static double work_prefill_encode(Bench *b, uint32_t batch, EgError *err) {
-    EgSequence *seqs[16] = {0};
+    EgFamilySeq *seqs[16] = {0};
     double t = prefill(b, batch, 1, seqs, err);
     free_seqs(seqs, batch);
     return t;
 }
 
 static double work_decode(Bench *b, uint32_t batch, EgError *err) {
-    EgSequence *seqs[16] = {0};
+    EgFamilySeq *seqs[16] = {0};
     int32_t next[16];
     double t = -1;
     if (prefill(b, batch, 0, seqs, err) < 0) goto done;
     for (uint32_t i = 0; i < batch; i++)
-        next[i] = argmax(b->logits, b->m->vocab); /* untimed: as torch_ref, from the prefill */
+        next[i] = argmax(b->logits, b->vocab); /* untimed: as torch_ref, from the prefill */
     t = eg_now_s();
     for (uint32_t step = 1; step < b->NEW; step++) {
         /* one batched forward for all the sequences (eg_sequence_forward for one) */
-        int rc = batch == 1 ? eg_sequence_forward(seqs[0], &next[0], NULL, 1, b->logits, 0, err)
-                            : eg_sequence_forward_batch(seqs, batch, next, b->logits, err);
+        int rc = batch == 1 ? eg_fseq_forward(seqs[0], &next[0], NULL, 1, b->logits, 0, err)
+                            : eg_fseq_forward_batch(seqs, batch, next, b->logits, err);
         if (rc) {
             t = -1;
             goto done;
         }
         for (uint32_t i = 0; i < batch; i++)
-            next[i] = argmax(b->logits + (size_t)i * b->m->vocab, b->m->vocab);
+            next[i] = argmax(b->logits + (size_t)i * b->vocab, b->vocab);
     }
     t = eg_now_s() - t;
 done:
@@ -129,15 +139,14 @@ done:
 static double work_ttft(Bench *b, uint32_t batch, EgError *err) {
     (void)batch;
     double t = eg_now_s();
-    EgSequence *seq = new_sequence(b, b->T + 1, err);
-    int rc = !seq || eg_sequence_set_images(seq, b->pixels, 1, err) ||
-             eg_sequence_forward(seq, b->ids, b->img_of, b->T, b->logits, 0, err);
-    if (!rc) (void)argmax(b->logits, b->m->vocab);
-    eg_sequence_free(seq);
+    EgFamilySeq *seq = new_sequence(b, b->T + 1, err);
+    int rc = !seq || eg_fseq_set_images(seq, b->pixels, 1, err) ||
+             eg_fseq_forward(seq, b->ids, b->img_of, b->T, b->logits, 0, err);
+    if (!rc) (void)argmax(b->logits, b->vocab);
+    eg_fseq_free(seq);
     return rc ? -1 : eg_now_s() - t;
 }
 
-/* Runs work warmup + reps times; prints a JSON object of the runs' median and minimum. */
 /* "weights": each group's format and bytes (as GetModelInfo's weight_groups) and the total. */
 static void print_weights(FILE *json, const EgWeightReport *r) {
     fprintf(json, " \"weights\": {\"total_bytes\": %llu, \"groups\": [",
@@ -155,6 +164,7 @@ static void print_weights(FILE *json, const EgWeightReport *r) {
     fprintf(json, "]}");
 }
 
+/* Runs work warmup + reps times; prints a JSON object of the runs' median and minimum. */
 static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t batch,
                    double units, const char *unit_key, EgError *err) {
     double *runs = calloc(b->reps, sizeof *runs);
@@ -170,6 +180,11 @@ static int measure(Bench *b, FILE *json, const char *name, Work work, uint32_t b
             return -1;
         }
         if (r >= b->warmup) runs[r - b->warmup] = t;
+    }
+    if (b->plan) { /* nothing ran: no times to report */
+        fprintf(json, "\"b%u\": {}", batch);
+        free(runs);
+        return 0;
     }
     double mn = runs[0];
     for (uint32_t r = 1; r < b->reps; r++)
@@ -206,8 +221,9 @@ static void usage(FILE *f) {
                "Times the image stage, prefill, decode and the time to first token, with the\n"
                "definitions and JSON layout of bench/torch_ref.py (see bench/compare).\n"
                "  --model DIR            checkpoint folder (default: the bundled demo model)\n"
-               "  --random-weights DIR   a folder with only a config.json (e.g. idefics-9b's):\n"
-               "                         its shapes with generated weights, no download\n"
+               "  --random-weights DIR   a folder with only a config.json (e.g. idefics-9b's or\n"
+               "                         llama-3.2-11b-vision's): its shapes with generated\n"
+               "                         weights, no download\n"
                "  --fp32                 fp32 weights and activations (default fp16)\n"
                "  --quant q8|q4          quantize the projections' weights while loading\n"
                "  --device INDEX|NAME    Vulkan device\n"
@@ -219,6 +235,9 @@ static void usage(FILE *f) {
                "                         peak_device_bytes is one request's with that cache\n"
                "  --only LIST            only these sections, comma-separated: encode, prefill,\n"
                "                         prefill_with_encode, decode, ttft (profiling one phase)\n"
+               "  --plan                 a dry run: load and run each section once on a device\n"
+               "                         that allocates and runs nothing; peak_device_bytes is\n"
+               "                         what the run would allocate (models too large here)\n"
                "  --json                 print one JSON object on stdout\n");
 }
 
@@ -236,6 +255,7 @@ int cli_bench(int argc, char **argv) {
         O_CACHE,
         O_ONLY,
         O_JSON,
+        O_PLAN,
         O_HELP
     };
     static const struct option longopts[] = {{"model", required_argument, 0, O_MODEL},
@@ -250,6 +270,7 @@ int cli_bench(int argc, char **argv) {
                                              {"cache-tokens", required_argument, 0, O_CACHE},
                                              {"only", required_argument, 0, O_ONLY},
                                              {"json", no_argument, 0, O_JSON},
+                                             {"plan", no_argument, 0, O_PLAN},
                                              {"help", no_argument, 0, O_HELP},
                                              {0, 0, 0, 0}};
     const char *model_dir = cli_default_model();
@@ -297,6 +318,9 @@ int cli_bench(int argc, char **argv) {
         case O_JSON:
             json_out = 1;
             break;
+        case O_PLAN:
+            b.plan = 1;
+            break;
         case O_HELP:
             usage(stdout);
             return 0;
@@ -308,45 +332,57 @@ int cli_bench(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (b.plan) {
+        b.warmup = 0;
+        b.reps = 1;
+        /* read by eg_vk_create: this process's devices size and count, and run nothing */
+        setenv("EGRET_DEVICE_PLAN", "1", 1);
+    }
     EgError err = {0};
     mo.progress = stderr;
     mo.max_images = 16;
-    b.m = eg_model_load(model_dir, &mo, &err);
+    b.m = eg_family_open(model_dir, &mo, &err);
     if (!b.m) {
         fprintf(stderr, "egret: %s\n", err.msg);
         return 1;
     }
-    EgModel *m = b.m;
-    size_t per = 3 * (size_t)m->cfg.vision.image_size * m->cfg.vision.image_size;
+    EgFamilyModel *m = b.m;
+    const EgFamilyInfo *info = &m->info;
+    /* what the weights and the model's scratch hold, before any sequence */
+    unsigned long long load_bytes = atomic_load(&info->vk->device_bytes);
+    b.vocab = info->vocab;
+    b.image_floats = info->image_floats;
+    size_t per = b.image_floats;
     b.ids = malloc(b.T * sizeof *b.ids);
     b.img_of = malloc(b.T * sizeof *b.img_of);
     b.pixels = malloc(16 * per * sizeof *b.pixels);
-    b.logits = malloc((size_t)EG_SEQUENCE_MAX_BATCH * m->vocab * sizeof *b.logits);
+    b.logits = malloc((size_t)EG_FAMILY_MAX_BATCH * b.vocab * sizeof *b.logits);
     int rc = 1;
     if (!b.ids || !b.img_of || !b.pixels || !b.logits) goto done;
-    /* The prompt of torch_ref.py's bench_prompt: [BOS, fake, <image>, fake, random text...],
-     * every token from the <image> on attending to the image. */
+    /* Random text, then the family puts BOS and the image's placeholders in front (IDEFICS:
+     * torch_ref.py's bench_prompt); the family's rule says which tokens see the image. */
     uint64_t x = 0x9E3779B97F4A7C15ull;
     for (uint32_t t = 0; t < b.T; t++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        b.ids[t] = 3 + (int32_t)(x % (uint64_t)(m->cfg.vocab_size - 3));
-        b.img_of[t] = t >= 2 ? 0 : -1;
+        b.ids[t] = 3 + (int32_t)(x % (uint64_t)(b.vocab - 3));
     }
-    b.ids[0] = m->cfg.bos_token_id;
-    b.ids[1] = b.ids[3] = m->cfg.vocab_size;  /* <fake_token_around_image> */
-    b.ids[2] = m->cfg.vocab_size + 1;         /* <image> */
-    for (size_t i = 0; i < 16 * per; i++) {   /* normalized pixels, roughly N(0, 1) */
+    for (size_t i = 0; i < 16 * per; i++) { /* normalized pixels, roughly N(0, 1) */
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         b.pixels[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 3.46 - 1.73);
     }
+    for (size_t i = 0; i < 16; i++)
+        eg_family_bench_inputs(m, b.ids, b.T, b.pixels + i * per);
+    eg_family_image_index(m, b.ids, b.T, 1, b.img_of);
     FILE *json = json_out ? stdout : tmpfile();
     if (!json) goto done;
     fprintf(json,
             "{\"tool\": \"egret bench\", \"model\": \"%s%s\", \"device\": \"%s\", "
             "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
-            "\"reps\": %u, \"cache_tokens\": %u, \"batched_decode\": true,\n \"results\": {",
-            mo.random_weights ? "random:" : "", model_dir, m->vk.props.deviceName,
-            m->ops.f16 ? "float16" : "float32", b.T, b.NEW, b.warmup, b.reps, b.cache);
+            "\"reps\": %u, \"cache_tokens\": %u, \"batched_decode\": true, \"family\": \"%s\", "
+            "\"quant\": \"%s\", \"plan\": %s,\n \"results\": {",
+            mo.random_weights ? "random:" : "", model_dir, info->vk->props.deviceName,
+            info->ops->f16 ? "float16" : "float32", b.T, b.NEW, b.warmup, b.reps, b.cache,
+            info->family, eg_weight_format_name(mo.quant), b.plan ? "true" : "false");
     struct {
         const char *name;
         Work work;
@@ -373,9 +409,14 @@ int cli_bench(int argc, char **argv) {
         }
         fprintf(json, "}");
     }
-    fprintf(json, "},\n \"peak_device_bytes\": %llu,\n",
-            (unsigned long long)atomic_load(&m->vk.device_bytes_peak));
-    print_weights(json, &m->weight_report);
+    /* the KV cache of one sequence of the cache size the sections used */
+    uint32_t kv_tokens = b.cache > b.T + b.NEW ? b.cache : b.T + b.NEW;
+    fprintf(json,
+            "},\n \"load_device_bytes\": %llu, \"kv_cache_bytes_per_sequence\": %llu, "
+            "\"peak_device_bytes\": %llu,\n",
+            load_bytes, (unsigned long long)eg_fseq_kv_bytes(m, kv_tokens),
+            (unsigned long long)atomic_load(&info->vk->device_bytes_peak));
+    print_weights(json, info->weights);
     fprintf(json, "}\n");
     fprintf(stderr, "\n");
     if (rc) fprintf(stderr, "egret: %s\n", err.msg);
@@ -392,6 +433,6 @@ done:
     free(b.img_of);
     free(b.pixels);
     free(b.logits);
-    eg_model_free(m);
+    eg_family_close(m);
     return rc ? 1 : 0;
 }

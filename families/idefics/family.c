@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "families/family.h"
+#include "families/idefics/image_encoder.h"
 #include "families/idefics/sequence.h"
 #include "vision/preprocess.h"
 
@@ -107,6 +108,21 @@ static int forward_batch(void *const *seqs, uint32_t k, const int32_t *ids, floa
     return eg_sequence_forward_batch((EgSequence *const *)seqs, k, ids, logits, err);
 }
 
+/* [BOS, <fake_token_around_image>, <image>, <fake_token_around_image>, text...]: the prompt of
+ * bench/torch_ref.py's bench_prompt. */
+static void bench_inputs(void *model, int32_t *ids, uint32_t n, float *image) {
+    const EgModel *m = model;
+    (void)image; /* the layout is the pixels alone */
+    if (n < 4) return;
+    ids[0] = (int32_t)m->cfg.bos_token_id;
+    ids[1] = ids[3] = (int32_t)m->cfg.vocab_size; /* the first additional token */
+    ids[2] = (int32_t)m->cfg.vocab_size + 1;      /* <image> */
+}
+
+static int encode(void *model, const float *images, uint32_t n, EgError *err) {
+    return eg_image_encoder_run(model, images, n, NULL, NULL, err);
+}
+
 static const char *const architectures[] = {"IdeficsForVisionText2Text", "IdeficsModel", NULL};
 
 const EgFamily eg_family_idefics = {
@@ -129,4 +145,6 @@ const EgFamily eg_family_idefics = {
     .set_images = set_images,
     .forward = forward,
     .forward_batch = forward_batch,
+    .bench_inputs = bench_inputs,
+    .encode = encode,
 };

@@ -17,6 +17,7 @@
 #include "families/mllama/prompt.h"
 #include "families/mllama/text_decoder.h"
 #include "families/mllama/vision_encoder.h"
+#include "families/mllama/vision_load.h"
 #include "runtime/device_tensor.h"
 #include "runtime/json_get.h"
 
@@ -82,10 +83,6 @@ static int visit_tensors(const char *dir, const EgModelOptions *opt, EgTensorVis
 }
 
 static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info, EgError *err) {
-    if (opt->random_weights) {
-        eg_fail(err, "%s: random weights are not implemented for mllama yet", dir);
-        return NULL;
-    }
     Served *sv = calloc(1, sizeof *sv);
     if (!sv) {
         eg_fail(err, "out of host memory");
@@ -95,7 +92,8 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
                           .device = opt->device,
                           .progress = opt->progress,
                           .quant = opt->quant,
-                          .pipeline_cache_dir = opt->pipeline_cache_dir};
+                          .pipeline_cache_dir = opt->pipeline_cache_dir,
+                          .random_weights = opt->random_weights};
     sv->m = eg_mllama_model_load(dir, &mo, err);
     if (!sv->m) {
         model_free(sv);
@@ -116,7 +114,8 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
                               .max_tiles = sv->max_images * sv->J,
                               .quant = sv->m->quant, /* --quant, or the folder's own */
                               .report = &sv->m->weight_report};
-    if (eg_mllama_text_config_load(path, &tcfg, err) || !(tf = eg_tensors_open_dir(dir, err)) ||
+    tf = opt->random_weights ? eg_mllama_random_weights(err) : eg_tensors_open_dir(dir, err);
+    if (!tf || eg_mllama_text_config_load(path, &tcfg, err) ||
         eg_mllama_text_load(&sv->text, &tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
         eg_tensors_close(tf);
         eg_fail_prefix(err, "loading model %s", dir);
@@ -389,6 +388,30 @@ static int forward_batch(void *const *seqs, uint32_t k, const int32_t *ids, floa
     return 0;
 }
 
+/* [<|begin_of_text|>, <|image|>, text...], the image a wide one that fills all J tiles in a row. */
+static void bench_inputs(void *model, int32_t *ids, uint32_t n, float *image) {
+    Served *sv = model;
+    if (n < 2) return;
+    ids[0] = sv->text.cfg.bos_token_id;
+    ids[1] = sv->image_token;
+    EgMllamaTiling tiling = {.rows = 1, .cols = 1, .aspect_ratio_id = 1};
+    EgError ignored = {0}; /* the config was checked at load: a 1 x J canvas exists */
+    (void)eg_mllama_tiling(sv->J * sv->S, sv->S, (int)sv->S, (int)sv->J, &tiling, &ignored);
+    image[pixel_floats(sv)] = (float)tiling.aspect_ratio_id;
+    image[pixel_floats(sv) + 1] = (float)(tiling.rows * tiling.cols);
+}
+
+static int bench_encode(void *model, const float *images, uint32_t n, EgError *err) {
+    Served *sv = model;
+    float *out = malloc(((size_t)n * states_floats(sv) + 1) * sizeof *out);
+    uint8_t *tiles = malloc(n + 1);
+    int rc =
+        out && tiles ? encode(sv, images, n, out, tiles, err) : eg_fail(err, "out of host memory");
+    free(out);
+    free(tiles);
+    return rc;
+}
+
 static const char *const architectures[] = {"MllamaForConditionalGeneration", NULL};
 
 const EgFamily eg_family_mllama = {
@@ -411,4 +434,6 @@ const EgFamily eg_family_mllama = {
     .set_images = set_images,
     .forward = forward,
     .forward_batch = forward_batch,
+    .bench_inputs = bench_inputs,
+    .encode = bench_encode,
 };
