@@ -62,7 +62,9 @@ typedef struct EgMllamaVision {
     EgMatrix patch;    /* [D, C·p·p]: the patch convolution (no bias) */
     EgBuffer cls;      /* [D] */
     EgBuffer pos;      /* [P, D]: gated_positional_embedding.embedding */
-    EgBuffer tile_pos; /* [R, J·P·D]: gated_positional_embedding.tile_embedding, R ratio ids */
+    /* gated_positional_embedding.tile_embedding [R, J·P·D], one buffer [J·P, D] per ratio id:
+     * whole, 11B's passes the 128 MiB a CPU device lets a shader bind (147 MB in fp16) */
+    EgBuffer *tile_pos;
     EgBuffer pre_tile, post_tile; /* [R, J·D] */
     /* tanh of the three embedding gates, read at load: they scale whole tables */
     float pos_gate, pre_tile_gate, post_tile_gate;

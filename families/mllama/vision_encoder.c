@@ -25,6 +25,7 @@ typedef struct Shape {
  * attention ranges for each count of valid tiles. */
 typedef struct Tables {
     EgBuffer embed, pre_tile, post_tile, gather;
+    EgBuffer *tile;      /* [R]: rows of the per-tile position table of ratio id r, where used */
     EgBuffer ranges[65]; /* by valid-tile count 1..J */
     uint32_t *valid;     /* [n]: valid tiles per image (host memory) */
 } Tables;
@@ -102,15 +103,26 @@ static int build_tables(const Shape *s, const EgMllamaImages *in, EgArena *host,
     uint32_t *emb, *pre, *post, *gat, npad = s->Pp - s->P;
     size_t rows = (size_t)s->n * s->L;
     T->valid = calloc(s->n, sizeof *T->valid);
-    if (!T->valid) return eg_fail(err, "out of host memory");
+    T->tile = calloc(s->R, sizeof *T->tile);
+    uint32_t **tile = calloc(s->R, sizeof *tile);
+    if (!T->valid || !T->tile || !tile) {
+        free(tile);
+        return eg_fail(err, "out of host memory");
+    }
     if (table(host, rows, &T->embed, &emb, err) || table(host, rows, &T->pre_tile, &pre, err) ||
         table(host, rows, &T->post_tile, &post, err) ||
-        table(host, (size_t)s->n * s->J * s->P, &T->gather, &gat, err))
+        table(host, (size_t)s->n * s->J * s->P, &T->gather, &gat, err)) {
+        free(tile);
         return -1;
+    }
     for (uint32_t i = 0; i < s->n; i++) {
         const int32_t *mask = in->aspect_ratio_mask + (size_t)i * s->J;
         uint32_t ar = (uint32_t)in->aspect_ratio_ids[i], slot[64];
         T->valid[i] = tile_slots(s, mask, slot);
+        if (!tile[ar] && table(host, rows, &T->tile[ar], &tile[ar], err)) {
+            free(tile);
+            return -1;
+        }
         for (uint32_t t = 0; t < s->J; t++) {
             uint32_t tile_row = ar * s->J + t; /* row of the [R·J][D] per-tile tables */
             for (uint32_t q = 0; q < s->P; q++) {
@@ -119,7 +131,7 @@ static int build_tables(const Shape *s, const EgMllamaImages *in, EgArena *host,
                 e[0] = q ? (i * s->J + t) * s->g2 + q - 1 : EG_ROWS_NONE; /* patch embedding */
                 e[1] = q ? EG_ROWS_NONE : 0;                              /* class token */
                 e[2] = q;                                 /* shared position table */
-                e[3] = tile_row * s->P + q;               /* per-tile position table */
+                tile[ar][4 * r] = t * s->P + q;           /* its ratio's per-tile table */
                 pre[4 * r] = q ? tile_row : EG_ROWS_NONE; /* the class token gets none */
                 post[4 * r] = tile_row;
                 gat[4 * (((size_t)i * s->J + t) * s->P + q)] = (uint32_t)r;
@@ -128,6 +140,7 @@ static int build_tables(const Shape *s, const EgMllamaImages *in, EgArena *host,
                 post[4 * ((size_t)i * s->L + s->J * s->P + t * npad + k)] = tile_row;
         }
     }
+    free(tile);
     for (uint32_t i = 0; i < s->n; i++) {
         uint32_t nv = T->valid[i];
         if (T->ranges[nv].buf) continue;
@@ -247,8 +260,17 @@ static int record(EgCmd *cmd, EgMllamaModel *m, const Shape *s, const Tables *T,
                                         .idx = &T->embed,
                                         .s = {{.src = &b->emb, .coef = 1.0f},
                                               {.src = &w->cls, .coef = 1.0f},
-                                              {.src = &w->pos, .coef = 1.0f - w->pos_gate},
-                                              {.src = &w->tile_pos, .coef = w->pos_gate}}});
+                                              {.src = &w->pos, .coef = 1.0f - w->pos_gate}}});
+    for (uint32_t ar = 0; ar < s->R; ar++) /* each ratio id the images use */
+        if (T->tile[ar].size)
+            eg_op_rows_combine(
+                cmd, ops,
+                &(EgRowsCombine){.out = &b->h0,
+                                 .accum = 1,
+                                 .rows = rows,
+                                 .dim = D,
+                                 .idx = &T->tile[ar],
+                                 .s = {{.src = &w->tile_pos[ar], .coef = w->pos_gate}}});
     eg_op_rows_combine(cmd, ops,
                        &(EgRowsCombine){.out = &b->h0,
                                         .accum = 1,
@@ -335,6 +357,7 @@ int eg_mllama_vision_begin(EgMllamaModel *m, EgArena *scratch, EgArena *host,
              eg_cmd_begin(&m->vk, cmd, err);
     if (rc == 0) rc = record(cmd, m, &s, &T, &b, out);
     free(T.valid);
+    free(T.tile);
     return rc ? -1 : 0;
 }
 

@@ -63,6 +63,23 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
                    eg_tensors_source(tf));
 }
 
+/* The [R, J·P·D] tile position table, one buffer per ratio id (model.h says why). */
+static int load_tile_pos(EgWeightLoader *L, EgMllamaVision *w, const int64_t *shape,
+                         const char *pre) {
+    const EgTensorView *t;
+    if (eg_load_expect(L, &t, 2, shape, "%sgated_positional_embedding.tile_embedding.weight", pre))
+        return -1;
+    if (L->check_only) return 0;
+    w->tile_pos = calloc((size_t)shape[0], sizeof *w->tile_pos);
+    if (!w->tile_pos) return eg_fail(L->err, "out of host memory");
+    for (int64_t r = 0; r < shape[0]; r++)
+        if (eg_tensor_buffer(L->ops, L->arena, (size_t)shape[1], &w->tile_pos[r], L->err) ||
+            eg_upload_view(L->ops, L->staging, &w->tile_pos[r], 0, t, r * shape[1], shape[1],
+                           L->err))
+            return eg_fail_prefix(L->err, "%s", t->name);
+    return 0;
+}
+
 EgTensorFile *eg_mllama_random_weights(EgError *err) {
     return eg_tensors_random(0x5EED, err);
 }
@@ -95,8 +112,7 @@ static int vision_tensors(EgMllamaModel *m, const EgTensorFile *tf, const EgMlla
     int64_t pos_shape[2] = {P, D}, tile_shape[2] = {R, J * P * D}, pre_shape[2] = {R, J * D};
     if (eg_load_vector(&L, &w->cls, D, "%sclass_embedding", pre) ||
         eg_load_buffer(&L, &w->pos, 2, pos_shape, "%sgated_positional_embedding.embedding", pre) ||
-        eg_load_buffer(&L, &w->tile_pos, 2, tile_shape,
-                       "%sgated_positional_embedding.tile_embedding.weight", pre) ||
+        load_tile_pos(&L, w, tile_shape, pre) ||
         eg_load_buffer(&L, &w->pre_tile, 2, pre_shape,
                        "%spre_tile_positional_embedding.embedding.weight", pre) ||
         eg_load_buffer(&L, &w->post_tile, 2, pre_shape,
@@ -162,5 +178,7 @@ void eg_mllama_vision_release(EgMllamaModel *m) {
     eg_matrix_release(&w->proj);
     free(w->local);
     free(w->global);
+    free(w->tile_pos);
     w->local = w->global = NULL;
+    w->tile_pos = NULL;
 }
