@@ -55,6 +55,7 @@ int main(void) {
     /* a REQUIRE that fails ends the case, the others still run */
     (void)plan_matches_real(test_data_path("mllama/tiny-mllama-a"), 0, EG_WEIGHTS_DENSE);
     (void)plan_matches_real(test_data_path("mllama/tiny-mllama-b"), 1, EG_WEIGHTS_DENSE);
+    (void)plan_matches_real(test_data_path("mllama/tiny-mllama-a"), 0, EG_WEIGHTS_Q4);
     (void)plan_matches_real(test_model_path("shapes-idefics"), 0, EG_WEIGHTS_Q4);
     (void)plan_llama_11b();
     return test_finish();
