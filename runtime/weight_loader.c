@@ -136,6 +136,21 @@ int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt,
     return buffer_named(L, out, 1, &n, name);
 }
 
+int eg_load_row_buffers(EgWeightLoader *L, EgBuffer *rows, const int64_t *shape, const char *fmt,
+                        ...) {
+    FORMAT_NAME(name, fmt);
+    const EgTensorView *t;
+    if (expect_named(L, name, 2, shape, EG_WEIGHTS_DENSE, &t)) return -1;
+    if (L->check_only) return 0;
+    VkDeviceSize before = arena_bytes(L);
+    for (int64_t r = 0; r < shape[0]; r++)
+        if (eg_tensor_buffer(L->ops, L->arena, (size_t)shape[1], &rows[r], L->err) ||
+            eg_upload_view(L->ops, L->staging, &rows[r], 0, t, r * shape[1], shape[1], L->err))
+            return eg_fail_prefix(L->err, "%s", name);
+    count(L, buffer_group(L), EG_WEIGHTS_DENSE, before, 1);
+    return 0;
+}
+
 int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,
                     const char *const *suffixes, const char *prefix) {
     VkDeviceSize before = arena_bytes(L);

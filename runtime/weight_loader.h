@@ -73,6 +73,10 @@ int eg_load_buffer(EgWeightLoader *L, EgBuffer *out, int ndim, const int64_t *sh
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 int eg_load_vector(EgWeightLoader *L, EgBuffer *out, int64_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A [rows, n] table uploaded as one buffer per row, rows[0 .. shape[0]): a table larger than a
+ * binding of which each dispatch reads one row. */
+int eg_load_row_buffers(EgWeightLoader *L, EgBuffer *rows, const int64_t *shape, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
 /* Vectors prefix + suffixes[i] of n_each elements, one after another in one buffer (biases of
  * projections that are stacked into one matrix). */
 int eg_load_vectors(EgWeightLoader *L, EgBuffer *out, int64_t n_each, int n,

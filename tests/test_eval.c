@@ -9,7 +9,6 @@
  *   prompts on fp32 and q8 models it loads itself (what `egret forward --logits-out` writes);
  * - bad input: an unknown format, a missing cases file, an id outside the vocabulary. */
 #include <cjson/cJSON.h>
-#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,19 +26,6 @@
 #define MODEL "tiny-idefics-a"
 
 static char egret_bin[PATH_MAX], tmp_dir[PATH_MAX];
-
-/* EGRET_BIN, else the egret next to this test's executable (both are built in build/). */
-static void find_egret(void) {
-    const char *env = getenv("EGRET_BIN");
-    if (env && *env) {
-        snprintf(egret_bin, sizeof egret_bin, "%s", env);
-        return;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[n > 0 ? n : 0] = '\0';
-    snprintf(egret_bin, sizeof egret_bin, "%s/egret", dirname(self));
-}
 
 /* Runs a shell command; returns its exit code (-1 when it did not exit normally). */
 static int run(const char *cmd) {
@@ -287,7 +273,7 @@ static void test_bad_input(void) {
 
 int main(void) {
     test_rng_init();
-    find_egret();
+    snprintf(egret_bin, sizeof egret_bin, "%s", test_egret_binary());
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/egret-test-eval-%d", (int)getpid());
     char cmd[PATH_MAX + 32];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", tmp_dir);

@@ -6,7 +6,6 @@
  *   call ends with UNAVAILABLE and the exit code is 0. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -29,19 +28,6 @@
 static char egret_bin[PATH_MAX];
 static unsigned char *image;
 static size_t image_len;
-
-/* EGRET_BIN, else the egret next to this test's executable (both are built in build/). */
-static void find_egret(void) {
-    const char *env = getenv("EGRET_BIN");
-    if (env && *env) {
-        snprintf(egret_bin, sizeof egret_bin, "%s", env);
-        return;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[n > 0 ? n : 0] = '\0';
-    snprintf(egret_bin, sizeof egret_bin, "%s/egret", dirname(self));
-}
 
 static int free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -421,7 +407,7 @@ static void test_shutdown(void) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
-    find_egret();
+    snprintf(egret_bin, sizeof egret_bin, "%s", test_egret_binary());
     if (access(egret_bin, X_OK) != 0) {
         fprintf(stderr, "no egret binary at %s (set EGRET_BIN)\n", egret_bin);
         return 1;

@@ -4,6 +4,8 @@
 #include "tools/grpc_client.h"
 #include "tools/shapes_world.h"
 
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,20 @@ const char *test_data_path(const char *relative) {
 
 const char *test_model_path(const char *relative) {
     return join_env("EGRET_MODELS", "models", relative);
+}
+
+const char *test_egret_binary(void) {
+    static char path[PATH_MAX];
+    const char *env = getenv("EGRET_BIN");
+    if (env && *env) {
+        snprintf(path, sizeof path, "%s", env);
+        return path;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[n > 0 ? n : 0] = '\0';
+    snprintf(path, sizeof path, "%s/egret", dirname(self));
+    return path;
 }
 
 unsigned char *test_read_file(const char *path, size_t *len) {

@@ -61,6 +61,9 @@ const char *test_data_path(const char *relative);
 
 /* Path of a file under models/ (EGRET_MODELS, else ./models). Static buffer. */
 const char *test_model_path(const char *relative);
+/* The egret executable: $EGRET_BIN, else the one next to this test's (both are built in
+ * build/). */
+const char *test_egret_binary(void);
 
 /* Reads a whole file; returns NULL on failure. The caller frees. */
 unsigned char *test_read_file(const char *path, size_t *len);

@@ -66,18 +66,10 @@ int eg_mllama_names(const EgTensorFile *tf, EgMllamaNames *names, EgError *err) 
 /* The [R, J·P·D] tile position table, one buffer per ratio id (model.h says why). */
 static int load_tile_pos(EgWeightLoader *L, EgMllamaVision *w, const int64_t *shape,
                          const char *pre) {
-    const EgTensorView *t;
-    if (eg_load_expect(L, &t, 2, shape, "%sgated_positional_embedding.tile_embedding.weight", pre))
-        return -1;
-    if (L->check_only) return 0;
-    w->tile_pos = calloc((size_t)shape[0], sizeof *w->tile_pos);
-    if (!w->tile_pos) return eg_fail(L->err, "out of host memory");
-    for (int64_t r = 0; r < shape[0]; r++)
-        if (eg_tensor_buffer(L->ops, L->arena, (size_t)shape[1], &w->tile_pos[r], L->err) ||
-            eg_upload_view(L->ops, L->staging, &w->tile_pos[r], 0, t, r * shape[1], shape[1],
-                           L->err))
-            return eg_fail_prefix(L->err, "%s", t->name);
-    return 0;
+    if (!L->check_only && !(w->tile_pos = calloc((size_t)shape[0], sizeof *w->tile_pos)))
+        return eg_fail(L->err, "out of host memory");
+    return eg_load_row_buffers(L, w->tile_pos, shape,
+                               "%sgated_positional_embedding.tile_embedding.weight", pre);
 }
 
 EgTensorFile *eg_mllama_random_weights(EgError *err) {
