@@ -83,6 +83,9 @@ static EgMemBlock *new_block(EgArena *a, VkDeviceSize size, uint32_t type_index,
         eg_fail(err, "vkMapMemory failed");
         return NULL;
     }
+    /* The dry run's results are read from host buffers nothing wrote: they must read as zeros,
+     * not as whatever the driver's fresh memory held. */
+    if (b->mapped && a->vk->plan_only) memset(b->mapped, 0, size);
     b->next = a->blocks;
     a->blocks = b;
     return b;
