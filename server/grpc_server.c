@@ -371,8 +371,8 @@ static void on_event(EgServer *s, const grpc_event *ev) {
  * shutdown, is cancelled by the core (see docs/deploy.md on retries). Calls in flight get the
  * grace period and are then stopped and answered UNAVAILABLE. Last, the connections are closed:
  * after GOAWAY the core waits for every client to hang up, which some clients take seconds to
- * do, so once no call is left and the last answers had a moment to leave (or after
- * DRAIN_FORCE_S, for a client that does not read its last messages) the server cuts them. */
+ * do, so once no call is left and the last answers had a moment to leave the server cuts them;
+ * a client that does not read its last messages is cut DRAIN_FORCE_S after the grace period. */
 static void shut_down_core(EgServer *s) {
     s->shutdown_called = 1;
     eg_listener_stop(s->listener);
@@ -391,8 +391,8 @@ static void begin_drain(EgServer *s) {
     fflush(s->opt.log);
 }
 
-/* How long the last answers get to leave before connections close, and how long calls that
- * would not end (a client not reading) get before they are cut. */
+/* How long the last answers get to leave before connections close, and how long past the grace
+ * period calls that would not end (a client not reading) get before they are cut. */
 #define DRAIN_FLUSH_S 0.25
 #define DRAIN_FORCE_S 1.0
 
@@ -409,11 +409,10 @@ static void drain_step(EgServer *s, int drains) {
     if (idle && s->idle_since == 0) s->idle_since = now;
     if (!idle) s->idle_since = 0;
     int cut = drains > 1 || now >= s->drain_deadline + DRAIN_FORCE_S;
-    if (idle) {
-        double since = now - s->idle_since;
-        cut = cut || since >= DRAIN_FORCE_S ||
-              (atomic_load(&s->live_calls) == 0 && since >= DRAIN_FLUSH_S);
-    }
+    /* Every call answered and none holding a reference: the answers have left, the connections
+     * can go. A call answered whose last messages are still leaving (a slow reader: its count
+     * drops when the answer is queued, not when it is read) keeps them until the grace ends. */
+    if (idle && atomic_load(&s->live_calls) == 0 && now - s->idle_since >= DRAIN_FLUSH_S) cut = 1;
     if (!s->forced && cut) {
         s->forced = 1;
         grpc_server_cancel_all_calls(s->server); /* and closes every connection */
