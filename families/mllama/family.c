@@ -106,17 +106,14 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     sv->H = (uint32_t)cfg->text.hidden_size;
     sv->max_images = opt->max_images ? opt->max_images : 16;
     sv->image_token = cfg->image_token_index;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    EgMllamaTextConfig tcfg;
+    const EgMllamaTextConfig *tcfg = &sv->m->text_cfg;
     EgTensorFile *tf = NULL;
     EgMllamaTextOptions to = {.max_chunk = opt->max_chunk,
                               .max_tiles = sv->max_images * sv->J,
                               .quant = sv->m->quant, /* --quant, or the folder's own */
                               .report = &sv->m->weight_report};
     tf = opt->random_weights ? eg_mllama_random_weights(err) : eg_tensors_open_dir(dir, err);
-    if (!tf || eg_mllama_text_config_load(path, &tcfg, err) ||
-        eg_mllama_text_load(&sv->text, &tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
+    if (!tf || eg_mllama_text_load(&sv->text, tcfg, &sv->m->ops, &sv->m->staging, tf, &to, err)) {
         eg_tensors_close(tf);
         eg_fail_prefix(err, "loading model %s", dir);
         model_free(sv);
@@ -124,8 +121,8 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     }
     eg_tensors_close(tf);
     sv->text_loaded = 1;
-    for (int i = 0; i < tcfg.n_eos; i++)
-        add_eos(sv, tcfg.eos_token_id[i]);
+    for (int i = 0; i < tcfg->n_eos; i++)
+        add_eos(sv, tcfg->eos_token_id[i]);
     read_generation_eos(sv, dir);
     *info = (EgFamilyInfo){
         .family = "mllama",
@@ -135,7 +132,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
         .image_size = sv->S,
         .image_floats = pixel_floats(sv) + 2,
         .image_cache_elems = states_floats(sv) + 1,
-        .max_position_embeddings = (uint32_t)tcfg.max_position_embeddings,
+        .max_position_embeddings = (uint32_t)tcfg->max_position_embeddings,
         .max_batch =
             sv->text.max_chunk < EG_FAMILY_MAX_BATCH ? sv->text.max_chunk : EG_FAMILY_MAX_BATCH,
         .max_images = sv->max_images,

@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 
+#include "families/mllama/text_config.h"
 #include "families/mllama/vision_config.h"
 #include "runtime/ops.h"
 #include "runtime/vk_staging.h"
@@ -59,9 +60,9 @@ typedef struct EgMllamaVisionLayer {
 } EgMllamaVisionLayer;
 
 typedef struct EgMllamaVision {
-    EgMatrix patch;    /* [D, C·p·p]: the patch convolution (no bias) */
-    EgBuffer cls;      /* [D] */
-    EgBuffer pos;      /* [P, D]: gated_positional_embedding.embedding */
+    EgMatrix patch; /* [D, C·p·p]: the patch convolution (no bias) */
+    EgBuffer cls;   /* [D] */
+    EgBuffer pos;   /* [P, D]: gated_positional_embedding.embedding */
     /* gated_positional_embedding.tile_embedding [R, J·P·D], one buffer [J·P, D] per ratio id:
      * whole, 11B's passes the 128 MiB a CPU device lets a shader bind (147 MB in fp16) */
     EgBuffer *tile_pos;
@@ -87,6 +88,7 @@ typedef struct EgMllamaOptions {
 
 typedef struct EgMllamaModel {
     EgMllamaConfig cfg;
+    EgMllamaTextConfig text_cfg;         /* config.json's text_config whole (RoPE, ids, eos) */
     EgMllamaPreprocessConfig preprocess; /* preprocessor_config.json */
     char dir[1024];
     EgVk vk;

@@ -54,9 +54,8 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     }
     EgTensorFile *tf = NULL;
     EgMllamaNames names;
-    EgMllamaTextConfig text_cfg;
     /* the folder is checked whole before anything reaches the device */
-    if (check_folder(m, dir, opt->random_weights, opt->quant, &text_cfg, &tf, NULL, NULL, err) ||
+    if (check_folder(m, dir, opt->random_weights, opt->quant, &m->text_cfg, &tf, NULL, NULL, err) ||
         eg_mllama_names(tf, &names, err))
         goto fail;
     EgVkOptions vo = {.device = opt->device,
