@@ -318,14 +318,15 @@ static int parse_shard(EgTensorFile *f, Shard *sh, EgError *err) {
             return eg_fail(err, "%s: out of memory", path);
         }
     }
+    /* A shard of metadata only leaves f->tensors NULL: no view pointer is formed from it. */
+    int n = f->count - first;
+    EgTensorView *t = n > 0 ? f->tensors + first : NULL;
     /* pre-quantized tensors (egret quantize) are marked and checked with the rest of the header */
-    int marked = eg_quant_file_mark(meta, path, f->tensors + first, f->count - first, err);
+    int marked = eg_quant_file_mark(meta, path, t, n, err);
     cJSON_Delete(root);
     if (marked) return -1;
-    if (f->count == first) return 0; /* metadata only (f->tensors may still be NULL) */
+    if (n == 0) return 0;
     /* Data order makes tensors_at stable and exposes overlaps between neighbours. */
-    EgTensorView *t = f->tensors + first;
-    int n = f->count - first;
     qsort(t, (size_t)n, sizeof *t, cmp_view_data);
     const EgTensorView *prev = NULL;
     for (int i = 0; i < n; i++) {
