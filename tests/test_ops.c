@@ -1713,20 +1713,31 @@ static void test_model_sized(void) {
 
 /* ---- Driver */
 
-int main(void) {
+/* `test_ops [fp32|fp16]`: one precision's kernels (ctest runs the two as test_ops_fp32 and
+ * test_ops_fp16, side by side); both without an argument. */
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep results and CHECK messages in order */
+    int first = 0, last = 1;
+    if (argc > 1) {
+        if (strcmp(argv[1], "fp32") != 0 && strcmp(argv[1], "fp16") != 0) {
+            fprintf(stderr, "usage: %s [fp32|fp16]\n", argv[0]);
+            return 2;
+        }
+        first = last = strcmp(argv[1], "fp16") == 0;
+    }
     test_rng_init();
     clock_t t0 = clock();
     EgError err = {0};
     must(eg_vk_create(&g_vk, NULL, &err), &err, "eg_vk_create");
     printf("device: %s, validation %s\n", g_vk.props.deviceName, g_vk.validation ? "on" : "off");
-    EgOps ops[2];
-    must(eg_ops_init(&ops[0], &g_vk, 0, &err), &err, "eg_ops_init (fp32)");
-    must(eg_ops_init(&ops[1], &g_vk, 1, &err), &err, "eg_ops_init (fp16)");
+    EgOps ops[2]; /* fp32, fp16: each init builds every pipeline of its precision */
+    for (int p = first; p <= last; p++)
+        must(eg_ops_init(&ops[p], &g_vk, p, &err), &err,
+             p ? "eg_ops_init (fp16)" : "eg_ops_init (fp32)");
     must(eg_staging_init(&g_st, &g_vk, 1u << 20, &err), &err, "eg_staging_init");
     eg_arena_init(&g_arena, &g_vk, EG_MEM_DEVICE, 4u << 20);
 
-    for (int p = 0; p < 2; p++) {
+    for (int p = first; p <= last; p++) {
         g_ops = &ops[p];
         test_linear();
         test_linear_quant(1);
@@ -1772,8 +1783,8 @@ int main(void) {
 
     eg_arena_reset(&g_arena);
     eg_staging_destroy(&g_st);
-    eg_ops_destroy(&ops[1]);
-    eg_ops_destroy(&ops[0]);
+    for (int p = first; p <= last; p++)
+        eg_ops_destroy(&ops[p]);
     eg_vk_destroy(&g_vk);
     CHECK(eg_vk_validation_message_count() == 0, "%d validation messages",
           eg_vk_validation_message_count());
