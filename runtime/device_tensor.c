@@ -80,6 +80,9 @@ int eg_matrix_create_format(const EgOps *ops, EgArena *arena, uint32_t rows, uin
     memset(m, 0, sizeof *m);
     if (format != EG_WEIGHTS_DENSE && format != EG_WEIGHTS_Q8 && format != EG_WEIGHTS_Q4)
         return eg_fail(err, "unknown weight format %d", (int)format);
+    if (format != EG_WEIGHTS_DENSE && !ops->matmul_q[format - 1][0].pipeline)
+        return eg_fail(err, "no %s kernels were built for this model (EgOpsConfig.quant_kernels)",
+                       eg_weight_format_name(format));
     uint32_t limit = eg_matrix_chunk_rows_format(ops, cols, format);
     if (limit == 0)
         return eg_fail(err, "a row of %u elements exceeds the device's maxStorageBufferRange",

@@ -329,6 +329,10 @@ static int coopmat_params(EgOps *ops, const EgVk *vk, const EgOpsConfig *cfg,
     return 0;
 }
 
+static int builds_format(const EgOpsConfig *cfg, EgWeightFormat f) {
+    return cfg->quant_kernels == 0 || cfg->quant_kernels == (int)f;
+}
+
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
@@ -486,7 +490,7 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
                                               {"matmul_q8_texel", "matmul_q4_texel"}};
     int q_texel = lp.md_texel && vk->texel_views;
     for (int f = 0; f < 2; f++)
-        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++) {
+        for (int v = 0; v <= EG_MATVEC_VARIANTS && builds_format(cfg, f + 1); v++) {
             uint32_t spec[3] = {ops->q_wg, v < EG_MATVEC_VARIANTS ? 1u << v : ops->q_tm, ops->q_tn};
             eg_pipeline_batch_add(batch, &ops->matmul_q[f][v], q_names[q_texel][f], 5, 1u << 4,
                                   q_texel ? 3u : 0u, sizeof(MatmulPush), spec, 3);

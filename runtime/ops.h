@@ -151,8 +151,16 @@ typedef struct EgOpsConfig {
     /* cooperative-matrix matmul (fp16 only): 1 required (init fails naming why where it cannot
      * run), -1 never, 0 where available */
     int coopmat;
+    /* the quantized kernels built: 0 every format's; -1 none (a model whose projections are
+     * dense); EG_WEIGHTS_Q8 or EG_WEIGHTS_Q4 that format's alone. A model builds only what its
+     * weights can reach: each kernel is a pipeline the driver compiles at every start. */
+    int quant_kernels;
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
+/* EgOpsConfig.quant_kernels for a model whose projections are all in `projections` */
+static inline int eg_ops_quant_kernels_for(EgWeightFormat projections) {
+    return projections == EG_WEIGHTS_DENSE ? -1 : (int)projections;
+}
 void eg_ops_destroy(EgOps *ops);
 
 /* A weight matrix [rows][cols] (PyTorch Linear layout: out × in), split by rows into chunks

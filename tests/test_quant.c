@@ -367,6 +367,17 @@ static void test_quantized_model(EgWeightFormat f, double limit) {
               eg_weight_format_name(f), (unsigned long long)total,
               (unsigned long long)(m->weights.bytes_used - m->rope_table.size));
         expect_formats("IDEFICS", r, eg_weight_format_name(f), "fp32");
+        /* only its own format's kernels were built: a matrix in the other is refused, named */
+        EgWeightFormat other = f == EG_WEIGHTS_Q8 ? EG_WEIGHTS_Q4 : EG_WEIGHTS_Q8;
+        EgMatrix mat;
+        EgError merr = {0};
+        CHECK(eg_matrix_create_format(&m->ops, &m->weights, 64, 64, 0, other, &mat, &merr) != 0 &&
+                  strstr(merr.msg, eg_weight_format_name(other)),
+              "a %s model's ops took a %s matrix (%s)", eg_weight_format_name(f),
+              eg_weight_format_name(other), merr.msg);
+        CHECK(m->ops.matmul_q[f - 1][0].pipeline && !m->ops.matmul_q[other - 1][0].pipeline,
+              "a %s model built the %s kernels", eg_weight_format_name(f),
+              eg_weight_format_name(other));
     }
     char gpath[600];
     snprintf(gpath, sizeof gpath, "%s/golden.safetensors", test_data_path("tiny-idefics-a"));

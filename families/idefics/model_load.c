@@ -328,7 +328,9 @@ EgModel *eg_model_load(const char *dir, const EgModelOptions *opt, EgError *err)
                 path, m->head_dim, vit_hd, perc_hd);
         goto fail;
     }
-    if (eg_ops_init(&m->ops, &m->vk, !opt->fp32, err) ||
+    if (eg_ops_init_config(&m->ops, &m->vk, !opt->fp32,
+                           &(EgOpsConfig){.quant_kernels = eg_ops_quant_kernels_for(L.quant)},
+                           err) ||
         eg_batch_ops_init(&m->batch_ops, &m->ops, err))
         goto fail;
     /* every pipeline is built: what the driver compiled is kept for the next start */

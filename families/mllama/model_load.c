@@ -61,7 +61,9 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     EgVkOptions vo = {.device = opt->device,
                       .verbose = opt->progress != NULL,
                       .pipeline_cache_dir = opt->pipeline_cache_dir};
-    if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init(&m->ops, &m->vk, !opt->fp32, err)) goto fail;
+    EgOpsConfig oc = {.quant_kernels = eg_ops_quant_kernels_for(m->quant)};
+    if (eg_vk_create(&m->vk, &vo, err) || eg_ops_init_config(&m->ops, &m->vk, !opt->fp32, &oc, err))
+        goto fail;
     /* every pipeline is built: what the driver compiled is kept for the next start */
     if (m->vk.pipeline_cache_path) eg_pipeline_cache_save(&m->vk, stderr);
     eg_arena_init(&m->weights, &m->vk, EG_MEM_DEVICE, 64u << 20);
