@@ -17,7 +17,7 @@ static void fail(const char *what) {
 
 static void check(const EgMllamaConfig *c) {
     const EgMllamaVisionConfig *v = &c->vision;
-    const EgMllamaTextShape *t = &c->text;
+    const EgMllamaTextConfig *t = &c->text;
     if (v->hidden_size <= 0 || v->attention_heads <= 0 || v->num_hidden_layers <= 0 ||
         v->num_global_layers < 0 || v->patch_size <= 0 || v->image_size < v->patch_size ||
         v->max_num_tiles <= 0 || v->max_num_tiles > 64 || v->intermediate_size <= 0)

@@ -106,7 +106,7 @@ static void *load(const char *dir, const EgModelOptions *opt, EgFamilyInfo *info
     sv->H = (uint32_t)cfg->text.hidden_size;
     sv->max_images = opt->max_images ? opt->max_images : 16;
     sv->image_token = cfg->image_token_index;
-    const EgMllamaTextConfig *tcfg = &sv->m->text_cfg;
+    const EgMllamaTextConfig *tcfg = &cfg->text;
     EgTensorFile *tf = NULL;
     EgMllamaTextOptions to = {.max_chunk = opt->max_chunk,
                               .max_tiles = sv->max_images * sv->J,

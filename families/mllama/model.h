@@ -18,20 +18,9 @@
 #include "runtime/weight_loader.h"
 #include "vision/tile_preprocess.h"
 
-#define EG_MLLAMA_MAX_CROSS 64 /* cross_attention_layers entries (90B: 20) */
-
-/* The text_config fields that fix the text tensors' names and shapes and the projector's width
- * (the full text config, RoPE and ids included, is families/mllama/text_config.h). */
-typedef struct EgMllamaTextShape {
-    int vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
-        num_key_value_heads;
-    int n_cross;
-    int cross_attention_layers[EG_MLLAMA_MAX_CROSS];
-} EgMllamaTextShape;
-
 typedef struct EgMllamaConfig {
     EgMllamaVisionConfig vision;
-    EgMllamaTextShape text;
+    EgMllamaTextConfig text; /* text_config whole: shapes, RoPE, ids, eos */
     int image_token_index; /* <|image|>; an embedding row past vocab_size */
     char dtype[16];        /* as written ("bfloat16", ...), informative */
 } EgMllamaConfig;
@@ -88,7 +77,6 @@ typedef struct EgMllamaOptions {
 
 typedef struct EgMllamaModel {
     EgMllamaConfig cfg;
-    EgMllamaTextConfig text_cfg;         /* config.json's text_config whole (RoPE, ids, eos) */
     EgMllamaPreprocessConfig preprocess; /* preprocessor_config.json */
     char dir[1024];
     EgVk vk;

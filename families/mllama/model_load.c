@@ -12,21 +12,20 @@
 /* config.json and every tensor checked (and visited) without a device; *tf stays open. The
  * projections' format is resolved here (m->quant): --quant, or a pre-quantized folder's own. */
 static int check_folder(EgMllamaModel *m, const char *dir, int random_weights,
-                        EgWeightFormat requested, EgMllamaTextConfig *text_cfg, EgTensorFile **tf,
-                        EgTensorVisitor visit, void *visit_ctx, EgError *err) {
+                        EgWeightFormat requested, EgTensorFile **tf, EgTensorVisitor visit,
+                        void *visit_ctx, EgError *err) {
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     char path[1200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     EgMllamaNames names;
     return eg_mllama_config_load(path, &m->cfg, err) ||
-                   eg_mllama_text_config_load(path, text_cfg, err) ||
                    eg_mllama_preprocess_config_load(dir, &m->cfg, &m->preprocess, err) ||
                    !(*tf = random_weights ? eg_mllama_random_weights(err)
                                           : eg_tensors_open_dir(dir, err)) ||
                    eg_weight_loader_quant(*tf, requested, &m->quant, err) ||
                    eg_mllama_names(*tf, &names, err) ||
                    eg_mllama_vision_check(m, *tf, &names, visit, visit_ctx, err) ||
-                   eg_mllama_text_check(text_cfg, *tf, m->quant, visit, visit_ctx, err)
+                   eg_mllama_text_check(&m->cfg.text, *tf, m->quant, visit, visit_ctx, err)
                ? -1
                : 0;
 }
@@ -35,9 +34,8 @@ int eg_mllama_visit_tensors(const char *dir, EgWeightFormat quant, EgTensorVisit
                             void *visit_ctx, EgError *err) {
     EgMllamaModel *m = calloc(1, sizeof *m);
     if (!m) return eg_fail(err, "out of host memory");
-    EgMllamaTextConfig text_cfg;
     EgTensorFile *tf = NULL;
-    int rc = check_folder(m, dir, 0, quant, &text_cfg, &tf, visit, visit_ctx, err);
+    int rc = check_folder(m, dir, 0, quant, &tf, visit, visit_ctx, err);
     eg_tensors_close(tf);
     eg_mllama_model_free(m);
     return rc ? eg_fail_prefix(err, "reading model %s", dir) : 0;
@@ -55,7 +53,7 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
     EgTensorFile *tf = NULL;
     EgMllamaNames names;
     /* the folder is checked whole before anything reaches the device */
-    if (check_folder(m, dir, opt->random_weights, opt->quant, &m->text_cfg, &tf, NULL, NULL, err) ||
+    if (check_folder(m, dir, opt->random_weights, opt->quant, &tf, NULL, NULL, err) ||
         eg_mllama_names(tf, &names, err))
         goto fail;
     EgVkOptions vo = {.device = opt->device,

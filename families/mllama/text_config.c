@@ -4,13 +4,12 @@
 #include "families/mllama/text_config.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/buf.h"
+#include "runtime/json_get.h"
 
 #define SIZE_LIMIT (1 << 20) /* far above any real width/depth; catches garbage and overflow */
 
@@ -35,103 +34,51 @@ void eg_mllama_text_config_defaults(EgMllamaTextConfig *cfg) {
     cfg->eos_token_id[0] = 128001;
 }
 
-typedef struct Ctx {
-    const char *src;
-    const char *prefix; /* "text_config." or "text_config.rope_parameters." */
-    EgError *err;
-} Ctx;
-
-static const cJSON *item(const cJSON *obj, const char *key) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return it && !cJSON_IsNull(it) ? it : NULL;
-}
-
-static int bad(const Ctx *c, const char *key, const char *want) {
-    return eg_fail(c->err, "%s: key '%s%s' must be %s", c->src, c->prefix, key, want);
-}
-
-static int get_int(const Ctx *c, const cJSON *obj, const char *key, int *out) {
-    const cJSON *it = item(obj, key);
-    if (!it) return 0;
-    double d = cJSON_IsNumber(it) ? it->valuedouble : NAN;
-    if (!(d == floor(d)) || d < -2147483648.0 || d > 2147483647.0) return bad(c, key, "an integer");
-    *out = (int)d;
-    return 0;
-}
-
-static int get_float(const Ctx *c, const cJSON *obj, const char *key, float *out) {
-    const cJSON *it = item(obj, key);
-    if (!it) return 0;
-    if (!cJSON_IsNumber(it)) return bad(c, key, "a number");
-    *out = (float)it->valuedouble;
-    return 0;
-}
-
-static int get_bool(const Ctx *c, const cJSON *obj, const char *key, int *out) {
-    const cJSON *it = item(obj, key);
-    if (!it) return 0;
-    if (!cJSON_IsBool(it)) return bad(c, key, "true or false");
-    *out = cJSON_IsTrue(it);
-    return 0;
-}
-
-/* An integer list (or, for eos_token_id, a single integer) of at most max entries. */
-static int get_int_list(const Ctx *c, const cJSON *obj, const char *key, int *out, int max,
-                        int *n) {
-    const cJSON *it = item(obj, key);
-    if (!it) return 0;
-    if (cJSON_IsNumber(it)) {
+/* eos_token_id: one integer or a list of at most max. */
+static int get_int_or_list(const EgJsonCtx *c, const cJSON *obj, const char *key, int *out, int max,
+                           int *n) {
+    const cJSON *it = eg_json_item(obj, key);
+    if (it && cJSON_IsNumber(it)) {
         *n = 1;
-        return get_int(c, obj, key, out);
+        return eg_json_int(c, obj, key, out);
     }
-    if (!cJSON_IsArray(it)) return bad(c, key, "a list of integers");
-    int count = cJSON_GetArraySize(it);
-    if (count > max)
-        return eg_fail(c->err, "%s: key '%s%s' has %d entries; at most %d are supported", c->src,
-                       c->prefix, key, count, max);
-    int i = 0;
-    for (const cJSON *e = it->child; e; e = e->next, i++) {
-        double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
-        if (!(d == floor(d)) || d < -2147483648.0 || d > 2147483647.0)
-            return bad(c, key, "a list of integers");
-        out[i] = (int)d;
-    }
-    *n = count;
-    return 0;
+    return eg_json_int_list(c, obj, key, out, max, n);
 }
 
 /* The RoPE dict: v5 "rope_parameters" or v4 "rope_scaling"; rope_theta may sit inside (v5) or
  * beside it (v4). original_max_position_embeddings falls back to max_position_embeddings. */
-static int parse_rope(const Ctx *c, const cJSON *t, EgMllamaTextConfig *cfg) {
-    if (get_float(c, t, "rope_theta", &cfg->rope_theta)) return -1;
-    const char *key = item(t, "rope_parameters") ? "rope_parameters" : "rope_scaling";
-    const cJSON *r = item(t, key);
+static int parse_rope(const EgJsonCtx *c, const cJSON *t, EgMllamaTextConfig *cfg) {
+    if (eg_json_float(c, t, "rope_theta", &cfg->rope_theta)) return -1;
+    const char *key = eg_json_item(t, "rope_parameters") ? "rope_parameters" : "rope_scaling";
+    const cJSON *r = eg_json_item(t, key);
     if (!r) return 0;
-    if (!cJSON_IsObject(r)) return bad(c, key, "an object");
+    if (!cJSON_IsObject(r)) return eg_json_bad(c, key, "an object");
     char prefix[64];
     snprintf(prefix, sizeof prefix, "%s%s.", c->prefix, key);
-    Ctx rc = {c->src, prefix, c->err};
-    const cJSON *type = item(r, "rope_type");
-    if (!type) type = item(r, "type");
-    if (type && !cJSON_IsString(type)) return bad(&rc, "rope_type", "a string");
+    EgJsonCtx rc = {c->src, prefix, c->err};
+    const cJSON *type = eg_json_item(r, "rope_type");
+    if (!type) type = eg_json_item(r, "type");
+    if (type && !cJSON_IsString(type)) return eg_json_bad(&rc, "rope_type", "a string");
     const char *name = type ? type->valuestring : "default";
     float orig = (float)cfg->max_position_embeddings;
     EgRopeLlama3 *l = &cfg->llama3;
-    if (get_float(&rc, r, "rope_theta", &cfg->rope_theta)) return -1;
+    if (eg_json_float(&rc, r, "rope_theta", &cfg->rope_theta)) return -1;
     if (strcmp(name, "default") == 0) return 0;
     if (strcmp(name, "llama3") != 0)
         return eg_fail(c->err, "%s: key '%srope_type': unsupported '%s' (default or llama3)",
                        c->src, prefix, name);
     *l = (EgRopeLlama3){.original_max_position_embeddings = orig};
-    if (!item(r, "factor") || !item(r, "low_freq_factor") || !item(r, "high_freq_factor"))
+    if (!eg_json_item(r, "factor") || !eg_json_item(r, "low_freq_factor") ||
+        !eg_json_item(r, "high_freq_factor"))
         return eg_fail(c->err,
                        "%s: key '%s': llama3 RoPE needs factor, low_freq_factor and "
                        "high_freq_factor",
                        c->src, key);
-    if (get_float(&rc, r, "factor", &l->factor) ||
-        get_float(&rc, r, "low_freq_factor", &l->low_freq_factor) ||
-        get_float(&rc, r, "high_freq_factor", &l->high_freq_factor) ||
-        get_float(&rc, r, "original_max_position_embeddings", &l->original_max_position_embeddings))
+    if (eg_json_float(&rc, r, "factor", &l->factor) ||
+        eg_json_float(&rc, r, "low_freq_factor", &l->low_freq_factor) ||
+        eg_json_float(&rc, r, "high_freq_factor", &l->high_freq_factor) ||
+        eg_json_float(&rc, r, "original_max_position_embeddings",
+                      &l->original_max_position_embeddings))
         return -1;
     if (!(l->factor > 0) || !(l->low_freq_factor > 0) ||
         !(l->high_freq_factor > l->low_freq_factor) || !(l->original_max_position_embeddings > 0))
@@ -143,7 +90,7 @@ static int parse_rope(const Ctx *c, const cJSON *t, EgMllamaTextConfig *cfg) {
     return 0;
 }
 
-static int validate(const Ctx *c, EgMllamaTextConfig *cfg) {
+static int validate(const EgJsonCtx *c, EgMllamaTextConfig *cfg) {
     const struct {
         const char *key;
         int value;
@@ -190,51 +137,40 @@ static int validate(const Ctx *c, EgMllamaTextConfig *cfg) {
 int eg_mllama_text_config_parse(const struct cJSON *t, const char *src, EgMllamaTextConfig *cfg,
                                 EgError *err) {
     eg_mllama_text_config_defaults(cfg);
-    Ctx c = {src, "text_config.", err};
+    EgJsonCtx c = {src, "text_config.", err};
     if (!t) return validate(&c, cfg);
     if (!cJSON_IsObject(t)) return eg_fail(err, "%s: key 'text_config' must be an object", src);
     const char *act = NULL;
-    const cJSON *a = item(t, "hidden_act");
-    if (a && !cJSON_IsString(a)) return bad(&c, "hidden_act", "a string");
+    const cJSON *a = eg_json_item(t, "hidden_act");
+    if (a && !cJSON_IsString(a)) return eg_json_bad(&c, "hidden_act", "a string");
     act = a ? a->valuestring : "silu";
     if (strcmp(act, "silu") != 0 && strcmp(act, "swish") != 0)
         return eg_fail(err, "%s: key 'text_config.hidden_act': unsupported '%s' (silu)", src, act);
-    if (get_int(&c, t, "vocab_size", &cfg->vocab_size) ||
-        get_int(&c, t, "hidden_size", &cfg->hidden_size) ||
-        get_int(&c, t, "intermediate_size", &cfg->intermediate_size) ||
-        get_int(&c, t, "num_hidden_layers", &cfg->num_hidden_layers) ||
-        get_int(&c, t, "num_attention_heads", &cfg->num_attention_heads) ||
-        get_int(&c, t, "num_key_value_heads", &cfg->num_key_value_heads) ||
-        get_float(&c, t, "rms_norm_eps", &cfg->rms_norm_eps) ||
-        get_int(&c, t, "max_position_embeddings", &cfg->max_position_embeddings) ||
-        get_bool(&c, t, "tie_word_embeddings", &cfg->tie_word_embeddings) ||
-        get_int_list(&c, t, "cross_attention_layers", cfg->cross_attention_layers,
-                     EG_MLLAMA_MAX_CROSS_LAYERS, &cfg->n_cross) ||
-        get_int(&c, t, "bos_token_id", &cfg->bos_token_id) ||
-        get_int(&c, t, "pad_token_id", &cfg->pad_token_id) ||
-        get_int_list(&c, t, "eos_token_id", cfg->eos_token_id, EG_MLLAMA_MAX_EOS, &cfg->n_eos) ||
+    if (eg_json_int(&c, t, "vocab_size", &cfg->vocab_size) ||
+        eg_json_int(&c, t, "hidden_size", &cfg->hidden_size) ||
+        eg_json_int(&c, t, "intermediate_size", &cfg->intermediate_size) ||
+        eg_json_int(&c, t, "num_hidden_layers", &cfg->num_hidden_layers) ||
+        eg_json_int(&c, t, "num_attention_heads", &cfg->num_attention_heads) ||
+        eg_json_int(&c, t, "num_key_value_heads", &cfg->num_key_value_heads) ||
+        eg_json_float(&c, t, "rms_norm_eps", &cfg->rms_norm_eps) ||
+        eg_json_int(&c, t, "max_position_embeddings", &cfg->max_position_embeddings) ||
+        eg_json_bool(&c, t, "tie_word_embeddings", &cfg->tie_word_embeddings) ||
+        eg_json_int_list(&c, t, "cross_attention_layers", cfg->cross_attention_layers,
+                         EG_MLLAMA_MAX_CROSS_LAYERS, &cfg->n_cross) ||
+        eg_json_int(&c, t, "bos_token_id", &cfg->bos_token_id) ||
+        eg_json_int(&c, t, "pad_token_id", &cfg->pad_token_id) ||
+        get_int_or_list(&c, t, "eos_token_id", cfg->eos_token_id, EG_MLLAMA_MAX_EOS, &cfg->n_eos) ||
         parse_rope(&c, t, cfg))
         return -1;
     return validate(&c, cfg);
 }
 
 int eg_mllama_text_config_load(const char *path, EgMllamaTextConfig *cfg, EgError *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return eg_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    EgBuf b = {0};
-    char chunk[16384];
-    size_t got;
-    int bad_read = 0;
-    while (!bad_read && (got = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        bad_read = b.len + got > (64u << 20) || eg_buf_append(&b, chunk, got) != 0;
-    bad_read = bad_read || ferror(fp);
-    fclose(fp);
-    if (bad_read) {
-        eg_buf_free(&b);
-        return eg_fail(err, "%s: cannot read (or too large)", path);
-    }
-    cJSON *root = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
-    eg_buf_free(&b);
+    size_t len = 0;
+    char *buf = eg_json_read_file(path, &len, err);
+    if (!buf) return -1;
+    cJSON *root = cJSON_ParseWithLength(buf, len);
+    free(buf);
     if (!root) return eg_fail(err, "%s: not valid JSON", path);
     int rc;
     if (!cJSON_IsObject(root))
