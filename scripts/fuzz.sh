@@ -8,7 +8,8 @@
 # (crash, leak, UB, timeout, out-of-memory) is written to fuzz/regressions/<target>/, where the
 # ctest test fuzz_replay_<target> replays it in every build: fix the library, keep the file. Exits
 # non-zero when any target found something. Env: EGRET_FUZZ_BUILD (build folder), EGRET_FUZZ_JOBS
-# (compile jobs, default: all cores).
+# (compile jobs, default: all cores), EGRET_FUZZ_PARALLEL (targets run at once, default: all
+# cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,10 +51,9 @@ echo "fuzz: built ${TARGETS[*]} in $(($(date +%s) - start)) s"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
-failed=()
-for t in "${TARGETS[@]}"; do
-  work="$BUILD/fuzz-corpus/$t"
-  found="fuzz/regressions/$t"
+# One target's run; its summary line goes to $BUILD/$t.result, a finding's log tail with it.
+run_target() {
+  local t=$1 work="$BUILD/fuzz-corpus/$1" found="fuzz/regressions/$1" d t0 status execs cov
   mkdir -p "$work" "$found"
   d=$(dict "$t")
   t0=$(date +%s)
@@ -66,13 +66,32 @@ for t in "${TARGETS[@]}"; do
     status=ok
   else
     status="FINDING (see $BUILD/$t.log; reproducer in $found/)"
-    failed+=("$t")
-    tail -n 60 "$BUILD/$t.log"
+    tail -n 60 "$BUILD/$t.log" >"$BUILD/$t.result"
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$BUILD/$t.log" | tail -n 1)
   cov=$(grep -o 'cov: [0-9]*' "$BUILD/$t.log" | tail -n 1 || true)
   echo "fuzz: $t ${SECS}s: ${execs:-?} execs, ${cov:-cov: ?}, $(ls "$work" | wc -l) corpus files," \
-    "$(($(date +%s) - t0)) s: $status"
+    "$(($(date +%s) - t0)) s: $status" >>"$BUILD/$t.result"
+}
+
+# libFuzzer runs one process on one core: as many targets at once as there are cores
+# (EGRET_FUZZ_PARALLEL), each still for SECONDS_PER_TARGET.
+PARALLEL=${EGRET_FUZZ_PARALLEL:-$(nproc)}
+running=0
+for t in "${TARGETS[@]}"; do
+  rm -f "$BUILD/$t.result"
+  if [ "$running" -ge "$PARALLEL" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+wait
+failed=()
+for t in "${TARGETS[@]}"; do
+  cat "$BUILD/$t.result"
+  grep -q ': FINDING' "$BUILD/$t.result" && failed+=("$t")
 done
 
 echo "fuzz: total $(($(date +%s) - start)) s"
