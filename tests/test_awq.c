@@ -4,10 +4,12 @@
  *    rounding of m = fp16(−z·s): |error| ≤ 2^-11·|z·s| per weight, and exactly where z·s is an
  *    fp16 value;
  *  - tests/data/awq/tiny-mllama-awq (tiny-mllama-a's text projections AWQ-packed, group 32)
- *    loads with no --quant: the report says q4 for the text projections and fp32 for the
- *    vision tower the config keeps dense; its logits on tiny-mllama-a's first golden sample are
- *    HF's (the AWQ Linears replaced by their dequantized weights) within the derived bound, and
- *    its 10 greedy ids are HF's;
+ *    loads with no --quant (and with --quant q4, the same load): the report says q4 for the
+ *    text projections and fp32 for the vision tower the config keeps dense; its logits on
+ *    tiny-mllama-a's first golden sample are HF's (the AWQ Linears replaced by their
+ *    dequantized weights) within the derived bound, and its 10 greedy ids are HF's;
+ *  - tests/data/awq/tiny-idefics-awq (tiny-idefics-c's decoder and cross layers) likewise
+ *    through the IDEFICS loader, HF's 8 greedy ids;
  *  - refused, before any device is opened, naming what is wrong: bits 8, versions gemv, marlin
  *    and exllama, a group size not a multiple of 32 and one not dividing a layer's inputs,
  *    zero_point false, another quant_method, AWQ tensors without a config, qzeros and scales of
@@ -20,9 +22,11 @@
 #include <unistd.h>
 
 #include "families/family.h"
+#include "families/idefics/sequence.h"
 #include "runtime/awq.h"
 #include "runtime/half.h"
 #include "runtime/quant.h"
+#include "runtime/vk_context.h"
 #include "runtime/weight_loader.h"
 #include "test_util.h"
 #include "tools/quantize_folder.h"
@@ -191,6 +195,33 @@ static void expect_formats(const EgWeightReport *r) {
     }
 }
 
+/* Sums for the bound of test_mllama_awq over n logits: out against the exact reference and the
+ * reference with Egret's weights (m16). */
+typedef struct Bound {
+    double dmax, num, max16, den16, shift, shift2;
+} Bound;
+
+static void bound_add(Bound *b, const float *out, const float *ref, const float *ref16, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)out[i] - ref[i]), h = fabs((double)ref16[i] - ref[i]);
+        b->dmax = d > b->dmax || isnan(d) ? d : b->dmax;
+        b->max16 = fabs(ref16[i]) > b->max16 ? fabs(ref16[i]) : b->max16;
+        b->shift = h > b->shift ? h : b->shift;
+        b->num += d * d, b->den16 += (double)ref16[i] * ref16[i], b->shift2 += h * h;
+    }
+}
+
+static void bound_check(const char *what, const Bound *b) {
+    double bound_max = 1e-4 * b->max16 + b->shift,
+           bound_l2 = 1e-4 * sqrt(b->den16) + sqrt(b->shift2);
+    printf("%s: max|out - HF| %.3g (bound %.3g: the m rounding moves HF's logits by %.3g), L2 "
+           "%.3g (bound %.3g)\n",
+           what, b->dmax, bound_max, b->shift, sqrt(b->num), bound_l2);
+    CHECK(b->dmax <= bound_max, "%s: logits max error %.3g above %.3g", what, b->dmax, bound_max);
+    CHECK(sqrt(b->num) <= bound_l2, "%s: logits L2 error %.3g above %.3g", what, sqrt(b->num),
+          bound_l2);
+}
+
 /* tiny-mllama-awq against HF on tiny-mllama-a's first golden sample. The reference `logits`
  * uses AWQ's exact weights (q − z)·s; `logits_m16` Egret's (d·q + fp16(−z·s)). Egret in fp32
  * with Egret's weights is within test_golden's 1e-4 of max|logits_m16| (max-relative) and
@@ -247,20 +278,9 @@ static void test_mllama_awq(EgWeightFormat quant) {
              eg_fseq_forward(s, tok, image, n, out, 1, &err) == 0,
          "forward: %s", err.msg);
     const float *want = ref + (size_t)(T - n) * V, *want16 = ref16 + (size_t)(T - n) * V;
-    double dmax = 0, max16 = 0, shift = 0, num = 0, den16 = 0, shift2 = 0;
-    for (size_t i = 0; i < (size_t)n * V; i++) {
-        double d = fabs((double)out[i] - want[i]), h = fabs((double)want16[i] - want[i]);
-        dmax = d > dmax || isnan(d) ? d : dmax;
-        max16 = fabs(want16[i]) > max16 ? fabs(want16[i]) : max16;
-        shift = h > shift ? h : shift;
-        num += d * d, den16 += (double)want16[i] * want16[i], shift2 += h * h;
-    }
-    double bound_max = 1e-4 * max16 + shift, bound_l2 = 1e-4 * sqrt(den16) + sqrt(shift2);
-    printf("tiny-mllama-awq (--quant %s): max|out - HF| %.3g (bound %.3g: the m rounding moves "
-           "HF's logits by %.3g), L2 %.3g (bound %.3g)\n",
-           eg_weight_format_name(quant), dmax, bound_max, shift, sqrt(num), bound_l2);
-    CHECK(dmax <= bound_max, "logits max error %.3g above %.3g", dmax, bound_max);
-    CHECK(sqrt(num) <= bound_l2, "logits L2 error %.3g above %.3g", sqrt(num), bound_l2);
+    Bound b = {0};
+    bound_add(&b, out, want, want16, (size_t)n * V);
+    bound_check(quant ? "tiny-mllama-awq (--quant q4)" : "tiny-mllama-awq", &b);
     memmove(out, out + (size_t)(n - 1) * V, V * sizeof *out);
     int same = 1;
     for (int k = 0; k < NEW_TOKENS; k++) {
@@ -280,6 +300,66 @@ static void test_mllama_awq(EgWeightFormat quant) {
     eg_family_close(m);
     free(out), free(images), free(ids), free(mask), free(ratio), free(tiles), free(pixels);
     free(ref), free(ref16), free(generated);
+    eg_tensors_close(in);
+    eg_tensors_close(g);
+}
+
+/* tiny-idefics-awq (tiny-idefics-c's decoder and cross layers AWQ-packed, the cross layers' k
+ * and v two AWQ Linears stacked into one matrix) through the IDEFICS loader: row 0 of
+ * tiny-idefics-c's golden, the same bound as test_mllama_awq, HF's 8 greedy ids. */
+static void test_idefics_awq(void) {
+    EgError err = {0};
+    EgTensorFile *in =
+        eg_tensors_open_file(test_data_path("tiny-idefics-c/golden.safetensors"), &err);
+    EgTensorFile *g =
+        eg_tensors_open_file(test_data_path("awq/tiny-idefics-awq/golden.safetensors"), &err);
+    MUST(in && g, "goldens: %s", err.msg);
+    const EgTensorView *ids_v = NULL, *px_v = NULL;
+    int64_t *ids = test_tensor_i64(in, "input_ids", NULL, &ids_v);
+    int64_t *mask = test_tensor_i64(in, "attention_mask", NULL, NULL);
+    int64_t *img_mask = test_tensor_i64(in, "image_attention_mask", NULL, NULL);
+    float *pix = test_tensor_f32(in, "pixel_values", NULL, &px_v);
+    float *ref = test_tensor_f32(g, "logits", NULL, NULL);
+    float *ref16 = test_tensor_f32(g, "logits_m16", NULL, NULL);
+    int64_t *gen = test_tensor_i64(g, "generated_ids", NULL, NULL);
+    MUST(ids && mask && img_mask && pix && ref && ref16 && gen, "idefics golden tensors");
+    uint32_t T = (uint32_t)ids_v->shape[1], N = (uint32_t)px_v->shape[1];
+
+    EgModelOptions opt = {.fp32 = 1};
+    EgModel *m = eg_model_load(test_data_path("awq/tiny-idefics-awq"), &opt, &err);
+    MUST(m, "tiny-idefics-awq: %s", err.msg);
+    expect_formats(&m->weight_report);
+    uint32_t V = m->vocab, start = 0;
+    while (start < T && mask[start] == 0)
+        start++;
+    uint32_t n = T - start;
+    int32_t tok[128], image[128];
+    MUST(n <= 128, "row 0: %u tokens", n);
+    for (uint32_t t = 0; t < n; t++) {
+        tok[t] = (int32_t)ids[start + t];
+        image[t] = -1;
+        for (uint32_t k = 0; k < N; k++)
+            if (img_mask[(size_t)(start + t) * N + k]) image[t] = (int32_t)k;
+    }
+    float *out = malloc((size_t)n * V * sizeof *out);
+    EgSequence *s = eg_sequence_new(m, n + 8, &err);
+    MUST(s && eg_sequence_set_images(s, pix, N, &err) == 0 &&
+             eg_sequence_forward(s, tok, image, n, out, 1, &err) == 0,
+         "idefics forward: %s", err.msg);
+    Bound b = {0};
+    bound_add(&b, out, ref + (size_t)start * V, ref16 + (size_t)start * V, (size_t)n * V);
+    bound_check("tiny-idefics-awq", &b);
+    int32_t next = test_argmax(out + (size_t)(n - 1) * V, V);
+    int same = 1;
+    for (int k = 0; k < 8 && same; k++) {
+        same = next == (int32_t)gen[k];
+        if (k < 7 && eg_sequence_forward(s, &next, NULL, 1, out, 0, &err)) same = 0;
+        next = test_argmax(out, V);
+    }
+    CHECK(same, "tiny-idefics-awq: HF's 8 greedy ids (%s)", err.msg);
+    eg_sequence_free(s);
+    eg_model_free(m);
+    free(out), free(ids), free(mask), free(img_mask), free(pix), free(ref), free(ref16), free(gen);
     eg_tensors_close(in);
     eg_tensors_close(g);
 }
@@ -381,6 +461,9 @@ int main(void) {
     test_refusals();
     test_mllama_awq(EG_WEIGHTS_DENSE);
     test_mllama_awq(EG_WEIGHTS_Q4); /* accepted, the same load */
+    test_idefics_awq();
+    CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
+          eg_vk_validation_message_count());
     remove_tree(work);
     return test_finish();
 }

@@ -29,6 +29,7 @@ import importlib.util
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -98,9 +99,28 @@ def to_awq(w):
     return dict(qweight=qweight, qzeros=qzeros, scales=scales), deq, egret, awq_fp16, sr
 
 
+def store_dense(t):
+    """Dense tensors are stored in fp16, as published AWQ checkpoints keep them (and to keep
+    the test data small); the references use exactly these values."""
+    return t.half() if t.is_floating_point() else t
+
+
+def hf_model(cls, src, dense, linears):
+    """cls loaded in fp32 from a temporary folder holding src's config.json, the dense tensors
+    as stored (fp16, read back as fp32) and every AWQ Linear as the dense `.weight` given."""
+    tmp = Path(tempfile.mkdtemp())
+    shutil.copy(src / "config.json", tmp / "config.json")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in dense.items()}
+    state.update(linears)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    model = cls.from_pretrained(str(tmp), dtype=torch.float32).eval()
+    shutil.rmtree(tmp)
+    return model
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    tensors, awq_exact, awq_egret = {}, {}, {}
+    tensors, dense, awq_exact, awq_egret = {}, {}, {}, {}
     err_max = err_rel = err_fp16 = 0.0
     n_linear = 0
     with safe_open(str(SRC / "model.safetensors"), "pt") as f:
@@ -119,7 +139,7 @@ def main():
                 err_fp16 = max(err_fp16, (egret - fp16).abs().max().item())
                 n_linear += 1
             else:
-                tensors[k] = t
+                tensors[k] = dense[k] = store_dense(t)
     save_file(tensors, str(OUT / "model.safetensors"), metadata=meta)
     cfg = json.loads((SRC / "config.json").read_text())
     cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True,
@@ -133,34 +153,22 @@ def main():
         for k in ("input_ids", "attention_mask", "position_ids", "pixel_values", "aspect_ratio_ids",
                   "aspect_ratio_mask", "cross_attention_mask"):
             g[k] = f.get_tensor(k)
-    model = MllamaForConditionalGeneration.from_pretrained(str(SRC), dtype=torch.float32).eval()
-    params = dict(model.named_parameters())
-
-    def set_weights(ws):
-        for k, w in ws.items():
-            tail = k[len("language_model.model."):]
-            name = [p for p in params if p.endswith("language_model." + tail)]
-            assert len(name) == 1, (k, name)
-            params[name[0]].data.copy_(w)
-
     vision = dict(pixel_values=g["pixel_values"], aspect_ratio_ids=g["aspect_ratio_ids"],
                   aspect_ratio_mask=g["aspect_ratio_mask"], cross_attention_mask=g["cross_attention_mask"])
-    out = {}
+    out, gens = {}, {}
     with torch.no_grad():
-        set_weights(awq_egret)
-        out["logits_m16"] = model(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
-                                  position_ids=g["position_ids"], use_cache=False, **vision).logits
-        gen_m16 = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
-                                 max_new_tokens=NEW_TOKENS, do_sample=False, **vision)
-        set_weights(awq_exact)
-        out["logits"] = model(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
-                              position_ids=g["position_ids"], use_cache=False, **vision).logits
-        gen = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
-                             max_new_tokens=NEW_TOKENS, do_sample=False, **vision)[:, g["input_ids"].shape[1]:]
-    assert torch.equal(gen[:, 0], out["logits"][:, -1].argmax(-1))
+        for name, ws in (("logits_m16", awq_egret), ("logits", awq_exact)):
+            model = hf_model(MllamaForConditionalGeneration, SRC, dense, ws)
+            out[name] = model(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
+                              position_ids=g["position_ids"], use_cache=False, **vision).logits[:1]
+            gens[name] = model.generate(input_ids=g["input_ids"], attention_mask=g["attention_mask"],
+                                        max_new_tokens=NEW_TOKENS, do_sample=False,
+                                        **vision)[:, g["input_ids"].shape[1]:]
+    gen, gen_m16 = gens["logits"], gens["logits_m16"]
+    assert torch.equal(gen[:1, 0], out["logits"][:, -1].argmax(-1))
     # the m rounding does not move a greedy id here: the test may require HF's ids exactly
-    assert torch.equal(gen, gen_m16[:, g["input_ids"].shape[1]:])
-    out["generated_ids"] = gen
+    assert torch.equal(gen, gen_m16)
+    out["generated_ids"] = gen[:1]
     out["m_err_max"] = torch.tensor([err_max], dtype=torch.float32)
     out["m_err_rel"] = torch.tensor([err_rel], dtype=torch.float32)
     d = (out["logits"] - out["logits_m16"]).abs()
@@ -192,6 +200,68 @@ def linear_g128():
                "reference": ref}, str(OUT.parent / "linear-g128.safetensors"))
 
 
+IDEFICS_SRC = ROOT / "tests" / "data" / "tiny-idefics-c"
+IDEFICS_OUT = ROOT / "tests" / "data" / "awq" / "tiny-idefics-awq"
+# tiny-idefics-c: every width (32, 64) holds whole groups of 32; the decoder's and the cross layers'
+# projections are packed (the cross layers' k/v stacked at load: two AWQ Linears in one matrix)
+IDEFICS_PROJ = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "cross_attn.q_proj", "cross_attn.k_proj", "cross_attn.v_proj", "cross_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def idefics():
+    """tiny-idefics-c with its decoder (model.layers.*) and cross layers' q, o and MLP
+    (model.gated_cross_attn_layers.*) AWQ-packed: tiny-idefics-awq/ with golden.safetensors
+    holding logits and logits_m16 of its golden's row 0 [1, T, V] (as for mllama, on tiny-idefics-c's golden inputs,
+    which the test reads there), generated_ids [2, 8] (HF generate, exact weights)."""
+    from transformers import IdeficsForVisionText2Text
+    IDEFICS_OUT.mkdir(parents=True, exist_ok=True)
+    tensors, dense, exact, egret = {}, {}, {}, {}
+    with safe_open(str(IDEFICS_SRC / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+        for k in f.keys():
+            t = f.get_tensor(k)
+            if (k.startswith("model.layers.") or k.startswith("model.gated_cross_attn_layers.")) and \
+                    k.endswith(".weight") and any(p in k for p in IDEFICS_PROJ):
+                parts, deq, eg, _, _ = to_awq(t)
+                for name, v in parts.items():
+                    tensors[k[: -len("weight")] + name] = v
+                exact[k], egret[k] = deq, eg
+            else:
+                tensors[k] = dense[k] = store_dense(t)
+    save_file(tensors, str(IDEFICS_OUT / "model.safetensors"), metadata=meta)
+    cfg = json.loads((IDEFICS_SRC / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": True,
+                                  "version": "gemm",
+                                  "modules_to_not_convert": ["vision_model", "perceiver_resampler", "lm_head"]}
+    (IDEFICS_OUT / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    for name in ("generation_config.json",):
+        shutil.copy(IDEFICS_SRC / name, IDEFICS_OUT / name)
+    g = {}
+    with safe_open(str(IDEFICS_SRC / "golden.safetensors"), "pt") as f:
+        for k in ("input_ids", "attention_mask", "position_ids", "pixel_values", "image_attention_mask",
+                  "logits", "generated_ids"):
+            g[k] = f.get_tensor(k)
+    inputs = dict(input_ids=g["input_ids"], attention_mask=g["attention_mask"], position_ids=g["position_ids"],
+                  pixel_values=g["pixel_values"], image_attention_mask=g["image_attention_mask"], use_cache=False)
+    gen_inputs = {k: v for k, v in inputs.items() if k not in ("position_ids", "use_cache")}
+    out, gens = {}, []
+    with torch.no_grad():
+        for name, ws in (("logits_m16", egret), ("logits", exact)):
+            model = hf_model(IdeficsForVisionText2Text, IDEFICS_SRC, dense, ws)
+            out[name] = model(**inputs).logits[:1]
+            gens.append(model.generate(**gen_inputs, max_new_tokens=8, do_sample=False)[:, g["input_ids"].shape[1]:])
+        gen = gens[1]
+        assert torch.equal(gens[0], gen)  # the m rounding moves no greedy id here
+    out["generated_ids"] = gen
+    out["generated_ids"] = gen[:1]
+    d = (out["logits"] - out["logits_m16"]).abs()
+    print("idefics logits: max |exact - m16| %.3g; generated %s" % (d.max().item(), gen.tolist()))
+    save_file({k: v.contiguous() for k, v in out.items()}, str(IDEFICS_OUT / "golden.safetensors"),
+              metadata={"source": "tiny-idefics-c", "group_size": str(GROUP)})
+
+
 if __name__ == "__main__":
     main()
     linear_g128()
+    idefics()
