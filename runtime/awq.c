@@ -9,6 +9,7 @@
 
 #include "runtime/half.h"
 #include "runtime/json_get.h"
+#include "runtime/parallel.h"
 #include "runtime/quant.h"
 
 /* Output c of a packed word sits in nibble AWQ_NIBBLE[c % 8]: the inverse of AutoAWQ's
@@ -222,21 +223,64 @@ int eg_awq_folder_check(const EgTensorFile *tf, const EgAwqConfig *cfg, EgError 
     return 0;
 }
 
-void eg_awq_to_q4(const EgAwqLinear *a, uint32_t rows, uint32_t cols, uint32_t *dst) {
-    const int32_t *qweight = a->qweight->data, *zeros = a->qzeros->data;
-    uint32_t group = cols / (uint32_t)a->scales->shape[0], words = rows / 8;
+/* Outputs [8·j0, 8·j1) of an AWQ Linear: one packed word column (8 outputs) at a time, each
+ * word of qweight read once and its nibbles spread over the 8 outputs' values (reading output
+ * rows one by one would read every word 8 times, at a stride of a qweight row). */
+typedef struct ConvertPart {
+    const EgAwqLinear *a;
+    uint32_t rows, cols, j0, j1;
+    uint32_t *dst;
+    uint8_t *q; /* 8 · cols bytes: the 8 outputs' values, output by output */
+} ConvertPart;
+
+static void *convert_part(void *arg) {
+    const ConvertPart *p = arg;
+    const int32_t *qweight = p->a->qweight->data, *zeros = p->a->qzeros->data;
+    uint32_t rows = p->rows, cols = p->cols, words = rows / 8;
+    uint32_t group = cols / (uint32_t)p->a->scales->shape[0];
     size_t row_words = eg_quant_row_words(EG_WEIGHTS_Q4, cols);
-    for (uint32_t o = 0; o < rows; o++) {
-        uint32_t *row = dst + (size_t)o * row_words;
-        memset(row, 0, row_words * 4);
-        for (uint32_t b = 0; b < cols / EG_QUANT_BLOCK; b++) {
-            uint32_t k0 = b * EG_QUANT_BLOCK, g = k0 / group;
-            uint16_t s = awq_scale(a->scales, (size_t)g * rows + o);
-            uint32_t z = awq_nibble(zeros, (size_t)g * words + o / 8, o);
-            uint8_t q[EG_QUANT_BLOCK];
-            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
-                q[i] = (uint8_t)awq_nibble(qweight, (size_t)(k0 + i) * words + o / 8, o);
-            eg_q4_pack_block(row, b, s, awq_min(z, s), q);
+    uint8_t *q = p->q;
+    for (uint32_t j = p->j0; j < p->j1; j++) {
+        for (uint32_t k = 0; k < cols; k++) {
+            uint32_t w;
+            memcpy(&w, qweight + (size_t)k * words + j, 4);
+            for (uint32_t c = 0; c < 8; c++)
+                q[(size_t)c * cols + k] = (uint8_t)((w >> (4 * AWQ_NIBBLE[c])) & 15u);
+        }
+        for (uint32_t c = 0; c < 8; c++) {
+            uint32_t o = 8 * j + c, *row = p->dst + (size_t)o * row_words;
+            memset(row, 0, row_words * 4);
+            for (uint32_t b = 0; b < cols / EG_QUANT_BLOCK; b++) {
+                uint32_t g = b * EG_QUANT_BLOCK / group;
+                uint16_t s = awq_scale(p->a->scales, (size_t)g * rows + o);
+                uint32_t z = awq_nibble(zeros, (size_t)g * words + j, c);
+                eg_q4_pack_block(row, b, s, awq_min(z, s),
+                                 q + (size_t)c * cols + (size_t)b * EG_QUANT_BLOCK);
+            }
         }
     }
+    return NULL;
+}
+
+int eg_awq_to_q4(const EgAwqLinear *a, uint32_t rows, uint32_t cols, uint32_t *dst, EgError *err) {
+    uint32_t words = rows / 8;
+    /* parts of at least 16 word columns (128 outputs) */
+    int n = eg_online_cores(EG_PARALLEL_MAX);
+    if ((uint32_t)n > (words + 15) / 16) n = (int)((words + 15) / 16);
+    if (n < 1) n = 1;
+    uint8_t *q = malloc((size_t)8 * cols * (size_t)n);
+    if (!q) return eg_fail(err, "out of host memory");
+    ConvertPart parts[EG_PARALLEL_MAX];
+    for (int i = 0; i < n; i++)
+        parts[i] =
+            (ConvertPart){.a = a,
+                          .rows = rows,
+                          .cols = cols,
+                          .j0 = (uint32_t)((uint64_t)words * (uint64_t)i / (uint64_t)n),
+                          .j1 = (uint32_t)((uint64_t)words * (uint64_t)(i + 1) / (uint64_t)n),
+                          .dst = dst,
+                          .q = q + (size_t)8 * cols * (size_t)i};
+    eg_parallel_run(convert_part, parts, sizeof parts[0], n);
+    free(q);
+    return 0;
 }

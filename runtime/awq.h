@@ -57,7 +57,7 @@ int eg_awq_check(const EgAwqLinear *a, uint32_t rows, uint32_t cols, int group_s
 int eg_awq_folder_check(const EgTensorFile *tf, const EgAwqConfig *cfg, EgError *err);
 
 /* Writes a checked AWQ Linear as rows × eg_quant_row_words(EG_WEIGHTS_Q4, cols) words of q4
- * rows (the device layout; runtime/quant.h). */
-void eg_awq_to_q4(const EgAwqLinear *a, uint32_t rows, uint32_t cols, uint32_t *dst);
+ * rows (the device layout; runtime/quant.h), on every core. Fails only out of host memory. */
+int eg_awq_to_q4(const EgAwqLinear *a, uint32_t rows, uint32_t cols, uint32_t *dst, EgError *err);
 
 #endif

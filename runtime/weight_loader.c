@@ -224,7 +224,10 @@ static int load_awq(EgWeightLoader *L, EgMatrix *m, uint32_t row0, uint32_t rows
     size_t row_bytes = 4 * eg_quant_row_words(EG_WEIGHTS_Q4, cols);
     uint32_t *q4 = malloc(rows * row_bytes + 4);
     if (!q4) return eg_fail(L->err, "%s: out of host memory", name);
-    eg_awq_to_q4(a, rows, cols, q4);
+    if (eg_awq_to_q4(a, rows, cols, q4, L->err)) {
+        free(q4);
+        return eg_fail_prefix(L->err, "%s", name);
+    }
     EgTensorView v = {.name = name,
                       .dtype = EG_DT_U8,
                       .ndim = 2,

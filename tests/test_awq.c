@@ -152,7 +152,7 @@ static void test_linear_g128(void) {
     uint32_t *q4 = malloc(ROWS * words * 4);
     float row[COLS];
     MUST(ref && q4, "reference read");
-    eg_awq_to_q4(&a, ROWS, COLS, q4);
+    MUST(eg_awq_to_q4(&a, ROWS, COLS, q4, &err) == 0, "convert: %s", err.msg);
     double worst = 0, worst_rel = 0;
     int exact = 0, within = 1;
     for (uint32_t o = 0; o < ROWS; o++) {
@@ -182,6 +182,63 @@ static void test_linear_g128(void) {
           exact);
     free(q4), free(ref);
     eg_tensors_close(tf);
+}
+
+/* A wide random AWQ Linear (1024 outputs: several threads' parts) against the weights
+ * (q − z)·s read from it here with AutoAWQ's order: nibble i of a word holds output
+ * 8j + AWQ_ORDER[i]. */
+static void test_linear_wide(void) {
+    enum { ROWS = 1024, COLS = 96, G = 32 };
+    static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    test_rng_init();
+    int32_t *qw = malloc(COLS * ROWS / 8 * 4), *qz = malloc(COLS / G * ROWS / 8 * 4);
+    uint16_t *sc = malloc(COLS / G * ROWS * 2);
+    for (int i = 0; i < COLS * ROWS / 8; i++)
+        qw[i] = (int32_t)test_rng_u64();
+    for (int i = 0; i < COLS / G * ROWS / 8; i++)
+        qz[i] = (int32_t)test_rng_u64();
+    for (int i = 0; i < COLS / G * ROWS; i++)
+        sc[i] = eg_f32_to_f16(test_rng_uniform(1e-3f, 0.5f));
+    EgTensorView w = {.name = "w.qweight",
+                      .dtype = EG_DT_I32,
+                      .ndim = 2,
+                      .shape = {COLS, ROWS / 8},
+                      .data = qw,
+                      .file = "memory"};
+    EgTensorView z = {.name = "w.qzeros",
+                      .dtype = EG_DT_I32,
+                      .ndim = 2,
+                      .shape = {COLS / G, ROWS / 8},
+                      .data = qz,
+                      .file = "memory"};
+    EgTensorView s = {.name = "w.scales",
+                      .dtype = EG_DT_F16,
+                      .ndim = 2,
+                      .shape = {COLS / G, ROWS},
+                      .data = sc,
+                      .file = "memory"};
+    EgAwqLinear a = {&w, &z, &s};
+    EgError err = {0};
+    size_t words = eg_quant_row_words(EG_WEIGHTS_Q4, COLS);
+    uint32_t *q4 = malloc(ROWS * words * 4);
+    float row[COLS];
+    MUST(eg_awq_check(&a, ROWS, COLS, G, &err) == 0 && eg_awq_to_q4(&a, ROWS, COLS, q4, &err) == 0,
+         "wide: %s", err.msg);
+    int within = 1;
+    for (int j = 0; j < ROWS / 8; j++)
+        for (int i = 0; i < 8; i++) {
+            int o = 8 * j + AWQ_ORDER[i];
+            eg_dequantize_row(EG_WEIGHTS_Q4, q4 + (size_t)o * words, COLS, row);
+            for (int k = 0; k < COLS; k++) {
+                uint32_t qv = ((uint32_t)qw[k * ROWS / 8 + j] >> (4 * i)) & 15u,
+                         zv = ((uint32_t)qz[k / G * ROWS / 8 + j] >> (4 * i)) & 15u;
+                float sv = eg_f16_to_f32(sc[k / G * ROWS + o]);
+                double want = ((double)qv - zv) * sv;
+                within &= fabs(row[k] - want) <= ldexp(zv * sv, -11) + ldexp(16.0 * sv, -24);
+            }
+        }
+    CHECK(within, "wide Linear: every weight within the m rounding of (q - z)·s");
+    free(qw), free(qz), free(sc), free(q4);
 }
 
 /* The report's formats: text projections q4, vision projections and the rest fp32. */
@@ -458,6 +515,7 @@ int main(void) {
     snprintf(work, sizeof work, "/tmp/egret_test_awq.%d", (int)getpid());
     MUST(mkdir(work, 0755) == 0, "creating %s", work);
     test_linear_g128();
+    test_linear_wide();
     test_refusals();
     test_mllama_awq(EG_WEIGHTS_DENSE);
     test_mllama_awq(EG_WEIGHTS_Q4); /* accepted, the same load */
