@@ -184,12 +184,59 @@ static void test_linear_g128(void) {
     eg_tensors_close(tf);
 }
 
-/* A wide random AWQ Linear (1024 outputs: several threads' parts) against the weights
- * (q − z)·s read from it here with AutoAWQ's order: nibble i of a word holds output
- * 8j + AWQ_ORDER[i]. */
+/* Whether every weight of the AWQ Linear (qw, qz, sc; group G) converted to q4 is (q − z)·s,
+ * read here with AutoAWQ's order (nibble i of a word holds output 8j + AWQ_ORDER[i]), within
+ * the rounding of m. */
+static int matches_awq(const int32_t *qw, const int32_t *qz, const uint16_t *sc, uint32_t rows,
+                       uint32_t cols, uint32_t G, int group_arg) {
+    static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    EgTensorView w = {.name = "w.qweight",
+                      .dtype = EG_DT_I32,
+                      .ndim = 2,
+                      .shape = {cols, rows / 8},
+                      .data = qw,
+                      .file = "memory"};
+    EgTensorView z = {.name = "w.qzeros",
+                      .dtype = EG_DT_I32,
+                      .ndim = 2,
+                      .shape = {cols / G, rows / 8},
+                      .data = qz,
+                      .file = "memory"};
+    EgTensorView s = {.name = "w.scales",
+                      .dtype = EG_DT_F16,
+                      .ndim = 2,
+                      .shape = {cols / G, rows},
+                      .data = sc,
+                      .file = "memory"};
+    EgAwqLinear a = {&w, &z, &s};
+    EgError err = {0};
+    size_t words = eg_quant_row_words(EG_WEIGHTS_Q4, cols);
+    uint32_t *q4 = malloc(rows * words * 4);
+    float *row = malloc(cols * sizeof *row);
+    MUST(q4 && row && eg_awq_check(&a, rows, cols, group_arg, &err) == 0 &&
+             eg_awq_to_q4(&a, rows, cols, q4, &err) == 0,
+         "AWQ %u x %u, group %d: %s", rows, cols, group_arg, err.msg);
+    int within = 1;
+    for (uint32_t j = 0; j < rows / 8; j++)
+        for (int i = 0; i < 8; i++) {
+            uint32_t o = 8 * j + (uint32_t)AWQ_ORDER[i];
+            eg_dequantize_row(EG_WEIGHTS_Q4, q4 + (size_t)o * words, cols, row);
+            for (uint32_t k = 0; k < cols; k++) {
+                uint32_t qv = ((uint32_t)qw[(size_t)k * rows / 8 + j] >> (4 * i)) & 15u,
+                         zv = ((uint32_t)qz[(size_t)k / G * rows / 8 + j] >> (4 * i)) & 15u;
+                float sv = eg_f16_to_f32(sc[(size_t)k / G * rows + o]);
+                double want = ((double)qv - zv) * sv;
+                within &= fabs(row[k] - want) <= ldexp(zv * sv, -11) + ldexp(16.0 * sv, -24);
+            }
+        }
+    free(q4), free(row);
+    return within;
+}
+
+/* A wide random AWQ Linear (1024 outputs: several threads' parts), and the same values as
+ * one group a row (AutoAWQ's group_size -1). */
 static void test_linear_wide(void) {
     enum { ROWS = 1024, COLS = 96, G = 32 };
-    static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
     test_rng_init();
     int32_t *qw = malloc(COLS * ROWS / 8 * 4), *qz = malloc(COLS / G * ROWS / 8 * 4);
     uint16_t *sc = malloc(COLS / G * ROWS * 2);
@@ -199,46 +246,11 @@ static void test_linear_wide(void) {
         qz[i] = (int32_t)test_rng_u64();
     for (int i = 0; i < COLS / G * ROWS; i++)
         sc[i] = eg_f32_to_f16(test_rng_uniform(1e-3f, 0.5f));
-    EgTensorView w = {.name = "w.qweight",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {COLS, ROWS / 8},
-                      .data = qw,
-                      .file = "memory"};
-    EgTensorView z = {.name = "w.qzeros",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {COLS / G, ROWS / 8},
-                      .data = qz,
-                      .file = "memory"};
-    EgTensorView s = {.name = "w.scales",
-                      .dtype = EG_DT_F16,
-                      .ndim = 2,
-                      .shape = {COLS / G, ROWS},
-                      .data = sc,
-                      .file = "memory"};
-    EgAwqLinear a = {&w, &z, &s};
-    EgError err = {0};
-    size_t words = eg_quant_row_words(EG_WEIGHTS_Q4, COLS);
-    uint32_t *q4 = malloc(ROWS * words * 4);
-    float row[COLS];
-    MUST(eg_awq_check(&a, ROWS, COLS, G, &err) == 0 && eg_awq_to_q4(&a, ROWS, COLS, q4, &err) == 0,
-         "wide: %s", err.msg);
-    int within = 1;
-    for (int j = 0; j < ROWS / 8; j++)
-        for (int i = 0; i < 8; i++) {
-            int o = 8 * j + AWQ_ORDER[i];
-            eg_dequantize_row(EG_WEIGHTS_Q4, q4 + (size_t)o * words, COLS, row);
-            for (int k = 0; k < COLS; k++) {
-                uint32_t qv = ((uint32_t)qw[k * ROWS / 8 + j] >> (4 * i)) & 15u,
-                         zv = ((uint32_t)qz[k / G * ROWS / 8 + j] >> (4 * i)) & 15u;
-                float sv = eg_f16_to_f32(sc[k / G * ROWS + o]);
-                double want = ((double)qv - zv) * sv;
-                within &= fabs(row[k] - want) <= ldexp(zv * sv, -11) + ldexp(16.0 * sv, -24);
-            }
-        }
-    CHECK(within, "wide Linear: every weight within the m rounding of (q - z)·s");
-    free(qw), free(qz), free(sc), free(q4);
+    CHECK(matches_awq(qw, qz, sc, ROWS, COLS, G, G), "wide Linear, group 32: (q - z)·s");
+    CHECK(matches_awq(qw, qz, sc, ROWS, COLS, G, 0), "group implied by the scales");
+    /* the first group's zeros and scales serve whole rows */
+    CHECK(matches_awq(qw, qz, sc, ROWS, COLS, COLS, -1), "group_size -1: (q - z)·s");
+    free(qw), free(qz), free(sc);
 }
 
 /* The report's formats: text projections q4, vision projections and the rest fp32. */
