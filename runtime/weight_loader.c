@@ -220,7 +220,8 @@ static int load_awq(EgWeightLoader *L, EgMatrix *m, uint32_t row0, uint32_t rows
                        "(serve it; egret quantize does not rewrite it)",
                        eg_tensors_source(L->tf), name);
     L->n_tensors += 3;
-    if (L->check_only) return 0;
+    /* a plan (runtime/vk_context.h) allocates but uploads nothing: no rows to convert */
+    if (L->check_only || L->staging->arena.vk->plan_only) return 0;
     size_t row_bytes = 4 * eg_quant_row_words(EG_WEIGHTS_Q4, cols);
     uint32_t *q4 = malloc(rows * row_bytes + 4);
     if (!q4) return eg_fail(L->err, "%s: out of host memory", name);
