@@ -458,7 +458,12 @@ static void refused_config(const char *what, const char *config, const char *fro
 static void test_refusals(void) {
     size_t len, clen;
     unsigned char *st = read_data(AWQ_DIR "/model.safetensors", &len);
-    char *config = (char *)read_data(AWQ_DIR "/config.json", &clen);
+    unsigned char *raw = read_data(AWQ_DIR "/config.json", &clen);
+    char *config = malloc(clen + 1); /* as a string */
+    MUST(config, "out of memory");
+    memcpy(config, raw, clen);
+    config[clen] = 0;
+    free(raw);
     refused_config("bits 8", config, "\"bits\": 4", "\"bits\": 8", st, len, "8 bits");
     const char *versions[] = {"gemv", "marlin", "exllama"};
     for (int i = 0; i < 3; i++) {
