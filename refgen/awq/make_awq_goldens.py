@@ -14,13 +14,11 @@ Writes tests/data/awq/tiny-mllama-awq/:
                      as AWQ's <prefix>.qweight I32 [in, out/8], .qzeros I32 [in/32, out/8],
                      .scales F16 [in/32, out]; every other tensor in fp16 (as published AWQ
                      checkpoints keep them; the references use exactly these values)
-Then tests/data/awq/linear-g128.safetensors (linear_g128) and tests/data/awq/tiny-idefics-awq/
-(idefics): tests/data/awq/README.md.
   golden.safetensors logits [1, 13, 512]: HF MllamaForConditionalGeneration, fp32, on
                      tiny-mllama-a's golden inputs (its golden.safetensors: the test reads them
                      there), sample 0, every AWQ Linear replaced by AutoAWQ's dequantize_gemm (q - z) * s
                      computed in fp32 (exact);
-                     logits_m16 [2, 13, 512]: the same with Egret's q4 weights d*q + m, d = s,
+                     logits_m16 [1, 13, 512]: the same with Egret's q4 weights d*q + m, d = s,
                      m = fp16(-z*s) (the only rounding of the mapping);
                      generated_ids [1, 10]: HF's greedy ids for the exact weights (asserted
                      equal to those for Egret's);
@@ -28,6 +26,8 @@ Then tests/data/awq/linear-g128.safetensors (linear_g128) and tests/data/awq/tin
                      weight, and that over its scale.
 The q, z, s come from AutoAWQ's own zero-point quantizer formula (awq/quantize/quantizer.py,
 pseudo_quantize_tensor) applied to tiny-mllama-a's weights, so the weights look like the originals.
+Then tests/data/awq/linear-g128.safetensors (linear_g128) and tests/data/awq/tiny-idefics-awq/
+(idefics), described in tests/data/awq/README.md.
 """
 import importlib.util
 import json
