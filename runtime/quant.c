@@ -89,6 +89,17 @@ static int q4_block(const float *w, uint32_t n, uint16_t *d, uint16_t *m, uint8_
     return 0;
 }
 
+void eg_q4_pack_block(uint32_t *row, uint32_t b, uint16_t d, uint16_t m,
+                      const uint8_t q[EG_QUANT_BLOCK]) {
+    uint32_t *group = row + group_word(EG_WEIGHTS_Q4, b), j = b % group_blocks(EG_WEIGHTS_Q4);
+    uint32_t *values = group + 4 + 4 * j * block_vectors(EG_WEIGHTS_Q4);
+    group[j] = d | (uint32_t)m << 16;
+    for (uint32_t v = 0; v < EG_QUANT_BLOCK / 8; v++)
+        values[v] = 0;
+    for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
+        values[i / 8] |= (uint32_t)(q[i] & 15u) << (4 * (i % 8));
+}
+
 /* Quantizes one row; on failure the column of the offending block's first weight in *bad. */
 static int quantize_row(EgWeightFormat f, const float *w, uint32_t cols, uint32_t *out,
                         uint32_t *bad) {
@@ -116,9 +127,7 @@ static int quantize_row(EgWeightFormat f, const float *w, uint32_t cols, uint32_
             uint16_t d, m;
             uint8_t q[EG_QUANT_BLOCK];
             if (q4_block(w + k0, n, &d, &m, q)) return -1;
-            group[j] = d | (uint32_t)m << 16;
-            for (uint32_t i = 0; i < EG_QUANT_BLOCK; i++)
-                values[i / 8] |= (uint32_t)q[i] << (4 * (i % 8));
+            eg_q4_pack_block(out, b, d, m, q);
         }
     }
     return 0;

@@ -44,6 +44,12 @@ size_t eg_quant_row_words(EgWeightFormat f, uint32_t cols);
  * infinite, or a block whose scale overflows fp16. */
 int eg_quantize_rows(EgWeightFormat f, const float *src, uint32_t rows, uint32_t cols,
                      uint32_t *dst, EgError *err);
+/* Writes block b of a q4 row (eg_quant_row_words words, its other blocks left alone): scale d
+ * and minimum m (fp16 bits) and its 32 values q (0..15; those past the row's end 0). The one
+ * place that knows where a q4 block's bytes go: quantizing and AWQ's conversion (runtime/awq.h)
+ * both write through it. */
+void eg_q4_pack_block(uint32_t *row, uint32_t b, uint16_t d, uint16_t m,
+                      const uint8_t q[EG_QUANT_BLOCK]);
 /* The weights a quantized row stands for, as the kernels compute them (float). */
 void eg_dequantize_row(EgWeightFormat f, const uint32_t *row, uint32_t cols, float *out);
 /* The first block of a quantized row (bytes at any alignment) whose scale, or q4 minimum, is NaN

@@ -2,7 +2,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 
+#include "runtime/awq.h"
 #include "runtime/quant_file.h"
 
 enum { NAME_MAX_LEN = 256 };
@@ -81,8 +84,24 @@ static int expect_named(EgWeightLoader *L, const char *name, int ndim, const int
     return 0;
 }
 
+/* The AWQ quantization_config of the folder tf was opened from (none for a single file or
+ * random weights: no config.json beside them), and every AWQ tensor checked against it. */
+static int awq_folder(const EgTensorFile *tf, EgAwqConfig *awq, EgError *err) {
+    const char *dir = eg_tensors_source(tf);
+    struct stat st;
+    char path[1200];
+    awq->present = 0;
+    if (!eg_tensors_is_random(tf) && dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        if (stat(path, &st) == 0 && eg_awq_config_read(path, awq, err)) return -1;
+    }
+    return eg_awq_folder_check(tf, awq, err);
+}
+
 int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgWeightFormat *out,
                            EgError *err) {
+    EgAwqConfig awq;
+    if (awq_folder(tf, &awq, err)) return -1;
     const EgTensorView *first = NULL;
     for (int i = 0; i < eg_tensors_count(tf); i++) {
         const EgTensorView *t = eg_tensors_at(tf, i);
@@ -94,6 +113,19 @@ int eg_weight_loader_quant(const EgTensorFile *tf, EgWeightFormat requested, EgW
         if (!first) first = t;
     }
     *out = requested;
+    if (awq.present) {
+        if (first)
+            return eg_fail(err, "%s: AWQ tensors and tensors quantized by Egret ('%s') together",
+                           eg_tensors_source(tf), first->name);
+        /* AWQ's 4 bits load as q4 as they are; q8 would need dequantizing and requantizing */
+        if (requested != EG_WEIGHTS_DENSE && requested != EG_WEIGHTS_Q4)
+            return eg_fail(err,
+                           "%s holds AWQ int4 weights (config.json's quantization_config), which "
+                           "load as q4; --quant %s asks for another format (leave --quant out)",
+                           eg_tensors_source(tf), eg_weight_format_name(requested));
+        *out = EG_WEIGHTS_Q4;
+        return 0;
+    }
     if (!first) return 0;
     /* requantizing would compound two roundings, dequantizing would not restore the weights */
     if (requested != EG_WEIGHTS_DENSE && requested != first->quant)
@@ -176,8 +208,77 @@ int eg_load_scalar(EgWeightLoader *L, float *out, const char *fmt, ...) {
                : 0;
 }
 
+/* Part i of a matrix stored as AWQ (runtime/awq.h), going into rows row0.. of m: checked,
+ * converted to q4 rows on the host and uploaded as a pre-quantized tensor would be. */
+static int load_awq(EgWeightLoader *L, EgMatrix *m, uint32_t row0, uint32_t rows, uint32_t cols,
+                    const char *name, const EgAwqLinear *a) {
+    if (eg_awq_check(a, rows, cols, 0, L->err)) return eg_fail_prefix(L->err, "%s", name);
+    /* egret quantize keeps pointers to the checkpoint's own tensors: AWQ's are not q4 rows */
+    if (L->visit)
+        return eg_fail(L->err,
+                       "%s: '%s' is stored as AWQ int4: such a folder loads as q4 as it is "
+                       "(serve it; egret quantize does not rewrite it)",
+                       eg_tensors_source(L->tf), name);
+    L->n_tensors += 3;
+    /* a plan (runtime/vk_context.h) allocates but uploads nothing: no rows to convert */
+    if (L->check_only || L->staging->arena.vk->plan_only) return 0;
+    size_t row_bytes = 4 * eg_quant_row_words(EG_WEIGHTS_Q4, cols);
+    uint32_t *q4 = malloc(rows * row_bytes + 4);
+    if (!q4) return eg_fail(L->err, "%s: out of host memory", name);
+    if (eg_awq_to_q4(a, rows, cols, q4, L->err)) {
+        free(q4);
+        return eg_fail_prefix(L->err, "%s", name);
+    }
+    EgTensorView v = {.name = name,
+                      .dtype = EG_DT_U8,
+                      .ndim = 2,
+                      .shape = {rows, (int64_t)row_bytes},
+                      .numel = (int64_t)(rows * row_bytes),
+                      .data = q4,
+                      .nbytes = rows * row_bytes,
+                      .file = a->qweight->file,
+                      .quant = EG_WEIGHTS_Q4,
+                      .quant_cols = cols};
+    int rc = eg_matrix_upload_view(L->ops, L->staging, m, row0, &v, L->err);
+    free(q4);
+    return rc;
+}
+
+/* Which of the n parts are stored as AWQ (awq[i]); the matrix's format is q4 when they are,
+ * and `format` otherwise, except that in an AWQ folder the projections it keeps dense
+ * (modules_to_not_convert) stay dense. Parts of one matrix stored both ways are refused. */
+static int awq_parts(EgWeightLoader *L, EgWeightFormat *format, int n, const uint32_t *rows,
+                     const char *const *names, EgAwqLinear *awq) {
+    int found = -1, dense = -1;
+    for (int i = 0; i < n; i++) {
+        if (!rows[i]) continue;
+        if (eg_awq_find(L->tf, names[i], &awq[i]))
+            found = found < 0 ? i : found;
+        else
+            dense = dense < 0 ? i : dense;
+    }
+    if (found < 0) {
+        if (*format == EG_WEIGHTS_Q4 && eg_awq_any(L->tf)) *format = EG_WEIGHTS_DENSE;
+        return 0;
+    }
+    if (dense >= 0)
+        return eg_fail(L->err, "%s: '%s' is stored as AWQ and '%s' is not, in one matrix",
+                       eg_tensors_source(L->tf), names[found], names[dense]);
+    if (*format != EG_WEIGHTS_Q4)
+        return eg_fail(L->err,
+                       "tensor '%s' in %s is stored as AWQ int4, but this model loads it %s "
+                       "(docs/quantization.md)",
+                       awq[found].qweight->name, awq[found].qweight->file,
+                       *format == EG_WEIGHTS_DENSE ? "in fp16/fp32" : "as q8");
+    return 0;
+}
+
 int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t cols, int n,
                  const uint32_t *rows, const char *const *names) {
+    enum { MAX_PARTS = 8 };
+    EgAwqLinear awq[MAX_PARTS] = {0};
+    if (n > MAX_PARTS) return eg_fail(L->err, "%s: %d tensors in one matrix", names[0], n);
+    if (awq_parts(L, &format, n, rows, names, awq)) return -1;
     uint32_t total = 0;
     for (int i = 0; i < n; i++)
         total += rows[i];
@@ -187,6 +288,10 @@ int eg_load_rows(EgWeightLoader *L, EgMatrix *m, EgWeightFormat format, uint32_t
         return eg_fail_prefix(L->err, "%s", names[0]);
     for (int i = 0, row0 = 0; i < n; row0 += (int)rows[i++]) {
         if (!rows[i]) continue;
+        if (awq[i].qweight) {
+            if (load_awq(L, m, (uint32_t)row0, rows[i], cols, names[i], &awq[i])) return -1;
+            continue;
+        }
         int64_t shape[2] = {rows[i], cols};
         const EgTensorView *t;
         if (expect_named(L, names[i], 2, shape, format, &t) ||

@@ -57,6 +57,8 @@ int main(void) {
     (void)plan_matches_real(test_data_path("mllama/tiny-mllama-b"), 1, EG_WEIGHTS_DENSE);
     (void)plan_matches_real(test_data_path("mllama/tiny-mllama-a"), 0, EG_WEIGHTS_Q4);
     (void)plan_matches_real(test_model_path("shapes-idefics"), 0, EG_WEIGHTS_Q4);
+    /* an AWQ folder: its q4 matrices allocated, its rows not converted for a plan */
+    (void)plan_matches_real(test_data_path("awq/tiny-mllama-awq"), 0, EG_WEIGHTS_DENSE);
     (void)plan_llama_11b();
     return test_finish();
 }

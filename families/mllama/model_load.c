@@ -69,13 +69,17 @@ EgMllamaModel *eg_mllama_model_load(const char *dir, const EgMllamaOptions *opt,
         eg_mllama_vision_load(m, tf, &names, err))
         goto fail;
     eg_tensors_close(tf);
-    if (opt->progress)
+    if (opt->progress) {
+        /* as loaded: a quantized folder's own format, or dense where an AWQ folder keeps it */
+        char projections[32];
+        eg_weight_group_format(&m->weight_report, EG_WEIGHT_GROUP_VISION, projections,
+                               sizeof projections);
         fprintf(opt->progress,
                 "egret: loaded the mllama vision tower of %s (%.1f MiB as %s, projections %s) "
                 "in %.2f s\n",
                 dir, (double)m->weights.bytes_used / (1 << 20), opt->fp32 ? "fp32" : "fp16",
-                opt->quant ? eg_weight_format_name(opt->quant) : (opt->fp32 ? "fp32" : "fp16"),
-                eg_now_s() - t0);
+                projections, eg_now_s() - t0);
+    }
     return m;
 fail:
     eg_fail_prefix(err, "loading model %s", dir);
