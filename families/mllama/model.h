@@ -21,8 +21,8 @@
 typedef struct EgMllamaConfig {
     EgMllamaVisionConfig vision;
     EgMllamaTextConfig text; /* text_config whole: shapes, RoPE, ids, eos */
-    int image_token_index; /* <|image|>; an embedding row past vocab_size */
-    char dtype[16];        /* as written ("bfloat16", ...), informative */
+    int image_token_index;   /* <|image|>; an embedding row past vocab_size */
+    char dtype[16];          /* as written ("bfloat16", ...), informative */
 } EgMllamaConfig;
 
 /* json need not be NUL-terminated; source_name names the file in messages. */
