@@ -92,16 +92,17 @@ typedef struct EgOps {
      * invocations of q_tn rows of W each */
     EgPipeline matmul_q[2][EG_MATVEC_VARIANTS + 1];
     uint32_t q_wg, q_tm, q_tn;
-    /* Integer dot products for those of up to EG_MATVEC_MAX_ROWS rows of x (where
-     * eg_int_dot_choose says; docs/quantization.md "Integer dot products"): x's rows quantized
-     * to int8 blocks into int_dot_x (quantize_act.comp), then matmul_q_idot[format - 1][v].
-     * int_dot_x holds EG_MATVEC_MAX_ROWS rows of up to EG_INT_DOT_MAX_K elements (longer rows
-     * take the float kernels). Every product recorded with these ops shares it: the recorder's
-     * barriers order them within a command buffer, and one command buffer with these ops is
-     * recorded and run at a time (as the engine does). */
+    /* Integer dot products for them (where eg_int_dot_choose says; docs/quantization.md
+     * "Integer dot products"): x's rows quantized to int8 blocks into int_dot_x
+     * (quantize_act.comp), then matmul_q_idot[format - 1][v] (v as matmul_q's), in passes of as
+     * many rows as int_dot_x (int_dot_x_bytes) holds: eg_int_dot_pass_rows. Every product
+     * recorded with these ops shares int_dot_x: the recorder's barriers order them within a
+     * command buffer, and one command buffer with these ops is recorded and run at a time (as
+     * the engine does). */
     int int_dot;
-    EgPipeline quantize_act, matmul_q_idot[2][EG_MATVEC_VARIANTS];
+    EgPipeline quantize_act, matmul_q_idot[2][EG_MATVEC_VARIANTS + 1];
     EgBuffer int_dot_x;
+    uint64_t int_dot_x_bytes;
     /* shaders/attention_flash.comp (K/V tiles in shared memory, shared by flash_queries
      * queries) for dispatches of heads up to flash_max_dim: 0 never, 1 those of at least
      * EG_FLASH_MIN_QUERIES queries, 2 every one (tests, EGRET_ATTN_FLASH=1) */
@@ -169,6 +170,7 @@ typedef struct EgOpsConfig {
      * the device lacks the feature), -1 never, 0 automatic (EGRET_INT_DOT, else where
      * accelerated) */
     int int_dot;
+    uint64_t int_dot_x_bytes; /* int-dot: bytes of quantized x rows (0: EG_INT_DOT_X_BYTES) */
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 /* EgOpsConfig.quant_kernels for a model whose projections are all in `projections` */
@@ -177,8 +179,9 @@ static inline int eg_ops_quant_kernels_for(EgWeightFormat projections) {
 }
 void eg_ops_destroy(EgOps *ops);
 
-/* The longest rows of x the int-dot kernels take (EgOps.int_dot_x's size: 8 rows of 80 KiB). */
-#define EG_INT_DOT_MAX_K 65536u
+/* Bytes of x's quantized rows the int-dot kernels hold at once (EgOps.int_dot_x): 819 rows of
+ * 4096 elements; more rows run in passes. */
+#define EG_INT_DOT_X_BYTES (4u << 20)
 /* 16-byte vectors of one row of K elements in EgOps.int_dot_x (shaders/act_quant_layout.glsl:
  * groups of 2 blocks of 32, a header vector and 4 of int8 values). */
 static inline uint32_t eg_int_dot_row_vecs(uint32_t K) {
@@ -237,9 +240,11 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a);
  * (rms_weight): matmul_direct's, on CPU devices; elsewhere the norm is its own op. */
 int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a);
 /* Whether this product (its rows and w) runs the int-dot kernels (EgOps.int_dot): x's rows are
- * then quantized to int8 into EgOps.int_dot_x first, where they stay until the next such
- * product (the tests read them back). */
+ * then quantized to int8 into EgOps.int_dot_x first, eg_int_dot_pass_rows at a time; the last
+ * pass's stay there until the next such product (the tests read them back). */
 int eg_linear_int_dot(const EgOps *ops, const EgLinear *a);
+/* Rows of k elements per int-dot pass (0: a row does not fit EgOps.int_dot_x). */
+uint32_t eg_int_dot_pass_rows(const EgOps *ops, uint32_t k);
 /* Whether products of [gate; up] (2n rows of k) can fuse the SwiGLU (EgLinear.swiglu) for any
  * number of rows of x: matmul_direct's kernels, on CPU devices, for small enough weights. */
 int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k);

@@ -13,8 +13,10 @@
  *    kernels' (relative L2 1e-5 fp32, 2e-3 fp16, i.e. float accumulation and output rounding);
  *  - the product against the unquantized activations, within the bound the activation rounding
  *    allows: sum over blocks of (scale / 2) · sum |w| (plus the float rounding above).
- * And the policy: the kernels are chosen only where asked for or accelerated, only for up to
- * EG_MATVEC_MAX_ROWS rows, and a device without the feature refuses them when required. */
+ * Products of more rows than the activation buffer holds run in passes: with a buffer of a few
+ * rows, the same bits as in one. And the policy: the kernels are chosen only where asked for or
+ * accelerated, only for rows that fit the buffer, and a device without the feature refuses them
+ * when required. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +69,13 @@ typedef struct Case {
     uint32_t x_off, x_pad; /* x rows start at x_off, ldx = K + x_pad */
     uint32_t y_off, y_pad;
     uint32_t chunk_rows; /* 0: one chunk */
+    /* also run with g_small_ops (int_dot_x of a few rows: several passes), which must give the
+     * same bits */
+    int passes;
 } Case;
+
+static EgOps g_small_ops[2]; /* per precision: int_dot_x of SMALL_X_BYTES */
+#define SMALL_X_BYTES 16384
 
 /* Byte i of the 32 int8 values of a block, as the quantizer stored them, for element e (0..31)
  * of the block: order 0 natural, 1 q4's (act_quant_layout.glsl). */
@@ -75,6 +83,22 @@ static int block_value(const uint32_t *words, int order, uint32_t e) {
     uint32_t run = e / 8, r = e % 8;
     uint32_t word = order ? 2 * run + r % 2 : e / 4, byte = order ? r / 2 : e % 4;
     return (int8_t)(words[word] >> (8 * byte) & 255u);
+}
+
+/* One eg_op_linear on ops into a poisoned y (or y0 with accum), with the activation buffer
+ * poisoned too; returns y's whole buffer. */
+static float *run_linear(const EgOps *ops, const EgLinear *a, const float *y0, size_t ny) {
+    EgError err = {0};
+    if (a->accum) must(eg_upload_f32(ops, &g_st, a->y, 0, y0, ny, &err), &err, "eg_upload_f32");
+    EgCmd cmd;
+    must(eg_cmd_begin(&g_vk, &cmd, &err), &err, "eg_cmd_begin");
+    if (!a->accum) eg_cmd_fill(&cmd, a->y, POISON);
+    eg_cmd_fill(&cmd, &ops->int_dot_x, POISON);
+    eg_op_linear(&cmd, ops, a);
+    must(eg_cmd_submit_wait(&cmd, &err), &err, "eg_cmd_submit_wait");
+    float *got = malloc(ny * sizeof *got);
+    must(eg_download_f32(ops, &g_st, a->y, 0, got, ny, &err), &err, "eg_download_f32");
+    return got;
 }
 
 static void run_case(const Case *c) {
@@ -107,7 +131,6 @@ static void run_case(const Case *c) {
     must(eg_upload_f32(g_ops, &g_st, &bx, 0, x, nx, &err) ||
              eg_upload_f32(g_ops, &g_st, &bb, 0, bias, N, &err),
          &err, "eg_upload_f32");
-    if (c->accum) must(eg_upload_f32(g_ops, &g_st, &by, 0, y0, ny, &err), &err, "eg_upload_f32");
     EgMatrix wm;
     must(eg_matrix_create_format(g_ops, &g_arena, N, K, c->chunk_rows, c->quant, &wm, &err), &err,
          "eg_matrix_create_format");
@@ -129,14 +152,7 @@ static void run_case(const Case *c) {
              c->act ? " act" : "", c->accum ? " accum" : "", c->x_off, ldx, c->y_off, ldy,
              c->chunk_rows ? " chunked" : "");
     CHECK(eg_linear_int_dot(g_ops, &a), "%s [%s]: not on the int-dot kernels", name, prec());
-    EgCmd cmd;
-    must(eg_cmd_begin(&g_vk, &cmd, &err), &err, "eg_cmd_begin");
-    if (!c->accum) eg_cmd_fill(&cmd, &by, POISON);
-    eg_cmd_fill(&cmd, &g_ops->int_dot_x, POISON);
-    eg_op_linear(&cmd, g_ops, &a);
-    must(eg_cmd_submit_wait(&cmd, &err), &err, "eg_cmd_submit_wait");
-    float *got = malloc(ny * sizeof *got);
-    must(eg_download_f32(g_ops, &g_st, &by, 0, got, ny, &err), &err, "eg_download_f32");
+    float *got = run_linear(g_ops, &a, y0, ny);
     uint32_t row_words = 4 * eg_int_dot_row_vecs(K);
     uint32_t *xq = malloc((size_t)M * row_words * 4);
     must(eg_download(&g_st, &g_ops->int_dot_x, 0, xq, (size_t)M * row_words * 4, &err), &err,
@@ -241,6 +257,18 @@ static void run_case(const Case *c) {
           over_bound, worst_ratio);
     CHECK(clobbered == 0, "%s [%s]: %zu elements outside the output changed", name, prec(),
           clobbered);
+    if (c->passes) {
+        EgOps *small = &g_small_ops[g_ops->f16];
+        uint32_t pass = eg_int_dot_pass_rows(small, K);
+        CHECK(pass > 0 && pass < M, "%s: %u rows per pass of the small buffer", name, pass);
+        float *got2 = run_linear(small, &a, y0, ny);
+        size_t diff = 0;
+        for (size_t i = 0; i < ny; i++)
+            diff += memcmp(&got[i], &got2[i], sizeof got[i]) != 0;
+        CHECK(diff == 0, "%s [%s]: %zu elements differ between passes of %u rows and one", name,
+              prec(), diff, pass);
+        free(got2);
+    }
     eg_matrix_release(&wm);
     eg_arena_reset(&g_arena);
     free(x), free(w), free(bias), free(y0), free(q), free(wq), free(got), free(xq), free(xdq),
@@ -273,25 +301,42 @@ static void test_cases(void) {
                          .y_off = 6,
                          .y_pad = 13,
                          .chunk_rows = 13});
+        /* matrix-matrix: rows of x past the decode variants, 8 per workgroup row and not a
+         * multiple of it; in several passes (the small buffer) giving the same bits */
+        run_case(&(Case){.quant = f, .M = 9, .N = 129, .K = 71, .bias = 1});
+        run_case(&(Case){.quant = f, .M = 37, .N = 70, .K = 295, .x_off = 5, .x_pad = 3});
+        run_case(&(Case){.quant = f,
+                         .M = 130,
+                         .N = 33,
+                         .K = 300,
+                         .accum = 1,
+                         .act = EG_OP_ACT_SILU,
+                         .y_off = 2,
+                         .y_pad = 3,
+                         .chunk_rows = 13,
+                         .passes = 1});
+        run_case(&(Case){.quant = f, .M = 5, .N = 40, .K = 3000, .bias = 1, .passes = 1});
         /* a model's width (IDEFICS-9B's 4096 plus a partial block) */
         run_case(&(Case){.quant = f, .M = 1, .N = 37, .K = 4103, .bias = 1});
     }
 }
 
-/* The choice: more rows than EG_MATVEC_MAX_ROWS, rows longer than EG_INT_DOT_MAX_K and dense
- * weights stay on the float kernels; ops with the kernels off never take them. */
+/* The choice: any number of rows; rows longer than the activation buffer and dense weights stay
+ * on the float kernels; ops with the kernels off never take them. */
 static void test_choice(EgOps *on, EgOps *off) {
     EgMatrix q8 = {.rows = 64, .cols = 300, .format = EG_WEIGHTS_Q8};
     EgMatrix q4 = {.rows = 64, .cols = 300, .format = EG_WEIGHTS_Q4};
     EgMatrix dense = {.rows = 64, .cols = 300};
-    EgMatrix wide = {.rows = 4, .cols = EG_INT_DOT_MAX_K + 1, .format = EG_WEIGHTS_Q4};
+    /* a row larger than the whole buffer */
+    EgMatrix wide = {.rows = 4, .cols = EG_INT_DOT_X_BYTES / 80 * 64 + 64, .format = EG_WEIGHTS_Q4};
     CHECK(eg_linear_int_dot(on, &(EgLinear){.w = &q8, .rows = 1}), "q8, 1 row: int-dot");
     CHECK(eg_linear_int_dot(on, &(EgLinear){.w = &q4, .rows = EG_MATVEC_MAX_ROWS}),
           "q4, %d rows: int-dot", EG_MATVEC_MAX_ROWS);
-    CHECK(!eg_linear_int_dot(on, &(EgLinear){.w = &q4, .rows = EG_MATVEC_MAX_ROWS + 1}),
-          "q4, %d rows: float kernels", EG_MATVEC_MAX_ROWS + 1);
+    CHECK(eg_linear_int_dot(on, &(EgLinear){.w = &q4, .rows = 1000}), "q4, 1000 rows: int-dot");
     CHECK(!eg_linear_int_dot(on, &(EgLinear){.w = &dense, .rows = 1}), "dense: not int-dot");
-    CHECK(!eg_linear_int_dot(on, &(EgLinear){.w = &wide, .rows = 1}), "K > max: float kernels");
+    CHECK(eg_int_dot_pass_rows(on, wide.cols - 64) == 1 && eg_int_dot_pass_rows(on, wide.cols) == 0,
+          "rows per pass at the buffer's size");
+    CHECK(!eg_linear_int_dot(on, &(EgLinear){.w = &wide, .rows = 1}), "K > buffer: float kernels");
     CHECK(!eg_linear_int_dot(off, &(EgLinear){.w = &q8, .rows = 1}), "int-dot off: float kernels");
     /* the automatic choice follows the device's report (EGRET_INT_DOT unset under ctest) */
     if (!getenv("EGRET_INT_DOT"))
@@ -328,6 +373,11 @@ int main(void) {
              "eg_ops_init_config (int-dot)");
     must(eg_ops_init_config(&off, &g_vk, 0, &(EgOpsConfig){.int_dot = -1}, &err), &err,
          "eg_ops_init_config (int-dot off)");
+    for (int p = 0; p < 2; p++)
+        must(eg_ops_init_config(&g_small_ops[p], &g_vk, p,
+                                &(EgOpsConfig){.int_dot = 1, .int_dot_x_bytes = SMALL_X_BYTES},
+                                &err),
+             &err, "eg_ops_init_config (int-dot, small buffer)");
     must(eg_staging_init(&g_st, &g_vk, 1u << 20, &err), &err, "eg_staging_init");
     eg_arena_init(&g_arena, &g_vk, EG_MEM_DEVICE, 4u << 20);
     test_choice(&ops[0], &off);
@@ -341,6 +391,8 @@ int main(void) {
     eg_arena_reset(&g_arena);
     eg_staging_destroy(&g_st);
     eg_ops_destroy(&off);
+    eg_ops_destroy(&g_small_ops[1]);
+    eg_ops_destroy(&g_small_ops[0]);
     eg_ops_destroy(&ops[1]);
     eg_ops_destroy(&ops[0]);
     eg_vk_destroy(&g_vk);
