@@ -337,8 +337,8 @@ static int builds_format(const EgOpsConfig *cfg, EgWeightFormat f) {
 }
 
 /* The int-dot kernels (shaders/quantize_act.comp, linear_quant_idot.glsl) where
- * eg_int_dot_choose says, with the quantized kernels' work split (q_wg, q_tn; 1, 2, 4, 8 rows
- * of x), and the buffer of x's quantized rows. */
+ * eg_int_dot_choose says, with the float quantized kernels' work split (q_wg, q_tn; 1, 2, 4, 8
+ * rows of x, and q_tm per workgroup row for more), and the buffer of x's quantized rows. */
 static int int_dot_params(EgOps *ops, EgVk *vk, const EgOpsConfig *cfg, EgPipelineBatch *batch,
                           EgError *err) {
     int use = eg_int_dot_choose(&vk->int_dot, cfg->int_dot);
