@@ -338,7 +338,9 @@ static int builds_format(const EgOpsConfig *cfg, EgWeightFormat f) {
 
 /* The int-dot kernels (shaders/quantize_act.comp, linear_quant_idot.glsl) where
  * eg_int_dot_choose says, with the float quantized kernels' work split (q_wg, q_tn; 1, 2, 4, 8
- * rows of x, and q_tm per workgroup row for more), and the buffer of x's quantized rows. */
+ * rows of x, and q_tm per workgroup row for more), and the buffer of x's quantized rows; only
+ * for the formats whose float kernels are built (EgOpsConfig.quant_kernels: none for a dense
+ * model, which gets no buffer either). */
 static int int_dot_params(EgOps *ops, EgVk *vk, const EgOpsConfig *cfg, EgPipelineBatch *batch,
                           EgError *err) {
     int use = eg_int_dot_choose(&vk->int_dot, cfg->int_dot);
@@ -346,7 +348,8 @@ static int int_dot_params(EgOps *ops, EgVk *vk, const EgOpsConfig *cfg, EgPipeli
         return eg_fail(err, "int-dot kernels asked for (%s) but %s lacks them: %s",
                        cfg->int_dot > 0 ? "required" : "EGRET_INT_DOT=1", vk->props.deviceName,
                        vk->int_dot.why);
-    if (!use) return 0;
+    /* a model whose projections are dense has no quantized products */
+    if (!use || cfg->quant_kernels < 0) return 0;
     ops->int_dot = 1;
     ops->int_dot_x_bytes = cfg->int_dot_x_bytes ? cfg->int_dot_x_bytes : EG_INT_DOT_X_BYTES;
     if (eg_buffer_create(&ops->arena, ops->int_dot_x_bytes, &ops->int_dot_x, err)) return -1;
@@ -354,7 +357,7 @@ static int int_dot_params(EgOps *ops, EgVk *vk, const EgOpsConfig *cfg, EgPipeli
                           sizeof(QuantizeActPush), NULL, 0);
     static const char *const names[2] = {"matmul_q8_idot", "matmul_q4_idot"};
     for (int f = 0; f < 2; f++)
-        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++) {
+        for (int v = 0; v <= EG_MATVEC_VARIANTS && builds_format(cfg, f + 1); v++) {
             uint32_t spec[3] = {ops->q_wg, v < EG_MATVEC_VARIANTS ? 1u << v : ops->q_tm, ops->q_tn};
             eg_pipeline_batch_add(batch, &ops->matmul_q_idot[f][v], names[f], 5, 1u << 4, 0,
                                   sizeof(MatmulPush), spec, 3);

@@ -343,6 +343,27 @@ static void test_choice(EgOps *on, EgOps *off) {
         CHECK(eg_int_dot_choose(&g_vk.int_dot, 0) == g_vk.int_dot.accelerated,
               "automatic: int-dot %s on a device where it is %s",
               eg_int_dot_choose(&g_vk.int_dot, 0) ? "on" : "off", g_vk.int_dot.why);
+    /* a model builds only its projections' format's kernels (EgOpsConfig.quant_kernels) */
+    EgError err = {0};
+    EgOps q8_only, dense_only;
+    if (eg_ops_init_config(&q8_only, &g_vk, 0,
+                           &(EgOpsConfig){.int_dot = 1, .quant_kernels = EG_WEIGHTS_Q8},
+                           &err) == 0) {
+        CHECK(q8_only.int_dot && q8_only.matmul_q_idot[0][0].pipeline &&
+                  !q8_only.matmul_q_idot[1][0].pipeline,
+              "a q8 model's ops: q8's int-dot kernels alone");
+        eg_ops_destroy(&q8_only);
+    } else {
+        CHECK(0, "eg_ops_init_config (q8 kernels alone): %s", err.msg);
+    }
+    if (eg_ops_init_config(&dense_only, &g_vk, 0, &(EgOpsConfig){.int_dot = 1, .quant_kernels = -1},
+                           &err) == 0) {
+        CHECK(!dense_only.int_dot && !dense_only.int_dot_x.buf && !dense_only.quantize_act.pipeline,
+              "a dense model's ops: no int-dot kernels, no activation buffer");
+        eg_ops_destroy(&dense_only);
+    } else {
+        CHECK(0, "eg_ops_init_config (dense): %s", err.msg);
+    }
     EgIntDot none = {0};
     CHECK(eg_int_dot_choose(&none, 1) == -1, "required without the feature: refused");
     CHECK(eg_int_dot_choose(&none, 0) == 0, "automatic without the feature: off");
