@@ -11,10 +11,12 @@
  *             [--mm-direct 1|-1] [--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1]
  *             [--norm-rows N] [--attn-queries N]
  *             [--mm|--mm-small|--mm-large BMxBNxBKxTMxTN]   (--mm: both tiles)
- *             [--quant q8|q4]
+ *             [--quant q8|q4] [--int-dot 1|-1]
  *
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
  * (--mv-rpg, --mv-load64, ...) are measured against the defaults, sample by sample.
+ * --int-dot 1|-1: the new kernels' quantized products of up to 8 rows on integer dot products
+ * (docs/quantization.md "Integer dot products") or never (default: where accelerated).
  *
  * Each sample records `inner` back-to-back linear ops into one command buffer (sized so a
  * sample takes about 50 ms), submits it and waits; old and new alternate sample by sample, and
@@ -344,6 +346,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--quant") && eg_weight_format_parse(v, &quant, &err) == 0) {
             vs_default = 1;
             i++;
+        } else if (!strcmp(a, "--int-dot") && (!strcmp(v, "1") || !strcmp(v, "-1"))) {
+            cfg.int_dot = atoi(v), i++;
         } else {
             fprintf(stderr,
                     "usage: ops_bench [--quick] [--samples N] [--only decode|prefill] "
@@ -351,7 +355,8 @@ int main(int argc, char **argv) {
                     "[--mv-rpg N] [--mv-load64 1|-1] [--vs-default] [--mm-direct 1|-1] "
                     "[--md-few 1|-1] [--md-texel 1|-1] [--attn-texel 1|-1] [--norm-rows N] "
                     "[--attn-queries N] "
-                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN] [--quant q8|q4]\n");
+                    "[--mm|--mm-small|--mm-large BMxBNxBKxTMxTN] [--quant q8|q4] "
+                    "[--int-dot 1|-1]\n");
             return 2;
         }
     }

@@ -53,7 +53,7 @@ int eg_coopmat_choose(const EgCoopmatShape *shapes, int n, EgCoopmatShape *out) 
     return 0;
 }
 
-static int has_extension(VkPhysicalDevice phys, const char *name) {
+int eg_device_has_extension(VkPhysicalDevice phys, const char *name) {
     uint32_t n = 0;
     if (vkEnumerateDeviceExtensionProperties(phys, NULL, &n, NULL) != VK_SUCCESS || !n) return 0;
     VkExtensionProperties *ext = calloc(n, sizeof *ext);
@@ -135,7 +135,7 @@ const char *eg_coopmat_probe(VkInstance instance, VkPhysicalDevice phys, EgCoopm
                  {EG_COOPMAT_NV, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, nv_shapes}};
     int offered = 0;
     for (int t = 0; t < 2; t++) {
-        if (!has_extension(phys, tries[t].ext)) continue;
+        if (!eg_device_has_extension(phys, tries[t].ext)) continue;
         offered = 1;
         int n = tries[t].query(instance, phys, shapes);
         if (n < 0) {

@@ -40,4 +40,7 @@ int eg_coopmat_choose(const EgCoopmatShape *shapes, int n, EgCoopmatShape *out);
 const char *eg_coopmat_probe(VkInstance instance, VkPhysicalDevice phys, EgCoopmat *cm,
                              void **feature);
 
+/* Whether the physical device offers the device extension `name` (also runtime/int_dot.c). */
+int eg_device_has_extension(VkPhysicalDevice phys, const char *name);
+
 #endif

@@ -13,6 +13,9 @@ typedef struct {
     float eps;
 } MatmulPush;
 typedef struct {
+    uint32_t M, K, ldx, x_off, order;
+} QuantizeActPush;
+typedef struct {
     uint32_t rows, dim, x_off, x_stride, x_batch, y_off, y_stride, y_batch;
     float eps;
     uint32_t rms;
@@ -333,6 +336,35 @@ static int builds_format(const EgOpsConfig *cfg, EgWeightFormat f) {
     return cfg->quant_kernels == 0 || cfg->quant_kernels == (int)f;
 }
 
+/* The int-dot kernels (shaders/quantize_act.comp, linear_quant_idot.glsl) where
+ * eg_int_dot_choose says, with the float quantized kernels' work split (q_wg, q_tn; 1, 2, 4, 8
+ * rows of x, and q_tm per workgroup row for more), and the buffer of x's quantized rows; only
+ * for the formats whose float kernels are built (EgOpsConfig.quant_kernels: none for a dense
+ * model, which gets no buffer either). */
+static int int_dot_params(EgOps *ops, EgVk *vk, const EgOpsConfig *cfg, EgPipelineBatch *batch,
+                          EgError *err) {
+    int use = eg_int_dot_choose(&vk->int_dot, cfg->int_dot);
+    if (use < 0)
+        return eg_fail(err, "int-dot kernels asked for (%s) but %s lacks them: %s",
+                       cfg->int_dot > 0 ? "required" : "EGRET_INT_DOT=1", vk->props.deviceName,
+                       vk->int_dot.why);
+    /* a model whose projections are dense has no quantized products */
+    if (!use || cfg->quant_kernels < 0) return 0;
+    ops->int_dot = 1;
+    ops->int_dot_x_bytes = cfg->int_dot_x_bytes ? cfg->int_dot_x_bytes : EG_INT_DOT_X_BYTES;
+    if (eg_buffer_create(&ops->arena, ops->int_dot_x_bytes, &ops->int_dot_x, err)) return -1;
+    eg_pipeline_batch_add(batch, &ops->quantize_act, "quantize_act", 2, 1u << 1, 0,
+                          sizeof(QuantizeActPush), NULL, 0);
+    static const char *const names[2] = {"matmul_q8_idot", "matmul_q4_idot"};
+    for (int f = 0; f < 2; f++)
+        for (int v = 0; v <= EG_MATVEC_VARIANTS && builds_format(cfg, f + 1); v++) {
+            uint32_t spec[3] = {ops->q_wg, v < EG_MATVEC_VARIANTS ? 1u << v : ops->q_tm, ops->q_tn};
+            eg_pipeline_batch_add(batch, &ops->matmul_q_idot[f][v], names[f], 5, 1u << 4, 0,
+                                  sizeof(MatmulPush), spec, 3);
+        }
+    return 0;
+}
+
 int eg_ops_init(EgOps *ops, EgVk *vk, int f16, EgError *err) {
     return eg_ops_init_config(ops, vk, f16, &(EgOpsConfig){0}, err);
 }
@@ -495,7 +527,9 @@ int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, Eg
             eg_pipeline_batch_add(batch, &ops->matmul_q[f][v], q_names[q_texel][f], 5, 1u << 4,
                                   q_texel ? 3u : 0u, sizeof(MatmulPush), spec, 3);
         }
-    if (eg_pipeline_batch_build(vk, batch, err) == 0) return 0;
+    if (int_dot_params(ops, vk, cfg, batch, err) == 0 &&
+        eg_pipeline_batch_build(vk, batch, err) == 0)
+        return 0;
     eg_ops_destroy(ops);
     return -1;
 }
@@ -521,7 +555,8 @@ void eg_ops_destroy(EgOps *ops) {
                          &ops->attention_one[1],
                          &ops->matmul_direct,
                          &ops->matmul_direct_swiglu,
-                         &ops->matmul_direct_act};
+                         &ops->matmul_direct_act,
+                         &ops->quantize_act};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         eg_pipeline_destroy(ops->vk, all[i]);
     for (int v = 0; v < EG_MATVEC_VARIANTS; v++) {
@@ -531,8 +566,10 @@ void eg_ops_destroy(EgOps *ops) {
         eg_pipeline_destroy(ops->vk, &ops->matmul_direct_few_act[v]);
     }
     for (int f = 0; f < 2; f++)
-        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++)
+        for (int v = 0; v <= EG_MATVEC_VARIANTS; v++) {
             eg_pipeline_destroy(ops->vk, &ops->matmul_q[f][v]);
+            eg_pipeline_destroy(ops->vk, &ops->matmul_q_idot[f][v]);
+        }
     eg_arena_reset(&ops->arena);
     ops->vk = NULL;
 }
@@ -580,7 +617,8 @@ typedef enum {
     LINEAR_DIRECT,     /* ops->matmul_direct */
     LINEAR_TILED,      /* ops->matmul[0 or 1] */
     LINEAR_COOPMAT,    /* ops->matmul_coopmat */
-    LINEAR_QUANT       /* ops->matmul_q[w->format - 1][v or EG_MATVEC_VARIANTS] */
+    LINEAR_QUANT,      /* ops->matmul_q[w->format - 1][v or EG_MATVEC_VARIANTS] */
+    LINEAR_QUANT_IDOT  /* ops->quantize_act, then ops->matmul_q_idot[w->format - 1][v] */
 } LinearKernel;
 
 /* Few rows of x: the variant v compiled for the next power of two of rows, the matrix-vector
@@ -589,7 +627,8 @@ static LinearKernel linear_kernel(const EgOps *ops, uint32_t rows, const EgMatri
     *v = 0;
     if (w->format != EG_WEIGHTS_DENSE) {
         *v = rows <= EG_MATVEC_MAX_ROWS ? eg_pow2_variant(rows) : EG_MATVEC_VARIANTS;
-        return LINEAR_QUANT;
+        return ops->int_dot && eg_int_dot_pass_rows(ops, w->cols) ? LINEAR_QUANT_IDOT
+                                                                  : LINEAR_QUANT;
     }
     if (ops->naive) return rows <= 4 ? LINEAR_MATVEC_NAIVE : LINEAR_MATMUL_NAIVE;
     if (rows <= EG_MATVEC_MAX_ROWS) {
@@ -612,6 +651,16 @@ int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a) {
     return kernel_fuses_rms(linear_kernel(ops, a->rows, a->w, &v), a);
 }
 
+uint32_t eg_int_dot_pass_rows(const EgOps *ops, uint32_t k) {
+    uint64_t rows = ops->int_dot_x_bytes / (eg_int_dot_row_vecs(k) * 16ull);
+    return rows > UINT32_MAX ? UINT32_MAX : (uint32_t)rows;
+}
+
+int eg_linear_int_dot(const EgOps *ops, const EgLinear *a) {
+    int v;
+    return linear_kernel(ops, a->rows, a->w, &v) == LINEAR_QUANT_IDOT;
+}
+
 int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k) {
     /* matmul_direct for every number of rows: the many-rows kernel, and the few-rows one for
      * weights of this size; one chunk; TN/2 gate rows and TN/2 up rows per invocation */
@@ -631,6 +680,56 @@ static uint64_t linear_bytes(const EgOps *ops, const EgLinear *a, uint32_t w_row
     if (a->bias) bytes += n * e;
     if (a->rms_weight) bytes += k * e;
     return bytes;
+}
+
+/* x's rows (a->rows of w->cols) into ops->int_dot_x as int8 blocks, in the order the weights'
+ * format reads them (shaders/act_quant_layout.glsl). */
+static void quantize_x(EgCmd *cmd, const EgOps *ops, const EgLinear *a, uint32_t row0,
+                       uint32_t rows) {
+    uint32_t K = a->w->cols, ldx = a->ldx ? a->ldx : K;
+    QuantizeActPush push = {.M = rows,
+                            .K = K,
+                            .ldx = ldx,
+                            .x_off = a->x_off + row0 * ldx,
+                            .order = a->w->format == EG_WEIGHTS_Q4};
+    /* x read once, its quantized rows written; per element a compare, a multiply, a round */
+    eg_cmd_work(cmd, (uint64_t)rows * (K * ops->elem + eg_int_dot_row_vecs(K) * 16ull),
+                3ull * rows * K);
+    const EgBuffer *bufs[2] = {a->x, &ops->int_dot_x};
+    /* one invocation per block of 32, the padding block of an odd count included */
+    eg_cmd_dispatch(cmd, &ops->quantize_act, bufs, &push, eg_groups((K + 63) / 64 * 2, 64), rows,
+                    1);
+}
+
+/* eg_op_linear on the int-dot kernels (variant v, epilogue flags): per pass of as many rows of
+ * x as ops->int_dot_x holds, those rows quantized, then every chunk of w times them. */
+static void linear_int_dot(EgCmd *cmd, const EgOps *ops, const EgLinear *a, uint32_t flags, int v) {
+    const EgMatrix *w = a->w;
+    uint32_t pass = eg_int_dot_pass_rows(ops, w->cols);
+    uint32_t ldy = a->ldy ? a->ldy : w->rows;
+    for (uint32_t r0 = 0; r0 < a->rows; r0 += pass) {
+        uint32_t rows = a->rows - r0 < pass ? a->rows - r0 : pass;
+        quantize_x(cmd, ops, a, r0, rows);
+        for (uint32_t c = 0; c < w->n_chunks; c++) {
+            uint32_t n = eg_matrix_chunk_len(w, c);
+            /* x_off and ldx are unused: x's rows are int_dot_x's */
+            MatmulPush push = {.M = rows,
+                               .N = n,
+                               .K = w->cols,
+                               .ldy = ldy,
+                               .y_off = a->y_off + r0 * ldy,
+                               .n_off = c * w->chunk_rows,
+                               .flags = flags};
+            EgLinear part = *a;
+            part.rows = rows;
+            eg_cmd_work(cmd, linear_bytes(ops, &part, n), 2 * (uint64_t)rows * n * w->cols);
+            const EgBuffer *bufs[5] = {&ops->int_dot_x, &w->chunks[c], or_dummy(ops, a->bias),
+                                       or_dummy(ops, a->alpha), a->y};
+            eg_cmd_dispatch(cmd, &ops->matmul_q_idot[w->format - 1][v], bufs, &push,
+                            eg_groups(n, ops->q_wg * ops->q_tn),
+                            v < EG_MATVEC_VARIANTS ? 1 : eg_groups(rows, ops->q_tm), 1);
+        }
+    }
 }
 
 void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
@@ -669,6 +768,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     int mm =
         3 * (uint64_t)eg_groups(a->rows, bm0) * bm0 >= 2 * (uint64_t)eg_groups(a->rows, bm1) * bm1;
     const EgTile *tile = &ops->matmul_tile[mm];
+    if (kernel == LINEAR_QUANT_IDOT) {
+        linear_int_dot(cmd, ops, a, flags, v);
+        return;
+    }
     for (uint32_t c = 0; c < w->n_chunks; c++) {
         uint32_t n0 = c * w->chunk_rows;
         uint32_t n = eg_matrix_chunk_len(w, c) / (a->swiglu ? 2 : 1);
@@ -717,6 +820,8 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
             eg_cmd_dispatch(cmd, &ops->matmul_q[w->format - 1][v], bufs, &push,
                             eg_groups(n, ops->q_wg * ops->q_tn),
                             v < EG_MATVEC_VARIANTS ? 1 : eg_groups(a->rows, ops->q_tm), 1);
+            break;
+        case LINEAR_QUANT_IDOT: /* linear_int_dot */
             break;
         case LINEAR_COOPMAT:
             eg_cmd_dispatch(cmd, &ops->matmul_coopmat, bufs, &push, eg_groups(n, ops->coopmat_bn),

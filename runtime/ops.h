@@ -92,6 +92,17 @@ typedef struct EgOps {
      * invocations of q_tn rows of W each */
     EgPipeline matmul_q[2][EG_MATVEC_VARIANTS + 1];
     uint32_t q_wg, q_tm, q_tn;
+    /* Integer dot products for them (where eg_int_dot_choose says; docs/quantization.md
+     * "Integer dot products"): x's rows quantized to int8 blocks into int_dot_x
+     * (quantize_act.comp), then matmul_q_idot[format - 1][v] (v as matmul_q's), in passes of as
+     * many rows as int_dot_x (int_dot_x_bytes) holds: eg_int_dot_pass_rows. Every product
+     * recorded with these ops shares int_dot_x: the recorder's barriers order them within a
+     * command buffer, and one command buffer with these ops is recorded and run at a time (as
+     * the engine does). */
+    int int_dot;
+    EgPipeline quantize_act, matmul_q_idot[2][EG_MATVEC_VARIANTS + 1];
+    EgBuffer int_dot_x;
+    uint64_t int_dot_x_bytes;
     /* shaders/attention_flash.comp (K/V tiles in shared memory, shared by flash_queries
      * queries) for dispatches of heads up to flash_max_dim: 0 never, 1 those of at least
      * EG_FLASH_MIN_QUERIES queries, 2 every one (tests, EGRET_ATTN_FLASH=1) */
@@ -155,6 +166,11 @@ typedef struct EgOpsConfig {
      * dense); EG_WEIGHTS_Q8 or EG_WEIGHTS_Q4 that format's alone. A model builds only what its
      * weights can reach: each kernel is a pipeline the driver compiles at every start. */
     int quant_kernels;
+    /* int-dot kernels for quantized products (eg_int_dot_choose): 1 required (init fails where
+     * the device lacks the feature), -1 never, 0 automatic (EGRET_INT_DOT, else where
+     * accelerated) */
+    int int_dot;
+    uint64_t int_dot_x_bytes; /* int-dot: bytes of quantized x rows (0: EG_INT_DOT_X_BYTES) */
 } EgOpsConfig;
 int eg_ops_init_config(EgOps *ops, EgVk *vk, int f16, const EgOpsConfig *cfg, EgError *err);
 /* EgOpsConfig.quant_kernels for a model whose projections are all in `projections` */
@@ -162,6 +178,15 @@ static inline int eg_ops_quant_kernels_for(EgWeightFormat projections) {
     return projections == EG_WEIGHTS_DENSE ? -1 : (int)projections;
 }
 void eg_ops_destroy(EgOps *ops);
+
+/* Bytes of x's quantized rows the int-dot kernels hold at once (EgOps.int_dot_x): 819 rows of
+ * 4096 elements; more rows run in passes. */
+#define EG_INT_DOT_X_BYTES (4u << 20)
+/* 16-byte vectors of one row of K elements in EgOps.int_dot_x (shaders/act_quant_layout.glsl:
+ * groups of 2 blocks of 32, a header vector and 4 of int8 values). */
+static inline uint32_t eg_int_dot_row_vecs(uint32_t K) {
+    return (K + 63) / 64 * 5;
+}
 
 /* A weight matrix [rows][cols] (PyTorch Linear layout: out × in), split by rows into chunks
  * that each fit in one storage-buffer binding (maxStorageBufferRange). Its rows are in the
@@ -214,6 +239,12 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a);
 /* Whether the kernel for this product (its rows and w) can fold an RMSNorm of x into it
  * (rms_weight): matmul_direct's, on CPU devices; elsewhere the norm is its own op. */
 int eg_linear_fuses_rms(const EgOps *ops, const EgLinear *a);
+/* Whether this product (its rows and w) runs the int-dot kernels (EgOps.int_dot): x's rows are
+ * then quantized to int8 into EgOps.int_dot_x first, eg_int_dot_pass_rows at a time; the last
+ * pass's stay there until the next such product (the tests read them back). */
+int eg_linear_int_dot(const EgOps *ops, const EgLinear *a);
+/* Rows of k elements per int-dot pass (0: a row does not fit EgOps.int_dot_x). */
+uint32_t eg_int_dot_pass_rows(const EgOps *ops, uint32_t k);
 /* Whether products of [gate; up] (2n rows of k) can fuse the SwiGLU (EgLinear.swiglu) for any
  * number of rows of x: matmul_direct's kernels, on CPU devices, for small enough weights. */
 int eg_ops_fuses_swiglu(const EgOps *ops, uint32_t n, uint32_t k);

@@ -269,7 +269,7 @@ static int create_device(EgVk *vk, EgError *err) {
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f11,
                                     .features = {.shaderInt64 = have.features.shaderInt64}};
-    const char *exts[2] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
+    const char *exts[3] = {VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME};
     uint32_t n_exts = 1;
     const char *off = getenv("EGRET_COOPMAT");
     if (off && strcmp(off, "0") == 0) {
@@ -281,6 +281,15 @@ static int create_device(EgVk *vk, EgError *err) {
             exts[n_exts++] = ext;
             f12.pNext = coopmat_feature;
         }
+    }
+    /* Integer dot products (the int-dot kernels of quantized products: runtime/ops.c decides
+     * whether they run) */
+    void *int_dot_feature;
+    const char *int_dot_ext = eg_int_dot_probe(vk->phys, &vk->int_dot, &int_dot_feature);
+    if (int_dot_ext) {
+        exts[n_exts++] = int_dot_ext;
+        ((VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR *)int_dot_feature)->pNext = f12.pNext;
+        f12.pNext = int_dot_feature;
     }
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                              .pNext = &f2,
@@ -395,6 +404,10 @@ int eg_vk_list_devices(EgError *err) {
         void *feature;
         eg_coopmat_probe(vk.instance, devs[i], &cm, &feature);
         printf("   cooperative matrices: %s\n", cm.why);
+        EgIntDot id;
+        eg_int_dot_probe(devs[i], &id, &feature);
+        printf("   integer dot product: %s; int-dot kernels for q8/q4 products: %s\n", id.why,
+               eg_int_dot_policy(&id));
     }
     destroy_instance(vk.instance);
     return 0;

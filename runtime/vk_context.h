@@ -15,6 +15,7 @@
 #include "runtime/coopmat.h"
 #include "runtime/core_warmer.h"
 #include "runtime/error.h"
+#include "runtime/int_dot.h"
 
 typedef struct EgVkOptions {
     const char *device; /* index or name substring; NULL: EGRET_DEVICE or automatic */
@@ -45,6 +46,8 @@ typedef struct EgVk {
     /* Cooperative matrices (runtime/coopmat.h), enabled at device creation where offered;
      * EGRET_COOPMAT=0 leaves them off (and their extension disabled) */
     EgCoopmat coopmat;
+    /* Integer dot products (runtime/int_dot.h), enabled at device creation where offered */
+    EgIntDot int_dot;
     /* Every buffer also has an rgba32ui storage texel view (EgBuffer.texels), which the
      * *_texel shader variants read through: CPU devices only, where an imageLoad is a
      * vectorized gather while a storage-buffer load is a loop over the lanes (runtime/ops.c). */

@@ -14,7 +14,9 @@
 #   bench_9b     egret bench --random-weights bench/configs/idefics-9b --json: image encode
 #                b1/b16, prefill (1 image + 64 tokens) b1/b8, decode b1/b8, time to first token
 #   profile_demo EGRET_PROFILE=1 egret bench on the demo model: GB/s and GFLOP/s per shader
+#   test_ops_int_dot  the int-dot kernels of q8/q4 products (docs/quantization.md), validated
 #   ops_bench_big  the linear kernels at IDEFICS-9B's hidden sizes
+#   ops_bench_q4_int_dot_1 ... q8 and q4 decode products with (1) and without (-1) them
 # Everything lands in $OUT: <step>.txt (output), bench_9b.json and bandwidth.json, summary.txt.
 # EGRET_CHECK_SKIP_9B=1 skips bench_9b (a dry run of the script on a CPU device).
 set -uo pipefail
@@ -58,6 +60,7 @@ step test_coopmat 60 "$bin/test_coopmat"
 step test_op_work 30 "$bin/test_op_work"
 step test_ops 150 env EGRET_VALIDATION=1 EGRET_COOPMAT=0 "$bin/test_ops"
 step test_ops_batch 45 env EGRET_VALIDATION=1 EGRET_COOPMAT=0 "$bin/test_ops_batch"
+step test_ops_int_dot 40 env EGRET_VALIDATION=1 EGRET_COOPMAT=0 "$bin/test_ops_int_dot"
 if [ "${EGRET_CHECK_SKIP_9B:-0}" != 1 ]; then
     # generating 17 GB of fp16 weights takes about two minutes of one CPU core
     step bench_9b 240 sh -c "$bin/egret bench --random-weights bench/configs/idefics-9b \
@@ -65,5 +68,12 @@ if [ "${EGRET_CHECK_SKIP_9B:-0}" != 1 ]; then
 fi
 step profile_demo 40 env EGRET_PROFILE=1 "$bin/egret" bench --warmup 1 --reps 2
 step ops_bench_big 60 "$bin/ops_bench" --fp16 --big --vs-default --samples 3
+# q4 and q8 decode products with and without integer dot products (against the same dense ones)
+for q in q4 q8; do
+    for d in 1 -1; do
+        step "ops_bench_${q}_int_dot_$d" 40 "$bin/ops_bench" --fp16 --big --only decode \
+            --quant $q --int-dot $d --samples 3
+    done
+done
 cat "$OUT/bandwidth.json" >>"$OUT/summary.txt" 2>/dev/null
 tail -n 3 "$OUT"/test_*.txt | tee -a "$OUT/summary.txt"

@@ -19,11 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DEGRET_COOPMAT_NV=ON \
     -DEGRET_GLSLANG="${EGRET_GLSLANG:-}" >/dev/null
-targets=(egret test_ops test_ops_batch test_coopmat test_op_work ops_bench bandwidth)
+targets=(egret test_ops test_ops_batch test_ops_int_dot test_coopmat test_op_work ops_bench bandwidth)
 cmake --build build-device -j"$(nproc)" --target "${targets[@]}" >/dev/null
 rm -rf .devpack
 mkdir -p .devpack/lib
-bins=(build-device/egret build-device/test_ops build-device/test_ops_batch build-device/test_coopmat
+bins=(build-device/egret build-device/test_ops build-device/test_ops_batch build-device/test_ops_int_dot
+      build-device/test_coopmat
       build-device/test_op_work build-device/bench/ops_bench build-device/bench/bandwidth)
 cp "${bins[@]}" .devpack/
 layer=/usr/lib/x86_64-linux-gnu/libVkLayer_khronos_validation.so

@@ -7,7 +7,9 @@
  *   answer the same; q8's mean KL and top-1 count equal (to 1e-9 relative) the ones this test
  *   computes in long double, with its own formula, from every position's logits of the same
  *   prompts on fp32 and q8 models it loads itself (what `egret forward --logits-out` writes);
- * - bad input: an unknown format, a missing cases file, an id outside the vocabulary. */
+ * - --prefill-chunk 3 against the whole prompt, in fp32: the same up to summation order;
+ * - bad input: an unknown format, a missing cases file, an id outside the vocabulary, a chunk
+ *   of 0 tokens. */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
@@ -236,6 +238,37 @@ static void test_cli(void) {
     cJSON_Delete(root);
 }
 
+/* --prefill-chunk: the compared model's prompts fed 3 tokens per pass (the engine's chunked
+ * prefill; the reference's in one) give the same distributions up to float summation order
+ * (the matrix-vector kernels instead of the matrix ones): in fp32, far below any format's KL,
+ * the same greedy tokens and answers. */
+static void test_cli_chunked(void) {
+    char json_path[PATH_MAX + 32], cmd[4 * PATH_MAX];
+    snprintf(json_path, sizeof json_path, "%s/eval_chunked.json", tmp_dir);
+    snprintf(cmd, sizeof cmd,
+             "%s eval --model %s --cases %s/golden.safetensors --quant fp32 --prefill-chunk 3 "
+             "--json > %s 2> %s/eval_chunked.log",
+             egret_bin, test_data_path(MODEL), test_data_path(MODEL), json_path, tmp_dir);
+    int rc = run(cmd);
+    CHECK(rc == 0, "egret eval --prefill-chunk 3 exited %d (log in %s/eval_chunked.log)", rc,
+          tmp_dir);
+    size_t len;
+    char *text = (char *)test_read_file(json_path, &len);
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    const cJSON *f32 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "formats"), 0);
+    double positions = number(root, "positions"), kl = number(f32, "mean_kl");
+    printf("fp32 chunked by 3 vs fp32: mean KL %.3g, top-1 %g of %g\n", kl,
+           number(f32, "top1_same"), positions);
+    CHECK(kl >= 0 && kl < 1e-9, "fp32 chunked vs whole: mean KL %g (< 1e-9)", kl);
+    CHECK(positions > 40 && number(f32, "top1_same") == positions,
+          "fp32 chunked vs whole: top-1 at %g of %g positions", number(f32, "top1_same"),
+          positions);
+    CHECK(number(f32, "answers_same_as_reference") == 3, "fp32 chunked vs whole: answers %g of 3",
+          number(f32, "answers_same_as_reference"));
+    cJSON_Delete(root);
+}
+
 static void test_bad_input(void) {
     char cmd[4 * PATH_MAX], log_path[PATH_MAX + 32];
     snprintf(log_path, sizeof log_path, "%s/bad.log", tmp_dir);
@@ -245,6 +278,14 @@ static void test_bad_input(void) {
     int rc = run(cmd);
     char *log = (char *)test_read_file(log_path, &len);
     CHECK(rc == 2 && log && strstr(log, "'q5'"), "--quant q8,q5: exit %d, '%s'", rc, log);
+    free(log);
+
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --prefill-chunk 0 > /dev/null 2> %s", egret_bin,
+             test_data_path(MODEL), log_path);
+    rc = run(cmd);
+    log = (char *)test_read_file(log_path, &len);
+    CHECK(rc == 2 && log && strstr(log, "--prefill-chunk 0"), "--prefill-chunk 0: exit %d, '%s'",
+          rc, log);
     free(log);
 
     snprintf(cmd, sizeof cmd, "%s eval --model %s --cases %s/none.json > /dev/null 2> %s",
@@ -282,6 +323,7 @@ int main(void) {
     test_kl_known();
     test_bad_input();
     test_cli();
+    test_cli_chunked();
     int failed = test_finish();
     if (!failed) { /* kept on failure: the logs say why */
         snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);

@@ -379,10 +379,11 @@ int cli_bench(int argc, char **argv) {
             "{\"tool\": \"egret bench\", \"model\": \"%s%s\", \"device\": \"%s\", "
             "\"dtype\": \"%s\", \"prompt_tokens\": %u, \"new_tokens\": %u, \"warmup\": %u, "
             "\"reps\": %u, \"cache_tokens\": %u, \"batched_decode\": true, \"family\": \"%s\", "
-            "\"quant\": \"%s\", \"plan\": %s,\n \"results\": {",
+            "\"quant\": \"%s\", \"int_dot\": %s, \"plan\": %s,\n \"results\": {",
             mo.random_weights ? "random:" : "", model_dir, info->vk->props.deviceName,
             info->ops->f16 ? "float16" : "float32", b.T, b.NEW, b.warmup, b.reps, b.cache,
-            info->family, eg_weight_format_name(mo.quant), b.plan ? "true" : "false");
+            info->family, eg_weight_format_name(mo.quant), info->ops->int_dot ? "true" : "false",
+            b.plan ? "true" : "false");
     struct {
         const char *name;
         Work work;

@@ -39,6 +39,7 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: egret eval [--model DIR] [--quant LIST] [--cases shapes|FILE] [--json]\n"
+        "                  [--prefill-chunk N]\n"
         "  --model DIR     checkpoint folder (default: the bundled demo model)\n"
         "  --quant LIST    formats compared with fp32, comma-separated, each one of fp32,\n"
         "                  fp16, q8, q4 (projections quantized, fp16 activations as served),\n"
@@ -46,7 +47,9 @@ static void usage(FILE *f) {
         "  --cases WHAT    shapes: the demo model's 30 held-out cases (default); a cases\n"
         "                  JSON file; or a tiny model's golden.safetensors (tools/eval_cases.h)\n"
         "  --json          print one JSON object instead of the table\n"
-        "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n");
+        "  --device INDEX|NAME  Vulkan device (default: EGRET_DEVICE, else the best)\n"
+        "  --prefill-chunk N    feed the compared formats' prompts N tokens per pass (the\n"
+        "                  fp32 reference's in one): N <= 8 runs text products as decode does\n");
 }
 
 static int parse_formats(const char *list, Format *rows, int *n_rows) {
@@ -117,19 +120,29 @@ static int is_right(const EgEvalCase *c, const EgGenerateResult *a) {
 
 /* Case c on model m: its prompt's logits at every position into logits[c->n][vocab], then the
  * greedy answer into *answer, generated from the start as a request would be (test_shapes'
- * settings: end of sequence ignored, answer-line cases stop at the newline). */
+ * settings: end of sequence ignored, answer-line cases stop at the newline). chunk > 0: the
+ * prompt is fed `chunk` tokens per forward pass (as the engine's chunked prefill does) and the
+ * answer continues from it, so that with chunk <= 8 every text product is a matrix-vector
+ * one, the decode kernels (docs/quantization.md "Integer dot products"). */
 static int run_case(EgFamilyModel *m, const EgTokenizer *tok, const EgEvalCase *c, float *logits,
-                    EgGenerateResult *answer, EgError *err) {
+                    uint32_t chunk, EgGenerateResult *answer, EgError *err) {
     EgFamilySeq *s = eg_fseq_new(m, c->n + c->max_new_tokens + 1, err);
     if (!s) return -1;
     static const char *const newline[] = {"\n"};
     EgGenerateParams gp = {.max_new_tokens = c->max_new_tokens, .ignore_eos = 1};
     if (c->answer_line) gp.stop = newline, gp.n_stop = 1;
     eg_sampling_params_default(&gp.sampling);
-    int rc = eg_fseq_set_images(s, c->pixels, c->n_images, err) ||
-             eg_fseq_forward(s, c->ids, c->image_of, c->n, logits, 1, err) ||
-             /* n_cached 0: the prompt again, in one pass as a fresh request's prefill */
-             eg_generate_on(s, tok, c->ids, c->image_of, c->n, 0, &gp, NULL, NULL, answer, err);
+    uint32_t step = chunk ? chunk : c->n;
+    int rc = eg_fseq_set_images(s, c->pixels, c->n_images, err);
+    for (uint32_t t = 0; !rc && t < c->n; t += step) {
+        uint32_t len = c->n - t < step ? c->n - t : step;
+        rc = eg_fseq_forward(s, c->ids + t, c->image_of ? c->image_of + t : NULL, len,
+                             logits + (size_t)t * m->info.vocab, 1, err);
+    }
+    /* n_cached 0: the prompt again, in one pass as a fresh request's prefill; chunked, the
+     * prompt but its last token stays cached */
+    rc = rc || eg_generate_on(s, tok, c->ids, c->image_of, c->n, chunk && c->n ? c->n - 1 : 0, &gp,
+                              NULL, NULL, answer, err);
     eg_fseq_free(s);
     if (rc) eg_fail_prefix(err, "case %s", c->label);
     return rc ? -1 : 0;
@@ -147,7 +160,7 @@ static EgFamilyModel *load(const char *dir, const Format *f, const char *device,
 
 /* Runs every case on the model in row->format. ref_logits NULL: this is the reference, and
  * its logits are written to out_logits; else each position is compared with ref_logits. */
-static int run_row(const char *dir, const char *device, const EgTokenizer *tok,
+static int run_row(const char *dir, const char *device, uint32_t chunk, const EgTokenizer *tok,
                    const EgEvalCases *cases, EgFamilyModel *m, Row *row, const float *ref_logits,
                    float *out_logits, EgError *err) {
     EgFamilyModel *own = NULL;
@@ -166,7 +179,7 @@ static int run_row(const char *dir, const char *device, const EgTokenizer *tok,
     for (size_t i = 0; !rc && i < cases->n; i++) {
         const EgEvalCase *c = &cases->cases[i];
         float *logits = ref_logits ? scratch : out_logits + offset * vocab;
-        rc = run_case(m, tok, c, logits, &row->answers[i], err);
+        rc = run_case(m, tok, c, logits, chunk, &row->answers[i], err);
         for (uint32_t t = 0; !rc && ref_logits && t < c->n; t++) {
             eg_eval_stats_add(&row->stats, ref_logits + (offset + t) * vocab,
                               logits + (size_t)t * vocab, vocab);
@@ -313,16 +326,15 @@ static void free_row(Row *row, size_t n_cases) {
 }
 
 int cli_eval(int argc, char **argv) {
-    static struct option longopts[] = {{"model", required_argument, 0, 'm'},
-                                       {"quant", required_argument, 0, 'q'},
-                                       {"cases", required_argument, 0, 'c'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {"device", required_argument, 0, 'D'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},  {"quant", required_argument, 0, 'q'},
+        {"cases", required_argument, 0, 'c'},  {"json", no_argument, 0, 'j'},
+        {"device", required_argument, 0, 'D'}, {"prefill-chunk", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *dir = cli_default_model(), *cases_arg = "shapes", *device = NULL;
     const char *formats = "fp16,q8,q4";
     int json = 0, c;
+    uint32_t chunk = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -341,6 +353,17 @@ int cli_eval(int argc, char **argv) {
         case 'D':
             device = optarg;
             break;
+        case 'p': {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*end || !*optarg || v == 0 || v > 1u << 20) {
+                fprintf(stderr, "egret: eval: --prefill-chunk %s: want a number of tokens >= 1\n",
+                        optarg);
+                return 2;
+            }
+            chunk = (uint32_t)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -386,7 +409,7 @@ int cli_eval(int argc, char **argv) {
         eg_fail(&err, "out of host memory for %zu positions' logits", cases.positions);
         goto done;
     }
-    if (run_row(dir, device, tok, &cases, m, &ref, NULL, ref_logits, &err)) goto done;
+    if (run_row(dir, device, 0, tok, &cases, m, &ref, NULL, ref_logits, &err)) goto done;
     eg_family_close(m); /* one model on the device at a time */
     m = NULL;
     judge(&cases, &ref, &ref);
@@ -397,7 +420,8 @@ int cli_eval(int argc, char **argv) {
         fprintf(stderr, "egret: fp32: %zu cases (%.1f s)\n", cases.n, ref.load_s + ref.run_s);
     for (int r = 0; r < n_rows; r++) {
         rows[r].format = fmts[r];
-        if (run_row(dir, device, tok, &cases, NULL, &rows[r], ref_logits, NULL, &err)) goto done;
+        if (run_row(dir, device, chunk, tok, &cases, NULL, &rows[r], ref_logits, NULL, &err))
+            goto done;
         judge(&cases, &rows[r], &ref);
         fprintf(stderr, "egret: %s: mean KL %.3e, top-1 %zu of %zu (%.1f s)\n", rows[r].format.name,
                 eg_eval_stats_mean(&rows[r].stats), rows[r].stats.top1_same, rows[r].stats.n,
