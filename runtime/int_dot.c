@@ -52,7 +52,10 @@ int eg_int_dot_choose(const EgIntDot *id, int cfg) {
     int want = cfg ? cfg : env_choice();
     if (want < 0) return 0;
     if (want > 0) return id->supported ? 1 : -1;
-    return id->supported && id->accelerated;
+    /* Off until measured: whether the extra activation pass pays on a GPU, and whether the
+     * drivers run these kernels as lavapipe does, is for a GPU run to show (docs/quantization.md)
+     */
+    return 0;
 }
 
 const char *eg_int_dot_policy(const EgIntDot *id) {
@@ -62,6 +65,7 @@ const char *eg_int_dot_policy(const EgIntDot *id) {
                        : "off (unsupported)";
     if (env > 0) return "on (EGRET_INT_DOT=1)";
     if (env < 0) return "off (EGRET_INT_DOT=0)";
-    return id->accelerated ? "on (accelerated)"
-                           : "off (not accelerated; EGRET_INT_DOT=1 forces them on)";
+    return id->accelerated
+               ? "off (accelerated, but not yet measured on a GPU; EGRET_INT_DOT=1 forces them on)"
+               : "off (not accelerated; EGRET_INT_DOT=1 forces them on)";
 }

@@ -1,8 +1,9 @@
 /* Integer dot products (VK_KHR_shader_integer_dot_product): whether the device has the
  * shaderIntegerDotProduct feature, which the int-dot kernels of quantized products need
  * (shaders/linear_quant_idot.glsl, OpSDotKHR on 4x8-bit packed operands), and whether it
- * reports that instruction accelerated (integerDotProduct4x8BitPackedSignedAccelerated):
- * runtime/ops.c runs those kernels by default only there. */
+ * reports that instruction accelerated (integerDotProduct4x8BitPackedSignedAccelerated, reported
+ * by `egret devices`). The kernels run only when asked for (EGRET_INT_DOT=1) until a GPU
+ * measures them against the float kernels. */
 #ifndef EGRET_INT_DOT_H
 #define EGRET_INT_DOT_H
 
@@ -20,9 +21,8 @@ typedef struct EgIntDot {
 const char *eg_int_dot_probe(VkPhysicalDevice phys, EgIntDot *id, void **feature);
 
 /* The one place the int-dot kernels are chosen. cfg (EgOpsConfig.int_dot): 1 required, -1
- * never, 0 automatic: EGRET_INT_DOT=1 forces them on, =0 off, unset where the device reports
- * the dot product accelerated (lavapipe supports it but does not: there they run only when
- * forced, as the tests do). 1: use them; 0: not; -1: required but the device lacks them. */
+ * never, 0 automatic: EGRET_INT_DOT=1 forces them on, =0 or unset off (unmeasured on GPUs; the
+ * tests force them on lavapipe). 1: use them; 0: not; -1: required but the device lacks them. */
 int eg_int_dot_choose(const EgIntDot *id, int cfg);
 /* What eg_int_dot_choose(id, 0) gives and why, for `egret devices` and logs. */
 const char *eg_int_dot_policy(const EgIntDot *id);
