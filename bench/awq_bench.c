@@ -53,25 +53,9 @@ int main(int argc, char **argv) {
         qz[i] = rand();
     for (size_t i = 0; i < ns; i++)
         sc[i] = (uint16_t)(0x1c00 + (rand() & 0x3ff)); /* 0.004 .. 0.008 */
-    EgTensorView w = {.name = "w.qweight",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {cols, rows / 8},
-                      .data = qw,
-                      .file = "memory"};
-    EgTensorView z = {.name = "w.qzeros",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {cols / group, rows / 8},
-                      .data = qz,
-                      .file = "memory"};
-    EgTensorView s = {.name = "w.scales",
-                      .dtype = EG_DT_F16,
-                      .ndim = 2,
-                      .shape = {cols / group, rows},
-                      .data = sc,
-                      .file = "memory"};
-    EgAwqLinear a = {&w, &z, &s};
+    EgAwqMemory mem;
+    eg_awq_memory(&mem, qw, qz, sc, rows, cols, group);
+    const EgAwqLinear a = mem.linear;
     EgError err = {0};
     double check = 1e30, convert = 1e30;
     for (int r = 0; r < reps; r++) {

@@ -284,3 +284,26 @@ int eg_awq_to_q4(const EgAwqLinear *a, uint32_t rows, uint32_t cols, uint32_t *d
     free(q);
     return 0;
 }
+
+void eg_awq_memory(EgAwqMemory *m, const int32_t *qweight, const int32_t *qzeros,
+                   const uint16_t *scales, uint32_t rows, uint32_t cols, uint32_t group) {
+    m->qweight = (EgTensorView){.name = "w.qweight",
+                                .dtype = EG_DT_I32,
+                                .ndim = 2,
+                                .shape = {cols, rows / 8},
+                                .data = qweight,
+                                .file = "memory"};
+    m->qzeros = (EgTensorView){.name = "w.qzeros",
+                               .dtype = EG_DT_I32,
+                               .ndim = 2,
+                               .shape = {cols / group, rows / 8},
+                               .data = qzeros,
+                               .file = "memory"};
+    m->scales = (EgTensorView){.name = "w.scales",
+                               .dtype = EG_DT_F16,
+                               .ndim = 2,
+                               .shape = {cols / group, rows},
+                               .data = scales,
+                               .file = "memory"};
+    m->linear = (EgAwqLinear){&m->qweight, &m->qzeros, &m->scales};
+}

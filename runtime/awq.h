@@ -41,6 +41,15 @@ typedef struct EgAwqLinear {
  * 0 otherwise. */
 int eg_awq_find(const EgTensorFile *tf, const char *weight_name, EgAwqLinear *out);
 
+/* An AWQ Linear held in memory (rows × cols, groups of `group` inputs), as a benchmark or a test
+ * builds one: views named w.qweight, w.qzeros, w.scales over the caller's arrays. */
+typedef struct EgAwqMemory {
+    EgTensorView qweight, qzeros, scales;
+    EgAwqLinear linear; /* points at the three views above */
+} EgAwqMemory;
+void eg_awq_memory(EgAwqMemory *m, const int32_t *qweight, const int32_t *qzeros,
+                   const uint16_t *scales, uint32_t rows, uint32_t cols, uint32_t group);
+
 /* Whether any tensor of tf is an AWQ qweight. */
 int eg_awq_any(const EgTensorFile *tf);
 

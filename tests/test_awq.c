@@ -31,14 +31,6 @@
 #include "test_util.h"
 #include "tools/quantize_folder.h"
 
-#define MUST(cond, ...)                                                                            \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            CHECK(0, __VA_ARGS__);                                                                 \
-            exit(test_finish());                                                                   \
-        }                                                                                          \
-    } while (0)
-
 /* A device the loaders cannot open: a refusal that does not name it came from the check that
  * runs before any device is touched, so nothing was loaded half. */
 #define NO_DEVICE "no-such-device-for-this-test"
@@ -47,29 +39,6 @@
 #define IMAGE_TOKEN 512
 
 static char work[256]; /* this run's temporary folder */
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    int ok = f && fwrite(data, 1, n, f) == n;
-    if (f && fclose(f)) ok = 0;
-    MUST(ok, "writing %s", path);
-}
 
 static unsigned char *read_data(const char *rel, size_t *len) {
     unsigned char *b = test_read_file(test_data_path(rel), len);
@@ -86,9 +55,9 @@ static const char *folder_with(const char *name, const char *config, const unsig
     snprintf(dir, sizeof dirs[0], "%s/%s", work, name);
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    write_file(path, config, strlen(config));
+    MUST(test_write_file(path, config, strlen(config)) == 0, "writing %s", path);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    write_file(path, st, n);
+    MUST(test_write_file(path, st, n) == 0, "writing %s", path);
     return dir;
 }
 
@@ -190,25 +159,9 @@ static void test_linear_g128(void) {
 static int matches_awq(const int32_t *qw, const int32_t *qz, const uint16_t *sc, uint32_t rows,
                        uint32_t cols, uint32_t G, int group_arg) {
     static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-    EgTensorView w = {.name = "w.qweight",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {cols, rows / 8},
-                      .data = qw,
-                      .file = "memory"};
-    EgTensorView z = {.name = "w.qzeros",
-                      .dtype = EG_DT_I32,
-                      .ndim = 2,
-                      .shape = {cols / G, rows / 8},
-                      .data = qz,
-                      .file = "memory"};
-    EgTensorView s = {.name = "w.scales",
-                      .dtype = EG_DT_F16,
-                      .ndim = 2,
-                      .shape = {cols / G, rows},
-                      .data = sc,
-                      .file = "memory"};
-    EgAwqLinear a = {&w, &z, &s};
+    EgAwqMemory mem;
+    eg_awq_memory(&mem, qw, qz, sc, rows, cols, G);
+    const EgAwqLinear a = mem.linear;
     EgError err = {0};
     size_t words = eg_quant_row_words(EG_WEIGHTS_Q4, cols);
     uint32_t *q4 = malloc(rows * words * 4);
@@ -539,6 +492,6 @@ int main(void) {
     test_idefics_awq();
     CHECK(eg_vk_validation_message_count() == 0, "the Vulkan validation layer reported %d messages",
           eg_vk_validation_message_count());
-    remove_tree(work);
+    test_remove_tree(work);
     return test_finish();
 }

@@ -18,9 +18,7 @@ enum { N_FILES = sizeof FILES / sizeof *FILES };
 static void write_file(const char *name, const void *data, size_t len) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    CHECK(f && fwrite(data, 1, len, f) == len, "cannot write %s", path);
-    if (f) fclose(f);
+    CHECK(test_write_file(path, data, len) == 0, "cannot write %s", path);
 }
 
 /* Copies the demo model into dir, leaving out `skip` (may be NULL). */

@@ -19,15 +19,6 @@
 #include "runtime/quant.h"
 #include "test_util.h"
 
-/* A failed setup step makes the rest of the test meaningless: report and stop. */
-#define MUST(cond, ...)                                                                            \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            CHECK(0, __VA_ARGS__);                                                                 \
-            exit(test_finish());                                                                   \
-        }                                                                                          \
-    } while (0)
-
 static void test_names(void) {
     EgError err = {0};
     EgWeightFormat f = EG_WEIGHTS_DENSE;

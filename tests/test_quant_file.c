@@ -20,14 +20,6 @@
 #include "test_util.h"
 #include "tools/quantize_folder.h"
 
-#define MUST(cond, ...)                                                                            \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            CHECK(0, __VA_ARGS__);                                                                 \
-            exit(test_finish());                                                                   \
-        }                                                                                          \
-    } while (0)
-
 /* A device the loaders cannot open: a refusal that names the file, not the device, came from
  * the check that runs before any device is touched. */
 #define NO_DEVICE "no-such-device-for-this-test"
@@ -42,29 +34,6 @@ static const char *tmp_path(const char *name) {
     return p;
 }
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1024];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(p);
-        else
-            unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
-}
-
-static int write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    int ok = f && fwrite(data, 1, n, f) == n;
-    if (f && fclose(f)) ok = 0;
-    return ok ? 0 : -1;
-}
-
 /* A folder `name` holding config.json of tiny-idefics-a and the given model.safetensors. */
 static const char *folder_with(const char *name, const unsigned char *st, size_t n) {
     const char *dir = tmp_path(name);
@@ -74,9 +43,9 @@ static const char *folder_with(const char *name, const unsigned char *st, size_t
     snprintf(path, sizeof path, "%s/config.json", test_data_path("tiny-idefics-a"));
     unsigned char *cfg = test_read_file(path, &len);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    MUST(cfg && write_file(path, cfg, len) == 0, "writing %s", path);
+    MUST(cfg && test_write_file(path, cfg, len) == 0, "writing %s", path);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    MUST(write_file(path, st, n) == 0, "writing %s", path);
+    MUST(test_write_file(path, st, n) == 0, "writing %s", path);
     free(cfg);
     return dir;
 }
@@ -431,6 +400,6 @@ int main(void) {
     test_mllama_same_as_on_load();
     test_refusals();
     test_atomic();
-    remove_tree(work);
+    test_remove_tree(work);
     return test_finish();
 }

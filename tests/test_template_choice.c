@@ -18,11 +18,7 @@
 static void write_file(const char *dir, const char *name, const char *text) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL, "cannot write %s", path);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
+    CHECK(test_write_file(path, text, strlen(text)) == 0, "cannot write %s", path);
 }
 
 static void remove_file(const char *dir, const char *name) {

@@ -4,11 +4,13 @@
 #include "tools/grpc_client.h"
 #include "tools/shapes_world.h"
 
+#include <dirent.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +65,29 @@ unsigned char *test_read_file(const char *path, size_t *len) {
     fclose(f);
     if (buf && len) *len = (size_t)n;
     return buf;
+}
+
+int test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(data, 1, n, f) == n;
+    if (f && fclose(f)) ok = 0;
+    return ok ? 0 : -1;
+}
+
+void test_remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            test_remove_tree(p);
+        else
+            unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
 }
 
 static uint64_t rng_state;

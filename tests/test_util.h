@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "egret/v1/egret.pb-c.h"
 #include "runtime/safetensors.h"
@@ -25,6 +26,16 @@ extern int test_checks_failed;
         int require_ok_ = (cond) ? 1 : 0;                                                          \
         TEST_CHECK_VALUE(require_ok_, #cond, __VA_ARGS__);                                         \
         if (!require_ok_) return test_finish();                                                    \
+    } while (0)
+
+/* For a setup step whose failure makes the rest of the test meaningless, outside main: records
+ * the failure and ends the test with its summary. */
+#define MUST(cond, ...)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            CHECK(0, __VA_ARGS__);                                                                 \
+            exit(test_finish());                                                                   \
+        }                                                                                          \
     } while (0)
 
 #define TEST_CHECK_VALUE(ok, text, ...)                                                            \
@@ -67,6 +78,10 @@ const char *test_egret_binary(void);
 
 /* Reads a whole file; returns NULL on failure. The caller frees. */
 unsigned char *test_read_file(const char *path, size_t *len);
+/* Writes n bytes to path: 0, or -1 when it cannot. */
+int test_write_file(const char *path, const void *data, size_t n);
+/* Removes dir and everything under it (a test's temporary folder). */
+void test_remove_tree(const char *dir);
 
 /* Deterministic per-run random numbers: seeded from EGRET_TEST_SEED if set, else from the clock
  * (printed, so a failure can be replayed). */
