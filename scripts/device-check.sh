@@ -13,11 +13,14 @@
 #   test_ops_batch  batched decode's kernels, with validation
 #   bench_9b     egret bench --random-weights bench/configs/idefics-9b --json: image encode
 #                b1/b16, prefill (1 image + 64 tokens) b1/b8, decode b1/b8, time to first token
+#   bench_9b_q4  the same model's decode b1/b8 with q4 projections (issue 19: q4 at batch 1
+#                >= 2.5x the fp16 tokens/s of bench_9b)
 #   profile_demo EGRET_PROFILE=1 egret bench on the demo model: GB/s and GFLOP/s per shader
 #   test_ops_int_dot  the int-dot kernels of q8/q4 products (docs/quantization.md), validated
 #   ops_bench_big  the linear kernels at IDEFICS-9B's hidden sizes
 #   ops_bench_q4_int_dot_1 ... q8 and q4 decode products with (1) and without (-1) them
-# Everything lands in $OUT: <step>.txt (output), bench_9b.json and bandwidth.json, summary.txt.
+# Everything lands in $OUT: <step>.txt (output), bench_9b.json, bench_9b_q4.json and
+# bandwidth.json, summary.txt.
 # EGRET_CHECK_SKIP_9B=1 skips bench_9b (a dry run of the script on a CPU device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +68,9 @@ if [ "${EGRET_CHECK_SKIP_9B:-0}" != 1 ]; then
     # generating 17 GB of fp16 weights takes about two minutes of one CPU core
     step bench_9b 240 sh -c "$bin/egret bench --random-weights bench/configs/idefics-9b \
         --warmup 1 --reps 3 --json >$OUT/bench_9b.json"
+    # quantizing at load runs on every core: about a minute for the 9B projections on 16
+    step bench_9b_q4 200 sh -c "$bin/egret bench --random-weights bench/configs/idefics-9b \
+        --quant q4 --only decode --warmup 1 --reps 3 --json >$OUT/bench_9b_q4.json"
 fi
 step profile_demo 40 env EGRET_PROFILE=1 "$bin/egret" bench --warmup 1 --reps 2
 step ops_bench_big 60 "$bin/ops_bench" --fp16 --big --vs-default --samples 3
