@@ -673,6 +673,7 @@ static void test_linear_variants(int f16) {
         EgError err = {0};
         EgOpsConfig cfg = LINEAR_VARIANTS[v].cfg;
         cfg.naive = -1;
+        cfg.quant_kernels = -1; /* no quantized product runs here: their kernels go unbuilt */
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
             /* Only a device below these tiles' needs (256 invocations, 16 KiB), without
              * shaderInt64 (64-bit loads) or without texel views (GPUs) gets here. */
@@ -1253,6 +1254,7 @@ static void test_flash_variants(int f16) {
         EgError err = {0};
         EgOpsConfig cfg = FLASH_VARIANTS[v].cfg;
         cfg.naive = -1;
+        cfg.quant_kernels = -1; /* no quantized product runs here: their kernels go unbuilt */
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
             printf("  attention [%s]: skipped on this device: %s\n", FLASH_VARIANTS[v].name,
                    err.msg);
@@ -1274,6 +1276,7 @@ static void test_row_variants(int f16) {
         EgError err = {0};
         EgOpsConfig cfg = ROW_VARIANTS[v].cfg;
         cfg.naive = -1;
+        cfg.quant_kernels = -1; /* no quantized product runs here: their kernels go unbuilt */
         if (eg_ops_init_config(&ops, &g_vk, f16, &cfg, &err)) {
             printf("  norm/attention [%s]: skipped on this device: %s\n", ROW_VARIANTS[v].name,
                    err.msg);
