@@ -16,7 +16,7 @@
  * --vs-default: "old" is the default fast kernels instead of the naive ones, so that the options
  * (--mv-rpg, --mv-load64, ...) are measured against the defaults, sample by sample.
  * --int-dot 1|-1: the new kernels' quantized products of up to 8 rows on integer dot products
- * (docs/quantization.md "Integer dot products") or never (default: where accelerated).
+ * (docs/quantization.md "Integer dot products") or never (default: EGRET_INT_DOT, else never).
  *
  * Each sample records `inner` back-to-back linear ops into one command buffer (sized so a
  * sample takes about 50 ms), submits it and waits; old and new alternate sample by sample, and

@@ -761,6 +761,10 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
         }
         md_cols /= 2;
     }
+    if (kernel == LINEAR_QUANT_IDOT) {
+        linear_int_dot(cmd, ops, a, flags, v);
+        return;
+    }
     /* The tiled kernel: the small tile unless it pads to nearly as many rows as the large one: its
      * lower reuse costs about half again per row (lavapipe), so it wins while the large tile
      * would compute over 1.5x the small one's rows. */
@@ -768,10 +772,6 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
     int mm =
         3 * (uint64_t)eg_groups(a->rows, bm0) * bm0 >= 2 * (uint64_t)eg_groups(a->rows, bm1) * bm1;
     const EgTile *tile = &ops->matmul_tile[mm];
-    if (kernel == LINEAR_QUANT_IDOT) {
-        linear_int_dot(cmd, ops, a, flags, v);
-        return;
-    }
     for (uint32_t c = 0; c < w->n_chunks; c++) {
         uint32_t n0 = c * w->chunk_rows;
         uint32_t n = eg_matrix_chunk_len(w, c) / (a->swiglu ? 2 : 1);
@@ -821,7 +821,7 @@ void eg_op_linear(EgCmd *cmd, const EgOps *ops, const EgLinear *a) {
                             eg_groups(n, ops->q_wg * ops->q_tn),
                             v < EG_MATVEC_VARIANTS ? 1 : eg_groups(a->rows, ops->q_tm), 1);
             break;
-        case LINEAR_QUANT_IDOT: /* linear_int_dot */
+        case LINEAR_QUANT_IDOT: /* linear_int_dot, above */
             break;
         case LINEAR_COOPMAT:
             eg_cmd_dispatch(cmd, &ops->matmul_coopmat, bufs, &push, eg_groups(n, ops->coopmat_bn),

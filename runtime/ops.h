@@ -167,8 +167,8 @@ typedef struct EgOpsConfig {
      * weights can reach: each kernel is a pipeline the driver compiles at every start. */
     int quant_kernels;
     /* int-dot kernels for quantized products (eg_int_dot_choose): 1 required (init fails where
-     * the device lacks the feature), -1 never, 0 automatic (EGRET_INT_DOT, else where
-     * accelerated) */
+     * the device lacks the feature), -1 never, 0 automatic (EGRET_INT_DOT=1 on, else off
+     * until measured on a GPU) */
     int int_dot;
     uint64_t int_dot_x_bytes; /* int-dot: bytes of quantized x rows (0: EG_INT_DOT_X_BYTES) */
 } EgOpsConfig;
