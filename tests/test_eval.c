@@ -284,8 +284,8 @@ static void test_bad_input(void) {
              test_data_path(MODEL), log_path);
     rc = run(cmd);
     log = (char *)test_read_file(log_path, &len);
-    CHECK(rc == 2 && log && strstr(log, "--prefill-chunk 0"), "--prefill-chunk 0: exit %d, '%s'",
-          rc, log);
+    CHECK(rc == 2 && log && strstr(log, "--prefill-chunk") && strstr(log, "'0'"),
+          "--prefill-chunk 0: exit %d, '%s'", rc, log);
     free(log);
 
     snprintf(cmd, sizeof cmd, "%s eval --model %s --cases %s/none.json > /dev/null 2> %s",

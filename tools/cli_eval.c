@@ -354,13 +354,8 @@ int cli_eval(int argc, char **argv) {
             device = optarg;
             break;
         case 'p': {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (*end || !*optarg || v == 0 || v > 1u << 20) {
-                fprintf(stderr, "egret: eval: --prefill-chunk %s: want a number of tokens >= 1\n",
-                        optarg);
-                return 2;
-            }
+            uint64_t v;
+            if (cli_parse_u64_in("prefill-chunk", optarg, 1, 1u << 20, &v)) return 2;
             chunk = (uint32_t)v;
             break;
         }
