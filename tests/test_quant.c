@@ -186,19 +186,17 @@ static uint64_t matrix_bytes(const EgMatrix *m) {
  * allocated but the RoPE table, and the formats are q4 and fp16. */
 static void test_mllama_report(void) {
     EgError err = {0};
-    char dir[512], cfg_path[600];
+    char dir[512];
     snprintf(dir, sizeof dir, "%s", test_data_path("mllama/tiny-mllama-b"));
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
     EgMllamaOptions mo = {.quant = EG_WEIGHTS_Q4};
     EgMllamaModel *m = eg_mllama_model_load(dir, &mo, &err);
     MUST(m != NULL, "mllama q4: %s", err.msg);
-    EgMllamaTextConfig cfg;
+    const EgMllamaTextConfig *cfg = &m->cfg.text;
     EgTensorFile *tf = NULL;
     EgMllamaText t;
     EgMllamaTextOptions to = {.quant = EG_WEIGHTS_Q4, .report = &m->weight_report};
-    MUST(eg_mllama_text_config_load(cfg_path, &cfg, &err) == 0 &&
-             (tf = eg_tensors_open_dir(dir, &err)) != NULL &&
-             eg_mllama_text_load(&t, &cfg, &m->ops, &m->staging, tf, &to, &err) == 0,
+    MUST((tf = eg_tensors_open_dir(dir, &err)) != NULL &&
+             eg_mllama_text_load(&t, cfg, &m->ops, &m->staging, tf, &to, &err) == 0,
          "mllama q4 text: %s", err.msg);
     eg_tensors_close(tf);
     const EgWeightReport *r = &m->weight_report;
@@ -210,8 +208,8 @@ static void test_mllama_report(void) {
         vision += matrix_bytes(&x->qkv) + matrix_bytes(&x->o) + matrix_bytes(&x->fc1) +
                   matrix_bytes(&x->fc2);
     }
-    for (int i = 0; i < cfg.num_hidden_layers; i++) {
-        int j = eg_mllama_cross_index(&cfg, i);
+    for (int i = 0; i < cfg->num_hidden_layers; i++) {
+        int j = eg_mllama_cross_index(cfg, i);
         if (j >= 0) {
             const EgMllamaCrossLayer *x = &t.cross[j];
             text += matrix_bytes(&x->q) + matrix_bytes(&x->kv) + matrix_bytes(&x->o) +
