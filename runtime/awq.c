@@ -11,6 +11,7 @@
 #include "runtime/json_get.h"
 #include "runtime/parallel.h"
 #include "runtime/quant.h"
+#include "runtime/text.h"
 
 /* Output c of a packed word sits in nibble AWQ_NIBBLE[c % 8]: the inverse of AutoAWQ's
  * AWQ_ORDER [0, 2, 4, 6, 1, 3, 5, 7] (its AWQ_REVERSE_ORDER, awq/utils/packing_utils.py). */
@@ -97,11 +98,6 @@ done:
     return rc;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* "<prefix><suffix>" looked up in tf. */
 static const EgTensorView *find_part(const EgTensorFile *tf, const char *prefix, size_t plen,
                                      const char *suffix) {
@@ -115,7 +111,7 @@ static const EgTensorView *find_part(const EgTensorFile *tf, const char *prefix,
 
 int eg_awq_find(const EgTensorFile *tf, const char *weight_name, EgAwqLinear *out) {
     memset(out, 0, sizeof *out);
-    if (!ends_with(weight_name, ".weight")) return 0;
+    if (!eg_ends_with(weight_name, ".weight")) return 0;
     size_t plen = strlen(weight_name) - strlen("weight");
     out->qweight = find_part(tf, weight_name, plen, "qweight");
     if (!out->qweight) return 0;
@@ -126,7 +122,7 @@ int eg_awq_find(const EgTensorFile *tf, const char *weight_name, EgAwqLinear *ou
 
 int eg_awq_any(const EgTensorFile *tf) {
     for (int i = 0; i < eg_tensors_count(tf); i++)
-        if (ends_with(eg_tensors_at(tf, i)->name, ".qweight")) return 1;
+        if (eg_ends_with(eg_tensors_at(tf, i)->name, ".qweight")) return 1;
     return 0;
 }
 
@@ -197,7 +193,7 @@ int eg_awq_folder_check(const EgTensorFile *tf, const EgAwqConfig *cfg, EgError 
     int seen = 0;
     for (int i = 0; i < eg_tensors_count(tf); i++) {
         const EgTensorView *t = eg_tensors_at(tf, i);
-        if (!ends_with(t->name, ".qweight")) continue;
+        if (!eg_ends_with(t->name, ".qweight")) continue;
         if (!cfg->present)
             return eg_fail(err,
                            "%s: tensor '%s' looks like an AWQ checkpoint's, but config.json has "

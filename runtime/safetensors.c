@@ -18,6 +18,7 @@
 #include "runtime/hash.h"
 #include "runtime/parallel.h"
 #include "runtime/quant_file.h"
+#include "runtime/text.h"
 
 /* The data is little-endian and converted with plain memcpy. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -579,11 +580,6 @@ const char *eg_tensors_source(const EgTensorFile *f) {
     return f ? f->source : NULL;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 EgTensorFile *eg_tensors_random(uint64_t seed, EgError *err) {
     EgTensorFile *f = calloc(1, sizeof *f);
     if (!f || !(f->source = str_dup("(random weights)"))) {
@@ -623,9 +619,9 @@ static const EgTensorView *random_view(const EgTensorFile *cf, const char *name,
     for (const char *p = name; *p; p++)
         h = eg_splitmix64(h ^ (unsigned char)*p);
     t->seed = h;
-    int norm = strstr(name, "norm") && ends_with(name, ".weight");
+    int norm = strstr(name, "norm") && eg_ends_with(name, ".weight");
     t->center = norm ? 1.0f : 0.0f;
-    t->spread = ends_with(name, ".bias") ? 0.0f : norm ? 0.05f : 0.02f;
+    t->spread = eg_ends_with(name, ".bias") ? 0.0f : norm ? 0.05f : 0.02f;
     return t;
 }
 

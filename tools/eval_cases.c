@@ -8,14 +8,10 @@
 
 #include "runtime/json_get.h"
 #include "runtime/safetensors.h"
+#include "runtime/text.h"
 #include "vision/image_decode.h"
 
 #define DEFAULT_MAX_NEW_TOKENS 24
-
-static int has_suffix(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
 
 /* Ids the model has embeddings for: anything else would read outside its table. */
 static int check_ids(const EgFamilyModel *m, const EgEvalCase *c, const char *src, EgError *err) {
@@ -275,8 +271,8 @@ static int load_golden(const char *path, EgFamilyModel *m, EgEvalCases *out, EgE
 int eg_eval_cases_load(const char *path, EgFamilyModel *m, const EgTokenizer *tok, EgEvalCases *out,
                        EgError *err) {
     memset(out, 0, sizeof *out);
-    int rc = has_suffix(path, ".safetensors") ? load_golden(path, m, out, err)
-                                              : load_json(path, m, tok, out, err);
+    int rc = eg_ends_with(path, ".safetensors") ? load_golden(path, m, out, err)
+                                                : load_json(path, m, tok, out, err);
     if (rc) eg_eval_cases_free(out);
     return rc;
 }

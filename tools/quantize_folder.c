@@ -15,6 +15,7 @@
 #include "runtime/json_get.h"
 #include "runtime/quant_file.h"
 #include "runtime/safetensors.h"
+#include "runtime/text.h"
 
 enum { MAX_SHARDS = 99999 };
 #define DEFAULT_SHARD_BYTES ((uint64_t)4 << 30)
@@ -225,11 +226,8 @@ static int is_weight_file(const char *name) {
                                       ".pth",         ".ckpt",
                                       ".h5",          ".msgpack",
                                       ".gguf",        ".onnx"};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
-        size_t k = strlen(ext[i]);
-        if (n >= k && !strcmp(name + n - k, ext[i])) return 1;
-    }
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+        if (eg_ends_with(name, ext[i])) return 1;
     return 0;
 }
 
